@@ -133,6 +133,8 @@ class Target(_Strict):
         """The columns the target is computed from."""
         if self.column:
             return [self.column]
+        if not self.expression:
+            return []
         tree = ast.parse(self.expression or "", mode="eval")
         return sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)})
 
@@ -415,7 +417,7 @@ def _describe(path: Path, error: ValidationError) -> str:
         elif kind == "extra_forbidden":
             known = _known_fields(item["loc"][:-1], item["loc"])
             hint = difflib.get_close_matches(str(item["loc"][-1]), known, n=1)
-            found = item["loc"][-1]
+            found = f"unknown field {item['loc'][-1]!r}"
             allowed = (f"did you mean {hint[0]!r}? " if hint else "") + f"known fields: {', '.join(known)}"
         elif kind == "union_tag_invalid":
             found, allowed = ctx.get("tag"), f"one of {ctx.get('expected_tags')}"

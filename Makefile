@@ -1,0 +1,42 @@
+# Two commands: `make dev` runs the platform on the embedded default, `make test` passes the tests.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+ML_PLATFORM_HOME ?= $(CURDIR)/.ml_platform
+DAGSTER_HOME := $(ML_PLATFORM_HOME)/dagster
+HOST ?= 127.0.0.1
+PORT ?= 3000
+export ML_PLATFORM_HOME
+
+.PHONY: dev test install install-test check backfill-benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+dev: install
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+test: install-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: install
+	$(BIN)/ml-platform check
+
+backfill-benchmark: install
+	$(BIN)/python benchmarks/backfill.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
