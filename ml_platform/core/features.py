@@ -47,7 +47,7 @@ def build_features(raw: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, Fe
                                else pd.to_numeric(values, errors="coerce").astype("float64"))
     target, known = _target(raw, spec)
     frame[spec.target.name] = target
-    out = frame.loc[known].reset_index(drop=True)
+    out = frame.loc[known, feature_columns(spec)].reset_index(drop=True)
     return out, FeatureReport(rows_in=len(raw), rows_out=len(out), dropped_no_target=int((~known).sum()))
 
 

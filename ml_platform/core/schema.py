@@ -26,8 +26,7 @@ _DTYPES = {
 
 def _dtype_check(name: str) -> pa.Check:
     test = _DTYPES[name]
-    return pa.Check(lambda s: test(s.dtype), element_wise=False, name=f"dtype_{name}",
-                    error=f"dtype is {name}")
+    return pa.Check(lambda s: test(s.dtype), element_wise=False, name=f"dtype_{name}")
 
 
 def _column(expectation: ColumnExpectation) -> pa.Column:
@@ -110,12 +109,17 @@ def validate(frame: pd.DataFrame, expectations: Expectations, partition_of: pd.S
 
 def _failures(cases: pd.DataFrame, frame: pd.DataFrame, partition_of: pd.Series, samples: int) -> list[Failure]:
     failures = []
-    cases = cases.assign(column=cases["column"].fillna("(frame)").astype(str), check=cases["check"].astype(str))
+    missing_column = cases["check"].astype(str).eq("column_in_dataframe")
+    column = cases["column"].where(~missing_column, cases["failure_case"])
+    cases = cases.assign(column=column.fillna("(table)").astype(str), check=cases["check"].astype(str))
     for (column, check), group in cases.groupby(["column", "check"], sort=False):
         rows = group["index"].dropna()
         rows = rows[rows.isin(frame.index)] if len(rows) else rows
         if check.startswith("column_in_dataframe"):
             expectation, count = "column is present", 1
+        elif not len(rows) and group["failure_case"].astype(str).str.contains("Error").any():
+            expectation = f"{_describe_check(check)} (could not be evaluated: {group['failure_case'].iloc[0]})"
+            count = 1
         elif check.startswith("dtype_"):
             expectation, count = f"dtype {check.removeprefix('dtype_')} (found {frame[column].dtype})", 1
         else:

@@ -1,0 +1,69 @@
+"""Shared fixtures: a temporary platform home (and Dagster instance) per test, real specs and real data."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ml_platform.spec import BUNDLED_SPECS, ModelSpec, load_spec
+
+FLIGHT_SPEC = BUNDLED_SPECS / "flight_delay.yaml"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ML_PLATFORM_HOME (storage, pinned replays) for one test."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("ML_PLATFORM_HOME", str(path))
+    monkeypatch.delenv("ML_PLATFORM_STORAGE", raising=False)
+    return path
+
+
+@pytest.fixture
+def instance(tmp_path: Path):
+    """A real Dagster instance (SQLite storage) in a temporary DAGSTER_HOME."""
+    from dagster import DagsterInstance
+
+    with DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as dagster_instance:
+        yield dagster_instance
+
+
+@pytest.fixture
+def flight_spec() -> ModelSpec:
+    return load_spec(FLIGHT_SPEC)
+
+
+def _write_spec(folder: Path, overrides: dict | None = None, drop: tuple[str, ...] = (), name: str = "spec.yaml",
+               base: Path = FLIGHT_SPEC) -> Path:
+    """A copy of a spec with fields replaced (dotted keys) or dropped, written to `folder/name`."""
+    data = yaml.safe_load(base.read_text())
+    for dotted, value in (overrides or {}).items():
+        node, *path, last = [data, *dotted.split(".")]
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    for dotted in drop:
+        node, *path, last = [data, *dotted.split(".")]
+        for part in path:
+            node = node[part]
+        node.pop(last)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    target.write_text(yaml.safe_dump(data, sort_keys=False))
+    return target
+
+
+@pytest.fixture
+def write_spec():
+    """`write_spec(folder, {"dotted.field": value}, drop=("field",))`: a modified copy of flight_delay.yaml."""
+    return _write_spec
+
+
+@pytest.fixture
+def replay_day():
+    """`replay_day(offset_weeks, date(2013, 6, 12))`: the partition key of a 2013 day under a replay offset."""
+    return lambda offset_weeks, source_day: (source_day + timedelta(weeks=offset_weeks)).isoformat()
