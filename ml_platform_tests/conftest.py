@@ -28,7 +28,9 @@ def instance(tmp_path: Path):
     """A real Dagster instance (SQLite storage) in a temporary DAGSTER_HOME."""
     from dagster import DagsterInstance
 
-    with DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as dagster_instance:
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    with DagsterInstance.local_temp(str(dagster_home)) as dagster_instance:
         yield dagster_instance
 
 

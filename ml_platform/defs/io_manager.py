@@ -43,9 +43,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 final = self._path(context.asset_key, key)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 temporary = final.with_name(f".{final.name}.{token}.tmp")
+                staged.append((temporary, final))
                 with temporary.open("wb") as handle:
                     parts[key].to_parquet(handle, index=False)
-                staged.append((temporary, final))
             for temporary, final in staged:
                 temporary.rename(final)
         except BaseException:
