@@ -193,7 +193,7 @@ class Tuning(_Strict):
 
 
 class Training(_Strict):
-    cadence: Literal["daily", "weekly", "monthly"] = "weekly"
+    cadence: Literal["daily", "weekly"] = "weekly"
     window_days: int = Field(default=56, ge=3)
     validation_days: int = Field(default=7, ge=1)
     test_days: int = Field(default=7, ge=1)
@@ -210,8 +210,11 @@ class Fairness(_Strict):
 
 
 class Gates(_Strict):
+    """Promotion gates. `min` bounds a higher-is-better metric (roc_auc), `max` a lower-is-better one (rmse)."""
+
     metric: str | None = None
     min: float | None = None
+    max: float | None = None
     max_regression: float = Field(default=0.0, ge=0)
     fairness: Fairness | None = None
     slices: list[str] = Field(default_factory=list)
@@ -393,6 +396,9 @@ def _semantic_problems(spec: ModelSpec) -> list[tuple[str, Any, str]]:
         problems.append(("partitions.start", None, "a date such as 2024-01-01 (required for this source)"))
     if spec.partitions.start and spec.partitions.end and spec.partitions.end <= spec.partitions.start:
         problems.append(("partitions.end", str(spec.partitions.end), "a date after partitions.start"))
+    if spec.training.cadence == "weekly" and spec.training.window_days % 7:
+        problems.append(("training.window_days", spec.training.window_days,
+                         "a whole number of weeks (a multiple of 7) when training.cadence is weekly"))
     if spec.training.validation_days + spec.training.test_days >= spec.training.window_days:
         problems.append(("training.window_days", spec.training.window_days,
                          "more days than training.validation_days + training.test_days"))

@@ -11,6 +11,8 @@ from ml_platform.core.sources import open_source
 from ml_platform.defs.data_assets import IO_MANAGER_KEY, build_data_assets
 from ml_platform.defs.io_manager import PartitionedParquetIOManager
 from ml_platform.defs.partitions import data_partitions
+from ml_platform.defs.resources import tracking_from_env
+from ml_platform.defs.training_assets import build_training_assets
 from ml_platform.spec import ModelSpec
 
 
@@ -23,11 +25,19 @@ warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec
 def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
     """Assets, checks and resources for every spec; state lives under ML_PLATFORM_HOME."""
     pin_dir = settings.home() / "replay"
-    assets = []
+    assets, jobs, schedules = [], [], []
     for spec in specs:
         source = open_source(spec, pin_dir)
-        assets += build_data_assets(spec, source, data_partitions(spec, source))
+        partitions = data_partitions(spec, source)
+        assets += build_data_assets(spec, source, partitions)
+        training, training_jobs, training_schedules = build_training_assets(spec, partitions)
+        assets += training
+        jobs += training_jobs
+        schedules += training_schedules
     return dg.Definitions(
         assets=assets,
-        resources={IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url())},
+        jobs=jobs,
+        schedules=schedules,
+        resources={IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url()),
+                   "mlflow_tracking": tracking_from_env()},
     )

@@ -1,0 +1,112 @@
+"""The model artifact and its scorer: LightGBM's native text file plus a JSON manifest. Nothing is pickled.
+
+Categorical features are encoded with the levels learned at training, which travel in the manifest: a level
+never seen in training becomes "missing" (LightGBM sends it down the missing-value branch), never an error,
+and a row scores the same alone as inside any batch because the encoding does not depend on the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+MODEL_FILE = "model.txt"
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class FeatureEncoder:
+    """Turns a frame into the float matrix the booster was trained on."""
+
+    numeric: list[str]
+    categorical: list[str]
+    levels: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> "FeatureEncoder":
+        levels = {name: sorted(frame[name].dropna().astype(str).unique().tolist()) for name in categorical}
+        return cls(list(numeric), list(categorical), levels)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        matrix = np.empty((len(frame), len(self.names)), dtype=np.float64)
+        for i, name in enumerate(self.numeric):
+            matrix[:, i] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        for j, name in enumerate(self.categorical, start=len(self.numeric)):
+            values = frame[name]
+            text = values.where(values.isna(), values.astype(str))
+            codes = pd.Categorical(text, categories=self.levels[name]).codes.astype(np.float64)
+            codes[codes < 0] = np.nan  # missing or never seen in training
+            matrix[:, j] = codes
+        return matrix
+
+    def unseen(self, frame: pd.DataFrame) -> dict[str, int]:
+        """How many non-missing values of each categorical feature were never seen in training."""
+        counts = {}
+        for name in self.categorical:
+            values = frame[name].dropna().astype(str)
+            counts[name] = int((~values.isin(self.levels[name])).sum())
+        return counts
+
+
+@dataclass
+class Model:
+    """A trained booster with everything needed to score raw feature rows."""
+
+    booster: lgb.Booster
+    encoder: FeatureEncoder
+    manifest: dict[str, Any]
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def classes(self) -> list:
+        return self.manifest.get("classes") or []
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Binary: probability of the positive class; multiclass: one column per class; regression: value."""
+        missing = [name for name in self.encoder.names if name not in frame.columns]
+        if missing:
+            raise KeyError(f"features missing from the rows to score: {', '.join(missing)}")
+        return self.booster.predict(self.encoder.transform(frame), num_threads=1)
+
+    def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Per-row feature contributions (TreeSHAP, LightGBM's pred_contrib); the last column is the bias."""
+        values = self.booster.predict(self.encoder.transform(frame), pred_contrib=True, num_threads=1)
+        if self.task == "multiclass":  # one block per class; report the contributions to the top class
+            width = len(self.encoder.names) + 1
+            blocks = values.reshape(len(frame), len(self.classes), width)
+            top = self.predict(frame).argmax(axis=1)
+            values = blocks[np.arange(len(frame)), top]
+        return pd.DataFrame(values, columns=[*self.encoder.names, "(bias)"], index=frame.index)
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(folder / MODEL_FILE))
+        manifest = {**self.manifest, "features": {"numeric": self.encoder.numeric,
+                                                   "categorical": self.encoder.categorical,
+                                                   "levels": self.encoder.levels}}
+        (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Model":
+        """Load from the native text model and the JSON manifest (no unpickling)."""
+        folder = Path(folder)
+        manifest = json.loads((folder / MANIFEST_FILE).read_text())
+        features = manifest["features"]
+        encoder = FeatureEncoder(features["numeric"], features["categorical"], features["levels"])
+        booster = lgb.Booster(model_file=str(folder / MODEL_FILE))
+        return cls(booster=booster, encoder=encoder, manifest=manifest)

@@ -1,0 +1,66 @@
+"""The model card: one Markdown page a reviewer can read without opening any tool."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ml_platform.core.evaluation import Evaluation
+from ml_platform.core.gates import GateResult
+from ml_platform.spec import ModelSpec
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, floatfmt=".4f") if len(frame) else "_none_"
+
+
+def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gates: list[GateResult],
+               data: dict, plots: bool = True) -> str:
+    """Purpose, owner, data window and versions, metrics against baseline and champion, slices, fairness,
+    attributions, gates and known limits."""
+    metrics = pd.DataFrame([{"metric": k, "model": v, "baseline": evaluation.baseline.get(k),
+                             "champion": (evaluation.champion or {}).get(k)} for k, v in evaluation.metrics.items()])
+    top = evaluation.attributions.head(10).rename("mean |SHAP|").reset_index().rename(columns={"index": "feature"})
+    gate_rows = pd.DataFrame([{"gate": g.name, "passed": "yes" if g.passed else "NO", "detail": g.detail}
+                              for g in gates])
+    fairness = evaluation.fairness
+    lines = [
+        f"# Model card: {spec.name}" + (f" v{version}" if version else ""),
+        "",
+        f"**Purpose.** {spec.description}",
+        "",
+        f"**Owner.** {spec.owner} · **Task.** {spec.task} · **Target.** `{spec.target.name}` = "
+        f"`{spec.target.expression or spec.target.column}` · **Spec digest.** `{spec.digest}`",
+        "",
+        "## Data",
+        f"Training window {data.get('window', '?')}; split by time: "
+        + ", ".join(f"{k} {v.get('rows')} rows ({v.get('first_day')} → {v.get('last_day')})"
+                    for k, v in data.get("splits", {}).items()) + ".",
+        "",
+        f"Upstream data versions: {len(data.get('data_versions', {}))} partitions of `{spec.name}/features` "
+        f"(listed in the run's metadata and MLflow tags).",
+        "",
+        "## Metrics on the held-out slice",
+        _table(metrics),
+        "",
+        f"## Slices ({evaluation.metric})",
+        _table(evaluation.slices),
+        "",
+        "## Fairness",
+        (f"Largest {fairness['metric']} gap across `{fairness['group']}`: **{fairness['gap']:.4f}** "
+         f"(best {fairness['best']}, worst {fairness['worst']})." if fairness else "No sensitive group assessed."),
+        "",
+        "## What drives predictions (TreeSHAP)",
+        _table(top),
+        "",
+        "## Gates",
+        _table(gate_rows),
+        "",
+        "## Limits",
+        "- Trained on a rolling window of recent days; behaviour outside the range seen in training is "
+        "extrapolation. Category levels never seen in training are scored as missing.",
+        "- Metrics come from the newest days of the window only; slices with fewer than 30 rows are not shown.",
+        "- Correlation, not causation: attributions explain the model, not the world.",
+    ]
+    if plots:
+        lines += ["", "## Plots", *[f"![{name}](data:image/png;base64,{png})" for name, png in evaluation.plots.items()]]
+    return "\n".join(lines)

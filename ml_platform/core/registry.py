@@ -1,0 +1,108 @@
+"""The MLflow model registry, the platform's way: aliases (`champion`, `previous`, `challenger`), never stages.
+
+Every alias move writes an audit record: a JSON tag on the registered model (`audit.<time>.<action>`) and tags
+on the versions involved, so "who moved what, when and why" is answered from MLflow alone. Aliases move in an
+order that never leaves the model without a champion: `previous` first, then `champion`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation is not possible (nothing to roll back to, an unknown version...)."""
+
+
+@dataclass
+class Registry:
+    client: MlflowClient
+    name: str
+
+    def ensure_model(self, description: str = "") -> None:
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            try:
+                self.client.create_registered_model(self.name, description=description)
+            except MlflowException:  # created concurrently
+                pass
+
+    def version_of(self, alias: str) -> str | None:
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, alias).version)
+        except MlflowException:
+            return None
+
+    def aliases(self) -> dict[str, str]:
+        model = self.client.get_registered_model(self.name)
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+    def register(self, model_uri: str, run_id: str, tags: dict[str, str], description: str = "") -> str:
+        """A new version of the registered model, marked `challenger`."""
+        import mlflow
+
+        self.ensure_model(description)
+        version = mlflow.register_model(model_uri, self.name, tags={k: str(v) for k, v in tags.items()})
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
+        return str(version.version)
+
+    def promote(self, version: str, reason: str, details: dict[str, Any]) -> dict:
+        """`champion` moves to `version`; the old champion keeps `previous`."""
+        self._require(version)
+        old = self.version_of(CHAMPION)
+        if old == version:
+            return self._audit("promote-noop", version, old, reason, details)
+        if old is not None:
+            self.client.set_registered_model_alias(self.name, PREVIOUS, old)
+        self.client.set_registered_model_alias(self.name, CHAMPION, version)
+        if self.version_of(CHALLENGER) == version:
+            self.client.delete_registered_model_alias(self.name, CHALLENGER)
+        return self._audit("promote", version, old, reason, details)
+
+    def rollback(self, reason: str, details: dict[str, Any]) -> dict:
+        """`champion` goes back to `previous`; the two swap, so a second rollback undoes the first."""
+        previous, current = self.version_of(PREVIOUS), self.version_of(CHAMPION)
+        if previous is None:
+            raise RegistryError(f"{self.name}: no 'previous' version to roll back to (champion is {current})")
+        self.client.set_registered_model_alias(self.name, CHAMPION, previous)
+        if current is not None:
+            self.client.set_registered_model_alias(self.name, PREVIOUS, current)
+        return self._audit("rollback", previous, current, reason, details)
+
+    def record(self, action: str, version: str | None, reason: str, details: dict[str, Any]) -> dict:
+        """An audit record for a decision that moved nothing (a failed gate, waiting for approval)."""
+        return self._audit(action, version, self.version_of(CHAMPION), reason, details)
+
+    def history(self) -> list[dict]:
+        """Every audit record, oldest first."""
+        tags = self.client.get_registered_model(self.name).tags or {}
+        return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith("audit.")]
+
+    def _require(self, version: str) -> None:
+        try:
+            self.client.get_model_version(self.name, version)
+        except MlflowException:
+            raise RegistryError(f"{self.name} has no version {version}") from None
+
+    def _audit(self, action: str, version: str | None, from_version: str | None, reason: str,
+               details: dict[str, Any]) -> dict:
+        now = datetime.now(timezone.utc)
+        record = {"action": action, "version": version, "from_version": from_version, "reason": reason,
+                  "at": now.isoformat(timespec="seconds"), **details}
+        text = json.dumps(record, default=str)
+        if len(text) > 4900:  # MLflow tag values are bounded; keep the decision, trim the details
+            record = {k: record[k] for k in ("action", "version", "from_version", "reason", "at")}
+            text = json.dumps(record)
+        self.client.set_registered_model_tag(self.name, f"audit.{now.strftime('%Y%m%dT%H%M%S.%f')}.{action}", text)
+        if version is not None:
+            self.client.set_model_version_tag(self.name, version, f"last_{action}", record["at"])
+        return record

@@ -1,0 +1,176 @@
+"""Training a LightGBM model from a spec on a time-ordered window of feature rows.
+
+The window is split by time, never at random: the newest days are the held-out test slice, the days before
+them drive early stopping, the rest train. Training is deterministic: the same rows and spec give a
+byte-identical model file (fixed seeds, fixed thread count, LightGBM's deterministic mode).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from ml_platform.core.model import FeatureEncoder, Model
+from ml_platform.spec import ModelSpec
+
+# Parameters the platform owns: determinism and the objective follow from the spec, not from user params.
+_FIXED = {"deterministic": True, "force_col_wise": True, "num_threads": 2, "verbosity": -1}
+_OBJECTIVES = {"binary": ("binary", ["auc", "binary_logloss"]),
+               "multiclass": ("multiclass", ["multi_logloss", "multi_error"]),
+               "regression": ("regression", ["rmse", "l1"])}
+
+
+class TrainingError(ValueError):
+    """Training cannot proceed; the message names the spec field to change."""
+
+
+@dataclass
+class Split:
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+
+    def summary(self, timestamp: str, target: str, task: str) -> dict[str, dict]:
+        out = {}
+        for name, part in (("train", self.train), ("valid", self.valid), ("test", self.test)):
+            stamps = part[timestamp]
+            info: dict[str, Any] = {"rows": len(part), "first_day": str(stamps.min().date()) if len(part) else None,
+                                    "last_day": str(stamps.max().date()) if len(part) else None}
+            if task == "binary":
+                info["positive_rate"] = round(float(part[target].mean()), 4) if len(part) else None
+            elif task == "regression":
+                info["target_mean"] = round(float(part[target].mean()), 4) if len(part) else None
+            else:
+                info["classes"] = part[target].value_counts().to_dict()
+            out[name] = info
+        return out
+
+
+def split_by_time(frame: pd.DataFrame, spec: ModelSpec) -> Split:
+    """Train / validation / test by day: the newest `test_days` days are the held-out slice."""
+    training = spec.training
+    if frame.empty:
+        raise TrainingError(f"{spec.path or spec.name}: training.window_days: the window of "
+                            f"{training.window_days} days has no feature rows; materialize features for it")
+    days = frame[spec.timestamp].dt.normalize()
+    unique = np.sort(days.unique())
+    needed = training.validation_days + training.test_days + 1
+    if len(unique) < needed:
+        raise TrainingError(f"{spec.path or spec.name}: training.window_days: the window holds {len(unique)} "
+                            f"day(s) of data, at least {needed} are needed (training.validation_days + "
+                            f"training.test_days + 1 for training)")
+    test_start = unique[-training.test_days]
+    valid_start = unique[-(training.test_days + training.validation_days)]
+    order = frame.sort_values([spec.timestamp, *([spec.key] if spec.key else [])], kind="stable")
+    stamp = order[spec.timestamp].dt.normalize()
+    return Split(train=order[stamp < valid_start].reset_index(drop=True),
+                 valid=order[(stamp >= valid_start) & (stamp < test_start)].reset_index(drop=True),
+                 test=order[stamp >= test_start].reset_index(drop=True))
+
+
+@dataclass
+class TrainingResult:
+    model: Model
+    learning_curve: dict[str, dict[str, list[float]]]
+    best_iteration: int
+    params: dict[str, Any]
+    seconds: float
+    trials: list[dict] = field(default_factory=list)
+
+
+def _labels(spec: ModelSpec, split: Split) -> tuple[list | None, dict[str, np.ndarray]]:
+    target = spec.target.name
+    if spec.task == "regression":
+        return None, {k: getattr(split, k)[target].to_numpy(dtype=np.float64) for k in ("train", "valid", "test")}
+    classes = sorted(split.train[target].dropna().unique().tolist())
+    if len(classes) < 2:
+        raise TrainingError(f"{spec.path or spec.name}: target: the training rows hold a single class "
+                            f"({classes[0] if classes else 'none'}) of {spec.target.name!r}; a classifier needs "
+                            "two or more (widen training.window_days or check target)")
+    if spec.task == "binary" and len(classes) > 2:
+        raise TrainingError(f"{spec.path or spec.name}: task: 'binary' but the target has {len(classes)} "
+                            f"classes {classes[:5]}; use task: multiclass")
+    index = {c: i for i, c in enumerate(classes)}
+    encoded = {}
+    for k in ("train", "valid", "test"):
+        values = getattr(split, k)[target].map(index)
+        encoded[k] = values.to_numpy(dtype=np.float64, na_value=-1)
+    return classes, encoded
+
+
+def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
+          extra_manifest: dict | None = None) -> TrainingResult:
+    """Fit LightGBM on `split.train` with early stopping on `split.valid`."""
+    started = time.perf_counter()
+    features = spec.features
+    encoder = FeatureEncoder.fit(split.train, features.all_numeric, features.all_categorical)
+    classes, labels = _labels(spec, split)
+    objective, metrics = _OBJECTIVES[spec.task]
+    params = {"objective": objective, "metric": metrics, "seed": spec.training.seed,
+              **spec.training.params, **(params_override or {}), **_FIXED}
+    if spec.task == "multiclass":
+        params["num_class"] = len(classes)
+    categorical = list(range(len(encoder.numeric), len(encoder.names)))
+    train_set = lgb.Dataset(encoder.transform(split.train), labels["train"], feature_name=encoder.names,
+                            categorical_feature=categorical, free_raw_data=False)
+    valid_set = lgb.Dataset(encoder.transform(split.valid), labels["valid"], reference=train_set,
+                            categorical_feature=categorical, free_raw_data=False)
+    curve: dict[str, dict[str, list[float]]] = {}
+    try:
+        booster = lgb.train(params, train_set, num_boost_round=spec.training.num_boost_round,
+                            valid_sets=[train_set, valid_set], valid_names=["train", "valid"],
+                            callbacks=[lgb.early_stopping(spec.training.early_stopping_rounds, verbose=False),
+                                       lgb.record_evaluation(curve)])
+    except lgb.basic.LightGBMError as error:
+        raise TrainingError(f"{spec.path or spec.name}: training.params: LightGBM rejected the parameters: "
+                            f"{error}") from None
+    manifest = {
+        "model": spec.name, "task": spec.task, "target": spec.target.name, "classes": classes,
+        "timestamp": spec.timestamp, "key": spec.key, "spec_digest": spec.digest,
+        "best_iteration": booster.best_iteration, "params": {k: v for k, v in params.items()},
+        "rows": {k: len(getattr(split, k)) for k in ("train", "valid", "test")},
+        "package_versions": package_versions(), **(extra_manifest or {}),
+    }
+    model = Model(booster=booster, encoder=encoder, manifest=manifest)
+    return TrainingResult(model=model, learning_curve=curve, best_iteration=booster.best_iteration,
+                          params=params, seconds=time.perf_counter() - started)
+
+
+def tune(spec: ModelSpec, split: Split, score) -> tuple[dict, list[dict]]:
+    """Optuna search over a few LightGBM parameters on the validation slice; returns the best and the trials."""
+    import optuna
+
+    tuning = spec.training.tuning
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: "optuna.Trial") -> float:
+        override = {"num_leaves": trial.suggest_int("num_leaves", 15, 255, log=True),
+                    "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+                    "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 10, 200, log=True),
+                    "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
+                    "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True)}
+        result = train(spec, split, override)
+        return score(result.model, split.valid)
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=spec.training.seed))
+    study.optimize(objective, n_trials=tuning.trials, timeout=tuning.timeout.total_seconds())
+    trials = sorted(({"number": t.number, "value": t.value, **t.params} for t in study.trials
+                     if t.value is not None), key=lambda t: -t["value"])
+    return study.best_params, trials
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("ml_platform", "lightgbm", "pandas", "numpy", "dagster", "mlflow"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
