@@ -64,10 +64,20 @@ def build_training_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefiniti
               description=f"The last {spec.training.window_days} days of features as of each retraining "
                           f"partition, split by time: train, validation ({spec.training.validation_days} days, "
                           f"early stopping), test ({spec.training.test_days} newest days, held out).",
-              ins={"features": dg.AssetIn(keys["features"], partition_mapping=window_mapping(spec))}, **common)
+              ins={"features": dg.AssetIn(keys["features"], partition_mapping=window_mapping(spec),
+                                          metadata={"allow_missing_partitions": True})}, **common)
     def training_set(context: dg.AssetExecutionContext, features: pd.DataFrame):
         from ml_platform.core.training import TrainingError, split_by_time
 
+        wanted = list(context.asset_partition_keys_for_input("features"))
+        present = set(features[spec.timestamp].dt.strftime("%Y-%m-%d")) if len(features) else set()
+        missing = [day for day in wanted if day not in present]
+        if missing:
+            raise dg.Failure(
+                f"partition {context.partition_key}: training.window_days: the {spec.training.window_days}-day "
+                f"window {wanted[0]} → {wanted[-1]} has features for {len(wanted) - len(missing)} of "
+                f"{len(wanted)} days; missing: {', '.join(missing[:7])}{' …' if len(missing) > 7 else ''}. "
+                f"Materialize {name}/features for them (or shorten training.window_days in {spec.path}).")
         try:
             split = split_by_time(features, spec)
         except TrainingError as error:

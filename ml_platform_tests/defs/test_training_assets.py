@@ -1,0 +1,327 @@
+"""Integration: real flight weeks through training_set → model → evaluation (gates) → champion.
+
+A real Dagster instance, a real MLflow SQLite store and registry, real LightGBM training on real days. The
+data layer for the first training windows is materialized once per module; each test gets its own platform
+home for MLflow, so registries never leak between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from ml_platform.core.model import Model
+from ml_platform.core.registry import Registry
+from ml_platform.defs import build_definitions
+from ml_platform.defs.resources import MlflowTracking
+from ml_platform.spec import load_spec
+
+OFFSET_WEEKS = 600
+STAGES = ("training_set", "model", "evaluation", "champion")
+KEYS = [dg.AssetKey(["flight_delay", stage]) for stage in STAGES]
+
+
+@pytest.fixture(scope="module")
+def data_home(tmp_path_factory):
+    """Features for the first four training windows of the replay (a real data-layer backfill)."""
+    from ml_platform.spec import BUNDLED_SPECS
+    import yaml
+
+    root = tmp_path_factory.mktemp("training")
+    spec_file = root / "flight_delay.yaml"
+    data = yaml.safe_load((BUNDLED_SPECS / "flight_delay.yaml").read_text())
+    data["source"]["offset_weeks"] = OFFSET_WEEKS
+    spec_file.write_text(yaml.safe_dump(data))
+    home = root / "data_home"
+    previous = os.environ.get("ML_PLATFORM_HOME")
+    os.environ["ML_PLATFORM_HOME"] = str(home)
+    try:
+        defs = build_definitions([load_spec(spec_file)])
+        first = (date(2013, 1, 1) + timedelta(weeks=OFFSET_WEEKS)).isoformat()
+        last = (date(2013, 1, 1) + timedelta(weeks=OFFSET_WEEKS, days=56 + 21 - 1)).isoformat()
+        dagster_home = root / "dagster_data"
+        dagster_home.mkdir()
+        with dg.DagsterInstance.local_temp(str(dagster_home)) as instance:
+            result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=[dg.AssetKey(["flight_delay", "raw"]),
+                                                    dg.AssetKey(["flight_delay", "features"])],
+                tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+            assert result.success
+    finally:
+        if previous is None:
+            os.environ.pop("ML_PLATFORM_HOME", None)
+        else:
+            os.environ["ML_PLATFORM_HOME"] = previous
+    return root, spec_file, home
+
+
+@pytest.fixture
+def platform(data_home, tmp_path, monkeypatch, write_spec):
+    """A fresh home (own MLflow store) that shares the module's stored features; `make(overrides)` → defs."""
+    root, spec_file, shared = data_home
+    home = tmp_path / "home"
+    shutil.copytree(shared, home)
+    monkeypatch.setenv("ML_PLATFORM_HOME", str(home))
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def make(overrides: dict | None = None) -> dg.Definitions:
+        # Early 2013 winter weeks have a wide gap across origins; these tests are about the mechanics.
+        overrides = {"gates.fairness": {"group": "origin", "max_gap": 0.5}, **(overrides or {})}
+        return build_definitions([load_spec(write_spec(tmp_path / "specs", overrides, base=spec_file))])
+
+    return make, home
+
+
+def _partitions(defs: dg.Definitions) -> list[str]:
+    return defs.resolve_assets_def(KEYS[1]).partitions_def.get_partition_keys()
+
+
+def _retrain(defs, instance, partition, job: str = "flight_delay_retrain"):
+    return defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=partition,
+                                                        raise_on_error=False)
+
+
+def _client(home: Path) -> MlflowClient:
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _aliases(home: Path) -> dict[str, str]:
+    client = _client(home)
+    try:
+        return {k: str(v) for k, v in client.get_registered_model("flight_delay").aliases.items()}
+    except mlflow.exceptions.MlflowException:
+        return {}
+
+
+def _versions(home: Path) -> list[str]:
+    return sorted(str(v.version) for v in _client(home).search_model_versions("name='flight_delay'"))
+
+
+def _metadata(result, stage: str) -> dict:
+    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == stage]
+    return {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
+
+
+def test_the_chain_trains_registers_gates_and_promotes(platform, instance):
+    make, home = platform
+    defs = make()
+    partition = _partitions(defs)[0]
+    result = _retrain(defs, instance, partition)
+    assert result.success
+    training = _metadata(result, "training_set")
+    assert training["upstream_partitions"] == 56 and len(training["upstream_data_versions"]) == 56
+    assert training["rows_test"] > 0 and training["splits"]["test"]["last_day"] == (
+        date.fromisoformat(partition) + timedelta(days=6)).isoformat()
+    model = _metadata(result, "model")
+    assert model["registered_version"] == "1"
+    run = _client(home).get_run(model["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["dagster_run_id"] == result.run_id
+    assert run.data.tags["dagster_partition"] == partition
+    assert run.data.params["objective"] == "binary" and "learning_rate" in run.data.params
+    assert {"valid_roc_auc", "test_roc_auc", "baseline_roc_auc", "fairness_gap"} <= set(run.data.metrics)
+    assert len(_client(home).get_metric_history(run.info.run_id, "curve_valid_auc")) > 1
+    artifacts = {a.path for a in _client(home).list_artifacts(run.info.run_id)}
+    assert {"model_card.md", "gates.json", "plots", "model_files", "data_versions.json"} <= artifacts
+    evaluation = _metadata(result, "evaluation")
+    assert evaluation["test_roc_auc"] > 0.6
+    assert "data:image/png;base64," in evaluation["model_card"]
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"metric_floor": True, "not_worse_than_champion": True, "fairness_gap": True,
+                      "prediction_sanity": True}
+    champion = _metadata(result, "champion")
+    assert champion["action"] == "promote" and champion["champion_version"] == "1"
+    assert champion["audit"]["dagster_run_id"] == result.run_id
+    assert _aliases(home) == {"champion": "1"}
+
+    # The registered model loads through MLflow and predicts exactly what our scorer predicts.
+    holdout = pd.read_parquet(home / "storage" / "flight_delay" / "training_set" / f"{partition}.parquet")
+    rows = holdout[holdout["__split__"] == "test"].head(200)
+    pyfunc = mlflow.pyfunc.load_model("models:/flight_delay@champion")
+    ours = Model.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model_files"))
+    assert np.array_equal(np.asarray(pyfunc.predict(rows)), ours.predict(rows))
+
+
+def test_retraining_a_partition_gives_a_byte_identical_model(platform, instance):
+    make, home = platform
+    defs = make()
+    partition = _partitions(defs)[1]
+    first = _metadata(_retrain(defs, instance, partition), "model")
+    second = _metadata(_retrain(defs, instance, partition), "model")
+    assert first["model_sha256"] == second["model_sha256"]
+    assert first["registered_version"] != second["registered_version"]
+
+
+def test_weeks_of_backfill_promote_only_through_the_gates(platform, instance):
+    """One model per week; each week's champion move follows its own gate results."""
+    make, home = platform
+    defs = make({"gates.max_regression": 0.0})
+    champion = None
+    for version, partition in enumerate(_partitions(defs)[:3], start=1):
+        result = _retrain(defs, instance, partition)
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        if all(checks.values()):
+            assert result.success
+            champion = str(version)
+        else:
+            assert not result.success
+            assert not any(e.asset_key.path[-1] == "champion" for e in result.get_asset_materialization_events())
+        assert _aliases(home).get("champion") == champion
+    assert _versions(home) == ["1", "2", "3"]
+
+
+def test_a_failing_gate_moves_nothing(platform, instance):
+    make, home = platform
+    partitions = _partitions(make())
+    assert _retrain(make(), instance, partitions[0]).success
+    strict = make({"gates.min": 0.99})
+    result = _retrain(strict, instance, partitions[1])
+    assert not result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["metric_floor"] is False
+    assert _aliases(home) == {"champion": "1", "challenger": "2"}
+    run_id = _metadata(result, "model")["mlflow_run_id"]
+    assert _client(home).get_run(run_id).data.tags["gate.metric_floor"] == "failed"
+
+
+def test_rollback_and_approval_jobs_are_audited(platform, instance):
+    make, home = platform
+    partitions = _partitions(make())
+    defs = make({"gates.max_regression": 1.0})
+    assert _retrain(defs, instance, partitions[0]).success
+    assert _retrain(defs, instance, partitions[1]).success
+    assert _aliases(home) == {"champion": "2", "previous": "1"}
+    rollback = defs.resolve_job_def("flight_delay_rollback").execute_in_process(
+        instance=instance, run_config={"ops": {"flight_delay_rollback_champion": {
+            "config": {"reason": "bad live numbers", "requested_by": "oncall"}}}})
+    assert rollback.success
+    assert _aliases(home) == {"champion": "1", "previous": "2"}
+
+    gated = make({"gates.max_regression": 1.0, "gates.require_approval": True})
+    result = _retrain(gated, instance, partitions[2])
+    assert result.success and _metadata(result, "champion")["action"] == "awaiting-approval"
+    assert _aliases(home) == {"champion": "1", "previous": "2", "challenger": "3"}
+    approve = gated.resolve_job_def("flight_delay_approve").execute_in_process(
+        instance=instance, run_config={"ops": {"flight_delay_approve_challenger": {
+            "config": {"version": "3", "approved_by": "reviewer"}}}})
+    assert approve.success
+    assert _aliases(home) == {"champion": "3", "previous": "1"}
+    history = [(r["action"], r["version"]) for r in Registry(_client(home), "flight_delay").history()]
+    assert history == [("promote", "1"), ("promote", "2"), ("rollback", "1"), ("awaiting-approval", "3"),
+                       ("promote", "3")]
+
+
+def test_mlflow_runs_end_whatever_job_launched_them(platform, instance):
+    """The implicit asset job (a UI click) and a job with dagster-mlflow's hook both end runs FINISHED."""
+    from dagster_mlflow import end_mlflow_on_run_finished
+
+    make, home = platform
+    defs = make()
+    partitions = _partitions(defs)
+    implicit = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, partition_key=partitions[0], asset_selection=KEYS)
+    hooked_job = dg.define_asset_job("hooked_retrain", selection=KEYS, hooks={end_mlflow_on_run_finished})
+    hooked_defs = dg.Definitions(assets=list(defs.assets), jobs=[hooked_job],
+                                 resources={**defs.resources, "mlflow": MlflowTracking()})
+    hooked = hooked_defs.resolve_job_def("hooked_retrain").execute_in_process(
+        instance=instance, partition_key=partitions[1])
+    for result in (implicit, hooked):
+        assert result.success
+        run_id = _metadata(result, "model")["mlflow_run_id"]
+        assert _client(home).get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_failed_training_step_fails_its_mlflow_run_and_registers_nothing(platform, instance):
+    make, home = platform
+    defs = make({"training.params": {"num_leaves": -5}})
+    result = _retrain(defs, instance, _partitions(defs)[0])
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+    assert "training.params" in message
+    runs = _client(home).search_runs([_client(home).get_experiment_by_name("ml_platform/flight_delay").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert _versions(home) == []
+
+
+def test_a_window_without_data_names_the_spec_field(platform, instance):
+    make, home = platform
+    defs = make()
+    late = _partitions(defs)[10]  # its window lies beyond the features materialized for this module
+    result = _retrain(defs, instance, late)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+    assert "training.window_days" in message and "missing" in message and late in message
+    assert _versions(home) == []
+
+
+def test_an_unreachable_mlflow_store_fails_clearly(platform, instance, monkeypatch):
+    make, home = platform
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    defs = make()
+    result = _retrain(defs, instance, _partitions(defs)[0])
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+    assert "http://127.0.0.1:9" in message and "cannot be reached" in message
+    assert failure.step_key == "flight_delay__model"
+
+
+def test_an_interrupted_training_leaves_the_registry_as_it_was(platform, instance, tmp_path):
+    """Interrupt the model step midway (a long Optuna search): aliases and versions stay as they were."""
+    make, home = platform
+    defs = make({"gates.max_regression": 1.0})
+    partitions = _partitions(defs)
+    assert _retrain(defs, instance, partitions[0]).success
+    before = (_aliases(home), _versions(home))
+    make({"training.tuning": {"trials": 500, "timeout": "10m"}})  # rewrites the spec file used below
+    script = tmp_path / "retrain.py"
+    script.write_text(textwrap.dedent(f"""
+        import dagster as dg
+        from ml_platform.defs import build_definitions
+        from ml_platform.spec import load_spec
+        defs = build_definitions([load_spec({str(tmp_path / 'specs' / 'spec.yaml')!r})])
+        with dg.DagsterInstance.ephemeral() as instance:
+            defs.resolve_job_def("flight_delay_retrain").execute_in_process(
+                instance=instance, partition_key={partitions[1]!r}, raise_on_error=False)
+    """))
+    process = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "ML_PLATFORM_HOME": str(home)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        running = []
+        while time.monotonic() < deadline and not running:
+            time.sleep(0.5)
+            experiment = _client(home).get_experiment_by_name("ml_platform/flight_delay")
+            running = [r for r in _client(home).search_runs([experiment.experiment_id])
+                       if r.info.status == "RUNNING"]
+        assert running, "the training step never started its MLflow run"
+        time.sleep(2)  # well inside the Optuna search
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert (_aliases(home), _versions(home)) == before
+    status = _client(home).get_run(running[0].info.run_id).info.status
+    assert status in ("FAILED", "KILLED")
