@@ -10,6 +10,7 @@ the implicit asset job, a schedule, a sensor, a backfill, or a job with hooks).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 
@@ -43,14 +44,13 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def client(self):
         import mlflow
-        from mlflow import MlflowClient
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         uri = self.resolved_tracking_uri()
         mlflow.set_tracking_uri(uri)
         if self.registry_uri:
             mlflow.set_registry_uri(self.registry_uri)
-        return MlflowClient(tracking_uri=uri, registry_uri=self.registry_uri or uri)
+        return _client(uri, self.registry_uri or uri)
 
     def registry(self, model: str):
         from ml_platform.core.registry import Registry
@@ -108,6 +108,14 @@ class MlflowTracking(dg.ConfigurableResource):
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         base = self.ui_url or (self.tracking_uri if (self.tracking_uri or "").startswith("http") else None)
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+
+
+@functools.lru_cache(maxsize=8)
+def _client(tracking_uri: str, registry_uri: str):
+    """One client per store: building one opens (and for SQLite, checks) the database, which is slow."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
 
 
 def tracking_from_env() -> MlflowTracking:
