@@ -55,7 +55,7 @@ def main() -> int:
         dagster_home = scratch / "dagster_home"
         dagster_home.mkdir()
         instance = dg.DagsterInstance.local_temp(str(dagster_home))
-        job = defs.resolve_implicit_global_asset_job_def()
+        job = defs.resolve_job_def("flight_delay_data")
         run_started = time.perf_counter()
         result = job.execute_in_process(
             instance=instance,

@@ -89,7 +89,7 @@ def test_make_dev_serves_the_graph_and_materializes_a_real_day(dagster_dev):
     from datetime import date, timedelta
 
     partition = (date.today() - timedelta(days=2)).isoformat()
-    run_id = client.submit_job_execution("__ASSET_JOB", repository_location_name="ml_platform",
+    run_id = client.submit_job_execution("flight_delay_data", repository_location_name="ml_platform",
                                          tags={"dagster/partition": partition})
     deadline = time.monotonic() + 240
     status = None

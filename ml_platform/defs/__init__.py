@@ -8,7 +8,7 @@ import dagster as dg
 
 from ml_platform import settings
 from ml_platform.core.sources import open_source
-from ml_platform.defs.data_assets import IO_MANAGER_KEY, build_data_assets
+from ml_platform.defs.data_assets import IO_MANAGER_KEY, build_data_assets, build_data_job
 from ml_platform.defs.io_manager import PartitionedParquetIOManager
 from ml_platform.defs.partitions import data_partitions
 from ml_platform.defs.resources import tracking_from_env
@@ -30,6 +30,9 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
         source = open_source(spec, pin_dir)
         partitions = data_partitions(spec, source)
         assets += build_data_assets(spec, source, partitions)
+        data_job, data_schedule = build_data_job(spec)
+        jobs.append(data_job)
+        schedules.append(data_schedule)
         training, training_jobs, training_schedules = build_training_assets(spec, partitions)
         assets += training
         jobs += training_jobs

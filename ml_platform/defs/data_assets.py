@@ -170,6 +170,15 @@ def build_data_assets(spec: ModelSpec, source: DataSource,
     return [raw, features]
 
 
+def build_data_job(spec: ModelSpec) -> tuple:
+    """`<model>_data` (raw → features for one partition or a range) and its schedule (off by default)."""
+    job = dg.define_asset_job(f"{spec.name}_data", selection=dg.AssetSelection.assets(
+        dg.AssetKey([spec.name, "raw"]), dg.AssetKey([spec.name, "features"])),
+        description=f"Load, validate and featurize {spec.name}'s data for a partition or a range (one run).",
+        tags={"ml_platform/model": spec.name})
+    return job, dg.build_schedule_from_partitioned_job(job, hour_of_day=2, name=f"{spec.name}_data_schedule")
+
+
 def _source_details(source: DataSource) -> dict:
     details = {"kind": source.kind}
     for name, value in source.details.items():

@@ -28,7 +28,7 @@ def _day(source_day: date) -> str:
 
 
 def _run(defs: dg.Definitions, instance, partition: str | None = None, last: str | None = None):
-    job = defs.resolve_implicit_global_asset_job_def()
+    job = defs.resolve_job_def("flight_delay_data")
     tags = ({"dagster/asset_partition_range_start": partition, "dagster/asset_partition_range_end": last}
             if last else {})
     return job.execute_in_process(instance=instance, partition_key=None if last else partition, tags=tags,
@@ -137,7 +137,7 @@ def test_features_read_only_their_own_partition(flight_defs, instance, home):
     first, last = _day(date(2013, 5, 1)), _day(date(2013, 5, 3))
     assert _run(flight_defs, instance, first, last).success
     (home / "storage" / "flight_delay" / "raw" / f"{first}.parquet").write_bytes(b"garbage")
-    job = flight_defs.resolve_implicit_global_asset_job_def()
+    job = flight_defs.resolve_job_def("flight_delay_data")
     result = job.execute_in_process(instance=instance, partition_key=_day(date(2013, 5, 2)),
                                     asset_selection=[FEATURES])
     assert result.success
