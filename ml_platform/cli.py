@@ -2,6 +2,8 @@
 
   ml-platform check [PATH]   validate one spec file or a folder of specs (default: ML_PLATFORM_SPECS or the
                              bundled specs) without starting Dagster; exit status 1 on any error
+  ml-platform serve --model NAME [--host 127.0.0.1] [--port N]
+                             serve the model's `champion` over HTTP; reloads when the alias moves
 """
 
 from __future__ import annotations
@@ -46,10 +48,48 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check_parser = commands.add_parser("check", help="validate model specs without starting Dagster")
     check_parser.add_argument("path", nargs="?", help="a spec file or a folder of specs")
+    serve_parser = commands.add_parser("serve", help="serve a model's champion over HTTP")
+    serve_parser.add_argument("--model", required=True, help="the model's name (its spec's `name`)")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=None, help="default: the spec's serving.port, else 8080")
+    serve_parser.add_argument("--model-dir", help="serve this model folder instead of the registry's champion")
+    serve_parser.add_argument("--log", help="prediction log file (default: ML_PLATFORM_HOME/predictions/<model>.sqlite)")
+    serve_parser.add_argument("--reload-interval", type=float, default=5.0, help="seconds between alias checks")
     args = parser.parse_args(argv)
     if args.command == "check":
         return check(args.path)
+    if args.command == "serve":
+        return serve(args)
     return 2
+
+
+def serve(args) -> int:
+    """Run the endpoint in this process (uvicorn, one event loop); the spec, when found, sets its limits."""
+    import uvicorn
+
+    from ml_platform import settings
+    from ml_platform.serving.app import ServeConfig, ServingApp
+    from ml_platform.serving.loader import FolderSource, RegistrySource
+
+    spec = None
+    try:
+        spec = next((s for s in (load_spec(f) for f in spec_files()) if s.name == args.model), None)
+    except SpecError as error:
+        print(f"warning: specs not loaded, using defaults: {error}", file=sys.stderr)
+    serving = spec.serving if spec else None
+    config = ServeConfig(
+        model=args.model,
+        log_path=args.log or str(settings.home() / "predictions" / f"{args.model}.sqlite"),
+        max_rows=serving.max_rows if serving else 1000,
+        reload_interval_s=args.reload_interval,
+        rollout_mode=serving.rollout.mode if serving else "none",
+        canary_fraction=serving.rollout.fraction if serving else 0.1,
+        rollout_key=serving.rollout.key if serving else None)
+    source = FolderSource(args.model_dir) if args.model_dir else RegistrySource(args.model)
+    port = args.port or (serving.port if serving else 8080)
+    uvicorn.run(ServingApp(config, source), host=args.host, port=port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5)
+    return 0
 
 
 if __name__ == "__main__":

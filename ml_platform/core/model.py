@@ -8,7 +8,9 @@ and a row scores the same alone as inside any batch because the encoding does no
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,28 @@ class FeatureEncoder:
             codes = pd.Categorical(text, categories=self.levels[name]).codes.astype(np.float64)
             codes[codes < 0] = np.nan  # missing or never seen in training
             matrix[:, j] = codes
+        return matrix
+
+    @cached_property
+    def _codes(self) -> dict[str, dict[str, float]]:
+        return {name: {level: float(i) for i, level in enumerate(levels)} for name, levels in self.levels.items()}
+
+    def transform_records(self, records: list[dict]) -> np.ndarray:
+        """The same matrix as `transform`, straight from dicts (no DataFrame): the fast path for serving.
+
+        Values must already be validated: numbers (or None) for numeric features, text (or None) for
+        categorical ones.
+        """
+        matrix = np.empty((len(records), len(self.names)), dtype=np.float64)
+        numeric, codes, offset = self.numeric, self._codes, len(self.numeric)
+        for r, record in enumerate(records):
+            row = matrix[r]
+            for i, name in enumerate(numeric):
+                value = record.get(name)
+                row[i] = math.nan if value is None else value
+            for j, name in enumerate(self.categorical, start=offset):
+                value = record.get(name)
+                row[j] = math.nan if value is None else codes[name].get(str(value), math.nan)
         return matrix
 
     def unseen(self, frame: pd.DataFrame) -> dict[str, int]:

@@ -134,6 +134,7 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
         "timestamp": spec.timestamp, "key": spec.key, "spec_digest": spec.digest,
         "best_iteration": booster.best_iteration, "params": {k: v for k, v in params.items()},
         "rows": {k: len(getattr(split, k)) for k in ("train", "valid", "test")},
+        "nullable": {name: bool(split.train[name].isna().any()) for name in encoder.names},
         "package_versions": package_versions(), **(extra_manifest or {}),
     }
     model = Model(booster=booster, encoder=encoder, manifest=manifest)

@@ -1,0 +1,122 @@
+"""The prediction log: every answered request, durably, in an append-only SQLite file (WAL mode).
+
+The promise: a response is sent only after its log row is committed with `synchronous=FULL`, so a prediction
+whose response left the server is in the log even if the server is killed (`kill -9`) right after. Commits
+are grouped: one writer thread drains every row that arrived meanwhile into one transaction, so durability
+costs one fsync per batch, not per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ("request_id", "ts", "model", "version", "rows", "features", "outputs", "latency_ms",
+           "shadow_version", "shadow_outputs", "routed")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    ts REAL NOT NULL,              -- unix time the request arrived
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,         -- the version that answered
+    rows INTEGER NOT NULL,
+    features TEXT NOT NULL,        -- JSON list of the input rows
+    outputs TEXT NOT NULL,         -- JSON list of the predictions returned
+    latency_ms REAL NOT NULL,
+    shadow_version TEXT,           -- a challenger scored beside the answer, never returned
+    shadow_outputs TEXT,
+    routed TEXT NOT NULL           -- 'champion', 'canary'
+);
+CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+"""
+_INSERT = f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_STOP = object()
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.executescript(_SCHEMA)
+    return connection
+
+
+class PredictionLog:
+    """Append rows from the event loop; `await append(row)` returns once the row is on disk."""
+
+    def __init__(self, path: str | Path, max_batch: int = 512):
+        self.path = Path(path)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._max_batch = max_batch
+        self._connection = connect(self.path)
+        self._thread = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    async def append(self, row: tuple) -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((row, future, loop))
+        await future
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=10)
+        self._connection.close()
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            error = None
+            try:
+                self._connection.execute("BEGIN IMMEDIATE")
+                self._connection.executemany(_INSERT, [row for row, _, _ in batch])
+                self._connection.execute("COMMIT")
+            except Exception as failure:  # the requests fail; nothing is acknowledged that is not on disk
+                error = failure
+                try:
+                    self._connection.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            for _, future, loop in batch:
+                loop.call_soon_threadsafe(_resolve, future, error)
+            if stop:
+                return
+
+
+def _resolve(future: asyncio.Future, error: Exception | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def read_log(path: str | Path) -> pd.DataFrame:
+    """The whole log as a DataFrame (read-only; safe while the server writes)."""
+    connection = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        return pd.read_sql_query("SELECT * FROM predictions ORDER BY seq", connection)
+    finally:
+        connection.close()
