@@ -134,7 +134,9 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
         "timestamp": spec.timestamp, "key": spec.key, "spec_digest": spec.digest,
         "best_iteration": booster.best_iteration, "params": {k: v for k, v in params.items()},
         "rows": {k: len(getattr(split, k)) for k in ("train", "valid", "test")},
-        "nullable": {name: bool(split.train[name].isna().any()) for name in encoder.names},
+        # The spec's data contract decides which features may be missing at scoring time.
+        "nullable": {name: spec.expectations.columns[name].nullable if name in spec.expectations.columns else True
+                     for name in encoder.names},
         "package_versions": package_versions(), **(extra_manifest or {}),
     }
     model = Model(booster=booster, encoder=encoder, manifest=manifest)

@@ -12,6 +12,7 @@ from ml_platform.defs.data_assets import IO_MANAGER_KEY, build_data_assets, buil
 from ml_platform.defs.io_manager import PartitionedParquetIOManager
 from ml_platform.defs.partitions import data_partitions
 from ml_platform.defs.resources import tracking_from_env
+from ml_platform.defs.serving_assets import build_serving_assets
 from ml_platform.defs.training_assets import build_training_assets
 from ml_platform.spec import ModelSpec
 
@@ -36,6 +37,7 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
         training, training_jobs, training_schedules = build_training_assets(spec, partitions)
         assets += training
         jobs += training_jobs
+        assets += build_serving_assets(spec, partitions)
         schedules += training_schedules
     return dg.Definitions(
         assets=assets,

@@ -20,6 +20,14 @@ from ml_platform.spec import ModelSpec
 
 SPLIT = "__split__"
 MODEL_FILES = "model_files"
+SMOKE_ROWS = "smoke_rows.json"
+
+
+def smoke_rows(model, test: pd.DataFrame, count: int = 50) -> list[dict]:
+    """A fixed sample of held-out rows (features only, JSON-safe) that every deployment must score exactly."""
+    sample = test.sample(min(count, len(test)), random_state=0)[model.encoder.names]
+    return [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in sample.to_dict(orient="records")]
 
 
 def training_partitions(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.TimeWindowPartitionsDefinition:
@@ -217,6 +225,7 @@ def build_training_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefiniti
             mlflow.log_dict({"gates": [g.as_dict() for g in gates]}, "gates.json")
             mlflow.log_dict(result.attributions.to_dict(), "feature_attributions.json")
             mlflow.log_text(result.slices.to_csv(index=False), "slices.csv")
+            mlflow.log_dict({"rows": smoke_rows(candidate, test)}, SMOKE_ROWS)
             for plot, png in result.plots.items():
                 mlflow.log_image(_image(png), f"plots/{plot}.png")
             mlflow.set_tags({f"gate.{g.name}": "passed" if g.passed else "failed" for g in gates})
