@@ -134,12 +134,18 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
         "timestamp": spec.timestamp, "key": spec.key, "spec_digest": spec.digest,
         "best_iteration": booster.best_iteration, "params": {k: v for k, v in params.items()},
         "rows": {k: len(getattr(split, k)) for k in ("train", "valid", "test")},
+        "window": {"first_day": str(split.train[spec.timestamp].min().date()),
+                   "last_day": str(split.test[spec.timestamp].max().date())},
         # The spec's data contract decides which features may be missing at scoring time.
         "nullable": {name: spec.expectations.columns[name].nullable if name in spec.expectations.columns else True
                      for name in encoder.names},
         "package_versions": package_versions(), **(extra_manifest or {}),
     }
     model = Model(booster=booster, encoder=encoder, manifest=manifest)
+    from ml_platform.core.evaluation import encoded_target, task_metrics
+
+    valid = task_metrics(spec.task, encoded_target(model, split.valid), model.predict(split.valid), classes)
+    manifest["metrics"] = {f"valid_{k}": v for k, v in valid.items()}
     return TrainingResult(model=model, learning_curve=curve, best_iteration=booster.best_iteration,
                           params=params, seconds=time.perf_counter() - started)
 

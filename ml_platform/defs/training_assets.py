@@ -133,9 +133,7 @@ def build_training_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefiniti
                 result = train(spec, split, override, extra_manifest={"partition": context.partition_key})
             except TrainingError as error:
                 raise dg.Failure(f"partition {context.partition_key}: {error}") from None
-            valid = ev.task_metrics(spec.task, ev.encoded_target(result.model, split.valid),
-                                    result.model.predict(split.valid), result.model.classes)
-            result.model.manifest["metrics"] = {f"valid_{k}": v for k, v in valid.items()}
+            valid = {k.removeprefix("valid_"): v for k, v in result.model.manifest["metrics"].items()}
             result.model.manifest["data_versions"] = json.loads(data_versions)
             mlflow.log_params({k: v for k, v in result.params.items() if k != "metric"})
             mlflow.log_params({"window_days": spec.training.window_days, "partition": context.partition_key,

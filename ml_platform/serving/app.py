@@ -242,12 +242,10 @@ class ServingApp:
         if slot.champion is None:
             return 503, {"error": "no model loaded yet"}
         manifest = slot.champion.model.manifest
-        versions = manifest.get("data_versions") or {}
         return 200, {
             "model": self.config.model, "version": slot.champion.version, "task": manifest.get("task"),
             "target": manifest.get("target"), "features": slot.schema.describe(),
-            "training_window": {"first_day": min(versions) if versions else None,
-                                "last_day": max(versions) if versions else None},
+            "training_window": manifest.get("window", {}),
             "metrics": manifest.get("metrics", {}), "spec_digest": manifest.get("spec_digest"),
             "challenger": slot.challenger.version if slot.challenger else None,
             "rollout": self.config.rollout_mode}
