@@ -41,15 +41,25 @@ class FeatureEncoder:
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
         matrix = np.empty((len(frame), len(self.names)), dtype=np.float64)
-        for i, name in enumerate(self.numeric):
-            matrix[:, i] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        for j, name in enumerate(self.categorical, start=len(self.numeric)):
+        offset = len(self.numeric)
+        try:  # one block copy when every numeric column already is numeric (the usual case)
+            matrix[:, :offset] = frame[self.numeric].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            for i, name in enumerate(self.numeric):
+                matrix[:, i] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64,
+                                                                                    na_value=np.nan)
+        for j, name in enumerate(self.categorical, start=offset):
             values = frame[name]
-            text = values.where(values.isna(), values.astype(str))
-            codes = pd.Categorical(text, categories=self.levels[name]).codes.astype(np.float64)
+            if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+                values = values.where(values.isna(), values.astype(str))
+            codes = self._index[name].get_indexer(values).astype(np.float64)
             codes[codes < 0] = np.nan  # missing or never seen in training
             matrix[:, j] = codes
         return matrix
+
+    @cached_property
+    def _index(self) -> dict[str, pd.Index]:
+        return {name: pd.Index(levels) for name, levels in self.levels.items()}
 
     @cached_property
     def _codes(self) -> dict[str, dict[str, float]]:
@@ -82,6 +92,11 @@ class FeatureEncoder:
         return counts
 
 
+def _threads(rows: int) -> int:
+    """One thread for small inputs (no OpenMP start-up per request); all cores for batches."""
+    return 1 if rows < 2000 else 0
+
+
 @dataclass
 class Model:
     """A trained booster with everything needed to score raw feature rows."""
@@ -103,11 +118,12 @@ class Model:
         missing = [name for name in self.encoder.names if name not in frame.columns]
         if missing:
             raise KeyError(f"features missing from the rows to score: {', '.join(missing)}")
-        return self.booster.predict(self.encoder.transform(frame), num_threads=1)
+        return self.booster.predict(self.encoder.transform(frame), num_threads=_threads(len(frame)))
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-row feature contributions (TreeSHAP, LightGBM's pred_contrib); the last column is the bias."""
-        values = self.booster.predict(self.encoder.transform(frame), pred_contrib=True, num_threads=1)
+        values = self.booster.predict(self.encoder.transform(frame), pred_contrib=True,
+                                      num_threads=_threads(len(frame)))
         if self.task == "multiclass":  # one block per class; report the contributions to the top class
             width = len(self.encoder.names) + 1
             blocks = values.reshape(len(frame), len(self.classes), width)

@@ -18,8 +18,10 @@ class PlatformModel(PythonModel):
     def load_context(self, context):
         self.model = Model.load(context.artifacts[ARTIFACT])
 
-    def predict(self, context, model_input: pd.DataFrame, params=None):
-        return self.model.predict(model_input)
+    def predict(self, context, model_input, params=None):
+        # Without a signature, MLflow's server hands over "instances" as a dict of columns or a list of rows.
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.model.predict(frame)
 
 
 mlflow.models.set_model(PlatformModel())
