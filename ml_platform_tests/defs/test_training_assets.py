@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -325,3 +326,37 @@ def test_an_interrupted_training_leaves_the_registry_as_it_was(platform, instanc
     assert (_aliases(home), _versions(home)) == before
     status = _client(home).get_run(running[0].info.run_id).info.status
     assert status in ("FAILED", "KILLED")
+
+
+def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, instance):
+    """From a promoted champion to a live local endpoint that answers HTTP, and a day of batch scores."""
+    import requests
+
+    from ml_platform.core.deploy import stop_local_server
+
+    make, home = platform
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    defs = make({"serving.port": port})
+    partition = _partitions(defs)[0]
+    assert _retrain(defs, instance, partition).success
+    job = defs.resolve_implicit_global_asset_job_def()
+    try:
+        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["flight_delay", "endpoint"])])
+        assert result.success
+        metadata = _metadata(result, "endpoint")
+        assert metadata["version"] == "1"
+        assert metadata["smoke_test"] == {"rows": 50, "max_abs_diff": 0.0, "passed": True}
+        assert metadata["url"] == f"http://127.0.0.1:{port}/v1/models/flight_delay"
+        info = requests.get(metadata["url"], timeout=5).json()
+        assert info["version"] == "1"
+        day = (date.fromisoformat(partition) + timedelta(days=3)).isoformat()
+        scored = job.execute_in_process(instance=instance, partition_key=day,
+                                        asset_selection=[dg.AssetKey(["flight_delay", "predictions"])])
+        assert scored.success
+        frame = pd.read_parquet(home / "storage" / "flight_delay" / "predictions" / f"{day}.parquet")
+        assert (frame["model_version"] == "1").all() and frame["prediction"].between(0, 1).all()
+        assert frame["flight_id"].is_unique and len(frame) > 500
+    finally:
+        stop_local_server("flight_delay", home)
