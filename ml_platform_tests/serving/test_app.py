@@ -170,3 +170,39 @@ def test_champion_switch_under_load_fails_nothing(trained, start_server, registr
     log = read_log(server.log_path)
     assert len(log) == len(results)
     assert set(log["version"]) == {"1", "2"}
+
+
+def _rollout_specs(tmp_path, write_spec, rollout: dict):
+    folder = tmp_path / "specs"
+    write_spec(folder, {"serving.rollout": rollout}, name="flight_delay.yaml")
+    return {"ML_PLATFORM_SPECS": str(folder)}
+
+
+def test_shadow_scores_the_challenger_but_answers_with_the_champion(trained, start_server, registry_store,
+                                                                     tmp_path, write_spec):
+    spec, folders, holdout = trained
+    env = _rollout_specs(tmp_path, write_spec, {"mode": "shadow"})
+    server = start_server(env=env)
+    rows = _records(holdout.head(4))
+    body = requests.post(server.predict_url(), json={"instances": rows}, timeout=10).json()
+    assert body["version"] == "1"
+    log = read_log(server.log_path)
+    assert log.loc[0, "version"] == "1" and log.loc[0, "shadow_version"] == "2"
+    shadow = np.asarray(json.loads(log.loc[0, "shadow_outputs"]))
+    assert np.max(np.abs(shadow - Model.load(folders[1]).predict(holdout.head(4)))) <= 1e-9
+    assert requests.get(f"{server.url}/v1/models/flight_delay", timeout=5).json()["challenger"] == "2"
+
+
+def test_canary_routes_a_sticky_fraction_to_the_challenger(trained, start_server, registry_store, tmp_path,
+                                                           write_spec):
+    spec, folders, holdout = trained
+    env = _rollout_specs(tmp_path, write_spec, {"mode": "canary", "fraction": 0.5, "key": "dest"})
+    server = start_server(env=env)
+    rows = _records(holdout.drop_duplicates("dest").head(40))
+    first = [requests.post(server.predict_url(), json={"instances": [r]}, timeout=10).json()["version"] for r in rows]
+    again = [requests.post(server.predict_url(), json={"instances": [r]}, timeout=10).json()["version"] for r in rows]
+    assert first == again, "routing must be sticky by the rollout key"
+    assert set(first) == {"1", "2"}
+    log = read_log(server.log_path)
+    assert set(log.loc[log["version"] == "2", "routed"]) == {"canary"}
+    assert set(log.loc[log["version"] == "1", "routed"]) == {"champion"}
