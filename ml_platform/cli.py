@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--host", default="127.0.0.1")
     serve_parser.add_argument("--port", type=int, default=None, help="default: the spec's serving.port, else 8080")
     serve_parser.add_argument("--model-dir", help="serve this model folder instead of the registry's champion")
+    serve_parser.add_argument("--model-version", help="the version to report for --model-dir (default: 'local')")
     serve_parser.add_argument("--log", help="prediction log file (default: ML_PLATFORM_HOME/predictions/<model>.sqlite)")
     serve_parser.add_argument("--reload-interval", type=float, default=5.0, help="seconds between alias checks")
     args = parser.parse_args(argv)
@@ -85,7 +86,7 @@ def serve(args) -> int:
         rollout_mode=serving.rollout.mode if serving else "none",
         canary_fraction=serving.rollout.fraction if serving else 0.1,
         rollout_key=serving.rollout.key if serving else None)
-    source = FolderSource(args.model_dir) if args.model_dir else RegistrySource(args.model)
+    source = FolderSource(args.model_dir, args.model_version) if args.model_dir else RegistrySource(args.model)
     port = args.port or (serving.port if serving else 8080)
     uvicorn.run(ServingApp(config, source), host=args.host, port=port, log_level="warning", access_log=False,
                 loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5)

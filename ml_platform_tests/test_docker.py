@@ -75,3 +75,49 @@ def test_the_default_command_serves_the_code_location(image):
         assert healthy, container.logs().decode()[-3000:]
     finally:
         container.remove(force=True)
+
+
+def test_docker_deploy_is_blue_green_and_keeps_the_old_one_on_failure(image, tmp_path):
+    """v1 deploys; v2 replaces it after passing its checks; a broken v3 is removed and v2 keeps serving."""
+    import shutil
+    from datetime import datetime
+
+    import requests
+
+    from ml_platform.core.deploy import DOCKER_LABEL, DeployError, deploy_docker
+    from ml_platform.core.features import build_features
+    from ml_platform.core.sources import nycflights13
+    from ml_platform.core.training import split_by_time, train
+    from ml_platform.spec import BUNDLED_SPECS, load_spec
+
+    client, _ = image
+    spec = load_spec(BUNDLED_SPECS / "flight_delay.yaml")
+    raw = nycflights13.load(nycflights13.Replay(0), datetime(2013, 5, 1), datetime(2013, 6, 26))
+    split = split_by_time(build_features(raw, spec)[0], spec)
+    model = train(spec, split).model
+    folder = model.save(tmp_path / "model")
+    rows = [{k: (None if v != v else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+            for r in split.test[spec.features.names].head(20).to_dict(orient="records")]
+    expected = model.predict(split.test.head(20))
+    port = _free_port()
+    logs = tmp_path / "logs"
+    try:
+        first = deploy_docker("flight_delay", "1", folder, port, REPO, logs, rows, expected, {}, base_tag=TAG)
+        assert first["smoke"].passed and first["retired"] == []
+        second = deploy_docker("flight_delay", "2", folder, port, REPO, logs, rows, expected, {}, base_tag=TAG)
+        assert second["retired"] == [first["container"]] and second["url"] != first["url"]
+        assert requests.get(f"{second['url']}/v1/models/flight_delay", timeout=5).json()["version"] == "2"
+        broken = tmp_path / "broken"
+        shutil.copytree(folder, broken)
+        (broken / "model.txt").write_text("not a model")
+        with pytest.raises(DeployError):
+            deploy_docker("flight_delay", "3", broken, port, REPO, logs, rows, expected, {}, base_tag=TAG,
+                          health_timeout=30)
+        live = client.containers.list(filters={"label": f"{DOCKER_LABEL}=flight_delay"})
+        assert [c.name for c in live] == [second["container"]]
+        answer = requests.post(f"{second['url']}/v1/models/flight_delay/predict", json={"instances": rows[:1]},
+                               timeout=5).json()
+        assert answer["version"] == "2" and abs(answer["predictions"][0] - expected[0]) <= 1e-9
+    finally:
+        for container in client.containers.list(all=True, filters={"label": f"{DOCKER_LABEL}=flight_delay"}):
+            container.remove(force=True)

@@ -103,3 +103,66 @@ def smoke_test(url: str, model: str, rows: list[dict], expected: np.ndarray, hea
     diff = float(np.max(np.abs(np.asarray(got, dtype=float) - np.asarray(expected, dtype=float)))) if rows else 0.0
     return SmokeResult(rows=len(rows), max_abs_diff=diff, p50_ms=statistics.median(latencies) if latencies else 0.0,
                        passed=diff <= tolerance)
+
+
+# --- Docker: blue/green on two host ports (host networking has no bridge to put a proxy behind) ------------
+
+DOCKER_LABEL = "ml_platform.model"
+
+
+def deploy_docker(model: str, version: str, model_folder: Path, port: int, project_dir: Path, log_dir: Path,
+                  expected_rows: list[dict], expected: np.ndarray, headers: dict,
+                  base_tag: str = "ml-platform:latest", health_timeout: float = 120.0) -> dict:
+    """Build an image with the model baked in, run it beside the live one, verify it, then retire the old one.
+
+    The two slots are `port` and `port + 1`; the new container takes the free one. If it fails its health
+    check, version check or smoke test, it is removed and the old container keeps serving.
+    """
+    import shutil
+    import tempfile
+
+    import docker
+
+    client = docker.from_env(timeout=900)
+    client.images.build(path=str(project_dir), tag=base_tag, network_mode="host", rm=True)
+    with tempfile.TemporaryDirectory() as context:
+        context = Path(context)
+        shutil.copytree(model_folder, context / "model")
+        (context / "Dockerfile").write_text(
+            f"FROM {base_tag}\nCOPY --chown=app model /opt/model\n"
+            f'LABEL {DOCKER_LABEL}="{model}" ml_platform.version="{version}"\n')
+        image, _ = client.images.build(path=str(context), tag=f"ml-platform-{model}:{version}",
+                                       network_mode="host", rm=True)
+    old = client.containers.list(filters={"label": f"{DOCKER_LABEL}={model}"})
+    used = {int(c.labels.get("ml_platform.port", 0)) for c in old}
+    new_port = port if port not in used else port + 1
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.chmod(0o777)  # the image runs as a non-root user
+    container = client.containers.run(
+        image.id, ["ml-platform", "serve", "--model", model, "--model-dir", "/opt/model", "--model-version",
+                   version, "--host", "127.0.0.1", "--port", str(new_port), "--log", f"/data/{model}.sqlite"],
+        network_mode="host", detach=True, volumes={str(log_dir): {"bind": "/data", "mode": "rw"}},
+        labels={DOCKER_LABEL: model, "ml_platform.version": version, "ml_platform.port": str(new_port)},
+        environment={k: v for k, v in os.environ.items() if k == "ML_PLATFORM_API_TOKEN"},
+        name=f"ml-platform-{model}-v{version}-{int(time.time())}")
+    url = f"http://127.0.0.1:{new_port}"
+    try:
+        deadline = time.monotonic() + health_timeout
+        while _get(f"{url}/health") is None:
+            container.reload()
+            if container.status not in ("created", "running") or time.monotonic() > deadline:
+                raise DeployError(f"container {container.name} did not become healthy: "
+                                  f"{container.logs().decode()[-1500:]}")
+            time.sleep(0.5)
+        wait_for_version(url, model, version, headers, timeout=30)
+        result = smoke_test(url, model, expected_rows, expected, headers)
+        if not result.passed:
+            raise DeployError(f"smoke test failed: max abs difference {result.max_abs_diff:.3g}")
+    except BaseException:
+        container.remove(force=True)
+        raise
+    for previous in old:
+        previous.stop(timeout=10)
+        previous.remove(force=True)
+    return {"url": url, "container": container.name, "image": f"ml-platform-{model}:{version}",
+            "retired": [c.name for c in old], "smoke": result}

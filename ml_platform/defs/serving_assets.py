@@ -5,6 +5,7 @@ it succeeds only when the endpoint serves that version and its smoke test matche
 """
 
 import os
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -32,27 +33,42 @@ def build_serving_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinitio
     def endpoint(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking):
         import mlflow
 
-        from ml_platform.core.deploy import DeployError, ensure_local_server, smoke_test, wait_for_version
+        from ml_platform.core.deploy import (DeployError, deploy_docker, ensure_local_server, smoke_test,
+                                             wait_for_version)
         from ml_platform.serving.loader import RegistrySource
 
         registry = mlflow_tracking.registry(name)
         version = registry.version_of("champion")
         if version is None:
             raise dg.Failure(f"{name} has no champion yet: materialize {name}/champion first")
-        if spec.serving.target != "local":
-            raise dg.Failure(f"serving.target {spec.serving.target!r} is not deployable yet; use 'local'")
         token = os.environ.get("ML_PLATFORM_API_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         run_id = mlflow_tracking.client().get_model_version(name, version).run_id
         rows = mlflow.artifacts.load_dict(f"runs:/{run_id}/{SMOKE_ROWS}")["rows"]
-        offline = RegistrySource(name, mlflow_tracking.resolved_tracking_uri()).load(version).model
+        source = RegistrySource(name, mlflow_tracking.resolved_tracking_uri())
+        offline = source.load(version).model
         expected = offline.predict(pd.DataFrame(rows))
+        extra = {}
         try:
-            url, started_pid = ensure_local_server(name, spec.serving.port, settings.home())
-            wait_for_version(url, name, version, headers)
-            result = smoke_test(url, name, rows, expected, headers)
+            if spec.serving.target == "docker":
+                project = Path(__file__).resolve().parents[2]
+                if not (project / "Dockerfile").exists():
+                    raise DeployError(f"no Dockerfile at {project}: docker deploys run from a project checkout")
+                folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files")
+                deployed = deploy_docker(name, version, Path(folder), spec.serving.port, project,
+                                         settings.home() / "predictions" / "docker", rows, expected, headers)
+                url, result = deployed["url"], deployed["smoke"]
+                extra = {"container": deployed["container"], "image": deployed["image"],
+                         "retired": dg.MetadataValue.json(deployed["retired"])}
+            else:
+                url, started_pid = ensure_local_server(name, spec.serving.port, settings.home())
+                wait_for_version(url, name, version, headers)
+                result = smoke_test(url, name, rows, expected, headers)
+                extra = {"process": "started" if started_pid else "already running",
+                         "prediction_log": str(settings.home() / "predictions" / f"{name}.sqlite")}
         except DeployError as error:
-            raise dg.Failure(f"deploy of {name} v{version} failed: {error}") from None
+            raise dg.Failure(f"deploy of {name} v{version} failed; the previous endpoint keeps serving: "
+                             f"{error}") from None
         if not result.passed:
             raise dg.Failure(f"smoke test of {name} v{version} failed: max abs difference {result.max_abs_diff:.3g} "
                              "between the endpoint and offline scoring (allowed 1e-9)")
@@ -60,9 +76,7 @@ def build_serving_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinitio
             "url": dg.MetadataValue.url(f"{url}/v1/models/{name}"), "version": version,
             "smoke_test": dg.MetadataValue.json({"rows": result.rows, "max_abs_diff": result.max_abs_diff,
                                                  "passed": result.passed}),
-            "p50_latency_ms": round(result.p50_ms, 3),
-            "process": "started" if started_pid else "already running",
-            "prediction_log": str(settings.home() / "predictions" / f"{name}.sqlite")})
+            "p50_latency_ms": round(result.p50_ms, 3), "target": spec.serving.target, **extra})
 
     @dg.asset(key=[name, "predictions"], group_name=name, owners=[spec.owner], kinds={"pandas", "parquet"},
               partitions_def=data, io_manager_key=IO_MANAGER_KEY, backfill_policy=dg.BackfillPolicy.single_run(),

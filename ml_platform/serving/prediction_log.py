@@ -42,7 +42,8 @@ _STOP = object()
 def connect(path: str | Path) -> sqlite3.Connection:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    # A generous busy timeout: during a blue/green switch two servers append to the same log.
+    connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.executescript(_SCHEMA)
