@@ -222,8 +222,11 @@ class Gates(_Strict):
 
 
 class Drift(_Strict):
+    """PSI thresholds; `ignore` lists features that vary from day to day by nature (weather, weekday)."""
+
     warn: float = Field(default=0.1, ge=0)
     fail: float = Field(default=0.25, ge=0)
+    ignore: list[str] = Field(default_factory=list)
 
 
 class Performance(_Strict):
@@ -389,6 +392,9 @@ def _semantic_problems(spec: ModelSpec) -> list[tuple[str, Any, str]]:
     if spec.gates.fairness and spec.gates.fairness.group not in categorical:
         problems.append(("gates.fairness.group", spec.gates.fairness.group,
                          f"a categorical feature: {', '.join(sorted(categorical))}"))
+    for i, name in enumerate(spec.monitoring.drift.ignore):
+        if name not in features.names:
+            problems.append((f"monitoring.drift.ignore[{i}]", name, f"a feature: {', '.join(features.names)}"))
     if spec.monitoring.drift.fail < spec.monitoring.drift.warn:
         problems.append(("monitoring.drift.fail", spec.monitoring.drift.fail,
                          f"a threshold at least monitoring.drift.warn ({spec.monitoring.drift.warn})"))

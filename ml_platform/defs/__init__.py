@@ -11,6 +11,7 @@ from ml_platform.core.sources import open_source
 from ml_platform.defs.data_assets import IO_MANAGER_KEY, build_data_assets, build_data_job
 from ml_platform.defs.io_manager import PartitionedParquetIOManager
 from ml_platform.defs.partitions import data_partitions
+from ml_platform.defs.monitoring_assets import build_monitoring_assets
 from ml_platform.defs.resources import tracking_from_env
 from ml_platform.defs.serving_assets import build_serving_assets
 from ml_platform.defs.training_assets import build_training_assets
@@ -38,6 +39,7 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
         assets += training
         jobs += training_jobs
         assets += build_serving_assets(spec, partitions)
+        assets += build_monitoring_assets(spec, partitions)
         schedules += training_schedules
     return dg.Definitions(
         assets=assets,

@@ -21,6 +21,19 @@ from ml_platform.spec import ModelSpec
 SPLIT = "__split__"
 MODEL_FILES = "model_files"
 SMOKE_ROWS = "smoke_rows.json"
+REFERENCE_PROFILE = "reference_profile.json"
+
+
+def training_reference(model, train: pd.DataFrame) -> dict:
+    """The drift reference of a model version: its training rows' features and its predictions on them."""
+    from ml_platform.core.drift import reference_profile
+
+    frame = train[model.encoder.names].copy()
+    numeric = list(model.encoder.numeric)
+    if model.task != "multiclass":
+        frame["prediction"] = model.predict(train)
+        numeric.append("prediction")
+    return reference_profile(frame, numeric, list(model.encoder.categorical))
 
 
 def smoke_rows(model, test: pd.DataFrame, count: int = 50) -> list[dict]:
@@ -224,6 +237,7 @@ def build_training_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefiniti
             mlflow.log_dict(result.attributions.to_dict(), "feature_attributions.json")
             mlflow.log_text(result.slices.to_csv(index=False), "slices.csv")
             mlflow.log_dict({"rows": smoke_rows(candidate, test)}, SMOKE_ROWS)
+            mlflow.log_dict(training_reference(candidate, train), REFERENCE_PROFILE)
             for plot, png in result.plots.items():
                 mlflow.log_image(_image(png), f"plots/{plot}.png")
             mlflow.set_tags({f"gate.{g.name}": "passed" if g.passed else "failed" for g in gates})

@@ -360,3 +360,46 @@ def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, ins
         assert frame["flight_id"].is_unique and len(frame) > 500
     finally:
         stop_local_server("flight_delay", home)
+
+
+def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, instance):
+    """A batch-scored normal day passes the fail check; logged live traffic with shifted inputs fails it."""
+    import json as json_module
+
+    from ml_platform.serving.prediction_log import connect
+
+    make, home = platform
+    defs = make()
+    partition = _partitions(defs)[0]
+    assert _retrain(defs, instance, partition).success
+    job = defs.resolve_implicit_global_asset_job_def()
+    drift_key = dg.AssetKey(["flight_delay", "drift"])
+    normal_day = (date.fromisoformat(partition) + timedelta(days=2)).isoformat()
+    normal = job.execute_in_process(instance=instance, partition_key=normal_day, asset_selection=[drift_key])
+    assert normal.success
+    checks = {e.check_name: e for e in normal.get_asset_check_evaluations()}
+    assert checks["drift_fail"].passed and checks["drift_fail"].partition == normal_day
+    metadata = _metadata(normal, "drift")
+    assert metadata["live_source"] == "features (batch scored)" and metadata["rows"] > 500
+
+    # Live traffic of a later day, logged by the endpoint, with hotter weather and another carrier mix.
+    drifted_day = (date.fromisoformat(partition) + timedelta(days=4)).isoformat()
+    features = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{drifted_day}.parquet")
+    rows = features.head(400).assign(temp=lambda f: f["temp"] + 45, carrier="WN", dest="SFO",
+                                     scheduled_departure=lambda f: f["scheduled_departure"].astype(str))
+    connection = connect(home / "predictions" / "flight_delay.sqlite")
+    payload = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.drop(columns=["delayed"])
+               .to_dict("records")]
+    connection.execute("INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, "
+                       "latency_ms, routed) VALUES ('r1', 0, 'flight_delay', '1', ?, ?, ?, 1.0, 'champion')",
+                       (len(payload), json_module.dumps(payload), json_module.dumps([0.9] * len(payload))))
+    connection.close()
+    drifted = job.execute_in_process(instance=instance, partition_key=drifted_day, asset_selection=[drift_key])
+    assert drifted.success  # drift is reported by its checks, it does not fail the run
+    checks = {e.check_name: e for e in drifted.get_asset_check_evaluations()}
+    assert not checks["drift_fail"].passed and checks["drift_fail"].severity == dg.AssetCheckSeverity.ERROR
+    over = checks["drift_fail"].metadata["features_over_threshold"].value
+    assert {"carrier", "dest"} <= set(over) and "temp" not in over  # weather is ignored by the spec
+    metadata = _metadata(drifted, "drift")
+    assert metadata["live_source"] == "prediction log" and metadata["rows"] == 400
+    assert "data:image/png;base64," in metadata["chart"]
