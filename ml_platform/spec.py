@@ -238,6 +238,7 @@ class Performance(_Strict):
 
 class Monitoring(_Strict):
     drift: Drift = Field(default_factory=Drift)
+    retrain_cooldown: Duration = timedelta(days=3)
     performance: Performance = Field(default_factory=Performance)
     model_freshness: Freshness | None = None
     endpoint_freshness: Freshness | None = None

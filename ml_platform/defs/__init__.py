@@ -13,8 +13,9 @@ from ml_platform.defs.io_manager import PartitionedParquetIOManager
 from ml_platform.defs.partitions import data_partitions
 from ml_platform.defs.monitoring_assets import build_monitoring_assets
 from ml_platform.defs.resources import tracking_from_env
+from ml_platform.defs.sensors import alert_on_run_failure, build_drift_sensor
 from ml_platform.defs.serving_assets import build_serving_assets
-from ml_platform.defs.training_assets import build_training_assets
+from ml_platform.defs.training_assets import build_training_assets, training_partitions
 from ml_platform.spec import ModelSpec
 
 
@@ -27,7 +28,7 @@ warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec
 def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
     """Assets, checks and resources for every spec; state lives under ML_PLATFORM_HOME."""
     pin_dir = settings.home() / "replay"
-    assets, jobs, schedules = [], [], []
+    assets, jobs, schedules, sensors = [], [], [], [alert_on_run_failure]
     for spec in specs:
         source = open_source(spec, pin_dir)
         partitions = data_partitions(spec, source)
@@ -40,11 +41,13 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
         jobs += training_jobs
         assets += build_serving_assets(spec, partitions)
         assets += build_monitoring_assets(spec, partitions)
+        sensors.append(build_drift_sensor(spec, f"{spec.name}_retrain", training_partitions(spec, partitions)))
         schedules += training_schedules
     return dg.Definitions(
         assets=assets,
         jobs=jobs,
         schedules=schedules,
+        sensors=sensors,
         resources={IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url()),
                    "mlflow_tracking": tracking_from_env()},
     )

@@ -364,10 +364,6 @@ def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, ins
 
 def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, instance):
     """A batch-scored normal day passes the fail check; logged live traffic with shifted inputs fails it."""
-    import json as json_module
-
-    from ml_platform.serving.prediction_log import connect
-
     make, home = platform
     defs = make()
     partition = _partitions(defs)[0]
@@ -384,16 +380,7 @@ def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, ins
 
     # Live traffic of a later day, logged by the endpoint, with hotter weather and another carrier mix.
     drifted_day = (date.fromisoformat(partition) + timedelta(days=4)).isoformat()
-    features = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{drifted_day}.parquet")
-    rows = features.head(400).assign(temp=lambda f: f["temp"] + 45, carrier="WN", dest="SFO",
-                                     scheduled_departure=lambda f: f["scheduled_departure"].astype(str))
-    connection = connect(home / "predictions" / "flight_delay.sqlite")
-    payload = [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows.drop(columns=["delayed"])
-               .to_dict("records")]
-    connection.execute("INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, "
-                       "latency_ms, routed) VALUES ('r1', 0, 'flight_delay', '1', ?, ?, ?, 1.0, 'champion')",
-                       (len(payload), json_module.dumps(payload), json_module.dumps([0.9] * len(payload))))
-    connection.close()
+    _log_drifted_traffic(home, drifted_day)
     drifted = job.execute_in_process(instance=instance, partition_key=drifted_day, asset_selection=[drift_key])
     assert drifted.success  # drift is reported by its checks, it does not fail the run
     checks = {e.check_name: e for e in drifted.get_asset_check_evaluations()}
@@ -403,3 +390,101 @@ def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, ins
     metadata = _metadata(drifted, "drift")
     assert metadata["live_source"] == "prediction log" and metadata["rows"] == 400
     assert "data:image/png;base64," in metadata["chart"]
+
+
+def _log_drifted_traffic(home: Path, day: str, rows: int = 400) -> None:
+    """Write a day of endpoint traffic into the prediction log: real rows with shifted weather and routes."""
+    import json as json_module
+
+    from ml_platform.serving.prediction_log import connect
+
+    features = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{day}.parquet")
+    shifted = features.head(rows).assign(temp=lambda f: f["temp"] + 45, carrier="WN", dest="SFO",
+                                         scheduled_departure=lambda f: f["scheduled_departure"].astype(str))
+    payload = [{k: (None if pd.isna(v) else v) for k, v in r.items()}
+               for r in shifted.drop(columns=["delayed"]).to_dict("records")]
+    connection = connect(home / "predictions" / "flight_delay.sqlite")
+    connection.execute("INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, "
+                       "latency_ms, routed) VALUES (?, 0, 'flight_delay', '1', ?, ?, ?, 1.0, 'champion')",
+                       (f"drift-{day}", len(payload), json_module.dumps(payload), json_module.dumps([0.9] * len(payload))))
+    connection.close()
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP receiver for alerts; yields (url, received payloads)."""
+    import http.server
+    import json as json_module
+    import threading
+
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json_module.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
+    server.shutdown()
+
+
+def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, webhook, monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    defs = make()
+    partition = _partitions(defs)[0]
+    assert _retrain(defs, instance, partition).success
+    job = defs.resolve_implicit_global_asset_job_def()
+    drift_key = dg.AssetKey(["flight_delay", "drift"])
+    sensor = defs.resolve_sensor_def("flight_delay_retrain_on_drift")
+    first, second = [(date.fromisoformat(partition) + timedelta(days=d)).isoformat() for d in (4, 5)]
+    _log_drifted_traffic(home, first)
+    assert job.execute_in_process(instance=instance, partition_key=first, asset_selection=[drift_key]).success
+    context = dg.build_sensor_context(instance=instance, definitions=defs)
+    result = sensor.evaluate_tick(context)
+    (request,) = result.run_requests
+    assert request.tags["ml_platform/reason"] == "drift"
+    assert request.tags["ml_platform/trigger"] == f"flight_delay/drift {first}"
+    assert request.partition_key == _partitions(defs)[-1]
+    assert [a["kind"] for a in received] == ["drift"] and received[0]["action"] == "retrain"
+    assert {"carrier", "dest"} <= set(received[0]["features"]) and received[0]["partition"] == first
+
+    # The next drifted day of the same episode alerts again but does not start a second retrain.
+    _log_drifted_traffic(home, second)
+    assert job.execute_in_process(instance=instance, partition_key=second, asset_selection=[drift_key]).success
+    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
+                                                         cursor=result.cursor))
+    assert again.run_requests == [] and "cooldown" in again.skip_message
+    assert [a["action"] for a in received] == ["retrain", "cooldown"]
+    quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=again.cursor))
+    assert quiet.run_requests == [] and "no new drift evaluation" in quiet.skip_message
+
+
+def test_a_failed_gate_leaves_the_champion_and_alerts(platform, instance, webhook, monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    partitions = _partitions(make())
+    assert _retrain(make(), instance, partitions[0]).success
+    failed = _retrain(make({"gates.min": 0.99}), instance, partitions[1])
+    assert not failed.success and _aliases(home)["champion"] == "1"
+    defs = make()
+    sensor = defs.resolve_sensor_def("alert_on_run_failure")
+    run = instance.get_run_by_id(failed.run_id)
+    failure = next(e for e in instance.all_logs(failed.run_id) if e.dagster_event
+                   and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+    context = dg.build_run_status_sensor_context(sensor_name="alert_on_run_failure", dagster_instance=instance,
+                                                 dagster_run=run, dagster_event=failure.dagster_event,
+                                                 context=None).for_run_failure()
+    sensor(context)
+    (alert,) = received
+    assert alert["kind"] == "gate_failed" and alert["run_id"] == failed.run_id
+    assert alert["model"] == "flight_delay" and "metric_floor" in alert["reason"]
