@@ -6,6 +6,7 @@ base image; no registry). Skipped, with the reason printed, only where no engine
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -15,7 +16,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ENGINE_TOOL = REPO.parent / "shared" / "tools" / "docker-engine"
+# The workplace's engine tool sits beside the checkout (../shared); a clone elsewhere finds it by path or env.
+ENGINE_TOOL = next((p for p in (Path(os.environ.get("DOCKER_ENGINE_TOOL", "/nonexistent")),
+                                REPO.parent / "shared" / "tools" / "docker-engine",
+                                Path("/work/shared/tools/docker-engine")) if p.exists()),
+                   REPO.parent / "shared" / "tools" / "docker-engine")
 TAG = "ml-platform:test"
 
 pytestmark = pytest.mark.docker

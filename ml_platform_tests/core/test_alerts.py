@@ -18,7 +18,7 @@ def test_a_down_webhook_is_retried_then_logged(caplog):
     assert delivered is False
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("ALERT ") and '"kind": "drift"' in m for m in messages)
-    assert sum("attempt" in m for m in messages) == 3
+    assert sum(m.startswith("alert webhook attempt") for m in messages) == 3
     assert any("not delivered" in m for m in messages)
 
 
