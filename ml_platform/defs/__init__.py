@@ -28,7 +28,11 @@ warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec
 def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
     """Assets, checks and resources for every spec; state lives under ML_PLATFORM_HOME."""
     pin_dir = settings.home() / "replay"
-    assets, jobs, schedules, sensors = [], [], [], [alert_on_run_failure]
+    # Dagster's own automation sensor starts stopped; this one runs by default so the declared conditions act.
+    automation = dg.AutomationConditionSensorDefinition(
+        "ml_platform_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30, description="Evaluates every asset's automation condition.")
+    assets, jobs, schedules, sensors = [], [], [], [alert_on_run_failure, automation]
     for spec in specs:
         source = open_source(spec, pin_dir)
         partitions = data_partitions(spec, source)

@@ -86,6 +86,8 @@ def build_data_assets(spec: ModelSpec, source: DataSource,
         freshness_policy=(dg.FreshnessPolicy.time_window(fail_window=freshness.fail_after,
                                                          warn_window=freshness.warn_after)
                           if freshness else None),
+        # each morning, load the newest complete day
+        automation_condition=dg.AutomationCondition.on_cron("0 2 * * *"),
         **common,
     )
     def raw(context: dg.AssetExecutionContext):
@@ -143,6 +145,8 @@ def build_data_assets(spec: ModelSpec, source: DataSource,
                     f"({spec.target.expression or spec.target.column}), one row per usable raw row.",
         kinds={"pandas", "parquet"},
         ins={"raw": dg.AssetIn(raw_key)},
+        # as soon as the day's raw data is in and its schema check passed
+        automation_condition=dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         **common,
     )
     def features(context: dg.AssetExecutionContext, raw: pd.DataFrame):

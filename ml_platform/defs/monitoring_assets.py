@@ -18,6 +18,7 @@ import pandas as pd
 from ml_platform import settings
 from ml_platform.defs.data_assets import IO_MANAGER_KEY
 from ml_platform.defs.resources import MlflowTracking
+from ml_platform.defs.serving_assets import scored_daily
 from ml_platform.defs.training_assets import REFERENCE_PROFILE
 from ml_platform.spec import ModelSpec
 
@@ -84,7 +85,8 @@ def build_monitoring_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefini
               description="Each feature's and the predictions' drift on the day against the champion's training "
                           "reference: PSI, KS, chi-square, missing-rate shift, unseen categories.",
               ins={"features": dg.AssetIn([name, "features"])},
-              deps=[dg.AssetDep([name, "champion"], partition_mapping=dg.LastPartitionMapping())])
+              deps=[dg.AssetDep([name, "champion"], partition_mapping=dg.AllPartitionMapping())],
+              automation_condition=scored_daily(dg.AssetKey([name, "champion"])))
     def drift(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, features: pd.DataFrame):
         import mlflow
 

@@ -47,9 +47,10 @@ class MlflowTracking(dg.ConfigurableResource):
 
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         uri = self.resolved_tracking_uri()
+        # mlflow.register_model and artifact helpers use the process-wide URIs: set both, every time, so a
+        # previous store (another model, a test) can never receive this model's versions.
         mlflow.set_tracking_uri(uri)
-        if self.registry_uri:
-            mlflow.set_registry_uri(self.registry_uri)
+        mlflow.set_registry_uri(self.registry_uri or uri)
         return _client(uri, self.registry_uri or uri)
 
     def registry(self, model: str):

@@ -17,6 +17,13 @@ from ml_platform.defs.training_assets import SMOKE_ROWS
 from ml_platform.spec import ModelSpec
 
 
+def scored_daily(champion_key: dg.AssetKey) -> dg.AutomationCondition:
+    """Each new day of features, once some champion exists (whichever week it came from)."""
+    champion = dg.AssetSelection.assets(champion_key)
+    return (dg.AutomationCondition.eager().ignore(champion)
+            & dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).allow(champion))
+
+
 def build_serving_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> list[dg.AssetsDefinition]:
     name = spec.name
     champion_key = dg.AssetKey([name, "champion"])
@@ -25,10 +32,13 @@ def build_serving_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinitio
     @dg.asset(key=[name, "endpoint"], group_name=name, owners=[spec.owner], kinds={"http", "python"},
               description=f"The HTTP endpoint serving the `champion` of {name} ({spec.serving.target}, port "
                           f"{spec.serving.port}); verified by a smoke test of held-out rows on every deploy.",
-              deps=[dg.AssetDep(champion_key, partition_mapping=dg.LastPartitionMapping())],
+              deps=[dg.AssetDep(champion_key, partition_mapping=dg.AllPartitionMapping())],
               freshness_policy=(dg.FreshnessPolicy.time_window(fail_window=freshness.fail_after,
                                                                warn_window=freshness.warn_after)
                                 if freshness else None),
+              # redeploy whenever the champion moves (any week's champion step)
+              automation_condition=(dg.AutomationCondition.any_deps_updated().since_last_handled()
+                                    & ~dg.AutomationCondition.in_progress()),
               tags={"ml_platform/model": name})
     def endpoint(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking):
         import mlflow
@@ -83,7 +93,8 @@ def build_serving_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinitio
               description=f"Batch scores of each day's features by the champion of {name}, with the model "
                           "version beside each prediction.",
               ins={"features": dg.AssetIn([name, "features"])},
-              deps=[dg.AssetDep(champion_key, partition_mapping=dg.LastPartitionMapping())],
+              deps=[dg.AssetDep(champion_key, partition_mapping=dg.AllPartitionMapping())],
+              automation_condition=scored_daily(champion_key),
               tags={"ml_platform/model": name})
     def predictions(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, features: pd.DataFrame):
         from ml_platform.serving.loader import RegistrySource

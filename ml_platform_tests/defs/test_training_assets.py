@@ -488,3 +488,17 @@ def test_a_failed_gate_leaves_the_champion_and_alerts(platform, instance, webhoo
     (alert,) = received
     assert alert["kind"] == "gate_failed" and alert["run_id"] == failed.run_id
     assert alert["model"] == "flight_delay" and "metric_floor" in alert["reason"]
+
+
+def test_automation_redeploys_the_endpoint_when_the_champion_moves(platform, instance):
+    make, home = platform
+    defs = make()
+    endpoint = dg.AssetKey(["flight_delay", "endpoint"])
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(endpoint))
+    assert before.total_requested == 0  # no champion yet: nothing to deploy
+    assert _retrain(defs, instance, _partitions(defs)[0]).success
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(endpoint),
+                                              cursor=before.cursor)
+    assert after.total_requested == 1
+    sensor_names = {s.name for s in defs.sensors}
+    assert {"ml_platform_automation", "alert_on_run_failure", "flight_delay_retrain_on_drift"} <= sensor_names
