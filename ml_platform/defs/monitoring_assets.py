@@ -26,26 +26,31 @@ DRIFT_WARN, DRIFT_FAIL = "drift_warn", "drift_fail"
 
 
 def logged_rows(log_path, timestamp: str, start: datetime, end: datetime) -> pd.DataFrame:
-    """The logged input rows (and answered predictions) whose event time falls in [start, end)."""
+    """The logged input rows whose event time falls in [start, end), each with the prediction returned, the
+    version that answered and, when a challenger shadowed it, the challenger's version and prediction."""
     try:
         connection = sqlite3.connect(f"file:{log_path}?mode=ro", uri=True)
     except sqlite3.OperationalError:
         return pd.DataFrame()
     try:
-        requests = pd.read_sql_query("SELECT ts, features, outputs FROM predictions", connection)
+        requests = pd.read_sql_query("SELECT ts, features, outputs, version, shadow_version, shadow_outputs "
+                                     "FROM predictions", connection)
     except (sqlite3.OperationalError, pd.errors.DatabaseError):
         return pd.DataFrame()
     finally:
         connection.close()
     rows = []
-    for ts, features, outputs in requests.itertuples(index=False):
+    for ts, features, outputs, version, shadow_version, shadow_outputs in requests.itertuples(index=False):
         arrived = datetime.fromtimestamp(ts)
-        for row, output in zip(json.loads(features), json.loads(outputs)):
+        shadows = json.loads(shadow_outputs) if shadow_outputs else None
+        for i, (row, output) in enumerate(zip(json.loads(features), json.loads(outputs))):
             event = pd.to_datetime(row.get(timestamp), errors="coerce") if timestamp in row else arrived
             if pd.isna(event):
                 event = arrived
             if start <= event < end:
-                rows.append({**row, "prediction": output if not isinstance(output, list) else None})
+                rows.append({**row, "prediction": output if not isinstance(output, list) else None,
+                             "_version": version, "_shadow_version": shadow_version,
+                             "_shadow_prediction": shadows[i] if shadows else None})
     return pd.DataFrame(rows)
 
 
@@ -103,6 +108,7 @@ def build_monitoring_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefini
         window = context.partition_time_window
         start, end = window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
         live = logged_rows(settings.home() / "predictions" / f"{name}.sqlite", spec.timestamp, start, end)
+        live = live.drop(columns=[c for c in live.columns if c.startswith("_")])
         source = "prediction log"
         if live.empty:
             source = "features (batch scored)"
@@ -137,4 +143,53 @@ def build_monitoring_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefini
                 metadata={"features_over_threshold": dg.MetadataValue.json(over), "rows": len(live),
                           "threshold": thresholds.warn if status == "warn" else thresholds.fail})
 
-    return [drift]
+    return [drift, build_performance_asset(spec, data)]
+
+
+PERFORMANCE_FLOOR = "performance_floor"
+
+
+def build_performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
+    """`<model>/performance`: the day's served predictions joined with their outcomes once labels arrive."""
+    name = spec.name
+    key = dg.AssetKey([name, "performance"])
+    performance = spec.monitoring.performance
+
+    @dg.asset(key=key, group_name=name, owners=[spec.owner], kinds={"pandas", "parquet"}, partitions_def=data,
+              io_manager_key=IO_MANAGER_KEY, tags={"ml_platform/model": name},
+              check_specs=[dg.AssetCheckSpec(PERFORMANCE_FLOOR, asset=key, partitions_def=data,
+                                             description="Live metric on labelled predictions stays above "
+                                                         "monitoring.performance.floor.")],
+              description="Live task metrics of the day's served predictions, per answering (and shadowing) "
+                          f"version, joined by `{spec.key}` with the outcomes in `{name}/features` (delayed "
+                          "labels; a lag is expected and shown).",
+              ins={"features": dg.AssetIn([name, "features"], metadata={"allow_missing_partitions": True})},
+              deps=[dg.AssetDep([name, "endpoint"])],
+              automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets([name, "endpoint"])))
+    def performance_asset(context: dg.AssetExecutionContext, features: pd.DataFrame):
+        from ml_platform.core.evaluation import DEFAULT_METRIC, HIGHER_IS_BETTER
+        from ml_platform.core.performance import live_performance
+
+        window = context.partition_time_window
+        start, end = window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
+        served = logged_rows(settings.home() / "predictions" / f"{name}.sqlite", spec.timestamp, start, end)
+        metric = performance.metric or DEFAULT_METRIC[spec.task]
+        result = live_performance(served, features, spec.key, spec.target.name, spec.task, metric)
+        status = result["status"]
+        value = result["metrics"].get("answer", {}).get(metric)
+        floor = performance.floor
+        higher = metric in HIGHER_IS_BETTER
+        passed = value is None or floor is None or (value >= floor if higher else value <= floor)
+        yield dg.Output(result["table"].assign(partition=context.partition_key), metadata={
+            "status": status, "served_rows": result["served"], "labelled_rows": result["labelled"],
+            "label_coverage": result["coverage"], metric: value if value is not None else float("nan"),
+            "by_version": dg.MetadataValue.md(result["table"].to_markdown(index=False, floatfmt=".4f")
+                                              if len(result["table"]) else "_no labelled predictions_")})
+        yield dg.AssetCheckResult(
+            check_name=PERFORMANCE_FLOOR, passed=bool(passed),
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(f"{status}: nothing to judge yet" if value is None else
+                         f"live {metric} {value:.4f} vs floor {floor}"),
+            metadata={"status": status, "labelled_rows": result["labelled"]})
+
+    return performance_asset

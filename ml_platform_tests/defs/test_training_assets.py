@@ -502,3 +502,55 @@ def test_automation_redeploys_the_endpoint_when_the_champion_moves(platform, ins
     assert after.total_requested == 1
     sensor_names = {s.name for s in defs.sensors}
     assert {"ml_platform_automation", "alert_on_run_failure", "flight_delay_retrain_on_drift"} <= sensor_names
+
+
+def test_live_performance_joins_delayed_labels_by_key(platform, instance):
+    import json as json_module
+
+    from ml_platform.serving.prediction_log import connect
+
+    make, home = platform
+    defs = make({"monitoring.performance.floor": 0.55})
+    partition = _partitions(defs)[0]
+    assert _retrain(defs, instance, partition).success
+    job = defs.resolve_implicit_global_asset_job_def()
+    performance = dg.AssetKey(["flight_delay", "performance"])
+    quiet_day = (date.fromisoformat(partition) + timedelta(days=1)).isoformat()
+    quiet = job.execute_in_process(instance=instance, partition_key=quiet_day, asset_selection=[performance])
+    assert quiet.success and _metadata(quiet, "performance")["status"] == "no traffic"
+    (check,) = quiet.get_asset_check_evaluations()
+    assert check.passed and "nothing to judge" in check.description
+
+    day = (date.fromisoformat(partition) + timedelta(days=3)).isoformat()
+    features = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{day}.parquet")
+    run_id = _client(home).get_model_version("flight_delay", "1").run_id
+    model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
+    served = features.head(500)
+    scores = model.predict(served)
+    payload = [{k: (None if pd.isna(v) else str(v) if k == "scheduled_departure" else v) for k, v in r.items()}
+               for r in served.drop(columns=["delayed"]).to_dict("records")]
+    connection = connect(home / "predictions" / "flight_delay.sqlite")
+    connection.execute("INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, latency_ms, "
+                       "shadow_version, shadow_outputs, routed) VALUES ('r', 0, 'flight_delay', '1', ?, ?, ?, 1.0, "
+                       "'9', ?, 'champion')",
+                       (len(payload), json_module.dumps(payload), json_module.dumps(scores.tolist()),
+                        json_module.dumps((1 - scores).tolist())))
+    connection.close()
+    result = job.execute_in_process(instance=instance, partition_key=day, asset_selection=[performance])
+    assert result.success
+    metadata = _metadata(result, "performance")
+    assert metadata["labelled_rows"] == 500 and metadata["label_coverage"] == 1.0
+    expected = ev_roc_auc(served["delayed"], scores)
+    assert abs(metadata["roc_auc"] - expected) < 1e-12
+    table = pd.read_parquet(home / "storage" / "flight_delay" / "performance" / f"{day}.parquet")
+    assert set(zip(table["role"], table["version"])) == {("answer", "1"), ("shadow", "9")}
+    shadow_auc = table.loc[table["role"] == "shadow", "roc_auc"].iloc[0]
+    assert abs(shadow_auc - (1 - expected)) < 1e-9  # the inverted shadow is exactly as bad as the answer is good
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed == (expected >= 0.55)
+
+
+def ev_roc_auc(y, scores) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, scores))
