@@ -72,3 +72,34 @@ def build_drift_sensor(spec: ModelSpec, retrain_job: str, training: dg.Partition
                                    "ml_platform/model": name, "ml_platform/drifted": ",".join(features)[:200]})
 
     return retrain_on_drift
+
+
+def build_new_data_sensor(spec: ModelSpec, data_job: str, partitions: dg.TimeWindowPartitionsDefinition,
+                          lookback: int = 14) -> dg.SensorDefinition | None:
+    """For a `files` source with one file per day: a day's file appearing materializes that day."""
+    source = spec.source
+    if getattr(source, "kind", None) != "files" or "{date}" not in source.path:
+        return None
+    raw_key = dg.AssetKey([spec.name, "raw"])
+
+    @dg.sensor(name=f"{spec.name}_new_data", job_name=data_job, minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Materializes a day of {spec.name} when its file appears at {source.path}.")
+    def new_data(context: dg.SensorEvaluationContext):
+        import fsspec
+
+        keys = partitions.get_partition_keys()[-lookback:]
+        done = context.instance.get_materialized_partitions(raw_key)
+        requests = []
+        for key in keys:
+            if key in done:
+                continue
+            url = source.path.format(date=key[:10])
+            fs, path = fsspec.core.url_to_fs(url, **source.storage_options)
+            if fs.exists(path):
+                requests.append(dg.RunRequest(run_key=f"new-data-{key}-{fs.info(path).get('size')}", partition_key=key,
+                                              tags={REASON_TAG: "new data", TRIGGER_TAG: url,
+                                                    "ml_platform/model": spec.name}))
+        return requests or dg.SkipReason(f"no new files among the last {lookback} partitions")
+
+    return new_data

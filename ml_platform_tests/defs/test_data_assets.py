@@ -226,3 +226,19 @@ def test_a_sql_source_through_features(tmp_path, home, instance, write_spec):
     result = _run(build_definitions([spec]), instance, _day(day))
     assert result.success, _failure_message(result)
     assert len(pd.read_parquet(home / "storage" / "flight_delay" / "raw" / f"{_day(day)}.parquet")) == len(frame)
+
+
+def test_a_new_file_materializes_its_day(tmp_path, home, instance, write_spec):
+    day = date(2013, 8, 12)
+    _files_spec(tmp_path, write_spec, {_day(day): _real_day(day)})  # lands one day's file
+    spec = load_spec(write_spec(tmp_path / "specs", {
+        "source": {"kind": "files", "path": str(tmp_path / "landing" / "{date}.csv")},
+        "partitions.start": _day(date(2013, 8, 1)), "partitions.end": _day(date(2013, 8, 20))}))
+    defs = build_definitions([spec])
+    sensor = defs.resolve_sensor_def("flight_delay_new_data")
+    result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    (request,) = result.run_requests
+    assert request.partition_key == _day(day) and request.tags["ml_platform/reason"] == "new data"
+    assert _run(defs, instance, _day(day)).success
+    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert again.run_requests == [] and "no new files" in again.skip_message
