@@ -4,12 +4,16 @@
                              bundled specs) without starting Dagster; exit status 1 on any error
   ml-platform serve --model NAME [--host 127.0.0.1] [--port N]
                              serve the model's `champion` over HTTP; reloads when the alias moves
+  ml-platform simulate --model NAME --days N [--start DAY] [--drift hot_weather|late_departures|swap_carriers]
+                             replay N days of real traffic through the endpoint (default: the N days before
+                             yesterday's replayed day), optionally with an injected drift
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date, timedelta
 
 from ml_platform.spec import SpecError, load_spec, spec_files
 
@@ -56,12 +60,42 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--model-version", help="the version to report for --model-dir (default: 'local')")
     serve_parser.add_argument("--log", help="prediction log file (default: ML_PLATFORM_HOME/predictions/<model>.sqlite)")
     serve_parser.add_argument("--reload-interval", type=float, default=5.0, help="seconds between alias checks")
+    simulate_parser = commands.add_parser("simulate", help="replay real traffic through the endpoint")
+    simulate_parser.add_argument("--model", required=True)
+    simulate_parser.add_argument("--days", type=int, required=True)
+    simulate_parser.add_argument("--start", type=date.fromisoformat, help="first day (YYYY-MM-DD)")
+    simulate_parser.add_argument("--drift", choices=["hot_weather", "late_departures", "swap_carriers"])
+    simulate_parser.add_argument("--url", help="endpoint base URL (default: http://127.0.0.1:<serving.port>)")
+    simulate_parser.add_argument("--batch", type=int, default=50, help="rows per request")
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        return simulate_command(args)
     if args.command == "check":
         return check(args.path)
     if args.command == "serve":
         return serve(args)
     return 2
+
+
+def simulate_command(args) -> int:
+    """Replay days through the endpoint and print one JSON line per day."""
+    import json
+    import os
+
+    from ml_platform import settings
+    from ml_platform.simulate import simulate
+
+    spec = next((s for s in (load_spec(f) for f in spec_files()) if s.name == args.model), None)
+    if spec is None:
+        print(f"no spec named {args.model!r} in {spec_files()}", file=sys.stderr)
+        return 1
+    start = args.start or (date.today() - timedelta(days=args.days + 1))
+    days = [start + timedelta(days=i) for i in range(args.days)]
+    url = args.url or f"http://127.0.0.1:{spec.serving.port}"
+    for summary in simulate(spec, url, days, settings.home() / "replay", args.drift, args.batch,
+                            os.environ.get("ML_PLATFORM_API_TOKEN")):
+        print(json.dumps(summary), flush=True)
+    return 0
 
 
 def serve(args) -> int:

@@ -206,3 +206,28 @@ def test_canary_routes_a_sticky_fraction_to_the_challenger(trained, start_server
     log = read_log(server.log_path)
     assert set(log.loc[log["version"] == "2", "routed"]) == {"canary"}
     assert set(log.loc[log["version"] == "1", "routed"]) == {"champion"}
+
+
+def test_simulate_replays_days_through_the_endpoint_with_event_time(trained, start_server, tmp_path, write_spec):
+    """`ml-platform simulate` sends real replayed rows (key and event time included) and can inject drift."""
+    import subprocess
+    import sys
+
+    spec, folders, holdout = trained
+    server = start_server("--model-dir", str(folders[0]), "--model-version", "7")
+    folder = tmp_path / "specs"
+    write_spec(folder, {"source.offset_weeks": 0}, name="flight_delay.yaml")
+    result = subprocess.run([sys.executable, "-m", "ml_platform.cli", "simulate", "--model", "flight_delay",
+                             "--days", "2", "--start", "2013-06-03", "--drift", "hot_weather", "--url", server.url],
+                            capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "ML_PLATFORM_SPECS": str(folder),
+                                 "ML_PLATFORM_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    days = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["day"] for d in days] == ["2013-06-03", "2013-06-04"]
+    assert all(d["failed"] == 0 and d["answered"] == d["rows"] > 500 and d["versions"] == ["7"] for d in days)
+    log = read_log(server.log_path)
+    assert log["rows"].sum() == sum(d["rows"] for d in days)
+    first = json.loads(log.loc[0, "features"])[0]
+    assert first["flight_id"].startswith("2013-06-03") and first["scheduled_departure"].startswith("2013-06-03")
+    assert first["temp"] > 60, "hot_weather drift adds 30 degrees to early-June mornings"
