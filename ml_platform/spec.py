@@ -222,7 +222,7 @@ class Gates(_Strict):
 
 
 class Drift(_Strict):
-    """PSI thresholds; `ignore` lists features that vary from day to day by nature (weather, weekday)."""
+    """PSI thresholds; `ignore` lists features (or `prediction`) that vary from day to day by nature."""
 
     warn: float = Field(default=0.1, ge=0)
     fail: float = Field(default=0.25, ge=0)
@@ -394,8 +394,9 @@ def _semantic_problems(spec: ModelSpec) -> list[tuple[str, Any, str]]:
         problems.append(("gates.fairness.group", spec.gates.fairness.group,
                          f"a categorical feature: {', '.join(sorted(categorical))}"))
     for i, name in enumerate(spec.monitoring.drift.ignore):
-        if name not in features.names:
-            problems.append((f"monitoring.drift.ignore[{i}]", name, f"a feature: {', '.join(features.names)}"))
+        if name not in [*features.names, "prediction"]:
+            problems.append((f"monitoring.drift.ignore[{i}]", name,
+                             f"a feature or 'prediction': {', '.join(features.names)}"))
     if spec.monitoring.drift.fail < spec.monitoring.drift.warn:
         problems.append(("monitoring.drift.fail", spec.monitoring.drift.fail,
                          f"a threshold at least monitoring.drift.warn ({spec.monitoring.drift.warn})"))

@@ -44,14 +44,22 @@ def build_drift_sensor(spec: ModelSpec, retrain_job: str, training: dg.Partition
                            f"(at most once per {spec.monitoring.retrain_cooldown}).")
     def retrain_on_drift(context: dg.SensorEvaluationContext):
         state = json.loads(context.cursor) if context.cursor else {"last_id": 0, "last_retrain": 0.0}
-        record = context.instance.get_latest_asset_check_evaluation_record(check_key)
-        if record is None or record.id <= state["last_id"]:
+        # every evaluation since the cursor, oldest first: a passing day evaluated later must not hide a failure
+        history = context.instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100)
+        new = []
+        for record in sorted((r for r in history if r.id > state["last_id"]), key=lambda r: r.id):
+            if record.event is None or record.event.dagster_event is None:
+                break  # still running: look again next tick, from here
+            new.append(record)
+        if not new:
             return dg.SkipReason("no new drift evaluation")
-        state["last_id"] = record.id
-        evaluation = record.event.dagster_event.event_specific_data if record.event else None
-        if evaluation is None or evaluation.passed:
+        state["last_id"] = new[-1].id
+        failing = [r for r in new if not r.event.dagster_event.event_specific_data.passed]
+        if not failing:
             context.update_cursor(json.dumps(state))
-            return dg.SkipReason(f"drift check passed on {record.partition}")
+            return dg.SkipReason(f"drift check passed on {', '.join(str(r.partition) for r in new)}")
+        record = failing[-1]
+        evaluation = record.event.dagster_event.event_specific_data
         over = evaluation.metadata.get("features_over_threshold")
         features = over.value if over is not None else []
         now = time.time()
