@@ -168,6 +168,7 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
 
         # A drifted day: carriers swapped around.
         drifted = week_end
+        drift_logged = time.monotonic()
         simulate(drifted, "swap_carriers")
         drift_run(drifted)
         deadline = time.monotonic() + 240
@@ -188,6 +189,9 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
         version = requests.get(f"{endpoint}/v1/models/flight_delay", timeout=5).json()["version"]
         time.sleep(2)
     assert version == "2", "the endpoint should serve the retrained version"
+    if os.environ.get("ML_PLATFORM_SCENARIO_TIMINGS"):  # read by benchmarks/monitoring.py --scenario
+        Path(os.environ["ML_PLATFORM_SCENARIO_TIMINGS"]).write_text(json.dumps(
+            {"drifted_day_logged_to_new_version_serving_s": round(time.monotonic() - drift_logged, 1)}))
     drift_alerts = [a for a in alerts if a["kind"] == "drift"]
     assert drift_alerts and drift_alerts[0]["partition"] == drifted.isoformat()
     assert "carrier" in drift_alerts[0]["features"]
