@@ -69,3 +69,57 @@ def write_spec():
 def replay_day():
     """`replay_day(offset_weeks, date(2013, 6, 12))`: the partition key of a 2013 day under a replay offset."""
     return lambda offset_weeks, source_day: (source_day + timedelta(weeks=offset_weeks)).isoformat()
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP receiver for alerts on 127.0.0.1; yields (url, the JSON payloads received)."""
+    import http.server
+    import json
+    import threading
+
+    received: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
+    server.shutdown()
+
+
+@pytest.fixture
+def make_dev(tmp_path):
+    """`make_dev(port, env)` starts the README's `make dev` in its own process group; all are ended after."""
+    import os
+    import signal
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    started = []
+
+    def start(port: int, env: dict) -> subprocess.Popen:
+        log = (tmp_path / f"dagster_dev_{port}.log").open("w")
+        env = {k: v for k, v in env.items() if k != "DAGSTER_HOME"}
+        process = subprocess.Popen(["make", "--no-print-directory", "dev", f"PORT={port}"], cwd=repo, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process.log_path = tmp_path / f"dagster_dev_{port}.log"
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, log in started:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(process.pid, sig)
+                process.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        log.close()

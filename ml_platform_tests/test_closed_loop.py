@@ -8,14 +8,12 @@ Bounded in time; every process it started is stopped.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -34,26 +32,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def webhook():
-    received: list[dict] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
-    server.shutdown()
-
-
-@pytest.fixture
-def platform(tmp_path, webhook):
+def platform(tmp_path, webhook, make_dev):
     """`make dev` on a free port with a spec whose endpoint port is free too; stopped with its process group."""
     ui_port, api_port = _free_port(), _free_port()
     home = tmp_path / "home"
@@ -66,14 +45,11 @@ def platform(tmp_path, webhook):
     (specs / "flight_delay.yaml").write_text(yaml.safe_dump(data))
     env = {**os.environ, "ML_PLATFORM_HOME": str(home), "ML_PLATFORM_SPECS": str(specs),
            "ML_PLATFORM_ALERT_WEBHOOK": webhook[0]}
-    env.pop("DAGSTER_HOME", None)
-    log = (tmp_path / "dagster_dev.log").open("w")
-    process = subprocess.Popen(["make", "--no-print-directory", "dev", f"PORT={ui_port}"], cwd=REPO, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = make_dev(ui_port, env)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            assert process.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
+            assert process.poll() is None, process.log_path.read_text()[-3000:]
             try:
                 if requests.get(f"http://127.0.0.1:{ui_port}/server_info", timeout=5).status_code == 200:
                     break
@@ -81,22 +57,12 @@ def platform(tmp_path, webhook):
                 pass
             time.sleep(2)
         yield ui_port, api_port, home, env
-    finally:
+    finally:  # the endpoint the loop deployed runs in its own session
         for pid_file in (home / "serving").glob("*.pid") if (home / "serving").exists() else []:
             try:
                 os.killpg(int(pid_file.read_text()), signal.SIGKILL)
             except (ProcessLookupError, ValueError):
                 pass
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        log.close()
 
 
 def _wait_run(client, run_id: str, timeout: float = 300) -> str:

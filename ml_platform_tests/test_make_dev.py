@@ -7,9 +7,7 @@ API like the UI does, and ends the whole process group afterwards.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -30,41 +28,22 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def dagster_dev(tmp_path):
+def dagster_dev(tmp_path, make_dev):
     port = _free_port()
     home = tmp_path / "home"
-    log = (tmp_path / "dagster_dev.log").open("w")
-    env = {**os.environ, "ML_PLATFORM_HOME": str(home)}
-    env.pop("DAGSTER_HOME", None)
-    process = subprocess.Popen(["make", "--no-print-directory", "dev", f"PORT={port}"], cwd=REPO, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = make_dev(port, {**os.environ, "ML_PLATFORM_HOME": str(home)})
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (tmp_path / "dagster_dev.log").read_text()[-3000:]
-            try:
-                nodes = requests.post(f"{url}/graphql", json={"query": ASSET_NODES}, timeout=10).json()
-                if nodes.get("data", {}).get("assetNodes"):
-                    break
-            except (requests.ConnectionError, requests.Timeout, ValueError):
-                pass
-            time.sleep(2)
-        else:
-            pytest.fail("dagster dev did not serve the code location within 240 s:\n"
-                        + (tmp_path / "dagster_dev.log").read_text()[-3000:])
-        yield url, port, home
-    finally:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.log_path.read_text()[-3000:]
         try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            nodes = requests.post(f"{url}/graphql", json={"query": ASSET_NODES}, timeout=10).json()
+            if nodes.get("data", {}).get("assetNodes"):
+                return url, port, home
+        except (requests.ConnectionError, requests.Timeout, ValueError):
             pass
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        log.close()
+        time.sleep(2)
+    pytest.fail("dagster dev did not serve the code location within 240 s:\n" + process.log_path.read_text()[-3000:])
 
 
 def test_make_dev_serves_the_graph_and_materializes_a_real_day(dagster_dev):

@@ -73,32 +73,33 @@ def instances_of(body: object, max_rows: int) -> tuple[list[dict], bool]:
     return rows, explain
 
 
+def _type_error(value, kind: str) -> str | None:
+    """Why a non-null value does not fit a numeric or categorical feature, or None when it does."""
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"expected a number, got {value!r}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "expected a finite number"
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return f"expected a string, got {value!r}"
+    return None
+
+
 def validate_rows(rows: list[dict], schema: Schema, field: str = "instances") -> None:
     """Raise RequestError(422) listing every missing feature, wrong type and disallowed null."""
+    features = [(name, "number") for name in schema.numeric] + [(name, "string") for name in schema.categorical]
     errors = []
     for i, row in enumerate(rows):
-        for name in schema.numeric:
+        for name, kind in features:
+            where = f"{field}[{i}].{name}"
             if name not in row:
-                errors.append({"field": f"{field}[{i}].{name}", "error": "missing required feature"})
-                continue
-            value = row[name]
-            if value is None:
+                errors.append({"field": where, "error": "missing required feature"})
+            elif row[name] is None:
                 if name not in schema.nullable:
-                    errors.append({"field": f"{field}[{i}].{name}", "error": "null is not allowed"})
-            elif isinstance(value, bool) or not isinstance(value, (int, float)):
-                errors.append({"field": f"{field}[{i}].{name}", "error": f"expected a number, got {value!r}"})
-            elif isinstance(value, float) and not math.isfinite(value):
-                errors.append({"field": f"{field}[{i}].{name}", "error": "expected a finite number"})
-        for name in schema.categorical:
-            if name not in row:
-                errors.append({"field": f"{field}[{i}].{name}", "error": "missing required feature"})
-                continue
-            value = row[name]
-            if value is None:
-                if name not in schema.nullable:
-                    errors.append({"field": f"{field}[{i}].{name}", "error": "null is not allowed"})
-            elif isinstance(value, bool) or not isinstance(value, (str, int)):
-                errors.append({"field": f"{field}[{i}].{name}", "error": f"expected a string, got {value!r}"})
+                    errors.append({"field": where, "error": "null is not allowed"})
+            elif (problem := _type_error(row[name], kind)) is not None:
+                errors.append({"field": where, "error": problem})
         if len(errors) > 50:
             break
     if errors:

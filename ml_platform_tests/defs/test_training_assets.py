@@ -410,31 +410,6 @@ def _log_drifted_traffic(home: Path, day: str, rows: int = 400) -> None:
     connection.close()
 
 
-@pytest.fixture
-def webhook():
-    """A local HTTP receiver for alerts; yields (url, received payloads)."""
-    import http.server
-    import json as json_module
-    import threading
-
-    received: list[dict] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json_module.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/alerts", received
-    server.shutdown()
-
-
 def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, webhook, monkeypatch):
     url, received = webhook
     monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
