@@ -1,8 +1,9 @@
-"""Sensors that close the loop: alert on failed runs, and retrain (once per drift episode) when drift fails.
+"""Sensors that close the loop: alert on failed runs; retrain (once per episode) when drift or live
+performance fails; materialize a day when its file lands.
 
-Both run by default under `dagster dev`. Drift is read from the `drift_fail` check's execution records; the
-cursor remembers the last record seen and the time of the last retrain, so one drift episode (several failing
-days in a row) starts one retrain per `monitoring.retrain_cooldown`.
+All run by default under `dagster dev`. Drift and performance are read from their checks' execution records;
+the cursor remembers the last record seen per check and the time of the last retrain, so one episode (several
+failing days in a row) starts one retrain per `monitoring.retrain_cooldown`.
 """
 
 import json
@@ -11,7 +12,7 @@ import time
 import dagster as dg
 
 from ml_platform.core.alerts import send_alert
-from ml_platform.defs.monitoring_assets import DRIFT_FAIL
+from ml_platform.defs.monitoring_assets import DRIFT_FAIL, PERFORMANCE_FLOOR
 from ml_platform.spec import ModelSpec
 
 REASON_TAG = "ml_platform/reason"
@@ -33,53 +34,62 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext):
                logger=context.log)
 
 
-def build_drift_sensor(spec: ModelSpec, retrain_job: str, training: dg.PartitionsDefinition) -> dg.SensorDefinition:
+def build_retrain_sensor(spec: ModelSpec, retrain_job: str, training: dg.PartitionsDefinition) -> dg.SensorDefinition:
+    """Drift or live performance failing its check → alert, and retrain the latest week (with cooldown)."""
     name = spec.name
-    check_key = dg.AssetCheckKey(dg.AssetKey([name, "drift"]), DRIFT_FAIL)
+    watched = {"drift": dg.AssetCheckKey(dg.AssetKey([name, "drift"]), DRIFT_FAIL),
+               "performance": dg.AssetCheckKey(dg.AssetKey([name, "performance"]), PERFORMANCE_FLOOR)}
     cooldown = spec.monitoring.retrain_cooldown.total_seconds()
 
-    @dg.sensor(name=f"{name}_retrain_on_drift", job_name=retrain_job, minimum_interval_seconds=30,
+    @dg.sensor(name=f"{name}_retrain_on_monitoring", job_name=retrain_job, minimum_interval_seconds=30,
                default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"When {name}/drift fails its `{DRIFT_FAIL}` check: alert, and retrain the latest week "
-                           f"(at most once per {spec.monitoring.retrain_cooldown}).")
-    def retrain_on_drift(context: dg.SensorEvaluationContext):
-        state = json.loads(context.cursor) if context.cursor else {"last_id": 0, "last_retrain": 0.0}
-        # every evaluation since the cursor, oldest first: a passing day evaluated later must not hide a failure
-        history = context.instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100)
-        new = []
-        for record in sorted((r for r in history if r.id > state["last_id"]), key=lambda r: r.id):
-            if record.event is None or record.event.dagster_event is None:
-                break  # still running: look again next tick, from here
-            new.append(record)
-        if not new:
-            return dg.SkipReason("no new drift evaluation")
-        state["last_id"] = new[-1].id
-        failing = [r for r in new if not r.event.dagster_event.event_specific_data.passed]
+               description=f"When {name}/drift fails `{DRIFT_FAIL}` or {name}/performance fails "
+                           f"`{PERFORMANCE_FLOOR}`: alert, and retrain the latest week (at most once per "
+                           f"{spec.monitoring.retrain_cooldown}).")
+    def retrain_on_monitoring(context: dg.SensorEvaluationContext):
+        state = json.loads(context.cursor) if context.cursor else {}
+        seen = state.get("last_id", {})
+        failing = []
+        for reason, check_key in watched.items():
+            # every resolved evaluation since the cursor, oldest first: a passing day evaluated later must not
+            # hide a failure, and one still running is looked at again next tick
+            history = context.instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100)
+            for record in sorted((r for r in history if r.id > seen.get(reason, 0)), key=lambda r: r.id):
+                if record.event is None or record.event.dagster_event is None:
+                    break
+                seen[reason] = record.id
+                if not record.event.dagster_event.event_specific_data.passed:
+                    failing.append((reason, record))
+        state["last_id"] = seen
         if not failing:
             context.update_cursor(json.dumps(state))
-            return dg.SkipReason(f"drift check passed on {', '.join(str(r.partition) for r in new)}")
-        record = failing[-1]
+            return dg.SkipReason("no new failing drift or performance evaluation")
+        reason, record = failing[-1]
         evaluation = record.event.dagster_event.event_specific_data
         over = evaluation.metadata.get("features_over_threshold")
         features = over.value if over is not None else []
         now = time.time()
-        retrain = now - state["last_retrain"] >= cooldown
-        send_alert({"kind": "drift", "model": name, "asset": f"{name}/drift", "run_id": record.run_id,
-                    "partition": record.partition, "features": features,
-                    "reason": evaluation.description, "action": "retrain" if retrain else "cooldown"},
-                   logger=context.log)
+        retrain = now - state.get("last_retrain", 0.0) >= cooldown
+        for kind, failed in failing:
+            details = failed.event.dagster_event.event_specific_data
+            flagged = details.metadata.get("features_over_threshold")
+            send_alert({"kind": kind, "model": name, "asset": f"{name}/{kind}", "run_id": failed.run_id,
+                        "partition": failed.partition, "features": flagged.value if flagged is not None else [],
+                        "reason": details.description,
+                        "action": "retrain" if retrain and failed is record else "cooldown" if not retrain
+                        else "retrain requested by a later failure"},
+                       logger=context.log)
         if not retrain:
             context.update_cursor(json.dumps(state))
-            return dg.SkipReason(f"drift on {record.partition}; retrain cooldown of "
+            return dg.SkipReason(f"{reason} failed on {record.partition}; retrain cooldown of "
                                  f"{spec.monitoring.retrain_cooldown} still running")
         state["last_retrain"] = now
         context.update_cursor(json.dumps(state))
-        partition = training.get_last_partition_key()
-        return dg.RunRequest(run_key=f"drift-{record.id}", partition_key=partition,
-                             tags={REASON_TAG: "drift", TRIGGER_TAG: f"{name}/drift {record.partition}",
+        return dg.RunRequest(run_key=f"{reason}-{record.id}", partition_key=training.get_last_partition_key(),
+                             tags={REASON_TAG: reason, TRIGGER_TAG: f"{name}/{reason} {record.partition}",
                                    "ml_platform/model": name, "ml_platform/drifted": ",".join(features)[:200]})
 
-    return retrain_on_drift
+    return retrain_on_monitoring
 
 
 def build_new_data_sensor(spec: ModelSpec, data_job: str, partitions: dg.TimeWindowPartitionsDefinition,

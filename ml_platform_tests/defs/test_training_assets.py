@@ -419,7 +419,7 @@ def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, web
     assert _retrain(defs, instance, partition).success
     job = defs.resolve_implicit_global_asset_job_def()
     drift_key = dg.AssetKey(["flight_delay", "drift"])
-    sensor = defs.resolve_sensor_def("flight_delay_retrain_on_drift")
+    sensor = defs.resolve_sensor_def("flight_delay_retrain_on_monitoring")
     first, second = [(date.fromisoformat(partition) + timedelta(days=d)).isoformat() for d in (4, 5)]
     _log_drifted_traffic(home, first)
     assert job.execute_in_process(instance=instance, partition_key=first, asset_selection=[drift_key]).success
@@ -440,7 +440,7 @@ def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, web
     assert again.run_requests == [] and "cooldown" in again.skip_message
     assert [a["action"] for a in received] == ["retrain", "cooldown"]
     quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=again.cursor))
-    assert quiet.run_requests == [] and "no new drift evaluation" in quiet.skip_message
+    assert quiet.run_requests == [] and "no new failing" in quiet.skip_message
 
 
 def test_a_failed_gate_leaves_the_champion_and_alerts(platform, instance, webhook, monkeypatch):
@@ -476,7 +476,7 @@ def test_automation_redeploys_the_endpoint_when_the_champion_moves(platform, ins
                                               cursor=before.cursor)
     assert after.total_requested == 1
     sensor_names = {s.name for s in defs.sensors}
-    assert {"ml_platform_automation", "alert_on_run_failure", "flight_delay_retrain_on_drift"} <= sensor_names
+    assert {"ml_platform_automation", "alert_on_run_failure", "flight_delay_retrain_on_monitoring"} <= sensor_names
 
 
 def test_live_performance_joins_delayed_labels_by_key(platform, instance):
@@ -523,6 +523,17 @@ def test_live_performance_joins_delayed_labels_by_key(platform, instance):
     assert abs(shadow_auc - (1 - expected)) < 1e-9  # the inverted shadow is exactly as bad as the answer is good
     (check,) = result.get_asset_check_evaluations()
     assert check.passed == (expected >= 0.55)
+
+    # Live performance under the floor is a reason to retrain, like drift.
+    strict = make({"monitoring.performance.floor": 0.99})
+    failing = strict.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, partition_key=day, asset_selection=[performance])
+    (check,) = failing.get_asset_check_evaluations()
+    assert not check.passed and "vs floor 0.99" in check.description
+    sensor = strict.resolve_sensor_def("flight_delay_retrain_on_monitoring")
+    (request,) = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=strict)).run_requests
+    assert request.tags["ml_platform/reason"] == "performance"
+    assert request.tags["ml_platform/trigger"] == f"flight_delay/performance {day}"
 
 
 def ev_roc_auc(y, scores) -> float:
