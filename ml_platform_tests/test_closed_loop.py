@@ -65,12 +65,22 @@ def platform(tmp_path, webhook, make_dev):
                 pass
 
 
-def _wait_run(client, run_id: str, timeout: float = 300) -> str:
+def _wait_run(client, run_id: str, home: Path, timeout: float = 300) -> str:
+    """The run's final status; a failure comes with its step errors, read from the instance's event log."""
+    from dagster import DagsterInstance
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = client.get_run_status(run_id).value
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+        if status == "SUCCESS":
             return status
+        if status in ("FAILURE", "CANCELED"):
+            with DagsterInstance.from_config(str(home / "dagster")) as instance:
+                errors = [str(e.dagster_event.event_specific_data.error.message)[:1500]
+                          for e in instance.all_logs(run_id) if e.dagster_event
+                          and e.dagster_event.event_type_value in ("STEP_FAILURE", "PIPELINE_FAILURE")
+                          and getattr(e.dagster_event.event_specific_data, "error", None)]
+            return f"{status}: {errors}"
         time.sleep(2)
     raise AssertionError(f"run {run_id} did not finish in {timeout} s")
 
@@ -99,11 +109,11 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
     data_run = client.submit_job_execution("flight_delay_data", **location, tags={
         "dagster/asset_partition_range_start": first.isoformat(),
         "dagster/asset_partition_range_end": week_end.isoformat()})
-    assert _wait_run(client, data_run) == "SUCCESS"
+    assert _wait_run(client, data_run, home) == "SUCCESS"
     retrain = client.submit_job_execution("flight_delay_retrain", **location, tags={"dagster/partition": week.isoformat()})
-    assert _wait_run(client, retrain) == "SUCCESS"
+    assert _wait_run(client, retrain, home) == "SUCCESS"
     deploy = client.submit_job_execution("__ASSET_JOB", **location, asset_selection=[["flight_delay", "endpoint"]])
-    assert _wait_run(client, deploy) == "SUCCESS"
+    assert _wait_run(client, deploy, home) == "SUCCESS"
     endpoint = f"http://127.0.0.1:{api_port}"
     assert requests.get(f"{endpoint}/v1/models/flight_delay", timeout=5).json()["version"] == "1"
 
@@ -117,7 +127,7 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
     def drift_run(day: date) -> str:
         run_id = client.submit_job_execution("__ASSET_JOB", **location, asset_selection=[["flight_delay", "drift"]],
                                              tags={"dagster/partition": day.isoformat()})
-        assert _wait_run(client, run_id) == "SUCCESS"
+        assert _wait_run(client, run_id, home) == "SUCCESS"
         return run_id
 
     with DagsterInstance.from_config(str(home / "dagster")) as instance:
@@ -142,7 +152,7 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
             time.sleep(3)
         (run,) = retrains()
         assert run.tags["ml_platform/trigger"] == f"flight_delay/drift {drifted.isoformat()}"
-        assert _wait_run(client, run.run_id) == "SUCCESS"
+        assert _wait_run(client, run.run_id, home) == "SUCCESS"
         checks = {e.dagster_event.event_specific_data.check_name
                   for e in instance.all_logs(run.run_id) if e.dagster_event
                   and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"}
