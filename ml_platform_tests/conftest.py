@@ -107,7 +107,8 @@ def make_dev(tmp_path):
 
     def start(port: int, env: dict) -> subprocess.Popen:
         log = (tmp_path / f"dagster_dev_{port}.log").open("w")
-        env = {k: v for k, v in env.items() if k != "DAGSTER_HOME"}
+        # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; an earlier test's store must not leak in
+        env = {k: v for k, v in env.items() if k != "DAGSTER_HOME" and not k.startswith("MLFLOW_")}
         process = subprocess.Popen(["make", "--no-print-directory", "dev", f"PORT={port}"], cwd=repo, env=env,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         process.log_path = tmp_path / f"dagster_dev_{port}.log"
