@@ -13,7 +13,8 @@ from ml_platform.defs.io_manager import PartitionedParquetIOManager
 from ml_platform.defs.partitions import data_partitions
 from ml_platform.defs.monitoring_assets import build_monitoring_assets
 from ml_platform.defs.resources import tracking_from_env
-from ml_platform.defs.sensors import alert_on_run_failure, build_retrain_sensor, build_new_data_sensor
+from ml_platform.defs.sensors import (alert_on_run_failure, build_new_data_sensor, build_retrain_sensor,
+                                     build_rollback_sensor)
 from ml_platform.defs.serving_assets import build_serving_assets
 from ml_platform.defs.training_assets import build_training_assets, training_partitions
 from ml_platform.spec import ModelSpec
@@ -46,6 +47,7 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
         assets += build_serving_assets(spec, partitions)
         assets += build_monitoring_assets(spec, partitions)
         sensors.append(build_retrain_sensor(spec, f"{spec.name}_retrain", training_partitions(spec, partitions)))
+        sensors.append(build_rollback_sensor(spec))
         new_data = build_new_data_sensor(spec, f"{spec.name}_data", partitions)
         if new_data is not None:
             sensors.append(new_data)

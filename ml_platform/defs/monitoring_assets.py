@@ -183,6 +183,9 @@ def build_performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefini
         yield dg.Output(result["table"].assign(partition=context.partition_key), metadata={
             "status": status, "served_rows": result["served"], "labelled_rows": result["labelled"],
             "label_coverage": result["coverage"], metric: value if value is not None else float("nan"),
+            "answered_by_version": dg.MetadataValue.json(
+                {str(r["version"]): {"rows": int(r["rows"]), metric: r[metric]}
+                 for r in result["table"].to_dict("records") if r["role"] == "answer" and r[metric] == r[metric]}),
             "by_version": dg.MetadataValue.md(result["table"].to_markdown(index=False, floatfmt=".4f")
                                               if len(result["table"]) else "_no labelled predictions_")})
         yield dg.AssetCheckResult(

@@ -8,11 +8,13 @@ failing days in a row) starts one retrain per `monitoring.retrain_cooldown`.
 
 import json
 import time
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from ml_platform.core.alerts import send_alert
 from ml_platform.defs.monitoring_assets import DRIFT_FAIL, PERFORMANCE_FLOOR
+from ml_platform.defs.resources import MlflowTracking
 from ml_platform.spec import ModelSpec
 
 REASON_TAG = "ml_platform/reason"
@@ -121,3 +123,65 @@ def build_new_data_sensor(spec: ModelSpec, data_job: str, partitions: dg.TimeWin
         return requests or dg.SkipReason(f"no new files among the last {lookback} partitions")
 
     return new_data
+
+
+def build_rollback_sensor(spec: ModelSpec, window_days: int = 3, min_rows: int = 200) -> dg.SensorDefinition:
+    """Automatic rollback: a new champion whose live metric trails the previous champion's by more than
+    `monitoring.performance.rollback_tolerance` within its first days goes back to `previous`, audited and alerted.
+
+    Live metrics come from `<model>/performance` materializations, per answering version, so the comparison is
+    on outcomes each version actually served.
+    """
+    from ml_platform.core.evaluation import DEFAULT_METRIC, HIGHER_IS_BETTER
+
+    name = spec.name
+    performance_key = dg.AssetKey([name, "performance"])
+    metric = spec.monitoring.performance.metric or DEFAULT_METRIC[spec.task]
+    tolerance = spec.monitoring.performance.rollback_tolerance
+
+    @dg.sensor(name=f"{name}_rollback_on_regression", minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Rolls {name} back to `previous` when the new champion's live {metric} trails it by "
+                           f"more than {tolerance} within its first {window_days} days.")
+    def rollback_on_regression(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking):
+        registry = mlflow_tracking.registry(name)
+        promotions = [r for r in registry.history() if r["action"] in ("promote", "rollback")]
+        if not promotions or promotions[-1]["action"] != "promote" or not promotions[-1].get("from_version"):
+            return dg.SkipReason("no fresh promotion with a previous champion to compare against")
+        last = promotions[-1]
+        champion, previous = str(last["version"]), str(last["from_version"])
+        if context.cursor == f"{champion}:{last['at']}":
+            return dg.SkipReason(f"v{champion} already judged")
+        promoted = datetime.fromisoformat(last["at"])
+        if datetime.now(timezone.utc) - promoted > timedelta(days=window_days):
+            context.update_cursor(f"{champion}:{last['at']}")
+            return dg.SkipReason(f"v{champion} is past its first {window_days} days")
+        live: dict[str, list[tuple[int, float]]] = {}
+        records = context.instance.fetch_materializations(performance_key, limit=200).records
+        for record in records:
+            answered = record.asset_materialization.metadata.get("answered_by_version")
+            for version, values in (answered.value if answered is not None else {}).items():
+                live.setdefault(version, []).append((values["rows"], values[metric]))
+
+        def weighted(version: str) -> tuple[int, float | None]:
+            pairs = live.get(version, [])
+            rows = sum(n for n, _ in pairs)
+            return rows, (sum(n * v for n, v in pairs) / rows if rows else None)
+
+        (new_rows, new_value), (old_rows, old_value) = weighted(champion), weighted(previous)
+        if new_rows < min_rows or old_rows < min_rows:
+            return dg.SkipReason(f"not enough labelled live rows yet (v{champion}: {new_rows}, "
+                                 f"v{previous}: {old_rows}; need {min_rows} each)")
+        worse_by = (old_value - new_value) if metric in HIGHER_IS_BETTER else (new_value - old_value)
+        context.update_cursor(f"{champion}:{last['at']}")
+        if worse_by <= tolerance:
+            return dg.SkipReason(f"v{champion} live {metric} {new_value:.4f} vs v{previous} {old_value:.4f}: kept")
+        reason = (f"live {metric} of v{champion} ({new_value:.4f} on {new_rows} rows) trails v{previous} "
+                  f"({old_value:.4f} on {old_rows} rows) by {worse_by:.4f} > {tolerance}")
+        record = registry.rollback(reason, {"trigger": "rollback_on_regression", "metric": metric})
+        send_alert({"kind": "rollback", "model": name, "asset": f"{name}/champion", "run_id": None,
+                    "from_version": champion, "to_version": record["version"], "reason": reason},
+                   logger=context.log)
+        return dg.SkipReason(f"rolled back to v{record['version']}: {reason}")
+
+    return rollback_on_regression

@@ -540,3 +540,48 @@ def ev_roc_auc(y, scores) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y, scores))
+
+
+def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, instance, webhook, monkeypatch):
+    import json as json_module
+
+    from ml_platform.serving.prediction_log import connect
+
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    defs = make({"gates.max_regression": 1.0})
+    partitions = _partitions(defs)
+    assert _retrain(defs, instance, partitions[0]).success
+    assert _retrain(defs, instance, partitions[1]).success
+    assert _aliases(home) == {"champion": "2", "previous": "1"}
+    sensor = defs.resolve_sensor_def("flight_delay_rollback_on_regression")
+    resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
+    waiting = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
+    assert "not enough labelled live rows" in waiting.skip_message
+
+    run_id = _client(home).get_model_version("flight_delay", "1").run_id
+    model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
+    connection = connect(home / "predictions" / "flight_delay.sqlite")
+    days = [(date.fromisoformat(partitions[1]) + timedelta(days=d)).isoformat() for d in (2, 3)]
+    for day, version, invert in ((days[0], "1", False), (days[1], "2", True)):
+        served = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{day}.parquet").head(500)
+        scores = model.predict(served)
+        scores = 1 - scores if invert else scores  # v2 serves badly on live traffic
+        payload = [{k: (None if pd.isna(v) else str(v) if k == "scheduled_departure" else v) for k, v in r.items()}
+                   for r in served.drop(columns=["delayed"]).to_dict("records")]
+        connection.execute("INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, "
+                           "latency_ms, routed) VALUES (?, 0, 'flight_delay', ?, ?, ?, ?, 1.0, 'champion')",
+                           (day, version, len(payload), json_module.dumps(payload), json_module.dumps(scores.tolist())))
+        assert defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, partition_key=day, asset_selection=[dg.AssetKey(["flight_delay", "performance"])]).success
+    connection.close()
+    judged = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
+    assert "rolled back to v1" in judged.skip_message
+    assert _aliases(home) == {"champion": "1", "previous": "2"}
+    history = Registry(_client(home), "flight_delay").history()
+    assert history[-1]["action"] == "rollback" and history[-1]["trigger"] == "rollback_on_regression"
+    (alert,) = [a for a in received if a["kind"] == "rollback"]
+    assert alert["from_version"] == "2" and alert["to_version"] == "1"
+    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=judged.cursor))
+    assert "no fresh promotion" in again.skip_message and _aliases(home)["champion"] == "1"
