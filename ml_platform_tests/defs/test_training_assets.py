@@ -392,22 +392,32 @@ def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, ins
     assert "data:image/png;base64," in metadata["chart"]
 
 
-def _log_drifted_traffic(home: Path, day: str, rows: int = 400) -> None:
-    """Write a day of endpoint traffic into the prediction log: real rows with shifted weather and routes."""
+def _log_traffic(home: Path, request_id: str, rows: pd.DataFrame, outputs, version: str = "1",
+                 shadow: tuple[str, list] | None = None) -> None:
+    """One answered request in the endpoint's prediction log: real feature rows (key, event time included)."""
     import json as json_module
 
     from ml_platform.serving.prediction_log import connect
 
-    features = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{day}.parquet")
-    shifted = features.head(rows).assign(temp=lambda f: f["temp"] + 45, carrier="WN", dest="SFO",
-                                         scheduled_departure=lambda f: f["scheduled_departure"].astype(str))
-    payload = [{k: (None if pd.isna(v) else v) for k, v in r.items()}
-               for r in shifted.drop(columns=["delayed"]).to_dict("records")]
+    payload = [{k: (None if pd.isna(v) else str(v) if k == "scheduled_departure" else v) for k, v in r.items()}
+               for r in rows.drop(columns=["delayed"]).to_dict("records")]
     connection = connect(home / "predictions" / "flight_delay.sqlite")
-    connection.execute("INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, "
-                       "latency_ms, routed) VALUES (?, 0, 'flight_delay', '1', ?, ?, ?, 1.0, 'champion')",
-                       (f"drift-{day}", len(payload), json_module.dumps(payload), json_module.dumps([0.9] * len(payload))))
+    connection.execute("INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, latency_ms, "
+                       "shadow_version, shadow_outputs, routed) VALUES (?, 0, 'flight_delay', ?, ?, ?, ?, 1.0, ?, ?, "
+                       "'champion')",
+                       (request_id, version, len(payload), json_module.dumps(payload), json_module.dumps(list(outputs)),
+                        shadow[0] if shadow else None, json_module.dumps(list(shadow[1])) if shadow else None))
     connection.close()
+
+
+def _day_features(home: Path, day: str, rows: int = 500) -> pd.DataFrame:
+    return pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{day}.parquet").head(rows)
+
+
+def _log_drifted_traffic(home: Path, day: str, rows: int = 400) -> None:
+    """A day of endpoint traffic with shifted weather and routes."""
+    shifted = _day_features(home, day, rows).assign(temp=lambda f: f["temp"] + 45, carrier="WN", dest="SFO")
+    _log_traffic(home, f"drift-{day}", shifted, [0.9] * len(shifted))
 
 
 def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, webhook, monkeypatch):
@@ -480,10 +490,6 @@ def test_automation_redeploys_the_endpoint_when_the_champion_moves(platform, ins
 
 
 def test_live_performance_joins_delayed_labels_by_key(platform, instance):
-    import json as json_module
-
-    from ml_platform.serving.prediction_log import connect
-
     make, home = platform
     defs = make({"monitoring.performance.floor": 0.55})
     partition = _partitions(defs)[0]
@@ -497,20 +503,11 @@ def test_live_performance_joins_delayed_labels_by_key(platform, instance):
     assert check.passed and "nothing to judge" in check.description
 
     day = (date.fromisoformat(partition) + timedelta(days=3)).isoformat()
-    features = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{day}.parquet")
     run_id = _client(home).get_model_version("flight_delay", "1").run_id
     model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
-    served = features.head(500)
+    served = _day_features(home, day)
     scores = model.predict(served)
-    payload = [{k: (None if pd.isna(v) else str(v) if k == "scheduled_departure" else v) for k, v in r.items()}
-               for r in served.drop(columns=["delayed"]).to_dict("records")]
-    connection = connect(home / "predictions" / "flight_delay.sqlite")
-    connection.execute("INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, latency_ms, "
-                       "shadow_version, shadow_outputs, routed) VALUES ('r', 0, 'flight_delay', '1', ?, ?, ?, 1.0, "
-                       "'9', ?, 'champion')",
-                       (len(payload), json_module.dumps(payload), json_module.dumps(scores.tolist()),
-                        json_module.dumps((1 - scores).tolist())))
-    connection.close()
+    _log_traffic(home, "r", served, scores.tolist(), shadow=("9", (1 - scores).tolist()))
     result = job.execute_in_process(instance=instance, partition_key=day, asset_selection=[performance])
     assert result.success
     metadata = _metadata(result, "performance")
@@ -543,10 +540,6 @@ def ev_roc_auc(y, scores) -> float:
 
 
 def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, instance, webhook, monkeypatch):
-    import json as json_module
-
-    from ml_platform.serving.prediction_log import connect
-
     url, received = webhook
     monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
     make, home = platform
@@ -562,20 +555,13 @@ def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, in
 
     run_id = _client(home).get_model_version("flight_delay", "1").run_id
     model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
-    connection = connect(home / "predictions" / "flight_delay.sqlite")
     days = [(date.fromisoformat(partitions[1]) + timedelta(days=d)).isoformat() for d in (2, 3)]
     for day, version, invert in ((days[0], "1", False), (days[1], "2", True)):
-        served = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{day}.parquet").head(500)
+        served = _day_features(home, day)
         scores = model.predict(served)
-        scores = 1 - scores if invert else scores  # v2 serves badly on live traffic
-        payload = [{k: (None if pd.isna(v) else str(v) if k == "scheduled_departure" else v) for k, v in r.items()}
-                   for r in served.drop(columns=["delayed"]).to_dict("records")]
-        connection.execute("INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, "
-                           "latency_ms, routed) VALUES (?, 0, 'flight_delay', ?, ?, ?, ?, 1.0, 'champion')",
-                           (day, version, len(payload), json_module.dumps(payload), json_module.dumps(scores.tolist())))
+        _log_traffic(home, day, served, (1 - scores if invert else scores).tolist(), version=version)  # v2 serves badly
         assert defs.resolve_implicit_global_asset_job_def().execute_in_process(
             instance=instance, partition_key=day, asset_selection=[dg.AssetKey(["flight_delay", "performance"])]).success
-    connection.close()
     judged = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
     assert "rolled back to v1" in judged.skip_message
     assert _aliases(home) == {"champion": "1", "previous": "2"}
