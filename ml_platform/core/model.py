@@ -50,6 +50,8 @@ class FeatureEncoder:
                                                                                     na_value=np.nan)
         for j, name in enumerate(self.categorical, start=offset):
             values = frame[name]
+            if isinstance(values.dtype, pd.CategoricalDtype):  # a Categorical cannot hold the text values below
+                values = values.astype(object)
             if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
                 values = values.where(values.isna(), values.astype(str))
             codes = self._index[name].get_indexer(values).astype(np.float64)

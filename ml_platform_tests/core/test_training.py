@@ -1,144 +1,159 @@
-"""Training, the model artifact and the gates on real flight days (no Dagster)."""
+"""Splitting a window by time and training on it: real flight days, deterministic output, errors naming the field."""
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
+from importlib.metadata import version
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 
 from ml_platform.core import evaluation as ev
 from ml_platform.core.features import build_features
-from ml_platform.core.gates import METRIC_FLOOR, NOT_WORSE, SANITY, run_gates
-from ml_platform.core.model import Model
-from ml_platform.core.model_card import model_card
 from ml_platform.core.sources import nycflights13
-from ml_platform.core.training import Split, TrainingError, split_by_time, train
-from ml_platform.spec import BUNDLED_SPECS, load_spec
-
-SPEC = load_spec(BUNDLED_SPECS / "flight_delay.yaml")
+from ml_platform.core.training import Split, TrainingError, split_by_time, train, tune
+from ml_platform.spec import BUNDLED_SPECS, ModelSpec, load_spec
 
 
 @pytest.fixture(scope="module")
-def features() -> pd.DataFrame:
-    raw = nycflights13.load(nycflights13.Replay(0), datetime(2013, 5, 1), datetime(2013, 6, 26))
-    return build_features(raw, SPEC)[0]
+def spec() -> ModelSpec:
+    return load_spec(BUNDLED_SPECS / "flight_delay.yaml")
 
 
 @pytest.fixture(scope="module")
-def split(features) -> Split:
-    return split_by_time(features, SPEC)
+def features(spec) -> pd.DataFrame:
+    """56 real days, 2013-05-01 to 2013-06-25: exactly the bundled spec's window."""
+    raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 6, 26))
+    return build_features(raw, spec)[0]
 
 
 @pytest.fixture(scope="module")
-def trained(split):
-    return train(SPEC, split)
+def split(features, spec) -> Split:
+    return split_by_time(features, spec)
 
 
-def test_split_is_by_time_newest_days_held_out(split):
-    days = {name: set(getattr(split, name)["scheduled_departure"].dt.date) for name in ("train", "valid", "test")}
-    assert len(days["test"]) == SPEC.training.test_days and len(days["valid"]) == SPEC.training.validation_days
-    assert max(days["train"]) < min(days["valid"]) and max(days["valid"]) < min(days["test"])
-    summary = split.summary("scheduled_departure", "delayed", "binary")
-    assert summary["test"]["last_day"] == "2013-06-25" and 0 < summary["train"]["positive_rate"] < 1
+@pytest.fixture(scope="module")
+def trained(spec, split):
+    return train(spec, split)
 
 
-def test_training_is_deterministic(split, trained, tmp_path):
-    again = train(SPEC, split)
-    first = trained.model.save(tmp_path / "a") / "model.txt"
-    second = again.model.save(tmp_path / "b") / "model.txt"
+def _with_training(spec: ModelSpec, **update) -> ModelSpec:
+    return spec.model_copy(update={"training": spec.training.model_copy(update=update)})
+
+
+def _days(frame: pd.DataFrame) -> list:
+    return sorted(set(frame["scheduled_departure"].dt.date))
+
+
+def test_split_holds_out_the_newest_days(features, split, spec):
+    all_days = _days(features)
+    assert len(all_days) == 56
+    test_days, valid_days = spec.training.test_days, spec.training.validation_days
+    assert _days(split.test) == all_days[-test_days:]
+    assert _days(split.valid) == all_days[-(test_days + valid_days):-test_days]
+    assert _days(split.train) == all_days[:-(test_days + valid_days)]
+    assert str(_days(split.test)[0]) == "2013-06-19" and str(_days(split.test)[-1]) == "2013-06-25"
+
+
+def test_split_has_no_overlap_and_keeps_time_order(features, split):
+    keys = [set(part["flight_id"]) for part in (split.train, split.valid, split.test)]
+    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+    assert sum(len(k) for k in keys) == len(features) == len(set(features["flight_id"]))
+    for part in (split.train, split.valid, split.test):
+        assert part["scheduled_departure"].is_monotonic_increasing
+        assert list(part.index) == list(range(len(part)))
+    assert split.train["scheduled_departure"].max() < split.valid["scheduled_departure"].min()
+    assert split.valid["scheduled_departure"].max() < split.test["scheduled_departure"].min()
+
+
+def test_split_does_not_depend_on_row_order(features, split, spec):
+    shuffled = split_by_time(features.sample(frac=1, random_state=3).reset_index(drop=True), spec)
+    for name in ("train", "valid", "test"):
+        pd.testing.assert_frame_equal(getattr(shuffled, name), getattr(split, name))
+
+
+def test_the_smallest_window_trains_on_a_single_day(features, spec):
+    needed = spec.training.validation_days + spec.training.test_days + 1
+    days = _days(features)[-needed:]
+    window = features[features["scheduled_departure"].dt.date >= days[0]].reset_index(drop=True)
+    split = split_by_time(window, spec)
+    assert _days(split.train) == days[:1] and len(_days(split.valid)) == spec.training.validation_days
+
+
+def test_training_twice_gives_a_byte_identical_model_file(spec, split, trained, tmp_path):
+    again = train(spec, split)
+    first = trained.model.save(tmp_path / "first") / "model.txt"
+    second = again.model.save(tmp_path / "second") / "model.txt"
     assert first.read_bytes() == second.read_bytes()
+    assert again.best_iteration == trained.best_iteration
 
 
-def test_the_artifact_is_native_text_and_json_and_scores_consistently(trained, split, tmp_path):
-    folder = trained.model.save(tmp_path / "model")
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.txt"]
-    assert (folder / "model.txt").read_text().startswith("tree")
-    loaded = Model.load(folder)
-    test = split.test.head(300)
-    batch = loaded.predict(test)
-    assert np.array_equal(batch, trained.model.predict(test))
-    alone = np.array([loaded.predict(test.iloc[[i]])[0] for i in range(40)])
-    assert np.array_equal(alone, batch[:40])
-    manifest = loaded.manifest
-    assert manifest["spec_digest"] == SPEC.digest and manifest["classes"] == [0, 1]
-    assert {"lightgbm", "pandas"} <= set(manifest["package_versions"])
-    assert "carrier" in manifest["features"]["levels"] and manifest["metrics"]["valid_roc_auc"] > 0.5
+def test_the_result_reports_learning_curve_and_params(spec, trained):
+    assert set(trained.learning_curve) == {"train", "valid"}
+    assert set(trained.learning_curve["valid"]) == {"auc", "binary_logloss"}
+    assert len(trained.learning_curve["valid"]["auc"]) >= trained.best_iteration >= 1
+    assert trained.params["objective"] == "binary" and trained.params["deterministic"] is True
+    for key, value in spec.training.params.items():
+        assert trained.params[key] == value
+    assert trained.seconds > 0
 
 
-def test_unseen_categories_score_as_missing(trained, split):
-    rows = split.test.head(5).copy()
-    unseen = rows.assign(plane_manufacturer="NEVER SEEN")
-    missing = rows.assign(plane_manufacturer=np.nan)
-    assert np.array_equal(trained.model.predict(unseen), trained.model.predict(missing))
-    assert trained.model.encoder.unseen(unseen)["plane_manufacturer"] == 5
-    with pytest.raises(KeyError, match="carrier"):
-        trained.model.predict(rows.drop(columns=["carrier"]))
+def test_the_manifest_records_spec_classes_and_versions(spec, split, trained):
+    manifest = trained.model.manifest
+    assert manifest["spec_digest"] == spec.digest
+    assert manifest["classes"] == [0, 1]
+    assert manifest["model"] == "flight_delay" and manifest["task"] == "binary" and manifest["target"] == "delayed"
+    versions = manifest["package_versions"]
+    assert versions["lightgbm"] == lgb.__version__ == version("lightgbm")
+    assert versions["pandas"] == pd.__version__ and versions["numpy"] == np.__version__
+    assert manifest["rows"] == {"train": len(split.train), "valid": len(split.valid), "test": len(split.test)}
+    assert manifest["window"] == {"first_day": "2013-05-01", "last_day": "2013-06-25"}
+    assert manifest["best_iteration"] == trained.best_iteration
+    assert manifest["nullable"]["carrier"] is False and manifest["nullable"]["plane_year"] is True
+    assert 0.5 < manifest["metrics"]["valid_roc_auc"] < 1
 
 
-def test_contributions_sum_to_the_margin(trained, split):
-    rows = split.test.head(20)
-    contributions = trained.model.contributions(rows)
-    margin = trained.model.booster.predict(trained.model.encoder.transform(rows), raw_score=True)
-    assert np.allclose(contributions.sum(axis=1).to_numpy(), margin, atol=1e-6)
+def test_an_empty_window_names_window_days(features, spec):
+    with pytest.raises(TrainingError, match=r"training\.window_days") as caught:
+        split_by_time(features.iloc[0:0], spec)
+    assert "flight_delay.yaml" in str(caught.value)
 
 
-def test_training_errors_name_the_spec_field(features):
-    with pytest.raises(TrainingError, match="training.window_days"):
-        split_by_time(features.iloc[0:0], SPEC)
-    few_days = features[features["scheduled_departure"] < "2013-05-08"]
-    with pytest.raises(TrainingError, match="training.window_days"):
-        split_by_time(few_days, SPEC)
-    one_class = split_by_time(features.assign(delayed=0), SPEC)
-    with pytest.raises(TrainingError, match="target"):
-        train(SPEC, one_class)
-    bad = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={"params": {"num_leaves": -5}})})
-    with pytest.raises(TrainingError, match="training.params"):
-        train(bad, split_by_time(features, SPEC))
+def test_too_few_days_names_window_days(features, spec):
+    needed = spec.training.validation_days + spec.training.test_days + 1
+    days = _days(features)[:needed - 1]
+    window = features[features["scheduled_departure"].dt.date <= days[-1]]
+    with pytest.raises(TrainingError, match=r"training\.window_days") as caught:
+        split_by_time(window, spec)
+    assert f"holds {needed - 1} day(s)" in str(caught.value) and f"at least {needed}" in str(caught.value)
 
 
-def test_optuna_search_returns_sorted_trials(split):
-    from ml_platform.core.training import tune
-
-    spec = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={
-        "tuning": SPEC.training.tuning.model_copy(update={"trials": 2})})})
-    best, trials = tune(spec, split, lambda model, frame: ev.score(model, frame, "roc_auc"))
-    assert len(trials) == 2 and trials[0]["value"] >= trials[1]["value"]
-    assert set(best) >= {"num_leaves", "learning_rate"}
+def test_a_single_class_target_names_target(features, spec):
+    one_class = split_by_time(features.assign(delayed=0), spec)
+    with pytest.raises(TrainingError, match=r": target: .*single class"):
+        train(spec, one_class)
 
 
-def test_evaluation_metrics_slices_fairness_and_card(trained, split):
-    result = ev.evaluate(trained.model, split.train, split.test, "roc_auc", ["origin", "carrier"], "origin")
-    assert result.metrics["roc_auc"] > 0.6 and abs(result.baseline["roc_auc"] - 0.5) < 1e-9
-    assert set(result.slices["column"]) == {"origin", "carrier"} and (result.slices["rows"] >= 30).all()
-    assert result.fairness["group"] == "origin" and result.fairness["gap"] >= 0
-    assert list(result.attributions.index[:1]) and result.attributions.is_monotonic_decreasing
-    assert base64.b64decode(result.plots["curves"])[:4] == b"\x89PNG"
-    card = model_card(SPEC, "7", result, run_gates(result, SPEC.gates), {"window": "w", "splits": {}})
-    for text in ("# Model card: flight_delay v7", SPEC.owner, "## Slices", "## Fairness", "## Gates", "## Limits",
-                 "data:image/png;base64,"):
-        assert text in card
+def test_more_than_two_classes_for_a_binary_task_names_task(split, spec):
+    three = Split(split.train.assign(delayed=np.arange(len(split.train)) % 3), split.valid, split.test)
+    with pytest.raises(TrainingError, match=r": task: .*multiclass"):
+        train(spec, three)
 
 
-def test_gates_stop_a_model_trained_on_shuffled_labels(split, trained):
-    rng = np.random.default_rng(0)
-    shuffled = Split(split.train.assign(delayed=rng.permutation(split.train["delayed"].to_numpy())),
-                     split.valid.assign(delayed=rng.permutation(split.valid["delayed"].to_numpy())), split.test)
-    noise = train(SPEC, shuffled).model
-    result = ev.evaluate(noise, shuffled.train, split.test, "roc_auc", [], None, champion=trained.model,
-                         plots=False)
-    gates = {g.name: g for g in run_gates(result, SPEC.gates)}
-    assert not gates[METRIC_FLOOR].passed and result.metrics["roc_auc"] < 0.6
-    assert not gates[NOT_WORSE].passed
+@pytest.mark.parametrize("params", [{"num_leaves": -5}, {"learning_rate": -0.1}, {"feature_fraction": 2.0}])
+def test_parameters_lightgbm_rejects_name_training_params(spec, split, params):
+    bad = _with_training(spec, params={**spec.training.params, **params})
+    with pytest.raises(TrainingError, match=r"training\.params: LightGBM rejected"):
+        train(bad, split)
 
 
-def test_gates_pass_a_good_model_and_catch_constant_predictions(trained, split):
-    result = ev.evaluate(trained.model, split.train, split.test, "roc_auc", ["origin"], "origin",
-                         champion=trained.model, plots=False)
-    gates = {g.name: g for g in run_gates(result, SPEC.gates)}
-    assert gates[NOT_WORSE].passed and gates[SANITY].passed
-    assert ev.sanity("binary", np.full(10, 0.3))["constant"]
-    assert not ev.sanity("binary", np.array([0.1, np.nan]))["finite"]
-    assert not ev.sanity("binary", np.array([0.1, 1.5]))["in_range"]
+def test_tuning_runs_optuna_and_sorts_trials_best_first(spec, split):
+    tuned = _with_training(spec, tuning=spec.training.tuning.model_copy(update={"trials": 2}))
+    best, trials = tune(tuned, split, lambda model, frame: ev.score(model, frame, "roc_auc"))
+    assert len(trials) == 2 and {t["number"] for t in trials} == {0, 1}
+    assert trials[0]["value"] >= trials[1]["value"]
+    assert {k: trials[0][k] for k in best} == best
+    assert set(best) == {"num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction", "lambda_l2"}
+    assert all(0.5 < t["value"] < 1 for t in trials)

@@ -1,0 +1,205 @@
+"""Evaluation: task metrics against scikit-learn, a naive baseline, slices, fairness, sanity, and a real model."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from ml_platform.core import evaluation as ev
+from ml_platform.core.features import build_features
+from ml_platform.core.model import Model
+from ml_platform.core.sources import nycflights13
+from ml_platform.core.training import Split, split_by_time, train
+from ml_platform.spec import BUNDLED_SPECS, ModelSpec, load_spec
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def spec() -> ModelSpec:
+    return load_spec(BUNDLED_SPECS / "flight_delay.yaml")
+
+
+@pytest.fixture(scope="module")
+def split(spec) -> Split:
+    raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 6, 26))
+    return split_by_time(build_features(raw, spec)[0], spec)
+
+
+@pytest.fixture(scope="module")
+def model(spec, split) -> Model:
+    return train(spec, split).model
+
+
+@pytest.fixture(scope="module")
+def evaluation(model, split) -> ev.Evaluation:
+    return ev.evaluate(model, split.train, split.test, "roc_auc", ["origin", "carrier"], "origin")
+
+
+# --- metrics on hand-made data ----------------------------------------------------------------------------
+
+def test_binary_metrics_equal_scikit_learn():
+    y = np.array([0, 0, 1, 1, 0, 1, 0, 1])
+    p = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.6, 0.55])
+    got = ev.task_metrics("binary", y, p)
+    expected = {"roc_auc": skm.roc_auc_score(y, p), "pr_auc": skm.average_precision_score(y, p),
+                "log_loss": skm.log_loss(y, p), "brier": skm.brier_score_loss(y, p),
+                "accuracy": skm.accuracy_score(y, p >= 0.5)}
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-12), name
+    assert got["roc_auc"] == pytest.approx(0.8125) and got["accuracy"] == pytest.approx(0.75)
+    assert all(type(v) is float for v in got.values())
+
+
+def test_binary_metrics_clip_certain_predictions():
+    got = ev.task_metrics("binary", np.array([0, 1, 1]), np.array([0.0, 1.0, 0.0]))
+    assert np.isfinite(got["log_loss"]) and got["log_loss"] > 5
+
+
+def test_binary_metrics_leave_out_what_one_class_cannot_define():
+    got = ev.task_metrics("binary", np.array([1, 1, 1]), np.array([0.2, 0.7, 0.9]))
+    assert set(got) == {"brier", "accuracy"}
+    assert got["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_regression_metrics_equal_scikit_learn():
+    y, p = np.array([3.0, -1.0, 2.5, 7.0]), np.array([2.5, 0.0, 2.0, 8.0])
+    got = ev.task_metrics("regression", y, p)
+    assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, p)))
+    assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, p))
+    assert got["r2"] == pytest.approx(skm.r2_score(y, p))
+
+
+def test_multiclass_metrics_equal_scikit_learn():
+    y = np.array([0, 1, 2, 2, 1])
+    p = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.3, 0.4, 0.3], [0.5, 0.4, 0.1]])
+    got = ev.task_metrics("multiclass", y, p)
+    assert got["macro_f1"] == pytest.approx(skm.f1_score(y, p.argmax(axis=1), average="macro"))
+    assert got["log_loss"] == pytest.approx(skm.log_loss(y, p))
+    assert got["accuracy"] == pytest.approx(0.6)
+
+
+def test_baseline_predicts_the_training_prior():
+    y_train, y_test = np.array([0, 0, 0, 1]), np.array([0, 1, 0, 1, 1])
+    base = ev.baseline_metrics("binary", y_train, y_test)
+    assert base["roc_auc"] == 0.5
+    assert base["brier"] == pytest.approx(skm.brier_score_loss(y_test, np.full(5, 0.25)))
+    assert base["accuracy"] == pytest.approx(0.4)  # the prior 0.25 predicts "not delayed" everywhere
+    regression = ev.baseline_metrics("regression", np.array([1.0, 3.0]), np.array([2.0, 4.0]))
+    assert regression["rmse"] == pytest.approx(np.sqrt(2))
+    multiclass = ev.baseline_metrics("multiclass", np.array([0, 1, 1, 2]), np.array([1, 2, 0]), n_classes=3)
+    assert multiclass["accuracy"] == pytest.approx(1 / 3)
+
+
+# --- slices, fairness, sanity -----------------------------------------------------------------------------
+
+def test_slices_skip_levels_with_fewer_than_30_rows(model, split):
+    rows = split.test.head(29 + 30 + 41).copy()
+    rows["origin"] = ["AAA"] * 29 + ["BBB"] * 30 + ["CCC"] * 41
+    predictions = model.predict(rows)
+    table = ev.slice_metrics(model, rows, predictions, ["origin"], "brier")
+    assert ev.MIN_SLICE_ROWS == 30
+    assert list(table.columns) == ["column", "level", "rows", "brier"]
+    assert table["level"].tolist() == ["BBB", "CCC"] and table["rows"].tolist() == [30, 41]
+    bbb = slice(29, 59)
+    expected = skm.brier_score_loss(rows["delayed"].iloc[bbb], predictions[bbb])
+    assert table.loc[table["level"] == "BBB", "brier"].item() == pytest.approx(expected)
+
+
+def test_slices_leave_out_levels_where_the_metric_is_undefined(model, split):
+    rows = split.test.head(300).copy()
+    delayed = rows["delayed"].to_numpy() == 1
+    rows["origin"] = np.where(delayed, "ALL_DELAYED", "MIXED")
+    rows.loc[rows.index[delayed][:3], "origin"] = "MIXED"  # both classes here, one class in ALL_DELAYED
+    assert (rows["origin"] == "ALL_DELAYED").sum() >= ev.MIN_SLICE_ROWS
+    table = ev.slice_metrics(model, rows, model.predict(rows), ["origin"], "roc_auc")
+    assert table["level"].tolist() == ["MIXED"]
+
+
+def test_fairness_gap_names_best_and_worst_levels():
+    slices = pd.DataFrame([
+        {"column": "origin", "level": "EWR", "rows": 100, "roc_auc": 0.70},
+        {"column": "origin", "level": "JFK", "rows": 100, "roc_auc": 0.75},
+        {"column": "origin", "level": "LGA", "rows": 100, "roc_auc": 0.66},
+        {"column": "carrier", "level": "AA", "rows": 100, "roc_auc": 0.95},
+        {"column": "carrier", "level": "UA", "rows": 100, "roc_auc": 0.40},
+    ])
+    gap = ev.fairness_gap(slices, "origin", "roc_auc")
+    assert gap == {"group": "origin", "metric": "roc_auc", "gap": pytest.approx(0.09), "best": "JFK",
+                   "worst": "LGA", "levels": 3}
+    assert ev.fairness_gap(slices[slices["level"] != "LGA"], "origin", "roc_auc")["gap"] == pytest.approx(0.05)
+    assert ev.fairness_gap(slices[slices["level"] == "EWR"], "origin", "roc_auc") is None
+    assert ev.fairness_gap(slices, "dest", "roc_auc") is None
+
+
+def test_sanity_flags_constant_non_finite_and_out_of_range_predictions():
+    good = ev.sanity("binary", np.array([0.1, 0.5, 0.9]))
+    assert good["passed"] and good["finite"] and good["in_range"] and not good["constant"]
+    constant = ev.sanity("binary", np.full(10, 0.3))
+    assert constant["constant"] and not constant["passed"] and constant["finite"]
+    for values in ([0.1, np.nan], [0.1, np.inf], [0.2, -np.inf]):
+        flagged = ev.sanity("binary", np.array(values))
+        assert not flagged["finite"] and not flagged["passed"], values
+    for values in ([0.1, 1.5], [-0.1, 0.5]):
+        flagged = ev.sanity("binary", np.array(values))
+        assert not flagged["in_range"] and not flagged["passed"], values
+    assert ev.sanity("regression", np.array([-40.0, 3.0, 900.0]))["passed"]
+    assert not ev.sanity("regression", np.array([5.0, 5.0]))["passed"]
+    assert ev.sanity("multiclass", np.array([[0.2, 0.8], [0.6, 0.4]]))["passed"]
+
+
+def test_score_is_oriented_so_larger_is_better(model, split):
+    rows = split.valid
+    assert ev.score(model, rows, "roc_auc") == pytest.approx(model.manifest["metrics"]["valid_roc_auc"])
+    assert ev.score(model, rows, "log_loss") == pytest.approx(-model.manifest["metrics"]["valid_log_loss"])
+
+
+# --- the real model -----------------------------------------------------------------------------------------
+
+def test_evaluate_a_real_model(evaluation, model, split, spec):
+    assert evaluation.metric == "roc_auc" and evaluation.value == evaluation.metrics["roc_auc"] > 0.6
+    assert evaluation.metrics["roc_auc"] > evaluation.baseline["roc_auc"] == 0.5
+    assert evaluation.metrics["brier"] < evaluation.baseline["brier"]
+    assert evaluation.champion is None
+    assert np.array_equal(evaluation.predictions, model.predict(split.test))
+    assert evaluation.sanity["passed"]
+
+
+def test_real_slices_and_fairness(evaluation, split):
+    table = evaluation.slices
+    assert set(table["column"]) == {"origin", "carrier"} and (table["rows"] >= ev.MIN_SLICE_ROWS).all()
+    assert set(table.loc[table["column"] == "origin", "level"]) == {"EWR", "JFK", "LGA"}
+    counts = split.test["origin"].value_counts()
+    for _, row in table[table["column"] == "origin"].iterrows():
+        assert row["rows"] == counts[row["level"]]
+    origin = table[table["column"] == "origin"].set_index("level")["roc_auc"]
+    fairness = evaluation.fairness
+    assert fairness["group"] == "origin" and fairness["levels"] == 3
+    assert fairness["best"] == origin.idxmax() and fairness["worst"] == origin.idxmin()
+    assert fairness["gap"] == pytest.approx(origin.max() - origin.min()) and fairness["gap"] > 0
+
+
+def test_attributions_cover_every_feature_sorted_descending(evaluation, spec):
+    attributions = evaluation.attributions
+    assert sorted(attributions.index) == sorted(spec.features.names)
+    assert attributions.is_monotonic_decreasing and (attributions >= 0).all() and attributions.iloc[0] > 0
+
+
+def test_plots_are_base64_png(evaluation):
+    assert set(evaluation.plots) == {"feature_attributions", "curves"}
+    for name, text in evaluation.plots.items():
+        assert isinstance(text, str), name
+        data = base64.b64decode(text, validate=True)
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
+
+
+def test_evaluate_against_a_champion_and_without_plots(model, split):
+    result = ev.evaluate(model, split.train, split.test, "roc_auc", [], None, champion=model, plots=False)
+    assert result.champion == result.metrics
+    assert result.plots == {} and result.fairness is None and result.slices.empty

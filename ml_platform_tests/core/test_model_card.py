@@ -1,0 +1,114 @@
+"""The model card of a real model: every section a reviewer needs, with the plots embedded as PNG data."""
+
+from __future__ import annotations
+
+import base64
+import re
+from datetime import datetime
+
+import pytest
+
+from ml_platform.core import evaluation as ev
+from ml_platform.core.features import build_features
+from ml_platform.core.gates import GATE_NAMES, run_gates
+from ml_platform.core.model_card import model_card
+from ml_platform.core.sources import nycflights13
+from ml_platform.core.training import split_by_time, train
+from ml_platform.spec import BUNDLED_SPECS, ModelSpec, load_spec
+
+
+@pytest.fixture(scope="module")
+def spec() -> ModelSpec:
+    return load_spec(BUNDLED_SPECS / "flight_delay.yaml")
+
+
+@pytest.fixture(scope="module")
+def reviewed(spec):
+    """A real model, its evaluation against itself as champion, its gates and the data summary of its run."""
+    raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 6, 26))
+    split = split_by_time(build_features(raw, spec)[0], spec)
+    model = train(spec, split).model
+    gates = spec.gates
+    evaluation = ev.evaluate(model, split.train, split.test, gates.metric, gates.slices, gates.fairness.group,
+                             champion=model)
+    data = {"window": "2013-05-01 → 2013-06-25", "splits": split.summary(spec.timestamp, "delayed", "binary"),
+            "data_versions": {f"2013-05-{d:02d}": f"v{d}" for d in range(1, 11)}}
+    return evaluation, run_gates(evaluation, gates), data
+
+
+@pytest.fixture(scope="module")
+def card(spec, reviewed) -> str:
+    evaluation, gates, data = reviewed
+    return model_card(spec, "3", evaluation, gates, data)
+
+
+def _section(card: str, title: str) -> str:
+    """The text of one `## title` section, up to the next heading."""
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", card, flags=re.S | re.M)
+    assert match, f"no section {title!r} in the card"
+    return match.group(1)
+
+
+def test_the_card_names_model_owner_and_purpose(card, spec):
+    assert card.startswith("# Model card: flight_delay v3\n")
+    assert f"**Purpose.** {spec.description}" in card
+    assert "ml-platform@example.com" in card and spec.owner in card
+    assert "`delayed` = `arr_delay > 15`" in card and spec.digest in card
+
+
+def test_the_card_describes_the_data(card):
+    data = _section(card, "Data")
+    assert "2013-05-01 → 2013-06-25" in data
+    assert "test 6484 rows (2013-06-19 → 2013-06-25)" in data
+    assert "10 partitions of `flight_delay/features`" in data
+
+
+def test_the_card_has_the_metrics_table(card, reviewed):
+    evaluation = reviewed[0]
+    table = _section(card, "Metrics on the held-out slice")
+    header = table.strip().splitlines()[0]
+    assert [c.strip() for c in header.strip("|").split("|")] == ["metric", "model", "baseline", "champion"]
+    roc = next(line for line in table.splitlines() if "roc_auc" in line)
+    assert f"{evaluation.metrics['roc_auc']:.4f}" in roc and "0.5000" in roc
+    for metric in evaluation.metrics:
+        assert f"| {metric}" in table
+
+
+def test_the_card_has_slices_and_fairness(card, reviewed):
+    evaluation = reviewed[0]
+    slices = _section(card, "Slices (roc_auc)")
+    for level in ("EWR", "JFK", "LGA", "UA", "DL"):
+        assert f"| {level}" in slices
+    fairness = _section(card, "Fairness")
+    gap = evaluation.fairness
+    assert f"Largest roc_auc gap across `origin`: **{gap['gap']:.4f}**" in fairness
+    assert f"best {gap['best']}, worst {gap['worst']}" in fairness
+
+
+def test_the_card_has_attributions_gates_and_limits(card, reviewed):
+    evaluation, gates, _ = reviewed
+    drivers = _section(card, "What drives predictions (TreeSHAP)")
+    assert evaluation.attributions.index[0] in drivers and "mean |SHAP|" in drivers
+    gate_table = _section(card, "Gates")
+    for gate in gates:
+        assert gate.name in gate_table and gate.detail in gate_table
+    assert [g.name for g in gates] == list(GATE_NAMES)
+    limits = _section(card, "Limits")
+    assert "never seen in training are scored as missing" in limits and "fewer than 30 rows" in limits
+
+
+def test_the_card_embeds_the_plots_as_png(card, reviewed):
+    embedded = re.findall(r"!\[(\w+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", card)
+    assert {name for name, _ in embedded} == set(reviewed[0].plots) == {"feature_attributions", "curves"}
+    for _, data in embedded:
+        assert base64.b64decode(data, validate=True).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_a_card_without_plots_version_or_fairness(spec, reviewed):
+    evaluation, gates, _ = reviewed
+    plain = model_card(spec, None, ev.Evaluation(**{**evaluation.__dict__, "fairness": None}), gates, {},
+                       plots=False)
+    assert plain.startswith("# Model card: flight_delay\n")
+    assert "data:image/png;base64," not in plain and "## Plots" not in plain
+    assert "No sensitive group assessed." in _section(plain, "Fairness")
+    assert "## Limits" in plain
