@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -11,29 +10,8 @@ import pytest
 from sklearn import metrics as skm
 
 from ml_platform.core import evaluation as ev
-from ml_platform.core.features import build_features
-from ml_platform.core.model import Model
-from ml_platform.core.sources import nycflights13
-from ml_platform.core.training import Split, split_by_time, train
-from ml_platform.spec import BUNDLED_SPECS, ModelSpec, load_spec
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def spec() -> ModelSpec:
-    return load_spec(BUNDLED_SPECS / "flight_delay.yaml")
-
-
-@pytest.fixture(scope="module")
-def split(spec) -> Split:
-    raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 6, 26))
-    return split_by_time(build_features(raw, spec)[0], spec)
-
-
-@pytest.fixture(scope="module")
-def model(spec, split) -> Model:
-    return train(spec, split).model
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from ml_platform.core import evaluation as ev
-from ml_platform.core.features import build_features
 from ml_platform.core.gates import (FAIRNESS, GATE_NAMES, METRIC_FLOOR, NOT_WORSE, SANITY, fairness,
                                     metric_floor, not_worse_than_champion, prediction_sanity, run_gates)
 from ml_platform.core.model import Model
-from ml_platform.core.sources import nycflights13
-from ml_platform.core.training import Split, split_by_time, train
-from ml_platform.spec import BUNDLED_SPECS, Fairness, Gates, ModelSpec, load_spec
+from ml_platform.core.training import Split, train
+from ml_platform.spec import Fairness, Gates, ModelSpec
 
 
 def _evaluation(metric: str = "roc_auc", value: float = 0.8, champion: dict | None = None,
@@ -118,22 +115,6 @@ def test_run_gates_returns_every_gate_in_order():
 
 
 # --- real models on real days -------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def spec() -> ModelSpec:
-    return load_spec(BUNDLED_SPECS / "flight_delay.yaml")
-
-
-@pytest.fixture(scope="module")
-def split(spec) -> Split:
-    raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 6, 26))
-    return split_by_time(build_features(raw, spec)[0], spec)
-
-
-@pytest.fixture(scope="module")
-def model(spec, split) -> Model:
-    return train(spec, split).model
-
 
 def _gates(model: Model, spec: ModelSpec, split: Split,
            champion: Model | None = None) -> tuple[ev.Evaluation, dict]:

@@ -3,33 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from ml_platform.core.features import build_features
 from ml_platform.core.model import MANIFEST_FILE, MODEL_FILE, FeatureEncoder, Model
-from ml_platform.core.sources import nycflights13
-from ml_platform.core.training import Split, split_by_time, train
-from ml_platform.spec import BUNDLED_SPECS, ModelSpec, load_spec
-
-
-@pytest.fixture(scope="module")
-def spec() -> ModelSpec:
-    return load_spec(BUNDLED_SPECS / "flight_delay.yaml")
-
-
-@pytest.fixture(scope="module")
-def split(spec) -> Split:
-    raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 6, 26))
-    return split_by_time(build_features(raw, spec)[0], spec)
-
-
-@pytest.fixture(scope="module")
-def model(spec, split) -> Model:
-    return train(spec, split).model
 
 
 @pytest.fixture(scope="module")

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import datetime
 
 import pytest
 
 from ml_platform.core import evaluation as ev
-from ml_platform.core.features import build_features
 from ml_platform.core.gates import GATE_NAMES, run_gates
 from ml_platform.core.model_card import model_card
-from ml_platform.core.sources import nycflights13
-from ml_platform.core.training import split_by_time, train
-from ml_platform.spec import BUNDLED_SPECS, ModelSpec, load_spec
 
 
 @pytest.fixture(scope="module")
-def spec() -> ModelSpec:
-    return load_spec(BUNDLED_SPECS / "flight_delay.yaml")
-
-
-@pytest.fixture(scope="module")
-def reviewed(spec):
+def reviewed(spec, split, model):
     """A real model, its evaluation against itself as champion, its gates and the data summary of its run."""
-    raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 6, 26))
-    split = split_by_time(build_features(raw, spec)[0], spec)
-    model = train(spec, split).model
     gates = spec.gates
     evaluation = ev.evaluate(model, split.train, split.test, gates.metric, gates.slices, gates.fairness.group,
                              champion=model)

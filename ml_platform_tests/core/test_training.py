@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from importlib.metadata import version
 
 import lightgbm as lgb
@@ -11,27 +10,8 @@ import pandas as pd
 import pytest
 
 from ml_platform.core import evaluation as ev
-from ml_platform.core.features import build_features
-from ml_platform.core.sources import nycflights13
 from ml_platform.core.training import Split, TrainingError, split_by_time, train, tune
-from ml_platform.spec import BUNDLED_SPECS, ModelSpec, load_spec
-
-
-@pytest.fixture(scope="module")
-def spec() -> ModelSpec:
-    return load_spec(BUNDLED_SPECS / "flight_delay.yaml")
-
-
-@pytest.fixture(scope="module")
-def features(spec) -> pd.DataFrame:
-    """56 real days, 2013-05-01 to 2013-06-25: exactly the bundled spec's window."""
-    raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 6, 26))
-    return build_features(raw, spec)[0]
-
-
-@pytest.fixture(scope="module")
-def split(features, spec) -> Split:
-    return split_by_time(features, spec)
+from ml_platform.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")
