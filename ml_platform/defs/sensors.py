@@ -1,5 +1,6 @@
 """Sensors that close the loop: alert on failed runs; retrain (once per episode) when drift or live
-performance fails; materialize a day when its file lands.
+performance fails; roll a regressing champion back; promote or retire a challenger on trial online;
+materialize a day when its file lands.
 
 All run by default under `dagster dev`. Drift and performance are read from their checks' execution records;
 the cursor remembers the last record seen per check and the time of the last retrain, so one episode (several
@@ -140,7 +141,7 @@ def build_rollback_sensor(spec: ModelSpec, window_days: int = 3, min_rows: int =
     tolerance = spec.monitoring.performance.rollback_tolerance
 
     @dg.sensor(name=f"{name}_rollback_on_regression", minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
+               default_status=dg.DefaultSensorStatus.RUNNING, target=[dg.AssetKey([name, "endpoint"])],
                description=f"Rolls {name} back to `previous` when the new champion's live {metric} trails it by "
                            f"more than {tolerance} within its first {window_days} days.")
     def rollback_on_regression(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking):
@@ -182,6 +183,70 @@ def build_rollback_sensor(spec: ModelSpec, window_days: int = 3, min_rows: int =
         send_alert({"kind": "rollback", "model": name, "asset": f"{name}/champion", "run_id": None,
                     "from_version": champion, "to_version": record["version"], "reason": reason},
                    logger=context.log)
-        return dg.SkipReason(f"rolled back to v{record['version']}: {reason}")
+        return _redeploy(name, "rollback", f"v{champion} → v{record['version']}: {reason}")
 
     return rollback_on_regression
+
+
+def _redeploy(name: str, reason: str, trigger: str) -> dg.RunRequest:
+    """Deploy the champion the registry now names: the endpoint's smoke test proves it serves."""
+    return dg.RunRequest(asset_selection=[dg.AssetKey([name, "endpoint"])],
+                         tags={REASON_TAG: reason, TRIGGER_TAG: trigger[:200], "ml_platform/model": name})
+
+
+def build_online_challenger_sensor(spec: ModelSpec) -> dg.SensorDefinition | None:
+    """Online champion/challenger: a gated challenger served in shadow or canary is judged on the same live
+    outcomes as the champion (`<model>/performance`'s paired comparison, per day). Over the spec's window it is
+    promoted through the offline gates' record and the audit trail, then deployed; or it is retired."""
+    from ml_platform.core.performance import judge_challenger
+    from ml_platform.core.registry import RegistryError
+
+    rollout = spec.serving.rollout
+    if rollout.mode == "none":
+        return None
+    name = spec.name
+    performance_key = dg.AssetKey([name, "performance"])
+
+    @dg.sensor(name=f"{name}_online_challenger", minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING, target=[dg.AssetKey([name, "endpoint"])],
+               description=f"Promotes the {rollout.mode} challenger of {name} when it beats the champion on the "
+                           f"same live outcomes over {rollout.window_days} days ({rollout.min_rows}+ labelled "
+                           f"rows, gain ≥ {rollout.min_improvement}); retires it when it does not.")
+    def online_challenger(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking):
+        registry = mlflow_tracking.registry(name)
+        champion, challenger = registry.version_of("champion"), registry.version_of("challenger")
+        if champion is None or challenger is None or champion == challenger:
+            return dg.SkipReason("no challenger on trial")
+        if context.cursor == f"{champion}:{challenger}":
+            return dg.SkipReason(f"v{challenger} against v{champion} already decided")
+        days: dict[str, dict] = {}
+        for record in context.instance.fetch_materializations(performance_key, limit=500).records:
+            if record.partition_key in days:  # newest first: the latest evaluation of each day counts
+                continue
+            compared = record.asset_materialization.metadata.get("challenger_comparison")
+            for entry in (compared.value if compared is not None else []):
+                if (entry["champion"], entry["challenger"]) == (champion, challenger):
+                    days[record.partition_key] = {"day": record.partition_key, **entry}
+        verdict = judge_challenger(list(days.values()), rollout.window_days, rollout.min_rows,
+                                   rollout.min_improvement)
+        if verdict.decision == "wait":
+            return dg.SkipReason(f"v{challenger} against v{champion}: {verdict.reason}")
+        context.update_cursor(f"{champion}:{challenger}")
+        evidence = {"trigger": "online_challenger", "mode": rollout.mode, "gain": verdict.gain,
+                    "rows": verdict.rows, "days": list(verdict.days), "champion": champion}
+        if verdict.decision == "retire":
+            record = registry.retire_challenger(verdict.reason, evidence)
+            send_alert({"kind": "challenger_retired", "model": name, "asset": f"{name}/champion", "run_id": None,
+                        "version": challenger, "champion": champion, "reason": verdict.reason}, logger=context.log)
+            return dg.SkipReason(f"retired v{record['version']}: {verdict.reason}")
+        try:
+            record = registry.promote_gated(challenger, verdict.reason, evidence)
+        except RegistryError as error:
+            send_alert({"kind": "challenger_blocked", "model": name, "asset": f"{name}/champion", "run_id": None,
+                        "version": challenger, "reason": str(error)}, logger=context.log)
+            return dg.SkipReason(str(error))
+        send_alert({"kind": "challenger_promoted", "model": name, "asset": f"{name}/champion", "run_id": None,
+                    "version": challenger, "from_version": champion, "reason": verdict.reason}, logger=context.log)
+        return _redeploy(name, "online challenger won", f"v{champion} → v{record['version']}: {verdict.reason}")
+
+    return online_challenger

@@ -241,6 +241,7 @@ def build_training_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefiniti
             for plot, png in result.plots.items():
                 mlflow.log_image(_image(png), f"plots/{plot}.png")
             mlflow.set_tags({f"gate.{g.name}": "passed" if g.passed else "failed" for g in gates})
+        registry.mark_gates(str(ref["version"]), all(g.passed for g in gates))
         row = pd.DataFrame([{**ref, "metric": metric, "value": result.value,
                              "champion_version": champion_version,
                              "champion_value": (result.champion or {}).get(metric),
@@ -267,9 +268,11 @@ def build_training_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefiniti
               description=f"The registry alias `champion` of `{name}`: moved to the new version when every gate "
                           "passed (the old champion keeps `previous`)"
                           + (", after a person approves it with the approve job" if spec.gates.require_approval
-                             else "") + ". Every move is audited.",
+                             else f", after it beats the champion online ({spec.serving.rollout.mode})"
+                             if spec.serving.rollout.mode != "none" else "") + ". Every move is audited.",
               ins={"evaluation": dg.AssetIn(keys["evaluation"])}, **common)
     def champion(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, evaluation: pd.DataFrame):
+        rollout = spec.serving.rollout
         row = _model_ref(evaluation)
         registry = mlflow_tracking.registry(name)
         gates = json.loads(row["gates"])
@@ -283,6 +286,11 @@ def build_training_assets(spec: ModelSpec, data: dg.TimeWindowPartitionsDefiniti
         elif spec.gates.require_approval:
             record = registry.record("awaiting-approval", version,
                                      "every gate passed; gates.require_approval is set", details)
+        elif rollout.mode != "none" and registry.version_of("champion") not in (None, version):
+            # stays `challenger`: the endpoint serves it in shadow or canary until the online comparison decides
+            record = registry.record("online-trial", version,
+                                     f"every gate passed; on trial in {rollout.mode} for {rollout.window_days} "
+                                     "days of labelled traffic", details)
         else:
             record = registry.promote(version, f"every gate passed ({row['metric']} {row['value']:.4f})", details)
         current = registry.aliases()
@@ -328,19 +336,9 @@ def _registry_jobs(spec: ModelSpec) -> list[dg.JobDefinition]:
         from ml_platform.core.registry import RegistryError
 
         registry = mlflow_tracking.registry(name)
-        client = registry.client
         try:
-            version = client.get_model_version(name, config.version)
-        except Exception:
-            raise dg.Failure(f"{name} has no version {config.version}") from None
-        gates = {k.removeprefix("gate."): v for k, v in client.get_run(version.run_id).data.tags.items()
-                 if k.startswith("gate.")}
-        if not gates or any(v != "passed" for v in gates.values()):
-            raise dg.Failure(f"{name} v{config.version} cannot be approved: its gates are {gates or 'not run'}")
-        try:
-            record = registry.promote(config.version, config.reason,
-                                      {"dagster_run_id": context.run_id, "approved_by": config.approved_by,
-                                       "gates": gates})
+            record = registry.promote_gated(config.version, config.reason,
+                                            {"dagster_run_id": context.run_id, "approved_by": config.approved_by})
         except RegistryError as error:
             raise dg.Failure(str(error)) from None
         context.add_output_metadata({"audit": dg.MetadataValue.json(record)})

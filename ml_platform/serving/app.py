@@ -90,7 +90,8 @@ class ServingApp:
         """Load whatever the aliases point to now; swap the slot only when something changed."""
         try:
             champion_version = await asyncio.to_thread(self.source.version, "champion")
-            challenger_version = (await asyncio.to_thread(self.source.version, "challenger")
+            # live traffic reaches a challenger only once it has passed its offline gates
+            challenger_version = (await asyncio.to_thread(self.source.version, "challenger", True)
                                   if self.config.rollout_mode != "none" else None)
         except Exception as error:  # the registry is down: keep serving what is loaded
             log.warning("registry not reachable, keeping the loaded model: %s", error)
@@ -226,6 +227,8 @@ class ServingApp:
         await self._json(send, 200, response, "predict")
 
     def _route(self, slot: Slot, rows: list[dict]):
+        """(answering model, model scored beside it for the log, route). In shadow and canary alike the
+        champion and the challenger both score the rows they are compared on."""
         challenger = slot.challenger
         if challenger is None or self.config.rollout_mode == "none":
             return slot.champion, None, "champion"
@@ -233,8 +236,8 @@ class ServingApp:
             return slot.champion, challenger, "champion"
         key = str(rows[0].get(self.config.rollout_key)) if self.config.rollout_key else uuid.uuid4().hex
         bucket = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2 ** 64
-        if bucket < self.config.canary_fraction:
-            return challenger, None, "canary"
+        if bucket < self.config.canary_fraction:  # the champion scores these rows too: a paired comparison
+            return challenger, slot.champion, "canary"
         return slot.champion, None, "champion"
 
     def _info(self) -> tuple[int, dict]:

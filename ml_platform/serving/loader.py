@@ -45,14 +45,19 @@ class RegistrySource:
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         return self._client
 
-    def version(self, alias: str) -> str | None:
-        """The version an alias points to now, or None."""
+    def version(self, alias: str, gated: bool = False) -> str | None:
+        """The version an alias points to now, or None; with `gated`, only a version that passed its gates."""
         from mlflow.exceptions import MlflowException
 
+        from ml_platform.core.registry import GATES_TAG
+
         try:
-            return str(self.client.get_model_version_by_alias(self.name, alias).version)
+            found = self.client.get_model_version_by_alias(self.name, alias)
         except MlflowException:
             return None
+        if gated and (found.tags or {}).get(GATES_TAG) != "passed":
+            return None
+        return str(found.version)
 
     def load(self, version: str) -> LoadedModel:
         import mlflow
@@ -70,7 +75,7 @@ class FolderSource:
         self.folder = Path(folder)
         self._version = version
 
-    def version(self, alias: str) -> str | None:
+    def version(self, alias: str, gated: bool = False) -> str | None:
         if alias != "champion":
             return None
         return self._version or str(Model.load(self.folder).manifest.get("version", "local"))

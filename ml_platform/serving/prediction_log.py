@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     features TEXT NOT NULL,        -- JSON list of the input rows
     outputs TEXT NOT NULL,         -- JSON list of the predictions returned
     latency_ms REAL NOT NULL,
-    shadow_version TEXT,           -- a challenger scored beside the answer, never returned
+    shadow_version TEXT,           -- the other version scored beside the answer (canary: the champion)
     shadow_outputs TEXT,
     routed TEXT NOT NULL           -- 'champion', 'canary'
 );

@@ -185,3 +185,42 @@ def test_the_champion_loaded_through_mlflow_predicts_exactly_like_the_platform(s
     assert np.array_equal(np.asarray(champion), expected[0])
     previous = mlflow.pyfunc.load_model(f"models:/{NAME}@{PREVIOUS}").predict(rows.to_dict("list"))
     assert np.array_equal(np.asarray(previous), expected[1])
+
+
+def test_only_a_version_that_passed_every_gate_is_promoted_past_the_gates(store, models):
+    client, experiment = store
+    folders, _ = models
+    registry = Registry(client, NAME)
+    _register(registry, folders[0], experiment)
+    registry.promote("1", "first", {})
+    _register(registry, folders[1], experiment)
+    with pytest.raises(RegistryError, match="gates are not run"):
+        registry.promote_gated("2", "online win", {})
+    run_id = client.get_model_version(NAME, "2").run_id
+    client.set_tag(run_id, "gate.metric_floor", "passed")
+    client.set_tag(run_id, "gate.fairness_gap", "failed")
+    registry.mark_gates("2", passed=False)
+    with pytest.raises(RegistryError, match="fairness_gap"):
+        registry.promote_gated("2", "online win", {})
+    assert registry.aliases() == {CHAMPION: "1", CHALLENGER: "2"}
+    assert client.get_model_version(NAME, "2").tags["gates"] == "failed"
+
+    client.set_tag(run_id, "gate.fairness_gap", "passed")
+    record = registry.promote_gated("2", "online win", {"gain": 0.03})
+    assert registry.aliases() == {CHAMPION: "2", PREVIOUS: "1"}
+    assert record["gates"] == {"metric_floor": "passed", "fairness_gap": "passed"} and record["gain"] == 0.03
+
+
+def test_retiring_a_challenger_removes_only_its_alias_and_is_audited(store, models):
+    client, experiment = store
+    folders, _ = models
+    registry = Registry(client, NAME)
+    _register(registry, folders[0], experiment)
+    registry.promote("1", "first", {})
+    _register(registry, folders[1], experiment)
+    record = registry.retire_challenger("lost online", {"gain": -0.02})
+    assert registry.aliases() == {CHAMPION: "1"} and str(client.get_model_version(NAME, "2").version) == "2"
+    assert (record["action"], record["version"], record["from_version"]) == ("retire-challenger", "2", "1")
+    assert registry.history()[-1]["gain"] == -0.02
+    with pytest.raises(RegistryError, match="no challenger"):
+        registry.retire_challenger("again", {})

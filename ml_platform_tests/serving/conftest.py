@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture
 def registry_store(tmp_path, trained, monkeypatch):
-    """A real MLflow SQLite store with `flight_delay` v1 (champion) and v2 (challenger)."""
+    """A real MLflow SQLite store with `flight_delay` v1 (champion) and v2 (challenger, gates passed)."""
     from ml_platform.core.registry import Registry
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -65,6 +65,7 @@ def registry_store(tmp_path, trained, monkeypatch):
             info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC), artifacts={"model": str(folder)},
                                            pip_requirements=[])
         registry.register(info.model_uri, run.info.run_id, tags={})
+        registry.mark_gates(registry.version_of("challenger"), passed=True)
     registry.promote("1", "test setup", {})
     yield uri, registry
     mlflow.set_tracking_uri(None)

@@ -193,6 +193,21 @@ def test_shadow_scores_the_challenger_but_answers_with_the_champion(trained, sta
     assert requests.get(f"{server.url}/v1/models/flight_delay", timeout=5).json()["challenger"] == "2"
 
 
+def test_a_challenger_that_has_not_passed_its_gates_gets_no_traffic(trained, start_server, registry_store,
+                                                                    tmp_path, write_spec):
+    spec, folders, holdout = trained
+    uri, registry = registry_store
+    registry.mark_gates("2", passed=False)
+    env = _rollout_specs(tmp_path, write_spec, {"mode": "canary", "fraction": 0.9})
+    server = start_server(env=env)
+    rows = _records(holdout.head(30))
+    answered = {requests.post(server.predict_url(), json={"instances": [r]}, timeout=10).json()["version"]
+                for r in rows}
+    assert answered == {"1"}
+    assert read_log(server.log_path)["shadow_version"].isna().all()
+    assert requests.get(f"{server.url}/v1/models/flight_delay", timeout=5).json()["challenger"] is None
+
+
 def test_canary_routes_a_sticky_fraction_to_the_challenger(trained, start_server, registry_store, tmp_path,
                                                            write_spec):
     spec, folders, holdout = trained
@@ -206,6 +221,14 @@ def test_canary_routes_a_sticky_fraction_to_the_challenger(trained, start_server
     log = read_log(server.log_path)
     assert set(log.loc[log["version"] == "2", "routed"]) == {"canary"}
     assert set(log.loc[log["version"] == "1", "routed"]) == {"champion"}
+    # canary rows carry the champion's score too, so both are judged on the same outcomes
+    canary = log[log["routed"] == "canary"]
+    assert set(canary["shadow_version"]) == {"1"} and log.loc[log["routed"] == "champion", "shadow_version"].isna().all()
+    champion = Model.load(folders[0])
+    for _, entry in canary.iterrows():
+        (row,) = json.loads(entry["features"])
+        expected = champion.booster.predict(champion.encoder.transform_records([row]))[0]
+        assert abs(json.loads(entry["shadow_outputs"])[0] - expected) <= 1e-9
 
 
 def test_simulate_replays_days_through_the_endpoint_with_event_time(trained, start_server, tmp_path, write_spec):
