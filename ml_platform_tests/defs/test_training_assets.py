@@ -562,8 +562,10 @@ def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, in
         _log_traffic(home, day, served, (1 - scores if invert else scores).tolist(), version=version)  # v2 serves badly
         assert defs.resolve_implicit_global_asset_job_def().execute_in_process(
             instance=instance, partition_key=day, asset_selection=[dg.AssetKey(["flight_delay", "performance"])]).success
-    judged = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
-    assert "rolled back to v1" in judged.skip_message
+    judged = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
+    (redeploy,) = judged.run_requests  # the endpoint's smoke test proves the restored version serves
+    assert redeploy.asset_selection == [dg.AssetKey(["flight_delay", "endpoint"])]
+    assert redeploy.tags["ml_platform/reason"] == "rollback" and redeploy.tags["ml_platform/trigger"].startswith("v2 → v1")
     assert _aliases(home) == {"champion": "1", "previous": "2"}
     history = Registry(_client(home), "flight_delay").history()
     assert history[-1]["action"] == "rollback" and history[-1]["trigger"] == "rollback_on_regression"
@@ -571,3 +573,68 @@ def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, in
     assert alert["from_version"] == "2" and alert["to_version"] == "1"
     again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=judged.cursor))
     assert "no fresh promotion" in again.skip_message and _aliases(home)["champion"] == "1"
+
+
+def _served_day(home: Path, day: str, answer: tuple[str, bool], shadow: tuple[str, bool]) -> None:
+    """A day of traffic: real scores of v1's model (inverted where asked) logged as `answer` and `shadow`."""
+    run_id = _client(home).get_model_version("flight_delay", "1").run_id
+    model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
+    served = _day_features(home, day)
+    scores = model.predict(served)
+    (answer_version, answer_inverted), (shadow_version, shadow_inverted) = answer, shadow
+    _log_traffic(home, f"{day}-{shadow_version}", served, (1 - scores if answer_inverted else scores).tolist(),
+                 version=answer_version,
+                 shadow=(shadow_version, (1 - scores if shadow_inverted else scores).tolist()))
+
+
+def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_it_loses(platform, instance,
+                                                                                         webhook, monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    defs = make({"gates.max_regression": 1.0,
+                 "serving.rollout": {"mode": "shadow", "window_days": 2, "min_rows": 800}})
+    partitions = _partitions(defs)
+    assert _retrain(defs, instance, partitions[0]).success  # the first model has nobody to beat: champion
+    trial = _retrain(defs, instance, partitions[1])
+    assert trial.success and _metadata(trial, "champion")["action"] == "online-trial"
+    assert _aliases(home) == {"champion": "1", "challenger": "2"}
+    assert _client(home).get_model_version("flight_delay", "2").tags["gates"] == "passed"
+
+    sensor = defs.resolve_sensor_def("flight_delay_online_challenger")
+    resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
+    tick = lambda cursor=None: sensor.evaluate_tick(dg.build_sensor_context(  # noqa: E731
+        instance=instance, resources=resources, cursor=cursor, definitions=defs))
+    assert "0 of 2 days" in tick().skip_message
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    performance = dg.AssetKey(["flight_delay", "performance"])
+    days = [(date.fromisoformat(partitions[1]) + timedelta(days=d)).isoformat() for d in (1, 2, 3, 4)]
+    for day in days[:2]:  # v1 answers badly; v2, scoring the same requests in shadow, ranks them well
+        _served_day(home, day, answer=("1", True), shadow=("2", False))
+        result = job.execute_in_process(instance=instance, partition_key=day, asset_selection=[performance])
+        (compared,) = _metadata(result, "performance")["challenger_comparison"]
+        assert (compared["champion"], compared["challenger"], compared["rows"]) == ("1", "2", 500)
+        assert compared["gain"] > 0
+    decided = tick()
+    (request,) = decided.run_requests
+    assert request.asset_selection == [dg.AssetKey(["flight_delay", "endpoint"])]
+    assert request.tags["ml_platform/reason"] == "online challenger won"
+    assert _aliases(home) == {"champion": "2", "previous": "1"}
+    promotion = Registry(_client(home), "flight_delay").history()[-1]
+    assert promotion["action"] == "promote" and promotion["trigger"] == "online_challenger"
+    assert promotion["days"] == days[:2] and promotion["rows"] == 1000 and set(promotion["gates"]) >= {"metric_floor"}
+    assert [a["kind"] for a in received] == ["challenger_promoted"]
+    assert "no challenger on trial" in tick(decided.cursor).skip_message
+
+    # The next gated model goes on trial against v2, loses on the same outcomes, and is retired.
+    assert _retrain(defs, instance, partitions[2]).success
+    assert _aliases(home) == {"champion": "2", "previous": "1", "challenger": "3"}
+    for day in days[2:]:
+        _served_day(home, day, answer=("2", False), shadow=("3", True))
+        assert job.execute_in_process(instance=instance, partition_key=day, asset_selection=[performance]).success
+    retired = tick()
+    assert retired.run_requests == [] and "retired v3" in retired.skip_message
+    assert _aliases(home) == {"champion": "2", "previous": "1"}
+    assert Registry(_client(home), "flight_delay").history()[-1]["action"] == "retire-challenger"
+    assert [a["kind"] for a in received] == ["challenger_promoted", "challenger_retired"]
