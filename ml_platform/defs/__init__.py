@@ -14,7 +14,7 @@ from ml_platform.defs.partitions import data_partitions
 from ml_platform.defs.monitoring_assets import build_monitoring_assets
 from ml_platform.defs.resources import tracking_from_env
 from ml_platform.defs.sensors import (alert_on_run_failure, build_new_data_sensor, build_online_challenger_sensor,
-                                     build_retrain_sensor, build_rollback_sensor)
+                                     build_retrain_sensor, build_rollback_sensor, build_staleness_sensor)
 from ml_platform.defs.serving_assets import build_serving_assets
 from ml_platform.defs.training_assets import build_training_assets, training_partitions
 from ml_platform.spec import ModelSpec
@@ -48,7 +48,8 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
         assets += build_monitoring_assets(spec, partitions)
         sensors.append(build_retrain_sensor(spec, f"{spec.name}_retrain", training_partitions(spec, partitions)))
         sensors.append(build_rollback_sensor(spec))
-        optional = (build_online_challenger_sensor(spec), build_new_data_sensor(spec, f"{spec.name}_data", partitions))
+        optional = (build_online_challenger_sensor(spec), build_staleness_sensor(spec),
+                    build_new_data_sensor(spec, f"{spec.name}_data", partitions))
         sensors += [sensor for sensor in optional if sensor is not None]
         schedules += training_schedules
     return dg.Definitions(

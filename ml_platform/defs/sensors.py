@@ -250,3 +250,44 @@ def build_online_challenger_sensor(spec: ModelSpec) -> dg.SensorDefinition | Non
         return _redeploy(name, "online challenger won", f"v{champion} → v{record['version']}: {verdict.reason}")
 
     return online_challenger
+
+
+def build_staleness_sensor(spec: ModelSpec) -> dg.SensorDefinition | None:
+    """Alerts when `raw`, `model` or `endpoint` turns stale (WARN or FAIL under its freshness policy) and when
+    it is fresh again. The states are Dagster's own, written by the freshness daemon; the cursor remembers the
+    last state change alerted per asset, so each change alerts once."""
+    name = spec.name
+    policies = {"raw": spec.partitions.freshness, "model": spec.monitoring.model_freshness,
+                "endpoint": spec.monitoring.endpoint_freshness}
+    keys = [dg.AssetKey([name, stage]) for stage, policy in policies.items() if policy is not None]
+    if not keys:
+        return None
+
+    @dg.sensor(name=f"{name}_staleness_alerts", minimum_interval_seconds=60,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description=f"Alerts when {', '.join(k.to_user_string() for k in keys)} go stale under their "
+                           "freshness policies, and when they are fresh again.")
+    def staleness_alerts(context: dg.SensorEvaluationContext):
+        seen = json.loads(context.cursor) if context.cursor else {}
+        sent = []
+        for key, record in context.instance.get_freshness_state_records(keys).items():
+            asset = key.to_user_string()
+            state, mark = record.freshness_state.value, f"{record.freshness_state.value}@{record.updated_at.isoformat()}"
+            before = seen.get(asset, "").split("@")[0]
+            if seen.get(asset) == mark:
+                continue
+            seen[asset] = mark
+            if state in ("WARN", "FAIL") or (state == "PASS" and before in ("WARN", "FAIL")):
+                stage = key.path[-1]
+                policy = policies[stage]
+                send_alert({"kind": "stale" if state != "PASS" else "fresh_again", "model": name, "asset": asset,
+                            "run_id": None, "state": state, "since": record.updated_at.isoformat(),
+                            "reason": f"{asset} is {state}: its freshness policy "
+                                      + (f"warns after {policy.warn_after} and " if policy.warn_after else "")
+                                      + f"fails after {policy.fail_after} without a materialization"},
+                           logger=context.log)
+                sent.append(f"{asset} {state}")
+        context.update_cursor(json.dumps(seen))
+        return dg.SkipReason(f"alerted: {', '.join(sent)}" if sent else "no freshness change to alert")
+
+    return staleness_alerts
