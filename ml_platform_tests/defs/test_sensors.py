@@ -1,18 +1,181 @@
-"""Sensors against a real Dagster instance: staleness alerts from the freshness daemon's own states."""
+"""Sensors against a real Dagster instance and MLflow registry: retrain on drift, alerts, rollback, online
+champion/challenger, staleness from the freshness daemon's own states.
+"""
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
+import mlflow
 
+from ml_platform.core.model import Model
+from ml_platform.core.registry import Registry
 from ml_platform.defs import build_definitions
 from ml_platform.spec import load_spec
+from ml_platform_tests.defs.helpers import (
+    _aliases,
+    _client,
+    _day_features,
+    _log_drifted_traffic,
+    _log_traffic,
+    _metadata,
+    _partitions,
+    _retrain,
+    _served_day,
+)
+
+
+def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, webhook, monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    defs = make()
+    partition = _partitions(defs)[0]
+    assert _retrain(defs, instance, partition).success
+    job = defs.resolve_implicit_global_asset_job_def()
+    drift_key = dg.AssetKey(["flight_delay", "drift"])
+    sensor = defs.resolve_sensor_def("flight_delay_retrain_on_monitoring")
+    first, second = [(date.fromisoformat(partition) + timedelta(days=d)).isoformat() for d in (4, 5)]
+    _log_drifted_traffic(home, first)
+    assert job.execute_in_process(instance=instance, partition_key=first, asset_selection=[drift_key]).success
+    context = dg.build_sensor_context(instance=instance, definitions=defs)
+    result = sensor.evaluate_tick(context)
+    (request,) = result.run_requests
+    assert request.tags["ml_platform/reason"] == "drift"
+    assert request.tags["ml_platform/trigger"] == f"flight_delay/drift {first}"
+    assert request.partition_key == _partitions(defs)[-1]
+    assert [a["kind"] for a in received] == ["drift"] and received[0]["action"] == "retrain"
+    assert {"carrier", "dest"} <= set(received[0]["features"]) and received[0]["partition"] == first
+
+    # The next drifted day of the same episode alerts again but does not start a second retrain.
+    _log_drifted_traffic(home, second)
+    assert job.execute_in_process(instance=instance, partition_key=second, asset_selection=[drift_key]).success
+    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
+                                                         cursor=result.cursor))
+    assert again.run_requests == [] and "cooldown" in again.skip_message
+    assert [a["action"] for a in received] == ["retrain", "cooldown"]
+    quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=again.cursor))
+    assert quiet.run_requests == [] and "no new failing" in quiet.skip_message
+
+
+def test_a_failed_gate_leaves_the_champion_and_alerts(platform, instance, webhook, monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    partitions = _partitions(make())
+    assert _retrain(make(), instance, partitions[0]).success
+    failed = _retrain(make({"gates.min": 0.99}), instance, partitions[1])
+    assert not failed.success and _aliases(home)["champion"] == "1"
+    defs = make()
+    sensor = defs.resolve_sensor_def("alert_on_run_failure")
+    run = instance.get_run_by_id(failed.run_id)
+    failure = next(e for e in instance.all_logs(failed.run_id) if e.dagster_event
+                   and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
+    context = dg.build_run_status_sensor_context(sensor_name="alert_on_run_failure", dagster_instance=instance,
+                                                 dagster_run=run, dagster_event=failure.dagster_event,
+                                                 context=None).for_run_failure()
+    sensor(context)
+    (alert,) = received
+    assert alert["kind"] == "gate_failed" and alert["run_id"] == failed.run_id
+    assert alert["model"] == "flight_delay" and "metric_floor" in alert["reason"]
+
+
+def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, instance, webhook, monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    defs = make({"gates.max_regression": 1.0})
+    partitions = _partitions(defs)
+    assert _retrain(defs, instance, partitions[0]).success
+    assert _retrain(defs, instance, partitions[1]).success
+    assert _aliases(home) == {"champion": "2", "previous": "1"}
+    sensor = defs.resolve_sensor_def("flight_delay_rollback_on_regression")
+    resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
+    waiting = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
+    assert "not enough labelled live rows" in waiting.skip_message
+
+    run_id = _client(home).get_model_version("flight_delay", "1").run_id
+    model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
+    days = [(date.fromisoformat(partitions[1]) + timedelta(days=d)).isoformat() for d in (2, 3)]
+    for day, version, invert in ((days[0], "1", False), (days[1], "2", True)):
+        served = _day_features(home, day)
+        scores = model.predict(served)
+        _log_traffic(home, day, served, (1 - scores if invert else scores).tolist(), version=version)  # v2 serves badly
+        assert defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, partition_key=day, asset_selection=[dg.AssetKey(["flight_delay", "performance"])]).success
+    judged = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
+    (redeploy,) = judged.run_requests  # the endpoint's smoke test proves the restored version serves
+    assert redeploy.asset_selection == [dg.AssetKey(["flight_delay", "endpoint"])]
+    assert redeploy.tags["ml_platform/reason"] == "rollback" and redeploy.tags["ml_platform/trigger"].startswith("v2 → v1")
+    assert _aliases(home) == {"champion": "1", "previous": "2"}
+    history = Registry(_client(home), "flight_delay").history()
+    assert history[-1]["action"] == "rollback" and history[-1]["trigger"] == "rollback_on_regression"
+    (alert,) = [a for a in received if a["kind"] == "rollback"]
+    assert alert["from_version"] == "2" and alert["to_version"] == "1"
+    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=judged.cursor))
+    assert "no fresh promotion" in again.skip_message and _aliases(home)["champion"] == "1"
+
+
+def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_it_loses(platform, instance,
+                                                                                         webhook, monkeypatch):
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    defs = make({"gates.max_regression": 1.0,
+                 "serving.rollout": {"mode": "shadow", "window_days": 2, "min_rows": 800}})
+    partitions = _partitions(defs)
+    assert _retrain(defs, instance, partitions[0]).success  # the first model has nobody to beat: champion
+    trial = _retrain(defs, instance, partitions[1])
+    assert trial.success and _metadata(trial, "champion")["action"] == "online-trial"
+    assert _aliases(home) == {"champion": "1", "challenger": "2"}
+    assert _client(home).get_model_version("flight_delay", "2").tags["gates"] == "passed"
+
+    sensor = defs.resolve_sensor_def("flight_delay_online_challenger")
+    resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
+    tick = lambda cursor=None: sensor.evaluate_tick(dg.build_sensor_context(  # noqa: E731
+        instance=instance, resources=resources, cursor=cursor, definitions=defs))
+    assert "0 of 2 days" in tick().skip_message
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    performance = dg.AssetKey(["flight_delay", "performance"])
+    days = [(date.fromisoformat(partitions[1]) + timedelta(days=d)).isoformat() for d in (1, 2, 3, 4)]
+    for day in days[:2]:  # v1 answers badly; v2, scoring the same requests in shadow, ranks them well
+        _served_day(home, day, answer=("1", True), shadow=("2", False))
+        result = job.execute_in_process(instance=instance, partition_key=day, asset_selection=[performance])
+        (compared,) = _metadata(result, "performance")["challenger_comparison"]
+        assert (compared["champion"], compared["challenger"], compared["rows"]) == ("1", "2", 500)
+        assert compared["gain"] > 0
+    decided = tick()
+    (request,) = decided.run_requests
+    assert request.asset_selection == [dg.AssetKey(["flight_delay", "endpoint"])]
+    assert request.tags["ml_platform/reason"] == "online challenger won"
+    assert _aliases(home) == {"champion": "2", "previous": "1"}
+    promotion = Registry(_client(home), "flight_delay").history()[-1]
+    assert promotion["action"] == "promote" and promotion["trigger"] == "online_challenger"
+    assert promotion["days"] == days[:2] and promotion["rows"] == 1000 and set(promotion["gates"]) >= {"metric_floor"}
+    assert [a["kind"] for a in received] == ["challenger_promoted"]
+    assert "no challenger on trial" in tick(decided.cursor).skip_message
+
+    # The next gated model goes on trial against v2, loses on the same outcomes, and is retired.
+    assert _retrain(defs, instance, partitions[2]).success
+    assert _aliases(home) == {"champion": "2", "previous": "1", "challenger": "3"}
+    for day in days[2:]:
+        _served_day(home, day, answer=("2", False), shadow=("3", True))
+        assert job.execute_in_process(instance=instance, partition_key=day, asset_selection=[performance]).success
+    retired = tick()
+    assert retired.run_requests == [] and "retired v3" in retired.skip_message
+    assert _aliases(home) == {"champion": "2", "previous": "1"}
+    assert Registry(_client(home), "flight_delay").history()[-1]["action"] == "retire-challenger"
+    assert [a["kind"] for a in received] == ["challenger_promoted", "challenger_retired"]
 
 
 def _evaluate_freshness(instance: dg.DagsterInstance, at: datetime) -> None:
     """One iteration of Dagster's freshness daemon over the real code location, with the clock at `at`."""
-    from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+    from dagster._core.test_utils import (
+        create_test_daemon_workspace_context,
+        freeze_time,
+    )
     from dagster._core.workspace.load_target import ModuleTarget
     from dagster._daemon.freshness import FreshnessDaemon
 

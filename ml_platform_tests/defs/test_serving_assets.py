@@ -1,0 +1,65 @@
+"""Integration: the endpoint deploys the champion (real local server, smoke test) and redeploys when it moves;
+batch predictions of a day.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import date, timedelta
+
+import dagster as dg
+import pandas as pd
+
+from ml_platform_tests.defs.helpers import (
+    _metadata,
+    _partitions,
+    _retrain,
+)
+
+
+def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, instance):
+    """From a promoted champion to a live local endpoint that answers HTTP, and a day of batch scores."""
+    import requests
+
+    from ml_platform.core.deploy import stop_local_server
+
+    make, home = platform
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    defs = make({"serving.port": port})
+    partition = _partitions(defs)[0]
+    assert _retrain(defs, instance, partition).success
+    job = defs.resolve_implicit_global_asset_job_def()
+    try:
+        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["flight_delay", "endpoint"])])
+        assert result.success
+        metadata = _metadata(result, "endpoint")
+        assert metadata["version"] == "1"
+        assert metadata["smoke_test"] == {"rows": 50, "max_abs_diff": 0.0, "passed": True}
+        assert metadata["url"] == f"http://127.0.0.1:{port}/v1/models/flight_delay"
+        info = requests.get(metadata["url"], timeout=5).json()
+        assert info["version"] == "1"
+        day = (date.fromisoformat(partition) + timedelta(days=3)).isoformat()
+        scored = job.execute_in_process(instance=instance, partition_key=day,
+                                        asset_selection=[dg.AssetKey(["flight_delay", "predictions"])])
+        assert scored.success
+        frame = pd.read_parquet(home / "storage" / "flight_delay" / "predictions" / f"{day}.parquet")
+        assert (frame["model_version"] == "1").all() and frame["prediction"].between(0, 1).all()
+        assert frame["flight_id"].is_unique and len(frame) > 500
+    finally:
+        stop_local_server("flight_delay", home)
+
+
+def test_automation_redeploys_the_endpoint_when_the_champion_moves(platform, instance):
+    make, home = platform
+    defs = make()
+    endpoint = dg.AssetKey(["flight_delay", "endpoint"])
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(endpoint))
+    assert before.total_requested == 0  # no champion yet: nothing to deploy
+    assert _retrain(defs, instance, _partitions(defs)[0]).success
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(endpoint),
+                                              cursor=before.cursor)
+    assert after.total_requested == 1
+    sensor_names = {s.name for s in defs.sensors}
+    assert {"ml_platform_automation", "alert_on_run_failure", "flight_delay_retrain_on_monitoring"} <= sensor_names
