@@ -11,16 +11,8 @@ import mlflow
 import pandas as pd
 
 from ml_platform.core.model import Model
-from ml_platform_tests.defs.helpers import (
-    _client,
-    _day_features,
-    _log_drifted_traffic,
-    _log_traffic,
-    _metadata,
-    _partitions,
-    _retrain,
-    ev_roc_auc,
-)
+from ml_platform_tests.defs.helpers import (_client, _day_features, _log_drifted_traffic, _log_traffic, _metadata,
+                                            _partitions, _retrain, ev_roc_auc)
 
 
 def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, instance):

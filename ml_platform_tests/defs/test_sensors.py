@@ -13,17 +13,8 @@ from ml_platform.core.model import Model
 from ml_platform.core.registry import Registry
 from ml_platform.defs import build_definitions
 from ml_platform.spec import load_spec
-from ml_platform_tests.defs.helpers import (
-    _aliases,
-    _client,
-    _day_features,
-    _log_drifted_traffic,
-    _log_traffic,
-    _metadata,
-    _partitions,
-    _retrain,
-    _served_day,
-)
+from ml_platform_tests.defs.helpers import (_aliases, _client, _day_features, _log_drifted_traffic, _log_traffic,
+                                            _metadata, _partitions, _retrain, _served_day)
 
 
 def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, webhook, monkeypatch):

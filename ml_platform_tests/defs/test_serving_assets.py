@@ -10,11 +10,7 @@ from datetime import date, timedelta
 import dagster as dg
 import pandas as pd
 
-from ml_platform_tests.defs.helpers import (
-    _metadata,
-    _partitions,
-    _retrain,
-)
+from ml_platform_tests.defs.helpers import _metadata, _partitions, _retrain
 
 
 def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, instance):

@@ -20,15 +20,7 @@ import pandas as pd
 from ml_platform.core.model import Model
 from ml_platform.core.registry import Registry
 from ml_platform.defs.resources import MlflowTracking
-from ml_platform_tests.defs.helpers import (
-    KEYS,
-    _aliases,
-    _client,
-    _metadata,
-    _partitions,
-    _retrain,
-    _versions,
-)
+from ml_platform_tests.defs.helpers import KEYS, _aliases, _client, _metadata, _partitions, _retrain, _versions
 
 
 def test_the_chain_trains_registers_gates_and_promotes(platform, instance):
