@@ -230,10 +230,16 @@ class Drift(_Strict):
 
 
 class Performance(_Strict):
+    """Live metric and its floor; a new champion trailing the previous one by more than `rollback_tolerance`
+    within `rollback_window` of its promotion is rolled back (the endpoint scores the previous champion beside
+    it for that long, so both are judged on the same outcomes)."""
+
     metric: str | None = None
     floor: float | None = None
     label_delay: Duration = timedelta(days=1)
     rollback_tolerance: float = Field(default=0.02, ge=0)
+    rollback_window: Duration = timedelta(days=3)
+    rollback_min_rows: int = Field(default=200, ge=1)
 
 
 class Monitoring(_Strict):

@@ -1,5 +1,5 @@
 """Live performance: served predictions joined with outcomes that arrive later (delayed labels), and the
-online comparison of a challenger with the champion on the same outcomes.
+champion compared with another version (a challenger, or the previous champion) on the same outcomes.
 
 A missing day of traffic, a log without keys, or labels that have not arrived yet are statuses, not errors.
 """
@@ -47,10 +47,10 @@ def live_performance(served: pd.DataFrame, labels: pd.DataFrame, key: str | None
 
 def paired_comparison(served: pd.DataFrame, labels: pd.DataFrame, key: str | None, target: str, task: str,
                       metric: str, higher_is_better: bool) -> pd.DataFrame:
-    """Champion against challenger on the same labelled requests (shadow: the challenger scored beside the
-    champion's answer; canary: the champion scored beside the challenger's). `gain` > 0 means the challenger
-    did better on those outcomes."""
-    columns = ["champion", "challenger", "rows", "champion_value", "challenger_value", "gain"]
+    """The champion against the other version scored on the same labelled requests: a challenger in shadow
+    (scored beside the champion's answer) or canary (the champion scored beside the challenger's answer), or
+    the previous champion scored beside a newly promoted one. `gain` > 0 means the other version did better."""
+    columns = ["champion", "other", "rows", "champion_value", "other_value", "gain"]
     if served.empty or not key or key not in served.columns or labels.empty or target not in labels.columns \
             or "_shadow_version" not in served.columns:
         return pd.DataFrame(columns=columns)
@@ -61,19 +61,26 @@ def paired_comparison(served: pd.DataFrame, labels: pd.DataFrame, key: str | Non
     canary = (paired["_routed"] == "canary") if "_routed" in paired.columns else pd.Series(False, paired.index)
     frame = pd.DataFrame({
         "champion": paired["_shadow_version"].where(canary, paired["_version"]).astype(str),
-        "challenger": paired["_version"].where(canary, paired["_shadow_version"]).astype(str),
+        "other": paired["_version"].where(canary, paired["_shadow_version"]).astype(str),
         "champion_prediction": paired["_shadow_prediction"].where(canary, paired["prediction"]).astype(float),
-        "challenger_prediction": paired["prediction"].where(canary, paired["_shadow_prediction"]).astype(float),
+        "other_prediction": paired["prediction"].where(canary, paired["_shadow_prediction"]).astype(float),
         "y": paired[target].astype(np.float64)})
     rows = []
-    for (champion, challenger), part in frame.groupby(["champion", "challenger"]):
+    for (champion, other), part in frame.groupby(["champion", "other"]):
         y = part["y"].to_numpy()
         old = task_metrics(task, y, part["champion_prediction"].to_numpy()).get(metric)
-        new = task_metrics(task, y, part["challenger_prediction"].to_numpy()).get(metric)
+        new = task_metrics(task, y, part["other_prediction"].to_numpy()).get(metric)
         gain = None if old is None or new is None else (new - old if higher_is_better else old - new)
-        rows.append({"champion": champion, "challenger": challenger, "rows": len(part),
-                     "champion_value": old, "challenger_value": new, "gain": gain})
+        rows.append({"champion": champion, "other": other, "rows": len(part),
+                     "champion_value": old, "other_value": new, "gain": gain})
     return pd.DataFrame(rows, columns=columns)
+
+
+def pooled(days: list[dict], field: str = "gain") -> tuple[int, float | None]:
+    """Rows and the row-weighted mean of `field` over daily results (each with `rows`)."""
+    usable = [d for d in days if d.get("rows") and d.get(field) is not None]
+    rows = sum(int(d["rows"]) for d in usable)
+    return rows, (sum(d["rows"] * d[field] for d in usable) / rows if rows else None)
 
 
 @dataclass(frozen=True)
@@ -95,12 +102,11 @@ def judge_challenger(days: list[dict], window_days: int, min_rows: int, min_impr
     if len(usable) < window_days:
         return Verdict("wait", f"{len(usable)} of {window_days} days with labelled paired traffic so far")
     window = usable[-window_days:]
-    rows = sum(int(d["rows"]) for d in window)
+    rows, gain = pooled(window)
     names = tuple(d["day"] for d in window)
     if rows < min_rows:
         return Verdict("wait", f"{rows} labelled paired rows over {names[0]}..{names[-1]}; need {min_rows}",
                        rows=rows, days=names)
-    gain = sum(d["rows"] * d["gain"] for d in window) / rows
     wins = sum(1 for d in window if d["gain"] > 0)
     summary = (f"gain {gain:+.4f} over {len(window)} days ({names[0]}..{names[-1]}, {rows} rows; better on "
                f"{wins} of {len(window)} days); needed more than 0 and at least {min_improvement}")

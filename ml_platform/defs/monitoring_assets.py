@@ -162,8 +162,9 @@ def build_performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefini
                                                          "monitoring.performance.floor.")],
               description="Live task metrics of the day's served predictions, per answering (and shadowing) "
                           f"version, joined by `{spec.key}` with the outcomes in `{name}/features` (delayed "
-                          "labels; a lag is expected and shown), and the champion against a challenger in "
-                          "shadow or canary on the same outcomes.",
+                          "labels; a lag is expected and shown), and the champion against the version scored "
+                          "beside it (a challenger in shadow or canary, or the previous champion) on the same "
+                          "outcomes.",
               ins={"features": dg.AssetIn([name, "features"], metadata={"allow_missing_partitions": True})},
               deps=[dg.AssetDep([name, "endpoint"])],
               automation_condition=dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets([name, "endpoint"])))
@@ -184,13 +185,13 @@ def build_performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefini
         paired = paired_comparison(served, features, spec.key, spec.target.name, spec.task, metric, higher)
         online = {}
         if len(paired):
-            best = paired.sort_values("rows").iloc[-1]
+            busiest = paired.sort_values("rows").iloc[-1]
             online = {
-                "challenger_comparison": dg.MetadataValue.json(paired.to_dict("records")),
-                "champion_vs_challenger": dg.MetadataValue.md(paired.rename(columns={
-                    "champion_value": f"champion {metric}", "challenger_value": f"challenger {metric}"})
+                "paired_comparison": dg.MetadataValue.json(paired.to_dict("records")),
+                "champion_vs_other": dg.MetadataValue.md(paired.rename(columns={
+                    "champion_value": f"champion {metric}", "other_value": f"other {metric}"})
                     .to_markdown(index=False, floatfmt=".4f")),
-                "challenger_gain": float(best["gain"]) if best["gain"] is not None else float("nan")}
+                "other_gain": float(busiest["gain"]) if busiest["gain"] is not None else float("nan")}
         yield dg.Output(result["table"].assign(partition=context.partition_key), metadata={
             "status": status, "served_rows": result["served"], "labelled_rows": result["labelled"],
             "label_coverage": result["coverage"], metric: value if value is not None else float("nan"),

@@ -9,7 +9,7 @@ failing days in a row) starts one retrain per `monitoring.retrain_cooldown`.
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -126,24 +126,28 @@ def build_new_data_sensor(spec: ModelSpec, data_job: str, partitions: dg.TimeWin
     return new_data
 
 
-def build_rollback_sensor(spec: ModelSpec, window_days: int = 3, min_rows: int = 200) -> dg.SensorDefinition:
+def build_rollback_sensor(spec: ModelSpec) -> dg.SensorDefinition:
     """Automatic rollback: a new champion whose live metric trails the previous champion's by more than
-    `monitoring.performance.rollback_tolerance` within its first days goes back to `previous`, audited and alerted.
+    `monitoring.performance.rollback_tolerance` within `rollback_window` of its promotion goes back to
+    `previous`, audited and alerted, and the endpoint is redeployed.
 
-    Live metrics come from `<model>/performance` materializations, per answering version, so the comparison is
-    on outcomes each version actually served.
+    The endpoint scores the previous champion beside a new one for that window, so the two are compared on the
+    same requests and outcomes (`<model>/performance`'s paired comparison). Where no such pairs exist (an image
+    carries one model), it falls back to each version's metric on the days it answered.
     """
     from ml_platform.core.evaluation import DEFAULT_METRIC, HIGHER_IS_BETTER
+    from ml_platform.core.performance import pooled
 
     name = spec.name
     performance_key = dg.AssetKey([name, "performance"])
-    metric = spec.monitoring.performance.metric or DEFAULT_METRIC[spec.task]
-    tolerance = spec.monitoring.performance.rollback_tolerance
+    settings = spec.monitoring.performance
+    metric = settings.metric or DEFAULT_METRIC[spec.task]
+    tolerance, window, min_rows = settings.rollback_tolerance, settings.rollback_window, settings.rollback_min_rows
 
     @dg.sensor(name=f"{name}_rollback_on_regression", minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.RUNNING, target=[dg.AssetKey([name, "endpoint"])],
                description=f"Rolls {name} back to `previous` when the new champion's live {metric} trails it by "
-                           f"more than {tolerance} within its first {window_days} days.")
+                           f"more than {tolerance} within {window} of its promotion.")
     def rollback_on_regression(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking):
         registry = mlflow_tracking.registry(name)
         promotions = [r for r in registry.history() if r["action"] in ("promote", "rollback")]
@@ -153,32 +157,37 @@ def build_rollback_sensor(spec: ModelSpec, window_days: int = 3, min_rows: int =
         champion, previous = str(last["version"]), str(last["from_version"])
         if context.cursor == f"{champion}:{last['at']}":
             return dg.SkipReason(f"v{champion} already judged")
-        promoted = datetime.fromisoformat(last["at"])
-        if datetime.now(timezone.utc) - promoted > timedelta(days=window_days):
+        if datetime.now(timezone.utc) - datetime.fromisoformat(last["at"]) > window:
             context.update_cursor(f"{champion}:{last['at']}")
-            return dg.SkipReason(f"v{champion} is past its first {window_days} days")
-        live: dict[str, list[tuple[int, float]]] = {}
-        records = context.instance.fetch_materializations(performance_key, limit=200).records
-        for record in records:
-            answered = record.asset_materialization.metadata.get("answered_by_version")
-            for version, values in (answered.value if answered is not None else {}).items():
-                live.setdefault(version, []).append((values["rows"], values[metric]))
-
-        def weighted(version: str) -> tuple[int, float | None]:
-            pairs = live.get(version, [])
-            rows = sum(n for n, _ in pairs)
-            return rows, (sum(n * v for n, v in pairs) / rows if rows else None)
-
-        (new_rows, new_value), (old_rows, old_value) = weighted(champion), weighted(previous)
-        if new_rows < min_rows or old_rows < min_rows:
-            return dg.SkipReason(f"not enough labelled live rows yet (v{champion}: {new_rows}, "
-                                 f"v{previous}: {old_rows}; need {min_rows} each)")
-        worse_by = (old_value - new_value) if metric in HIGHER_IS_BETTER else (new_value - old_value)
+            return dg.SkipReason(f"v{champion} is past its first {window}")
+        paired: dict[str, dict] = {}
+        answered: dict[str, list[dict]] = {}
+        for record in context.instance.fetch_materializations(performance_key, limit=200).records:
+            metadata = record.asset_materialization.metadata
+            if record.partition_key not in paired:  # newest first: the latest evaluation of each day counts
+                entries = metadata.get("paired_comparison")
+                for entry in (entries.value if entries is not None else []):
+                    if (entry["champion"], entry["other"]) == (champion, previous):
+                        paired[record.partition_key] = entry
+            by_version = metadata.get("answered_by_version")
+            for version, values in (by_version.value if by_version is not None else {}).items():
+                answered.setdefault(version, []).append(values)
+        rows, previous_gain = pooled(list(paired.values()))
+        if rows >= min_rows:
+            how = f"on the same {rows} labelled requests"
+        else:  # no pairs: each version on the days it answered
+            (new_rows, new_value), (old_rows, old_value) = (pooled(answered.get(v, []), metric)
+                                                            for v in (champion, previous))
+            if new_rows < min_rows or old_rows < min_rows:
+                return dg.SkipReason(f"not enough labelled live rows yet (paired: {rows}; v{champion}: {new_rows}, "
+                                     f"v{previous}: {old_rows}; need {min_rows})")
+            previous_gain = (old_value - new_value) if metric in HIGHER_IS_BETTER else (new_value - old_value)
+            how = f"on the days each answered (v{champion}: {new_rows} rows, v{previous}: {old_rows} rows)"
         context.update_cursor(f"{champion}:{last['at']}")
-        if worse_by <= tolerance:
-            return dg.SkipReason(f"v{champion} live {metric} {new_value:.4f} vs v{previous} {old_value:.4f}: kept")
-        reason = (f"live {metric} of v{champion} ({new_value:.4f} on {new_rows} rows) trails v{previous} "
-                  f"({old_value:.4f} on {old_rows} rows) by {worse_by:.4f} > {tolerance}")
+        if previous_gain <= tolerance:
+            return dg.SkipReason(f"v{champion} kept: v{previous} does better by {previous_gain:+.4f} {metric} "
+                                 f"{how}, within {tolerance}")
+        reason = f"live {metric} of v{champion} trails v{previous} by {previous_gain:.4f} > {tolerance} {how}"
         record = registry.rollback(reason, {"trigger": "rollback_on_regression", "metric": metric})
         send_alert({"kind": "rollback", "model": name, "asset": f"{name}/champion", "run_id": None,
                     "from_version": champion, "to_version": record["version"], "reason": reason},
@@ -223,9 +232,9 @@ def build_online_challenger_sensor(spec: ModelSpec) -> dg.SensorDefinition | Non
         for record in context.instance.fetch_materializations(performance_key, limit=500).records:
             if record.partition_key in days:  # newest first: the latest evaluation of each day counts
                 continue
-            compared = record.asset_materialization.metadata.get("challenger_comparison")
+            compared = record.asset_materialization.metadata.get("paired_comparison")
             for entry in (compared.value if compared is not None else []):
-                if (entry["champion"], entry["challenger"]) == (champion, challenger):
+                if (entry["champion"], entry["other"]) == (champion, challenger):
                     days[record.partition_key] = {"day": record.partition_key, **entry}
         verdict = judge_challenger(list(days.values()), rollout.window_days, rollout.min_rows,
                                    rollout.min_improvement)

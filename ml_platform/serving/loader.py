@@ -59,6 +59,19 @@ class RegistrySource:
             return None
         return str(found.version)
 
+    def guarded(self, window_s: float) -> str | None:
+        """`previous`, while the champion is within `window_s` of its promotion (audit tag `last_promote`)."""
+        from datetime import datetime, timezone
+
+        champion = self.version("champion")
+        if champion is None or window_s <= 0:
+            return None
+        promoted = self.client.get_model_version(self.name, champion).tags.get("last_promote")
+        if promoted is None or (datetime.now(timezone.utc) - datetime.fromisoformat(promoted)).total_seconds() > window_s:
+            return None
+        previous = self.version("previous")
+        return previous if previous != champion else None
+
     def load(self, version: str) -> LoadedModel:
         import mlflow
 
@@ -79,6 +92,9 @@ class FolderSource:
         if alias != "champion":
             return None
         return self._version or str(Model.load(self.folder).manifest.get("version", "local"))
+
+    def guarded(self, window_s: float) -> str | None:
+        return None  # one model, nothing to score beside it
 
     def load(self, version: str) -> LoadedModel:
         return LoadedModel(Model.load(self.folder), version)

@@ -49,9 +49,9 @@ def test_shadow_and_canary_pair_the_same_versions_the_same_way():
                                "roc_auc", True)
     for table in (shadow, canary):
         (row,) = table.to_dict("records")
-        assert (row["champion"], row["challenger"], row["rows"]) == ("1", "2", N)
+        assert (row["champion"], row["other"], row["rows"]) == ("1", "2", N)
         assert row["champion_value"] == pytest.approx(roc_auc_score(LABELS["y"], GOOD))
-        assert row["gain"] == pytest.approx(row["challenger_value"] - row["champion_value"]) and row["gain"] < 0
+        assert row["gain"] == pytest.approx(row["other_value"] - row["champion_value"]) and row["gain"] < 0
 
 
 def test_a_mixed_day_pools_shadow_and_canary_rows_of_one_pair():
@@ -67,7 +67,7 @@ def test_a_lower_is_better_metric_gains_when_the_error_falls():
     close, far = labels["y"] + RNG.normal(0, 0.1, N), labels["y"] + RNG.normal(0, 3, N)
     (row,) = paired_comparison(_served(far, "1", close, "2"), labels, "id", "y", "regression", "rmse",
                                False).to_dict("records")
-    assert row["gain"] == pytest.approx(row["champion_value"] - row["challenger_value"]) and row["gain"] > 0
+    assert row["gain"] == pytest.approx(row["champion_value"] - row["other_value"]) and row["gain"] > 0
 
 
 @pytest.mark.parametrize("served, labels", [

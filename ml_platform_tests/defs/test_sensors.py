@@ -134,8 +134,8 @@ def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_
     for day in days[:2]:  # v1 answers badly; v2, scoring the same requests in shadow, ranks them well
         _served_day(home, day, answer=("1", True), shadow=("2", False))
         result = job.execute_in_process(instance=instance, partition_key=day, asset_selection=[performance])
-        (compared,) = _metadata(result, "performance")["challenger_comparison"]
-        assert (compared["champion"], compared["challenger"], compared["rows"]) == ("1", "2", 500)
+        (compared,) = _metadata(result, "performance")["paired_comparison"]
+        assert (compared["champion"], compared["other"], compared["rows"]) == ("1", "2", 500)
         assert compared["gain"] > 0
     decided = tick()
     (request,) = decided.run_requests
@@ -211,3 +211,36 @@ def test_a_stale_asset_alerts_once_and_again_when_fresh(home, instance, tmp_path
     _evaluate_freshness(instance, datetime.now(timezone.utc))
     tick(failed.cursor)
     assert [a["kind"] for a in received] == ["stale", "stale", "fresh_again"]
+
+
+def test_a_rollback_judges_both_champions_on_the_same_requests(platform, instance, webhook, monkeypatch):
+    """While a new champion is fresh the endpoint scores the previous one beside it; the rollback decision
+    compares the two on those same labelled requests."""
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    defs = make({"gates.max_regression": 1.0, "monitoring.performance.rollback_tolerance": 0.0,
+                 "monitoring.performance.rollback_min_rows": 400})
+    partitions = _partitions(defs)
+    assert _retrain(defs, instance, partitions[0]).success and _retrain(defs, instance, partitions[1]).success
+    assert _aliases(home) == {"champion": "2", "previous": "1"}
+    sensor = defs.resolve_sensor_def("flight_delay_rollback_on_regression")
+    resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
+    tick = lambda: sensor.evaluate_tick(  # noqa: E731
+        dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
+    job = defs.resolve_implicit_global_asset_job_def()
+    performance = dg.AssetKey(["flight_delay", "performance"])
+    first, second = [(date.fromisoformat(partitions[1]) + timedelta(days=d)).isoformat() for d in (2, 3)]
+
+    _served_day(home, first, answer=("2", False), shadow=("1", False))  # both score alike: keep v2
+    assert job.execute_in_process(instance=instance, partition_key=first, asset_selection=[performance]).success
+    kept = tick()
+    assert kept.run_requests == [] and "v2 kept" in kept.skip_message
+    assert "on the same 500 labelled requests" in kept.skip_message
+
+    _served_day(home, second, answer=("2", True), shadow=("1", False))  # v2 ranks the next day's outcomes badly
+    assert job.execute_in_process(instance=instance, partition_key=second, asset_selection=[performance]).success
+    (redeploy,) = tick().run_requests
+    assert "on the same 1000 labelled requests" in redeploy.tags["ml_platform/trigger"]
+    assert _aliases(home) == {"champion": "1", "previous": "2"}
+    assert [a["kind"] for a in received] == ["rollback"]

@@ -193,6 +193,24 @@ def test_shadow_scores_the_challenger_but_answers_with_the_champion(trained, sta
     assert requests.get(f"{server.url}/v1/models/flight_delay", timeout=5).json()["challenger"] == "2"
 
 
+def test_a_new_champion_is_answered_with_the_previous_one_scored_beside_it(trained, start_server, registry_store,
+                                                                           tmp_path, write_spec):
+    """Within monitoring.performance.rollback_window of a promotion, the previous champion scores every request
+    too (logged, never returned), so a rollback decision compares both on the same outcomes."""
+    spec, folders, holdout = trained
+    uri, registry = registry_store
+    registry.promote("2", "newer", {})
+    server = start_server(env=_rollout_specs(tmp_path, write_spec, {"mode": "none"}))
+    rows = _records(holdout.head(5))
+    body = requests.post(server.predict_url(), json={"instances": rows}, timeout=10).json()
+    assert body["version"] == "2"
+    entry = read_log(server.log_path).iloc[0]
+    assert (entry["version"], entry["shadow_version"], entry["routed"]) == ("2", "1", "champion")
+    previous = np.asarray(json.loads(entry["shadow_outputs"]))
+    assert np.max(np.abs(previous - Model.load(folders[0]).predict(holdout.head(5)))) <= 1e-9
+    assert requests.get(f"{server.url}/v1/models/flight_delay", timeout=5).json()["previous_scored_beside"] == "1"
+
+
 def test_a_challenger_that_has_not_passed_its_gates_gets_no_traffic(trained, start_server, registry_store,
                                                                     tmp_path, write_spec):
     spec, folders, holdout = trained
