@@ -49,15 +49,19 @@ class FeatureEncoder:
                 matrix[:, i] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64,
                                                                                     na_value=np.nan)
         for j, name in enumerate(self.categorical, start=offset):
-            values = frame[name]
-            if isinstance(values.dtype, pd.CategoricalDtype):  # a Categorical cannot hold the text values below
-                values = values.astype(object)
-            if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
-                values = values.where(values.isna(), values.astype(str))
-            codes = self._index[name].get_indexer(values).astype(np.float64)
-            codes[codes < 0] = np.nan  # missing or never seen in training
-            matrix[:, j] = codes
+            matrix[:, j] = self._encode(name, frame[name])
         return matrix
+
+    def _encode(self, name: str, values: pd.Series) -> np.ndarray:
+        """Codes of one categorical column, NaN for missing or never-seen levels. Only the column's distinct
+        values are looked up (as text), so the per-row cost is one hash pass, or none for a pandas Categorical."""
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            row_codes, distinct = values.cat.codes.to_numpy(), values.cat.categories
+        else:
+            row_codes, distinct = pd.factorize(values, use_na_sentinel=True)
+        lookup = self._index[name].get_indexer(pd.Index(distinct).astype(str)).astype(np.float64)
+        lookup[lookup < 0] = np.nan
+        return np.append(lookup, np.nan)[row_codes]  # row code -1 (missing) picks the appended NaN
 
     @cached_property
     def _index(self) -> dict[str, pd.Index]:
