@@ -165,6 +165,8 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
         version = requests.get(f"{endpoint}/v1/models/flight_delay", timeout=5).json()["version"]
         time.sleep(2)
     assert version == "2", "the endpoint should serve the retrained version"
+    # for its first days the new champion is answered with v1 scored beside it: rollback compares like with like
+    assert requests.get(f"{endpoint}/v1/models/flight_delay", timeout=5).json()["previous_scored_beside"] == "1"
     if os.environ.get("ML_PLATFORM_SCENARIO_TIMINGS"):  # read by benchmarks/monitoring.py --scenario
         Path(os.environ["ML_PLATFORM_SCENARIO_TIMINGS"]).write_text(json.dumps(
             {"drifted_day_logged_to_new_version_serving_s": round(time.monotonic() - drift_logged, 1)}))
