@@ -46,7 +46,7 @@ def not_worse_than_champion(evaluation: Evaluation, gates: Gates) -> GateResult:
     new, old = evaluation.value, evaluation.champion[metric]
     higher = metric in HIGHER_IS_BETTER
     worse_by = (old - new) if higher else (new - old)
-    passed = worse_by <= gates.max_regression
+    passed = worse_by <= gates.max_regression + 1e-12  # "worse by exactly the tolerance" passes despite rounding
     return GateResult(NOT_WORSE, bool(passed),
                       f"{metric} {new:.4f} vs champion {old:.4f} on the same holdout "
                       f"(worse by {worse_by:+.4f}, tolerance {gates.max_regression})", worse_by, gates.max_regression)

@@ -128,6 +128,9 @@ class Model:
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-row feature contributions (TreeSHAP, LightGBM's pred_contrib); the last column is the bias."""
+        columns = [*self.encoder.names, "(bias)"]
+        if len(frame) == 0:  # LightGBM refuses an empty matrix; no rows have no contributions
+            return pd.DataFrame(columns=columns, index=frame.index, dtype=np.float64)
         values = self.booster.predict(self.encoder.transform(frame), pred_contrib=True,
                                       num_threads=_threads(len(frame)))
         if self.task == "multiclass":  # one block per class; report the contributions to the top class
@@ -135,7 +138,7 @@ class Model:
             blocks = values.reshape(len(frame), len(self.classes), width)
             top = self.predict(frame).argmax(axis=1)
             values = blocks[np.arange(len(frame)), top]
-        return pd.DataFrame(values, columns=[*self.encoder.names, "(bias)"], index=frame.index)
+        return pd.DataFrame(values, columns=columns, index=frame.index)
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)

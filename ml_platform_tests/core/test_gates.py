@@ -70,6 +70,13 @@ def test_not_worse_allows_the_tolerated_regression(new, passed):
     assert result.value == pytest.approx(0.75 - new) and result.threshold == 0.125
 
 
+@pytest.mark.parametrize(("old", "new", "passed"), [(0.75, 0.74, True), (0.8, 0.79, True), (0.8, 0.7899, False)])
+def test_worse_by_exactly_a_decimal_tolerance_passes(old, new, passed):
+    assert 0.75 - 0.74 > 0.01  # the float rounding the gate must absorb
+    result = not_worse_than_champion(_evaluation(value=new, champion={"roc_auc": old}), Gates(max_regression=0.01))
+    assert result.passed is passed
+
+
 @pytest.mark.parametrize(("new", "passed"), [(10.0, True), (8.0, True), (10.5, True), (10.6, False)])
 def test_not_worse_for_a_lower_is_better_metric(new, passed):
     evaluation = _evaluation("rmse", new, champion={"rmse": 10.0}, task="regression", predictions=(1.0, 2.0))

@@ -146,3 +146,10 @@ def test_a_missing_feature_column_raises_key_error_naming_it(model, split):
         model.predict(rows.drop(columns=["carrier"]))
     with pytest.raises(KeyError, match="temp, plane_year"):
         model.predict(rows.drop(columns=["temp", "plane_year"]))
+
+
+def test_no_rows_score_and_explain_to_empty_results(model, split):
+    empty = split.test.iloc[0:0]
+    assert model.predict(empty).shape == (0,)
+    contributions = model.contributions(empty)
+    assert contributions.empty and list(contributions.columns) == [*model.encoder.names, "(bias)"]
