@@ -173,3 +173,16 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
     drift_alerts = [a for a in alerts if a["kind"] == "drift"]
     assert drift_alerts and drift_alerts[0]["partition"] == drifted.isoformat()
     assert "carrier" in drift_alerts[0]["features"]
+
+    # Every sensor ticked under the real daemon, and none of their ticks failed.
+    from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+
+    with DagsterInstance.from_config(str(home / "dagster")) as instance:
+        ticks = {state.instigator_name: instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=500)
+                 for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)}
+    assert {"flight_delay_retrain_on_monitoring", "flight_delay_rollback_on_regression",
+            "flight_delay_staleness_alerts", "alert_on_run_failure", "ml_platform_automation"} <= {
+        name for name, found in ticks.items() if found}
+    failed = {name: [t.error.to_string()[-1500:] for t in found if t.status == TickStatus.FAILURE]
+              for name, found in ticks.items()}
+    assert not any(failed.values()), failed

@@ -44,7 +44,10 @@ class Registry:
             return None
 
     def aliases(self) -> dict[str, str]:
-        model = self.client.get_registered_model(self.name)
+        try:
+            model = self.client.get_registered_model(self.name)
+        except MlflowException:  # nothing registered yet
+            return {}
         return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
     def register(self, model_uri: str, run_id: str, tags: dict[str, str], description: str = "") -> str:
@@ -110,8 +113,11 @@ class Registry:
         return self._audit(action, version, self.version_of(CHAMPION), reason, details)
 
     def history(self) -> list[dict]:
-        """Every audit record, oldest first."""
-        tags = self.client.get_registered_model(self.name).tags or {}
+        """Every audit record, oldest first (none before the first version is registered)."""
+        try:
+            tags = self.client.get_registered_model(self.name).tags or {}
+        except MlflowException:
+            return []
         return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith("audit.")]
 
     def _require(self, version: str) -> None:

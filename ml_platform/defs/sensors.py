@@ -58,10 +58,14 @@ def build_retrain_sensor(spec: ModelSpec, retrain_job: str, training: dg.Partiti
             # hide a failure, and one still running is looked at again next tick
             history = context.instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100)
             for record in sorted((r for r in history if r.id > seen.get(reason, 0)), key=lambda r: r.id):
-                if record.event is None or record.event.dagster_event is None:
-                    break
+                if record.status.value == "PLANNED":
+                    run = context.instance.get_run_by_id(record.run_id)
+                    if run is None or not run.is_finished:
+                        break  # still running: looked at again next tick
+                    seen[reason] = record.id  # its run ended before evaluating the check
+                    continue
                 seen[reason] = record.id
-                if not record.event.dagster_event.event_specific_data.passed:
+                if record.status.value == "FAILED":
                     failing.append((reason, record))
         state["last_id"] = seen
         if not failing:

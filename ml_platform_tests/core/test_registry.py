@@ -224,3 +224,9 @@ def test_retiring_a_challenger_removes_only_its_alias_and_is_audited(store, mode
     assert registry.history()[-1]["gain"] == -0.02
     with pytest.raises(RegistryError, match="no challenger"):
         registry.retire_challenger("again", {})
+
+
+def test_a_model_never_registered_has_no_aliases_and_no_history(store):
+    client, _ = store
+    registry = Registry(client, "never_registered")
+    assert registry.aliases() == {} and registry.history() == [] and registry.version_of(CHAMPION) is None

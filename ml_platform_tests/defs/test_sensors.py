@@ -50,6 +50,39 @@ def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, web
     assert quiet.run_requests == [] and "no new failing" in quiet.skip_message
 
 
+def test_sensors_tick_cleanly_before_any_model_and_past_checks_that_never_ran(platform, instance, webhook,
+                                                                              monkeypatch):
+    """Before the first model the registry is empty; a drift run that failed before its checks ran leaves them
+    planned forever. Neither may break a sensor, and a real failure after them is still acted on."""
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    defs = make()
+    resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
+    for name in ("flight_delay_rollback_on_regression", "flight_delay_retrain_on_monitoring"):
+        result = defs.resolve_sensor_def(name).evaluate_tick(
+            dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
+        assert result.run_requests == [] and result.skip_message
+
+    partition = _partitions(defs)[0]
+    job = defs.resolve_implicit_global_asset_job_def()
+    drift_key = dg.AssetKey(["flight_delay", "drift"])
+    early, later = [(date.fromisoformat(partition) + timedelta(days=d)).isoformat() for d in (3, 4)]
+    no_champion = job.execute_in_process(instance=instance, partition_key=early, asset_selection=[drift_key],
+                                         raise_on_error=False)
+    assert not no_champion.success  # "no champion yet": the checks were planned, never evaluated
+    sensor = defs.resolve_sensor_def("flight_delay_retrain_on_monitoring")
+    quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert quiet.run_requests == [] and "no new failing" in quiet.skip_message
+
+    assert _retrain(defs, instance, partition).success
+    _log_drifted_traffic(home, later)
+    assert job.execute_in_process(instance=instance, partition_key=later, asset_selection=[drift_key]).success
+    (request,) = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
+                                                              cursor=quiet.cursor)).run_requests
+    assert request.tags["ml_platform/trigger"] == f"flight_delay/drift {later}"
+
+
 def test_a_failed_gate_leaves_the_champion_and_alerts(platform, instance, webhook, monkeypatch):
     url, received = webhook
     monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
