@@ -164,23 +164,13 @@ def build_rollback_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         if datetime.now(timezone.utc) - datetime.fromisoformat(last["at"]) > window:
             context.update_cursor(f"{champion}:{last['at']}")
             return dg.SkipReason(f"v{champion} is past its first {window}")
-        paired: dict[str, dict] = {}
-        answered: dict[str, list[dict]] = {}
-        for record in context.instance.fetch_materializations(performance_key, limit=200).records:
-            metadata = record.asset_materialization.metadata
-            if record.partition_key not in paired:  # newest first: the latest evaluation of each day counts
-                entries = metadata.get("paired_comparison")
-                for entry in (entries.value if entries is not None else []):
-                    if (entry["champion"], entry["other"]) == (champion, previous):
-                        paired[record.partition_key] = entry
-            by_version = metadata.get("answered_by_version")
-            for version, values in (by_version.value if by_version is not None else {}).items():
-                answered.setdefault(version, []).append(values)
-        rows, previous_gain = pooled(list(paired.values()))
+        days = _latest_per_day(context.instance, performance_key)
+        rows, previous_gain = pooled(_paired_days(days, champion, previous))
         if rows >= min_rows:
             how = f"on the same {rows} labelled requests"
         else:  # no pairs: each version on the days it answered
-            (new_rows, new_value), (old_rows, old_value) = (pooled(answered.get(v, []), metric)
+            answered = [d.get("answered_by_version", {}) for d in days.values()]
+            (new_rows, new_value), (old_rows, old_value) = (pooled([a[v] for a in answered if v in a], metric)
                                                             for v in (champion, previous))
             if new_rows < min_rows or old_rows < min_rows:
                 return dg.SkipReason(f"not enough labelled live rows yet (paired: {rows}; v{champion}: {new_rows}, "
@@ -199,6 +189,21 @@ def build_rollback_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         return _redeploy(name, "rollback", f"v{champion} → v{record['version']}: {reason}")
 
     return rollback_on_regression
+
+
+def _latest_per_day(instance: dg.DagsterInstance, key: dg.AssetKey, limit: int = 500) -> dict[str, dict]:
+    """The metadata of each partition's newest materialization: a day evaluated again counts once."""
+    latest: dict[str, dict] = {}
+    for record in instance.fetch_materializations(key, limit=limit).records:  # newest first
+        latest.setdefault(record.partition_key, {k: v.value for k, v in
+                                                 record.asset_materialization.metadata.items()})
+    return latest
+
+
+def _paired_days(days: dict[str, dict], champion: str, other: str) -> list[dict]:
+    """Each day's paired comparison of `champion` with `other` (from `<model>/performance`)."""
+    return [{"day": day, **entry} for day, metadata in days.items()
+            for entry in metadata.get("paired_comparison", []) if (entry["champion"], entry["other"]) == (champion, other)]
 
 
 def _redeploy(name: str, reason: str, trigger: str) -> dg.RunRequest:
@@ -232,16 +237,8 @@ def build_online_challenger_sensor(spec: ModelSpec) -> dg.SensorDefinition | Non
             return dg.SkipReason("no challenger on trial")
         if context.cursor == f"{champion}:{challenger}":
             return dg.SkipReason(f"v{challenger} against v{champion} already decided")
-        days: dict[str, dict] = {}
-        for record in context.instance.fetch_materializations(performance_key, limit=500).records:
-            if record.partition_key in days:  # newest first: the latest evaluation of each day counts
-                continue
-            compared = record.asset_materialization.metadata.get("paired_comparison")
-            for entry in (compared.value if compared is not None else []):
-                if (entry["champion"], entry["other"]) == (champion, challenger):
-                    days[record.partition_key] = {"day": record.partition_key, **entry}
-        verdict = judge_challenger(list(days.values()), rollout.window_days, rollout.min_rows,
-                                   rollout.min_improvement)
+        paired = _paired_days(_latest_per_day(context.instance, performance_key), champion, challenger)
+        verdict = judge_challenger(paired, rollout.window_days, rollout.min_rows, rollout.min_improvement)
         if verdict.decision == "wait":
             return dg.SkipReason(f"v{challenger} against v{champion}: {verdict.reason}")
         context.update_cursor(f"{champion}:{challenger}")

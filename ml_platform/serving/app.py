@@ -96,8 +96,8 @@ class ServingApp:
             # live traffic reaches a challenger only once it has passed its offline gates
             challenger_version = (await asyncio.to_thread(self.source.version, "challenger", True)
                                   if self.config.rollout_mode != "none" else None)
-            guard_version = (await asyncio.to_thread(self.source.guarded, self.config.guard_s)
-                             if challenger_version is None else None)
+            guard_version = (await asyncio.to_thread(self.source.guarded, champion_version, self.config.guard_s)
+                             if challenger_version is None and self.config.guard_s > 0 else None)
         except Exception as error:  # the registry is down: keep serving what is loaded
             log.warning("registry not reachable, keeping the loaded model: %s", error)
             return False

@@ -59,11 +59,10 @@ class RegistrySource:
             return None
         return str(found.version)
 
-    def guarded(self, window_s: float) -> str | None:
-        """`previous`, while the champion is within `window_s` of its promotion (audit tag `last_promote`)."""
+    def guarded(self, champion: str | None, window_s: float) -> str | None:
+        """`previous`, while `champion` is within `window_s` of its promotion (audit tag `last_promote`)."""
         from datetime import datetime, timezone
 
-        champion = self.version("champion")
         if champion is None or window_s <= 0:
             return None
         promoted = self.client.get_model_version(self.name, champion).tags.get("last_promote")
@@ -93,7 +92,7 @@ class FolderSource:
             return None
         return self._version or str(Model.load(self.folder).manifest.get("version", "local"))
 
-    def guarded(self, window_s: float) -> str | None:
+    def guarded(self, champion: str | None, window_s: float) -> str | None:
         return None  # one model, nothing to score beside it
 
     def load(self, version: str) -> LoadedModel:
