@@ -203,7 +203,8 @@ def _latest_per_day(instance: dg.DagsterInstance, key: dg.AssetKey, limit: int =
 def _paired_days(days: dict[str, dict], champion: str, other: str) -> list[dict]:
     """Each day's paired comparison of `champion` with `other` (from `<model>/performance`)."""
     return [{"day": day, **entry} for day, metadata in days.items()
-            for entry in metadata.get("paired_comparison", []) if (entry["champion"], entry["other"]) == (champion, other)]
+            for entry in metadata.get("paired_comparison", [])
+            if (entry["champion"], entry["other"]) == (champion, other)]
 
 
 def _redeploy(name: str, reason: str, trigger: str) -> dg.RunRequest:
@@ -282,7 +283,8 @@ def build_staleness_sensor(spec: ModelSpec) -> dg.SensorDefinition | None:
         sent = []
         for key, record in context.instance.get_freshness_state_records(keys).items():
             asset = key.to_user_string()
-            state, mark = record.freshness_state.value, f"{record.freshness_state.value}@{record.updated_at.isoformat()}"
+            state = record.freshness_state.value
+            mark = f"{state}@{record.updated_at.isoformat()}"
             before = seen.get(asset, "").split("@")[0]
             if seen.get(asset) == mark:
                 continue

@@ -66,7 +66,9 @@ class RegistrySource:
         if champion is None or window_s <= 0:
             return None
         promoted = self.client.get_model_version(self.name, champion).tags.get("last_promote")
-        if promoted is None or (datetime.now(timezone.utc) - datetime.fromisoformat(promoted)).total_seconds() > window_s:
+        if promoted is None:
+            return None
+        if (datetime.now(timezone.utc) - datetime.fromisoformat(promoted)).total_seconds() > window_s:
             return None
         previous = self.version("previous")
         return previous if previous != champion else None

@@ -67,6 +67,13 @@ def _register(registry: Registry, folder: Path, experiment: str, **tags) -> str:
     return registry.register(uri, run_id, tags=tags, description="flight delays")
 
 
+def _champion_and_challenger(registry: Registry, folders: list[Path], experiment: str) -> None:
+    """v1 promoted to champion, v2 registered as challenger."""
+    _register(registry, folders[0], experiment)
+    registry.promote("1", "first", {})
+    _register(registry, folders[1], experiment)
+
+
 def test_register_creates_version_one_as_challenger(store, models):
     client, experiment = store
     registry = Registry(client, NAME)
@@ -144,9 +151,7 @@ def test_a_failed_gate_is_recorded_and_moves_nothing(store, models):
     client, experiment = store
     folders, _ = models
     registry = Registry(client, NAME)
-    _register(registry, folders[0], experiment)
-    registry.promote("1", "first", {})
-    _register(registry, folders[1], experiment)
+    _champion_and_challenger(registry, folders, experiment)
     before = registry.aliases()
     record = registry.record("gate-failed", "2", "metric_floor: roc_auc 0.51 < 0.65", {"gates": {"metric_floor": False}})
     assert registry.aliases() == before == {CHAMPION: "1", CHALLENGER: "2"}
@@ -191,9 +196,7 @@ def test_only_a_version_that_passed_every_gate_is_promoted_past_the_gates(store,
     client, experiment = store
     folders, _ = models
     registry = Registry(client, NAME)
-    _register(registry, folders[0], experiment)
-    registry.promote("1", "first", {})
-    _register(registry, folders[1], experiment)
+    _champion_and_challenger(registry, folders, experiment)
     with pytest.raises(RegistryError, match="gates are not run"):
         registry.promote_gated("2", "online win", {})
     run_id = client.get_model_version(NAME, "2").run_id
@@ -215,9 +218,7 @@ def test_retiring_a_challenger_removes_only_its_alias_and_is_audited(store, mode
     client, experiment = store
     folders, _ = models
     registry = Registry(client, NAME)
-    _register(registry, folders[0], experiment)
-    registry.promote("1", "first", {})
-    _register(registry, folders[1], experiment)
+    _champion_and_challenger(registry, folders, experiment)
     record = registry.retire_challenger("lost online", {"gain": -0.02})
     assert registry.aliases() == {CHAMPION: "1"} and str(client.get_model_version(NAME, "2").version) == "2"
     assert (record["action"], record["version"], record["from_version"]) == ("retire-challenger", "2", "1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -91,3 +92,14 @@ def ev_roc_auc(y, scores) -> float:
     from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y, scores))
+
+
+def _day(partition: str, offset: int) -> str:
+    """The ISO day `offset` days after a partition key."""
+    return (date.fromisoformat(partition) + timedelta(days=offset)).isoformat()
+
+
+def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, stage: str, day: str | None = None, **kwargs):
+    """One stage of flight_delay (for one day when partitioned), in process on the test instance."""
+    return defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, partition_key=day, asset_selection=[dg.AssetKey(["flight_delay", stage])], **kwargs)

@@ -4,15 +4,14 @@ from the endpoint's real prediction log.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
 
 import dagster as dg
 import mlflow
 import pandas as pd
 
 from ml_platform.core.model import Model
-from ml_platform_tests.defs.helpers import (_client, _day_features, _log_drifted_traffic, _log_traffic, _metadata,
-                                            _partitions, _retrain, ev_roc_auc)
+from ml_platform_tests.defs.helpers import (_client, _day, _day_features, _log_drifted_traffic, _log_traffic,
+                                            _materialize, _metadata, _partitions, _retrain, ev_roc_auc)
 
 
 def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, instance):
@@ -21,10 +20,8 @@ def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, ins
     defs = make()
     partition = _partitions(defs)[0]
     assert _retrain(defs, instance, partition).success
-    job = defs.resolve_implicit_global_asset_job_def()
-    drift_key = dg.AssetKey(["flight_delay", "drift"])
-    normal_day = (date.fromisoformat(partition) + timedelta(days=2)).isoformat()
-    normal = job.execute_in_process(instance=instance, partition_key=normal_day, asset_selection=[drift_key])
+    normal_day = _day(partition, 2)
+    normal = _materialize(defs, instance, "drift", normal_day)
     assert normal.success
     checks = {e.check_name: e for e in normal.get_asset_check_evaluations()}
     assert checks["drift_fail"].passed and checks["drift_fail"].partition == normal_day
@@ -32,9 +29,9 @@ def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, ins
     assert metadata["live_source"] == "features (batch scored)" and metadata["rows"] > 500
 
     # Live traffic of a later day, logged by the endpoint, with hotter weather and another carrier mix.
-    drifted_day = (date.fromisoformat(partition) + timedelta(days=4)).isoformat()
+    drifted_day = _day(partition, 4)
     _log_drifted_traffic(home, drifted_day)
-    drifted = job.execute_in_process(instance=instance, partition_key=drifted_day, asset_selection=[drift_key])
+    drifted = _materialize(defs, instance, "drift", drifted_day)
     assert drifted.success  # drift is reported by its checks, it does not fail the run
     checks = {e.check_name: e for e in drifted.get_asset_check_evaluations()}
     assert not checks["drift_fail"].passed and checks["drift_fail"].severity == dg.AssetCheckSeverity.ERROR
@@ -50,21 +47,19 @@ def test_live_performance_joins_delayed_labels_by_key(platform, instance):
     defs = make({"monitoring.performance.floor": 0.55})
     partition = _partitions(defs)[0]
     assert _retrain(defs, instance, partition).success
-    job = defs.resolve_implicit_global_asset_job_def()
-    performance = dg.AssetKey(["flight_delay", "performance"])
-    quiet_day = (date.fromisoformat(partition) + timedelta(days=1)).isoformat()
-    quiet = job.execute_in_process(instance=instance, partition_key=quiet_day, asset_selection=[performance])
+    quiet_day = _day(partition, 1)
+    quiet = _materialize(defs, instance, "performance", quiet_day)
     assert quiet.success and _metadata(quiet, "performance")["status"] == "no traffic"
     (check,) = quiet.get_asset_check_evaluations()
     assert check.passed and "nothing to judge" in check.description
 
-    day = (date.fromisoformat(partition) + timedelta(days=3)).isoformat()
+    day = _day(partition, 3)
     run_id = _client(home).get_model_version("flight_delay", "1").run_id
     model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
     served = _day_features(home, day)
     scores = model.predict(served)
     _log_traffic(home, "r", served, scores.tolist(), shadow=("9", (1 - scores).tolist()))
-    result = job.execute_in_process(instance=instance, partition_key=day, asset_selection=[performance])
+    result = _materialize(defs, instance, "performance", day)
     assert result.success
     metadata = _metadata(result, "performance")
     assert metadata["labelled_rows"] == 500 and metadata["label_coverage"] == 1.0
@@ -79,8 +74,7 @@ def test_live_performance_joins_delayed_labels_by_key(platform, instance):
 
     # Live performance under the floor is a reason to retrain, like drift.
     strict = make({"monitoring.performance.floor": 0.99})
-    failing = strict.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, partition_key=day, asset_selection=[performance])
+    failing = _materialize(strict, instance, "performance", day)
     (check,) = failing.get_asset_check_evaluations()
     assert not check.passed and "vs floor 0.99" in check.description
     sensor = strict.resolve_sensor_def("flight_delay_retrain_on_monitoring")

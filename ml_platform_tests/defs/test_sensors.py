@@ -13,8 +13,8 @@ from ml_platform.core.model import Model
 from ml_platform.core.registry import Registry
 from ml_platform.defs import build_definitions
 from ml_platform.spec import load_spec
-from ml_platform_tests.defs.helpers import (_aliases, _client, _day_features, _log_drifted_traffic, _log_traffic,
-                                            _metadata, _partitions, _retrain, _served_day)
+from ml_platform_tests.defs.helpers import (_aliases, _client, _day, _day_features, _log_drifted_traffic,
+                                            _log_traffic, _materialize, _metadata, _partitions, _retrain, _served_day)
 
 
 def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, webhook, monkeypatch):
@@ -24,12 +24,10 @@ def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, web
     defs = make()
     partition = _partitions(defs)[0]
     assert _retrain(defs, instance, partition).success
-    job = defs.resolve_implicit_global_asset_job_def()
-    drift_key = dg.AssetKey(["flight_delay", "drift"])
     sensor = defs.resolve_sensor_def("flight_delay_retrain_on_monitoring")
-    first, second = [(date.fromisoformat(partition) + timedelta(days=d)).isoformat() for d in (4, 5)]
+    first, second = [_day(partition, d) for d in (4, 5)]
     _log_drifted_traffic(home, first)
-    assert job.execute_in_process(instance=instance, partition_key=first, asset_selection=[drift_key]).success
+    assert _materialize(defs, instance, "drift", first).success
     context = dg.build_sensor_context(instance=instance, definitions=defs)
     result = sensor.evaluate_tick(context)
     (request,) = result.run_requests
@@ -41,7 +39,7 @@ def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, web
 
     # The next drifted day of the same episode alerts again but does not start a second retrain.
     _log_drifted_traffic(home, second)
-    assert job.execute_in_process(instance=instance, partition_key=second, asset_selection=[drift_key]).success
+    assert _materialize(defs, instance, "drift", second).success
     again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
                                                          cursor=result.cursor))
     assert again.run_requests == [] and "cooldown" in again.skip_message
@@ -65,10 +63,8 @@ def test_sensors_tick_cleanly_before_any_model_and_past_checks_that_never_ran(pl
         assert result.run_requests == [] and result.skip_message
 
     partition = _partitions(defs)[0]
-    job = defs.resolve_implicit_global_asset_job_def()
-    drift_key = dg.AssetKey(["flight_delay", "drift"])
-    early, later = [(date.fromisoformat(partition) + timedelta(days=d)).isoformat() for d in (3, 4)]
-    no_champion = job.execute_in_process(instance=instance, partition_key=early, asset_selection=[drift_key],
+    early, later = [_day(partition, d) for d in (3, 4)]
+    no_champion = _materialize(defs, instance, "drift", early,
                                          raise_on_error=False)
     assert not no_champion.success  # "no champion yet": the checks were planned, never evaluated
     sensor = defs.resolve_sensor_def("flight_delay_retrain_on_monitoring")
@@ -77,7 +73,7 @@ def test_sensors_tick_cleanly_before_any_model_and_past_checks_that_never_ran(pl
 
     assert _retrain(defs, instance, partition).success
     _log_drifted_traffic(home, later)
-    assert job.execute_in_process(instance=instance, partition_key=later, asset_selection=[drift_key]).success
+    assert _materialize(defs, instance, "drift", later).success
     (request,) = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
                                                               cursor=quiet.cursor)).run_requests
     assert request.tags["ml_platform/trigger"] == f"flight_delay/drift {later}"
@@ -121,17 +117,17 @@ def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, in
 
     run_id = _client(home).get_model_version("flight_delay", "1").run_id
     model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
-    days = [(date.fromisoformat(partitions[1]) + timedelta(days=d)).isoformat() for d in (2, 3)]
+    days = [_day(partitions[1], d) for d in (2, 3)]
     for day, version, invert in ((days[0], "1", False), (days[1], "2", True)):
         served = _day_features(home, day)
         scores = model.predict(served)
         _log_traffic(home, day, served, (1 - scores if invert else scores).tolist(), version=version)  # v2 serves badly
-        assert defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, partition_key=day, asset_selection=[dg.AssetKey(["flight_delay", "performance"])]).success
+        assert _materialize(defs, instance, "performance", day).success
     judged = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
     (redeploy,) = judged.run_requests  # the endpoint's smoke test proves the restored version serves
     assert redeploy.asset_selection == [dg.AssetKey(["flight_delay", "endpoint"])]
-    assert redeploy.tags["ml_platform/reason"] == "rollback" and redeploy.tags["ml_platform/trigger"].startswith("v2 → v1")
+    assert redeploy.tags["ml_platform/reason"] == "rollback"
+    assert redeploy.tags["ml_platform/trigger"].startswith("v2 → v1")
     assert _aliases(home) == {"champion": "1", "previous": "2"}
     history = Registry(_client(home), "flight_delay").history()
     assert history[-1]["action"] == "rollback" and history[-1]["trigger"] == "rollback_on_regression"
@@ -161,12 +157,10 @@ def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_
         instance=instance, resources=resources, cursor=cursor, definitions=defs))
     assert "0 of 2 days" in tick().skip_message
 
-    job = defs.resolve_implicit_global_asset_job_def()
-    performance = dg.AssetKey(["flight_delay", "performance"])
-    days = [(date.fromisoformat(partitions[1]) + timedelta(days=d)).isoformat() for d in (1, 2, 3, 4)]
+    days = [_day(partitions[1], d) for d in (1, 2, 3, 4)]
     for day in days[:2]:  # v1 answers badly; v2, scoring the same requests in shadow, ranks them well
         _served_day(home, day, answer=("1", True), shadow=("2", False))
-        result = job.execute_in_process(instance=instance, partition_key=day, asset_selection=[performance])
+        result = _materialize(defs, instance, "performance", day)
         (compared,) = _metadata(result, "performance")["paired_comparison"]
         assert (compared["champion"], compared["other"], compared["rows"]) == ("1", "2", 500)
         assert compared["gain"] > 0
@@ -186,7 +180,7 @@ def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_
     assert _aliases(home) == {"champion": "2", "previous": "1", "challenger": "3"}
     for day in days[2:]:
         _served_day(home, day, answer=("2", False), shadow=("3", True))
-        assert job.execute_in_process(instance=instance, partition_key=day, asset_selection=[performance]).success
+        assert _materialize(defs, instance, "performance", day).success
     retired = tick()
     assert retired.run_requests == [] and "retired v3" in retired.skip_message
     assert _aliases(home) == {"champion": "2", "previous": "1"}
@@ -261,18 +255,16 @@ def test_a_rollback_judges_both_champions_on_the_same_requests(platform, instanc
     resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
     tick = lambda: sensor.evaluate_tick(  # noqa: E731
         dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
-    job = defs.resolve_implicit_global_asset_job_def()
-    performance = dg.AssetKey(["flight_delay", "performance"])
-    first, second = [(date.fromisoformat(partitions[1]) + timedelta(days=d)).isoformat() for d in (2, 3)]
+    first, second = [_day(partitions[1], d) for d in (2, 3)]
 
     _served_day(home, first, answer=("2", False), shadow=("1", False))  # both score alike: keep v2
-    assert job.execute_in_process(instance=instance, partition_key=first, asset_selection=[performance]).success
+    assert _materialize(defs, instance, "performance", first).success
     kept = tick()
     assert kept.run_requests == [] and "v2 kept" in kept.skip_message
     assert "on the same 500 labelled requests" in kept.skip_message
 
     _served_day(home, second, answer=("2", True), shadow=("1", False))  # v2 ranks the next day's outcomes badly
-    assert job.execute_in_process(instance=instance, partition_key=second, asset_selection=[performance]).success
+    assert _materialize(defs, instance, "performance", second).success
     (redeploy,) = tick().run_requests
     assert "on the same 1000 labelled requests" in redeploy.tags["ml_platform/trigger"]
     assert _aliases(home) == {"champion": "1", "previous": "2"}

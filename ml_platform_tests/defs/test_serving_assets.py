@@ -5,12 +5,11 @@ batch predictions of a day.
 from __future__ import annotations
 
 import socket
-from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
 
-from ml_platform_tests.defs.helpers import _metadata, _partitions, _retrain
+from ml_platform_tests.defs.helpers import _day, _materialize, _metadata, _partitions, _retrain
 
 
 def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, instance):
@@ -26,9 +25,8 @@ def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, ins
     defs = make({"serving.port": port})
     partition = _partitions(defs)[0]
     assert _retrain(defs, instance, partition).success
-    job = defs.resolve_implicit_global_asset_job_def()
     try:
-        result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(["flight_delay", "endpoint"])])
+        result = _materialize(defs, instance, "endpoint")
         assert result.success
         metadata = _metadata(result, "endpoint")
         assert metadata["version"] == "1"
@@ -36,9 +34,8 @@ def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, ins
         assert metadata["url"] == f"http://127.0.0.1:{port}/v1/models/flight_delay"
         info = requests.get(metadata["url"], timeout=5).json()
         assert info["version"] == "1"
-        day = (date.fromisoformat(partition) + timedelta(days=3)).isoformat()
-        scored = job.execute_in_process(instance=instance, partition_key=day,
-                                        asset_selection=[dg.AssetKey(["flight_delay", "predictions"])])
+        day = _day(partition, 3)
+        scored = _materialize(defs, instance, "predictions", day)
         assert scored.success
         frame = pd.read_parquet(home / "storage" / "flight_delay" / "predictions" / f"{day}.parquet")
         assert (frame["model_version"] == "1").all() and frame["prediction"].between(0, 1).all()
