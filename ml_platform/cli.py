@@ -120,7 +120,7 @@ def serve(args) -> int:
         rollout_mode=serving.rollout.mode if serving else "none",
         canary_fraction=serving.rollout.fraction if serving else 0.1,
         rollout_key=serving.rollout.key if serving else None,
-        guard_s=spec.monitoring.performance.rollback_window.total_seconds() if spec else 0.0)
+        previous_window_s=spec.monitoring.performance.rollback_window.total_seconds() if spec else 0.0)
     source = FolderSource(args.model_dir, args.model_version) if args.model_dir else RegistrySource(args.model)
     port = args.port or (serving.port if serving else 8080)
     uvicorn.run(ServingApp(config, source), host=args.host, port=port, log_level="warning", access_log=False,

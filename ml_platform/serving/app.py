@@ -43,7 +43,7 @@ class ServeConfig:
     rollout_mode: str = "none"       # none | shadow | canary
     canary_fraction: float = 0.1
     rollout_key: str | None = None   # a feature whose value makes canary routing sticky
-    guard_s: float = 0.0             # score `previous` beside a champion this new (seconds since promotion)
+    previous_window_s: float = 0.0   # score `previous` beside a champion this new (seconds since promotion)
     token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_ENV) or None)
 
 
@@ -55,7 +55,7 @@ class Slot:
     champion: LoadedModel | None
     challenger: LoadedModel | None = None
     schema: Schema | None = None
-    guard: LoadedModel | None = None
+    previous: LoadedModel | None = None
 
 
 class ServingApp:
@@ -96,20 +96,21 @@ class ServingApp:
             # live traffic reaches a challenger only once it has passed its offline gates
             challenger_version = (await asyncio.to_thread(self.source.version, "challenger", True)
                                   if self.config.rollout_mode != "none" else None)
-            guard_version = (await asyncio.to_thread(self.source.guarded, champion_version, self.config.guard_s)
-                             if challenger_version is None and self.config.guard_s > 0 else None)
+            previous_version = (await asyncio.to_thread(self.source.previous_beside, champion_version,
+                                                        self.config.previous_window_s)
+                                if challenger_version is None and self.config.previous_window_s > 0 else None)
         except Exception as error:  # the registry is down: keep serving what is loaded
             log.warning("registry not reachable, keeping the loaded model: %s", error)
             return False
         current = self.slot
         changed = (champion_version != (current.champion.version if current.champion else None)
                    or challenger_version != (current.challenger.version if current.challenger else None)
-                   or guard_version != (current.guard.version if current.guard else None))
+                   or previous_version != (current.previous.version if current.previous else None))
         if not changed or champion_version is None:
             return False
         champion = (current.champion if current.champion and current.champion.version == champion_version
                     else await asyncio.to_thread(self.source.load, champion_version))
-        loaded = [m for m in (current.champion, current.challenger, current.guard) if m is not None]
+        loaded = [m for m in (current.champion, current.challenger, current.previous) if m is not None]
 
         async def load(version: str | None) -> LoadedModel | None:
             if not version or version == champion_version:
@@ -117,11 +118,11 @@ class ServingApp:
             reuse = next((m for m in loaded if m.version == version), None)
             return reuse or await asyncio.to_thread(self.source.load, version)
 
-        challenger, guard = await load(challenger_version), await load(guard_version)
-        self.slot = Slot(champion, challenger, Schema.of(champion.model.encoder, champion.model.manifest), guard)
+        challenger, previous = await load(challenger_version), await load(previous_version)
+        self.slot = Slot(champion, challenger, Schema.of(champion.model.encoder, champion.model.manifest), previous)
         log.info("serving %s v%s%s%s", self.config.model, champion.version,
                  f" with challenger v{challenger.version} ({self.config.rollout_mode})" if challenger else "",
-                 f", previous v{guard.version} scored beside it" if guard else "")
+                 f", previous v{previous.version} scored beside it" if previous else "")
         return True
 
     async def _reload_forever(self) -> None:
@@ -243,7 +244,7 @@ class ServingApp:
         champion and the challenger both score the rows they are compared on."""
         challenger = slot.challenger
         if challenger is None or self.config.rollout_mode == "none":
-            return slot.champion, slot.guard, "champion"
+            return slot.champion, slot.previous, "champion"
         if self.config.rollout_mode == "shadow":
             return slot.champion, challenger, "champion"
         key = str(rows[0].get(self.config.rollout_key)) if self.config.rollout_key else uuid.uuid4().hex
@@ -263,7 +264,7 @@ class ServingApp:
             "training_window": manifest.get("window", {}),
             "metrics": manifest.get("metrics", {}), "spec_digest": manifest.get("spec_digest"),
             "challenger": slot.challenger.version if slot.challenger else None,
-            "previous_scored_beside": slot.guard.version if slot.guard else None,
+            "previous_scored_beside": slot.previous.version if slot.previous else None,
             "rollout": self.config.rollout_mode}
 
     # --- plumbing --------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ class RegistrySource:
             return None
         return str(found.version)
 
-    def guarded(self, champion: str | None, window_s: float) -> str | None:
+    def previous_beside(self, champion: str | None, window_s: float) -> str | None:
         """`previous`, while `champion` is within `window_s` of its promotion (audit tag `last_promote`)."""
         from datetime import datetime, timezone
 
@@ -94,7 +94,7 @@ class FolderSource:
             return None
         return self._version or str(Model.load(self.folder).manifest.get("version", "local"))
 
-    def guarded(self, champion: str | None, window_s: float) -> str | None:
+    def previous_beside(self, champion: str | None, window_s: float) -> str | None:
         return None  # one model, nothing to score beside it
 
     def load(self, version: str) -> LoadedModel:
