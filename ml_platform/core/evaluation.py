@@ -23,6 +23,16 @@ DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "
 MIN_SLICE_ROWS = 30
 
 
+def improvement(metric: str, new: float, old: float) -> float:
+    """How much better `new` is than `old` on `metric` (negative when worse), whichever way the metric points."""
+    return new - old if metric in HIGHER_IS_BETTER else old - new
+
+
+def meets(metric: str, value: float, bound: float) -> bool:
+    """Whether `value` is on the good side of `bound`: at least it for roc_auc, at most it for rmse."""
+    return value >= bound if metric in HIGHER_IS_BETTER else value <= bound
+
+
 def task_metrics(task: str, y_true: np.ndarray, y_score: np.ndarray, classes: list | None = None) -> dict[str, float]:
     """The standard metrics of a task; a metric that is undefined on this data (one class) is left out."""
     out: dict[str, float] = {}
@@ -58,7 +68,7 @@ def encoded_target(model: Model, frame: pd.DataFrame) -> np.ndarray:
 def score(model: Model, frame: pd.DataFrame, metric: str) -> float:
     """One metric of a model on a frame, oriented so that larger is better (for tuning)."""
     value = task_metrics(model.task, encoded_target(model, frame), model.predict(frame), model.classes)[metric]
-    return value if metric in HIGHER_IS_BETTER else -value
+    return improvement(metric, value, 0.0)
 
 
 def baseline_metrics(task: str, y_train: np.ndarray, y_test: np.ndarray, n_classes: int = 0) -> dict[str, float]:

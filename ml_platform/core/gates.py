@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from ml_platform.core.evaluation import HIGHER_IS_BETTER, Evaluation
+from ml_platform.core.evaluation import HIGHER_IS_BETTER, Evaluation, improvement, meets
 from ml_platform.spec import Gates
 
 METRIC_FLOOR, NOT_WORSE, FAIRNESS, SANITY = "metric_floor", "not_worse_than_champion", "fairness_gap", "prediction_sanity"
@@ -34,7 +34,7 @@ def metric_floor(evaluation: Evaluation, gates: Gates) -> GateResult:
     threshold = gates.min if higher else gates.max
     if threshold is None:
         return GateResult(METRIC_FLOOR, not math.isnan(value), f"no threshold set for {metric}", value)
-    passed = (value >= threshold) if higher else (value <= threshold)
+    passed = meets(metric, value, threshold)
     relation = ">=" if higher else "<="
     return GateResult(METRIC_FLOOR, bool(passed), f"{metric} {value:.4f} {relation} {threshold}", value, threshold)
 
@@ -44,8 +44,7 @@ def not_worse_than_champion(evaluation: Evaluation, gates: Gates) -> GateResult:
     if not evaluation.champion or metric not in evaluation.champion:
         return GateResult(NOT_WORSE, True, "no champion yet: nothing to compare against")
     new, old = evaluation.value, evaluation.champion[metric]
-    higher = metric in HIGHER_IS_BETTER
-    worse_by = (old - new) if higher else (new - old)
+    worse_by = -improvement(metric, new, old)
     passed = worse_by <= gates.max_regression + 1e-12  # "worse by exactly the tolerance" passes despite rounding
     return GateResult(NOT_WORSE, bool(passed),
                       f"{metric} {new:.4f} vs champion {old:.4f} on the same holdout "

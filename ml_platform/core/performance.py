@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml_platform.core.evaluation import task_metrics
+from ml_platform.core.evaluation import improvement, task_metrics
 
 
 def live_performance(served: pd.DataFrame, labels: pd.DataFrame, key: str | None, target: str, task: str,
@@ -46,7 +46,7 @@ def live_performance(served: pd.DataFrame, labels: pd.DataFrame, key: str | None
 
 
 def paired_comparison(served: pd.DataFrame, labels: pd.DataFrame, key: str | None, target: str, task: str,
-                      metric: str, higher_is_better: bool) -> pd.DataFrame:
+                      metric: str) -> pd.DataFrame:
     """The champion against the other version scored on the same labelled requests: a challenger in shadow
     (scored beside the champion's answer) or canary (the champion scored beside the challenger's answer), or
     the previous champion scored beside a newly promoted one. `gain` > 0 means the other version did better."""
@@ -70,7 +70,7 @@ def paired_comparison(served: pd.DataFrame, labels: pd.DataFrame, key: str | Non
         y = part["y"].to_numpy()
         old = task_metrics(task, y, part["champion_prediction"].to_numpy()).get(metric)
         new = task_metrics(task, y, part["other_prediction"].to_numpy()).get(metric)
-        gain = None if old is None or new is None else (new - old if higher_is_better else old - new)
+        gain = None if old is None or new is None else improvement(metric, new, old)
         rows.append({"champion": champion, "other": other, "rows": len(part),
                      "champion_value": old, "other_value": new, "gain": gain})
     return pd.DataFrame(rows, columns=columns)

@@ -44,9 +44,9 @@ def test_live_performance_scores_answer_and_shadow_per_version():
 
 def test_shadow_and_canary_pair_the_same_versions_the_same_way():
     """Shadow: v1 answers, v2 scores beside it. Canary: v2 answers, v1 scores beside it. Same outcome."""
-    shadow = paired_comparison(_served(GOOD, "1", NOISE, "2"), LABELS, "id", "y", "binary", "roc_auc", True)
+    shadow = paired_comparison(_served(GOOD, "1", NOISE, "2"), LABELS, "id", "y", "binary", "roc_auc")
     canary = paired_comparison(_served(NOISE, "2", GOOD, "1", routed="canary"), LABELS, "id", "y", "binary",
-                               "roc_auc", True)
+                               "roc_auc")
     for table in (shadow, canary):
         (row,) = table.to_dict("records")
         assert (row["champion"], row["other"], row["rows"]) == ("1", "2", N)
@@ -58,15 +58,15 @@ def test_a_mixed_day_pools_shadow_and_canary_rows_of_one_pair():
     half = N // 2
     served = pd.concat([_served(GOOD, "1", NOISE, "2").head(half),
                         _served(NOISE, "2", GOOD, "1", routed="canary").tail(N - half)])
-    (row,) = paired_comparison(served, LABELS, "id", "y", "binary", "roc_auc", True).to_dict("records")
+    (row,) = paired_comparison(served, LABELS, "id", "y", "binary", "roc_auc").to_dict("records")
     assert row["rows"] == N and row["champion_value"] == pytest.approx(roc_auc_score(LABELS["y"], GOOD))
 
 
 def test_a_lower_is_better_metric_gains_when_the_error_falls():
     labels = pd.DataFrame({"id": LABELS["id"], "y": RNG.normal(10, 2, N)})
     close, far = labels["y"] + RNG.normal(0, 0.1, N), labels["y"] + RNG.normal(0, 3, N)
-    (row,) = paired_comparison(_served(far, "1", close, "2"), labels, "id", "y", "regression", "rmse",
-                               False).to_dict("records")
+    (row,) = paired_comparison(_served(far, "1", close, "2"), labels, "id", "y", "regression",
+                               "rmse").to_dict("records")
     assert row["gain"] == pytest.approx(row["champion_value"] - row["other_value"]) and row["gain"] > 0
 
 
@@ -76,7 +76,7 @@ def test_a_lower_is_better_metric_gains_when_the_error_falls():
     (_served(GOOD, "1", NOISE, "2"), LABELS.iloc[0:0]),  # labels not arrived
 ])
 def test_nothing_to_compare_is_an_empty_table(served, labels):
-    assert paired_comparison(served, labels, "id", "y", "binary", "roc_auc", True).empty
+    assert paired_comparison(served, labels, "id", "y", "binary", "roc_auc").empty
 
 
 def _days(*gains, rows=300):
