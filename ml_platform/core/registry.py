@@ -15,8 +15,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
-GATES_TAG = "gates"  # on a model version: "passed" or "failed", written once its evaluation has run
+from ml_platform.core import mlflow_store
+from ml_platform.core.mlflow_store import CHALLENGER, CHAMPION, GATES_TAG, PREVIOUS  # noqa: F401 (re-exported)
 
 
 class RegistryError(RuntimeError):
@@ -38,10 +38,11 @@ class Registry:
                 pass
 
     def version_of(self, alias: str) -> str | None:
-        try:
-            return str(self.client.get_model_version_by_alias(self.name, alias).version)
-        except MlflowException:
-            return None
+        return mlflow_store.version_of_alias(self.client, self.name, alias)
+
+    def model(self, version: str):
+        """The platform `Model` of a version (its training run's model files), e.g. the champion to compare with."""
+        return mlflow_store.load_version(self.client, self.name, version)
 
     def aliases(self) -> dict[str, str]:
         try:
@@ -79,7 +80,7 @@ class Registry:
     def gates_of(self, version: str) -> dict[str, str]:
         """The offline gate results recorded on the version's training run (`gate.<name>` tags)."""
         self._require(version)
-        run_id = self.client.get_model_version(self.name, version).run_id
+        run_id = mlflow_store.run_of(self.client, self.name, version)
         tags = self.client.get_run(run_id).data.tags if run_id else {}
         return {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")}
 

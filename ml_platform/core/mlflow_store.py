@@ -1,0 +1,180 @@
+"""One gateway to MLflow: where the store is, one client per store, the names of what a training run logs, and
+"the model behind an alias or a version".
+
+Why one module: the default store, the artifact names and "alias → version → run → model files → `Model`" used
+to be written out separately in the Dagster wiring, the serving loader and the registry; a new default store or
+a renamed artifact now changes here only. No Dagster here, and MLflow is imported only inside the functions that
+talk to a store, so importing the names is free (an endpoint serving a model folder never loads MLflow).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ml_platform import settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from ml_platform.core.model import Model
+
+TRACKING_URI_ENV, REGISTRY_URI_ENV = "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"
+
+# The registry's vocabulary: aliases (never stages), and the version tag that says the offline gates passed.
+CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+GATES_TAG = "gates"  # on a model version: "passed" or "failed", written once its evaluation has run
+
+# What a training run logs, as paths inside the run: writers and readers use these names, never literals.
+MODEL_FILES = "model_files"                     # the platform model folder (model.txt + manifest.json)
+SMOKE_ROWS = "smoke_rows.json"                  # held-out rows every deployment must score exactly
+REFERENCE_PROFILE = "reference_profile.json"    # the drift reference of the version's training rows
+MODEL_CARD = "model_card.md"
+GATE_RESULTS = "gates.json"
+DATA_VERSIONS = "data_versions.json"
+TUNING_TRIALS = "tuning_trials.json"
+FEATURE_ATTRIBUTIONS = "feature_attributions.json"
+SLICES = "slices.csv"
+PLOTS = "plots"                                 # a folder: one PNG per plot, see `plot_artifact`
+
+
+def plot_artifact(plot: str) -> str:
+    """The run path of one evaluation plot (`plots/<plot>.png`)."""
+    return f"{PLOTS}/{plot}.png"
+
+
+# --- where the store is ----------------------------------------------------------------------------------------
+
+def default_tracking_uri() -> str:
+    """The platform's own store when nothing is configured: SQLite under ML_PLATFORM_HOME/mlflow. The folder is
+    created because SQLite creates the database file but not its folder."""
+    folder = settings.home() / "mlflow"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def default_artifact_root() -> str:
+    """Where new experiments keep their artifacts when nothing is configured: ML_PLATFORM_HOME/mlflow/artifacts."""
+    return (settings.home() / "mlflow" / "artifacts").as_uri()
+
+
+def resolve_uris(tracking_uri: str | None = None, registry_uri: str | None = None) -> tuple[str, str]:
+    """(tracking URI, registry URI): each one given, else MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, else the
+    platform's default store; the registry defaults to the tracking store.
+
+    MLFLOW_REGISTRY_URI is the registry of the tracking store the environment names (MLFLOW_TRACKING_URI, else
+    the default store), so a tracking URI given for another store keeps its own registry: `mlflow.set_registry_uri`
+    exports that variable and nothing ever clears it, so it may be left over from a store used earlier in the
+    process."""
+    configured = os.environ.get(TRACKING_URI_ENV)
+    tracking = tracking_uri or configured or default_tracking_uri()
+    if not registry_uri:
+        environment_registry = os.environ.get(REGISTRY_URI_ENV)
+        if environment_registry and tracking == (configured or default_tracking_uri()):
+            registry_uri = environment_registry
+    return tracking, registry_uri or tracking
+
+
+def client_for(tracking_uri: str | None = None, registry_uri: str | None = None) -> "MlflowClient":
+    """The one client of a store (URIs resolved as `resolve_uris` does). Cached, because building a client opens
+    the store (and for SQLite checks its schema), which is slow. Leaves the process-wide URIs alone."""
+    return _client(*resolve_uris(tracking_uri, registry_uri))
+
+
+def use_store(tracking_uri: str | None = None, registry_uri: str | None = None) -> "MlflowClient":
+    """`client_for`, after pointing this process's MLflow helpers (`mlflow.start_run`, `log_*`,
+    `register_model`, `runs:/` URIs) at the same store. Call it every time before using them, so a store used
+    earlier in the process (another model, a test) never receives this model's runs or versions."""
+    import mlflow
+
+    tracking, registry = resolve_uris(tracking_uri, registry_uri)
+    client = _client(tracking, registry)
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+    return client
+
+
+@functools.lru_cache(maxsize=8)
+def _client(tracking_uri: str, registry_uri: str) -> "MlflowClient":
+    from mlflow import MlflowClient
+
+    _quiet()
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+
+def _quiet() -> None:
+    """No download progress bars in logs (a user's explicit setting wins)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+# --- the model behind an alias or a version -------------------------------------------------------------------
+
+def version_of_alias(client: "MlflowClient", name: str, alias: str, gated: bool = False) -> str | None:
+    """The version `alias` points to now, or None (no such model or alias). With `gated`, only a version whose
+    offline gates passed: live traffic must never reach one that did not."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    if gated and (found.tags or {}).get(GATES_TAG) != "passed":
+        return None
+    return str(found.version)
+
+
+def run_of(client: "MlflowClient", name: str, version: str) -> str | None:
+    """The training run of a model version: where its model files, smoke rows and drift reference live."""
+    return client.get_model_version(name, str(version)).run_id
+
+
+def download_model_files(run_id: str, tracking_uri: str | None = None) -> Path:
+    """The run's model folder on local disk (for a deployment that ships the folder itself)."""
+    import mlflow
+
+    _quiet()
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_FILES,
+                                                    tracking_uri=resolve_uris(tracking_uri)[0]))
+
+
+def load_model(run_id: str, tracking_uri: str | None = None) -> "Model":
+    """The platform `Model` a run logged (native LightGBM text + JSON manifest; nothing unpickled)."""
+    from ml_platform.core.model import Model
+
+    return Model.load(download_model_files(run_id, tracking_uri))
+
+
+def load_version(client: "MlflowClient", name: str, version: str) -> "Model":
+    """The `Model` of a registered version, read from the client's tracking store."""
+    return load_model(run_of(client, name, version), client.tracking_uri)
+
+
+def load_json_artifact(run_id: str, name: str, tracking_uri: str | None = None) -> Any:
+    """A JSON artifact of a run (e.g. `SMOKE_ROWS`, `REFERENCE_PROFILE`), from the given store rather than from
+    whichever store the process last pointed MLflow at."""
+    import mlflow
+
+    _quiet()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=scratch,
+                                                   tracking_uri=resolve_uris(tracking_uri)[0])
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def alias_model(tracking_uri: str | None, name: str, alias: str,
+                registry_uri: str | None = None) -> tuple[str, "Model"] | None:
+    """(version, `Model`) behind `alias` of the registered model `name`, or None when the alias is not set."""
+    client = client_for(tracking_uri, registry_uri)
+    version = version_of_alias(client, name, alias)
+    return None if version is None else (version, load_version(client, name, version))
+
+
+def champion_model(tracking_uri: str | None, name: str,
+                   registry_uri: str | None = None) -> tuple[str, "Model"] | None:
+    """(version, `Model`) of the current champion, or None before the first promotion: what batch scoring,
+    monitoring and deployment all start from."""
+    return alias_model(tracking_uri, name, CHAMPION, registry_uri)
