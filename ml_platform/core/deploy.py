@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import requests
+
+
+def smoke_rows(model, test: pd.DataFrame, count: int = 50) -> list[dict]:
+    """A fixed sample of held-out rows (features only, JSON-safe) that every deployment must score exactly."""
+    sample = test.sample(min(count, len(test)), random_state=0)[model.encoder.names]
+    return [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in sample.to_dict(orient="records")]
 
 
 class DeployError(RuntimeError):
@@ -29,6 +37,33 @@ class SmokeResult:
     max_abs_diff: float
     p50_ms: float
     passed: bool
+
+
+@dataclass
+class Deployment:
+    """A verified endpoint: where it answers, its smoke test, and what was started or retired."""
+
+    url: str
+    smoke: SmokeResult
+    details: dict
+
+
+def deploy(target: str, model: str, version: str, port: int, home: Path, smoke_rows: list[dict],
+           expected: np.ndarray, headers: dict, model_folder=None, project_dir: Path | None = None) -> Deployment:
+    """Serve `version` of `model` and prove it: locally, the long-lived process follows the registry alias
+    (started when none answers); with Docker, an image with the model baked in replaces the old container
+    blue/green. `model_folder()` gives the version's files (Docker only)."""
+    if target == "docker":
+        if project_dir is None or not (project_dir / "Dockerfile").exists():
+            raise DeployError(f"no Dockerfile at {project_dir}: docker deploys run from a project checkout")
+        deployed = deploy_docker(model, version, Path(model_folder()), port, project_dir,
+                                 home / "predictions" / "docker", smoke_rows, expected, headers)
+        return Deployment(deployed["url"], deployed["smoke"], {
+            "container": deployed["container"], "image": deployed["image"], "retired": deployed["retired"]})
+    url, started_pid = ensure_local_server(model, port, home)
+    wait_for_version(url, model, version, headers)
+    return Deployment(url, smoke_test(url, model, smoke_rows, expected, headers),
+                      {"process": "started" if started_pid else "already running"})
 
 
 def _get(url: str, timeout: float = 2.0) -> dict | None:

@@ -12,6 +12,8 @@ then scored in linear time without touching the training data again:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -113,3 +115,81 @@ def drift_table(live: pd.DataFrame, profile: dict, warn: float, fail: float) -> 
                           np.where(table["psi"] >= fail, "fail", np.where(table["psi"] >= warn, "warn", "ok")))
         table["status"] = np.where(table["status"] == "missing", "missing", status)
     return table.sort_values("psi", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def training_reference(model, train: pd.DataFrame) -> dict:
+    """The drift reference of a model version: its training rows' features and its predictions on them."""
+    frame = train[model.encoder.names].copy()
+    numeric = list(model.encoder.numeric)
+    if model.task != "multiclass":
+        frame["prediction"] = model.predict(train)
+        numeric.append("prediction")
+    return reference_profile(frame, numeric, list(model.encoder.categorical))
+
+
+def without(profile: dict, ignored: list[str]) -> dict:
+    """The reference without the features (or `prediction`) a spec says vary by nature."""
+    return {**profile, **{kind: {k: v for k, v in profile[kind].items() if k not in ignored}
+                          for kind in ("numeric", "categorical")}}
+
+
+@dataclass(frozen=True)
+class DayDrift:
+    """A day's drift table and the verdicts the checks report."""
+
+    table: pd.DataFrame
+    rows: int
+    source: str                    # where the live rows came from
+    warn: float
+    fail: float
+
+    @property
+    def scored(self) -> pd.DataFrame:
+        return self.table.dropna(subset=["psi"])
+
+    def over(self, level: str) -> list[str]:
+        """Features at or past a level: `fail` lists those past fail; `warn` those past warn (fail included)."""
+        flagged = {s: self.scored.loc[self.scored["status"] == s, "feature"].tolist() for s in ("warn", "fail")}
+        return flagged["fail"] + (flagged["warn"] if level == "warn" else [])
+
+    def summary(self) -> str:
+        fail, warn = self.over("fail"), [f for f in self.over("warn") if f not in self.over("fail")]
+        return (f"{self.rows} rows from the {self.source}; PSI ≥ {self.fail}: {fail or 'none'}; "
+                f"≥ {self.warn}: {warn or 'none'}")
+
+    @property
+    def max_psi(self) -> float:
+        return float(self.scored["psi"].max()) if len(self.scored) else 0.0
+
+    @property
+    def prediction_psi(self) -> float:
+        row = self.table.loc[self.table["feature"] == "prediction", "psi"]
+        return float(row.iloc[0]) if row.notna().any() else 0.0
+
+
+def day_drift(live: pd.DataFrame, profile: dict, warn: float, fail: float, source: str) -> DayDrift:
+    return DayDrift(drift_table(live, profile, warn, fail), len(live), source, warn, fail)
+
+
+def psi_chart(table: pd.DataFrame, warn: float, fail: float) -> str:
+    """The 20 most drifted features' PSI against both thresholds, as a base64 PNG."""
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = table.dropna(subset=["psi"]).head(20)[::-1]
+    figure, axis = plt.subplots(figsize=(6, max(2.5, 0.25 * len(shown))))
+    colors = ["#dc2626" if s == "fail" else "#f59e0b" if s == "warn" else "#16a34a" for s in shown["status"]]
+    axis.barh(shown["feature"], shown["psi"], color=colors)
+    axis.axvline(warn, color="#f59e0b", linestyle="--")
+    axis.axvline(fail, color="#dc2626", linestyle="--")
+    axis.set_title("PSI against the training reference")
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()

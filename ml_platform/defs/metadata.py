@@ -1,9 +1,15 @@
-"""Small helpers that turn frames into Dagster metadata values the UI renders well."""
+"""Small helpers that turn frames into what the Dagster UI renders well: metadata values and outputs that
+carry a content-hash data version per partition."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+
 import dagster as dg
 import pandas as pd
+
+from ml_platform.core.data_versions import content_hash
 
 _TYPES = {"i": "int", "u": "int", "f": "float", "b": "bool", "M": "datetime", "O": "string"}
 
@@ -17,3 +23,33 @@ def schema_table(frame: pd.DataFrame) -> dg.MetadataValue:
 def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     """The first rows as a Markdown table."""
     return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False))
+
+
+def md_table(frame: pd.DataFrame) -> dg.MetadataValue:
+    """A whole (small) frame as a Markdown table, or `_none_`."""
+    return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=".4f") if len(frame) else "_none_")
+
+
+def records_table(frame: pd.DataFrame, columns: list[dg.TableColumn]) -> dg.MetadataValue:
+    """A frame as a typed table; cells that are not scalars are shown as JSON."""
+    return dg.MetadataValue.table(records=[dg.TableRecord({k: _cell(v) for k, v in row.items()})
+                                           for row in frame.to_dict(orient="records")],
+                                  schema=dg.TableSchema(columns=columns))
+
+
+def partitioned_output(context: dg.AssetExecutionContext, parts: Mapping[str, pd.DataFrame],
+                       metadata: dict) -> dg.Output:
+    """One partition: its frame with its content hash as the data version. Several (a backfill in one run):
+    {key: frame}, with each partition's rows and content hash on its own materialization."""
+    hashes = {key: content_hash(part) for key, part in parts.items()}
+    if len(parts) == 1:
+        (key, part), = parts.items()
+        return dg.Output(part, metadata={**metadata, "content_hash": hashes[key]},
+                         data_version=dg.DataVersion(hashes[key]))
+    for key, part in parts.items():
+        context.add_asset_metadata({"rows": len(part), "content_hash": hashes[key]}, partition_key=key)
+    return dg.Output(dict(parts), metadata=metadata)
+
+
+def _cell(value):
+    return value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value, default=str)

@@ -1,10 +1,13 @@
-"""Time partitions from the spec: cadence, start (for a replay, its first day) and end."""
+"""Time partitions from the spec: the data's cadence and bounds, the retraining cadence, and the rolling
+window that maps a retraining partition onto the data partitions it trains on."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 
 from ml_platform.core.sources import DataSource
 from ml_platform.spec import ModelSpec
@@ -18,19 +21,60 @@ _DEFINITIONS = {
 _FORMATS = {"hourly": "%Y-%m-%d-%H:%M"}
 
 
+def _weekly(start: date, end: date | None) -> dg.WeeklyPartitionsDefinition:
+    """Weeks that begin on the start's weekday (Dagster's weeks begin on Sunday otherwise)."""
+    return dg.WeeklyPartitionsDefinition(start_date=start.isoformat(), day_offset=start.isoweekday() % 7,
+                                         end_date=end.isoformat() if end else None)
+
+
 def data_partitions(spec: ModelSpec, source: DataSource) -> dg.TimeWindowPartitionsDefinition:
     """The partitions of `raw` and `features`; a replay bounds them to the days it covers."""
-    replay = source.details.get("replay")
+    replay = getattr(source, "replay", None) or source.details.get("replay")  # SHIM
     start: date = spec.partitions.start or replay.first_day
     end: date | None = spec.partitions.end or (replay.last_day + timedelta(days=1) if replay else None)
     cadence = spec.partitions.cadence
-    kwargs = {"start_date": start.isoformat()}
-    if end is not None:
-        kwargs["end_date"] = end.isoformat()
     if cadence == "weekly":
-        kwargs["day_offset"] = start.isoweekday() % 7  # weeks begin on the start's weekday
-    if cadence in _FORMATS:
-        kwargs["start_date"] = f"{start.isoformat()}-00:00"
-        if end is not None:
-            kwargs["end_date"] = f"{end.isoformat()}-00:00"
+        return _weekly(start, end)
+    suffix = "-00:00" if cadence in _FORMATS else ""
+    kwargs = {"start_date": f"{start.isoformat()}{suffix}"}
+    if end is not None:
+        kwargs["end_date"] = f"{end.isoformat()}{suffix}"
     return _DEFINITIONS[cadence](**kwargs)
+
+
+def training_partitions(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.TimeWindowPartitionsDefinition:
+    """Retraining partitions whose first window starts on the first day of data."""
+    first_data_day = data.start.date()
+    end = data.end.date() if data.end else None
+    if spec.training.cadence == "weekly":
+        return _weekly(first_data_day + timedelta(days=spec.training.window_days - 7), end)
+    start = first_data_day + timedelta(days=spec.training.window_days - 1)
+    return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_date=end.isoformat() if end else None)
+
+
+def window_mapping(spec: ModelSpec) -> dg.TimeWindowPartitionMapping:
+    """Training partition → the daily feature partitions of its window (the offset counts training periods)."""
+    periods = spec.training.window_days // 7 if spec.training.cadence == "weekly" else spec.training.window_days
+    return dg.TimeWindowPartitionMapping(start_offset=-(periods - 1))
+
+
+def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
+    """The run's time window [start, end) as naive UTC datetimes (how sources and logs keep time)."""
+    window = context.partition_time_window
+    return window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)
+
+
+def label_of(keys: list[str]) -> str:
+    """A run's partitions as users read them in messages: one key, or `first…last`."""
+    return keys[0] if len(keys) == 1 else f"{keys[0]}…{keys[-1]}"
+
+
+def split_by_partition(frame: pd.DataFrame, timestamp: str, keys: list[str],
+                       partitions_def: dg.TimeWindowPartitionsDefinition) -> tuple[pd.Series, dict[str, pd.DataFrame]]:
+    """Which partition each row falls in (by event time), and the frame split into those partitions."""
+    starts = np.array([np.datetime64(partitions_def.time_window_for_partition_key(k).start.replace(tzinfo=None))
+                       for k in keys], dtype="datetime64[ns]")
+    position = np.searchsorted(starts, frame[timestamp].to_numpy(dtype="datetime64[ns]"), side="right") - 1
+    partition_of = pd.Series(np.asarray(keys, dtype=object)[np.clip(position, 0, None)], index=frame.index)
+    groups = {key: part.reset_index(drop=True) for key, part in frame.groupby(partition_of, sort=False)}
+    return partition_of, {key: groups.get(key, frame.iloc[0:0]) for key in keys}

@@ -10,14 +10,13 @@ the implicit asset job, a schedule, a sensor, a backfill, or a job with hooks).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from collections.abc import Iterator
 
 import dagster as dg
 from pydantic import Field
 
-from ml_platform import settings
+from ml_platform.core import mlflow_store
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -31,32 +30,35 @@ class MlflowTracking(dg.ConfigurableResource):
     ui_url: str | None = Field(default=None, description="Base URL of the MLflow UI, for links in metadata")
 
     def resolved_tracking_uri(self) -> str:
-        if self.tracking_uri:
-            return self.tracking_uri
-        folder = settings.home() / "mlflow"
-        folder.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{folder / 'mlflow.db'}"
-
-    def _artifact_root(self) -> str:
-        if self.artifact_root:
-            return self.artifact_root
-        return (settings.home() / "mlflow" / "artifacts").as_uri()
+        return self.tracking_uri or mlflow_store.default_tracking_uri()
 
     def client(self):
-        import mlflow
-
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        """This store's client, with the process's MLflow helpers pointed at it (see `mlflow_store.use_store`).
+        Both URIs are passed explicitly: a variable a previous store exported must not redirect this one."""
         uri = self.resolved_tracking_uri()
-        # mlflow.register_model and artifact helpers use the process-wide URIs: set both, every time, so a
-        # previous store (another model, a test) can never receive this model's versions.
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(self.registry_uri or uri)
-        return _client(uri, self.registry_uri or uri)
+        return mlflow_store.use_store(uri, self.registry_uri or uri)
 
     def registry(self, model: str):
         from ml_platform.core.registry import Registry
 
         return Registry(self.client(), model)
+
+    def load_run_model(self, run_id: str):
+        """The platform model a run logged (native LightGBM text + manifest)."""
+        return mlflow_store.load_model(run_id, self.client().tracking_uri)
+
+    def champion(self, model: str):
+        """(version, Model, training run id) of the champion; a clear failure before the first promotion."""
+        client = self.client()
+        found = mlflow_store.champion_model(client.tracking_uri, model, self.registry_uri or client.tracking_uri)
+        if found is None:
+            raise dg.Failure(f"{model} has no champion yet: materialize {model}/champion first")
+        version, loaded = found
+        return version, loaded, mlflow_store.run_of(client, model, version)
+
+    def run_artifact(self, run_id: str, name: str):
+        """A JSON artifact (smoke rows, the drift reference) of a run in this store."""
+        return mlflow_store.load_json_artifact(run_id, name, self.client().tracking_uri)
 
     def experiment_id(self, model: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -67,7 +69,8 @@ class MlflowTracking(dg.ConfigurableResource):
         if experiment is not None:
             return experiment.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=f"{self._artifact_root()}/{model}")
+            return client.create_experiment(
+                name, artifact_location=f"{self.artifact_root or mlflow_store.default_artifact_root()}/{model}")
         except MlflowException:  # created concurrently
             return client.get_experiment_by_name(name).experiment_id
 
@@ -109,14 +112,6 @@ class MlflowTracking(dg.ConfigurableResource):
     def run_url(self, experiment_id: str, run_id: str) -> str | None:
         base = self.ui_url or (self.tracking_uri if (self.tracking_uri or "").startswith("http") else None)
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
-
-
-@functools.lru_cache(maxsize=8)
-def _client(tracking_uri: str, registry_uri: str):
-    """One client per store: building one opens (and for SQLite, checks) the database, which is slow."""
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
 
 
 def tracking_from_env() -> MlflowTracking:

@@ -1,0 +1,142 @@
+"""One retraining partition's ML work, without the orchestrator: assemble the window's training set, train
+(after tuning, when the spec asks for it), and record the run in MLflow: parameters, learning curve,
+validation metrics, data versions and the model files (native text + manifest, plus the pyfunc flavour).
+
+The caller owns the MLflow run (it starts and ends it) and the registry; the functions here log into the
+active run, so they are unit-tested against a real local MLflow store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ml_platform.core.data_versions import content_hash, versions_by_day
+from ml_platform.core.evaluation import DEFAULT_METRIC, score
+from ml_platform.core.mlflow_store import DATA_VERSIONS, MODEL_FILES, TUNING_TRIALS
+from ml_platform.core.training import Split, TrainingError, TrainingResult, split_by_time, train, tune
+from ml_platform.spec import ModelSpec
+
+SPLIT = "__split__"  # the column of a stored training set that says which split a row belongs to
+_PARTS = ("train", "valid", "test")
+
+
+def metric_of(spec: ModelSpec) -> str:
+    """The metric the gates judge (the spec's, else the task's default)."""
+    return spec.gates.metric or DEFAULT_METRIC[spec.task]
+
+
+@dataclass
+class TrainingSet:
+    """A window of feature rows split by time, with what a user checks first about it."""
+
+    frame: pd.DataFrame            # every row, with its split in the SPLIT column
+    summary: dict[str, dict]       # rows, first and last day (and target balance) per split
+    versions: dict[str, str]       # content hash of each day of features in the window
+
+    def metadata(self) -> dict:
+        return {"rows": len(self.frame), **{f"rows_{k}": v["rows"] for k, v in self.summary.items()},
+                "window": f"{min(self.versions)} → {max(self.versions)}" if self.versions else "empty",
+                "splits": self.summary, "upstream_data_versions": self.versions,
+                "upstream_partitions": len(self.versions)}
+
+
+def build_training_set(features: pd.DataFrame, spec: ModelSpec, wanted_days: list[str]) -> TrainingSet:
+    """The window's rows split into train / validation / test; every day of the window must be present."""
+    present = set(features[spec.timestamp].dt.strftime("%Y-%m-%d")) if len(features) else set()
+    missing = [day for day in wanted_days if day not in present]
+    if missing:
+        raise TrainingError(
+            f"training.window_days: the {spec.training.window_days}-day window {wanted_days[0]} → "
+            f"{wanted_days[-1]} has features for {len(wanted_days) - len(missing)} of {len(wanted_days)} days; "
+            f"missing: {', '.join(missing[:7])}{' …' if len(missing) > 7 else ''}. Materialize {spec.name}/features "
+            f"for them (or shorten training.window_days in {spec.path}).")
+    split = split_by_time(features, spec)
+    frame = pd.concat([getattr(split, part).assign(**{SPLIT: part}) for part in _PARTS], ignore_index=True)
+    return TrainingSet(frame, split.summary(spec.timestamp, spec.target.name, spec.task),
+                       versions_by_day(features, spec.timestamp))
+
+
+def split_of(training_set: pd.DataFrame) -> Split:
+    """The stored training set back into its three splits (without the SPLIT column)."""
+    return Split(*(training_set[training_set[SPLIT] == part].drop(columns=SPLIT).reset_index(drop=True)
+                   for part in _PARTS))
+
+
+@dataclass
+class TrainedModel:
+    """A model trained and logged in the active MLflow run, ready to be registered."""
+
+    result: TrainingResult
+    model_uri: str                 # the pyfunc flavour's URI, what the registry registers
+    model_sha256: str              # of the native model file: the same rows and spec give the same bytes
+    valid: dict[str, float]        # validation metrics
+    trials: list[dict] = field(default_factory=list)
+
+
+def train_and_log(spec: ModelSpec, training_set: pd.DataFrame, partition: str) -> TrainedModel:
+    """Train on the training split (early stopping on validation) and log everything to the active run."""
+    import mlflow
+
+    split = split_of(training_set)
+    metric = metric_of(spec)
+    versions = versions_by_day(training_set.drop(columns=SPLIT), spec.timestamp)
+    override, trials = None, []
+    if spec.training.tuning.trials:
+        override, trials = tune(spec, split, lambda model, frame: score(model, frame, metric))
+    result = train(spec, split, override, extra_manifest={"partition": partition})
+    valid = {k.removeprefix("valid_"): v for k, v in result.model.manifest["metrics"].items()}
+    result.model.manifest["data_versions"] = versions
+    mlflow.log_params({k: v for k, v in result.params.items() if k != "metric"})
+    mlflow.log_params({"window_days": spec.training.window_days, "partition": partition,
+                       "best_iteration": result.best_iteration})
+    log_learning_curve(result.learning_curve)
+    mlflow.log_metrics({f"valid_{k}": v for k, v in valid.items()})
+    mlflow.set_tags({"data_versions_digest": content_hash(pd.DataFrame({"v": [json.dumps(versions)]})),
+                     "window": f"{split.train[spec.timestamp].min().date()} → "
+                               f"{split.test[spec.timestamp].max().date()}"})
+    mlflow.log_dict(versions, DATA_VERSIONS)
+    if trials:
+        mlflow.log_dict({"trials": trials}, TUNING_TRIALS)
+    model_uri, sha256 = log_model_files(result.model)
+    return TrainedModel(result, model_uri, sha256, valid, trials)
+
+
+def log_model_files(model) -> tuple[str, str]:
+    """The native model files and the pyfunc flavour (logged as code) in the active run: (model URI, sha256)."""
+    import mlflow
+
+    from ml_platform.core.pyfunc_model import ARTIFACT
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = model.save(Path(scratch) / MODEL_FILES)
+        mlflow.log_artifacts(str(folder), MODEL_FILES)
+        sha256 = hashlib.sha256((folder / "model.txt").read_bytes()).hexdigest()
+        logged = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                                         artifacts={ARTIFACT: str(folder)}, pip_requirements=[], input_example=None)
+    return logged.model_uri, sha256
+
+
+def log_learning_curve(curve: dict[str, dict[str, list[float]]]) -> None:
+    """Every round's train and validation metrics as MLflow metric steps, so the UI plots the curve."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [Metric(f"curve_{split}_{name}", float(value), now, step)
+               for split, by_name in curve.items() for name, values in by_name.items()
+               for step, value in enumerate(values)]
+    client = mlflow.MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
+
+__all__ = ["SPLIT", "TrainedModel", "TrainingError", "TrainingSet", "build_training_set", "log_model_files",
+           "metric_of", "split_of", "train_and_log"]

@@ -1,0 +1,97 @@
+"""The platform's conventions for every model's graph, in one place.
+
+Asset keys are `<model>/<stage>`; every asset of a model carries the model's group, owner, tag and code
+version (the spec's digest), and every stored asset (partitioned) goes through the Parquet IO manager. Stage
+builders declare only what is particular to a stage; `apply` stamps the rest over the resolved specs once.
+Named automation conditions and freshness policies live here so each is written once and reads as a sentence.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ml_platform.spec import Freshness, ModelSpec
+
+MODEL_TAG = "ml_platform/model"
+REASON_TAG = "ml_platform/reason"
+TRIGGER_TAG = "ml_platform/trigger"
+IO_MANAGER_KEY = "parquet_io_manager"
+MLFLOW_RESOURCE_KEY = "mlflow_tracking"
+# Stages whose stored content is a function of the spec: they carry its digest as code version, so a spec
+# change shows them as changed. Serving and monitoring outputs follow the champion version instead.
+SPEC_VERSIONED = ("raw", "features", "training_set", "model", "evaluation", "champion")
+
+
+def key(spec: ModelSpec, stage: str) -> dg.AssetKey:
+    """The asset key of one stage of a model: `<model>/<stage>`."""
+    return dg.AssetKey([spec.name, stage])
+
+
+def model_tags(spec: ModelSpec) -> dict[str, str]:
+    """Tags of runs and jobs that belong to a model (alerts and the UI filter by them)."""
+    return {MODEL_TAG: spec.name}
+
+
+def retrain_job_name(spec: ModelSpec) -> str:
+    return f"{spec.name}_retrain"
+
+
+def data_job_name(spec: ModelSpec) -> str:
+    return f"{spec.name}_data"
+
+
+def freshness_by_stage(spec: ModelSpec) -> dict[str, Freshness | None]:
+    """The stages whose staleness users watch, with the spec's policy for each (None: not watched)."""
+    return {"raw": spec.partitions.freshness, "model": spec.monitoring.model_freshness,
+            "endpoint": spec.monitoring.endpoint_freshness}
+
+
+def freshness(policy: Freshness | None) -> dg.FreshnessPolicy | None:
+    """The spec's `warn_after`/`fail_after` as Dagster's time-window freshness policy."""
+    if policy is None:
+        return None
+    return dg.FreshnessPolicy.time_window(fail_window=policy.fail_after, warn_window=policy.warn_after)
+
+
+def apply(defs: dg.Definitions, spec: ModelSpec) -> dg.Definitions:
+    """Group, owner, model tag, freshness policy, code version (spec-versioned stages) and, for stored
+    partitions, the IO manager on every asset of the model."""
+    policies = {key(spec, stage): freshness(policy) for stage, policy in freshness_by_stage(spec).items()}
+    versioned = {key(spec, stage) for stage in SPEC_VERSIONED}
+
+    def stamp(asset: dg.AssetSpec) -> dg.AssetSpec:
+        asset = asset.replace_attributes(group_name=spec.name, freshness_policy=policies.get(asset.key),
+                                         code_version=spec.digest if asset.key in versioned else None)
+        asset = asset.merge_attributes(owners=[spec.owner], tags=model_tags(spec))
+        return asset.with_io_manager_key(IO_MANAGER_KEY) if asset.partitions_def is not None else asset
+
+    return defs.map_resolved_asset_specs(func=stamp)
+
+
+# --- named automation conditions --------------------------------------------------------------------------
+
+def each_morning() -> dg.AutomationCondition:
+    """Load the newest complete day every morning."""
+    return dg.AutomationCondition.on_cron("0 2 * * *")
+
+
+def once_upstream_passed_its_checks() -> dg.AutomationCondition:
+    """As soon as the day's upstream data is in and its blocking checks passed."""
+    return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def daily_once_a_champion_exists(champion: dg.AssetKey) -> dg.AutomationCondition:
+    """Each new day of features, once some champion exists (whichever week it came from)."""
+    selection = dg.AssetSelection.assets(champion)
+    return (dg.AutomationCondition.eager().ignore(selection)
+            & dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).allow(selection))
+
+
+def whenever_the_champion_moves() -> dg.AutomationCondition:
+    """Redeploy whenever the champion moves (any week's champion step), one deploy at a time."""
+    return dg.AutomationCondition.any_deps_updated().since_last_handled() & ~dg.AutomationCondition.in_progress()
+
+
+def when_labels_arrive(endpoint: dg.AssetKey) -> dg.AutomationCondition:
+    """When a day's outcomes (its features) arrive; a redeploy alone does not re-judge past days."""
+    return dg.AutomationCondition.eager().ignore(dg.AssetSelection.assets(endpoint))

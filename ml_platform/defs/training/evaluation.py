@@ -1,0 +1,64 @@
+"""`<model>/evaluation`: the new version on the held-out newest days; the promotion gates are its blocking
+checks, so a version that fails one never reaches `champion` in the same run."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from ml_platform.core.evaluation_run import EvaluationRecord, evaluate_version, log_evaluation
+from ml_platform.core.gates import GATE_NAMES
+from ml_platform.defs import conventions
+from ml_platform.defs.metadata import md_table
+from ml_platform.defs.resources import MlflowTracking
+from ml_platform.spec import ModelSpec
+
+GATE_DESCRIPTIONS = {
+    "metric_floor": "The holdout metric meets the spec's floor (gates.min / gates.max).",
+    "not_worse_than_champion": "Not worse than the current champion on the same holdout by more than "
+                               "gates.max_regression.",
+    "fairness_gap": "The metric's gap across the sensitive group stays under gates.fairness.max_gap.",
+    "prediction_sanity": "Predictions are finite, in range and not constant.",
+}
+
+
+def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    key = conventions.key(spec, "evaluation")
+    gates = [dg.AssetCheckSpec(gate, asset=key, blocking=True, partitions_def=partitions,
+                               description=GATE_DESCRIPTIONS[gate]) for gate in GATE_NAMES]
+
+    @dg.asset(key=key, partitions_def=partitions, kinds={"mlflow", "pandas"}, check_specs=gates,
+              description="The new model on the held-out newest days: task metrics, a naive baseline, slices, "
+                          "fairness, TreeSHAP attributions, the current champion on the same rows, and the model "
+                          "card. The promotion gates are its blocking checks.",
+              ins={"model": dg.AssetIn(conventions.key(spec, "model")),
+                   "training_set": dg.AssetIn(conventions.key(spec, "training_set"))})
+    def evaluation(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, model: pd.DataFrame,
+                   training_set: pd.DataFrame):
+        model_row = model.iloc[0].to_dict()
+        registry = mlflow_tracking.registry(spec.name)
+        record, candidate = evaluate_version(spec, str(model_row["version"]), model_row["run_id"], training_set,
+                                             registry, mlflow_tracking.load_run_model)
+        with mlflow_tracking.start_run(context, spec.name, run_id=model_row["run_id"]):
+            log_evaluation(record, candidate, training_set)
+        registry.mark_gates(record.version, record.passed)
+        yield dg.Output(pd.DataFrame([record.row(model_row)]), metadata=_metadata(record))
+        for gate in record.gates:
+            yield dg.AssetCheckResult(check_name=gate.name, passed=gate.passed, description=gate.detail,
+                                      metadata={"detail": gate.detail,
+                                                **({"value": gate.value} if gate.value is not None
+                                                   and np.isfinite(gate.value) else {}),
+                                                **({"threshold": gate.threshold} if gate.threshold is not None
+                                                   else {})})
+
+    return evaluation
+
+
+def _metadata(record: EvaluationRecord) -> dict:
+    result, metric = record.result, record.result.metric
+    return {metric: result.value, **{f"test_{k}": v for k, v in result.metrics.items()},
+            **{f"baseline_{k}": v for k, v in result.baseline.items()},
+            **({f"champion_{metric}": result.champion[metric]} if result.champion else {}),
+            "version": record.version, "model_card": dg.MetadataValue.md(record.card),
+            "slices": md_table(result.slices),
+            "feature_attributions": dg.MetadataValue.json(
+                {k: round(float(v), 6) for k, v in result.attributions.head(20).items()})}
