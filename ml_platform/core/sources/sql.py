@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import sqlalchemy as sa
+from pydantic import field_validator
 
-from ml_platform.core.sources.errors import SourceError
+from ml_platform.core.sources.base import DataSource, SourceConfig, SourceError
+
+
+class SqlSource(SourceConfig):
+    """A SQLAlchemy URL and a query with `:start` and `:end` bind parameters (half-open interval)."""
+
+    kind: Literal["sql"]
+    url: str
+    query: str
+
+    @field_validator("query")
+    @classmethod
+    def _has_binds(cls, query: str) -> str:
+        missing = [p for p in (":start", ":end") if not re.search(re.escape(p) + r"\b", query)]
+        if missing:
+            raise ValueError(f"the query must use the bind parameters :start and :end (missing {missing})")
+        return query
+
+    def bind(self, model_name: str, timestamp: str, pin_dir: Path) -> DataSource:
+        return DataSource(self.kind, timestamp, lambda s, e: load(self.url, self.query, s, e),
+                          {"url": redacted(self.url)})
 
 
 @lru_cache(maxsize=8)
@@ -24,3 +48,11 @@ def load(url: str, query: str, start: datetime, end: datetime) -> pd.DataFrame:
     except sa.exc.SQLAlchemyError as error:
         detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise SourceError(f"the SQL query failed: {detail}") from error
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password, for metadata."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]

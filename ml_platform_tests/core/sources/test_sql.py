@@ -124,7 +124,7 @@ def test_postgresql_returns_exactly_one_day(postgres_url, tmp_path):
     day = source.load(datetime(2024, 1, 3), datetime(2024, 1, 4))
     assert len(day) == 24 and day["x"].tolist() == list(range(48, 72))
     assert day["ts"].min() == pd.Timestamp("2024-01-03") and day["ts"].max() == pd.Timestamp("2024-01-03 23:00")
-    assert source.details["url"].startswith("postgresql+psycopg2://postgres@127.0.0.1")
+    assert source.describe()["url"].startswith("postgresql+psycopg2://postgres@127.0.0.1")
 
 
 def test_postgresql_errors_are_source_errors(postgres_url, tmp_path):

@@ -1,0 +1,84 @@
+"""What every source shares: the error it raises, the base of its spec config and the bound `DataSource`.
+
+A separate module (not the package's `__init__`) so each source module can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+import pandas as pd
+
+from ml_platform.fields import StrictModel
+
+if TYPE_CHECKING:
+    from ml_platform.core.sources.nycflights13 import Replay
+
+
+class SourceError(RuntimeError):
+    """A source could not provide the data for an interval."""
+
+
+class SourceConfig(StrictModel):
+    """The `source:` section of a spec for one kind of source; each kind subclasses it in its own module."""
+
+    #: False when the source has its own calendar (a replay), so the spec needs no partitions.start.
+    needs_start: ClassVar[bool] = True
+
+    def known_columns(self) -> list[str] | None:
+        """The columns when known without reading data (the spec's columns are checked against them)."""
+        return None
+
+    def bind(self, model_name: str, timestamp: str, pin_dir: Path) -> DataSource:
+        """The source ready to load [start, end) for one model; `pin_dir` keeps anything pinned at first use."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A bound source: `load(start, end)` returns the rows whose timestamp lies in [start, end).
+
+    `facts` are plain values safe to show as metadata (a path, a URL without its password); `replay` is the
+    calendar of a replayed dataset, which also bounds the partitions.
+    """
+
+    kind: str
+    timestamp: str
+    loader: Callable[[datetime, datetime], pd.DataFrame]
+    facts: dict = field(default_factory=dict)
+    replay: Replay | None = None
+
+    @property
+    def details(self) -> dict:
+        """Deprecated (use `replay` and `describe()`): the facts, plus the replay under 'replay'."""
+        return {**({"replay": self.replay} if self.replay else {}), **self.facts}
+
+    def describe(self) -> dict:
+        """Where the data comes from, as flat metadata: the kind, then the replay calendar or the facts."""
+        return {"kind": self.kind, **(self.replay.describe() if self.replay else {}), **self.facts}
+
+    def coverage_hint(self) -> str:
+        """For a message about an empty interval: the days a replay covers, else nothing."""
+        if self.replay is None:
+            return ""
+        return f" (the replay covers {self.replay.first_day} to {self.replay.last_day})"
+
+    def load(self, start: datetime, end: datetime) -> pd.DataFrame:
+        frame = self.loader(start, end)
+        if self.timestamp not in frame.columns:
+            raise SourceError(f"the source returned no timestamp column {self.timestamp!r}; "
+                              f"columns: {', '.join(map(str, frame.columns))}")
+        stamps = frame[self.timestamp]
+        if not pd.api.types.is_datetime64_any_dtype(stamps):
+            try:
+                stamps = pd.to_datetime(stamps, format="mixed")
+            except (ValueError, TypeError) as error:
+                raise SourceError(f"timestamp column {self.timestamp!r} is not a date-time: {error}") from None
+        if getattr(stamps.dt, "tz", None) is not None:
+            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        frame = frame.assign(**{self.timestamp: stamps})
+        inside = (stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))
+        return frame.loc[inside].reset_index(drop=True)

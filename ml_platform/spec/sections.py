@@ -1,0 +1,252 @@
+"""The schema of a model spec: ModelSpec and its sections, as typed, frozen pydantic models.
+
+Each field is checked here on its own (type, range, allowed values); rules across fields are in `rules`.
+The `source:` section's models belong to their sources (`ml_platform.core.sources`).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from ml_platform.core.sources import Source
+from ml_platform.fields import Duration, StrictModel
+
+# --- data layer ----------------------------------------------------------------------------------------
+
+class Freshness(StrictModel):
+    warn_after: Duration | None = None
+    fail_after: Duration
+
+
+class Partitions(StrictModel):
+    cadence: Literal["hourly", "daily", "weekly", "monthly"] = "daily"
+    start: date | None = None
+    end: date | None = None
+    freshness: Freshness | None = None
+
+
+class Target(StrictModel):
+    """What the model predicts: a column as it is, or an expression over columns (`arr_delay > 15`)."""
+
+    name: str = "target"
+    column: str | None = None
+    expression: str | None = None
+
+    @field_validator("expression")
+    @classmethod
+    def _parses(cls, expression: str | None) -> str | None:
+        if expression is not None:
+            try:
+                ast.parse(expression, mode="eval")
+            except SyntaxError as error:
+                raise ValueError(f"not a valid expression ({error.msg})") from None
+        return expression
+
+    @property
+    def inputs(self) -> list[str]:
+        """The columns the target is computed from."""
+        if self.column:
+            return [self.column]
+        if not self.expression:
+            return []
+        tree = ast.parse(self.expression or "", mode="eval")
+        return sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)})
+
+
+class DerivedFeature(StrictModel):
+    """A feature computed by a named Python function `module:function(frame) -> Series`."""
+
+    name: str
+    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    type: Literal["numeric", "categorical"] = "numeric"
+
+    def load(self) -> Callable:
+        module, _, attribute = self.function.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+class Features(StrictModel):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    derived: list[DerivedFeature] = Field(default_factory=list)
+
+    @property
+    def all_numeric(self) -> list[str]:
+        return self.numeric + [d.name for d in self.derived if d.type == "numeric"]
+
+    @property
+    def all_categorical(self) -> list[str]:
+        return self.categorical + [d.name for d in self.derived if d.type == "categorical"]
+
+    @property
+    def names(self) -> list[str]:
+        return self.all_numeric + self.all_categorical
+
+
+class ColumnExpectation(StrictModel):
+    dtype: Literal["int", "float", "str", "bool", "datetime"] | None = None
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    allowed: list[Any] | None = None
+    unique: bool = False
+
+
+class Expectations(StrictModel):
+    """The data contract for one partition of raw data; it becomes the Pandera schema."""
+
+    min_rows: int = Field(default=1, ge=0)
+    columns: dict[str, ColumnExpectation] = Field(default_factory=dict)
+
+
+# --- training and promotion ----------------------------------------------------------------------------
+
+class Tuning(StrictModel):
+    trials: int = Field(default=0, ge=0)
+    timeout: Duration = timedelta(minutes=10)
+
+
+class Training(StrictModel):
+    cadence: Literal["daily", "weekly"] = "weekly"
+    window_days: int = Field(default=56, ge=3)
+    validation_days: int = Field(default=7, ge=1)
+    test_days: int = Field(default=7, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    num_boost_round: int = Field(default=500, ge=1)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    seed: int = 42
+    tuning: Tuning = Field(default_factory=Tuning)
+
+
+class Fairness(StrictModel):
+    group: str
+    max_gap: float = Field(ge=0)
+
+
+class Gates(StrictModel):
+    """Promotion gates. `min` bounds a higher-is-better metric (roc_auc), `max` a lower-is-better one (rmse)."""
+
+    metric: str | None = None
+    min: float | None = None
+    max: float | None = None
+    max_regression: float = Field(default=0.0, ge=0)
+    fairness: Fairness | None = None
+    slices: list[str] = Field(default_factory=list)
+    require_approval: bool = False
+
+
+# --- monitoring and serving ----------------------------------------------------------------------------
+
+class Drift(StrictModel):
+    """PSI thresholds; `ignore` lists features (or `prediction`) that vary from day to day by nature."""
+
+    warn: float = Field(default=0.1, ge=0)
+    fail: float = Field(default=0.25, ge=0)
+    ignore: list[str] = Field(default_factory=list)
+
+
+class Performance(StrictModel):
+    """Live metric and its floor; a new champion trailing the previous one by more than `rollback_tolerance`
+    within `rollback_window` of its promotion is rolled back (the endpoint scores the previous champion beside
+    it for that long, so both are judged on the same outcomes)."""
+
+    metric: str | None = None
+    floor: float | None = None
+    label_delay: Duration = timedelta(days=1)
+    rollback_tolerance: float = Field(default=0.02, ge=0)
+    rollback_window: Duration = timedelta(days=3)
+    rollback_min_rows: int = Field(default=200, ge=1)
+
+
+class Monitoring(StrictModel):
+    drift: Drift = Field(default_factory=Drift)
+    retrain_cooldown: Duration = timedelta(days=3)
+    performance: Performance = Field(default_factory=Performance)
+    model_freshness: Freshness | None = None
+    endpoint_freshness: Freshness | None = None
+
+
+class Rollout(StrictModel):
+    """How a gated challenger meets live traffic before it becomes champion.
+
+    `none` promotes on the offline gates alone. `shadow` (the challenger scores every request, the champion
+    answers) and `canary` (the challenger answers a `fraction`, sticky by `key`) hold a gated challenger back;
+    it is promoted when, over `trial_days` days with labels, it beats the champion on the same outcomes by at
+    least `min_improvement` on `min_rows` or more labelled rows, and retired otherwise.
+    """
+
+    mode: Literal["none", "shadow", "canary"] = "none"
+    fraction: float = Field(default=0.1, gt=0, lt=1)
+    key: str | None = None
+    # Serialized under its old name only for ModelSpec.digest (see there).
+    trial_days: int = Field(default=3, ge=1, serialization_alias="window_days")
+    min_rows: int = Field(default=500, ge=1)
+    min_improvement: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_window_days(cls, data: Any, info: ValidationInfo) -> Any:
+        """`window_days` is the old name of `trial_days` (it read like training.window_days): still accepted,
+        and reported to the loader (the validation context's `deprecations`) so `ml-platform check` shows it."""
+        if not isinstance(data, dict) or "window_days" not in data:
+            return data
+        if "trial_days" in data:
+            raise ValueError("serving.rollout.trial_days alone; serving.rollout.window_days is its deprecated "
+                             "old name: remove it")
+        if isinstance(info.context, dict):
+            info.context.setdefault("deprecations", []).append(
+                "serving.rollout.window_days is deprecated: rename it to serving.rollout.trial_days")
+        data = dict(data)
+        data["trial_days"] = data.pop("window_days")
+        return data
+
+    @property
+    def window_days(self) -> int:
+        """Deprecated: the old name of `trial_days`, kept until every reader has switched."""
+        return self.trial_days
+
+
+class Serving(StrictModel):
+    target: Literal["local", "docker"] = "local"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_rows: int = Field(default=1000, ge=1)
+    rollout: Rollout = Field(default_factory=Rollout)
+
+
+# --- the spec ------------------------------------------------------------------------------------------
+
+class ModelSpec(StrictModel):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    owner: str
+    task: Literal["binary", "multiclass", "regression"]
+    source: Source
+    timestamp: str
+    key: str | None = None
+    partitions: Partitions = Field(default_factory=Partitions)
+    target: Target
+    features: Features
+    expectations: Expectations = Field(default_factory=Expectations)
+    training: Training = Field(default_factory=Training)
+    gates: Gates = Field(default_factory=Gates)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    serving: Serving = Field(default_factory=Serving)
+
+    # Where the spec came from, for error messages and lineage; not part of the YAML.
+    path: Path | None = Field(default=None, exclude=True)
+    # Deprecated fields the file uses, one sentence each naming the fix (set by load_spec); not part of the YAML.
+    deprecations: tuple[str, ...] = Field(default=(), exclude=True)
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the spec's content; it changes exactly when the spec's meaning does."""
+        # by_alias: renamed fields hash under their old names, so a rename does not change every asset's version
+        text = self.model_dump_json(exclude={"path"}, by_alias=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

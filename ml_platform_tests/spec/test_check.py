@@ -1,0 +1,52 @@
+"""`ml-platform check`: ok per valid spec, errors on stderr with exit status 1, deprecations as warnings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ml_platform.cli import main as cli_main
+from ml_platform.spec import BUNDLED_SPECS
+
+
+def test_check_command(tmp_path, write_spec, capsys):
+    assert cli_main(["check"]) == 0
+    assert "ok" in capsys.readouterr().out
+    good = write_spec(tmp_path / "specs", name="good.yaml")
+    bad = write_spec(tmp_path / "specs", {"name": "bad_one", "partitions.cadence": "hourlyish"}, name="bad.yaml")
+    assert cli_main(["check", str(tmp_path / "specs")]) == 1
+    captured = capsys.readouterr()
+    assert str(good) in captured.out
+    assert str(bad) in captured.err and "partitions.cadence" in captured.err
+
+
+def test_check_warns_about_a_deprecated_field_and_passes(tmp_path, write_spec, capsys):
+    old = write_spec(tmp_path, {"serving.rollout": {"mode": "shadow", "window_days": 2}}, name="old.yaml")
+    assert cli_main(["check", str(old)]) == 0
+    captured = capsys.readouterr()
+    assert f"ok  {old}" in captured.out
+    assert (f"{old}: serving.rollout.window_days is deprecated: rename it to serving.rollout.trial_days"
+            in captured.err)
+    assert cli_main(["check"]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+
+
+def test_check_command_rejects_both_names(tmp_path, write_spec, capsys):
+    both = write_spec(tmp_path, {"serving.rollout": {"window_days": 2, "trial_days": 2}}, name="both.yaml")
+    assert cli_main(["check", str(both)]) == 1
+    err = capsys.readouterr().err
+    assert str(both) in err and "serving.rollout" in err and "window_days" in err
+
+
+def test_check_console_script_runs_without_dagster(tmp_path):
+    """The console script validates specs and never imports Dagster (it must start fast)."""
+    code = ("import sys; from ml_platform.cli import main; rc = main(['check', sys.argv[1]]); "
+            "assert 'dagster' not in sys.modules, 'the CLI imported dagster'; sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code, str(BUNDLED_SPECS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "flight_delay" in result.stdout
+    script = Path(sys.executable).parent / "ml-platform"
+    if script.exists():
+        result = subprocess.run([str(script), "check", str(tmp_path / "none")], capture_output=True, text=True)
+        assert result.returncode == 1 and "does not exist" in result.stderr

@@ -1,0 +1,37 @@
+"""The spec's schema: the bundled spec parses into typed sections; the digest follows meaning, not names."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ml_platform.spec import load_spec
+
+
+def test_bundled_spec_is_valid(flight_spec):
+    assert flight_spec.name == "flight_delay"
+    assert flight_spec.task == "binary"
+    assert flight_spec.target.expression == "arr_delay > 15"
+    assert flight_spec.target.inputs == ["arr_delay"]
+    assert "day_of_week" in flight_spec.features.all_numeric
+    assert "carrier" in flight_spec.features.all_categorical
+    assert flight_spec.partitions.freshness.fail_after == timedelta(hours=50)
+    assert flight_spec.training.cadence == "weekly"
+    assert flight_spec.gates.fairness.group == "origin"
+    assert flight_spec.expectations.columns["flight_id"].unique
+
+
+def test_digest_changes_with_meaning(tmp_path, write_spec, flight_spec):
+    same = load_spec(write_spec(tmp_path, {}))
+    other = load_spec(write_spec(tmp_path, {"training.window_days": 28}, name="b.yaml"))
+    assert same.digest == flight_spec.digest
+    assert other.digest != flight_spec.digest
+
+
+def test_renaming_a_field_keeps_the_digest(tmp_path, write_spec, flight_spec):
+    """The digest is every asset's code version: renaming rollout.window_days must not mark them all changed."""
+    assert flight_spec.digest == "c2af2c3091b83a63"  # the bundled spec's digest before the rename
+    new = load_spec(write_spec(tmp_path, {"serving.rollout": {"mode": "none", "trial_days": 4}}))
+    old = load_spec(write_spec(tmp_path, {"serving.rollout": {"mode": "none", "window_days": 4}}, name="old.yaml"))
+    assert new.serving.rollout.trial_days == old.serving.rollout.trial_days == 4
+    assert new.digest == old.digest != flight_spec.digest
+    assert "window_days" not in new.model_dump()["serving"]["rollout"]
