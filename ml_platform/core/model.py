@@ -126,19 +126,44 @@ class Model:
             raise KeyError(f"features missing from the rows to score: {', '.join(missing)}")
         return self.booster.predict(self.encoder.transform(frame), num_threads=_threads(len(frame)))
 
+    def predict_records(self, records: list[dict]) -> np.ndarray:
+        """`predict` for validated dict rows (the endpoint's path: no DataFrame, one thread per request); the
+        same numbers as `predict` on the same rows. Missing keys score as missing values."""
+        return self.booster.predict(self.encoder.transform_records(records), num_threads=1)
+
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Per-row feature contributions (TreeSHAP, LightGBM's pred_contrib); the last column is the bias."""
+        """Per-row feature contributions (TreeSHAP, LightGBM's pred_contrib); the last column is the bias.
+        Multiclass: the contributions to each row's predicted (top) class."""
         columns = [*self.encoder.names, "(bias)"]
         if len(frame) == 0:  # LightGBM refuses an empty matrix; no rows have no contributions
             return pd.DataFrame(columns=columns, index=frame.index, dtype=np.float64)
-        values = self.booster.predict(self.encoder.transform(frame), pred_contrib=True,
-                                      num_threads=_threads(len(frame)))
-        if self.task == "multiclass":  # one block per class; report the contributions to the top class
-            width = len(self.encoder.names) + 1
-            blocks = values.reshape(len(frame), len(self.classes), width)
-            top = self.predict(frame).argmax(axis=1)
-            values = blocks[np.arange(len(frame)), top]
+        values = self._contributions(self.encoder.transform(frame), _threads(len(frame)))
         return pd.DataFrame(values, columns=columns, index=frame.index)
+
+    def explain_records(self, records: list[dict], top: int = 5) -> list[list[dict]]:
+        """Each row's `top` features by absolute contribution (`{"feature", "contribution"}`, largest first):
+        the endpoint's explanations. They are `contributions` of the same rows, so online and offline agree,
+        for multiclass too (both explain the predicted class)."""
+        if not records:
+            return []
+        values = self._contributions(self.encoder.transform_records(records), 1)
+        names = self.encoder.names
+        explanations = []
+        for row in values:
+            features = row[: len(names)]
+            order = np.argsort(-np.abs(features))[:top]
+            explanations.append([{"feature": names[i], "contribution": float(features[i])} for i in order])
+        return explanations
+
+    def _contributions(self, matrix: np.ndarray, threads: int) -> np.ndarray:
+        """TreeSHAP of encoded rows: one row of feature contributions plus the bias per input row. LightGBM gives
+        a multiclass model one such block per class; the block of the row's top class is the one kept."""
+        values = np.atleast_2d(self.booster.predict(matrix, pred_contrib=True, num_threads=threads))
+        if self.task == "multiclass":
+            blocks = values.reshape(len(matrix), len(self.classes), len(self.encoder.names) + 1)
+            top = self.booster.predict(matrix, num_threads=threads).argmax(axis=1)
+            values = blocks[np.arange(len(matrix)), top]
+        return values
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)

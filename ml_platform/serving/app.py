@@ -20,7 +20,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -119,7 +118,7 @@ class ServingApp:
             return reuse or await asyncio.to_thread(self.source.load, version)
 
         challenger, previous = await load(challenger_version), await load(previous_version)
-        self.slot = Slot(champion, challenger, Schema.of(champion.model.encoder, champion.model.manifest), previous)
+        self.slot = Slot(champion, challenger, Schema.of(champion.model), previous)
         log.info("serving %s v%s%s%s", self.config.model, champion.version,
                  f" with challenger v{challenger.version} ({self.config.rollout_mode})" if challenger else "",
                  f", previous v{previous.version} scored beside it" if previous else "")
@@ -211,16 +210,14 @@ class ServingApp:
                                                   "errors": error.errors, "request_id": request_id}, "predict")
             return
         answer, shadow, routed = self._route(slot, rows)
-        matrix = answer.model.encoder.transform_records(rows)
-        outputs = answer.model.booster.predict(matrix, num_threads=1)
+        outputs = answer.model.predict_records(rows)
         response = {"predictions": outputs.tolist(), "model": self.config.model, "version": answer.version,
                     "request_id": request_id}
         if explain:
-            response["explanations"] = _explain(answer.model, rows)
+            response["explanations"] = answer.model.explain_records(rows)
         shadow_outputs = None
         if shadow is not None:
-            shadow_outputs = shadow.model.booster.predict(shadow.model.encoder.transform_records(rows),
-                                                          num_threads=1).tolist()
+            shadow_outputs = shadow.model.predict_records(rows).tolist()
             self.predictions.labels(shadow.version, "shadow").inc(len(rows))
         latency_ms = (time.perf_counter() - started) * 1000
         try:
@@ -306,17 +303,6 @@ class ServingApp:
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-def _explain(model, rows: list[dict], top: int = 5) -> list[list[dict]]:
-    contributions = model.booster.predict(model.encoder.transform_records(rows), pred_contrib=True, num_threads=1)
-    names = model.encoder.names
-    explanations = []
-    for row in np.atleast_2d(contributions):
-        values = row[: len(names)]
-        order = np.argsort(-np.abs(values))[:top]
-        explanations.append([{"feature": names[i], "contribution": float(values[i])} for i in order])
-    return explanations
 
 
 def _kind(status: int) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ml_platform.core.model import FeatureEncoder
+from ml_platform.core.model import Model
 
 
 class RequestError(Exception):
@@ -28,8 +28,9 @@ class Schema:
     nullable: frozenset[str]
 
     @classmethod
-    def of(cls, encoder: FeatureEncoder, manifest: dict) -> "Schema":
-        nullable = manifest.get("nullable")
+    def of(cls, model: Model) -> "Schema":
+        """The request schema of a model: its features, their types, and which may be null (manifest)."""
+        encoder, nullable = model.encoder, model.manifest.get("nullable")
         names = encoder.names
         return cls(tuple(encoder.numeric), tuple(encoder.categorical),
                    frozenset(names if nullable is None else [n for n in names if nullable.get(n, True)]))
