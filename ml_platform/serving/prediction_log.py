@@ -9,9 +9,13 @@ costs one fsync per batch, not per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import queue
 import sqlite3
 import threading
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +41,11 @@ CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
 """
 _INSERT = f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _STOP = object()
+
+
+def log_path(home: str | Path, model: str) -> Path:
+    """Where a model's prediction log lives under the platform home: the endpoint writes it, monitoring reads it."""
+    return Path(home) / "predictions" / f"{model}.sqlite"
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -114,10 +123,44 @@ def _resolve(future: asyncio.Future, error: Exception | None) -> None:
         future.set_exception(error)
 
 
-def read_log(path: str | Path) -> pd.DataFrame:
-    """The whole log as a DataFrame (read-only; safe while the server writes)."""
+@contextlib.contextmanager
+def _read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection: readers never create the file, never write, and (WAL) never block the server."""
     connection = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
     try:
-        return pd.read_sql_query("SELECT * FROM predictions ORDER BY seq", connection)
+        yield connection
     finally:
         connection.close()
+
+
+def read_log(path: str | Path) -> pd.DataFrame:
+    """The whole log as a DataFrame (read-only; safe while the server writes)."""
+    with _read_only(path) as connection:
+        return pd.read_sql_query("SELECT * FROM predictions ORDER BY seq", connection)
+
+
+def logged_rows(log_path, timestamp: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """The logged input rows whose event time falls in [start, end), each with the prediction returned, the
+    version that answered, the route, and the other version scored beside it (shadow or canary), if any.
+
+    A row's event time is its `timestamp` field when the request carried one (a replayed day lands on that day),
+    else the request's arrival time. No log yet, or no table yet, is no rows."""
+    try:
+        with _read_only(log_path) as connection:
+            requests = pd.read_sql_query("SELECT ts, features, outputs, version, shadow_version, shadow_outputs, "
+                                         "routed FROM predictions", connection)
+    except (sqlite3.OperationalError, pd.errors.DatabaseError):
+        return pd.DataFrame()
+    rows = []
+    for ts, features, outputs, version, shadow_version, shadow_outputs, routed in requests.itertuples(index=False):
+        arrived = datetime.fromtimestamp(ts)
+        shadows = json.loads(shadow_outputs) if shadow_outputs else None
+        for i, (row, output) in enumerate(zip(json.loads(features), json.loads(outputs))):
+            event = pd.to_datetime(row.get(timestamp), errors="coerce") if timestamp in row else arrived
+            if pd.isna(event):
+                event = arrived
+            if start <= event < end:
+                rows.append({**row, "prediction": output if not isinstance(output, list) else None,
+                             "_version": version, "_shadow_version": shadow_version,
+                             "_shadow_prediction": shadows[i] if shadows else None, "_routed": routed})
+    return pd.DataFrame(rows)
