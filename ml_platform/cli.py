@@ -107,6 +107,7 @@ def serve(args) -> int:
     from ml_platform import settings
     from ml_platform.serving.app import ServeConfig, ServingApp
     from ml_platform.serving.loader import FolderSource, RegistrySource
+    from ml_platform.serving.prediction_log import log_path
 
     spec = None
     try:
@@ -116,7 +117,7 @@ def serve(args) -> int:
     serving = spec.serving if spec else None
     config = ServeConfig(
         model=args.model,
-        log_path=args.log or str(settings.home() / "predictions" / f"{args.model}.sqlite"),
+        log_path=args.log or str(log_path(settings.home(), args.model)),
         max_rows=serving.max_rows if serving else 1000,
         reload_interval_s=args.reload_interval,
         rollout_mode=serving.rollout.mode if serving else "none",

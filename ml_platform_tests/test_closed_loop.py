@@ -226,7 +226,7 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
 
 # The second week's model must reach its online trial, and no live-performance retrain may replace it meanwhile
 # (the replayed day's AUC can sit under the bundled floor; retraining is the drift scenario's subject).
-ONLINE = {"serving": {"rollout": {"mode": "shadow", "window_days": 1, "min_rows": 100}},
+ONLINE = {"serving": {"rollout": {"mode": "shadow", "trial_days": 1, "min_rows": 100}},
           "gates": {"max_regression": 1.0},
           "monitoring": {"performance": {"metric": "roc_auc", "floor": 0.5}}}
 

@@ -142,6 +142,23 @@ def smoke_test(url: str, model: str, rows: list[dict], expected: np.ndarray, hea
 
 # --- Docker: blue/green on two host ports (host networking has no bridge to put a proxy behind) ------------
 
+def _build_model_image(client, model: str, version: str, model_folder: Path, project_dir: Path, base_tag: str):
+    """The project image, then a thin image on top with the version's model files baked in and labelled."""
+    import shutil
+    import tempfile
+
+    client.images.build(path=str(project_dir), tag=base_tag, network_mode="host", rm=True)
+    with tempfile.TemporaryDirectory() as context:
+        context = Path(context)
+        shutil.copytree(model_folder, context / "model")
+        (context / "Dockerfile").write_text(
+            f"FROM {base_tag}\nCOPY --chown=app model /opt/model\n"
+            f'LABEL {DOCKER_LABEL}="{model}" ml_platform.version="{version}"\n')
+        image, _ = client.images.build(path=str(context), tag=f"ml-platform-{model}:{version}",
+                                       network_mode="host", rm=True)
+    return image
+
+
 DOCKER_LABEL = "ml_platform.model"
 
 
@@ -153,21 +170,10 @@ def deploy_docker(model: str, version: str, model_folder: Path, port: int, proje
     The two slots are `port` and `port + 1`; the new container takes the free one. If it fails its health
     check, version check or smoke test, it is removed and the old container keeps serving.
     """
-    import shutil
-    import tempfile
-
     import docker
 
     client = docker.from_env(timeout=900)
-    client.images.build(path=str(project_dir), tag=base_tag, network_mode="host", rm=True)
-    with tempfile.TemporaryDirectory() as context:
-        context = Path(context)
-        shutil.copytree(model_folder, context / "model")
-        (context / "Dockerfile").write_text(
-            f"FROM {base_tag}\nCOPY --chown=app model /opt/model\n"
-            f'LABEL {DOCKER_LABEL}="{model}" ml_platform.version="{version}"\n')
-        image, _ = client.images.build(path=str(context), tag=f"ml-platform-{model}:{version}",
-                                       network_mode="host", rm=True)
+    image = _build_model_image(client, model, version, model_folder, project_dir, base_tag)
     old = client.containers.list(filters={"label": f"{DOCKER_LABEL}={model}"})
     used = {int(c.labels.get("ml_platform.port", 0)) for c in old}
     new_port = port if port not in used else port + 1

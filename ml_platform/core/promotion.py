@@ -25,6 +25,6 @@ def decide_promotion(spec: ModelSpec, registry: Registry, evaluation: dict, deta
     if rollout.mode != "none" and registry.version_of("champion") not in (None, version):
         # stays `challenger`: the endpoint serves it in shadow or canary until the online comparison decides
         return registry.record("online-trial", version, f"every gate passed; on trial in {rollout.mode} for "
-                               f"{rollout.window_days} days of labelled traffic", details)
+                               f"{rollout.trial_days} days of labelled traffic", details)
     return registry.promote(version, f"every gate passed ({evaluation['metric']} {evaluation['value']:.4f})",
                             details)

@@ -28,6 +28,7 @@ from ml_platform.spec import ModelSpec
 # deliberate choices here, so their warnings are noise for users.
 warnings.filterwarnings("ignore", message=".*(backfill_policy|data_version).*", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
+warnings.filterwarnings("ignore", message=".*map_resolved_asset_specs.*", category=dg.PreviewWarning)
 
 
 def build_model(spec: ModelSpec) -> dg.Definitions:

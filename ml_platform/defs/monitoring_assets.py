@@ -41,21 +41,22 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
               dg.AssetCheckSpec(DRIFT_FAIL, asset=key, partitions_def=data, description=f"No feature or "
                                 f"prediction drifts past PSI {thresholds.fail} (error).")]
 
-    @dg.asset(key=key, partitions_def=data, kinds={"pandas", "parquet"}, check_specs=checks,
+    @dg.asset(key=key, partitions_def=data, io_manager_key=conventions.IO_MANAGER_KEY,
+              kinds={"pandas", "parquet"}, check_specs=checks,
               description="Each feature's and the predictions' drift on the day against the champion's training "
                           "reference: PSI, KS, chi-square, missing-rate shift, unseen categories.",
               ins={"features": dg.AssetIn(conventions.key(spec, "features"))},
               deps=[dg.AssetDep(conventions.key(spec, "champion"), partition_mapping=dg.AllPartitionMapping())],
               automation_condition=conventions.daily_once_a_champion_exists(conventions.key(spec, "champion")))
     def drift(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, features: pd.DataFrame):
-        version, model, run_id = mlflow_tracking.champion(spec.name)
+        version, run_id = mlflow_tracking.champion_run(spec.name)
         profile = without(mlflow_tracking.run_artifact(run_id, REFERENCE_PROFILE), thresholds.ignore)
         live = _served(spec, context)
         live, source = live.drop(columns=[c for c in live.columns if c.startswith("_")]), "prediction log"
         if live.empty:
             live, source = features.copy(), "features (batch scored)"
             if len(live) and spec.task != "multiclass":
-                live["prediction"] = model.predict(live)
+                live["prediction"] = mlflow_tracking.load_run_model(run_id).predict(live)
         report = day_drift(live, profile, thresholds.warn, thresholds.fail, source)
         yield dg.Output(report.table.assign(partition=context.partition_key, model_version=version),
                         metadata=_drift_metadata(report, version))
@@ -89,7 +90,8 @@ def performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     metric = settings_.metric or DEFAULT_METRIC[spec.task]
     endpoint = conventions.key(spec, "endpoint")
 
-    @dg.asset(key=key, partitions_def=data, kinds={"pandas", "parquet"},
+    @dg.asset(key=key, partitions_def=data, io_manager_key=conventions.IO_MANAGER_KEY,
+              kinds={"pandas", "parquet"},
               check_specs=[dg.AssetCheckSpec(PERFORMANCE_FLOOR, asset=key, partitions_def=data,
                                              description="Live metric on labelled predictions stays above "
                                                          "monitoring.performance.floor.")],

@@ -29,7 +29,7 @@ def _weekly(start: date, end: date | None) -> dg.WeeklyPartitionsDefinition:
 
 def data_partitions(spec: ModelSpec, source: DataSource) -> dg.TimeWindowPartitionsDefinition:
     """The partitions of `raw` and `features`; a replay bounds them to the days it covers."""
-    replay = getattr(source, "replay", None) or source.details.get("replay")  # SHIM
+    replay = source.replay
     start: date = spec.partitions.start or replay.first_day
     end: date | None = spec.partitions.end or (replay.last_day + timedelta(days=1) if replay else None)
     cadence = spec.partitions.cadence

@@ -47,14 +47,18 @@ class MlflowTracking(dg.ConfigurableResource):
         """The platform model a run logged (native LightGBM text + manifest)."""
         return mlflow_store.load_model(run_id, self.client().tracking_uri)
 
-    def champion(self, model: str):
-        """(version, Model, training run id) of the champion; a clear failure before the first promotion."""
+    def champion_run(self, model: str) -> tuple[str, str]:
+        """(version, training run id) of the champion; a clear failure before the first promotion."""
         client = self.client()
-        found = mlflow_store.champion_model(client.tracking_uri, model, self.registry_uri or client.tracking_uri)
-        if found is None:
+        version = mlflow_store.version_of_alias(client, model, mlflow_store.CHAMPION)
+        if version is None:
             raise dg.Failure(f"{model} has no champion yet: materialize {model}/champion first")
-        version, loaded = found
-        return version, loaded, mlflow_store.run_of(client, model, version)
+        return version, mlflow_store.run_of(client, model, version)
+
+    def champion(self, model: str):
+        """(version, Model, training run id) of the champion."""
+        version, run_id = self.champion_run(model)
+        return version, self.load_run_model(run_id), run_id
 
     def run_artifact(self, run_id: str, name: str):
         """A JSON artifact (smoke rows, the drift reference) of a run in this store."""

@@ -26,7 +26,8 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
     gates = [dg.AssetCheckSpec(gate, asset=key, blocking=True, partitions_def=partitions,
                                description=GATE_DESCRIPTIONS[gate]) for gate in GATE_NAMES]
 
-    @dg.asset(key=key, partitions_def=partitions, kinds={"mlflow", "pandas"}, check_specs=gates,
+    @dg.asset(key=key, partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
+              kinds={"mlflow", "pandas"}, check_specs=gates,
               description="The new model on the held-out newest days: task metrics, a naive baseline, slices, "
                           "fairness, TreeSHAP attributions, the current champion on the same rows, and the model "
                           "card. The promotion gates are its blocking checks.",
