@@ -34,3 +34,35 @@ def split(features, spec) -> Split:
 @pytest.fixture(scope="session")
 def model(spec, split) -> Model:
     return train(spec, split).model
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A real local MLflow store (SQLite and a folder of artifacts) with one experiment: (client, experiment id)."""
+    from ml_platform.core.mlflow_store import use_store
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = use_store(uri, uri)
+    return client, client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+
+
+@pytest.fixture
+def trained_version(spec, features, store):
+    """`trained_version()`: a version trained on the spec's 56-day window, logged and registered: (frame,
+    version, run id)."""
+    import mlflow
+
+    from ml_platform.core.registry import Registry
+    from ml_platform.core.training_run import build_training_set, train_and_log
+
+    client, experiment = store
+    days = sorted(features[spec.timestamp].dt.strftime("%Y-%m-%d").unique())
+
+    def make():
+        frame = build_training_set(features, spec, days).frame
+        with mlflow.start_run(experiment_id=experiment) as run:
+            trained = train_and_log(spec, frame, days[-7])
+        version = Registry(client, spec.name).register(trained.model_uri, run.info.run_id, tags={})
+        return frame, version, run.info.run_id
+
+    return make

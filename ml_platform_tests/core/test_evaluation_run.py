@@ -1,0 +1,40 @@
+"""Evaluating a trained version without an orchestrator: holdout metrics, gates, model card, and what later
+stages need recorded on its run."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+
+from ml_platform.core.evaluation_run import evaluate_version, log_evaluation
+from ml_platform.core.mlflow_store import GATE_RESULTS, MODEL_CARD, MODEL_FILES, REFERENCE_PROFILE, SMOKE_ROWS, load_model
+from ml_platform.core.registry import Registry
+
+
+def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, trained_version):
+    client, _ = store
+    frame, version, run_id = trained_version()
+    registry = Registry(client, spec.name)
+    record, candidate = evaluate_version(spec, version, run_id, frame, registry,
+                                         lambda run: load_model(run, client.tracking_uri))
+    assert record.champion_version is None and record.result.value > 0.6 and record.passed
+    assert "# Model card: flight_delay v1" in record.card
+    with mlflow.start_run(run_id=run_id):
+        log_evaluation(record, candidate, frame)
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {MODEL_FILES, SMOKE_ROWS, REFERENCE_PROFILE, GATE_RESULTS, MODEL_CARD, "plots"} <= artifacts
+    assert client.get_run(run_id).data.tags["gate.metric_floor"] == "passed"
+    row = record.row({"version": version})
+    assert row["all_gates_passed"] and [g["name"] for g in json.loads(row["gates"])][0] == "metric_floor"
+
+
+def test_a_second_version_is_compared_with_the_champion_on_the_same_rows(spec, store, trained_version):
+    client, _ = store
+    frame, first, _ = trained_version()
+    Registry(client, spec.name).promote(first, "test", {})
+    _, second, run_id = trained_version()
+    record, _ = evaluate_version(spec, second, run_id, frame, Registry(client, spec.name),
+                                 lambda run: load_model(run, client.tracking_uri))
+    # the same rows and spec train the same model: the champion scores exactly what the candidate scores
+    assert record.champion_version == first and record.result.champion[record.result.metric] == record.result.value

@@ -1,0 +1,43 @@
+"""The champion step's decision over a real registry: promote, hold for approval, trial online, or refuse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ml_platform.core.promotion import decide_promotion
+from ml_platform.core.registry import Registry
+
+
+def _evaluation(version: str, passed: bool) -> dict:
+    gates = [{"name": "metric_floor", "passed": passed}, {"name": "prediction_sanity", "passed": True}]
+    return {"version": version, "gates": json.dumps(gates), "all_gates_passed": passed, "metric": "roc_auc",
+            "value": 0.7, "champion_value": None}
+
+
+@pytest.fixture
+def registry(spec, store, trained_version) -> Registry:
+    client, _ = store
+    trained_version()
+    trained_version()
+    return Registry(client, spec.name)
+
+
+def test_a_gated_version_is_promoted_and_a_failed_one_moves_nothing(spec, registry):
+    assert decide_promotion(spec, registry, _evaluation("1", True), {"partition": "p"})["action"] == "promote"
+    refused = decide_promotion(spec, registry, _evaluation("2", False), {})
+    assert refused["action"] == "gate-failed" and "metric_floor" in refused["reason"]
+    assert registry.version_of("champion") == "1"
+
+
+def test_approval_and_online_trials_hold_a_gated_version_back(spec, registry):
+    approval = spec.model_copy(update={"gates": spec.gates.model_copy(update={"require_approval": True})})
+    assert decide_promotion(approval, registry, _evaluation("1", True), {})["action"] == "awaiting-approval"
+    assert registry.version_of("champion") is None
+    decide_promotion(spec, registry, _evaluation("1", True), {})
+    rollout = spec.serving.rollout.model_copy(update={"mode": "shadow"})
+    shadow = spec.model_copy(update={"serving": spec.serving.model_copy(update={"rollout": rollout})})
+    trial = decide_promotion(shadow, registry, _evaluation("2", True), {})
+    assert trial["action"] == "online-trial" and "shadow" in trial["reason"]
+    assert registry.version_of("champion") == "1" and registry.version_of("challenger") == "2"
