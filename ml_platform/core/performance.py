@@ -113,3 +113,34 @@ def judge_challenger(days: list[dict], window_days: int, min_rows: int, min_impr
     if gain > 0 and gain >= min_improvement:
         return Verdict("promote", f"challenger wins: {summary}", gain, rows, names)
     return Verdict("retire", f"challenger does not win: {summary}", gain, rows, names)
+
+
+def judge_rollback(paired_days: list[dict], answered_days: list[dict], champion: str, previous: str, metric: str,
+                   tolerance: float, min_rows: int) -> Verdict:
+    """Decide whether a fresh champion goes back to the previous one: "rollback", "keep" or "wait".
+
+    `paired_days` are the daily paired comparisons of `champion` with `previous` (`day`, `rows`, `gain`: how
+    much better `previous` did on the same labelled requests); `answered_days` are each day's metric per
+    version that answered (`{version: {"rows": n, metric: value}}`). Pairs are the fair test, so they decide
+    once they hold `min_rows`; without them (an image that serves one model) each version is judged on the days
+    it answered, once both have `min_rows`; else wait. The champion is rolled back when `previous` does better
+    by more than `tolerance`, and kept otherwise. The verdict's `gain` is how much better `previous` did.
+    """
+    rows, previous_gain = pooled(paired_days)
+    days = tuple(sorted(d["day"] for d in paired_days if d.get("rows") and d.get("gain") is not None))
+    if rows >= max(min_rows, 1):
+        how = f"on the same {rows} labelled requests"
+    else:  # no pairs: each version on the days it answered
+        (new_rows, new_value), (old_rows, old_value) = (pooled([a[v] for a in answered_days if v in a], metric)
+                                                        for v in (champion, previous))
+        if min(new_rows, old_rows) < max(min_rows, 1):
+            return Verdict("wait", f"not enough labelled live rows yet (paired: {rows}; v{champion}: {new_rows}, "
+                                   f"v{previous}: {old_rows}; need {min_rows})", rows=rows)
+        previous_gain = improvement(metric, old_value, new_value)
+        how = f"on the days each answered (v{champion}: {new_rows} rows, v{previous}: {old_rows} rows)"
+        rows, days = new_rows + old_rows, ()
+    if previous_gain <= tolerance:
+        return Verdict("keep", f"v{champion} kept: v{previous} does better by {previous_gain:+.4f} {metric} {how}, "
+                               f"within {tolerance}", previous_gain, rows, days)
+    return Verdict("rollback", f"live {metric} of v{champion} trails v{previous} by {previous_gain:.4f} > "
+                               f"{tolerance} {how}", previous_gain, rows, days)

@@ -1,4 +1,5 @@
-"""Live performance with delayed labels, and the online champion/challenger comparison and verdict."""
+"""Live performance with delayed labels, the online champion/challenger comparison and verdict, and the
+rollback verdict on a fresh champion."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ml_platform.core.performance import judge_challenger, live_performance, paired_comparison
+from ml_platform.core.performance import judge_challenger, judge_rollback, live_performance, paired_comparison
 
 RNG = np.random.default_rng(7)
 N = 400
@@ -102,3 +103,61 @@ def test_the_gain_is_weighted_by_rows_and_days_without_rows_do_not_count():
             {"day": "c", "rows": 0, "gain": None}]
     verdict = judge_challenger(days, window_days=2, min_rows=500, min_improvement=0)
     assert verdict.decision == "promote" and verdict.gain == pytest.approx(0.004) and verdict.days == ("a", "b")
+
+
+def _pairs(*gains, rows=300):
+    """Daily paired comparisons of v2 (the new champion) with v1; `gain` > 0: v1 did better."""
+    return [{"day": f"2025-02-{i + 1:02d}", "champion": "2", "other": "1", "rows": rows, "gain": g}
+            for i, g in enumerate(gains)]
+
+
+def _answered(v2: tuple[int, float], v1: tuple[int, float], metric="roc_auc") -> dict:
+    """One day's metric per version that answered: (rows, value)."""
+    return {"2": {"rows": v2[0], metric: v2[1]}, "1": {"rows": v1[0], metric: v1[1]}}
+
+
+def _rollback(paired, answered=(), metric="roc_auc", tolerance=0.02, min_rows=500):
+    return judge_rollback(paired, list(answered), "2", "1", metric, tolerance, min_rows)
+
+
+def test_a_new_champion_trailing_on_the_same_requests_is_rolled_back():
+    verdict = _rollback(_pairs(0.05, 0.03))
+    assert verdict.decision == "rollback" and verdict.gain == pytest.approx(0.04) and verdict.rows == 600
+    assert verdict.reason == "live roc_auc of v2 trails v1 by 0.0400 > 0.02 on the same 600 labelled requests"
+    assert verdict.days == ("2025-02-01", "2025-02-02")
+
+
+@pytest.mark.parametrize("gains", [(0.01, 0.01), (0.02, 0.02), (-0.05, -0.01)])
+def test_a_new_champion_within_the_tolerance_is_kept(gains):
+    verdict = _rollback(_pairs(*gains))
+    assert verdict.decision == "keep" and verdict.gain <= 0.02
+    assert verdict.reason.startswith("v2 kept: v1 does better by ")
+    assert verdict.reason.endswith(" roc_auc on the same 600 labelled requests, within 0.02")
+
+
+def test_too_few_pairs_fall_back_to_each_version_on_the_days_it_answered():
+    answered = [_answered((400, 0.70), (300, 0.80)), _answered((200, 0.64), (300, 0.76))]
+    verdict = _rollback(_pairs(0.2, rows=100), answered)
+    assert verdict.decision == "rollback" and verdict.gain == pytest.approx(0.78 - 0.68)
+    assert verdict.reason.endswith("on the days each answered (v2: 600 rows, v1: 600 rows)")
+
+
+def test_a_lower_is_better_metric_rolls_back_when_the_new_error_is_higher():
+    higher_error = [_answered((600, 2.5), (600, 2.0), "rmse")]
+    verdict = _rollback([], higher_error, metric="rmse", tolerance=0.1)
+    assert verdict.decision == "rollback" and verdict.gain == pytest.approx(0.5)
+    kept = _rollback([], [_answered((600, 2.0), (600, 2.5), "rmse")], metric="rmse", tolerance=0.1)
+    assert kept.decision == "keep" and kept.gain == pytest.approx(-0.5)
+
+
+@pytest.mark.parametrize("answered", [[], [_answered((600, 0.7), (100, 0.8))], [{"2": {"rows": 900, "roc_auc": 0.7}}]])
+def test_without_enough_labelled_rows_of_both_versions_it_waits(answered):
+    verdict = _rollback(_pairs(0.3, rows=50), answered)
+    assert verdict.decision == "wait"
+    assert verdict.reason.startswith("not enough labelled live rows yet (paired: 50; v2: ")
+    assert verdict.reason.endswith("; need 500)")
+
+
+def test_the_wait_names_every_count():
+    verdict = _rollback([], [_answered((600, 0.7), (100, 0.8))])
+    assert verdict.reason == "not enough labelled live rows yet (paired: 0; v2: 600, v1: 100; need 500)"
