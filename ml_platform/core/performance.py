@@ -85,23 +85,23 @@ def pooled(days: list[dict], field: str = "gain") -> tuple[int, float | None]:
 
 @dataclass(frozen=True)
 class Verdict:
-    decision: str          # "promote", "retire" or "wait"
+    decision: str          # "promote", "retire" or "wait" (challengers); "rollback", "keep" or "wait" (rollbacks)
     reason: str
     gain: float | None = None
     rows: int = 0
     days: tuple[str, ...] = ()
 
 
-def judge_challenger(days: list[dict], window_days: int, min_rows: int, min_improvement: float) -> Verdict:
+def judge_challenger(days: list[dict], trial_days: int, min_rows: int, min_improvement: float) -> Verdict:
     """Decide on a challenger from its daily paired comparisons (`day`, `rows`, `gain`) with the champion.
 
-    The newest `window_days` days with a comparison are pooled (row-weighted mean gain). Too few days or rows:
+    The newest `trial_days` days with a comparison are pooled (row-weighted mean gain). Too few days or rows:
     wait. Then the challenger wins when it does better by at least `min_improvement`, and is retired otherwise.
     """
     usable = sorted((d for d in days if d.get("rows") and d.get("gain") is not None), key=lambda d: d["day"])
-    if len(usable) < window_days:
-        return Verdict("wait", f"{len(usable)} of {window_days} days with labelled paired traffic so far")
-    window = usable[-window_days:]
+    if len(usable) < trial_days:
+        return Verdict("wait", f"{len(usable)} of {trial_days} days with labelled paired traffic so far")
+    window = usable[-trial_days:]
     rows, gain = pooled(window)
     names = tuple(d["day"] for d in window)
     if rows < min_rows:

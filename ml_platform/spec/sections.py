@@ -207,11 +207,6 @@ class Rollout(StrictModel):
         data["trial_days"] = data.pop("window_days")
         return data
 
-    @property
-    def window_days(self) -> int:
-        """Deprecated: the old name of `trial_days`, kept until every reader has switched."""
-        return self.trial_days
-
 
 class Serving(StrictModel):
     target: Literal["local", "docker"] = "local"

@@ -94,14 +94,14 @@ def _days(*gains, rows=300):
     (_days(0.0, 0.0, 0.0), "retire", "more than 0"),
 ])
 def test_the_verdict_over_the_window(days, decision, words):
-    verdict = judge_challenger(days, window_days=3, min_rows=500, min_improvement=0.01 if "0.01" in words else 0)
+    verdict = judge_challenger(days, trial_days=3, min_rows=500, min_improvement=0.01 if "0.01" in words else 0)
     assert verdict.decision == decision and words in verdict.reason
 
 
 def test_the_gain_is_weighted_by_rows_and_days_without_rows_do_not_count():
     days = [{"day": "a", "rows": 900, "gain": 0.01}, {"day": "b", "rows": 100, "gain": -0.05},
             {"day": "c", "rows": 0, "gain": None}]
-    verdict = judge_challenger(days, window_days=2, min_rows=500, min_improvement=0)
+    verdict = judge_challenger(days, trial_days=2, min_rows=500, min_improvement=0)
     assert verdict.decision == "promote" and verdict.gain == pytest.approx(0.004) and verdict.days == ("a", "b")
 
 

@@ -51,11 +51,6 @@ class DataSource:
     facts: dict = field(default_factory=dict)
     replay: Replay | None = None
 
-    @property
-    def details(self) -> dict:
-        """Deprecated (use `replay` and `describe()`): the facts, plus the replay under 'replay'."""
-        return {**({"replay": self.replay} if self.replay else {}), **self.facts}
-
     def describe(self) -> dict:
         """Where the data comes from, as flat metadata: the kind, then the replay calendar or the facts."""
         return {"kind": self.kind, **(self.replay.describe() if self.replay else {}), **self.facts}

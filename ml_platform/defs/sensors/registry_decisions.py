@@ -83,7 +83,7 @@ def online_challenger_sensor(spec: ModelSpec) -> dg.SensorDefinition | None:
     @dg.sensor(name=f"{name}_online_challenger", minimum_interval_seconds=60,
                default_status=dg.DefaultSensorStatus.RUNNING, target=[conventions.key(spec, "endpoint")],
                description=f"Promotes the {rollout.mode} challenger of {name} when it beats the champion on the "
-                           f"same live outcomes over {rollout.window_days} days ({rollout.min_rows}+ labelled "
+                           f"same live outcomes over {rollout.trial_days} days ({rollout.min_rows}+ labelled "
                            f"rows, gain ≥ {rollout.min_improvement}); retires it when it does not.")
     def online_challenger(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking):
         registry = mlflow_tracking.registry(name)
@@ -94,7 +94,7 @@ def online_challenger_sensor(spec: ModelSpec) -> dg.SensorDefinition | None:
             return dg.SkipReason(f"v{challenger} against v{champion} already decided")
         paired = paired_days(latest_per_day(context.instance, conventions.key(spec, "performance")), champion,
                              challenger)
-        verdict = judge_challenger(paired, rollout.window_days, rollout.min_rows, rollout.min_improvement)
+        verdict = judge_challenger(paired, rollout.trial_days, rollout.min_rows, rollout.min_improvement)
         if verdict.decision == "wait":
             return dg.SkipReason(f"v{challenger} against v{champion}: {verdict.reason}")
         context.update_cursor(f"{champion}:{challenger}")

@@ -26,7 +26,6 @@ def test_known_columns_only_without_reading_data():
 def test_a_replay_is_typed_and_described(tmp_path, flight_spec):
     source = open_source(flight_spec, tmp_path)
     assert isinstance(source.replay, nycflights13.Replay)
-    assert source.details == {"replay": source.replay}  # the untyped view, until every reader has switched
     assert source.describe() == {"kind": "nycflights13", **source.replay.describe()}
     assert source.coverage_hint() == (f" (the replay covers {source.replay.first_day} to "
                                       f"{source.replay.last_day})")
@@ -36,7 +35,6 @@ def test_other_sources_describe_where_their_data_is(tmp_path):
     files = FilesSource(kind="files", path="/data/{date}.csv").bind("m", "ts", tmp_path)
     assert files.replay is None and files.coverage_hint() == ""
     assert files.describe() == {"kind": "files", "path": "/data/{date}.csv"}
-    assert files.details == {"path": "/data/{date}.csv"}
     query = "SELECT * FROM t WHERE ts >= :start AND ts < :end"
     sql = SqlSource(kind="sql", url="postgresql://me:secret@db/x", query=query).bind("m", "ts", tmp_path)
     assert sql.describe() == {"kind": "sql", "url": "postgresql://me:***@db/x"}

@@ -86,7 +86,7 @@ def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_
     monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
     make, home = platform
     defs = make({"gates.max_regression": 1.0,
-                 "serving.rollout": {"mode": "shadow", "window_days": 2, "min_rows": 800}})
+                 "serving.rollout": {"mode": "shadow", "trial_days": 2, "min_rows": 800}})
     partitions = _partitions(defs)
     assert _retrain(defs, instance, partitions[0]).success  # the first model has nobody to beat: champion
     trial = _retrain(defs, instance, partitions[1])
