@@ -86,8 +86,8 @@ def _schema_check(report: ValidationReport) -> dg.AssetCheckResult:
 
 
 def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinition):
-    @dg.asset(key=conventions.key(spec, "features"), partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
-              kinds={"pandas", "parquet"},
+    @dg.asset(key=conventions.key(spec, "features"), partitions_def=partitions,
+              io_manager_key=conventions.IO_MANAGER_KEY, kinds={"pandas", "parquet"},
               backfill_policy=dg.BackfillPolicy.single_run(),
               description=f"The model's {len(spec.features.names)} features and its target `{spec.target.name}` "
                           f"({spec.target.expression or spec.target.column}), one row per usable raw row.",

@@ -96,9 +96,9 @@ class MlflowTracking(dg.ConfigurableResource):
                     "dagster_asset": context.asset_key.to_user_string(),
                     **({"dagster_partition": context.partition_key} if context.has_partition_key else {}),
                     **(tags or {})}
+        label = context.partition_key if context.has_partition_key else "run"
         run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                               run_name=None if run_id else f"{model}-{context.partition_key if context.has_partition_key else 'run'}",
-                               tags=run_tags)
+                               run_name=None if run_id else f"{model}-{label}", tags=run_tags)
         try:
             yield run
         except BaseException:

@@ -67,8 +67,8 @@ def predictions_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     name = spec.name
     champion = conventions.key(spec, "champion")
 
-    @dg.asset(key=conventions.key(spec, "predictions"), partitions_def=data, io_manager_key=conventions.IO_MANAGER_KEY,
-              kinds={"pandas", "parquet"},
+    @dg.asset(key=conventions.key(spec, "predictions"), partitions_def=data,
+              io_manager_key=conventions.IO_MANAGER_KEY, kinds={"pandas", "parquet"},
               backfill_policy=dg.BackfillPolicy.single_run(),
               description=f"Batch scores of each day's features by the champion of {name}, with the model "
                           "version beside each prediction.",

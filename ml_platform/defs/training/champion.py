@@ -18,8 +18,8 @@ def _description(spec: ModelSpec) -> str:
 
 
 def champion_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(key=conventions.key(spec, "champion"), partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
-              kinds={"mlflow"},
+    @dg.asset(key=conventions.key(spec, "champion"), partitions_def=partitions,
+              io_manager_key=conventions.IO_MANAGER_KEY, kinds={"mlflow"},
               description=_description(spec), ins={"evaluation": dg.AssetIn(conventions.key(spec, "evaluation"))})
     def champion(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, evaluation: pd.DataFrame):
         registry = mlflow_tracking.registry(spec.name)

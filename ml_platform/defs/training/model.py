@@ -10,8 +10,8 @@ from ml_platform.spec import ModelSpec
 
 
 def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(key=conventions.key(spec, "model"), partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
-              kinds={"lightgbm", "mlflow"},
+    @dg.asset(key=conventions.key(spec, "model"), partitions_def=partitions,
+              io_manager_key=conventions.IO_MANAGER_KEY, kinds={"lightgbm", "mlflow"},
               description=f"LightGBM ({spec.task}) trained on the training split with early stopping; logged to "
                           f"MLflow and registered as a new version of `{spec.name}` with alias `challenger`.",
               ins={"training_set": dg.AssetIn(conventions.key(spec, "training_set"))})

@@ -12,8 +12,8 @@ from ml_platform.spec import ModelSpec
 def training_set_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     training = spec.training
 
-    @dg.asset(key=conventions.key(spec, "training_set"), partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
-              kinds={"pandas", "parquet"},
+    @dg.asset(key=conventions.key(spec, "training_set"), partitions_def=partitions,
+              io_manager_key=conventions.IO_MANAGER_KEY, kinds={"pandas", "parquet"},
               description=f"The last {training.window_days} days of features as of each retraining partition, "
                           f"split by time: train, validation ({training.validation_days} days, early stopping), "
                           f"test ({training.test_days} newest days, held out).",
