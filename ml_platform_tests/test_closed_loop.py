@@ -92,8 +92,7 @@ def _latest_week(env: dict, home: Path, monkeypatch) -> date:
     """The latest training week of the running code location (its replay is pinned under the home)."""
     monkeypatch.setenv("ML_PLATFORM_HOME", str(home))
     from ml_platform.core.sources import open_source
-    from ml_platform.defs.partitions import data_partitions
-    from ml_platform.defs.training_assets import training_partitions
+    from ml_platform.defs.partitions import data_partitions, training_partitions
     from ml_platform.spec import load_specs
 
     (spec,) = load_specs(env["ML_PLATFORM_SPECS"])
