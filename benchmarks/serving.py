@@ -113,9 +113,11 @@ def main() -> int:
         import numpy as np
 
         from ml_platform.core.features import build_features
+        from ml_platform.core.mlflow_store import use_store
         from ml_platform.core.registry import Registry
         from ml_platform.core.sources import nycflights13
         from ml_platform.core.training import split_by_time, train
+        from ml_platform.core.training_run import log_model_files
         from ml_platform.spec import BUNDLED_SPECS, load_spec
 
         spec = load_spec(BUNDLED_SPECS / "flight_delay.yaml")
@@ -123,16 +125,12 @@ def main() -> int:
         features, _ = build_features(raw, spec)
         split = split_by_time(features, spec)
         model = train(spec, split).model
-        folder = model.save(scratch / "model")
-        mlflow.set_tracking_uri(uri)
-        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client = use_store(uri, uri)
         experiment = client.create_experiment("bench", artifact_location=(scratch / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment) as run:
-            mlflow.log_artifacts(str(folder), "model_files")
-            info = mlflow.pyfunc.log_model(name="model", python_model=str(REPO / "ml_platform/core/pyfunc_model.py"),
-                                           artifacts={"model": str(folder)}, pip_requirements=[])
+            model_uri, _ = log_model_files(model)  # exactly as a training run logs it
         registry = Registry(client, "flight_delay")
-        version = registry.register(info.model_uri, run.info.run_id, tags={})
+        version = registry.register(model_uri, run.info.run_id, tags={})
         registry.promote(version, "benchmark", {})
         row = {k: (None if v != v else v) for k, v in split.test[spec.features.names].iloc[0].to_dict().items()}
         row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
