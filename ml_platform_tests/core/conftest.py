@@ -46,23 +46,28 @@ def store(tmp_path):
     return client, client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
 
 
+@pytest.fixture(scope="session")
+def training_set(features, spec) -> pd.DataFrame:
+    """The spec's 56-day window as the training stage stores it (rows and their split)."""
+    from ml_platform.core.training_run import build_training_set
+
+    return build_training_set(features, spec, sorted(features[spec.timestamp].dt.strftime("%Y-%m-%d").unique())).frame
+
+
 @pytest.fixture
-def trained_version(spec, features, store):
-    """`trained_version()`: a version trained on the spec's 56-day window, logged and registered: (frame,
-    version, run id)."""
+def logged_version(spec, model, store):
+    """`logged_version()`: the session's model logged to a new run exactly as training logs it, and registered
+    as the next version: (version, run id). For tests about what happens after training."""
     import mlflow
 
     from ml_platform.core.registry import Registry
-    from ml_platform.core.training_run import build_training_set, train_and_log
+    from ml_platform.core.training_run import log_model_files
 
     client, experiment = store
-    days = sorted(features[spec.timestamp].dt.strftime("%Y-%m-%d").unique())
 
-    def make():
-        frame = build_training_set(features, spec, days).frame
+    def make() -> tuple[str, str]:
         with mlflow.start_run(experiment_id=experiment) as run:
-            trained = train_and_log(spec, frame, days[-7])
-        version = Registry(client, spec.name).register(trained.model_uri, run.info.run_id, tags={})
-        return frame, version, run.info.run_id
+            model_uri, _ = log_model_files(model)
+        return Registry(client, spec.name).register(model_uri, run.info.run_id, tags={}), run.info.run_id
 
     return make

@@ -12,9 +12,10 @@ from ml_platform.core.mlflow_store import GATE_RESULTS, MODEL_CARD, MODEL_FILES,
 from ml_platform.core.registry import Registry
 
 
-def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, trained_version):
+def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, logged_version, training_set):
     client, _ = store
-    frame, version, run_id = trained_version()
+    frame = training_set
+    version, run_id = logged_version()
     registry = Registry(client, spec.name)
     record, candidate = evaluate_version(spec, version, run_id, frame, registry,
                                          lambda run: load_model(run, client.tracking_uri))
@@ -29,12 +30,13 @@ def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, 
     assert row["all_gates_passed"] and [g["name"] for g in json.loads(row["gates"])][0] == "metric_floor"
 
 
-def test_a_second_version_is_compared_with_the_champion_on_the_same_rows(spec, store, trained_version):
+def test_a_second_version_is_compared_with_the_champion_on_the_same_rows(spec, store, logged_version, training_set):
     client, _ = store
-    frame, first, _ = trained_version()
+    frame = training_set
+    first, _ = logged_version()
     Registry(client, spec.name).promote(first, "test", {})
-    _, second, run_id = trained_version()
+    second, run_id = logged_version()
     record, _ = evaluate_version(spec, second, run_id, frame, Registry(client, spec.name),
                                  lambda run: load_model(run, client.tracking_uri))
-    # the same rows and spec train the same model: the champion scores exactly what the candidate scores
+    # the same model under two versions: the champion scores exactly what the candidate scores
     assert record.champion_version == first and record.result.champion[record.result.metric] == record.result.value

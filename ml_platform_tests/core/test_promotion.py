@@ -17,10 +17,10 @@ def _evaluation(version: str, passed: bool) -> dict:
 
 
 @pytest.fixture
-def registry(spec, store, trained_version) -> Registry:
+def registry(spec, store, logged_version) -> Registry:
     client, _ = store
-    trained_version()
-    trained_version()
+    logged_version()
+    logged_version()
     return Registry(client, spec.name)
 
 

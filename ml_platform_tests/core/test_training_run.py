@@ -3,11 +3,14 @@ trained and logged to a real local MLflow store."""
 
 from __future__ import annotations
 
+import hashlib
+
+import mlflow
 import pytest
 
 from ml_platform.core.data_versions import versions_by_day
-from ml_platform.core.mlflow_store import load_model
-from ml_platform.core.training_run import SPLIT, TrainingError, build_training_set, split_of
+from ml_platform.core.mlflow_store import download_model_files, load_model
+from ml_platform.core.training_run import SPLIT, TrainingError, build_training_set, split_of, train_and_log
 
 DAYS = [f"2013-05-{d:02d}" for d in range(1, 32)] + [f"2013-06-{d:02d}" for d in range(1, 26)]
 
@@ -30,11 +33,15 @@ def test_a_window_with_missing_days_names_them_and_the_fix(features, spec):
     assert "2013-05-01, 2013-05-02" in message and f"{spec.name}/features" in message
 
 
-def test_a_trained_version_carries_its_data_versions_and_validation_metrics(spec, store, trained_version):
-    client, _ = store
-    frame, version, run_id = trained_version()
+def test_a_trained_version_carries_its_data_versions_and_validation_metrics(spec, store, training_set):
+    client, experiment = store
+    frame = training_set
+    with mlflow.start_run(experiment_id=experiment) as run:
+        trained = train_and_log(spec, frame, "2013-06-19")
+    run_id = run.info.run_id
     model = load_model(run_id, client.tracking_uri)
-    assert version == "1"
+    files = download_model_files(run_id, client.tracking_uri)
+    assert trained.model_sha256 == hashlib.sha256((files / "model.txt").read_bytes()).hexdigest()
     assert model.manifest["data_versions"] == versions_by_day(frame.drop(columns=SPLIT), spec.timestamp)
     run = client.get_run(run_id)
     assert "valid_roc_auc" in run.data.metrics and run.data.params["partition"] == "2013-06-19"
