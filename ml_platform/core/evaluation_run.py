@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable
 
 import pandas as pd
 
@@ -15,8 +14,8 @@ from ml_platform.core.deploy import smoke_rows
 from ml_platform.core.drift import training_reference
 from ml_platform.core.evaluation import Evaluation, evaluate
 from ml_platform.core.gates import GateResult, run_gates
-from ml_platform.core.mlflow_store import (FEATURE_ATTRIBUTIONS, GATE_RESULTS, MODEL_CARD, REFERENCE_PROFILE, SLICES,
-                                          SMOKE_ROWS, plot_artifact)
+from ml_platform.core.mlflow_store import (CHAMPION, FEATURE_ATTRIBUTIONS, GATE_RESULTS, MODEL_CARD,
+                                          REFERENCE_PROFILE, SLICES, SMOKE_ROWS, plot_artifact)
 from ml_platform.core.model import Model
 from ml_platform.core.model_card import model_card
 from ml_platform.core.registry import Registry
@@ -46,14 +45,14 @@ class EvaluationRecord:
                 "gates": json.dumps([g.as_dict() for g in self.gates]), "all_gates_passed": self.passed}
 
 
-def evaluate_version(spec: ModelSpec, version: str, run_id: str, training_set: pd.DataFrame, registry: Registry,
-                     load_run_model: Callable[[str], Model]) -> tuple[EvaluationRecord, Model]:
-    """Evaluate `version` (trained in `run_id`) on the training set's test days against the champion."""
-    candidate = load_run_model(run_id)
-    champion_version = registry.version_of("champion")
+def evaluate_version(spec: ModelSpec, version: str, training_set: pd.DataFrame,
+                     registry: Registry) -> tuple[EvaluationRecord, Model]:
+    """Evaluate a registered `version` on the training set's test days against the current champion."""
+    candidate = registry.model(version)
+    champion_version = registry.version_of(CHAMPION)
     champion = None
     if champion_version and champion_version != version:
-        champion = load_run_model(registry.client.get_model_version(spec.name, champion_version).run_id)
+        champion = registry.model(champion_version)
     train = training_set[training_set[SPLIT] == "train"]
     test = training_set[training_set[SPLIT] == "test"].reset_index(drop=True)
     result = evaluate(candidate, train, test, metric_of(spec), spec.gates.slices,

@@ -164,17 +164,3 @@ def load_json_artifact(run_id: str, name: str, tracking_uri: str | None = None) 
                                                    tracking_uri=resolve_uris(tracking_uri)[0])
         return json.loads(Path(path).read_text(encoding="utf-8"))
 
-
-def alias_model(tracking_uri: str | None, name: str, alias: str,
-                registry_uri: str | None = None) -> tuple[str, "Model"] | None:
-    """(version, `Model`) behind `alias` of the registered model `name`, or None when the alias is not set."""
-    client = client_for(tracking_uri, registry_uri)
-    version = version_of_alias(client, name, alias)
-    return None if version is None else (version, load_version(client, name, version))
-
-
-def champion_model(tracking_uri: str | None, name: str,
-                   registry_uri: str | None = None) -> tuple[str, "Model"] | None:
-    """(version, `Model`) of the current champion, or None before the first promotion: what batch scoring,
-    monitoring and deployment all start from."""
-    return alias_model(tracking_uri, name, CHAMPION, registry_uri)

@@ -16,6 +16,7 @@ from ml_platform.spec import Freshness, ModelSpec
 MODEL_TAG = "ml_platform/model"
 REASON_TAG = "ml_platform/reason"
 TRIGGER_TAG = "ml_platform/trigger"
+DRIFTED_TAG = "ml_platform/drifted"  # on a retrain run: the features whose drift started it
 IO_MANAGER_KEY = "parquet_io_manager"
 MLFLOW_RESOURCE_KEY = "mlflow_tracking"
 # Stages whose stored content is a function of the spec: they carry its digest as code version, so a spec

@@ -8,7 +8,6 @@ fails, Dagster skips everything downstream in the run.
 import dagster as dg
 import pandas as pd
 
-from ml_platform.core.data_versions import content_hash
 from ml_platform.core.features import FeatureError, build_features
 from ml_platform.core.schema import ValidationReport, validate
 from ml_platform.core.sources import DataSource, SourceError
@@ -18,7 +17,6 @@ from ml_platform.defs.partitions import label_of, split_by_partition, window_of
 from ml_platform.spec import ModelSpec
 
 SCHEMA_CHECK = "schema"
-__all__ = ["SCHEMA_CHECK", "build_data", "content_hash"]
 
 
 def build_data(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPartitionsDefinition) -> dg.Definitions:

@@ -8,7 +8,7 @@ import json
 import mlflow
 
 from ml_platform.core.evaluation_run import evaluate_version, log_evaluation
-from ml_platform.core.mlflow_store import GATE_RESULTS, MODEL_CARD, MODEL_FILES, REFERENCE_PROFILE, SMOKE_ROWS, load_model
+from ml_platform.core.mlflow_store import GATE_RESULTS, MODEL_CARD, MODEL_FILES, REFERENCE_PROFILE, SMOKE_ROWS
 from ml_platform.core.registry import Registry
 
 
@@ -17,8 +17,7 @@ def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, 
     frame = training_set
     version, run_id = logged_version()
     registry = Registry(client, spec.name)
-    record, candidate = evaluate_version(spec, version, run_id, frame, registry,
-                                         lambda run: load_model(run, client.tracking_uri))
+    record, candidate = evaluate_version(spec, version, frame, registry)
     assert record.champion_version is None and record.result.value > 0.6 and record.passed
     assert "# Model card: flight_delay v1" in record.card
     with mlflow.start_run(run_id=run_id):
@@ -35,8 +34,7 @@ def test_a_second_version_is_compared_with_the_champion_on_the_same_rows(spec, s
     frame = training_set
     first, _ = logged_version()
     Registry(client, spec.name).promote(first, "test", {})
-    second, run_id = logged_version()
-    record, _ = evaluate_version(spec, second, run_id, frame, Registry(client, spec.name),
-                                 lambda run: load_model(run, client.tracking_uri))
+    second, _ = logged_version()
+    record, _ = evaluate_version(spec, second, frame, Registry(client, spec.name))
     # the same model under two versions: the champion scores exactly what the candidate scores
     assert record.champion_version == first and record.result.champion[record.result.metric] == record.result.value

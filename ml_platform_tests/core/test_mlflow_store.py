@@ -110,11 +110,11 @@ def test_the_model_behind_an_alias_and_a_version_loads_back_exactly(store, tmp_p
     models = [_tiny_model(seed) for seed in (1, 2)]
     rows = models[0][1].head(50)
     smoke = rows.head(3).to_dict("records")
-    assert mlflow_store.champion_model(uri, NAME) is None, "nothing registered yet"
+    assert mlflow_store.version_of_alias(client, NAME, mlflow_store.CHAMPION) is None, "nothing registered yet"
     registered = [_log_and_register(client, experiment, model, tmp_path / f"v{i}", smoke)
                   for i, (model, _) in enumerate(models)]
     assert [v for v, _ in registered] == ["1", "2"]
-    assert mlflow_store.champion_model(uri, NAME) is None, "no champion alias yet"
+    assert mlflow_store.version_of_alias(client, NAME, mlflow_store.CHAMPION) is None, "no champion alias yet"
     client.set_registered_model_alias(NAME, mlflow_store.CHAMPION, "2")
     client.set_registered_model_alias(NAME, mlflow_store.CHALLENGER, "1")
 
@@ -122,7 +122,8 @@ def test_the_model_behind_an_alias_and_a_version_loads_back_exactly(store, tmp_p
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")
     expected = [model.predict(rows) for model, _ in models]
     assert not np.array_equal(expected[0], expected[1])
-    version, champion = mlflow_store.champion_model(uri, NAME)
+    version = mlflow_store.version_of_alias(mlflow_store.client_for(uri), NAME, mlflow_store.CHAMPION)
+    champion = mlflow_store.load_version(mlflow_store.client_for(uri), NAME, version)
     assert version == "2" and champion.manifest["version_seed"] == 2
     assert np.array_equal(champion.predict(rows), expected[1])
     assert mlflow_store.version_of_alias(client, NAME, mlflow_store.CHAMPION) == "2"
@@ -131,8 +132,9 @@ def test_the_model_behind_an_alias_and_a_version_loads_back_exactly(store, tmp_p
     assert mlflow_store.run_of(client, NAME, "1") == registered[0][1]
     assert np.array_equal(mlflow_store.load_version(client, NAME, "1").predict(rows), expected[0])
     assert np.array_equal(mlflow_store.load_model(registered[0][1], uri).predict(rows), expected[0])
-    challenger = mlflow_store.alias_model(uri, NAME, mlflow_store.CHALLENGER)
-    assert challenger[0] == "1" and np.array_equal(challenger[1].predict(rows), expected[0])
+    challenger = mlflow_store.version_of_alias(client, NAME, mlflow_store.CHALLENGER)
+    assert challenger == "1" and np.array_equal(mlflow_store.load_version(client, NAME, challenger).predict(rows),
+                                                expected[0])
     folder = mlflow_store.download_model_files(registered[1][1], uri)
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.txt"]
     loaded = mlflow_store.load_json_artifact(registered[1][1], mlflow_store.SMOKE_ROWS, uri)

@@ -15,7 +15,8 @@ import pytest
 
 from ml_platform.core.sources import nycflights13
 from ml_platform.defs import build_definitions
-from ml_platform.defs.data_assets import SCHEMA_CHECK, content_hash
+from ml_platform.core.data_versions import content_hash
+from ml_platform.defs.data_assets import SCHEMA_CHECK
 from ml_platform.spec import load_spec
 
 OFFSET_WEEKS = 600

@@ -18,7 +18,6 @@ from ml_platform.defs import conventions
 from ml_platform.defs.monitoring_assets import DRIFT_FAIL, PERFORMANCE_FLOOR
 from ml_platform.spec import ModelSpec
 
-DRIFTED_TAG = "ml_platform/drifted"
 HISTORY_LIMIT = 100
 
 
@@ -62,7 +61,7 @@ def retrain_sensor(spec: ModelSpec, training: dg.PartitionsDefinition) -> dg.Sen
                              tags={conventions.REASON_TAG: reason,
                                    conventions.TRIGGER_TAG: f"{name}/{reason} {record.partition}",
                                    **conventions.model_tags(spec),
-                                   DRIFTED_TAG: ",".join(_flagged_features(record))[:200]})
+                                   conventions.DRIFTED_TAG: ",".join(_flagged_features(record))[:200]})
 
     return retrain_on_monitoring
 

@@ -37,8 +37,7 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
                    training_set: pd.DataFrame):
         model_row = model.iloc[0].to_dict()
         registry = mlflow_tracking.registry(spec.name)
-        record, candidate = evaluate_version(spec, str(model_row["version"]), model_row["run_id"], training_set,
-                                             registry, mlflow_tracking.load_run_model)
+        record, candidate = evaluate_version(spec, str(model_row["version"]), training_set, registry)
         with mlflow_tracking.start_run(context, spec.name, run_id=model_row["run_id"]):
             log_evaluation(record, candidate, training_set)
         registry.mark_gates(record.version, record.passed)
