@@ -6,8 +6,9 @@ with wrk (single-row requests, 8 connections, 10 s). Also compares the batch sco
 with a bare `Booster.predict` on the same rows. Prints JSON lines; the last is
 {"figure": "serving_rps_ratio_vs_mlflow", "value": ..., "goal": 10, "met": ...}.
 
-    python benchmarks/serving.py [--seconds 10] [--connections 8]
+    python benchmarks/serving.py [--seconds 10] [--connections 8] [--only batch]
 
+`--only batch` trains the model and prints only the batch-scoring figure (no servers, no wrk).
 Needs wrk (Debian package `wrk`; installed here when missing and running as root).
 """
 
@@ -96,12 +97,47 @@ def stop(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def batch_scoring(model, split) -> dict:
+    """The predictions asset's scorer (Model.predict on the features frame) against Booster.predict on the same
+    frame, its categorical columns as pandas categories with the training levels (what LightGBM's own pandas
+    path needs), and against a bare ready-made matrix."""
+    import numpy as np
+    import pandas as pd
+
+    base = split.test.reset_index(drop=True)
+    frame = base.loc[base.index.repeat(20)].reset_index(drop=True)  # ~130k rows
+    native = frame[model.encoder.names].copy()
+    for name in model.encoder.categorical:
+        native[name] = pd.Categorical(native[name], categories=model.encoder.levels[name])
+    matrix = model.encoder.transform(frame)
+    timings = {"scorer": [], "scorer_categorical": [], "booster_frame": [], "booster_matrix": []}
+    for _ in range(5):
+        for name, call in (("scorer", lambda: model.predict(frame)),
+                           ("scorer_categorical", lambda: model.predict(native)),
+                           ("booster_frame", lambda: model.booster.predict(native)),
+                           ("booster_matrix", lambda: model.booster.predict(matrix))):
+            started = time.perf_counter()
+            result = call()
+            timings[name].append(time.perf_counter() - started)
+            assert np.array_equal(result, model.booster.predict(matrix))
+    rate = {name: len(frame) / min(values) for name, values in timings.items()}
+    ratio_frame = rate["scorer"] / rate["booster_frame"]
+    return dict(figure="batch_scoring_ratio_vs_booster", value=round(ratio_frame, 3), goal=0.8,
+                met=bool(ratio_frame >= 0.8), rows=len(frame), rows_per_s={k: round(v) for k, v in rate.items()},
+                ratio_vs_bare_matrix=round(rate["scorer"] / rate["booster_matrix"], 3),
+                ratio_with_categorical_input=round(rate["scorer_categorical"] / rate["booster_frame"], 3),
+                note="peer: Booster.predict on the same frame (categories as pandas categoricals); the bare-matrix "
+                     "ratio leaves out all input conversion")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--only", choices=["batch"], default=None,
+                        help="run only the batch-scoring comparison (no servers)")
     args = parser.parse_args()
-    wrk = ensure_wrk()
+    wrk = ensure_wrk() if args.only is None else None
     with tempfile.TemporaryDirectory(prefix="ml_platform_serving_") as scratch:
         scratch = Path(scratch)
         os.environ["ML_PLATFORM_HOME"] = str(scratch / "home")
@@ -110,7 +146,6 @@ def main() -> int:
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
         import lightgbm as lgb  # noqa: F401
         import mlflow
-        import numpy as np
 
         from ml_platform.core.features import build_features
         from ml_platform.core.mlflow_store import use_store
@@ -125,6 +160,9 @@ def main() -> int:
         features, _ = build_features(raw, spec)
         split = split_by_time(features, spec)
         model = train(spec, split).model
+        if args.only == "batch":
+            emit(**batch_scoring(model, split))
+            return 0
         client = use_store(uri, uri)
         experiment = client.create_experiment("bench", artifact_location=(scratch / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment) as run:
@@ -170,35 +208,7 @@ def main() -> int:
             stop(ours)
             stop(theirs)
 
-        # Batch scoring: the predictions asset's scorer (Model.predict on the features frame) against
-        # Booster.predict on the same frame, its categorical columns as pandas categories with the training
-        # levels (what LightGBM's own pandas path needs), and against a bare ready-made matrix.
-        import pandas as pd
-
-        base = split.test.reset_index(drop=True)
-        frame = base.loc[base.index.repeat(20)].reset_index(drop=True)  # ~130k rows
-        native = frame[model.encoder.names].copy()
-        for name in model.encoder.categorical:
-            native[name] = pd.Categorical(native[name], categories=model.encoder.levels[name])
-        matrix = model.encoder.transform(frame)
-        timings = {"scorer": [], "scorer_categorical": [], "booster_frame": [], "booster_matrix": []}
-        for _ in range(5):
-            for name, call in (("scorer", lambda: model.predict(frame)),
-                               ("scorer_categorical", lambda: model.predict(native)),
-                               ("booster_frame", lambda: model.booster.predict(native)),
-                               ("booster_matrix", lambda: model.booster.predict(matrix))):
-                started = time.perf_counter()
-                result = call()
-                timings[name].append(time.perf_counter() - started)
-                assert np.array_equal(result, model.booster.predict(matrix))
-        rate = {name: len(frame) / min(values) for name, values in timings.items()}
-        ratio_frame = rate["scorer"] / rate["booster_frame"]
-        emit(figure="batch_scoring_ratio_vs_booster", value=round(ratio_frame, 3), goal=0.8,
-             met=bool(ratio_frame >= 0.8), rows=len(frame), rows_per_s={k: round(v) for k, v in rate.items()},
-             ratio_vs_bare_matrix=round(rate["scorer"] / rate["booster_matrix"], 3),
-             ratio_with_categorical_input=round(rate["scorer_categorical"] / rate["booster_frame"], 3),
-             note="peer: Booster.predict on the same frame (categories as pandas categoricals); the bare-matrix "
-                  "ratio leaves out all input conversion")
+        emit(**batch_scoring(model, split))
         emit(figure="serving_p99_ms", value=ours_result["p99_ms"], goal=10, met=bool(ours_result["p99_ms"] <= 10),
              mlflow_p99_ms=theirs_result["p99_ms"])
         ratio = ours_result["rps"] / theirs_result["rps"]
