@@ -9,8 +9,21 @@ from ml_platform.core.gates import GateResult
 from ml_platform.spec import ModelSpec
 
 
+def _cell(value):
+    """A header or cell that cannot break its Markdown table: backslashes and pipes escaped (GFM renders
+    `\\|` as `|` inside a cell), line breaks folded into spaces; numbers left for `floatfmt`."""
+    if not isinstance(value, str):
+        return value
+    return " ".join(value.replace("\\", "\\\\").replace("|", "\\|").splitlines())
+
+
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, floatfmt=".4f") if len(frame) else "_none_"
+    """A GFM pipe table; whatever the feature names, slice levels or gate details hold, it stays a table."""
+    if not len(frame):
+        return "_none_"
+    safe = pd.DataFrame({_cell(str(column)): values if pd.api.types.is_numeric_dtype(values)
+                         else values.astype(object).map(_cell) for column, values in frame.items()})
+    return safe.to_markdown(index=False, floatfmt=".4f")
 
 
 def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gates: list[GateResult],
@@ -19,7 +32,7 @@ def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gat
     attributions, gates and known limits."""
     metrics = pd.DataFrame([{"metric": k, "model": v, "baseline": evaluation.baseline.get(k),
                              "champion": (evaluation.champion or {}).get(k)} for k, v in evaluation.metrics.items()])
-    top = evaluation.attributions.head(10).rename("mean |SHAP|").reset_index().rename(columns={"index": "feature"})
+    top = evaluation.attributions.head(10).rename("mean abs SHAP").reset_index().rename(columns={"index": "feature"})
     gate_rows = pd.DataFrame([{"gate": g.name, "passed": "yes" if g.passed else "NO", "detail": g.detail}
                               for g in gates])
     fairness = evaluation.fairness

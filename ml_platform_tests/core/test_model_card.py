@@ -6,9 +6,10 @@ import base64
 import re
 
 import pytest
+from markdown_it import MarkdownIt
 
 from ml_platform.core import evaluation as ev
-from ml_platform.core.gates import GATE_NAMES, run_gates
+from ml_platform.core.gates import GATE_NAMES, GateResult, run_gates
 from ml_platform.core.model_card import model_card
 
 
@@ -75,7 +76,7 @@ def test_the_card_has_slices_and_fairness(card, reviewed):
 def test_the_card_has_attributions_gates_and_limits(card, reviewed):
     evaluation, gates, _ = reviewed
     drivers = _section(card, "What drives predictions (TreeSHAP)")
-    assert evaluation.attributions.index[0] in drivers and "mean |SHAP|" in drivers
+    assert evaluation.attributions.index[0] in drivers and "mean abs SHAP" in drivers
     gate_table = _section(card, "Gates")
     for gate in gates:
         assert gate.name in gate_table and gate.detail in gate_table
@@ -99,3 +100,74 @@ def test_a_card_without_plots_version_or_fairness(spec, reviewed):
     assert "data:image/png;base64," not in plain and "## Plots" not in plain
     assert "No sensitive group assessed." in _section(plain, "Fairness")
     assert "## Limits" in plain
+
+
+def _cells(line: str) -> list[str]:
+    """A pipe-table line split at its unescaped pipes, as GFM splits it (a backslash escapes the next character)."""
+    cells, current, escaped = [], "", False
+    for char in line.strip().removeprefix("|"):
+        if char == "|" and not escaped:
+            cells.append(current)
+            current = ""
+        else:
+            current += char
+        escaped = char == "\\" and not escaped
+    return cells if not current.strip() else [*cells, current]
+
+
+def _tables(card: str) -> list[list[list[str]]]:
+    """Every table a CommonMark + GFM-tables renderer finds in the card: rows of rendered cell texts."""
+    tables, row = [], None
+    for token in MarkdownIt("commonmark").enable("table").parse(card):
+        if token.type == "table_open":
+            tables.append([])
+        elif token.type == "tr_open":
+            row = []
+            tables[-1].append(row)
+        elif token.type == "inline" and row is not None:
+            row.append("".join(child.content for child in token.children))
+        elif token.type == "tr_close":
+            row = None
+    return tables
+
+
+def _assert_tables_intact(card: str, expected: int) -> list[list[list[str]]]:
+    """`expected` tables render, and every source row has exactly as many unescaped cells as its header."""
+    tables = _tables(card)
+    assert len(tables) == expected, f"{len(tables)} tables rendered, {expected} expected:\n{card[:3000]}"
+    blocks = re.findall(r"^(\|.*\|)\n\|[-:| ]+\|\n((?:\|.*\|\n?)*)", card, flags=re.M)
+    assert len(blocks) == expected
+    for (header, body), table in zip(blocks, tables):
+        widths = {len(_cells(line)) for line in [header, *body.splitlines()]}
+        assert widths == {len(table[0])}, (header, body)
+        assert all(len(row) == len(table[0]) for row in table)
+    return tables
+
+
+def test_every_table_of_the_card_renders_as_a_table(card, reviewed):
+    """Metrics, slices, attributions and gates: four tables, the rendered headers and values as computed."""
+    evaluation, gates, _ = reviewed
+    metrics, slices, drivers, gate_table = _assert_tables_intact(card, 4)
+    assert metrics[0] == ["metric", "model", "baseline", "champion"]
+    assert [row[0] for row in metrics[1:]] == list(evaluation.metrics)
+    assert slices[0] == list(evaluation.slices.columns) and len(slices) == len(evaluation.slices) + 1
+    assert drivers[0] == ["feature", "mean abs SHAP"]
+    assert [row[0] for row in drivers[1:]] == list(evaluation.attributions.index[:10])
+    assert gate_table[0] == ["gate", "passed", "detail"]
+    assert [(row[0], row[2]) for row in gate_table[1:]] == [(g.name, g.detail) for g in gates]
+
+
+def test_pipes_backslashes_and_line_breaks_in_values_cannot_break_a_table(spec, reviewed):
+    """Feature names, slice levels and gate details are user data: escaped, they render as they are."""
+    evaluation, gates, data = reviewed
+    attributions = evaluation.attributions.rename(index={evaluation.attributions.index[0]: "dep|hour\\"})
+    slices = evaluation.slices.copy()
+    slices[slices.columns[1]] = slices[slices.columns[1]].astype(str)
+    slices.iloc[0, 1] = "A|B \\|C"
+    odd_gates = [GateResult(g.name, g.passed, f"{g.detail} | a\\b|\nnext line") for g in gates]
+    odd = ev.Evaluation(**{**evaluation.__dict__, "attributions": attributions, "slices": slices})
+    card = model_card(spec, "3", odd, odd_gates, data, plots=False)
+    _, rendered_slices, drivers, gate_table = _assert_tables_intact(card, 4)
+    assert drivers[1][0] == "dep|hour\\"
+    assert rendered_slices[1][1] == "A|B \\|C"
+    assert [row[2] for row in gate_table[1:]] == [f"{g.detail} | a\\b| next line" for g in gates]
