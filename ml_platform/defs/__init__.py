@@ -3,6 +3,14 @@
 Each stage's builder returns the `dg.Definitions` of one model's stage (data, training, serving, monitoring,
 sensors); they are merged, and the platform's conventions (group, owner, tags, code version, freshness, IO
 manager) are stamped once over the result by `conventions.apply`.
+
+Executor: every job, and the implicit asset job behind the UI's "Materialize" button, runs its steps in the
+run's own process (`dg.in_process_executor`, the Definitions' default). Each model's graph is a chain (raw →
+features → training_set → model → evaluation → champion → endpoint), so the multiprocess executor's parallelism
+buys nothing per run, while its fresh Python per step costs ~4 s of imports each. Data backfills over many days
+are one run per range (`BackfillPolicy.single_run`), one step per stage over every day, so they gain nothing
+from per-step processes either; parallelism across runs comes from the run queue (dagster.yaml). A job that does
+have independent heavy steps can still declare `executor_def=dg.multiprocess_executor` for itself.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
         "ml_platform_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30, description="Evaluates every asset's automation condition.")
     shared = dg.Definitions(
-        sensors=[alert_on_run_failure, automation],
+        sensors=[alert_on_run_failure, automation], executor=dg.in_process_executor,
         resources={conventions.IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url()),
                    conventions.MLFLOW_RESOURCE_KEY: tracking_from_env()})
     return dg.Definitions.merge(*(build_model(spec) for spec in specs), shared)
