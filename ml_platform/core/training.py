@@ -1,7 +1,8 @@
 """Training a LightGBM model from a spec on a time-ordered window of feature rows.
 
 The window is split by time, never at random: the newest days are the held-out test slice, the days before
-them drive early stopping, the rest train. Training is deterministic: the same rows and spec give a
+them drive early stopping, the rest train. With `training.refit` (the default) the final model is then
+trained again on the training and validation days with the number of rounds early stopping chose. Training is deterministic: the same rows and spec give a
 byte-identical model file (fixed seeds, fixed thread count, LightGBM's deterministic mode).
 """
 
@@ -23,6 +24,9 @@ _FIXED = {"deterministic": True, "force_col_wise": True, "num_threads": 2, "verb
 _OBJECTIVES = {"binary": ("binary", ["auc", "binary_logloss"]),
                "multiclass": ("multiclass", ["multi_logloss", "multi_error"]),
                "regression": ("regression", ["rmse", "l1"])}
+# LightGBM's names for the number of rounds: in params they would override the refit's rounds.
+_ROUNDS = {"num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round", "num_rounds",
+           "nrounds", "num_boost_round", "n_estimators", "max_iter"}
 
 
 class TrainingError(ValueError):
@@ -83,7 +87,9 @@ class TrainingResult:
     trials: list[dict] = field(default_factory=list)
 
 
-def _labels(spec: ModelSpec, split: Split) -> tuple[list | None, dict[str, np.ndarray]]:
+def _labels(spec: ModelSpec, split: Split, refit: bool) -> tuple[list | None, dict[str, np.ndarray]]:
+    """The target of each split as LightGBM labels, and the classes (of the rows the final model trains on:
+    the training rows, plus the validation rows when it is refitted on them)."""
     target = spec.target.name
     if spec.task == "regression":
         return None, {k: getattr(split, k)[target].to_numpy(dtype=np.float64) for k in ("train", "valid", "test")}
@@ -92,6 +98,8 @@ def _labels(spec: ModelSpec, split: Split) -> tuple[list | None, dict[str, np.nd
         raise TrainingError(f"{spec.path or spec.name}: target: the training rows hold a single class "
                             f"({classes[0] if classes else 'none'}) of {spec.target.name!r}; a classifier needs "
                             "two or more (widen training.window_days or check target)")
+    if refit:
+        classes = sorted({*classes, *split.valid[target].dropna().unique().tolist()})
     if spec.task == "binary" and len(classes) > 2:
         raise TrainingError(f"{spec.path or spec.name}: task: 'binary' but the target has {len(classes)} "
                             f"classes {classes[:5]}; use task: multiclass")
@@ -103,23 +111,38 @@ def _labels(spec: ModelSpec, split: Split) -> tuple[list | None, dict[str, np.nd
     return classes, encoded
 
 
+def _days(frame: pd.DataFrame, timestamp: str) -> tuple[str | None, str | None]:
+    if frame.empty:
+        return None, None
+    return str(frame[timestamp].min().date()), str(frame[timestamp].max().date())
+
+
+def _dataset(encoder: FeatureEncoder, frame: pd.DataFrame, labels: np.ndarray, **kwargs) -> lgb.Dataset:
+    categorical = list(range(len(encoder.numeric), len(encoder.names)))
+    return lgb.Dataset(encoder.transform(frame), labels, feature_name=encoder.names,
+                       categorical_feature=categorical, free_raw_data=False, **kwargs)
+
+
 def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
-          extra_manifest: dict | None = None) -> TrainingResult:
-    """Fit LightGBM on `split.train` with early stopping on `split.valid`."""
+          extra_manifest: dict | None = None, refit: bool | None = None) -> TrainingResult:
+    """Fit LightGBM on `split.train` with early stopping on `split.valid`; then, with refit (`training.refit`,
+    unless `refit` says otherwise), fit the final model on train + valid with the rounds early stopping chose.
+
+    The learning curve and the validation metrics are the early-stopping model's: the refitted model has seen
+    the validation rows. The test rows are never trained on.
+    """
     started = time.perf_counter()
+    refit = spec.training.refit if refit is None else refit
     features = spec.features
     encoder = FeatureEncoder.fit(split.train, features.all_numeric, features.all_categorical)
-    classes, labels = _labels(spec, split)
+    classes, labels = _labels(spec, split, refit)
     objective, metrics = _OBJECTIVES[spec.task]
     params = {"objective": objective, "metric": metrics, "seed": spec.training.seed,
               **spec.training.params, **(params_override or {}), **_FIXED}
     if spec.task == "multiclass":
         params["num_class"] = len(classes)
-    categorical = list(range(len(encoder.numeric), len(encoder.names)))
-    train_set = lgb.Dataset(encoder.transform(split.train), labels["train"], feature_name=encoder.names,
-                            categorical_feature=categorical, free_raw_data=False)
-    valid_set = lgb.Dataset(encoder.transform(split.valid), labels["valid"], reference=train_set,
-                            categorical_feature=categorical, free_raw_data=False)
+    train_set = _dataset(encoder, split.train, labels["train"])
+    valid_set = _dataset(encoder, split.valid, labels["valid"], reference=train_set)
     curve: dict[str, dict[str, list[float]]] = {}
     try:
         booster = lgb.train(params, train_set, num_boost_round=spec.training.num_boost_round,
@@ -129,6 +152,14 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
     except lgb.basic.LightGBMError as error:
         raise TrainingError(f"{spec.path or spec.name}: training.params: LightGBM rejected the parameters: "
                             f"{error}") from None
+    rounds = booster.best_iteration or booster.current_iteration()
+    fit_rows = pd.concat([split.train, split.valid], ignore_index=True) if refit else split.train
+    first_day, last_day = _days(fit_rows, spec.timestamp)
+    fit = {"refit": refit, "splits": ["train", "valid"] if refit else ["train"], "rows": len(fit_rows),
+           "first_day": first_day, "last_day": last_day, "rounds": rounds,
+           "rounds_chosen_by": f"early stopping on the validation days ({len(split.valid)} rows)",
+           "valid_metrics_from": ("the early-stopping model, trained on the training days only (the final "
+                                  "model has seen the validation days)") if refit else "the final model"}
     manifest = {
         "model": spec.name, "task": spec.task, "target": spec.target.name, "classes": classes,
         "timestamp": spec.timestamp, "key": spec.key, "spec_digest": spec.digest,
@@ -136,18 +167,30 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
         "rows": {k: len(getattr(split, k)) for k in ("train", "valid", "test")},
         "window": {"first_day": str(split.train[spec.timestamp].min().date()),
                    "last_day": str(split.test[spec.timestamp].max().date())},
+        "fit": fit,
         # The spec's data contract decides which features may be missing at scoring time.
         "nullable": {name: spec.expectations.columns[name].nullable if name in spec.expectations.columns else True
                      for name in encoder.names},
         "package_versions": package_versions(), **(extra_manifest or {}),
     }
-    model = Model(booster=booster, encoder=encoder, manifest=manifest)
     from ml_platform.core.evaluation import encoded_target, task_metrics
 
-    valid = task_metrics(spec.task, encoded_target(model, split.valid), model.predict(split.valid), classes)
+    stopped = Model(booster=booster, encoder=encoder, manifest=manifest)
+    valid = task_metrics(spec.task, encoded_target(stopped, split.valid), stopped.predict(split.valid), classes)
+    model = stopped
+    if refit:
+        # Categorical levels come from every row the final model sees, so a level new in the validation days
+        # is a level of the model rather than "missing".
+        final_encoder = FeatureEncoder.fit(fit_rows, features.all_numeric, features.all_categorical)
+        final_set = _dataset(final_encoder, fit_rows, np.concatenate([labels["train"], labels["valid"]]))
+        final = lgb.train({k: v for k, v in params.items() if k not in _ROUNDS}, final_set,
+                          num_boost_round=rounds)
+        model = Model(booster=final, encoder=final_encoder, manifest=manifest)
     manifest["metrics"] = {f"valid_{k}": v for k, v in valid.items()}
+    logged = {**params, "refit": refit, "fit_rows": len(fit_rows), "fit_window": f"{first_day} → {last_day}",
+              "fit_rounds": rounds}
     return TrainingResult(model=model, learning_curve=curve, best_iteration=booster.best_iteration,
-                          params=params, seconds=time.perf_counter() - started)
+                          params=logged, seconds=time.perf_counter() - started)
 
 
 def tune(spec: ModelSpec, split: Split, score) -> tuple[dict, list[dict]]:
@@ -163,7 +206,7 @@ def tune(spec: ModelSpec, split: Split, score) -> tuple[dict, list[dict]]:
                     "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 10, 200, log=True),
                     "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
                     "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True)}
-        result = train(spec, split, override)
+        result = train(spec, split, override, refit=False)  # judged on rows it has not seen
         return score(result.model, split.valid)
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=spec.training.seed))

@@ -121,6 +121,11 @@ class Training(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
     num_boost_round: int = Field(default=500, ge=1)
     early_stopping_rounds: int = Field(default=50, ge=1)
+    refit: bool = Field(default=True, description=(
+        "After early stopping picks the number of rounds on the validation days, train the final model on the "
+        "training and validation days together with exactly that many rounds (the newest days before the "
+        "test days are often the most valuable). Test days stay held out for evaluation and the gates. "
+        "false: the final model is the early-stopping model, trained on the training days only."))
     seed: int = 42
     tuning: Tuning = Field(default_factory=Tuning)
 

@@ -137,3 +137,115 @@ def test_tuning_runs_optuna_and_sorts_trials_best_first(spec, split):
     assert {k: trials[0][k] for k in best} == best
     assert set(best) == {"num_leaves", "learning_rate", "min_data_in_leaf", "feature_fraction", "lambda_l2"}
     assert all(0.5 < t["value"] < 1 for t in trials)
+
+
+# --- refit: the final model trains on train + validation with the rounds early stopping chose ------------------
+
+@pytest.fixture(scope="module")
+def not_refitted(spec, split):
+    return train(_with_training(spec, refit=False), split)
+
+
+def _params(result) -> dict:
+    """The LightGBM parameters a result was trained with (without what the platform adds for MLflow)."""
+    return result.model.manifest["params"]
+
+
+def _model_file(model, folder) -> bytes:
+    return (model.save(folder) / "model.txt").read_bytes()
+
+
+def test_refit_is_on_by_default_and_documented(spec):
+    assert spec.training.refit is True
+    assert "validation" in ModelSpec.model_fields["training"].annotation.model_fields["refit"].description
+
+
+def test_refit_trains_best_iteration_rounds_on_train_and_valid_rows(spec, split, trained, tmp_path):
+    fit_rows = pd.concat([split.train, split.valid], ignore_index=True)
+    booster = trained.model.booster
+    assert booster.num_trees() == trained.best_iteration == trained.model.manifest["best_iteration"] >= 1
+    assert trained.model.manifest["fit"] == {
+        "refit": True, "splits": ["train", "valid"], "rows": len(fit_rows),
+        "first_day": str(split.train["scheduled_departure"].min().date()),
+        "last_day": str(split.valid["scheduled_departure"].max().date()), "rounds": trained.best_iteration,
+        "rounds_chosen_by": f"early stopping on the validation days ({len(split.valid)} rows)",
+        "valid_metrics_from": "the early-stopping model, trained on the training days only (the final model has "
+                              "seen the validation days)"}
+    assert trained.model.manifest["fit"]["last_day"] < str(split.test["scheduled_departure"].min().date())
+    assert trained.params["refit"] is True and trained.params["fit_rows"] == len(fit_rows)
+    assert trained.params["fit_rounds"] == trained.best_iteration
+    assert trained.params["fit_window"] == "2013-05-01 → 2013-06-18"
+    # The same booster as LightGBM's own API fitted on those rows for that many rounds, byte for byte.
+    encoder = trained.model.encoder
+    assert encoder.levels == {name: sorted(fit_rows[name].dropna().astype(str).unique())
+                              for name in spec.features.all_categorical}
+    reference = lgb.train(_params(trained), lgb.Dataset(
+        encoder.transform(fit_rows), fit_rows["delayed"].to_numpy(dtype=np.float64), feature_name=encoder.names,
+        categorical_feature=list(range(len(encoder.numeric), len(encoder.names)))),
+        num_boost_round=trained.best_iteration)
+    assert booster.model_to_string() == reference.model_to_string()
+
+
+def test_without_refit_the_model_is_the_early_stopping_model_as_before(spec, split, not_refitted, tmp_path):
+    """refit: false is exactly the platform before refit: LightGBM early-stopped on the training rows."""
+    encoder = not_refitted.model.encoder
+    categorical = list(range(len(encoder.numeric), len(encoder.names)))
+    train_set = lgb.Dataset(encoder.transform(split.train), split.train["delayed"].to_numpy(dtype=np.float64),
+                            feature_name=encoder.names, categorical_feature=categorical, free_raw_data=False)
+    valid_set = lgb.Dataset(encoder.transform(split.valid), split.valid["delayed"].to_numpy(dtype=np.float64),
+                            reference=train_set, categorical_feature=categorical, free_raw_data=False)
+    reference = lgb.train(_params(not_refitted), train_set, num_boost_round=spec.training.num_boost_round,
+                          valid_sets=[train_set, valid_set], valid_names=["train", "valid"],
+                          callbacks=[lgb.early_stopping(spec.training.early_stopping_rounds, verbose=False)])
+    assert reference.best_iteration == not_refitted.best_iteration
+    reference_file = tmp_path / "reference.txt"
+    reference.save_model(str(reference_file))
+    assert _model_file(not_refitted.model, tmp_path / "platform") == reference_file.read_bytes()
+    assert encoder.levels == {name: sorted(split.train[name].dropna().astype(str).unique())
+                              for name in spec.features.all_categorical}
+    fit = not_refitted.model.manifest["fit"]
+    assert fit["refit"] is False and fit["rows"] == len(split.train) and fit["splits"] == ["train"]
+    assert fit["last_day"] == str(split.train["scheduled_departure"].max().date())
+    assert not_refitted.params["refit"] is False and not_refitted.params["fit_rows"] == len(split.train)
+
+
+def test_refit_keeps_the_early_stopping_curve_rounds_and_validation_metrics(trained, not_refitted, split):
+    """What early stopping saw does not change with refit; the validation metrics come from the early-stopping
+    model, since the refitted one has seen the validation rows."""
+    assert trained.learning_curve == not_refitted.learning_curve
+    assert trained.best_iteration == not_refitted.best_iteration
+    assert trained.model.manifest["metrics"] == not_refitted.model.manifest["metrics"]
+    assert {k: v for k, v in _params(trained).items()} == _params(not_refitted)
+    refitted_valid = ev.score(trained.model, split.valid, "roc_auc")
+    assert refitted_valid != trained.model.manifest["metrics"]["valid_roc_auc"]
+
+
+def test_refit_and_no_refit_are_judged_on_the_same_untouched_test_rows(spec, split, trained, not_refitted):
+    """The split, hence the test rows, does not depend on refit; neither model trained on them."""
+    other = split_by_time(pd.concat([split.train, split.valid, split.test], ignore_index=True),
+                          _with_training(spec, refit=False))
+    pd.testing.assert_frame_equal(other.test, split.test)
+    test_first_day = str(split.test["scheduled_departure"].min().date())
+    for result in (trained, not_refitted):
+        assert result.model.manifest["fit"]["last_day"] < test_first_day
+        assert result.model.manifest["rows"]["test"] == len(split.test)
+    refitted, stopped = (ev.score(r.model, split.test, "roc_auc") for r in (trained, not_refitted))
+    assert 0.6 < refitted < 1 and 0.6 < stopped < 1 and refitted != stopped
+
+
+def test_refit_learns_categorical_levels_first_seen_in_the_validation_days(spec, split):
+    new_level = split.valid.assign(carrier=np.where(np.arange(len(split.valid)) % 5 == 0, "ZZ",
+                                                    split.valid["carrier"]))
+    shifted = Split(split.train, new_level, split.test)
+    assert "ZZ" in train(spec, shifted).model.encoder.levels["carrier"]
+    assert "ZZ" not in train(_with_training(spec, refit=False), shifted).model.encoder.levels["carrier"]
+
+
+def test_tuning_judges_trials_on_validation_rows_they_did_not_train_on(spec, split):
+    """Trials never refit: a refitted trial would be scored on its own training rows."""
+    def trials(refit: bool) -> list[dict]:
+        tuned = _with_training(spec, refit=refit, tuning=spec.training.tuning.model_copy(update={"trials": 1}))
+        return tune(tuned, split, lambda model, frame: ev.score(model, frame, "roc_auc"))[1]
+
+    on, off = trials(True), trials(False)
+    assert on == off and 0.5 < on[0]["value"] < 1
