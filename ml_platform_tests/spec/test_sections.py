@@ -27,9 +27,17 @@ def test_digest_changes_with_meaning(tmp_path, write_spec, flight_spec):
     assert other.digest != flight_spec.digest
 
 
+def test_refit_written_out_or_left_to_its_default_has_one_digest(tmp_path, write_spec, flight_spec):
+    explicit = load_spec(write_spec(tmp_path, {"training.refit": True}))
+    off = load_spec(write_spec(tmp_path, {"training.refit": False}, name="off.yaml"))
+    assert explicit.training.refit is True and off.training.refit is False
+    assert explicit.digest == flight_spec.digest != off.digest
+
+
 def test_renaming_a_field_keeps_the_digest(tmp_path, write_spec, flight_spec):
     """The digest is every asset's code version: renaming rollout.window_days must not mark them all changed."""
-    assert flight_spec.digest == "c2af2c3091b83a63"  # the bundled spec's digest before the rename
+    # The bundled spec's digest; it last changed with training.refit, whose default changes what every spec trains.
+    assert flight_spec.digest == "41b7b32f500d25b8"
     new = load_spec(write_spec(tmp_path, {"serving.rollout": {"mode": "none", "trial_days": 4}}))
     old = load_spec(write_spec(tmp_path, {"serving.rollout": {"mode": "none", "window_days": 4}}, name="old.yaml"))
     assert new.serving.rollout.trial_days == old.serving.rollout.trial_days == 4
