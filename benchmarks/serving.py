@@ -97,15 +97,35 @@ def stop(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def stored_features(raw, spec):
+    """The window's features as the pipeline hands them to training and to the predictions asset: built per
+    daily partition, each stored as Parquet, read back and joined (categorical columns stay pandas Categoricals
+    under the union of the days' levels)."""
+    import io
+
+    import pandas as pd
+
+    from ml_platform.core.features import build_features, concat_partitions
+
+    days = []
+    for _, day in raw.groupby(raw[spec.timestamp].dt.normalize(), sort=True):
+        buffer = io.BytesIO()
+        build_features(day.reset_index(drop=True), spec)[0].to_parquet(buffer, index=False)
+        buffer.seek(0)
+        days.append(pd.read_parquet(buffer))
+    return concat_partitions(days)
+
+
 def batch_scoring(model, split) -> dict:
-    """The predictions asset's scorer (Model.predict on the features frame) against Booster.predict on the same
-    frame, its categorical columns as pandas categories with the training levels (what LightGBM's own pandas
-    path needs), and against a bare ready-made matrix."""
+    """The predictions asset's scorer (Model.predict on the features frame as stored, categorical features as
+    pandas Categoricals) against Booster.predict on the same frame, its categorical columns as pandas categories
+    with the training levels (what LightGBM's own pandas path needs), and against a bare ready-made matrix."""
     import numpy as np
     import pandas as pd
 
     base = split.test.reset_index(drop=True)
     frame = base.loc[base.index.repeat(20)].reset_index(drop=True)  # ~130k rows
+    assert all(isinstance(frame[name].dtype, pd.CategoricalDtype) for name in model.encoder.categorical)
     native = frame[model.encoder.names].copy()
     for name in model.encoder.categorical:
         native[name] = pd.Categorical(native[name], categories=model.encoder.levels[name])
@@ -147,7 +167,6 @@ def main() -> int:
         import lightgbm as lgb  # noqa: F401
         import mlflow
 
-        from ml_platform.core.features import build_features
         from ml_platform.core.mlflow_store import use_store
         from ml_platform.core.registry import Registry
         from ml_platform.core.sources import nycflights13
@@ -157,7 +176,7 @@ def main() -> int:
 
         spec = load_spec(BUNDLED_SPECS / "flight_delay.yaml")
         raw = nycflights13.load(nycflights13.Replay(0), datetime(2013, 5, 1), datetime(2013, 6, 26))
-        features, _ = build_features(raw, spec)
+        features = stored_features(raw, spec)
         split = split_by_time(features, spec)
         model = train(spec, split).model
         if args.only == "batch":

@@ -2,6 +2,11 @@
 
 Rows whose target cannot be computed (for flights: cancelled or diverted, no arrival delay) are dropped,
 counted and reported, never silently lost. Derived features are plain functions named in the spec.
+
+Categorical features are pandas Categoricals of text: each value as `str`, missing stays missing (never the
+text "nan"), levels sorted. A partition's levels are its own data's (no model exists yet when features are
+built); `concat_partitions` joins partitions under the sorted union of their levels, and a model maps whatever
+levels it is given to its training levels (`FeatureEncoder`), so predictions do not depend on them.
 """
 
 from __future__ import annotations
@@ -40,14 +45,16 @@ def build_features(raw: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, Fe
     for name in spec.features.numeric:
         frame[name] = pd.to_numeric(raw[name], errors="coerce").astype("float64")
     for name in spec.features.categorical:
-        frame[name] = _as_category_text(raw[name])
+        frame[name] = as_category(raw[name])
     for derived in spec.features.derived:
         values = pd.Series(derived.load()(raw, timestamp=spec.timestamp), index=raw.index)
-        frame[derived.name] = (_as_category_text(values) if derived.type == "categorical"
+        frame[derived.name] = (as_category(values) if derived.type == "categorical"
                                else pd.to_numeric(values, errors="coerce").astype("float64"))
     target, known = _target(raw, spec)
     frame[spec.target.name] = target
     out = frame.loc[known, feature_columns(spec)].reset_index(drop=True)
+    for name in spec.features.all_categorical:  # levels of the rows kept, not of the rows dropped
+        out[name] = out[name].cat.remove_unused_categories()
     return out, FeatureReport(rows_in=len(raw), rows_out=len(out), dropped_no_target=int((~known).sum()))
 
 
@@ -82,9 +89,45 @@ def _target(raw: pd.DataFrame, spec: ModelSpec) -> tuple[pd.Series, pd.Series]:
     return values, known
 
 
-def _as_category_text(values: pd.Series) -> pd.Series:
-    """Categorical values as text (missing stays missing), so levels compare the same across partitions."""
+def as_category(values: pd.Series) -> pd.Series:
+    """Categorical values as a pandas Categorical of text: every value as `str(value)` (so levels compare the same
+    across partitions, and 1, 1.0 and True stay three levels), missing stays missing, levels sorted."""
     text = values.astype("object")
-    mask = text.notna()
-    text = text.where(~mask, text[mask].astype(str)) if mask.any() else text
-    return text.where(mask, np.nan).astype("object")
+    present = text.notna().to_numpy()
+    strings = text.to_numpy(dtype=object, copy=True)
+    strings[~present] = np.nan
+    if present.any():
+        strings[present] = text[present].astype(str).to_numpy(dtype=object)
+    codes, uniques = pd.factorize(strings, use_na_sentinel=True)  # text only: equal means the same text
+    levels = pd.Index(sorted(uniques), dtype=object)
+    recode = np.append(levels.get_indexer(uniques), -1)
+    categorical = pd.Categorical.from_codes(recode[codes], dtype=pd.CategoricalDtype(levels))
+    return pd.Series(categorical, index=values.index, name=values.name)
+
+
+def concat_partitions(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of several partitions as one frame (in order, fresh index). A column that is categorical in any
+    partition stays categorical, under the sorted union of every partition's levels: `pd.concat` alone falls back
+    to object text when the partitions' levels differ. Partitions stored as object text (before features were
+    categorical, or a column all missing, which Parquet stores untyped) join the same way."""
+    if len(frames) == 1:
+        return frames[0]
+    names = dict.fromkeys(name for frame in frames for name, dtype in frame.dtypes.items()
+                          if isinstance(dtype, pd.CategoricalDtype))
+    if not names:
+        return pd.concat(frames, ignore_index=True)
+    dtypes = {}
+    for name in names:
+        levels: set = set()
+        for frame in frames:
+            if name in frame.columns:
+                column = frame[name]
+                levels.update(column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype)
+                              else column.dropna().unique())
+        try:
+            ordered = sorted(levels)
+        except TypeError:  # levels of mixed types: a stable order all the same
+            ordered = sorted(levels, key=lambda level: (type(level).__name__, str(level)))
+        dtypes[name] = pd.CategoricalDtype(pd.Index(ordered, dtype=object))
+    return pd.concat([frame.astype({name: dtype for name, dtype in dtypes.items() if name in frame.columns})
+                      for frame in frames], ignore_index=True)

@@ -39,18 +39,25 @@ class FeatureEncoder:
         levels = {name: sorted(frame[name].dropna().astype(str).unique().tolist()) for name in categorical}
         return cls(list(numeric), list(categorical), levels)
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        matrix = np.empty((len(frame), len(self.names)), dtype=np.float64)
-        offset = len(self.numeric)
-        try:  # one block copy when every numeric column already is numeric (the usual case)
-            matrix[:, :offset] = frame[self.numeric].to_numpy(dtype=np.float64, na_value=np.nan)
+    def transform(self, frame: pd.DataFrame, order: str = "C") -> np.ndarray:
+        """The (rows, features) float matrix: row-major (`order="C"`, what training builds its Dataset from) or
+        column-major (`"F"`, no extra copy: LightGBM predicts from either layout with the same numbers)."""
+        columns = self._columns(frame)
+        return columns.T if order == "F" else np.ascontiguousarray(columns.T)
+
+    def _columns(self, frame: pd.DataFrame) -> np.ndarray:
+        """One contiguous row of values per feature (each column is written in one pass)."""
+        columns = np.empty((len(self.names), len(frame)), dtype=np.float64)
+        try:  # the usual case: every numeric column already is numeric
+            for i, name in enumerate(self.numeric):
+                columns[i] = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError):
             for i, name in enumerate(self.numeric):
-                matrix[:, i] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64,
-                                                                                    na_value=np.nan)
-        for j, name in enumerate(self.categorical, start=offset):
-            matrix[:, j] = self._encode(name, frame[name])
-        return matrix
+                columns[i] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64,
+                                                                                  na_value=np.nan)
+        for j, name in enumerate(self.categorical, start=len(self.numeric)):
+            columns[j] = self._encode(name, frame[name])
+        return columns
 
     def _encode(self, name: str, values: pd.Series) -> np.ndarray:
         """Codes of one categorical column, NaN for missing or never-seen levels. Only the column's distinct
@@ -124,7 +131,7 @@ class Model:
         missing = [name for name in self.encoder.names if name not in frame.columns]
         if missing:
             raise KeyError(f"features missing from the rows to score: {', '.join(missing)}")
-        return self.booster.predict(self.encoder.transform(frame), num_threads=_threads(len(frame)))
+        return self.booster.predict(self.encoder.transform(frame, order="F"), num_threads=_threads(len(frame)))
 
     def predict_records(self, records: list[dict]) -> np.ndarray:
         """`predict` for validated dict rows (the endpoint's path: no DataFrame, one thread per request); the

@@ -98,6 +98,7 @@ def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinitio
         except FeatureError as error:
             raise dg.Failure(f"partition {label_of(keys)}: {error}") from None
         _, parts = split_by_partition(frame, spec.timestamp, keys, partitions)
+        parts = {key: _own_levels(part) for key, part in parts.items()}
         target = frame[spec.target.name]
         mean = float(target.mean()) if len(target) else 0.0
         return partitioned_output(context, parts, {
@@ -108,3 +109,10 @@ def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinitio
             "schema": schema_table(frame), "preview": preview(frame)})
 
     return features
+
+
+def _own_levels(part: pd.DataFrame) -> pd.DataFrame:
+    """A partition's categorical columns with only the levels that occur in it, so a stored partition is the same
+    whether it was materialized alone or inside a range."""
+    categorical = [name for name, dtype in part.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)]
+    return part.assign(**{name: part[name].cat.remove_unused_categories() for name in categorical})

@@ -2,7 +2,8 @@
 
 Layout: `<base>/<model>/<stage>/<partition key>.parquet`. Loading reads only the partitions asked for. A
 write goes to a temporary name first and is renamed into place once every partition of the step is written,
-so a failed or killed step leaves no half-written file behind.
+so a failed or killed step leaves no half-written file behind. Several partitions load as one frame; a
+categorical column stays categorical across them, under the union of their levels (`concat_partitions`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 import dagster as dg
 import pandas as pd
 from upath import UPath
+
+from ml_platform.core.features import concat_partitions
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
@@ -73,4 +76,4 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 frames.append(pd.read_parquet(handle))
         if not frames:
             return pd.DataFrame()
-        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        return concat_partitions(frames)

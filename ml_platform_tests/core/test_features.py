@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from ml_platform.core import derived
-from ml_platform.core.features import FeatureError, build_features, feature_columns
+from ml_platform.core.features import FeatureError, as_category, build_features, concat_partitions, feature_columns
 from ml_platform.core.sources import nycflights13
 
 
@@ -27,7 +28,9 @@ def test_features_of_a_real_day(real_day, flight_spec):
     expected = (real_day["arr_delay"].dropna() > 15).astype("int64").to_numpy()
     assert (frame["delayed"].to_numpy() == expected).all()
     assert set(frame["day_of_week"]) == {0.0}  # 2013-03-04 was a Monday
-    assert frame["carrier"].map(type).eq(str).all()
+    for name in flight_spec.features.all_categorical:
+        assert isinstance(frame[name].dtype, pd.CategoricalDtype), name
+        assert all(type(level) is str for level in frame[name].cat.categories), name
     assert frame["distance"].dtype == "float64"
 
 
@@ -42,6 +45,48 @@ def test_missing_categories_stay_missing(real_day, flight_spec):
     frame, _ = build_features(real_day, flight_spec)
     assert frame["plane_manufacturer"].isna().any()
     assert not (frame["plane_manufacturer"] == "nan").any()
+    assert "nan" not in frame["plane_manufacturer"].cat.categories
+
+
+def _as_text_before(values: pd.Series) -> pd.Series:
+    """How categorical features were built before they became Categoricals: object text, missing stays NaN."""
+    text = values.astype("object")
+    mask = text.notna()
+    text = text.where(~mask, text[mask].astype(str)) if mask.any() else text
+    return text.where(mask, np.nan).astype("object")
+
+
+def test_categorical_features_hold_the_same_values_as_the_text_they_replace(real_day, flight_spec):
+    frame, _ = build_features(real_day, flight_spec)
+    known = real_day["arr_delay"].notna().to_numpy()
+    for name in flight_spec.features.all_categorical:
+        before = _as_text_before(real_day[name])[known].reset_index(drop=True)
+        pd.testing.assert_series_equal(frame[name].astype(object), before, check_names=False)
+        assert list(frame[name].cat.categories) == sorted(before.dropna().unique()), name  # no unused levels
+
+
+def test_as_category_turns_any_value_into_text_and_keeps_missing_missing():
+    values = pd.Series(["b", 1, None, "1", np.nan, 2.5, True, pd.NA], index=range(10, 18), dtype=object)
+    category = as_category(values)
+    assert category.index.equals(values.index)
+    assert list(category.cat.categories) == ["1", "2.5", "True", "b"]  # 1 and "1" are one level
+    assert category.astype(object).tolist()[:2] == ["b", "1"]
+    pd.testing.assert_series_equal(category.astype(object), _as_text_before(values))
+    assert as_category(pd.Series([None, np.nan], dtype=object)).isna().all()
+    assert len(as_category(pd.Series([], dtype=object))) == 0
+
+
+def test_concat_partitions_unions_the_levels_of_each_day(real_day, flight_spec):
+    half = len(real_day) // 2  # two "partitions", each with the levels of its own rows
+    days = [build_features(real_day.iloc[:half], flight_spec)[0], build_features(real_day.iloc[half:], flight_spec)[0]]
+    assert not days[0]["dest"].cat.categories.equals(days[1]["dest"].cat.categories)
+    joined = concat_partitions(days)
+    assert isinstance(joined["dest"].dtype, pd.CategoricalDtype)
+    assert list(joined["dest"].cat.categories) == sorted(set(days[0]["dest"].dropna()) | set(days[1]["dest"].dropna()))
+    pd.testing.assert_frame_equal(joined.astype({n: object for n in flight_spec.features.all_categorical}),
+                                  pd.concat(days, ignore_index=True).astype(
+                                      {n: object for n in flight_spec.features.all_categorical}))
+    assert not isinstance(pd.concat(days)["dest"].dtype, pd.CategoricalDtype)  # what plain concat would do
 
 
 def test_a_feature_missing_from_the_data_names_the_spec_field(real_day, flight_spec):

@@ -86,9 +86,19 @@ def test_a_numeric_feature_given_as_text_is_coerced(model, split):
     assert np.array_equal(model.predict(garbage), model.predict(rows.assign(temp=np.nan)))
 
 
+def _as_text(model: Model, frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its categorical features as object text (missing stays NaN), as features were before
+    they became pandas Categoricals."""
+    return frame.astype({name: object for name in model.encoder.categorical})
+
+
+def test_features_reach_the_scorer_as_categoricals(model, split):
+    assert all(isinstance(split.test[name].dtype, pd.CategoricalDtype) for name in model.encoder.categorical)
+
+
 @pytest.mark.parametrize("dtype", ["category", "string"])
 def test_categorical_features_in_pandas_dtypes_score_the_same(model, split, dtype):
-    rows = split.test.head(200).copy()
+    rows = _as_text(model, split.test.head(200))
     rows.loc[rows.index[:3], "carrier"] = "ZZZ"  # unseen levels stay missing whatever the dtype
     expected = model.predict(rows)
     typed = rows.astype({name: dtype for name in model.encoder.categorical})
@@ -97,7 +107,7 @@ def test_categorical_features_in_pandas_dtypes_score_the_same(model, split, dtyp
 
 
 def test_the_encoder_counts_unseen_values(model, split):
-    rows = split.test.head(40).copy()
+    rows = _as_text(model, split.test.head(40))
     before = model.encoder.unseen(rows)
     assert set(before) == set(model.encoder.categorical)
     rows.loc[rows.index[:3], "carrier"] = "ZZZ"
@@ -113,9 +123,47 @@ def _unseen_among(encoder: FeatureEncoder, values: pd.Series) -> int:
     return int((~values.dropna().astype(str).isin(encoder.levels["carrier"])).sum())
 
 
+def test_categorical_and_object_features_score_identically(model, split):
+    """Every row of the held-out days, categorical features as Categoricals (any level set or order) or as object
+    text: the same numbers, bit for bit, as the booster on the row-major matrix."""
+    expected = model.booster.predict(model.encoder.transform(_as_text(model, split.test)))
+    assert np.array_equal(model.predict(_as_text(model, split.test)), expected)
+    assert np.array_equal(model.predict(split.test), expected)
+    shuffled = split.test.copy()
+    for name in model.encoder.categorical:  # levels in another order, with extra ones and without training ones
+        observed = list(split.test[name].cat.categories)
+        shuffled[name] = split.test[name].cat.set_categories([*reversed(observed), "never seen", "x"])
+    assert not shuffled["carrier"].cat.categories.equals(split.test["carrier"].cat.categories)
+    assert np.array_equal(model.predict(shuffled), expected)
+    few = split.test.head(50)  # under the batch threshold: one thread
+    assert np.array_equal(model.predict(few), expected[:50])
+    assert np.array_equal(model.predict(_as_text(model, few)), expected[:50])
+
+
+def test_the_scoring_matrix_is_column_major_with_the_same_values(model, split):
+    rows = split.test.head(300)
+    by_row, by_column = model.encoder.transform(rows), model.encoder.transform(rows, order="F")
+    assert by_row.flags["C_CONTIGUOUS"] and by_column.flags["F_CONTIGUOUS"]
+    np.testing.assert_array_equal(by_row, by_column)
+    np.testing.assert_array_equal(by_row, model.encoder.transform(_as_text(model, rows)))
+    assert np.isnan(by_row).any()  # missing values (plane data) travel as NaN in both layouts
+
+
+def test_the_encoder_learns_the_same_levels_from_categoricals_and_text(model, split):
+    numeric, categorical = model.encoder.numeric, model.encoder.categorical
+    padded = split.train.copy()
+    padded["carrier"] = padded["carrier"].cat.add_categories(["unused level"])  # a level with no row
+    from_categoricals = FeatureEncoder.fit(padded, numeric, categorical)
+    from_text = FeatureEncoder.fit(_as_text(model, split.train), numeric, categorical)
+    assert from_categoricals == from_text
+    assert "unused level" not in from_categoricals.levels["carrier"]
+    assert from_text.levels["carrier"] == sorted(set(_as_text(model, split.train)["carrier"].dropna()))
+
+
 def test_the_encoder_learns_sorted_levels_from_training_rows_only(model, split):
     levels = model.encoder.levels
-    assert levels["carrier"] == sorted(split.train["carrier"].dropna().unique())
+    seen = pd.concat([getattr(split, part) for part in model.manifest["fit"]["splits"]])  # train (+ valid: refit)
+    assert levels["carrier"] == sorted(set(seen["carrier"].dropna()))
     assert all(level == level and level != "nan" for values in levels.values() for level in values)
 
 
@@ -124,7 +172,7 @@ def test_records_encode_like_frames(model, split):
     records = [{k: (None if pd.isna(v) else v) for k, v in record.items()}
                for record in rows[model.encoder.names].to_dict("records")]
     records[0]["carrier"] = "ZZZ"
-    frame = rows.copy()
+    frame = _as_text(model, rows)
     frame.loc[frame.index[0], "carrier"] = "ZZZ"
     np.testing.assert_array_equal(model.encoder.transform_records(records), model.encoder.transform(frame))
 

@@ -69,3 +69,35 @@ def test_object_storage_urls(tmp_path):
     io = PartitionedParquetIOManager(base_path="memory://ml-platform-test/storage")
     io.handle_output(_out(io, "2026-01-04", "2026-01-04"), _frame(4))
     assert len(io.load_input(_in("2026-01-04", "2026-01-04"))) == 4
+
+
+def _categorical_day(levels: list, rows: list) -> pd.DataFrame:
+    return pd.DataFrame({"x": range(len(rows)), "c": pd.Categorical(rows, categories=levels)})
+
+
+def test_categorical_columns_stay_categorical_across_partitions_with_different_levels(tmp_path):
+    """Each day keeps its own levels on disk; loaded together they share the sorted union of them (a plain
+    pd.concat would fall back to object text), and every value and missing value is unchanged."""
+    io = PartitionedParquetIOManager(base_path=str(tmp_path))
+    days = {"2026-01-01": _categorical_day(["b", "c"], ["c", "b", None]),
+            "2026-01-02": _categorical_day(["a"], ["a", "a"]),
+            "2026-01-03": _categorical_day([], [None])}  # all missing: Parquet stores the column untyped
+    io.handle_output(_out(io, "2026-01-01", "2026-01-03"), days)
+    one = io.load_input(_in("2026-01-01", "2026-01-01"))
+    assert isinstance(one["c"].dtype, pd.CategoricalDtype) and list(one["c"].cat.categories) == ["b", "c"]
+    loaded = io.load_input(_in("2026-01-01", "2026-01-03"))
+    assert isinstance(loaded["c"].dtype, pd.CategoricalDtype)
+    assert list(loaded["c"].cat.categories) == ["a", "b", "c"]
+    assert loaded["c"].astype(object).where(loaded["c"].notna(), None).tolist() == ["c", "b", None, "a", "a", None]
+    assert loaded["x"].tolist() == [0, 1, 2, 0, 1, 0]
+
+
+def test_partitions_stored_as_text_join_categorical_ones(tmp_path):
+    """A day stored before features were categorical (object text) loads beside a categorical day."""
+    io = PartitionedParquetIOManager(base_path=str(tmp_path))
+    io.handle_output(_out(io, "2026-01-01", "2026-01-02"),
+                     {"2026-01-01": pd.DataFrame({"x": [0, 1], "c": ["z", None]}),
+                      "2026-01-02": _categorical_day(["a"], ["a"])})
+    loaded = io.load_input(_in("2026-01-01", "2026-01-02"))
+    assert list(loaded["c"].cat.categories) == ["a", "z"]
+    assert loaded["c"].isna().tolist() == [False, True, False]
