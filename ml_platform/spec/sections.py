@@ -35,9 +35,18 @@ class Partitions(StrictModel):
 class Target(StrictModel):
     """What the model predicts: a column as it is, or an expression over columns (`arr_delay > 15`)."""
 
-    name: str = "target"
+    name: str = Field(default="target", description=(
+        "The target's name in the features table, the model's manifest and the endpoint's model description; "
+        "defaults to `column` when a column is given, else `target`."))
     column: str | None = None
     expression: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_defaults_to_column(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") is None and isinstance(data.get("column"), str):
+            data = {**data, "name": data["column"]}
+        return data
 
     @field_validator("expression")
     @classmethod

@@ -249,3 +249,33 @@ def test_tuning_judges_trials_on_validation_rows_they_did_not_train_on(spec, spl
 
     on, off = trials(True), trials(False)
     assert on == off and 0.5 < on[0]["value"] < 1
+
+
+def test_a_column_target_is_named_after_its_column_in_the_manifest(tmp_path):
+    """`target: {column: price}` trains, and the manifest (which the endpoint's model description reads) says
+    price, not `target`."""
+    import yaml
+
+    from ml_platform.core.features import build_features
+    from ml_platform.spec import load_spec
+
+    rng = np.random.default_rng(0)
+    stamps = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 14 * 24, 1400)), unit="h")
+    size = rng.uniform(20, 200, len(stamps))
+    city = rng.choice(["a", "b", "c"], len(stamps))
+    raw = pd.DataFrame({"ts": stamps, "size": size, "city": city,
+                        "price": 3 * size + np.where(city == "a", 100, 0) + rng.normal(0, 5, len(stamps))})
+    spec_file = tmp_path / "prices.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "name": "prices", "description": "d", "owner": "o", "task": "regression", "timestamp": "ts",
+        "source": {"kind": "files", "path": str(tmp_path / "prices.csv")}, "partitions": {"start": "2024-01-01"},
+        "target": {"column": "price"}, "features": {"numeric": ["size"], "categorical": ["city"]},
+        "training": {"window_days": 14, "validation_days": 2, "test_days": 2, "num_boost_round": 50,
+                     "early_stopping_rounds": 5}}))
+    spec = load_spec(spec_file)
+    assert spec.target.name == "price"
+    features, _ = build_features(raw, spec)
+    assert "price" in features.columns and "target" not in features.columns
+    result = train(spec, split_by_time(features, spec))
+    assert result.model.manifest["target"] == "price"
+    assert ev.score(result.model, split_by_time(features, spec).test, "rmse") < 50

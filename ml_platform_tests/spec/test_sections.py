@@ -43,3 +43,14 @@ def test_renaming_a_field_keeps_the_digest(tmp_path, write_spec, flight_spec):
     assert new.serving.rollout.trial_days == old.serving.rollout.trial_days == 4
     assert new.digest == old.digest != flight_spec.digest
     assert "window_days" not in new.model_dump()["serving"]["rollout"]
+
+
+def test_target_name_defaults_to_its_column(tmp_path, write_spec, flight_spec):
+    column = load_spec(write_spec(tmp_path, {"task": "regression", "target": {"column": "dep_delay"},
+                                             "gates": {"metric": "rmse"}, "monitoring.performance": {}}))
+    named = load_spec(write_spec(tmp_path, {"task": "regression", "target": {"column": "dep_delay", "name": "late"},
+                                            "gates": {"metric": "rmse"}, "monitoring.performance": {}}, name="b.yaml"))
+    expression = load_spec(write_spec(tmp_path, {"target": {"expression": "arr_delay > 15"}}, name="c.yaml"))
+    assert column.target.name == "dep_delay" and column.target.inputs == ["dep_delay"]
+    assert named.target.name == "late"
+    assert expression.target.name == "target" and flight_spec.target.name == "delayed"
