@@ -50,3 +50,46 @@ def test_profile_is_small_and_json_ready():
 
     assert len(json.dumps(REFERENCE)) < 20_000
     assert REFERENCE["numeric"]["a"]["missing_rate"] == 0 and len(REFERENCE["numeric"]["a"]["edges"]) == 9
+
+
+def _as_categories(frame: pd.DataFrame, names: list[str], extra: tuple = ()) -> pd.DataFrame:
+    """The frame with the named columns as pandas Categoricals, plus levels no row has (zero counts)."""
+    out = frame.copy()
+    for name in names:
+        levels = sorted(set(frame[name].dropna())) + list(extra)
+        out[name] = pd.Categorical(frame[name], categories=levels)
+    return out
+
+
+def test_categorical_input_gives_the_same_profile_and_drift_as_text():
+    """Value counts of a Categorical include levels with no row: the reference and every drift figure (PSI,
+    chi-square p, unseen and missing rates) must be those of the same values as object text."""
+    reference = _frames(n=50_000, seed=0)
+    reference.loc[reference.index[:500], "c"] = np.nan
+    live = _frames(shift=0.3, extra_level=True, seed=3)
+    live.loc[live.index[:900], "c"] = np.nan
+    text_profile = reference_profile(reference, ["a", "b"], ["c"])
+    category_profile = reference_profile(_as_categories(reference, ["c"], extra=("never",)), ["a", "b"], ["c"])
+    assert category_profile == text_profile
+    assert list(category_profile["categorical"]["c"]["proportions"]) == list(text_profile["categorical"]["c"]["proportions"])
+    as_text = drift_table(live, text_profile, warn=0.1, fail=0.25)
+    as_categories = drift_table(_as_categories(live, ["c"], extra=("unused", "never")), text_profile, warn=0.1, fail=0.25)
+    pd.testing.assert_frame_equal(as_categories, as_text, check_exact=True)
+    row = as_text.set_index("feature").loc["c"]
+    assert row["unseen_rate"] > 0.2 and row["missing_rate"] > 0.04 and row["psi"] > 0
+
+
+def test_a_real_models_training_reference_is_the_same_for_categoricals_and_text(model, split):
+    from ml_platform.core.drift import training_reference
+
+    categorical = model.encoder.categorical
+    as_text = split.train.astype({name: object for name in categorical})
+    assert all(isinstance(split.train[name].dtype, pd.CategoricalDtype) for name in categorical)
+    reference = training_reference(model, split.train)
+    assert reference == training_reference(model, as_text)
+    live = split.test
+    table = drift_table(live, reference, warn=0.1, fail=0.25)
+    pd.testing.assert_frame_equal(table, drift_table(live.astype({n: object for n in categorical}), reference,
+                                                     warn=0.1, fail=0.25), check_exact=True)
+    scored = table.set_index("feature").loc[categorical]
+    assert scored["psi"].notna().all() and scored["chi2_p"].notna().all()

@@ -82,3 +82,18 @@ def test_minimum_rows_per_partition_names_short_and_empty_partitions(real_day):
     assert failure.partitions == ["day-b", "day-c"]
     assert failure.count == 2
     assert "day-b: 50 rows" in str(failure.samples)
+
+
+def test_categorical_columns_validate_like_text(real_day, flight_spec):
+    """A source may hand over pandas Categoricals (a Parquet file written from categories): dtype `str`, allowed
+    values, nulls and uniqueness judge them exactly as the same values in object text."""
+    bad = real_day.copy()
+    bad.loc[bad.index[:4], "origin"] = None
+    bad.loc[bad.index[20:23], "carrier"] = "ZZ"
+    as_text = validate(bad, flight_spec.expectations)
+    categorical = bad.astype({"origin": "category", "carrier": "category", "dest": "category"})
+    as_categories = validate(categorical, flight_spec.expectations)
+    assert validate(real_day.astype({"carrier": "category", "origin": "category"}), flight_spec.expectations).passed
+    summary = lambda report: sorted((f.column, f.expectation, f.count, str(f.samples)) for f in report.failures)
+    assert summary(as_categories) == summary(as_text)
+    assert {f.column for f in as_categories.failures} == {"origin", "carrier"}
