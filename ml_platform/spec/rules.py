@@ -7,9 +7,10 @@ mistake of a file.
 from __future__ import annotations
 
 import difflib
+from datetime import date, timedelta
 from typing import Any
 
-from ml_platform.core.sources import known_columns
+from ml_platform.core.sources import known_columns, nycflights13
 from ml_platform.spec.sections import ModelSpec
 
 Problem = tuple[str, Any, str]
@@ -18,7 +19,8 @@ Problem = tuple[str, Any, str]
 def problems(spec: ModelSpec) -> list[Problem]:
     """Every cross-field problem of a spec, in the order of its sections."""
     found: list[Problem] = []
-    for rule in (target_and_features, source_columns, gates, monitoring, serving, partitions, training):
+    for rule in (target_and_features, source_columns, gates, monitoring, serving, partitions, training,
+                 cadences, training_range):
         found += rule(spec)
     return found
 
@@ -137,3 +139,79 @@ def training(spec: ModelSpec) -> list[Problem]:
     if spec.training.validation_days + spec.training.test_days >= window:
         found.append(("training.window_days", window, "more days than training.validation_days + training.test_days"))
     return found
+
+
+# Data cadences the training layer maps onto: a retraining partition's window is whole days (whole weeks for
+# weekly retraining), so each data partition must fall inside one window, never across its bounds.
+_TRAINING_CADENCES = {"hourly": ("daily", "weekly"), "daily": ("daily", "weekly"), "weekly": ("weekly",)}
+
+
+def cadences(spec: ModelSpec) -> list[Problem]:
+    """Data partitions the retraining windows can be cut from: hourly and daily data with daily or weekly
+    retraining, weekly data with weekly retraining; monthly data with neither."""
+    data, retraining = spec.partitions.cadence, spec.training.cadence
+    if data == "monthly":
+        return [("partitions.cadence", data,
+                 "'hourly', 'daily' or 'weekly' for a model that trains: training windows are whole days "
+                 f"(training.window_days: {spec.training.window_days}) ending with each {retraining} retraining "
+                 "partition, and a month cannot be cut at those bounds (set partitions.cadence: daily; a window "
+                 "of about a month is training.window_days: 28)")]
+    if retraining not in _TRAINING_CADENCES[data]:
+        return [("training.cadence", retraining,
+                 f"{' or '.join(repr(c) for c in _TRAINING_CADENCES[data])} when partitions.cadence is {data!r}: "
+                 f"a {retraining} retraining partition would take the whole {data} data partition around its day, "
+                 f"days after it included (set training.cadence: weekly, or partitions.cadence: daily)")]
+    return []
+
+
+def data_range(spec: ModelSpec) -> tuple[date | None, date | None, str]:
+    """The first day and the end (excluded) of the data partitions as far as the spec alone knows them, and
+    where they come from. A replay whose offset is not pinned in the spec has unknown dates."""
+    start, end = spec.partitions.start, spec.partitions.end
+    start_from, end_from = "partitions.start", "partitions.end, excluded"
+    if isinstance(spec.source, nycflights13.Nycflights13Source) and spec.source.offset_weeks is not None:
+        offset = timedelta(weeks=spec.source.offset_weeks)
+        replay = f"the nycflights13 replay's {{}} day (source.offset_weeks: {spec.source.offset_weeks})"
+        if start is None:
+            start, start_from = nycflights13.SOURCE_FIRST_DAY + offset, replay.format("first")
+        if end is None:
+            end, end_from = nycflights13.SOURCE_LAST_DAY + offset + timedelta(days=1), replay.format("last")
+    return start, end, f"{start_from} → {end_from}"
+
+
+def training_range(spec: ModelSpec) -> list[Problem]:
+    """The data range holds at least one whole training window: the first retraining partition ends with the
+    window's last day (day `window_days` of the range), which must come before partitions.end. Otherwise
+    Dagster shows a retraining partition that cannot load its features (DagsterUnknownPartitionError when it
+    runs), or none at all."""
+    window, retraining = spec.training.window_days, spec.training.cadence
+    start, end, origin = data_range(spec)
+    if isinstance(spec.source, nycflights13.Nycflights13Source) and not spec.partitions.start \
+            and not spec.partitions.end and start is None:
+        days = (nycflights13.SOURCE_LAST_DAY - nycflights13.SOURCE_FIRST_DAY).days + 1
+        where = f"the {days} days of the nycflights13 replay"
+    elif start and end:
+        days = (end - start).days
+        where = f"the {days} days from {start} to {end - timedelta(days=1)} ({origin})"
+    else:
+        return []  # the dates come from a replay pinned at first use: training_partitions checks them then
+    if days <= 0 or window <= days:
+        return []  # an empty range is partitions' problem
+    period = 7 if retraining == "weekly" else 1
+    longest = days // period * period
+    if start:
+        last = start + timedelta(days=window - 1)
+        first = (f"the first {retraining} retraining partition ({last - timedelta(days=period - 1)}"
+                 f"{f' → {last}' if period > 1 else ''}) ends {(last - end).days + 1} day(s) after the data")
+    else:
+        first = f"the first {retraining} retraining partition would end on day {window} of the data"
+    fixes = []
+    if start and end:
+        fixes.append(f"partitions.end to {start + timedelta(days=window)} or later")
+    if spec.partitions.start and end:
+        fixes.append(f"partitions.start to {end - timedelta(days=window)} or earlier")
+    if longest > spec.training.validation_days + spec.training.test_days:
+        fixes.append(f"training.window_days to {longest} or less")
+    return [("training.window_days", window,
+             f"at most {where}: {first}, so no model could ever train; set "
+             + (", or ".join(fixes) if fixes else "a longer partition range"))]

@@ -50,3 +50,16 @@ def test_check_console_script_runs_without_dagster(tmp_path):
     if script.exists():
         result = subprocess.run([str(script), "check", str(tmp_path / "none")], capture_output=True, text=True)
         assert result.returncode == 1 and "does not exist" in result.stderr
+
+
+def test_check_refuses_specs_that_cannot_train(tmp_path, write_spec, capsys):
+    short = write_spec(tmp_path, {"source": {"kind": "files", "path": "/data/{date}.csv"},
+                                  "partitions.start": "2024-01-01", "partitions.end": "2024-02-20"}, name="short.yaml")
+    monthly = write_spec(tmp_path, {"partitions.cadence": "monthly"}, name="monthly.yaml")
+    assert cli_main(["check", str(short)]) == 1
+    err = capsys.readouterr().err
+    assert str(short) in err and "training.window_days: found 56" in err and "the 50 days from 2024-01-01" in err
+    assert "set partitions.end to 2024-02-26 or later" in err
+    assert cli_main(["check", str(monthly)]) == 1
+    err = capsys.readouterr().err
+    assert str(monthly) in err and "partitions.cadence: found 'monthly'" in err

