@@ -104,3 +104,18 @@ def test_regression_target_drops_unknown(real_day, flight_spec):
     frame, report = build_features(real_day, spec)
     assert frame["arr_delay_min"].notna().all()
     assert report.dropped_no_target == real_day["arr_delay"].isna().sum()
+
+
+def test_a_days_content_hash_is_the_same_stored_alone_or_inside_the_joined_window(real_day, flight_spec):
+    """Data versions hash values, not level sets: a day's hash as its own partition equals the hash of its rows
+    in the joined window (whose levels are the union of every day's), so versions stay comparable."""
+    from ml_platform.core.data_versions import content_hash, versions_by_day
+
+    half = len(real_day) // 2
+    days = [build_features(real_day.iloc[:half], flight_spec)[0], build_features(real_day.iloc[half:], flight_spec)[0]]
+    joined = concat_partitions(days)
+    assert not joined["dest"].cat.categories.equals(days[0]["dest"].cat.categories)
+    assert content_hash(joined.iloc[: len(days[0])].reset_index(drop=True)) == content_hash(days[0])
+    assert content_hash(joined.iloc[len(days[0]):].reset_index(drop=True)) == content_hash(days[1])
+    (version,) = versions_by_day(joined, flight_spec.timestamp).values()  # one calendar day
+    assert version == content_hash(joined)

@@ -16,6 +16,7 @@ import pytest
 from ml_platform.core.sources import nycflights13
 from ml_platform.defs import build_definitions
 from ml_platform.core.data_versions import content_hash
+from ml_platform.core.features import build_features
 from ml_platform.defs.data_assets import SCHEMA_CHECK
 from ml_platform.spec import load_spec
 
@@ -118,7 +119,7 @@ def test_a_real_day_through_features(flight_defs, instance, home):
     assert (pd.to_datetime(features["scheduled_departure"]).dt.date.astype(str) == partition).all()
 
 
-def test_a_week_backfills_in_one_run(flight_defs, instance, home):
+def test_a_week_backfills_in_one_run(flight_defs, instance, home, flight_spec):
     first, last = _day(date(2013, 3, 4)), _day(date(2013, 3, 10))
     result = _run(flight_defs, instance, first, last)
     assert result.success
@@ -132,6 +133,19 @@ def test_a_week_backfills_in_one_run(flight_defs, instance, home):
         assert metadata["content_hash"].value == content_hash(stored)
         assert metadata["rows"].value == len(stored)
     assert len(instance.get_runs()) == 1
+    features_events = {e.partition: e.step_materialization_data.materialization.metadata
+                       for e in result.get_asset_materialization_events() if e.asset_key == FEATURES}
+    levels = set()
+    for partition, metadata in features_events.items():
+        # each day is stored with its own levels, as if it had been materialized alone
+        stored = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{partition}.parquet")
+        raw = pd.read_parquet(home / "storage" / "flight_delay" / "raw" / f"{partition}.parquet")
+        alone = build_features(raw, flight_spec)[0]
+        pd.testing.assert_frame_equal(stored, alone, check_exact=True)
+        assert isinstance(stored["dest"].dtype, pd.CategoricalDtype)
+        assert metadata["content_hash"].value == content_hash(stored)
+        levels.add(tuple(stored["dest"].cat.categories))
+    assert len(levels) > 1  # the days differ in their destinations
 
 
 def test_features_read_only_their_own_partition(flight_defs, instance, home):
@@ -234,7 +248,7 @@ def test_a_new_file_materializes_its_day(tmp_path, home, instance, write_spec):
     _files_spec(tmp_path, write_spec, {_day(day): _real_day(day)})  # lands one day's file
     spec = load_spec(write_spec(tmp_path / "specs", {
         "source": {"kind": "files", "path": str(tmp_path / "landing" / "{date}.csv")},
-        "partitions.start": _day(date(2013, 8, 1)), "partitions.end": _day(date(2013, 8, 20))}))
+        "partitions.start": _day(date(2013, 6, 1)), "partitions.end": _day(date(2013, 8, 20))}))  # room to train
     defs = build_definitions([spec])
     sensor = defs.resolve_sensor_def("flight_delay_new_data")
     result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
