@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export ML_PLATFORM_HOME
 
-.PHONY: dev test install install-test check backfill-benchmark clean
+.PHONY: dev test test-ui install install-test check backfill-benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ dev: install
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
+# Everything, the browser tests of the Dagster UI included (they need Debian's chromium: .ci/run installs it).
 test: install-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Only the browser tests (screenshots of failures in test-artifacts/ui/).
+test-ui: install-test
+	$(BIN)/python -m pytest ml_platform_tests/ui $(PYTEST_ARGS)
 
 check: install
 	$(BIN)/ml-platform check
@@ -39,4 +44,4 @@ backfill-benchmark: install
 	$(BIN)/python benchmarks/backfill.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache test-artifacts

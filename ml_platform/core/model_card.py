@@ -17,8 +17,9 @@ def _cell(value):
     return " ".join(value.replace("\\", "\\\\").replace("|", "\\|").splitlines())
 
 
-def _table(frame: pd.DataFrame) -> str:
-    """A GFM pipe table; whatever the feature names, slice levels or gate details hold, it stays a table."""
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GFM pipe table (`_none_` when empty); whatever the feature names, slice levels or gate details hold,
+    it stays a table. Every Markdown table the platform writes into metadata can use it."""
     if not len(frame):
         return "_none_"
     safe = pd.DataFrame({_cell(str(column)): values if pd.api.types.is_numeric_dtype(values)
@@ -53,20 +54,20 @@ def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gat
         f"(listed in the run's metadata and MLflow tags).",
         "",
         "## Metrics on the held-out slice",
-        _table(metrics),
+        markdown_table(metrics),
         "",
         f"## Slices ({evaluation.metric})",
-        _table(evaluation.slices),
+        markdown_table(evaluation.slices),
         "",
         "## Fairness",
         (f"Largest {fairness['metric']} gap across `{fairness['group']}`: **{fairness['gap']:.4f}** "
          f"(best {fairness['best']}, worst {fairness['worst']})." if fairness else "No sensitive group assessed."),
         "",
         "## What drives predictions (TreeSHAP)",
-        _table(top),
+        markdown_table(top),
         "",
         "## Gates",
-        _table(gate_rows),
+        markdown_table(gate_rows),
         "",
         "## Limits",
         "- Trained on a rolling window of recent days; behaviour outside the range seen in training is "
