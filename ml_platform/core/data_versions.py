@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from datetime import datetime
 
+import numpy as np
 import pandas as pd
 
 
@@ -21,3 +24,20 @@ def versions_by_day(frame: pd.DataFrame, timestamp: str) -> dict[str, str]:
         return {}
     days = frame[timestamp].dt.strftime("%Y-%m-%d")
     return {day: content_hash(part.reset_index(drop=True)) for day, part in frame.groupby(days, sort=True)}
+
+
+def versions_by_partition(frame: pd.DataFrame, timestamp: str,
+                          windows: Mapping[str, tuple[datetime, datetime]]) -> dict[str, str]:
+    """The content hash of the rows in each partition's time window [start, end), keyed by partition key in
+    time order; partitions without rows are left out. For daily partitions it equals `versions_by_day`."""
+    if frame.empty or not windows:
+        return {}
+    keys = sorted(windows, key=lambda k: windows[k][0])
+    starts = np.array([np.datetime64(windows[k][0]) for k in keys], dtype="datetime64[ns]")
+    ends = np.array([np.datetime64(windows[k][1]) for k in keys], dtype="datetime64[ns]")
+    stamps = frame[timestamp].to_numpy(dtype="datetime64[ns]")
+    position = np.searchsorted(starts, stamps, side="right") - 1
+    inside = (position >= 0) & (stamps < ends[np.clip(position, 0, None)])
+    rows = frame.loc[inside]
+    return {keys[i]: content_hash(part.reset_index(drop=True))
+            for i, part in rows.groupby(position[inside], sort=True)}

@@ -12,12 +12,14 @@ import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from ml_platform.core.data_versions import content_hash, versions_by_day
+from ml_platform.core.data_versions import content_hash, versions_by_day, versions_by_partition
 from ml_platform.core.evaluation import DEFAULT_METRIC, score
 from ml_platform.core.mlflow_store import DATA_VERSIONS, MODEL_FILES, TUNING_TRIALS
 from ml_platform.core.training import Split, TrainingError, TrainingResult, split_by_time, train, tune
@@ -38,7 +40,7 @@ class TrainingSet:
 
     frame: pd.DataFrame            # every row, with its split in the SPLIT column
     summary: dict[str, dict]       # rows, first and last day (and target balance) per split
-    versions: dict[str, str]       # content hash of each day of features in the window
+    versions: dict[str, str]       # content hash of each data partition of features in the window
 
     def metadata(self) -> dict:
         return {"rows": len(self.frame), **{f"rows_{k}": v["rows"] for k, v in self.summary.items()},
@@ -47,20 +49,39 @@ class TrainingSet:
                 "upstream_partitions": len(self.versions)}
 
 
-def build_training_set(features: pd.DataFrame, spec: ModelSpec, wanted_days: list[str]) -> TrainingSet:
-    """The window's rows split into train / validation / test; every day of the window must be present."""
-    present = set(features[spec.timestamp].dt.strftime("%Y-%m-%d")) if len(features) else set()
-    missing = [day for day in wanted_days if day not in present]
+def build_training_set(features: pd.DataFrame, spec: ModelSpec,
+                       partitions: Sequence[str] | Mapping[str, tuple[datetime, datetime]]) -> TrainingSet:
+    """The window's rows split into train / validation / test; every data partition of the window must have rows.
+
+    `partitions` are the window's data partitions: each key with its time window [start, end) in naive UTC
+    (hourly, daily or weekly partitions alike), or ISO days for daily partitions. Coverage and data versions
+    are per partition, by event time.
+    """
+    windows = _windows(partitions)
+    keys = list(windows)
+    versions = versions_by_partition(features, spec.timestamp, windows)
+    missing = [key for key in keys if key not in versions]
     if missing:
+        unit = _UNITS.get(max(end - start for start, end in windows.values()), "partitions")
         raise TrainingError(
-            f"training.window_days: the {spec.training.window_days}-day window {wanted_days[0]} → "
-            f"{wanted_days[-1]} has features for {len(wanted_days) - len(missing)} of {len(wanted_days)} days; "
+            f"training.window_days: the {spec.training.window_days}-day window {keys[0]} → "
+            f"{keys[-1]} has features for {len(keys) - len(missing)} of {len(keys)} {unit}; "
             f"missing: {', '.join(missing[:7])}{' …' if len(missing) > 7 else ''}. Materialize {spec.name}/features "
             f"for them (or shorten training.window_days in {spec.path}).")
     split = split_by_time(features, spec)
     frame = pd.concat([getattr(split, part).assign(**{SPLIT: part}) for part in _PARTS], ignore_index=True)
-    return TrainingSet(frame, split.summary(spec.timestamp, spec.target.name, spec.task),
-                       versions_by_day(features, spec.timestamp))
+    return TrainingSet(frame, split.summary(spec.timestamp, spec.target.name, spec.task), versions)
+
+
+_UNITS = {timedelta(hours=1): "hours", timedelta(days=1): "days", timedelta(days=7): "weeks"}
+
+
+def _windows(partitions: Sequence[str] | Mapping[str, tuple[datetime, datetime]]) -> dict[str, tuple[datetime, datetime]]:
+    """Each partition key with its time window, oldest first; ISO days stand for daily partitions."""
+    if isinstance(partitions, Mapping):
+        return dict(sorted(partitions.items(), key=lambda item: item[1][0]))
+    days = {day: datetime.fromisoformat(day) for day in partitions}
+    return {day: (start, start + timedelta(days=1)) for day, start in sorted(days.items(), key=lambda i: i[1])}
 
 
 def split_of(training_set: pd.DataFrame) -> Split:

@@ -16,3 +16,21 @@ def test_each_day_of_a_window_has_its_own_version(features, spec):
     assert len(versions) == 56 and list(versions) == sorted(versions)
     first = features[features[spec.timestamp].dt.strftime("%Y-%m-%d") == "2013-05-01"]
     assert versions["2013-05-01"] == content_hash(first)
+
+
+def test_versions_by_partition_follow_each_partition_time_window(features, spec):
+    from datetime import datetime, timedelta
+
+    from ml_platform.core.data_versions import versions_by_partition
+
+    days = {(datetime(2013, 5, 1) + timedelta(days=i)).strftime("%Y-%m-%d"):
+            (datetime(2013, 5, 1) + timedelta(days=i), datetime(2013, 5, 2) + timedelta(days=i)) for i in range(56)}
+    assert versions_by_partition(features, spec.timestamp, days) == versions_by_day(features, spec.timestamp)
+    hours = {f"2013-05-01-{h:02d}:00": (datetime(2013, 5, 1, h), datetime(2013, 5, 1, h) + timedelta(hours=1))
+             for h in reversed(range(24))}
+    by_hour = versions_by_partition(features, spec.timestamp, hours)
+    stamps = features[spec.timestamp]
+    with_rows = sorted(k for k, (start, end) in hours.items() if ((stamps >= start) & (stamps < end)).any())
+    assert list(by_hour) == with_rows and 10 < len(with_rows) < 24  # no departures at night
+    seven = features[(stamps >= datetime(2013, 5, 1, 7)) & (stamps < datetime(2013, 5, 1, 8))]
+    assert by_hour["2013-05-01-07:00"] == content_hash(seven) != by_hour["2013-05-01-08:00"]

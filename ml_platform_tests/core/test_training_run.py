@@ -46,3 +46,25 @@ def test_a_trained_version_carries_its_data_versions_and_validation_metrics(spec
     run = client.get_run(run_id)
     assert "valid_roc_auc" in run.data.metrics and run.data.params["partition"] == "2013-06-19"
     assert len(client.get_metric_history(run_id, "curve_valid_auc")) > 1
+
+
+def test_hourly_partitions_are_covered_by_their_time_windows(features, spec):
+    """Hourly data partitions: coverage and data versions per hour (keys like 2013-05-01-07:00), not per day."""
+    from datetime import datetime, timedelta
+
+    from ml_platform.core.data_versions import versions_by_partition
+
+    stamps = features[spec.timestamp]
+    start = datetime(2013, 5, 1)
+    hours = {(start + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M"): (start + timedelta(hours=h),
+                                                                      start + timedelta(hours=h + 1))
+             for h in range(56 * 24)}
+    busy = {k: w for k, w in hours.items() if ((stamps >= w[0]) & (stamps < w[1])).any()}
+    built = build_training_set(features, spec, busy)
+    assert built.versions == versions_by_partition(features, spec.timestamp, busy) and list(built.versions) == list(busy)
+    assert built.metadata()["upstream_partitions"] == len(busy) > 56 * 15
+    assert built.metadata()["window"] == "2013-05-01-05:00 → 2013-06-25-23:00"
+    with pytest.raises(TrainingError) as caught:
+        build_training_set(features, spec, hours)  # night hours have no departures
+    message = str(caught.value)
+    assert f"has features for {len(busy)} of {56 * 24} hours" in message and "2013-05-01-00:00" in message
