@@ -5,17 +5,21 @@ version's MLflow run, including what later stages need (smoke rows for deploys, 
 
 from __future__ import annotations
 
+import base64
 import json
-from dataclasses import dataclass
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
 from ml_platform.core.deploy import smoke_rows
 from ml_platform.core.drift import training_reference
-from ml_platform.core.evaluation import Evaluation, evaluate
+from ml_platform.core.evaluation import Evaluation, encoded_target, evaluate, make_plots
 from ml_platform.core.gates import GateResult, run_gates
 from ml_platform.core.mlflow_store import (CHAMPION, FEATURE_ATTRIBUTIONS, GATE_RESULTS, MODEL_CARD,
-                                          REFERENCE_PROFILE, SLICES, SMOKE_ROWS, plot_artifact)
+                                          REFERENCE_PROFILE, SLICES, SMOKE_ROWS, log_batch, plot_artifact)
 from ml_platform.core.model import Model
 from ml_platform.core.model_card import model_card
 from ml_platform.core.registry import Registry
@@ -32,6 +36,7 @@ class EvaluationRecord:
     result: Evaluation
     gates: list[GateResult]
     card: str
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per part (scoring, SHAP, plots, card ...)
 
     @property
     def passed(self) -> bool:
@@ -47,19 +52,31 @@ class EvaluationRecord:
 
 def evaluate_version(spec: ModelSpec, version: str, training_set: pd.DataFrame,
                      registry: Registry) -> tuple[EvaluationRecord, Model]:
-    """Evaluate a registered `version` on the training set's test days against the current champion."""
+    """Evaluate a registered `version` on the training set's test days against the current champion. The plots
+    are rendered once, here; the model card, the Dagster metadata and the MLflow run reuse the same PNGs."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
     candidate = registry.model(version)
     champion_version = registry.version_of(CHAMPION)
     champion = None
     if champion_version and champion_version != version:
         champion = registry.model(champion_version)
+    timings["load_models"] = time.perf_counter() - started
+    started = time.perf_counter()
     train = training_set[training_set[SPLIT] == "train"]
     test = training_set[training_set[SPLIT] == "test"].reset_index(drop=True)
     result = evaluate(candidate, train, test, metric_of(spec), spec.gates.slices,
-                      spec.gates.fairness.group if spec.gates.fairness else None, champion)
+                      spec.gates.fairness.group if spec.gates.fairness else None, champion, plots=False)
+    timings["shap"] = result.attributions.attrs.get("seconds", 0.0)
+    timings["scoring_slices"] = time.perf_counter() - started - timings["shap"]
+    started = time.perf_counter()
+    result.plots = make_plots(candidate, encoded_target(candidate, test), result.predictions, result.attributions)
+    timings["plots"] = time.perf_counter() - started
+    started = time.perf_counter()
     gates = run_gates(result, spec.gates)
     card = model_card(spec, version, result, gates, _data_section(training_set, spec.timestamp, candidate))
-    return EvaluationRecord(version, champion_version, result, gates, card), candidate
+    timings["gates_model_card"] = time.perf_counter() - started
+    return EvaluationRecord(version, champion_version, result, gates, card, timings), candidate
 
 
 def _data_section(training_set: pd.DataFrame, timestamp: str, candidate: Model) -> dict:
@@ -73,33 +90,39 @@ def _data_section(training_set: pd.DataFrame, timestamp: str, candidate: Model) 
 
 
 def log_evaluation(record: EvaluationRecord, candidate: Model, training_set: pd.DataFrame) -> None:
-    """Everything about the evaluation on the version's (active) MLflow run, then its gate verdict."""
+    """Everything about the evaluation on the version's (active) MLflow run: the metrics and gate tags in one
+    `log_batch`, and the model card, gate results, attributions, slices, smoke rows, drift reference and plots
+    (the PNG bytes rendered once) in one artifact upload. Adds its parts to `record.timings`."""
     import mlflow
 
     result = record.result
+    started = time.perf_counter()
     train = training_set[training_set[SPLIT] == "train"]
     test = training_set[training_set[SPLIT] == "test"].reset_index(drop=True)
-    mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
-    mlflow.log_metrics({f"baseline_{k}": v for k, v in result.baseline.items()})
-    if result.champion:
-        mlflow.log_metrics({f"champion_{k}": v for k, v in result.champion.items()})
-    if result.fairness:
-        mlflow.log_metric("fairness_gap", result.fairness["gap"])
-    mlflow.log_text(record.card, MODEL_CARD)
-    mlflow.log_dict({"gates": [g.as_dict() for g in record.gates]}, GATE_RESULTS)
-    mlflow.log_dict(result.attributions.to_dict(), FEATURE_ATTRIBUTIONS)
-    mlflow.log_text(result.slices.to_csv(index=False), SLICES)
-    mlflow.log_dict({"rows": smoke_rows(candidate, test)}, SMOKE_ROWS)
-    mlflow.log_dict(training_reference(candidate, train), REFERENCE_PROFILE)
-    for plot, png in result.plots.items():
-        mlflow.log_image(_image(png), plot_artifact(plot))
-    mlflow.set_tags({f"gate.{g.name}": "passed" if g.passed else "failed" for g in record.gates})
-
-
-def _image(png_base64: str):
-    import base64
-    import io
-
-    from PIL import Image
-
-    return Image.open(io.BytesIO(base64.b64decode(png_base64)))
+    documents = {GATE_RESULTS: {"gates": [g.as_dict() for g in record.gates]},
+                 FEATURE_ATTRIBUTIONS: result.attributions.to_dict(),
+                 SMOKE_ROWS: {"rows": smoke_rows(candidate, test)},
+                 REFERENCE_PROFILE: training_reference(candidate, train)}
+    record.timings["smoke_rows_drift_reference"] = time.perf_counter() - started
+    started = time.perf_counter()
+    shap = result.attributions.attrs
+    metrics = {**{f"test_{k}": v for k, v in result.metrics.items()},
+               **{f"baseline_{k}": v for k, v in result.baseline.items()},
+               **{f"champion_{k}": v for k, v in (result.champion or {}).items()},
+               **({"fairness_gap": result.fairness["gap"]} if result.fairness else {})}
+    tags = {**{f"gate.{g.name}": "passed" if g.passed else "failed" for g in record.gates},
+            **({"shap_rows": f"{shap['rows']} of {shap['of_rows']} holdout rows (cap {shap['cap']})"}
+               if "rows" in shap else {})}
+    log_batch(mlflow.active_run().info.run_id, metrics=metrics, tags=tags)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        (root / MODEL_CARD).write_text(record.card, encoding="utf-8")
+        (root / SLICES).write_text(result.slices.to_csv(index=False), encoding="utf-8")
+        for name, document in documents.items():
+            (root / name).write_text(json.dumps(document, indent=2), encoding="utf-8")
+        for plot, png in result.plots.items():
+            path = root / plot_artifact(plot)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(base64.b64decode(png))
+        mlflow.log_artifacts(str(root))
+    record.timings["mlflow_logging"] = time.perf_counter() - started

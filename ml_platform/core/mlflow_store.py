@@ -111,6 +111,41 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+# --- writing a run in few calls ---------------------------------------------------------------------------------
+
+# MLflow's limits for one log_batch request (mlflow.utils.validation): entities per request and per kind.
+_BATCH_TOTAL, _BATCH_METRICS, _BATCH_PARAMS, _BATCH_TAGS = 1000, 1000, 100, 100
+
+
+def log_batch(run_id: str, metrics: dict[str, float] | None = None, params: dict[str, Any] | None = None,
+              tags: dict[str, Any] | None = None, steps: list | None = None,
+              client: "MlflowClient | None" = None) -> int:
+    """Metrics, params and tags of a run in as few `log_batch` requests as MLflow's limits allow (one for a
+    training or evaluation run's scalars): each `log_metric`/`log_param`/`set_tag` call is a store round trip
+    (a SQLite transaction, or an HTTP request to a tracking server). `steps` are extra `Metric` entities (a
+    learning curve's rounds). Values are written as `mlflow.log_params` and `set_tags` write them (`str`).
+    Returns the number of requests made."""
+    import time
+
+    import mlflow
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = client or mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    pending_metrics = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()] + list(steps or [])
+    pending_params = [Param(k, str(v)) for k, v in (params or {}).items()]
+    pending_tags = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    requests = 0
+    while pending_metrics or pending_params or pending_tags:
+        batch_params, pending_params = pending_params[:_BATCH_PARAMS], pending_params[_BATCH_PARAMS:]
+        batch_tags, pending_tags = pending_tags[:_BATCH_TAGS], pending_tags[_BATCH_TAGS:]
+        room = min(_BATCH_METRICS, _BATCH_TOTAL - len(batch_params) - len(batch_tags))
+        batch_metrics, pending_metrics = pending_metrics[:room], pending_metrics[room:]
+        client.log_batch(run_id, metrics=batch_metrics, params=batch_params, tags=batch_tags)
+        requests += 1
+    return requests
+
+
 # --- the model behind an alias or a version -------------------------------------------------------------------
 
 def version_of_alias(client: "MlflowClient", name: str, alias: str, gated: bool = False) -> str | None:

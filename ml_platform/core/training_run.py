@@ -21,7 +21,7 @@ import pandas as pd
 
 from ml_platform.core.data_versions import content_hash, versions_by_day, versions_by_partition
 from ml_platform.core.evaluation import DEFAULT_METRIC, score
-from ml_platform.core.mlflow_store import DATA_VERSIONS, MODEL_FILES, TUNING_TRIALS
+from ml_platform.core.mlflow_store import DATA_VERSIONS, MODEL_FILES, TUNING_TRIALS, log_batch
 from ml_platform.core.training import Split, TrainingError, TrainingResult, split_by_time, train, tune
 from ml_platform.spec import ModelSpec
 
@@ -99,64 +99,90 @@ class TrainedModel:
     model_sha256: str              # of the native model file: the same rows and spec give the same bytes
     valid: dict[str, float]        # validation metrics
     trials: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per part (prepare, training, MLflow ...)
 
 
 def train_and_log(spec: ModelSpec, training_set: pd.DataFrame, partition: str) -> TrainedModel:
-    """Train on the training split (early stopping on validation) and log everything to the active run."""
+    """Train on the training split (early stopping on validation) and log everything to the active run: the
+    params, validation metrics, tags and learning curve in one `log_batch`, the data versions (and tuning
+    trials) beside the model files in one artifact upload, then the pyfunc flavour."""
     import mlflow
 
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
     split = split_of(training_set)
     metric = metric_of(spec)
     versions = versions_by_day(training_set.drop(columns=SPLIT), spec.timestamp)
+    timings["prepare"] = time.perf_counter() - started
     override, trials = None, []
     if spec.training.tuning.trials:
+        started = time.perf_counter()
         override, trials = tune(spec, split, lambda model, frame: score(model, frame, metric))
+        timings["tuning"] = time.perf_counter() - started
+    started = time.perf_counter()
     result = train(spec, split, override, extra_manifest={"partition": partition})
+    timings["training"] = time.perf_counter() - started
+    started = time.perf_counter()
     valid = {k.removeprefix("valid_"): v for k, v in result.model.manifest["metrics"].items()}
     result.model.manifest["data_versions"] = versions
-    mlflow.log_params({k: v for k, v in result.params.items() if k != "metric"})
-    mlflow.log_params({"window_days": spec.training.window_days, "partition": partition,
-                       "best_iteration": result.best_iteration})
-    log_learning_curve(result.learning_curve)
-    mlflow.log_metrics({f"valid_{k}": v for k, v in valid.items()})
-    mlflow.set_tags({"data_versions_digest": content_hash(pd.DataFrame({"v": [json.dumps(versions)]})),
-                     "window": f"{split.train[spec.timestamp].min().date()} → "
-                               f"{split.test[spec.timestamp].max().date()}"})
-    mlflow.log_dict(versions, DATA_VERSIONS)
-    if trials:
-        mlflow.log_dict({"trials": trials}, TUNING_TRIALS)
-    model_uri, sha256 = log_model_files(result.model)
-    return TrainedModel(result, model_uri, sha256, valid, trials)
+    log_batch(mlflow.active_run().info.run_id,
+              params={**{k: v for k, v in result.params.items() if k != "metric"},
+                      "window_days": spec.training.window_days, "partition": partition,
+                      "best_iteration": result.best_iteration},
+              metrics={f"valid_{k}": v for k, v in valid.items()},
+              tags={"data_versions_digest": content_hash(pd.DataFrame({"v": [json.dumps(versions)]})),
+                    "window": f"{split.train[spec.timestamp].min().date()} → "
+                              f"{split.test[spec.timestamp].max().date()}"},
+              steps=curve_metrics(result.learning_curve))
+    timings["mlflow_params_metrics"] = time.perf_counter() - started
+    extra = {DATA_VERSIONS: versions, **({TUNING_TRIALS: {"trials": trials}} if trials else {})}
+    model_uri, sha256 = log_model_files(result.model, extra, timings)
+    return TrainedModel(result, model_uri, sha256, valid, trials, timings)
 
 
-def log_model_files(model) -> tuple[str, str]:
-    """The native model files and the pyfunc flavour (logged as code) in the active run: (model URI, sha256)."""
+def log_model_files(model, extra_json: dict[str, object] | None = None,
+                    timings: dict[str, float] | None = None) -> tuple[str, str]:
+    """The native model files (and `extra_json`: run path → JSON-able object, written beside them) in one
+    artifact upload, then the pyfunc flavour (logged as code), in the active run: (model URI, sha256).
+    `timings`, when given, receives the seconds of each of the two uploads."""
     import mlflow
 
     from ml_platform.core.pyfunc_model import ARTIFACT
 
+    timings = {} if timings is None else timings
     with tempfile.TemporaryDirectory() as scratch:
-        folder = model.save(Path(scratch) / MODEL_FILES)
-        mlflow.log_artifacts(str(folder), MODEL_FILES)
+        started = time.perf_counter()
+        root = Path(scratch) / "run"
+        folder = model.save(root / MODEL_FILES)
+        for name, content in (extra_json or {}).items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(json.dumps(content, indent=2, default=str), encoding="utf-8")
+        mlflow.log_artifacts(str(root))
         sha256 = hashlib.sha256((folder / "model.txt").read_bytes()).hexdigest()
+        timings["mlflow_artifacts"] = time.perf_counter() - started
+        started = time.perf_counter()
         logged = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                                          artifacts={ARTIFACT: str(folder)}, pip_requirements=[], input_example=None)
+        timings["mlflow_pyfunc_model"] = time.perf_counter() - started
     return logged.model_uri, sha256
 
 
-def log_learning_curve(curve: dict[str, dict[str, list[float]]]) -> None:
-    """Every round's train and validation metrics as MLflow metric steps, so the UI plots the curve."""
-    import mlflow
+def curve_metrics(curve: dict[str, dict[str, list[float]]]) -> list:
+    """Every round's train and validation metrics as MLflow metric steps (`curve_<split>_<metric>`), so the
+    MLflow UI plots the learning curve."""
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    metrics = [Metric(f"curve_{split}_{name}", float(value), now, step)
-               for split, by_name in curve.items() for name, values in by_name.items()
-               for step, value in enumerate(values)]
-    client = mlflow.MlflowClient()
-    run_id = mlflow.active_run().info.run_id
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+    return [Metric(f"curve_{split}_{name}", float(value), now, step)
+            for split, by_name in curve.items() for name, values in by_name.items()
+            for step, value in enumerate(values)]
+
+
+def log_learning_curve(curve: dict[str, dict[str, list[float]]]) -> None:
+    """The learning curve alone into the active run (`train_and_log` sends it with the run's other scalars)."""
+    import mlflow
+
+    log_batch(mlflow.active_run().info.run_id, steps=curve_metrics(curve))
 
 
 __all__ = ["SPLIT", "TrainedModel", "TrainingError", "TrainingSet", "build_training_set", "log_model_files",

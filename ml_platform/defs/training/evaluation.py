@@ -1,6 +1,8 @@
 """`<model>/evaluation`: the new version on the held-out newest days; the promotion gates are its blocking
 checks, so a version that fails one never reaches `champion` in the same run."""
 
+import time
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -38,9 +40,12 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
         model_row = model.iloc[0].to_dict()
         registry = mlflow_tracking.registry(spec.name)
         record, candidate = evaluate_version(spec, str(model_row["version"]), training_set, registry)
+        started = time.perf_counter()
         with mlflow_tracking.start_run(context, spec.name, run_id=model_row["run_id"]):
             log_evaluation(record, candidate, training_set)
         registry.mark_gates(record.version, record.passed)
+        record.timings["mlflow_run_and_gates_tag"] = (time.perf_counter() - started - record.timings["mlflow_logging"]
+                                                      - record.timings["smoke_rows_drift_reference"])
         yield dg.Output(pd.DataFrame([record.row(model_row)]), metadata=_metadata(record))
         for gate in record.gates:
             yield dg.AssetCheckResult(check_name=gate.name, passed=gate.passed, description=gate.detail,
@@ -55,10 +60,14 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
 
 def _metadata(record: EvaluationRecord) -> dict:
     result, metric = record.result, record.result.metric
+    shap = result.attributions.attrs
     return {metric: result.value, **{f"test_{k}": v for k, v in result.metrics.items()},
             **{f"baseline_{k}": v for k, v in result.baseline.items()},
             **({f"champion_{metric}": result.champion[metric]} if result.champion else {}),
             "version": record.version, "model_card": dg.MetadataValue.md(record.card),
             "slices": md_table(result.slices),
             "feature_attributions": dg.MetadataValue.json(
-                {k: round(float(v), 6) for k, v in result.attributions.head(20).items()})}
+                {k: round(float(v), 6) for k, v in result.attributions.head(20).items()}),
+            **({"shap_rows": dg.MetadataValue.text(f"{shap['rows']} of {shap['of_rows']} holdout rows "
+                                                   f"(TreeSHAP sample cap {shap['cap']})")} if "rows" in shap else {}),
+            "timings": dg.MetadataValue.json({k: round(v, 3) for k, v in record.timings.items()})}
