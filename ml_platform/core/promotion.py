@@ -1,9 +1,14 @@
 """What the champion stage decides for a newly evaluated version, as one pure decision over the registry:
-promote it, hold it for a person's approval, put it on trial against live traffic, or record why not."""
+promote it, hold it for a person's approval, put it on trial against live traffic, or record why not.
+
+A version already decided keeps its decision: one that already holds `champion` is not promoted or audited
+again, and a no-op retrain (the model step found the newest registered version unchanged) does not reopen
+the decision taken for that version (a rejected, retired or rolled-back version stays where it is)."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 from ml_platform.core.registry import Registry
 from ml_platform.spec import ModelSpec
@@ -16,6 +21,9 @@ def decide_promotion(spec: ModelSpec, registry: Registry, evaluation: dict, deta
     details = {**details, "gates": {g["name"]: g["passed"] for g in gates}, "metric": evaluation["metric"],
                "value": evaluation["value"], "champion_value": evaluation["champion_value"]}
     version = str(evaluation["version"])
+    standing = _standing_decision(registry, version, bool(evaluation.get("noop", False)))
+    if standing is not None:
+        return standing
     if not evaluation["all_gates_passed"]:
         failed = [g["name"] for g in gates if not g["passed"]]
         return registry.record("gate-failed", version, f"gates failed: {', '.join(failed)}", details)
@@ -28,3 +36,20 @@ def decide_promotion(spec: ModelSpec, registry: Registry, evaluation: dict, deta
                                f"{rollout.trial_days} days of labelled traffic", details)
     return registry.promote(version, f"every gate passed ({evaluation['metric']} {evaluation['value']:.4f})",
                             details)
+
+
+def _standing_decision(registry: Registry, version: str, noop: bool) -> dict | None:
+    """A decision record (not written: nothing changed) when `version` is already decided, else None."""
+    at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if registry.version_of("champion") == version:
+        return {"action": "unchanged", "version": version, "from_version": version, "at": at,
+                "reason": f"v{version} already holds champion; nothing to promote or record"}
+    if not noop:
+        return None
+    last = next((record for record in reversed(registry.history())
+                 if version in (str(record.get("version")), str(record.get("from_version")))
+                 and record.get("action") != "promote-noop"), None)
+    if last is None:  # never decided (e.g. its first run failed before this step): decide now
+        return None
+    return {"action": "unchanged", "version": version, "from_version": registry.version_of("champion"), "at": at,
+            "reason": f"no-op retrain of v{version}: its decision stands ({last['action']} at {last['at']})"}

@@ -68,3 +68,70 @@ def test_a_retrain_restarts_the_cooldown_and_is_stored():
     cursor.retrained(500.0)
     assert not cursor.due(530.0, 60) and cursor.due(560.0, 60)
     assert json.loads(cursor.to_json()) == {"last_id": {"drift": 2}, "last_retrain": 500.0}
+
+
+def test_a_requested_retrain_that_was_a_no_op_gives_the_cooldown_back():
+    cursor = RetrainCursor(last_retrain=100.0)
+    cursor.retrained(500.0, request="drift-7")
+    assert json.loads(cursor.to_json())["pending"] == {"request": "drift-7", "before": 100.0}
+    restored = RetrainCursor.from_json(cursor.to_json())
+    assert restored == cursor
+    assert restored.settle("running") is False and not restored.due(530.0, 60)  # the cooldown holds meanwhile
+    assert restored.settle("noop") is True
+    assert restored.pending is None and restored.last_retrain == 100.0 and restored.due(530.0, 60)
+    assert "pending" not in json.loads(restored.to_json())
+
+
+def test_a_requested_retrain_that_trained_or_failed_keeps_the_cooldown():
+    cursor = RetrainCursor(last_retrain=100.0)
+    cursor.retrained(500.0, request="performance-3")
+    assert cursor.settle("retrained") is True
+    assert cursor.last_retrain == 500.0 and cursor.pending is None and not cursor.due(530.0, 60)
+    assert cursor.settle("noop") is False and cursor.last_retrain == 500.0  # nothing pending any more
+
+
+# --- no-op retrains over a real MLflow registry --------------------------------------------------------------
+
+def _register(client, experiment, spec, model, tags: dict) -> str:
+    import mlflow
+
+    from ml_platform.core.registry import Registry
+    from ml_platform.core.training_run import log_model_files
+
+    with mlflow.start_run(experiment_id=experiment) as run:
+        model_uri, _ = log_model_files(model)
+    return Registry(client, spec.name).register(model_uri, run.info.run_id, tags=tags)
+
+
+def test_retrain_inputs_change_with_any_day_of_data_and_with_the_spec(spec, training_set):
+    from ml_platform.core.retraining import retrain_inputs
+
+    inputs = retrain_inputs(spec, training_set)
+    assert inputs == retrain_inputs(spec, training_set.copy()) and inputs.days == 56
+    assert set(inputs.tags()) == {"data_versions_digest", "spec_digest", "training_code_version"}
+    edited = training_set.copy()
+    edited.loc[edited.index[-1], "temp"] = edited["temp"].iloc[-1] + 1.0  # one row of the newest day
+    assert retrain_inputs(spec, edited).data_versions_digest != inputs.data_versions_digest
+    respecified = spec.model_copy(update={"training": spec.training.model_copy(update={"early_stopping_rounds": 7})})
+    assert retrain_inputs(respecified, training_set).spec_digest != inputs.spec_digest
+    assert retrain_inputs(respecified, training_set).data_versions_digest == inputs.data_versions_digest
+
+
+def test_only_the_newest_version_with_the_same_recorded_inputs_is_unchanged(spec, model, store, training_set):
+    from ml_platform.core.retraining import retrain_inputs, unchanged_version
+
+    client, experiment = store
+    inputs = retrain_inputs(spec, training_set)
+    assert unchanged_version(client, spec.name, inputs) is None  # nothing registered yet
+
+    _register(client, experiment, spec, model, {"partition": "w1"})  # registered before inputs were recorded
+    assert unchanged_version(client, spec.name, inputs) is None
+    version = _register(client, experiment, spec, model, {"partition": "w1", "model_sha256": "abc",
+                                                          **inputs.tags()})
+    found = unchanged_version(client, spec.name, inputs)
+    assert found is not None and found.version == version == "2"
+    assert found.run_id == client.get_model_version(spec.name, "2").run_id and found.tags["model_sha256"] == "abc"
+    assert found.reason.startswith("no-op retrain") and "v2" in found.reason and "56 days" in found.reason
+
+    _register(client, experiment, spec, model, {**inputs.tags(), "data_versions_digest": "other weeks"})
+    assert unchanged_version(client, spec.name, inputs) is None  # v2 matches, but v3 is the newest

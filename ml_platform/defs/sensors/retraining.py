@@ -4,6 +4,10 @@ Drift and performance are read from their checks' execution records. Which recor
 whether the cooldown since the last retrain is over, is decided by `core.retraining.RetrainCursor` (stored as
 the sensor's cursor), so one episode (several failing days in a row) starts one retrain per
 `monitoring.retrain_cooldown` while every failing day still alerts.
+
+A requested retrain whose model step finds the newest registered version unchanged (a no-op: same data, spec
+and training code) is not a retrain: once its run is over, the next tick gives the cooldown back, so the first
+failure after new data arrives retrains at once.
 """
 
 from __future__ import annotations
@@ -19,17 +23,20 @@ from ml_platform.defs.monitoring_assets import DRIFT_FAIL, PERFORMANCE_FLOOR
 from ml_platform.spec import ModelSpec
 
 HISTORY_LIMIT = 100
+# On a retrain run this sensor requested: the request's id, so a later tick finds the run and its outcome.
+REQUEST_TAG = "ml_platform/retrain_request"
 
 
 def retrain_sensor(spec: ModelSpec, training: dg.PartitionsDefinition) -> dg.SensorDefinition:
     """Drift or live performance failing its check → alert, and retrain the latest week (with cooldown).
 
     A failure alerts every time (people want to know the episode goes on) but retrains at most once per
-    cooldown: retraining again on the same drifted weeks would only produce the same model."""
+    cooldown; a requested retrain that turned out a no-op does not count."""
     name = spec.name
     watched = {"drift": dg.AssetCheckKey(conventions.key(spec, "drift"), DRIFT_FAIL),
                "performance": dg.AssetCheckKey(conventions.key(spec, "performance"), PERFORMANCE_FLOOR)}
     cooldown = spec.monitoring.retrain_cooldown
+    model_key = conventions.key(spec, "model")
 
     @dg.sensor(name=f"{name}_retrain_on_monitoring", job_name=conventions.retrain_job_name(spec),
                minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
@@ -38,6 +45,11 @@ def retrain_sensor(spec: ModelSpec, training: dg.PartitionsDefinition) -> dg.Sen
                            f"{cooldown}).")
     def retrain_on_monitoring(context: dg.SensorEvaluationContext):
         cursor = RetrainCursor.from_json(context.cursor)
+        if cursor.pending:
+            request, outcome = cursor.pending["request"], _outcome(context.instance, cursor.pending["request"],
+                                                                   model_key)
+            if cursor.settle(outcome) and outcome == "noop":
+                context.log.info(f"retrain {request} was a no-op (inputs unchanged): the cooldown is given back")
         failing = cursor.advance({reason: _evaluations_since(context.instance, check_key, cursor.since(reason))
                                   for reason, check_key in watched.items()})
         if not failing:
@@ -55,10 +67,11 @@ def retrain_sensor(spec: ModelSpec, training: dg.PartitionsDefinition) -> dg.Sen
             context.update_cursor(cursor.to_json())
             return dg.SkipReason(f"{reason} failed on {record.partition}; retrain cooldown of "
                                  f"{cooldown} still running")
-        cursor.retrained(now)
+        request = f"{reason}-{record.id}"
+        cursor.retrained(now, request)
         context.update_cursor(cursor.to_json())
-        return dg.RunRequest(run_key=f"{reason}-{record.id}", partition_key=training.get_last_partition_key(),
-                             tags={conventions.REASON_TAG: reason,
+        return dg.RunRequest(run_key=request, partition_key=training.get_last_partition_key(),
+                             tags={conventions.REASON_TAG: reason, REQUEST_TAG: request,
                                    conventions.TRIGGER_TAG: f"{name}/{reason} {record.partition}",
                                    **conventions.model_tags(spec),
                                    conventions.DRIFTED_TAG: ",".join(_flagged_features(record))[:200]})
@@ -73,6 +86,21 @@ def _evaluations_since(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey
     return [CheckRecord(record.id, record.status.value,
                         record.status.value != "PLANNED" or _run_finished(instance, record.run_id), record)
             for record in history if record.id > since]
+
+
+def _outcome(instance: dg.DagsterInstance, request: str, model_key: dg.AssetKey) -> str:
+    """What became of a requested retrain: "running" (no run yet, or not finished), "noop" (its model step
+    reported the newest registered version unchanged) or "retrained" (anything else, a failure included)."""
+    runs = instance.get_runs(dg.RunsFilter(tags={REQUEST_TAG: request}), limit=1)
+    if not runs or not runs[0].is_finished:
+        return "running"
+    for event in instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = event.asset_materialization
+        if materialization is not None and materialization.asset_key == model_key:
+            noop = materialization.metadata.get("noop")
+            if noop is not None and noop.value is True:
+                return "noop"
+    return "retrained"
 
 
 def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:

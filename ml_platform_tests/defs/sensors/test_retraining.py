@@ -69,3 +69,38 @@ def test_sensors_tick_cleanly_before_any_model_and_past_checks_that_never_ran(pl
     (request,) = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
                                                               cursor=quiet.cursor)).run_requests
     assert request.tags["ml_platform/trigger"] == f"flight_delay/drift {later}"
+
+
+def test_a_retrain_that_was_a_no_op_does_not_consume_the_cooldown(platform, instance, webhook, monkeypatch):
+    """The requested run finds the newest version unchanged (same data, spec, code): no copy is registered and
+    the next failure retrains again instead of waiting out the cooldown."""
+    import json
+
+    from ml_platform_tests.defs.helpers import _metadata, _versions
+
+    url, received = webhook
+    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
+    make, home = platform
+    defs = make()
+    partition = _partitions(defs)[0]
+    assert _retrain(defs, instance, partition).success
+    sensor = defs.resolve_sensor_def("flight_delay_retrain_on_monitoring")
+    first, second = [_day(partition, d) for d in (4, 5)]
+    _log_drifted_traffic(home, first)
+    assert _materialize(defs, instance, "drift", first).success
+    result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    (request,) = result.run_requests
+    assert json.loads(result.cursor)["pending"]["request"] == request.run_key
+
+    # The requested run (here on the week whose inputs are unchanged) is a no-op.
+    run = defs.resolve_job_def("flight_delay_retrain").execute_in_process(
+        instance=instance, partition_key=partition, tags=request.tags, raise_on_error=False)
+    assert run.success and _metadata(run, "model")["noop"] is True and _versions(home) == ["1"]
+
+    _log_drifted_traffic(home, second)
+    assert _materialize(defs, instance, "drift", second).success
+    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor))
+    (retry,) = again.run_requests
+    assert retry.tags["ml_platform/trigger"] == f"flight_delay/drift {second}"
+    assert [a["action"] for a in received] == ["retrain", "retrain"]
+    assert json.loads(again.cursor)["pending"]["request"] == retry.run_key
