@@ -6,8 +6,8 @@ gates, champion) and one drift day into a temporary ML_PLATFORM_HOME; `dagster d
 workspace.yaml at the repo root) then serves that same Dagster home on a free port of 127.0.0.1, in its own
 process group, which is ended as a whole afterwards.
 
-Chromium is Debian's `chromium` (`apt-get install chromium`; `.ci/run` installs it), found at
-$ML_PLATFORM_CHROMIUM, /usr/bin/chromium or on PATH; Playwright's own browser download is not used. Without
+Chromium is Debian's `chromium` (`apt-get install chromium`; `.ci/run` installs it): $ML_PLATFORM_CHROMIUM when
+set, else /usr/bin/chromium or one on PATH; Playwright's own browser download is not used. Without
 Chromium the tests skip, loudly; with ML_PLATFORM_REQUIRE_UI=1 (set by `.ci/run`) they fail instead.
 
 On a failure, a full-page screenshot of the test's page and the tail of the `dagster dev` log are saved in
@@ -36,9 +36,11 @@ STARTUP_S = 240
 
 
 def _chromium() -> str | None:
-    candidates = [os.environ.get("ML_PLATFORM_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
-                  shutil.which("chromium-browser")]
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+    """$ML_PLATFORM_CHROMIUM when set (and nothing else then), else Debian's /usr/bin/chromium or one on PATH."""
+    chosen = os.environ.get("ML_PLATFORM_CHROMIUM")
+    candidates = [chosen] if chosen else ["/usr/bin/chromium", shutil.which("chromium"),
+                                          shutil.which("chromium-browser")]
+    return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
 
 
 def _free_port() -> int:
@@ -48,8 +50,9 @@ def _free_port() -> int:
 
 
 def _clean_env(**extra: str) -> dict:
-    """The session's environment without an earlier test's Dagster or MLflow pointers."""
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME" and not k.startswith("MLFLOW_")}
+    """The session's environment without an earlier test's Dagster, MLflow or platform settings."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "DAGSTER_HOME" and not k.startswith(("MLFLOW_", "ML_PLATFORM_"))}
     return {**env, **extra}
 
 
@@ -61,15 +64,25 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+NO_CHROMIUM = ("DAGSTER UI TESTS NOT RUN: no Chromium found ($ML_PLATFORM_CHROMIUM, /usr/bin/chromium, PATH). "
+               "Install Debian's package: `apt-get install -y chromium` (.ci/run does).")
+_skipped_for_chromium: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Skipped UI tests are easy to miss among dots: say it once more, last, in red."""
+    if _skipped_for_chromium:
+        terminalreporter.write_sep("!", NO_CHROMIUM, red=True, bold=True)
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     found = _chromium()
     if found is None:
-        message = ("!!! DAGSTER UI TESTS NOT RUN: no Chromium found ($ML_PLATFORM_CHROMIUM, /usr/bin/chromium, "
-                   "PATH). Install Debian's package: `apt-get install -y chromium` (.ci/run does). !!!")
         if os.environ.get("ML_PLATFORM_REQUIRE_UI") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+            pytest.fail(f"{NO_CHROMIUM} ML_PLATFORM_REQUIRE_UI=1 requires them.")
+        _skipped_for_chromium.append(NO_CHROMIUM)
+        pytest.skip(f"!!! {NO_CHROMIUM} !!!")
     return found
 
 
@@ -108,18 +121,28 @@ def dagster_dev(small_graph) -> DagsterDev:
             _wait_until_served(server, process)
             yield server
         finally:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(process.pid, sig)
-                    process.wait(timeout=30)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
+            _end_group(process)
             # nothing here deploys an endpoint, but should the daemon have, it runs in its own session
             for pid_file in (home / "serving").glob("*.pid") if (home / "serving").exists() else []:
                 try:
                     os.killpg(int(pid_file.read_text()), signal.SIGKILL)
                 except (ProcessLookupError, ValueError, PermissionError):
                     pass
+
+
+def _end_group(process: subprocess.Popen) -> None:
+    """End `dagster dev` and everything it started (webserver, daemon, code servers, run workers): it can
+    outlive SIGTERM without a terminal, so the whole process group gets SIGKILL after a short grace."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=3)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
 
 
 def _wait_until_served(server: DagsterDev, process: subprocess.Popen) -> None:
@@ -160,6 +183,9 @@ def page(browser, dagster_dev, request):
     context = browser.new_context(viewport={"width": 1600, "height": 1000}, base_url=dagster_dev.url)
     page = context.new_page()
     page.set_default_timeout(60_000)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)  # two shared cores: a GraphQL answer can take seconds
     skip = page.get_by_role("dialog").filter(has_text="Join the Dagster community").get_by_role("button",
                                                                                                  name="Skip")
     page.add_locator_handler(skip, lambda button: button.click())

@@ -8,8 +8,11 @@ conftest.py; on a failure the page's screenshot and the `dagster dev` log tail a
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from markdown_it import MarkdownIt
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.ui
 
@@ -57,8 +60,21 @@ def _show_markdown(page, entry: str):
     return dialog
 
 
-def _node(page, stage: str):
-    return page.locator("foreignObject").filter(has=page.get_by_text(stage, exact=True))
+def _settled_boxes(page, stages: list[str], within_s: float = 20) -> dict[str, dict]:
+    """Each stage's node box on the lineage page, once the graph has stopped moving (it zooms to fit)."""
+    nodes = {stage: page.locator("foreignObject").filter(has=page.get_by_text(stage, exact=True))
+             for stage in stages}
+    for stage, node in nodes.items():
+        expect(node, f"the {stage} node").to_have_count(1)
+        expect(node, f"the {stage} node").to_be_visible()
+    boxes, deadline = None, time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        current = {stage: node.bounding_box() for stage, node in nodes.items()}
+        if current == boxes:
+            return current
+        boxes = current
+        page.wait_for_timeout(500)
+    return boxes
 
 
 def test_the_lineage_page_shows_every_stage_of_the_model(page, dagster_dev):
@@ -68,12 +84,7 @@ def test_the_lineage_page_shows_every_stage_of_the_model(page, dagster_dev):
     assert set(facts["stages"]) == STAGES, "the bundled model's stages changed: update this test and the README"
     assert ["raw", "schema", True] in facts["checks"]
     page.goto(f"/locations/ml_platform/asset-groups/{facts['model']}/lineage")
-    boxes = {}
-    for stage in sorted(STAGES):
-        node = _node(page, stage)
-        node.wait_for(state="visible")
-        assert node.count() == 1, f"{stage}: {node.count()} nodes"
-        boxes[stage] = node.bounding_box()
+    boxes = _settled_boxes(page, sorted(STAGES))
     viewport = page.viewport_size
     for stage, box in boxes.items():
         assert box["width"] > 0 and box["height"] > 0, stage
@@ -83,10 +94,9 @@ def test_the_lineage_page_shows_every_stage_of_the_model(page, dagster_dev):
         assert boxes[upstream]["x"] + boxes[upstream]["width"] <= boxes[downstream]["x"], (upstream, downstream)
 
     page.goto(f"/assets/{facts['model']}/raw?view=checks&checkDetail=schema")
-    detail = page.get_by_text("This is a blocking asset check", exact=False)
-    detail.wait_for()
-    assert page.get_by_text("Evaluation result").is_visible()
-    assert page.get_by_text("Passed", exact=True).first.is_visible()
+    expect(page.get_by_text("This is a blocking asset check")).to_be_visible()
+    expect(page.get_by_text("Evaluation result", exact=True)).to_be_visible()
+    expect(page.get_by_text("Passed", exact=True).first).to_be_visible()
 
 
 def test_the_model_card_renders_every_table_and_plot(page, dagster_dev):
@@ -125,19 +135,18 @@ def test_the_checks_tab_shows_the_four_gates_and_their_results(page, dagster_dev
     facts = dagster_dev.facts
     assert {gate["name"] for gate in facts["gates"]} == GATES
     page.goto(f"/assets/{facts['model']}/evaluation?view=checks")
-    page.get_by_text(f"Checks ({len(GATES)})", exact=True).wait_for()
+    expect(page.get_by_text(f"Checks ({len(GATES)})", exact=True)).to_be_visible()
     for gate in facts["gates"]:
         item = page.locator(f'[title="{gate["name"]}"]').first.locator("xpath=..")
-        assert ("Succeeded" if gate["passed"] else "Failed") in item.inner_text(), item.inner_text()
+        expect(item).to_contain_text("Succeeded" if gate["passed"] else "Failed")
 
     for gate in facts["gates"]:
         page.goto(f"/assets/{facts['model']}/evaluation?view=checks&checkDetail={gate['name']}")
-        page.get_by_text("This is a blocking asset check", exact=False).wait_for()
-        latest = page.get_by_text("Latest execution", exact=True)
-        latest.wait_for()
-        assert page.get_by_text(gate["detail"], exact=True).first.is_visible(), gate
-        assert page.get_by_text("Passed" if gate["passed"] else "Failed", exact=True).first.is_visible(), gate
-        assert page.get_by_text(facts["week"], exact=True).first.is_visible(), gate
+        expect(page.get_by_text("This is a blocking asset check")).to_be_visible()
+        expect(page.get_by_text("Latest execution", exact=True)).to_be_visible()
+        expect(page.get_by_text(gate["detail"], exact=True).first).to_be_visible()
+        expect(page.get_by_text("Passed" if gate["passed"] else "Failed", exact=True).first).to_be_visible()
+        expect(page.get_by_text(facts["week"], exact=True).first).to_be_visible()
 
 
 def test_a_drift_partition_shows_its_table_and_plot(page, dagster_dev):
@@ -147,7 +156,7 @@ def test_a_drift_partition_shows_its_table_and_plot(page, dagster_dev):
     drift = facts["drift"]
     assert drift["chart"], "the drift day has no chart to look at"
     page.goto(f"/assets/{facts['model']}/drift?view=partitions&partition={facts['drift_day']}")
-    page.get_by_text(drift["live_source"], exact=True).wait_for()
+    expect(page.get_by_text(drift["live_source"], exact=True)).to_be_visible()
 
     table = _show_markdown(page, "features")
     table.locator("table").first.wait_for()
