@@ -9,6 +9,8 @@ import dagster as dg
 import mlflow
 import pandas as pd
 
+from ml_platform.core.drift import drift_table
+from ml_platform.core.mlflow_store import REFERENCE_PROFILE
 from ml_platform.core.model import Model
 from ml_platform_tests.defs.helpers import (_client, _day, _day_features, _log_drifted_traffic, _log_traffic,
                                             _materialize, _metadata, _partitions, _retrain, ev_roc_auc)
@@ -27,6 +29,19 @@ def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, ins
     assert checks["drift_fail"].passed and checks["drift_fail"].partition == normal_day
     metadata = _metadata(normal, "drift")
     assert metadata["live_source"] == "features (batch scored)" and metadata["rows"] > 500
+    # the day's features are Categoricals: every drift figure is that of the same rows as object text
+    stored = pd.read_parquet(home / "storage" / "flight_delay" / "drift" / f"{normal_day}.parquet")
+    run_id = _client(home).get_model_version("flight_delay", "1").run_id
+    model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
+    features = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{normal_day}.parquet")
+    assert isinstance(features["carrier"].dtype, pd.CategoricalDtype)
+    as_text = features.astype({n: object for n in model.encoder.categorical})
+    as_text["prediction"] = model.predict(as_text)
+    expected = drift_table(as_text, mlflow.artifacts.load_dict(f"runs:/{run_id}/{REFERENCE_PROFILE}"), 0.1, 0.25)
+    expected = expected[expected["feature"].isin(stored["feature"])].reset_index(drop=True)  # the spec's ignore
+    assert len(expected) == len(stored) > 0
+    pd.testing.assert_frame_equal(stored.drop(columns=["partition", "model_version"]), expected, check_exact=True)
+    assert stored.set_index("feature").loc["carrier", "psi"] >= 0
 
     # Live traffic of a later day, logged by the endpoint, with hotter weather and another carrier mix.
     drifted_day = _day(partition, 4)

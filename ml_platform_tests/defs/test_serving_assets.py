@@ -7,9 +7,12 @@ from __future__ import annotations
 import socket
 
 import dagster as dg
+import mlflow
+import numpy as np
 import pandas as pd
 
-from ml_platform_tests.defs.helpers import _day, _materialize, _metadata, _partitions, _retrain
+from ml_platform.core.model import Model
+from ml_platform_tests.defs.helpers import _client, _day, _materialize, _metadata, _partitions, _retrain
 
 
 def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, instance):
@@ -40,6 +43,13 @@ def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, ins
         frame = pd.read_parquet(home / "storage" / "flight_delay" / "predictions" / f"{day}.parquet")
         assert (frame["model_version"] == "1").all() and frame["prediction"].between(0, 1).all()
         assert frame["flight_id"].is_unique and len(frame) > 500
+        # the day's features arrive as Categoricals; the scores are those of the same rows as object text
+        features = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{day}.parquet")
+        run_id = _client(home).get_model_version("flight_delay", "1").run_id
+        model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
+        assert all(isinstance(features[n].dtype, pd.CategoricalDtype) for n in model.encoder.categorical)
+        as_text = features.astype({n: object for n in model.encoder.categorical})
+        assert np.array_equal(frame["prediction"].to_numpy(), model.predict(as_text))
     finally:
         stop_local_server("flight_delay", home)
 
