@@ -4,6 +4,11 @@
                              bundled specs) without starting Dagster; exit status 1 on any error
   ml-platform serve --model NAME [--host 127.0.0.1] [--port N]
                              serve the model's `champion` over HTTP; reloads when the alias moves
+  ml-platform endpoints [--json]
+                             the local endpoints this home (ML_PLATFORM_HOME) started: model, version served,
+                             port, pid, and whether the process is alive (stale records are shown as such)
+  ml-platform stop --model NAME [--port N]
+                             stop the model's local endpoint (its process group); exit status 1 if none
   ml-platform simulate --model NAME --days N [--start DAY] [--drift hot_weather|late_departures|swap_carriers]
                              replay N days of real traffic through the endpoint (default: the N days before
                              yesterday's replayed day), optionally with an injected drift
@@ -62,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--model-version", help="the version to report for --model-dir (default: 'local')")
     serve_parser.add_argument("--log", help="prediction log file (default: ML_PLATFORM_HOME/predictions/<model>.sqlite)")
     serve_parser.add_argument("--reload-interval", type=float, default=5.0, help="seconds between alias checks")
+    endpoints_parser = commands.add_parser("endpoints", help="list the local endpoints this home started")
+    endpoints_parser.add_argument("--json", action="store_true", help="one JSON object per endpoint")
+    stop_parser = commands.add_parser("stop", help="stop a model's local endpoint")
+    stop_parser.add_argument("--model", required=True, help="the model's name (its spec's `name`)")
+    stop_parser.add_argument("--port", type=int, help="only the endpoint on this port")
     simulate_parser = commands.add_parser("simulate", help="replay real traffic through the endpoint")
     simulate_parser.add_argument("--model", required=True)
     simulate_parser.add_argument("--days", type=int, required=True)
@@ -76,7 +86,55 @@ def main(argv: list[str] | None = None) -> int:
         return check(args.path)
     if args.command == "serve":
         return serve(args)
+    if args.command == "endpoints":
+        return endpoints_command(args)
+    if args.command == "stop":
+        return stop_command(args)
     return 2
+
+
+def endpoints_command(args) -> int:
+    """List the endpoints this home started, alive or not."""
+    import json
+
+    from ml_platform import settings
+    from ml_platform.core.endpoints import list_endpoints
+
+    home = settings.home()
+    found = list_endpoints(home)
+    if args.json:
+        for endpoint in found:
+            print(json.dumps(endpoint.as_dict()))
+        return 0
+    if not found:
+        print(f"no endpoints started from {home}")
+        return 0
+    rows = [("MODEL", "VERSION", "PORT", "PID", "STATE", "URL", "STARTED")]
+    rows += [(e.model, e.version or "-", str(e.port), str(e.pid), e.state, e.url, e.started_at) for e in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def stop_command(args) -> int:
+    """Stop a model's endpoint(s) by process group; say what was stopped or why nothing was."""
+    from ml_platform import settings
+    from ml_platform.core.endpoints import EndpointError, stop_endpoints
+
+    try:
+        results = stop_endpoints(settings.home(), args.model, args.port)
+    except EndpointError as error:
+        print(f"ml-platform stop: {error}", file=sys.stderr)
+        return 1
+    for result in results:
+        endpoint = result.endpoint
+        served = f" v{endpoint.version}" if endpoint.version else ""
+        print(f"{endpoint.model}{served} on {endpoint.url} (pid {endpoint.pid}): {result.outcome}")
+    if not any(result.outcome == "stopped" for result in results):
+        print(f"ml-platform stop: no running endpoint of {args.model!r}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def simulate_command(args) -> int:
@@ -101,7 +159,10 @@ def simulate_command(args) -> int:
 
 
 def serve(args) -> int:
-    """Run the endpoint in this process (uvicorn, one event loop); the spec, when found, sets its limits."""
+    """Run the endpoint in this process (uvicorn, one event loop); the spec, when found, sets its limits. While
+    it runs, the server is recorded under the home (`ml-platform endpoints`), and forgets it on its way out."""
+    import signal
+
     import uvicorn
 
     from ml_platform import settings
@@ -126,8 +187,22 @@ def serve(args) -> int:
         previous_window_s=spec.monitoring.performance.rollback_window.total_seconds() if spec else 0.0)
     source = FolderSource(args.model_dir, args.model_version) if args.model_dir else RegistrySource(args.model)
     port = args.port or (serving.port if serving else 8080)
-    uvicorn.run(ServingApp(config, source), host=args.host, port=port, log_level="warning", access_log=False,
-                loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5)
+    from ml_platform.core.endpoints import forget_endpoint, record_endpoint
+
+    home = settings.home()
+    record_endpoint(home, args.model, args.host, port)  # for `ml-platform endpoints` and `ml-platform stop`
+
+    def forget_then_end(signum, frame):  # uvicorn re-raises SIGTERM once it has shut down gracefully
+        forget_endpoint(home, args.model, port)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, forget_then_end)
+    try:
+        uvicorn.run(ServingApp(config, source), host=args.host, port=port, log_level="warning", access_log=False,
+                    loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5)
+    finally:
+        forget_endpoint(home, args.model, port)
     return 0
 
 

@@ -99,10 +99,20 @@ def ensure_local_server(model: str, port: int, home: Path, host: str = "127.0.0.
 
 
 def stop_local_server(model: str, home: Path) -> None:
+    """Stop the model's local endpoints (see `core.endpoints`), and the process an older deploy's pid file
+    names, once its command line shows it is that model's server (pids are reused)."""
+    from ml_platform.core.endpoints import EndpointError, _cmdline, is_serving_process, stop_endpoints
+
+    try:
+        stop_endpoints(home, model)
+    except EndpointError:
+        pass
     pid_file = home / "serving" / f"{model}.pid"
     if pid_file.exists():
         try:
-            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+            pid = int(pid_file.read_text())
+            if is_serving_process(_cmdline(pid) or [], model):
+                os.killpg(pid, signal.SIGTERM)
         except (ProcessLookupError, ValueError, PermissionError):
             pass
         pid_file.unlink(missing_ok=True)
