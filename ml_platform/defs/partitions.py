@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ml_platform.core.sources import DataSource
-from ml_platform.spec import ModelSpec
+from ml_platform.spec import ModelSpec, SpecError
 
 _DEFINITIONS = {
     "hourly": dg.HourlyPartitionsDefinition,
@@ -43,19 +43,46 @@ def data_partitions(spec: ModelSpec, source: DataSource) -> dg.TimeWindowPartiti
 
 
 def training_partitions(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.TimeWindowPartitionsDefinition:
-    """Retraining partitions whose first window starts on the first day of data."""
+    """Retraining partitions whose first window starts on the first day of data.
+
+    The spec check refuses a window longer than the data range whenever the spec alone knows the dates; a
+    replay pinned at first use is only known here, so the same refusal is raised here (Dagster would otherwise
+    show a first retraining partition that ends after the data and fail it with DagsterUnknownPartitionError).
+    """
     first_data_day = data.start.date()
     end = data.end.date() if data.end else None
+    window = spec.training.window_days
+    if end is not None and first_data_day + timedelta(days=window) > end:
+        days = (end - first_data_day).days
+        raise SpecError(f"{spec.path or spec.name}: training.window_days: found {window}; allowed: at most the "
+                        f"{days} days of data from {first_data_day} to {end - timedelta(days=1)} (partitions.start "
+                        f"or the replay's first day → partitions.end or the replay's last day): the first "
+                        f"{spec.training.cadence} retraining partition would end on "
+                        f"{first_data_day + timedelta(days=window - 1)}, after the data, so no model could ever "
+                        f"train; set partitions.end to {first_data_day + timedelta(days=window)} or later, or a "
+                        f"shorter training.window_days")
     if spec.training.cadence == "weekly":
-        return _weekly(first_data_day + timedelta(days=spec.training.window_days - 7), end)
-    start = first_data_day + timedelta(days=spec.training.window_days - 1)
+        return _weekly(first_data_day + timedelta(days=window - 7), end)
+    start = first_data_day + timedelta(days=window - 1)
     return dg.DailyPartitionsDefinition(start_date=start.isoformat(), end_date=end.isoformat() if end else None)
 
 
 def window_mapping(spec: ModelSpec) -> dg.TimeWindowPartitionMapping:
-    """Training partition → the daily feature partitions of its window (the offset counts training periods)."""
+    """Training partition → the feature partitions of its window. The offset counts training periods (Dagster
+    offsets are in the downstream's units), so the window is the same days whatever the data cadence: 24 hourly
+    keys per day, one daily key per day, one weekly key per week (weekly data trains weekly, aligned)."""
     periods = spec.training.window_days // 7 if spec.training.cadence == "weekly" else spec.training.window_days
     return dg.TimeWindowPartitionMapping(start_offset=-(periods - 1))
+
+
+def partition_windows(partitions_def: dg.TimeWindowPartitionsDefinition,
+                      keys: list[str]) -> dict[str, tuple[datetime, datetime]]:
+    """Each partition key with its time window [start, end) as naive UTC datetimes."""
+    windows = {}
+    for key in keys:
+        window = partitions_def.time_window_for_partition_key(key)
+        windows[key] = (window.start.replace(tzinfo=None), window.end.replace(tzinfo=None))
+    return windows
 
 
 def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
