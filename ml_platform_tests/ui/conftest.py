@@ -168,8 +168,9 @@ def browser(chromium):
         pytest.fail("playwright is missing: `pip install -e '.[test]'` (or `make install-test`)")
     playwright = sync_playwright().start()
     try:
-        # root in containers and CI: Chromium's sandbox needs a user namespace it does not get there
-        launched = playwright.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        # root in containers and CI: no user namespace for the sandbox, and a small /dev/shm
+        launched = playwright.chromium.launch(executable_path=chromium, headless=True,
+                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
         yield launched
         launched.close()
     finally:
