@@ -201,3 +201,14 @@ def test_no_rows_score_and_explain_to_empty_results(model, split):
     assert model.predict(empty).shape == (0,)
     contributions = model.contributions(empty)
     assert contributions.empty and list(contributions.columns) == [*model.encoder.names, "(bias)"]
+
+
+def test_training_on_categoricals_or_text_gives_the_same_model_file(model, split, spec):
+    """The features' dtype is not part of the model: the same rows as object text train a byte-identical
+    booster with the same levels."""
+    from ml_platform.core.training import Split, train
+
+    text = Split(*(_as_text(model, getattr(split, part)) for part in ("train", "valid", "test")))
+    again = train(spec, text).model
+    assert again.encoder == model.encoder
+    assert again.booster.model_to_string() == model.booster.model_to_string()
