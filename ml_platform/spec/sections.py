@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib
+import re
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -252,6 +253,17 @@ class ModelSpec(StrictModel):
     path: Path | None = Field(default=None, exclude=True)
     # Deprecated fields the file uses, one sentence each naming the fix (set by load_spec); not part of the YAML.
     deprecations: tuple[str, ...] = Field(default=(), exclude=True)
+
+    @field_validator("owner")
+    @classmethod
+    def _owner(cls, owner: str) -> str:
+        """Dagster's rule for asset owners, checked here so a wrong owner fails `ml-platform check` instead of
+        the code location's load."""
+        if re.fullmatch(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}", owner) or \
+                (owner.startswith("team:") and len(owner) > 5):
+            return owner
+        raise ValueError("an email address (ml@example.com) or a team as 'team:name' (what Dagster accepts as an "
+                         "asset owner)")
 
     @property
     def digest(self) -> str:

@@ -267,7 +267,7 @@ def test_a_column_target_is_named_after_its_column_in_the_manifest(tmp_path):
                         "price": 3 * size + np.where(city == "a", 100, 0) + rng.normal(0, 5, len(stamps))})
     spec_file = tmp_path / "prices.yaml"
     spec_file.write_text(yaml.safe_dump({
-        "name": "prices", "description": "d", "owner": "o", "task": "regression", "timestamp": "ts",
+        "name": "prices", "description": "d", "owner": "team:pricing", "task": "regression", "timestamp": "ts",
         "source": {"kind": "files", "path": str(tmp_path / "prices.csv")}, "partitions": {"start": "2024-01-01"},
         "target": {"column": "price"}, "features": {"numeric": ["size"], "categorical": ["city"]},
         "training": {"window_days": 14, "validation_days": 2, "test_days": 2, "num_boost_round": 50,

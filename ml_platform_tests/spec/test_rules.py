@@ -122,3 +122,10 @@ def test_weekly_data_needs_weekly_retraining(tmp_path, write_spec):
 def test_hourly_data_trains_daily_or_weekly(tmp_path, write_spec, retraining):
     spec = load_spec(write_spec(tmp_path, {"partitions.cadence": "hourly", "training.cadence": retraining}))
     assert (spec.partitions.cadence, spec.training.cadence) == ("hourly", retraining)
+
+
+def test_an_owner_is_an_email_or_a_team(tmp_path, write_spec):
+    """Dagster refuses other asset owners when it loads the definitions; the spec check says so first."""
+    message = _error(write_spec(tmp_path, {"owner": "ml platform"}))
+    assert "owner: found 'ml platform'" in message and "team:" in message
+    assert load_spec(write_spec(tmp_path, {"owner": "team:ml"}, name="team.yaml")).owner == "team:ml"
