@@ -2,8 +2,9 @@
 
 The window is split by time, never at random: the newest days are the held-out test slice, the days before
 them drive early stopping, the rest train. With `training.refit` (the default) the final model is then
-trained again on the training and validation days with the number of rounds early stopping chose. Training is deterministic: the same rows and spec give a
-byte-identical model file (fixed seeds, fixed thread count, LightGBM's deterministic mode).
+trained again on the training and validation days with the number of rounds early stopping chose.
+Training is deterministic: the same rows and spec give a byte-identical model file (fixed seeds, fixed
+thread count, LightGBM's deterministic mode).
 """
 
 from __future__ import annotations

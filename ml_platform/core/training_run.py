@@ -76,7 +76,8 @@ def build_training_set(features: pd.DataFrame, spec: ModelSpec,
 _UNITS = {timedelta(hours=1): "hours", timedelta(days=1): "days", timedelta(days=7): "weeks"}
 
 
-def _windows(partitions: Sequence[str] | Mapping[str, tuple[datetime, datetime]]) -> dict[str, tuple[datetime, datetime]]:
+def _windows(partitions: Sequence[str] | Mapping[str, tuple[datetime, datetime]],
+             ) -> dict[str, tuple[datetime, datetime]]:
     """Each partition key with its time window, oldest first; ISO days stand for daily partitions."""
     if isinstance(partitions, Mapping):
         return dict(sorted(partitions.items(), key=lambda item: item[1][0]))

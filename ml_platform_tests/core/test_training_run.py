@@ -61,7 +61,8 @@ def test_hourly_partitions_are_covered_by_their_time_windows(features, spec):
              for h in range(56 * 24)}
     busy = {k: w for k, w in hours.items() if ((stamps >= w[0]) & (stamps < w[1])).any()}
     built = build_training_set(features, spec, busy)
-    assert built.versions == versions_by_partition(features, spec.timestamp, busy) and list(built.versions) == list(busy)
+    assert built.versions == versions_by_partition(features, spec.timestamp, busy)
+    assert list(built.versions) == list(busy)
     assert built.metadata()["upstream_partitions"] == len(busy) > 56 * 15
     assert built.metadata()["window"] == "2013-05-01-05:00 → 2013-06-25-23:00"
     with pytest.raises(TrainingError) as caught:

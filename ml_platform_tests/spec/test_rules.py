@@ -115,7 +115,8 @@ def test_monthly_data_partitions_are_refused(tmp_path, write_spec):
 def test_weekly_data_needs_weekly_retraining(tmp_path, write_spec):
     message = _error(write_spec(tmp_path, {"partitions.cadence": "weekly", "training.cadence": "daily"}))
     assert "training.cadence: found 'daily'" in message and "'weekly' when partitions.cadence is 'weekly'" in message
-    assert load_spec(write_spec(tmp_path, {"partitions.cadence": "weekly"}, name="ok.yaml")).training.cadence == "weekly"
+    weekly = load_spec(write_spec(tmp_path, {"partitions.cadence": "weekly"}, name="ok.yaml"))
+    assert weekly.training.cadence == "weekly"
 
 
 @pytest.mark.parametrize("retraining", ["daily", "weekly"])

@@ -128,7 +128,8 @@ def test_hourly_data_maps_each_retraining_partition_onto_its_hours(home, tmp_pat
     features = defs.resolve_assets_def(dg.AssetKey([MODEL, "features"])).partitions_def
     weeks = training_set.partitions_def.get_partition_keys()
     assert weeks[:2] == ["2024-01-08", "2024-01-15"]
-    mapped = training_set.get_partition_mapping(dg.AssetKey([MODEL, "features"])).get_upstream_mapped_partitions_result_for_partitions(
+    mapping = training_set.get_partition_mapping(dg.AssetKey([MODEL, "features"]))
+    mapped = mapping.get_upstream_mapped_partitions_result_for_partitions(
         training_set.partitions_def.subset_with_partition_keys([weeks[1]]), training_set.partitions_def, features)
     keys = sorted(mapped.partitions_subset.get_partition_keys())
     assert len(keys) == 14 * 24 and keys[0] == "2024-01-08-00:00" and keys[-1] == "2024-01-21-23:00"
