@@ -1,10 +1,10 @@
 """The browser tests' world: a small materialized flight_delay graph, the real `dagster dev` serving it, and
 headless Chromium driving the UI through Playwright.
 
-Once per session: `small_graph.py` materializes 15 days of data, one training week (evaluation with its four
-gates, champion) and one drift day into a temporary ML_PLATFORM_HOME; `dagster dev` (webserver and daemon,
-workspace.yaml at the repo root) then serves that same Dagster home on a free port of 127.0.0.1, in its own
-process group, which is ended as a whole afterwards.
+Once per session, `small_graph.py` materializes 15 days of data, one training week (evaluation with its four
+gates, champion) and one drift day into a temporary ML_PLATFORM_HOME; per test module, `dagster dev` (webserver and
+daemon, workspace.yaml at the repo root) serves that same Dagster home on a free port of 127.0.0.1, in its own
+process group, which is ended as a whole after the module.
 
 Chromium is Debian's `chromium` (`apt-get install chromium`; `.ci/run` installs it): $ML_PLATFORM_CHROMIUM when
 set, else /usr/bin/chromium or one on PATH; Playwright's own browser download is not used. Without
@@ -104,9 +104,10 @@ class DagsterDev:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dagster_dev(small_graph) -> DagsterDev:
-    """`dagster dev` on the small graph's Dagster home, up with its code location loaded."""
+    """`dagster dev` on the small graph's Dagster home, up with its code location loaded; per module, so its
+    webserver and daemon do not keep running through the rest of a `make test` session."""
     root, facts = small_graph
     home, port = root / "home", _free_port()
     env = _clean_env(ML_PLATFORM_HOME=str(home), ML_PLATFORM_SPECS=str(root / "specs"),
@@ -160,7 +161,7 @@ def _wait_until_served(server: DagsterDev, process: subprocess.Popen) -> None:
     pytest.fail(f"dagster dev did not serve the code location within {STARTUP_S} s:\n{server.log_tail()}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium):
     try:
         from playwright.sync_api import sync_playwright
