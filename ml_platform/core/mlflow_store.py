@@ -9,6 +9,7 @@ talk to a store, so importing the names is free (an endpoint serving a model fol
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import os
@@ -176,11 +177,33 @@ def download_model_files(run_id: str, tracking_uri: str | None = None) -> Path:
                                                     tracking_uri=resolve_uris(tracking_uri)[0]))
 
 
+# Models already in this process, by (tracking URI, run id): a run's model files never change once logged, so
+# the evaluation step (in the same process as training, with the in-process executor) and a backfill's next
+# week (whose champion is this week's candidate) reuse them instead of downloading and parsing them again.
+_MODELS: "collections.OrderedDict[tuple[str, str], Model]" = collections.OrderedDict()
+_MODELS_KEPT = 4
+
+
+def remember_model(run_id: str, model: "Model", tracking_uri: str | None = None) -> None:
+    """Keep a run's model (as loaded from its logged files) for `load_model` in this process."""
+    _MODELS[(resolve_uris(tracking_uri)[0], run_id)] = model
+    _MODELS.move_to_end((resolve_uris(tracking_uri)[0], run_id))
+    while len(_MODELS) > _MODELS_KEPT:
+        _MODELS.popitem(last=False)
+
+
 def load_model(run_id: str, tracking_uri: str | None = None) -> "Model":
-    """The platform `Model` a run logged (native LightGBM text + JSON manifest; nothing unpickled)."""
+    """The platform `Model` a run logged (native LightGBM text + JSON manifest; nothing unpickled); the one
+    already in this process when there is one (see `remember_model`)."""
     from ml_platform.core.model import Model
 
-    return Model.load(download_model_files(run_id, tracking_uri))
+    key = (resolve_uris(tracking_uri)[0], run_id)
+    if key in _MODELS:
+        _MODELS.move_to_end(key)
+        return _MODELS[key]
+    model = Model.load(download_model_files(run_id, tracking_uri))
+    remember_model(run_id, model, tracking_uri)
+    return model
 
 
 def load_version(client: "MlflowClient", name: str, version: str) -> "Model":

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ml_platform.core.data_versions import content_hash, versions_by_day, versions_by_partition
 from ml_platform.core.evaluation import DEFAULT_METRIC, score
-from ml_platform.core.mlflow_store import DATA_VERSIONS, MODEL_FILES, TUNING_TRIALS, log_batch
+from ml_platform.core.mlflow_store import DATA_VERSIONS, MODEL_FILES, TUNING_TRIALS, log_batch, remember_model
 from ml_platform.core.training import Split, TrainingError, TrainingResult, split_by_time, train, tune
 from ml_platform.spec import ModelSpec
 
@@ -103,17 +103,21 @@ class TrainedModel:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per part (prepare, training, MLflow ...)
 
 
-def train_and_log(spec: ModelSpec, training_set: pd.DataFrame, partition: str) -> TrainedModel:
+def train_and_log(spec: ModelSpec, training_set: pd.DataFrame, partition: str,
+                  versions: dict[str, str] | None = None) -> TrainedModel:
     """Train on the training split (early stopping on validation) and log everything to the active run: the
     params, validation metrics, tags and learning curve in one `log_batch`, the data versions (and tuning
-    trials) beside the model files in one artifact upload, then the pyfunc flavour."""
+    trials) beside the model files in one artifact upload, then the pyfunc flavour. `versions` are the
+    training set's per-day data versions when the caller has computed them already (`versions_by_day` of the
+    training set without its SPLIT column); hashing every day again costs a tenth of a second per retrain."""
     import mlflow
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
     split = split_of(training_set)
     metric = metric_of(spec)
-    versions = versions_by_day(training_set.drop(columns=SPLIT), spec.timestamp)
+    if versions is None:
+        versions = versions_by_day(training_set.drop(columns=SPLIT), spec.timestamp)
     timings["prepare"] = time.perf_counter() - started
     override, trials = None, []
     if spec.training.tuning.trials:
@@ -165,6 +169,8 @@ def log_model_files(model, extra_json: dict[str, object] | None = None,
         logged = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
                                          artifacts={ARTIFACT: str(folder)}, pip_requirements=[], input_example=None)
         timings["mlflow_pyfunc_model"] = time.perf_counter() - started
+        # the evaluation reads this model back: from these very files, not through another download
+        remember_model(mlflow.active_run().info.run_id, type(model).load(folder), mlflow.get_tracking_uri())
     return logged.model_uri, sha256
 
 
