@@ -57,7 +57,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     temporary.unlink()
             raise
         rows = sum(len(parts[k]) for k in keys)
-        context.add_output_metadata({"storage": dg.MetadataValue.path(str(self._path(context.asset_key, keys[0]).parent)),
+        folder = self._path(context.asset_key, keys[0]).parent
+        context.add_output_metadata({"storage": dg.MetadataValue.path(str(folder)),
                                      "stored_rows": rows})
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:

@@ -58,11 +58,12 @@ def test_automation_redeploys_the_endpoint_when_the_champion_moves(platform, ins
     make, home = platform
     defs = make()
     endpoint = dg.AssetKey(["flight_delay", "endpoint"])
-    before = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(endpoint))
+    before = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                               asset_selection=dg.AssetSelection.assets(endpoint))
     assert before.total_requested == 0  # no champion yet: nothing to deploy
     assert _retrain(defs, instance, _partitions(defs)[0]).success
-    after = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(endpoint),
-                                              cursor=before.cursor)
+    after = dg.evaluate_automation_conditions(defs=defs, instance=instance,
+                                              asset_selection=dg.AssetSelection.assets(endpoint), cursor=before.cursor)
     assert after.total_requested == 1
     sensor_names = {s.name for s in defs.sensors}
     assert {"ml_platform_automation", "alert_on_run_failure", "flight_delay_retrain_on_monitoring"} <= sensor_names
