@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--port", type=int, default=None, help="default: the spec's serving.port, else 8080")
     serve_parser.add_argument("--model-dir", help="serve this model folder instead of the registry's champion")
     serve_parser.add_argument("--model-version", help="the version to report for --model-dir (default: 'local')")
-    serve_parser.add_argument("--log", help="prediction log file (default: ML_PLATFORM_HOME/predictions/<model>.sqlite)")
+    serve_parser.add_argument("--log",
+                              help="prediction log file (default: ML_PLATFORM_HOME/predictions/<model>.sqlite)")
     serve_parser.add_argument("--reload-interval", type=float, default=5.0, help="seconds between alias checks")
     endpoints_parser = commands.add_parser("endpoints", help="list the local endpoints this home started")
     endpoints_parser.add_argument("--json", action="store_true", help="one JSON object per endpoint")
