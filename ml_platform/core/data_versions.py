@@ -12,8 +12,11 @@ import pandas as pd
 
 
 def content_hash(frame: pd.DataFrame) -> str:
-    """A short hash of a frame's column names, dtypes and values (not its index)."""
-    digest = hashlib.sha256(",".join(f"{c}:{t}" for c, t in frame.dtypes.astype(str).items()).encode())
+    """A short hash of a frame's column names, dtypes and values (not its index). A Categorical column hashes
+    as the text it holds (the same value hashes, whatever its level set), so storing a column as Categorical
+    instead of text is not a new data version."""
+    dtypes = ("object" if isinstance(t, pd.CategoricalDtype) else str(t) for t in frame.dtypes)
+    digest = hashlib.sha256(",".join(f"{c}:{t}" for c, t in zip(frame.columns, dtypes)).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:24]
 

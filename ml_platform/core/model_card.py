@@ -17,14 +17,25 @@ def _cell(value):
     return " ".join(value.replace("\\", "\\\\").replace("|", "\\|").splitlines())
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4f") -> str:
     """A GFM pipe table (`_none_` when empty); whatever the feature names, slice levels or gate details hold,
     it stays a table. Every Markdown table the platform writes into metadata can use it."""
     if not len(frame):
         return "_none_"
     safe = pd.DataFrame({_cell(str(column)): values if pd.api.types.is_numeric_dtype(values)
                          else values.astype(object).map(_cell) for column, values in frame.items()})
-    return safe.to_markdown(index=False, floatfmt=".4f")
+    return safe.to_markdown(index=False, floatfmt=floatfmt)
+
+
+def _final_fit(fit: dict | None) -> list[str]:
+    """Which rows the final model saw: with refit, training and validation days (the test days never)."""
+    if not fit:
+        return []
+    if fit.get("refit"):
+        return [f"Final model: refit on train + validation, {fit.get('rows')} rows ({fit.get('first_day')} → "
+                f"{fit.get('last_day')}), {fit.get('rounds')} rounds chosen by early stopping on the validation "
+                "days; the validation metrics are the early-stopping model's.", ""]
+    return [f"Final model: the early-stopping model, trained on the training days ({fit.get('rows')} rows).", ""]
 
 
 def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gates: list[GateResult],
@@ -50,6 +61,7 @@ def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gat
         + ", ".join(f"{k} {v.get('rows')} rows ({v.get('first_day')} → {v.get('last_day')})"
                     for k, v in data.get("splits", {}).items()) + ".",
         "",
+        *_final_fit(data.get("fit")),
         f"Upstream data versions: {len(data.get('data_versions', {}))} partitions of `{spec.name}/features` "
         f"(listed in the run's metadata and MLflow tags).",
         "",

@@ -26,7 +26,9 @@ def build_data(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPar
         conventions.key(spec, "raw"), conventions.key(spec, "features")),
         description=f"Load, validate and featurize {spec.name}'s data for a partition or a range (one run).",
         tags=conventions.model_tags(spec))
-    schedule = dg.build_schedule_from_partitioned_job(job, hour_of_day=2, name=f"{spec.name}_data_schedule")
+    # Daily and coarser data loads at 02:00 for the day before; hourly data loads each hour as it closes.
+    at = {} if spec.partitions.cadence == "hourly" else {"hour_of_day": 2}
+    schedule = dg.build_schedule_from_partitioned_job(job, name=f"{spec.name}_data_schedule", **at)
     return dg.Definitions(assets=[raw_asset(spec, source, partitions), features_asset(spec, partitions)],
                           jobs=[job], schedules=[schedule])
 

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from ml_platform.core.data_versions import content_hash
+from ml_platform.core.model_card import markdown_table
 
 _TYPES = {"i": "int", "u": "int", "f": "float", "b": "bool", "M": "datetime", "O": "string"}
 
@@ -22,12 +23,12 @@ def schema_table(frame: pd.DataFrame) -> dg.MetadataValue:
 
 def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     """The first rows as a Markdown table."""
-    return dg.MetadataValue.md(frame.head(rows).to_markdown(index=False))
+    return dg.MetadataValue.md(markdown_table(frame.head(rows), floatfmt="g"))
 
 
 def md_table(frame: pd.DataFrame) -> dg.MetadataValue:
-    """A whole (small) frame as a Markdown table, or `_none_`."""
-    return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=".4f") if len(frame) else "_none_")
+    """A whole (small) frame as a Markdown table, or `_none_`; no cell can break the table."""
+    return dg.MetadataValue.md(markdown_table(frame))
 
 
 def records_table(frame: pd.DataFrame, columns: list[dg.TableColumn]) -> dg.MetadataValue:

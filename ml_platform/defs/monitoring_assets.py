@@ -16,6 +16,7 @@ from ml_platform.core.evaluation import DEFAULT_METRIC, meets
 from ml_platform.core.mlflow_store import REFERENCE_PROFILE
 from ml_platform.core.performance import live_performance, paired_comparison
 from ml_platform.defs import conventions
+from ml_platform.defs.metadata import md_table
 from ml_platform.defs.partitions import window_of
 from ml_platform.defs.resources import MlflowTracking
 from ml_platform.serving.prediction_log import log_path, logged_rows
@@ -77,7 +78,7 @@ def _drift_metadata(report: DayDrift, version: str) -> dict:
         "rows": report.rows, "live_source": report.source, "model_version": version,
         "max_psi": report.max_psi, "prediction_psi": report.prediction_psi,
         "top_drifted": dg.MetadataValue.json(report.scored.head(5)[["feature", "psi", "status"]].to_dict("records")),
-        "features": dg.MetadataValue.md(report.table.to_markdown(index=False, floatfmt=".4f"))}
+        "features": md_table(report.table)}
     if len(report.scored):
         metadata["chart"] = dg.MetadataValue.md(
             f"![drift](data:image/png;base64,{psi_chart(report.table, report.warn, report.fail)})")
@@ -127,8 +128,7 @@ def _performance_metadata(result: dict, metric: str, value: float | None) -> dic
             "answered_by_version": dg.MetadataValue.json(
                 {str(r["version"]): {"rows": int(r["rows"]), metric: r[metric]}
                  for r in table.to_dict("records") if r["role"] == "answer" and r[metric] == r[metric]}),
-            "by_version": dg.MetadataValue.md(table.to_markdown(index=False, floatfmt=".4f")
-                                              if len(table) else "_no labelled predictions_")}
+            "by_version": md_table(table) if len(table) else dg.MetadataValue.md("_no labelled predictions_")}
 
 
 def _online_metadata(paired: pd.DataFrame, metric: str) -> dict:
@@ -137,7 +137,6 @@ def _online_metadata(paired: pd.DataFrame, metric: str) -> dict:
         return {}
     busiest = paired.sort_values("rows").iloc[-1]
     return {"paired_comparison": dg.MetadataValue.json(paired.to_dict("records")),
-            "champion_vs_other": dg.MetadataValue.md(paired.rename(columns={
-                "champion_value": f"champion {metric}", "other_value": f"other {metric}"})
-                .to_markdown(index=False, floatfmt=".4f")),
+            "champion_vs_other": md_table(paired.rename(columns={
+                "champion_value": f"champion {metric}", "other_value": f"other {metric}"})),
             "other_gain": float(busiest["gain"]) if busiest["gain"] is not None else float("nan")}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from ml_platform.core.data_versions import content_hash, versions_by_day
 
 
@@ -34,3 +36,13 @@ def test_versions_by_partition_follow_each_partition_time_window(features, spec)
     assert list(by_hour) == with_rows and 10 < len(with_rows) < 24  # no departures at night
     seven = features[(stamps >= datetime(2013, 5, 1, 7)) & (stamps < datetime(2013, 5, 1, 8))]
     assert by_hour["2013-05-01-07:00"] == content_hash(seven) != by_hour["2013-05-01-08:00"]
+
+
+def test_a_categorical_column_has_the_version_of_the_same_text():
+    """Features moved from text to Categoricals: the same values must stay the same data version, or every
+    stored day would look changed and retrain for nothing."""
+    text = pd.DataFrame({"carrier": ["UA", None, "AA", "UA"], "distance": [1.0, 2.0, None, 4.0]})
+    categorical = text.assign(carrier=pd.Categorical(text["carrier"]))
+    wider_levels = text.assign(carrier=pd.Categorical(text["carrier"], categories=["AA", "B6", "UA"]))
+    assert content_hash(categorical) == content_hash(text) == content_hash(wider_levels)
+    assert content_hash(text.assign(carrier=["UA", None, "AA", "DL"])) != content_hash(text)

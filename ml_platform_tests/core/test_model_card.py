@@ -20,7 +20,8 @@ def reviewed(spec, split, model):
     evaluation = ev.evaluate(model, split.train, split.test, gates.metric, gates.slices, gates.fairness.group,
                              champion=model)
     data = {"window": "2013-05-01 → 2013-06-25", "splits": split.summary(spec.timestamp, "delayed", "binary"),
-            "data_versions": {f"2013-05-{d:02d}": f"v{d}" for d in range(1, 11)}}
+            "data_versions": {f"2013-05-{d:02d}": f"v{d}" for d in range(1, 11)},
+            "fit": model.manifest["fit"]}
     return evaluation, run_gates(evaluation, gates), data
 
 
@@ -49,6 +50,13 @@ def test_the_card_describes_the_data(card):
     assert "2013-05-01 → 2013-06-25" in data
     assert "test 6484 rows (2013-06-19 → 2013-06-25)" in data
     assert "10 partitions of `flight_delay/features`" in data
+
+
+def test_the_card_says_which_rows_the_final_model_saw(card, model):
+    fit = model.manifest["fit"]
+    assert fit["refit"] and fit["rows"] == model.manifest["rows"]["train"] + model.manifest["rows"]["valid"]
+    assert (f"Final model: refit on train + validation, {fit['rows']} rows ({fit['first_day']} → "
+            f"{fit['last_day']}), {fit['rounds']} rounds chosen by early stopping") in _section(card, "Data")
 
 
 def test_the_card_has_the_metrics_table(card, reviewed):

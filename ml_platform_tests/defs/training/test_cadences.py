@@ -43,24 +43,10 @@ def _spec(folder, cadence: str, end: str, training: dict):
 
 
 def _training_layer(spec) -> dg.Definitions:
-    """The model's data assets and training stages with the platform's conventions and resources: what
-    `build_definitions` wires, minus serving, monitoring, sensors and the data schedule."""
-    from ml_platform import settings
-    from ml_platform.core.sources import open_source
-    from ml_platform.defs import conventions
-    from ml_platform.defs.data_assets import features_asset, raw_asset
-    from ml_platform.defs.io_manager import PartitionedParquetIOManager
-    from ml_platform.defs.partitions import data_partitions, training_partitions
-    from ml_platform.defs.resources import tracking_from_env
-    from ml_platform.defs.training import build_training
+    """The model's whole graph as `dagster dev` loads it (data schedule, sensors and all)."""
+    from ml_platform.defs import build_definitions
 
-    source = open_source(spec, settings.home() / "replay")
-    data = data_partitions(spec, source)
-    stages = dg.Definitions.merge(dg.Definitions(assets=[raw_asset(spec, source, data), features_asset(spec, data)]),
-                                  build_training(spec, training_partitions(spec, data)))
-    return dg.Definitions.merge(conventions.apply(stages, spec), dg.Definitions(resources={
-        conventions.IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url()),
-        conventions.MLFLOW_RESOURCE_KEY: tracking_from_env()}))
+    return build_definitions([spec])
 
 
 def _metadata(result, stage: str) -> dict:
