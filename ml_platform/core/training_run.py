@@ -8,6 +8,7 @@ active run, so they are unit-tested against a real local MLflow store.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tempfile
@@ -166,12 +167,35 @@ def log_model_files(model, extra_json: dict[str, object] | None = None,
         sha256 = hashlib.sha256((folder / "model.txt").read_bytes()).hexdigest()
         timings["mlflow_artifacts"] = time.perf_counter() - started
         started = time.perf_counter()
-        logged = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-                                         artifacts={ARTIFACT: str(folder)}, pip_requirements=[], input_example=None)
+        with _without_requirement_scan():
+            logged = mlflow.pyfunc.log_model(name="model",
+                                             python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                                             artifacts={ARTIFACT: str(folder)}, pip_requirements=[],
+                                             input_example=None)
         timings["mlflow_pyfunc_model"] = time.perf_counter() - started
         # the evaluation reads this model back: from these very files, not through another download
         remember_model(mlflow.active_run().info.run_id, type(model).load(folder), mlflow.get_tracking_uri())
     return logged.model_uri, sha256
+
+
+@contextlib.contextmanager
+def _without_requirement_scan():
+    """MLflow checks a logged model's pip requirements against the installed packages; the first check in a
+    process scans every installed distribution (about 1 s, most of a launched retrain's first `log_model`).
+    The flavour's only requirement is MLflow at the running version (`pip_requirements=[]`), which this
+    environment satisfies by definition, so the check could only ever pass: it is skipped for this call.
+    (MLflow's private hook; if it moves, nothing is skipped.)"""
+    from mlflow.utils import environment
+
+    original = getattr(environment, "warn_dependency_requirement_mismatches", None)
+    if original is None:
+        yield
+        return
+    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    try:
+        yield
+    finally:
+        environment.warn_dependency_requirement_mismatches = original
 
 
 def curve_metrics(curve: dict[str, dict[str, list[float]]]) -> list:
