@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,14 +183,17 @@ def download_model_files(run_id: str, tracking_uri: str | None = None) -> Path:
 # week (whose champion is this week's candidate) reuse them instead of downloading and parsing them again.
 _MODELS: "collections.OrderedDict[tuple[str, str], Model]" = collections.OrderedDict()
 _MODELS_KEPT = 4
+_MODELS_LOCK = threading.Lock()  # the endpoint loads models from a reload thread while requests are served
 
 
 def remember_model(run_id: str, model: "Model", tracking_uri: str | None = None) -> None:
     """Keep a run's model (as loaded from its logged files) for `load_model` in this process."""
-    _MODELS[(resolve_uris(tracking_uri)[0], run_id)] = model
-    _MODELS.move_to_end((resolve_uris(tracking_uri)[0], run_id))
-    while len(_MODELS) > _MODELS_KEPT:
-        _MODELS.popitem(last=False)
+    key = (resolve_uris(tracking_uri)[0], run_id)
+    with _MODELS_LOCK:
+        _MODELS[key] = model
+        _MODELS.move_to_end(key)
+        while len(_MODELS) > _MODELS_KEPT:
+            _MODELS.popitem(last=False)
 
 
 def load_model(run_id: str, tracking_uri: str | None = None) -> "Model":
@@ -198,9 +202,10 @@ def load_model(run_id: str, tracking_uri: str | None = None) -> "Model":
     from ml_platform.core.model import Model
 
     key = (resolve_uris(tracking_uri)[0], run_id)
-    if key in _MODELS:
-        _MODELS.move_to_end(key)
-        return _MODELS[key]
+    with _MODELS_LOCK:
+        if key in _MODELS:
+            _MODELS.move_to_end(key)
+            return _MODELS[key]
     model = Model.load(download_model_files(run_id, tracking_uri))
     remember_model(run_id, model, tracking_uri)
     return model
