@@ -86,7 +86,7 @@ def _data_section(training_set: pd.DataFrame, timestamp: str, candidate: Model) 
     return {"window": f"{stamps.min().date()} → {stamps.max().date()}",
             "splits": {k: {"rows": int(r["count"]), "first_day": str(r["min"].date()),
                            "last_day": str(r["max"].date())} for k, r in summary.iterrows()},
-            "data_versions": candidate.manifest.get("data_versions", {})}
+            "data_versions": candidate.manifest.get("data_versions", {}), "fit": candidate.manifest.get("fit")}
 
 
 def log_evaluation(record: EvaluationRecord, candidate: Model, training_set: pd.DataFrame) -> None:

@@ -38,6 +38,14 @@ def _final_fit(fit: dict | None) -> list[str]:
     return [f"Final model: the early-stopping model, trained on the training days ({fit.get('rows')} rows).", ""]
 
 
+def _shap_sample(attrs: dict) -> list[str]:
+    """On how many rows the attributions were computed: TreeSHAP costs grow with rows, so they are capped."""
+    if "rows" not in attrs:
+        return []
+    return [f"Mean absolute TreeSHAP contribution on {attrs['rows']} of {attrs['of_rows']} holdout rows "
+            f"(sample cap {attrs['cap']}).", ""]
+
+
 def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gates: list[GateResult],
                data: dict, plots: bool = True) -> str:
     """Purpose, owner, data window and versions, metrics against baseline and champion, slices, fairness,
@@ -76,6 +84,7 @@ def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gat
          f"(best {fairness['best']}, worst {fairness['worst']})." if fairness else "No sensitive group assessed."),
         "",
         "## What drives predictions (TreeSHAP)",
+        *_shap_sample(evaluation.attributions.attrs),
         markdown_table(top),
         "",
         "## Gates",

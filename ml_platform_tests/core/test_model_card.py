@@ -179,3 +179,10 @@ def test_pipes_backslashes_and_line_breaks_in_values_cannot_break_a_table(spec, 
     assert drivers[1][0] == "dep|hour\\"
     assert rendered_slices[1][1] == "A|B \\|C"
     assert [row[2] for row in gate_table[1:]] == [f"{g.detail} | a\\b| next line" for g in gates]
+
+
+def test_the_card_says_on_how_many_rows_shap_ran(card, reviewed):
+    attrs = reviewed[0].attributions.attrs
+    assert attrs["rows"] <= attrs["cap"] and attrs["rows"] <= attrs["of_rows"]
+    assert (f"on {attrs['rows']} of {attrs['of_rows']} holdout rows (sample cap {attrs['cap']})"
+            in _section(card, "What drives predictions (TreeSHAP)"))

@@ -40,13 +40,21 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
         model_row = model.iloc[0].to_dict()
         registry = mlflow_tracking.registry(spec.name)
         record, candidate = evaluate_version(spec, str(model_row["version"]), training_set, registry)
-        started = time.perf_counter()
-        with mlflow_tracking.start_run(context, spec.name, run_id=model_row["run_id"]):
-            log_evaluation(record, candidate, training_set)
-        registry.mark_gates(record.version, record.passed)
-        record.timings["mlflow_run_and_gates_tag"] = (time.perf_counter() - started - record.timings["mlflow_logging"]
-                                                      - record.timings["smoke_rows_drift_reference"])
-        yield dg.Output(pd.DataFrame([record.row(model_row)]), metadata=_metadata(record))
+        # A no-op retrain's version keeps the record of its own evaluation: its run, card and gate tags are
+        # left as they were (re-logging would overwrite them with this run's); it is still judged here.
+        recorded = bool(model_row.get("noop")) and bool(registry.gates_of(record.version))
+        if not recorded:
+            started = time.perf_counter()
+            with mlflow_tracking.start_run(context, spec.name, run_id=model_row["run_id"]):
+                log_evaluation(record, candidate, training_set)
+            registry.mark_gates(record.version, record.passed)
+            record.timings["mlflow_run_and_gates_tag"] = (time.perf_counter() - started
+                                                          - record.timings["mlflow_logging"]
+                                                          - record.timings["smoke_rows_drift_reference"])
+        yield dg.Output(pd.DataFrame([record.row(model_row)]), metadata={
+            **_metadata(record), **({"mlflow_record": dg.MetadataValue.text(
+                f"kept: v{record.version} was evaluated when it was registered ({model_row.get('noop_reason')})")}
+                if recorded else {})})
         for gate in record.gates:
             yield dg.AssetCheckResult(check_name=gate.name, passed=gate.passed, description=gate.detail,
                                       metadata={"detail": gate.detail,

@@ -24,6 +24,7 @@ def test_retraining_an_unchanged_week_reports_the_existing_version(platform, ins
     registered = _metadata(first, "model")
     assert registered["registered_version"] == "1" and registered["noop"] is False
     history = Registry(_client(home), "flight_delay").history()
+    recorded = _client(home).get_run(registered["mlflow_run_id"]).data
 
     again = _retrain(defs, instance, partition)
     assert again.success
@@ -41,6 +42,13 @@ def test_retraining_an_unchanged_week_reports_the_existing_version(platform, ins
     # The stored row downstream stages read says the same.
     (row,) = pd.read_parquet(home / "storage" / "flight_delay" / "model" / f"{partition}.parquet").to_dict("records")
     assert row["version"] == "1" and bool(row["noop"]) and row["noop_reason"] == model["noop_reason"]
+
+    # The version's own evaluation record stays as it was: same tags (its Dagster run), same metrics.
+    evaluation = _metadata(again, "evaluation")
+    assert evaluation["mlflow_record"].startswith("kept: v1 was evaluated when it was registered")
+    kept = _client(home).get_run(registered["mlflow_run_id"]).data
+    assert kept.tags == recorded.tags and kept.metrics == recorded.metrics
+    assert kept.tags["dagster_run_id"] == first.run_id
 
     # The champion is not promoted or audited again.
     champion = _metadata(again, "champion")
