@@ -143,6 +143,7 @@ class RetrainInputs:
     spec_digest: str
     training_code_version: str
     days: int = field(default=0, compare=False)
+    versions: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # per day, for the run
 
     def tags(self) -> dict[str, str]:
         return {"data_versions_digest": self.data_versions_digest, "spec_digest": self.spec_digest,
@@ -158,7 +159,7 @@ def retrain_inputs(spec: ModelSpec, training_set: pd.DataFrame) -> RetrainInputs
 
     versions = versions_by_day(training_set.drop(columns=SPLIT, errors="ignore"), spec.timestamp)
     return RetrainInputs(content_hash(pd.DataFrame({"v": [json.dumps(versions)]})), spec.digest,
-                         training_code_version(), days=len(versions))
+                         training_code_version(), days=len(versions), versions=versions)
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,12 @@ def model_data_version(version: str, model_sha256: str) -> dg.DataVersion:
 def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(key=conventions.key(spec, "model"), partitions_def=partitions,
               io_manager_key=conventions.IO_MANAGER_KEY, kinds={"lightgbm", "mlflow"},
-              description=f"LightGBM ({spec.task}) trained on the training split with early stopping; logged to "
-                          f"MLflow and registered as a new version of `{spec.name}` with alias `challenger`. "
-                          f"When the data, spec and training code equal the newest version's, nothing is "
-                          f"trained: that version is reported again (a no-op retrain).",
+              description=f"LightGBM ({spec.task}): early stopping on the validation days picks the rounds"
+                          + ("; the final model is refit on training + validation days" if spec.training.refit
+                             else "")
+                          + f"; logged to MLflow and registered as a new version of `{spec.name}` with alias "
+                          "`challenger`. When the data, spec and training code equal the newest version's, "
+                          "nothing is trained: that version is reported again (a no-op retrain).",
               ins={"training_set": dg.AssetIn(conventions.key(spec, "training_set"))})
     def model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, training_set: pd.DataFrame):
         partition = context.partition_key
@@ -40,7 +42,7 @@ def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         with mlflow_tracking.start_run(context, spec.name, tags={"spec_digest": spec.digest,
                                                                  "code_version": spec.digest}) as run:
             try:
-                trained = train_and_log(spec, training_set, partition)
+                trained = train_and_log(spec, training_set, partition, versions=inputs.versions)
             except TrainingError as error:
                 raise dg.Failure(f"partition {partition}: {error}") from None
             metric = metric_of(spec)
@@ -64,6 +66,7 @@ def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
             "best_iteration": result.best_iteration, "train_seconds": round(result.seconds, 2),
             **{f"valid_{k}": v for k, v in trained.valid.items()}, "model_sha256": trained.model_sha256,
             **_inputs_metadata(inputs),
+            "timings": dg.MetadataValue.json({k: round(v, 3) for k, v in trained.timings.items()}),
             **({"tuning_best_trials": dg.MetadataValue.json(trained.trials[:5])} if trained.trials else {})})
 
     return model
