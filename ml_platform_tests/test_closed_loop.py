@@ -149,6 +149,12 @@ def _assert_sensors_ticked_cleanly(home: Path, expected: set[str]) -> None:
     assert not any(failed.values()), failed
 
 
+# The drift-triggered retrain must replace the champion: it trains the latest week, one week of data newer than
+# the champion's (a retrain on the champion's own inputs would be a no-op); the gates judge mechanics here.
+DRIFT = {"gates": {"max_regression": 1.0}}
+
+
+@pytest.mark.parametrize("platform", [DRIFT], indirect=True)
 def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatch):
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
     from dagster_graphql import DagsterGraphQLClient
@@ -158,15 +164,17 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
     client = DagsterGraphQLClient("127.0.0.1", port_number=ui_port)
     location = {"repository_location_name": "ml_platform"}
 
-    # The latest training week (what a drift-triggered retrain trains) and the data its window needs.
+    # The latest training week (what a drift-triggered retrain trains), the week before it (the champion's) and
+    # the data both windows need.
     week = _latest_week(env, home, monkeypatch)
     week_end = week + timedelta(days=6)
-    first = week_end - timedelta(days=55)
+    first = week_end - timedelta(days=62)
     data_run = client.submit_job_execution("flight_delay_data", **location, tags={
         "dagster/asset_partition_range_start": first.isoformat(),
         "dagster/asset_partition_range_end": week_end.isoformat()})
     assert _wait_run(client, data_run, home) == "SUCCESS"
-    retrain = client.submit_job_execution("flight_delay_retrain", **location, tags={"dagster/partition": week.isoformat()})
+    retrain = client.submit_job_execution("flight_delay_retrain", **location,
+                                          tags={"dagster/partition": (week - timedelta(days=7)).isoformat()})
     assert _wait_run(client, retrain, home) == "SUCCESS"
     deploy = client.submit_job_execution("__ASSET_JOB", **location, asset_selection=[["flight_delay", "endpoint"]])
     assert _wait_run(client, deploy, home) == "SUCCESS"
