@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -19,6 +20,11 @@ def content_hash(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256(",".join(f"{c}:{t}" for c, t in zip(frame.columns, dtypes)).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:24]
+
+
+def versions_digest(versions: Mapping[str, str]) -> str:
+    """One hash of a window's per-partition versions: what a model was trained on, in one tag."""
+    return content_hash(pd.DataFrame({"v": [json.dumps(dict(versions))]}))
 
 
 def versions_by_day(frame: pd.DataFrame, timestamp: str) -> dict[str, str]:

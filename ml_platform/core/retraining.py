@@ -152,13 +152,11 @@ class RetrainInputs:
 
 def retrain_inputs(spec: ModelSpec, training_set: pd.DataFrame) -> RetrainInputs:
     """The inputs of a retrain on this stored training set (hashed the way the training run logs them)."""
-    import pandas as pd
-
-    from ml_platform.core.data_versions import content_hash, versions_by_day
+    from ml_platform.core.data_versions import versions_by_day, versions_digest
     from ml_platform.core.training_run import SPLIT
 
     versions = versions_by_day(training_set.drop(columns=SPLIT, errors="ignore"), spec.timestamp)
-    return RetrainInputs(content_hash(pd.DataFrame({"v": [json.dumps(versions)]})), spec.digest,
+    return RetrainInputs(versions_digest(versions), spec.digest,
                          training_code_version(), days=len(versions), versions=versions)
 
 

@@ -112,6 +112,27 @@ def _labels(spec: ModelSpec, split: Split, refit: bool) -> tuple[list | None, di
     return classes, encoded
 
 
+def _fit_record(spec: ModelSpec, split: Split, fit_rows: pd.DataFrame, refit: bool, rounds: int) -> dict:
+    """The manifest's `fit`: which rows the final model trained on, and where its number of rounds came from."""
+    first_day, last_day = _days(fit_rows, spec.timestamp)
+    return {"refit": refit, "splits": ["train", "valid"] if refit else ["train"], "rows": len(fit_rows),
+            "first_day": first_day, "last_day": last_day, "rounds": rounds,
+            "rounds_chosen_by": f"early stopping on the validation days ({len(split.valid)} rows)",
+            "valid_metrics_from": ("the early-stopping model, trained on the training days only (the final "
+                                   "model has seen the validation days)") if refit else "the final model"}
+
+
+def _refit(spec: ModelSpec, fit_rows: pd.DataFrame, labels: dict[str, np.ndarray], params: dict, rounds: int,
+           manifest: dict) -> Model:
+    """The final model on train + valid rows with the rounds early stopping chose. Categorical levels come from
+    every row it sees, so a level new in the validation days is a level of the model rather than "missing"."""
+    features = spec.features
+    encoder = FeatureEncoder.fit(fit_rows, features.all_numeric, features.all_categorical)
+    dataset = _dataset(encoder, fit_rows, np.concatenate([labels["train"], labels["valid"]]))
+    booster = lgb.train({k: v for k, v in params.items() if k not in _ROUNDS}, dataset, num_boost_round=rounds)
+    return Model(booster=booster, encoder=encoder, manifest=manifest)
+
+
 def _days(frame: pd.DataFrame, timestamp: str) -> tuple[str | None, str | None]:
     if frame.empty:
         return None, None
@@ -155,12 +176,7 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
                             f"{error}") from None
     rounds = booster.best_iteration or booster.current_iteration()
     fit_rows = pd.concat([split.train, split.valid], ignore_index=True) if refit else split.train
-    first_day, last_day = _days(fit_rows, spec.timestamp)
-    fit = {"refit": refit, "splits": ["train", "valid"] if refit else ["train"], "rows": len(fit_rows),
-           "first_day": first_day, "last_day": last_day, "rounds": rounds,
-           "rounds_chosen_by": f"early stopping on the validation days ({len(split.valid)} rows)",
-           "valid_metrics_from": ("the early-stopping model, trained on the training days only (the final "
-                                  "model has seen the validation days)") if refit else "the final model"}
+    fit = _fit_record(spec, split, fit_rows, refit, rounds)
     manifest = {
         "model": spec.name, "task": spec.task, "target": spec.target.name, "classes": classes,
         "timestamp": spec.timestamp, "key": spec.key, "spec_digest": spec.digest,
@@ -178,18 +194,10 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
 
     stopped = Model(booster=booster, encoder=encoder, manifest=manifest)
     valid = task_metrics(spec.task, encoded_target(stopped, split.valid), stopped.predict(split.valid), classes)
-    model = stopped
-    if refit:
-        # Categorical levels come from every row the final model sees, so a level new in the validation days
-        # is a level of the model rather than "missing".
-        final_encoder = FeatureEncoder.fit(fit_rows, features.all_numeric, features.all_categorical)
-        final_set = _dataset(final_encoder, fit_rows, np.concatenate([labels["train"], labels["valid"]]))
-        final = lgb.train({k: v for k, v in params.items() if k not in _ROUNDS}, final_set,
-                          num_boost_round=rounds)
-        model = Model(booster=final, encoder=final_encoder, manifest=manifest)
+    model = _refit(spec, fit_rows, labels, params, rounds, manifest) if refit else stopped
     manifest["metrics"] = {f"valid_{k}": v for k, v in valid.items()}
-    logged = {**params, "refit": refit, "fit_rows": len(fit_rows), "fit_window": f"{first_day} → {last_day}",
-              "fit_rounds": rounds}
+    logged = {**params, "refit": refit, "fit_rows": len(fit_rows),
+              "fit_window": f"{fit['first_day']} → {fit['last_day']}", "fit_rounds": rounds}
     return TrainingResult(model=model, learning_curve=curve, best_iteration=booster.best_iteration,
                           params=logged, seconds=time.perf_counter() - started)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ml_platform.core.data_versions import content_hash, versions_by_day, versions_by_partition
+from ml_platform.core.data_versions import versions_by_day, versions_by_partition, versions_digest
 from ml_platform.core.evaluation import DEFAULT_METRIC, score
 from ml_platform.core.mlflow_store import DATA_VERSIONS, MODEL_FILES, TUNING_TRIALS, log_batch, remember_model
 from ml_platform.core.training import Split, TrainingError, TrainingResult, split_by_time, train, tune
@@ -136,7 +136,7 @@ def train_and_log(spec: ModelSpec, training_set: pd.DataFrame, partition: str,
                       "window_days": spec.training.window_days, "partition": partition,
                       "best_iteration": result.best_iteration},
               metrics={f"valid_{k}": v for k, v in valid.items()},
-              tags={"data_versions_digest": content_hash(pd.DataFrame({"v": [json.dumps(versions)]})),
+              tags={"data_versions_digest": versions_digest(versions),
                     "window": f"{split.train[spec.timestamp].min().date()} → "
                               f"{split.test[spec.timestamp].max().date()}"},
               steps=curve_metrics(result.learning_curve))

@@ -6,7 +6,7 @@ import base64
 import re
 
 import pytest
-from markdown_it import MarkdownIt
+from ml_platform_tests.markdown_tables import markdown_tables
 
 from ml_platform.core import evaluation as ev
 from ml_platform.core.gates import GATE_NAMES, GateResult, run_gates
@@ -123,25 +123,9 @@ def _cells(line: str) -> list[str]:
     return cells if not current.strip() else [*cells, current]
 
 
-def _tables(card: str) -> list[list[list[str]]]:
-    """Every table a CommonMark + GFM-tables renderer finds in the card: rows of rendered cell texts."""
-    tables, row = [], None
-    for token in MarkdownIt("commonmark").enable("table").parse(card):
-        if token.type == "table_open":
-            tables.append([])
-        elif token.type == "tr_open":
-            row = []
-            tables[-1].append(row)
-        elif token.type == "inline" and row is not None:
-            row.append("".join(child.content for child in token.children))
-        elif token.type == "tr_close":
-            row = None
-    return tables
-
-
 def _assert_tables_intact(card: str, expected: int) -> list[list[list[str]]]:
     """`expected` tables render, and every source row has exactly as many unescaped cells as its header."""
-    tables = _tables(card)
+    tables = markdown_tables(card)
     assert len(tables) == expected, f"{len(tables)} tables rendered, {expected} expected:\n{card[:3000]}"
     blocks = re.findall(r"^(\|.*\|)\n\|[-:| ]+\|\n((?:\|.*\|\n?)*)", card, flags=re.M)
     assert len(blocks) == expected

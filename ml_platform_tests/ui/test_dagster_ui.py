@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from markdown_it import MarkdownIt
+from ml_platform_tests.markdown_tables import markdown_tables
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.ui
@@ -22,19 +22,9 @@ GATES = {"metric_floor", "not_worse_than_champion", "fairness_gap", "prediction_
 
 
 def _markdown_tables(markdown: str) -> list[list[list[str]]]:
-    """The tables a CommonMark + GFM-tables renderer makes of the Markdown: rows of cell texts."""
-    tables, row = [], None
-    for token in MarkdownIt("commonmark").enable("table").parse(markdown):
-        if token.type == "table_open":
-            tables.append([])
-        elif token.type == "tr_open":
-            row = []
-            tables[-1].append(row)
-        elif token.type == "inline" and row is not None:
-            row.append("".join(child.content for child in token.children).strip())
-        elif token.type == "tr_close":
-            row = None
-    return tables
+    """The tables a CommonMark + GFM-tables renderer makes of the Markdown, cell texts stripped as the page
+    shows them."""
+    return [[[cell.strip() for cell in row] for row in table] for table in markdown_tables(markdown)]
 
 
 def _html_tables(container) -> list[list[list[str]]]:

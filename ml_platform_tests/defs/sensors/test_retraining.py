@@ -9,7 +9,9 @@ import dagster as dg
 from ml_platform_tests.defs.helpers import _day, _log_drifted_traffic, _materialize, _partitions, _retrain
 
 
-def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, webhook, monkeypatch):
+def _first_drift_failure(platform, instance, webhook, monkeypatch):
+    """A champion on the first week, then a drifted day whose drift check fails: what the sensor sees next.
+    Returns the definitions, the home, the week, the sensor, the drifted day and the one after, and the alerts."""
     url, received = webhook
     monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
     make, home = platform
@@ -20,6 +22,12 @@ def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, web
     first, second = [_day(partition, d) for d in (4, 5)]
     _log_drifted_traffic(home, first)
     assert _materialize(defs, instance, "drift", first).success
+    return defs, home, partition, sensor, first, second, received
+
+
+def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, webhook, monkeypatch):
+    defs, home, partition, sensor, first, second, received = _first_drift_failure(platform, instance, webhook,
+                                                                                   monkeypatch)
     context = dg.build_sensor_context(instance=instance, definitions=defs)
     result = sensor.evaluate_tick(context)
     (request,) = result.run_requests
@@ -78,16 +86,8 @@ def test_a_retrain_that_was_a_no_op_does_not_consume_the_cooldown(platform, inst
 
     from ml_platform_tests.defs.helpers import _metadata, _versions
 
-    url, received = webhook
-    monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
-    make, home = platform
-    defs = make()
-    partition = _partitions(defs)[0]
-    assert _retrain(defs, instance, partition).success
-    sensor = defs.resolve_sensor_def("flight_delay_retrain_on_monitoring")
-    first, second = [_day(partition, d) for d in (4, 5)]
-    _log_drifted_traffic(home, first)
-    assert _materialize(defs, instance, "drift", first).success
+    defs, home, partition, sensor, first, second, received = _first_drift_failure(platform, instance, webhook,
+                                                                                   monkeypatch)
     result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
     (request,) = result.run_requests
     assert json.loads(result.cursor)["pending"]["request"] == request.run_key
