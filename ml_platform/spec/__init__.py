@@ -21,6 +21,8 @@ from ml_platform.spec.sections import (
     Monitoring,
     Partitions,
     Performance,
+    Limits,
+    PredictionLogPolicy,
     Rollout,
     Serving,
     Target,
@@ -31,6 +33,6 @@ from ml_platform.spec.sections import (
 __all__ = [
     "BUNDLED_SPECS", "SPECS_ENV", "ColumnExpectation", "DerivedFeature", "Drift", "Duration", "Expectations",
     "Fairness", "Features", "FilesSource", "Freshness", "Gates", "ModelSpec", "Monitoring", "Nycflights13Source",
-    "Partitions", "Performance", "Rollout", "Serving", "Source", "SpecError", "SqlSource", "StrictModel", "Target",
+    "Limits", "Partitions", "Performance", "PredictionLogPolicy", "Rollout", "Serving", "Source", "SpecError", "SqlSource", "StrictModel", "Target",
     "Training", "Tuning", "load_spec", "load_specs", "parse_duration", "spec_files",
 ]

@@ -223,10 +223,48 @@ class Rollout(StrictModel):
         return data
 
 
+class Limits(StrictModel):
+    """What one request may cost the endpoint; each limit answers with its own status and closes nothing else.
+
+    `header_bytes` caps a request's headers (431), `header_timeout` the time to receive them and how long an
+    idle keep-alive connection is kept, `body_bytes` the body (413, connection closed), `body_timeout` the time
+    to receive it (408), `in_flight` the requests one worker works on at once (beyond: 503 with `Retry-After`),
+    `scoring_timeout` the time to score one request (503, nothing logged)."""
+
+    header_bytes: int = Field(default=16384, ge=8192, le=1_048_576)
+    header_timeout: Duration = timedelta(seconds=10)
+    body_bytes: int = Field(default=1_000_000, ge=1024)
+    body_timeout: Duration = timedelta(seconds=10)
+    in_flight: int = Field(default=64, ge=1)
+    scoring_timeout: Duration = timedelta(seconds=10)
+    retry_after: Duration = timedelta(seconds=1)
+
+    @field_validator("header_timeout", "body_timeout", "scoring_timeout", "retry_after")
+    @classmethod
+    def _bounded(cls, value: timedelta) -> timedelta:
+        if not timedelta(milliseconds=1) <= value <= timedelta(minutes=1):
+            raise ValueError("a duration from 1ms to 60s (e.g. '10s')")
+        return value
+
+
+class PredictionLogPolicy(StrictModel):
+    """What the prediction log keeps: the model's features (plus the spec's timestamp and key), features in
+    `redact` stored as keyed hashes, rows older than `retention` deleted, and the file kept under `max_mb`."""
+
+    redact: list[str] = Field(default_factory=list)
+    retention: Duration = timedelta(days=90)
+    max_mb: int = Field(default=1024, ge=1)
+
+
 class Serving(StrictModel):
     target: Literal["local", "docker"] = "local"
     port: int = Field(default=8080, ge=1, le=65535)
     max_rows: int = Field(default=1000, ge=1)
+    workers: int = Field(default=1, ge=1, le=64)
+    unknown_fields: Literal["ignore", "reject"] = "ignore"
+    cors_origins: list[str] = Field(default_factory=list)
+    limits: Limits = Field(default_factory=Limits)
+    log: PredictionLogPolicy = Field(default_factory=PredictionLogPolicy)
     rollout: Rollout = Field(default_factory=Rollout)
 
 
