@@ -1,26 +1,49 @@
-"""Our endpoint against `mlflow models serve --env-manager local`, same registered model, in one run.
+"""Our endpoint against `mlflow models serve --env-manager local`, same registered model, in one run; then our
+endpoint against a bare floor on the same HTTP server, one worker against two, and health checks while heavy
+requests run.
 
 Trains a real flight_delay model (56 replayed days), registers it in a temporary MLflow store as the
-`champion`, starts both servers on 127.0.0.1, checks they answer the same row identically, then drives each
-with wrk (single-row requests, 8 connections, 10 s). Also compares the batch scorer of the `predictions` asset
-with a bare `Booster.predict` on the same rows. Prints JSON lines; the last is
-{"figure": "serving_rps_ratio_vs_mlflow", "value": ..., "goal": 10, "met": ...}.
+`champion`, starts our server (`ml_platform.cli serve`: Granian, one worker) and `mlflow models serve` on
+127.0.0.1, checks they answer the same row identically, then drives each with wrk (single-row requests,
+8 connections, 10 s). Also compares the batch scorer of the `predictions` asset with a bare `Booster.predict`
+on the same rows. Then, in the same run (the machine's cores are shared with wrk, so compare the ratios, not the
+absolute figures across machines; the alternated comparisons keep the best round of each side):
 
-    python benchmarks/serving.py [--seconds 10] [--connections 8] [--only batch]
+- `serving_rps_vs_floor` (goal 0.7): our single-row requests per second over the floor's, alternated rounds,
+  8 connections. The floor (`benchmarks/serving_floor.py`) is a bare ASGI app on Granian with the same options
+  (ASGI, uvloop, HTTP/1, one worker): orjson body, the same model file, `Booster.predict` on the row coded as
+  LightGBM expects, no validation, no prediction log, no metrics.
+- `serving_workers_scaling` (goal 1.3): our server with `--workers 2` over `--workers 1`, single-row requests,
+  16 connections each, alternated rounds (`rps_1`, `rps_2`, `p99_ms_1`, `p99_ms_2`).
+- `serving_health_p99_under_explain_ms` (goal 50): while wrk keeps 4 connections busy with 1000-row
+  `"explain": true` requests (rows from the test split) to our one-worker server with default settings, one
+  client GETs `/health` sequentially every 20 ms, each timed on its own: p99 in ms (`p50_ms`, `max_ms`, the
+  idle p99 before the load, and how many heavy requests completed and with which status).
 
-`--only batch` trains the model and prints only the batch-scoring figure (no servers, no wrk).
-Needs wrk (Debian package `wrk`; installed here when missing and running as root).
+Prints JSON lines; the last is {"figure": "serving_rps_ratio_vs_mlflow", "value": ..., "goal": 10, "met": ...}.
+
+    python benchmarks/serving.py [--seconds 10] [--connections 8] [--rounds 2] [--workers-connections 16]
+                                 [--only batch|mlflow|floor|workers|health]
+
+`--only batch` trains the model and prints only the batch-scoring figure (no servers, no wrk); `--only mlflow`
+prints `serving_p99_ms` and `serving_rps_ratio_vs_mlflow`; `--only floor|workers|health` the one figure.
+Needs wrk (Debian package `wrk`; installed here when missing and running as root). Every process started here
+runs in its own session and its whole process group is stopped on the way out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +54,8 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PARTS = ("mlflow", "floor", "workers", "health")
 
 
 def emit(**fields) -> None:
@@ -48,7 +73,7 @@ def ensure_wrk() -> str:
         return shutil.which("wrk")
     if os.geteuid() == 0:
         subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk",
-                       shell=True, check=True, stdout=subprocess.DEVNULL)
+                       shell=True, check=True, stdout=subprocess.DEVNULL, timeout=900)
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     return shutil.which("wrk")
@@ -71,30 +96,125 @@ def wait_ready(url: str, body: dict, process: subprocess.Popen, timeout: float =
     raise RuntimeError(f"{url} not ready in {timeout} s; last answer {last}")
 
 
-def run_wrk(wrk: str, url: str, body: dict, seconds: int, connections: int, scratch: Path) -> dict:
-    script = scratch / "post.lua"
-    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                      f"wrk.body = {json.dumps(json.dumps(body))}\n")
-    output = subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-                            capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-
-    def percentile(p: str) -> float:
-        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", output).groups()
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    return {"rps": rps, "p50_ms": percentile("50"), "p99_ms": percentile("99"),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0}
-
-
 def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
+    """Stop the process's whole group (it was started in its own session): SIGTERM, then SIGKILL to whatever of
+    the group is left after 20 s or once the leader is gone."""
+    try:
         os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+class Wrk:
+    """wrk runs of POST requests with a fixed body (read from a file by the Lua script, so any size works)."""
+
+    def __init__(self, path: str, scratch: Path):
+        self.path, self.scratch = path, scratch
+
+    def start(self, url: str, body: bytes, seconds: int, connections: int, name: str = "post") -> subprocess.Popen:
+        (self.scratch / f"{name}.json").write_bytes(body)
+        script = self.scratch / f"{name}.lua"
+        script.write_text(f'local f = assert(io.open("{self.scratch / name}.json", "rb"))\n'
+                          'wrk.body = f:read("*a")\nf:close()\nwrk.method = "POST"\n'
+                          'wrk.headers["Content-Type"] = "application/json"\n')
+        return subprocess.Popen([self.path, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s",
+                                 "--latency", "-s", str(script), url],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    @staticmethod
+    def result(process: subprocess.Popen, seconds: int) -> dict:
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate(timeout=seconds + 60)
+        finally:
+            stop(process)
+        if process.returncode != 0:
+            raise RuntimeError(f"wrk exited with {process.returncode}: {output[-2000:]}")
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+        non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+        errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+
+        def percentile(p: str) -> float:
+            value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", output).groups()
+            return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+        return {"rps": rps, "p50_ms": percentile("50"), "p99_ms": percentile("99"),
+                "requests": int(re.search(r"(\d+) requests in", output).group(1)),
+                "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+                "socket_errors": sum(map(int, errors.groups())) if errors else 0}
+
+    def run(self, url: str, body: bytes, seconds: int, connections: int) -> dict:
+        return self.result(self.start(url, body, seconds, connections), seconds)
+
+
+def alternated(wrk: Wrk, urls: dict[str, str], body: bytes, seconds: int, connections: int, rounds: int) -> dict:
+    """Each server's best round (highest requests per second) over `rounds` rounds run in turn, plus every
+    round's rate: load from other work on the machine then hits both sides alike. A 2 s run per server first,
+    not counted, warms it up (and has every worker of a multi-worker server load its model)."""
+    for url in urls.values():
+        wrk.run(url, body, 2, connections)
+    runs = {name: [] for name in urls}
+    for _ in range(rounds):
+        for name, url in urls.items():
+            runs[name].append(wrk.run(url, body, seconds, connections))
+            time.sleep(1)  # the prediction log's writer settles between runs
+    return {name: {**max(results, key=lambda r: r["rps"]), "rps_rounds": [r["rps"] for r in results]}
+            for name, results in runs.items()}
+
+
+def health_under_load(wrk: Wrk, base: str, predict_url: str, heavy: bytes, seconds: int,
+                      interval: float = 0.02) -> dict:
+    """/health latencies (ms), sequential GETs every `interval` s on one keep-alive connection, first idle for
+    2 s, then while wrk sends `heavy` over 4 connections for `seconds`."""
+    host, port = base.removeprefix("http://").split(":")
+
+    def probe(until: float) -> tuple[list[float], int]:
+        timings, errors, connection = [], 0, http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            while time.monotonic() < until:
+                started = time.perf_counter()
+                try:
+                    connection.request("GET", "/health")
+                    response = connection.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        errors += 1
+                except (OSError, http.client.HTTPException):
+                    errors += 1
+                    connection.close()
+                    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+                timings.append((time.perf_counter() - started) * 1000)
+                time.sleep(interval)
+        finally:
+            connection.close()
+        return timings, errors
+
+    idle, idle_errors = probe(time.monotonic() + 2)
+    load = wrk.start(predict_url, heavy, seconds, 4, name="heavy")
+    try:
+        time.sleep(0.5)  # the heavy requests are under way
+        loaded, errors = probe(time.monotonic() + seconds - 1)
+    finally:
+        heavy_result = Wrk.result(load, seconds)
+    return {"idle": idle, "loaded": loaded, "errors": idle_errors + errors, "heavy": heavy_result}
+
+
+def versus(best: dict, ours: str, peer: str, goal: float, **fields) -> dict:
+    """A figure from `alternated` results: `ours` requests per second over `peer`'s, against `goal`."""
+    ratio = best[ours]["rps"] / best[peer]["rps"]
+    return dict(value=round(ratio, 3), goal=goal, met=bool(ratio >= goal), **fields,
+                non_2xx={name: result["non_2xx"] for name, result in best.items()})
+
+
+def quantile(values: list[float], q: float) -> float:
+    return round(statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1], 2)
 
 
 def stored_features(raw, spec):
@@ -114,6 +234,15 @@ def stored_features(raw, spec):
         buffer.seek(0)
         days.append(pd.read_parquet(buffer))
     return concat_partitions(days)
+
+
+def json_rows(frame) -> list[dict]:
+    """The frame's rows as a client sends them: NaN as null, numpy scalars as plain numbers."""
+    rows = []
+    for record in frame.to_dict("records"):
+        record = {k: (None if v != v else v) for k, v in record.items()}
+        rows.append({k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()})
+    return rows
 
 
 def batch_scoring(model, split) -> dict:
@@ -152,12 +281,16 @@ def batch_scoring(model, split) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--only", choices=["batch"], default=None,
-                        help="run only the batch-scoring comparison (no servers)")
+    parser.add_argument("--seconds", type=int, default=10, help="seconds of each wrk run")
+    parser.add_argument("--connections", type=int, default=8, help="wrk connections against mlflow and the floor")
+    parser.add_argument("--workers-connections", type=int, default=16,
+                        help="wrk connections for --workers 1 against --workers 2")
+    parser.add_argument("--rounds", type=int, default=2, help="alternated rounds against the floor and per workers")
+    parser.add_argument("--only", choices=["batch", *PARTS], default=None,
+                        help="run only one part: the batch-scoring comparison (no servers), or one server figure")
     args = parser.parse_args()
-    wrk = ensure_wrk() if args.only is None else None
+    parts = set(PARTS) if args.only is None else {args.only} - {"batch"}
+    wrk = ensure_wrk() if parts else None
     with tempfile.TemporaryDirectory(prefix="ml_platform_serving_") as scratch:
         scratch = Path(scratch)
         os.environ["ML_PLATFORM_HOME"] = str(scratch / "home")
@@ -166,6 +299,7 @@ def main() -> int:
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
         import lightgbm as lgb  # noqa: F401
         import mlflow
+        import orjson
 
         from ml_platform.core.mlflow_store import use_store
         from ml_platform.core.registry import Registry
@@ -185,55 +319,138 @@ def main() -> int:
         client = use_store(uri, uri)
         experiment = client.create_experiment("bench", artifact_location=(scratch / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment) as run:
-            model_uri, _ = log_model_files(model)  # exactly as a training run logs it
+            model_uri, sha256 = log_model_files(model)  # exactly as a training run logs it
         registry = Registry(client, "flight_delay")
         version = registry.register(model_uri, run.info.run_id, tags={})
         registry.promote(version, "benchmark", {})
-        row = {k: (None if v != v else v) for k, v in split.test[spec.features.names].iloc[0].to_dict().items()}
-        row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-        body = {"instances": [row]}
+        floor_model = model.save(scratch / "floor_model")  # the floor's copy of the very file registered
+        assert hashlib.sha256((floor_model / "model.txt").read_bytes()).hexdigest() == sha256
+        body = {"instances": json_rows(split.test[spec.features.names].iloc[:1])}
+        single = orjson.dumps(body)
+        heavy_rows = json_rows(split.test[spec.features.names].iloc[:1000])
+        assert len(heavy_rows) == 1000
+        heavy = orjson.dumps({"instances": heavy_rows, "explain": True})
         emit(step="model", version=version, best_iteration=model.manifest["best_iteration"],
              features=len(spec.features.names))
 
-        ours_port, theirs_port = free_port(), free_port()
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
-        ours = subprocess.Popen([sys.executable, "-m", "ml_platform.cli", "serve", "--model", "flight_delay",
-                                 "--port", str(ours_port), "--log", str(scratch / "log.sqlite")],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        theirs = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
-                                   "models:/flight_delay@champion", "--env-manager", "local", "-h", "127.0.0.1",
-                                   "-p", str(theirs_port)],
-                                  env=env, stdout=(scratch / "mlflow.out").open("wb"), stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        try:
-            ours_url = f"http://127.0.0.1:{ours_port}/v1/models/flight_delay/predict"
-            theirs_url = f"http://127.0.0.1:{theirs_port}/invocations"
-            wait_ready(ours_url, body, ours)
-            try:
-                wait_ready(theirs_url, body, theirs)
-            except RuntimeError:
-                print((scratch / "mlflow.out").read_text()[-3000:], file=sys.stderr)
-                raise
-            ours_answer = requests.post(ours_url, json=body, timeout=5).json()["predictions"][0]
-            theirs_answer = requests.post(theirs_url, json=body, timeout=5).json()["predictions"][0]
-            emit(step="parity", ours=ours_answer, mlflow=theirs_answer,
-                 same=bool(abs(ours_answer - theirs_answer) <= 1e-9),
-                 note="mlflow serves the registered pyfunc as is: the category levels travel in its manifest")
-            theirs_result = run_wrk(wrk, theirs_url, body, args.seconds, args.connections, scratch)
-            emit(step="mlflow_models_serve", **theirs_result)
-            ours_result = run_wrk(wrk, ours_url, body, args.seconds, args.connections, scratch)
-            emit(step="ml_platform_serve", **ours_result)
-        finally:
-            stop(ours)
-            stop(theirs)
+        env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+        wrk = Wrk(wrk, scratch)
+        figures = {}
+        with contextlib.ExitStack() as running:
 
-        emit(**batch_scoring(model, split))
-        emit(figure="serving_p99_ms", value=ours_result["p99_ms"], goal=10, met=bool(ours_result["p99_ms"] <= 10),
-             mlflow_p99_ms=theirs_result["p99_ms"])
-        ratio = ours_result["rps"] / theirs_result["rps"]
-        emit(figure="serving_rps_ratio_vs_mlflow", value=round(ratio, 2), goal=10, met=bool(ratio >= 10),
-             ours_rps=ours_result["rps"], mlflow_rps=theirs_result["rps"],
-             non_2xx={"ours": ours_result["non_2xx"], "mlflow": theirs_result["non_2xx"]})
+            def start(command: list[str], name: str, **extra_env) -> subprocess.Popen:
+                process = subprocess.Popen(command, env={**env, **extra_env},
+                                           stdout=(scratch / f"{name}.out").open("wb"), stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+                running.callback(stop, process)
+                return process
+
+            def ready(url: str, process: subprocess.Popen, name: str) -> None:
+                try:
+                    wait_ready(url, body, process)
+                except RuntimeError:
+                    print((scratch / f"{name}.out").read_text()[-3000:], file=sys.stderr)
+                    raise
+
+            def serve_ours(workers: int) -> tuple[subprocess.Popen, str]:
+                port, name = free_port(), f"ours_{workers}"
+                process = start([sys.executable, "-m", "ml_platform.cli", "serve", "--model", "flight_delay",
+                                 "--port", str(port), "--log", str(scratch / f"log_{workers}.sqlite"),
+                                 "--workers", str(workers)], name)
+                url = f"http://127.0.0.1:{port}/v1/models/flight_delay/predict"
+                ready(url, process, name)
+                return process, url
+
+            def answer(url: str) -> float:
+                return requests.post(url, data=single, headers={"Content-Type": "application/json"},
+                                     timeout=5).json()["predictions"][0]
+
+            def rounds(step: str, urls: dict[str, str], connections: int, server: subprocess.Popen) -> dict:
+                best = alternated(wrk, urls, single, args.seconds, connections, args.rounds)
+                stop(server)
+                emit(step=step, connections=connections, **best)
+                return best
+
+            ours, ours_url = serve_ours(1)
+            if "mlflow" in parts:
+                port = free_port()
+                theirs = start([str(BIN / "mlflow"), "models", "serve", "-m", "models:/flight_delay@champion",
+                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], "mlflow")
+                theirs_url = f"http://127.0.0.1:{port}/invocations"
+                ready(theirs_url, theirs, "mlflow")
+                ours_answer, theirs_answer = answer(ours_url), answer(theirs_url)
+                emit(step="parity", ours=ours_answer, mlflow=theirs_answer,
+                     same=bool(abs(ours_answer - theirs_answer) <= 1e-9),
+                     note="mlflow serves the registered pyfunc as is: the category levels travel in its manifest")
+                theirs_result = wrk.run(theirs_url, single, args.seconds, args.connections)
+                emit(step="mlflow_models_serve", **theirs_result)
+                stop(theirs)
+                ours_result = wrk.run(ours_url, single, args.seconds, args.connections)
+                emit(step="ml_platform_serve", **ours_result)
+                figures["serving_p99_ms"] = dict(
+                    value=ours_result["p99_ms"], goal=10, met=bool(ours_result["p99_ms"] <= 10),
+                    mlflow_p99_ms=theirs_result["p99_ms"])
+                ratio = ours_result["rps"] / theirs_result["rps"]
+                figures["serving_rps_ratio_vs_mlflow"] = dict(
+                    value=round(ratio, 2), goal=10, met=bool(ratio >= 10), ours_rps=ours_result["rps"],
+                    mlflow_rps=theirs_result["rps"],
+                    non_2xx={"ours": ours_result["non_2xx"], "mlflow": theirs_result["non_2xx"]})
+
+            if "floor" in parts:
+                port = free_port()
+                floor = start([str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--http", "1",
+                               "--no-ws", "--factory", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
+                               "--log-level", "warning", "--working-dir", str(REPO / "benchmarks"),
+                               "serving_floor:create_app"], "floor", SERVING_FLOOR_MODEL=str(floor_model))
+                floor_url = f"http://127.0.0.1:{port}/"
+                ready(floor_url, floor, "floor")
+                ours_answer, floor_answer = answer(ours_url), answer(floor_url)
+                emit(step="floor_parity", ours=ours_answer, floor=floor_answer,
+                     same=bool(abs(ours_answer - floor_answer) <= 1e-9))
+                best = rounds("floor_rounds", {"floor": floor_url, "ours": ours_url}, args.connections, floor)
+                figures["serving_rps_vs_floor"] = versus(
+                    best, "ours", "floor", 0.7, ours_rps=best["ours"]["rps"], floor_rps=best["floor"]["rps"],
+                    ours_p99_ms=best["ours"]["p99_ms"], floor_p99_ms=best["floor"]["p99_ms"],
+                    connections=args.connections, rounds=args.rounds,
+                    note="single row, one worker each, same Granian options; the floor: orjson + Booster.predict")
+
+            if "workers" in parts:
+                two, two_url = serve_ours(2)
+                best = rounds("workers_rounds", {"1": ours_url, "2": two_url}, args.workers_connections, two)
+                figures["serving_workers_scaling"] = versus(
+                    best, "2", "1", 1.3, rps_1=best["1"]["rps"], rps_2=best["2"]["rps"],
+                    p99_ms_1=best["1"]["p99_ms"], p99_ms_2=best["2"]["p99_ms"],
+                    connections=args.workers_connections, rounds=args.rounds, cores=os.cpu_count(),
+                    note="wrk shares the cores with the workers")
+
+            if "health" in parts:
+                started = time.perf_counter()
+                response = requests.post(ours_url, data=heavy, headers={"Content-Type": "application/json"},
+                                         timeout=30)
+                alone_ms = (time.perf_counter() - started) * 1000
+                assert response.status_code == 200, response.text[-1500:]
+                assert len(response.json()["explanations"]) == 1000
+                seen = health_under_load(wrk, ours_url.split("/v1/")[0], ours_url, heavy, args.seconds)
+                heavy_result, loaded = seen["heavy"], seen["loaded"]
+                emit(step="health_under_explain", heavy_body_bytes=len(heavy), heavy_alone_ms=round(alone_ms, 1),
+                     **{f"heavy_{k}": v for k, v in heavy_result.items()}, probes=len(loaded))
+                p99 = quantile(loaded, 0.99)
+                figures["serving_health_p99_under_explain_ms"] = dict(
+                    value=p99, goal=50, met=bool(p99 <= 50), p50_ms=quantile(loaded, 0.5),
+                    max_ms=round(max(loaded), 2), probes=len(loaded), probe_errors=seen["errors"],
+                    idle_p99_ms=quantile(seen["idle"], 0.99),
+                    heavy_completed=heavy_result["requests"], heavy_non_2xx=heavy_result["non_2xx"],
+                    heavy_p50_ms=heavy_result["p50_ms"], heavy_p99_ms=heavy_result["p99_ms"],
+                    heavy_rows=1000, heavy_connections=4, seconds=args.seconds,
+                    note="sequential GET /health every 20 ms while wrk sends 1000-row explain requests, one worker")
+            stop(ours)
+
+        if args.only is None:
+            emit(**batch_scoring(model, split))
+        for name in ("serving_p99_ms", "serving_rps_vs_floor", "serving_workers_scaling",
+                     "serving_health_p99_under_explain_ms", "serving_rps_ratio_vs_mlflow"):  # the ratio last
+            if name in figures:
+                emit(figure=name, **figures[name])
     return 0
 
 
