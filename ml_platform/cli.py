@@ -2,8 +2,8 @@
 
   ml-platform check [PATH]   validate one spec file or a folder of specs (default: ML_PLATFORM_SPECS or the
                              bundled specs) without starting Dagster; exit status 1 on any error
-  ml-platform serve --model NAME [--host 127.0.0.1] [--port N]
-                             serve the model's `champion` over HTTP; reloads when the alias moves
+  ml-platform serve --model NAME [--host 127.0.0.1] [--port N] [--workers N] [--ssl-certfile F --ssl-keyfile F]
+                             serve the model's `champion` over HTTP(S); reloads when the alias moves
   ml-platform endpoints [--json]
                              the local endpoints this home (ML_PLATFORM_HOME) started: model, version served,
                              port, pid, and whether the process is alive (stale records are shown as such)
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import date, timedelta
+from pathlib import Path
 
 from ml_platform.spec import SpecError, load_spec, spec_files
 
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--log",
                               help="prediction log file (default: ML_PLATFORM_HOME/predictions/<model>.sqlite)")
     serve_parser.add_argument("--reload-interval", type=float, default=5.0, help="seconds between alias checks")
+    serve_parser.add_argument("--workers", type=int, choices=range(1, 65), metavar="N",
+                              help="worker processes on the one port (default: the spec's serving.workers, else 1)")
+    serve_parser.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (chain)")
+    serve_parser.add_argument("--ssl-keyfile", help="the certificate's private key (PEM, PKCS#8)")
     endpoints_parser = commands.add_parser("endpoints", help="list the local endpoints this home started")
     endpoints_parser.add_argument("--json", action="store_true", help="one JSON object per endpoint")
     stop_parser = commands.add_parser("stop", help="stop a model's local endpoint")
@@ -160,50 +165,59 @@ def simulate_command(args) -> int:
 
 
 def serve(args) -> int:
-    """Run the endpoint in this process (uvicorn, one event loop); the spec, when found, sets its limits. While
-    it runs, the server is recorded under the home (`ml-platform endpoints`), and forgets it on its way out."""
-    import signal
+    """Run the endpoint on Granian (a Rust HTTP server that enforces header size and time limits, closes idle
+    connections and runs N worker processes on one port); the spec, when found, sets its limits. While it runs,
+    the server is recorded under the home (`ml-platform endpoints`), and forgets it on its way out."""
+    import os
+    import shutil
 
-    import uvicorn
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
 
     from ml_platform import settings
-    from ml_platform.serving.app import ServeConfig, ServingApp
-    from ml_platform.serving.loader import FolderSource, RegistrySource
+    from ml_platform.core.endpoints import forget_endpoint, record_endpoint
+    from ml_platform.serving.config import CONFIG_ENV, MULTIPROC_ENV, ServeConfig, from_spec
     from ml_platform.serving.prediction_log import log_path
+    from ml_platform.spec import Limits
 
     spec = None
     try:
         spec = next((s for s in (load_spec(f) for f in spec_files()) if s.name == args.model), None)
     except SpecError as error:
         print(f"warning: specs not loaded, using defaults: {error}", file=sys.stderr)
-    serving = spec.serving if spec else None
-    config = ServeConfig(
-        model=args.model,
-        log_path=args.log or str(log_path(settings.home(), args.model)),
-        max_rows=serving.max_rows if serving else 1000,
-        reload_interval_s=args.reload_interval,
-        rollout_mode=serving.rollout.mode if serving else "none",
-        canary_fraction=serving.rollout.fraction if serving else 0.1,
-        rollout_key=serving.rollout.key if serving else None,
-        previous_window_s=spec.monitoring.performance.rollback_window.total_seconds() if spec else 0.0)
-    source = FolderSource(args.model_dir, args.model_version) if args.model_dir else RegistrySource(args.model)
-    port = args.port or (serving.port if serving else 8080)
-    from ml_platform.core.endpoints import forget_endpoint, record_endpoint
-
     home = settings.home()
-    record_endpoint(home, args.model, args.host, port)  # for `ml-platform endpoints` and `ml-platform stop`
-
-    def forget_then_end(signum, frame):  # uvicorn re-raises SIGTERM once it has shut down gracefully
-        forget_endpoint(home, args.model, port)
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
-
-    signal.signal(signal.SIGTERM, forget_then_end)
+    where = dict(model=args.model, log_path=args.log or str(log_path(home, args.model)), model_dir=args.model_dir,
+                 model_version=args.model_version, reload_interval_s=args.reload_interval)
+    config = from_spec(spec, **where) if spec else ServeConfig(**where)
+    limits = spec.serving.limits if spec else Limits()
+    port = args.port or (spec.serving.port if spec else 8080)
+    workers = args.workers or (spec.serving.workers if spec else 1)
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print("ml-platform serve: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return 2
+    # every worker reads the same settings and counts into one set of metrics files
+    os.environ[CONFIG_ENV] = config.to_environment()
+    metrics_dir = home / "serving" / "metrics" / f"{args.model}-{port}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, mode=0o700)
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    server = Server(
+        "ml_platform.serving.app:from_environment", factory=True, address=args.host, port=port,
+        interface=Interfaces.ASGI, workers=workers, loop=Loops.uvloop, http=HTTPModes.http1, websockets=False,
+        http1_settings=HTTP1Settings(header_read_timeout=int(limits.header_timeout.total_seconds() * 1000),
+                                     max_buffer_size=limits.header_bytes),
+        log_level=LogLevels.warning, respawn_failed_workers=True, respawn_interval=0.5,
+        ssl_cert=Path(args.ssl_certfile) if args.ssl_certfile else None,
+        ssl_key=Path(args.ssl_keyfile) if args.ssl_keyfile else None)
+    record_endpoint(home, args.model, args.host, port,  # for `ml-platform endpoints` and `ml-platform stop`
+                    scheme="https" if args.ssl_certfile else "http")
     try:
-        uvicorn.run(ServingApp(config, source), host=args.host, port=port, log_level="warning", access_log=False,
-                    loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5)
+        server.serve()
     finally:
         forget_endpoint(home, args.model, port)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -12,19 +12,20 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(m|min|h|d|w)\s*$")
-_DURATION_UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)\s*$")
+_DURATION_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "min": "minutes", "h": "hours",
+                   "d": "days", "w": "weeks"}
 
 
 def parse_duration(value: Any) -> timedelta:
-    """'26h', '2d', '90m', '1w' (or a number of seconds) as a timedelta."""
+    """'26h', '2d', '90m', '1w', '10s', '500ms' (or a number of seconds) as a timedelta."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return timedelta(seconds=value)
     match = _DURATION.match(str(value))
     if not match:
-        raise ValueError("a duration such as '30m', '26h', '2d' or '1w'")
+        raise ValueError("a duration such as '10s', '30m', '26h', '2d' or '1w'")
     amount, unit = match.groups()
     return timedelta(**{_DURATION_UNITS[unit]: float(amount)})
 

@@ -71,7 +71,8 @@ def is_serving_process(argv: list[str], model: str) -> bool:
         f"--model={model}" in argv
 
 
-def record_endpoint(home: Path, model: str, host: str, port: int, pid: int | None = None) -> Path | None:
+def record_endpoint(home: Path, model: str, host: str, port: int, pid: int | None = None,
+                    scheme: str = "http") -> Path | None:
     """This (or `pid`'s) serving process, recorded for `ml-platform endpoints` and `ml-platform stop`. A live
     server already recorded on the port keeps its record (this one will not get the port): None."""
     pid = pid or os.getpid()
@@ -83,7 +84,7 @@ def record_endpoint(home: Path, model: str, host: str, port: int, pid: int | Non
     except (OSError, ValueError, KeyError, TypeError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"model": model, "host": host, "port": port, "pid": pid, "pgid": os.getpgid(pid),
+    record = {"model": model, "host": host, "port": port, "scheme": scheme, "pid": pid, "pgid": os.getpgid(pid),
               "proc_start": _proc_start(pid), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(_cmdline(pid) or [])}
     temporary = path.with_name(f".{path.name}.{pid}.tmp")
@@ -114,10 +115,11 @@ class Endpoint:
     version: str | None            # the version it serves now (asked over HTTP), None when it does not answer
     started_at: str
     record: str
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def alive(self) -> bool:
@@ -162,7 +164,8 @@ def list_endpoints(home: Path, model: str | None = None, ask_version: bool = Tru
                 continue
             state = _state(record)
             endpoint = Endpoint(record["model"], record.get("host", "127.0.0.1"), int(record["port"]),
-                                int(record["pid"]), state, None, record.get("started_at", ""), str(path))
+                                int(record["pid"]), state, None, record.get("started_at", ""), str(path),
+                                record.get("scheme", "http"))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # half-written or foreign file
         if ask_version and endpoint.alive:

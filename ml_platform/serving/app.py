@@ -3,125 +3,88 @@
     POST /v1/models/<model>/predict   {"instances": [...]} or {"dataframe_split": ...}; "explain": true adds
                                       each row's top feature contributions (TreeSHAP, about 2x the scoring cost)
     GET  /v1/models/<model>           version, features and types, training window, metrics
+    GET  /openapi.json                the v1 routes described for this model's features
     GET  /health  /ready  /metrics    liveness, model loaded, Prometheus text
+    Open Inference Protocol (KServe, Triton, MLServer): GET /v2, /v2/health/live, /v2/health/ready,
+    /v2/models/<model>, /v2/models/<model>/ready; POST /v2/models/<model>/infer
 
-Requests read the current model slot once, so every response is answered (and logged) by exactly one version,
-even while a reload swaps the slot. The response is sent only after its prediction-log row is on disk.
+Every predict request is validated, scored and logged the same way whichever protocol it speaks; the response
+is sent only after its prediction-log row is on disk. Small requests are scored on the event loop (faster than
+a thread hop); large and `explain` requests in a thread, under the scoring timeout, so health checks never wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
+from importlib import metadata
 import logging
-import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from functools import partial
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ml_platform.serving.loader import LoadedModel
+from ml_platform.serving import openapi, v2
+from ml_platform.serving.config import ServeConfig
+from ml_platform.serving.http import (
+    bearer_ok, check_json_content_type, cors_headers, read_body, respond, respond_json, unauthorized_headers)
+from ml_platform.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from ml_platform.serving.prediction_log import PredictionLog
-from ml_platform.serving.validation import RequestError, Schema, instances_of, validate_rows
+from ml_platform.serving.protocols import V1, V2, Protocol
+from ml_platform.serving.slot import Slot, next_slot, source_for
+from ml_platform.serving.validation import RequestError
 
 log = logging.getLogger("ml_platform.serving")
-TOKEN_ENV = "ML_PLATFORM_API_TOKEN"
-
-
-@dataclass
-class ServeConfig:
-    model: str
-    log_path: str
-    max_rows: int = 1000
-    max_body_bytes: int = 1_000_000
-    reload_interval_s: float = 5.0
-    rollout_mode: str = "none"       # none | shadow | canary
-    canary_fraction: float = 0.1
-    rollout_key: str | None = None   # a feature whose value makes canary routing sticky
-    previous_window_s: float = 0.0   # score `previous` beside a champion this new (seconds since promotion)
-    token: str | None = field(default_factory=lambda: os.environ.get(TOKEN_ENV) or None)
-
-
-@dataclass(frozen=True)
-class Slot:
-    """What answers requests right now: the champion; the challenger when a rollout is on; and, otherwise,
-    the previous champion while the champion is new (scored beside it and logged, never returned)."""
-
-    champion: LoadedModel | None
-    challenger: LoadedModel | None = None
-    schema: Schema | None = None
-    previous: LoadedModel | None = None
+_VERSION = metadata.version("ml_platform")
+INLINE_ROWS = 16  # up to this many rows (no explanations) are scored on the event loop: ~0.1 ms
 
 
 class ServingApp:
-    def __init__(self, config: ServeConfig, source):
+    def __init__(self, config: ServeConfig, source=None):
         self.config = config
-        self.source = source
+        self.source = source if source is not None else source_for(config)
         self.slot = Slot(None)
         self.prediction_log: PredictionLog | None = None
+        self.metrics = Metrics()
         self._tasks: list[asyncio.Task] = []
-        self.metrics = CollectorRegistry()
-        self.requests = Counter("ml_platform_requests", "HTTP requests", ["route", "code"], registry=self.metrics)
-        self.errors = Counter("ml_platform_errors", "Failed requests by kind", ["kind"], registry=self.metrics)
-        self.predictions = Counter("ml_platform_predictions", "Rows scored", ["version", "role"],
-                                   registry=self.metrics)
-        self.latency = Histogram("ml_platform_request_latency_seconds", "Predict latency", ["route"],
-                                 buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5),
-                                 registry=self.metrics)
-        self._predict_path = f"/v1/models/{config.model}/predict"
-        self._info_path = f"/v1/models/{config.model}"
+        self._in_flight = 0
+        self._scorer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
+        model = config.model
+        about = self._about_model
+        self._get = {"/health": self._health, "/ready": self._ready, "/metrics": self._metrics,
+                     f"/v1/models/{model}": partial(about, route="info", describe=self._info),
+                     "/openapi.json": partial(about, route="openapi", describe=self._openapi),
+                     "/v2": self._v2_server, "/v2/health/live": self._health, "/v2/health/ready": self._v2_ready,
+                     f"/v2/models/{model}": partial(about, route="v2", describe=self._v2_metadata),
+                     f"/v2/models/{model}/ready": self._v2_ready}
+        self._post = {f"/v1/models/{model}/predict": V1, f"/v2/models/{model}/infer": V2}
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        self.prediction_log = PredictionLog(self.config.log_path)
+        config = self.config
+        retention = timedelta(seconds=config.log_retention_s) if config.log_retention_s else None
+        self.prediction_log = PredictionLog(config.log_path, retention=retention, max_bytes=config.log_max_bytes)
         await self.reload()
         self._tasks.append(asyncio.create_task(self._reload_forever()))
 
     async def shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self._scorer.shutdown(wait=False, cancel_futures=True)
         if self.prediction_log is not None:
             await asyncio.to_thread(self.prediction_log.close)
 
     async def reload(self) -> bool:
         """Load whatever the aliases point to now; swap the slot only when something changed."""
-        try:
-            champion_version = await asyncio.to_thread(self.source.version, "champion")
-            # live traffic reaches a challenger only once it has passed its offline gates
-            challenger_version = (await asyncio.to_thread(self.source.version, "challenger", True)
-                                  if self.config.rollout_mode != "none" else None)
-            previous_version = (await asyncio.to_thread(self.source.previous_beside, champion_version,
-                                                        self.config.previous_window_s)
-                                if challenger_version is None and self.config.previous_window_s > 0 else None)
-        except Exception as error:  # the registry is down: keep serving what is loaded
-            log.warning("registry not reachable, keeping the loaded model: %s", error)
+        slot = await next_slot(self.slot, self.source, self.config,
+                               lambda model: self.prediction_log.policy(model.manifest, self.config.log_redact))
+        if slot is None:
             return False
-        current = self.slot
-        changed = (champion_version != (current.champion.version if current.champion else None)
-                   or challenger_version != (current.challenger.version if current.challenger else None)
-                   or previous_version != (current.previous.version if current.previous else None))
-        if not changed or champion_version is None:
-            return False
-        champion = (current.champion if current.champion and current.champion.version == champion_version
-                    else await asyncio.to_thread(self.source.load, champion_version))
-        loaded = [m for m in (current.champion, current.challenger, current.previous) if m is not None]
-
-        async def load(version: str | None) -> LoadedModel | None:
-            if not version or version == champion_version:
-                return None
-            reuse = next((m for m in loaded if m.version == version), None)
-            return reuse or await asyncio.to_thread(self.source.load, version)
-
-        challenger, previous = await load(challenger_version), await load(previous_version)
-        self.slot = Slot(champion, challenger, Schema.of(champion.model), previous)
-        log.info("serving %s v%s%s%s", self.config.model, champion.version,
-                 f" with challenger v{challenger.version} ({self.config.rollout_mode})" if challenger else "",
-                 f", previous v{previous.version} scored beside it" if previous else "")
+        self.slot = slot
         return True
 
     async def _reload_forever(self) -> None:
@@ -142,33 +105,27 @@ class ServingApp:
             return
         path, method = scope["path"], scope["method"]
         try:
-            if path == self._predict_path:
-                if method != "POST":
-                    await self._json(send, 405, {"error": "use POST"}, "predict")
-                    return
-                await self._predict(scope, receive, send)
-            elif method != "GET":
-                await self._json(send, 405 if path in ("/health", "/ready", "/metrics", self._info_path)
-                                 else 404, {"error": f"no route {method} {path}"}, "other")
-            elif path == "/health":
-                await self._json(send, 200, {"status": "ok"}, "health")
-            elif path == "/ready":
-                ready = self.slot.champion is not None
-                await self._json(send, 200 if ready else 503,
-                                 {"ready": ready, "version": self.slot.champion.version if ready else None}, "ready")
-            elif path == "/metrics":
-                await self._send(send, 200, generate_latest(self.metrics), CONTENT_TYPE_LATEST.encode())
-            elif path == self._info_path:
-                if not self._authorized(scope):
-                    await self._json(send, 401, {"error": "missing or wrong bearer token"}, "info")
-                    return
-                await self._json(send, *self._info(), "info")
+            if path in self._post:
+                allowed, handler = b"POST, OPTIONS", None
+            elif path in self._get:
+                allowed, handler = b"GET, HEAD, OPTIONS", self._get[path]
             else:
-                await self._json(send, 404, {"error": f"no route {method} {path}"}, "other")
-        except Exception as error:  # a bug must still answer, and be counted
+                await respond_json(send, 404, {"error": "no such route"}, head=method == "HEAD")
+                return self.metrics.requests.labels("other", "404").inc()
+            if method == "OPTIONS":  # a CORS preflight, or a client asking what the route allows
+                headers = [(b"allow", allowed), *cors_headers(scope, self.config.cors_origins, allowed)]
+                return await respond(send, 204, b"", b"text/plain", headers)
+            if method.encode() not in allowed.split(b", "):
+                self.metrics.requests.labels("other", "405").inc()
+                return await respond_json(send, 405, {"error": f"{method} is not allowed here; use "
+                                                               f"{allowed.decode()}"}, [(b"allow", allowed)])
+            if handler is None:
+                return await self._predict(scope, receive, send, self._post[path])
+            await handler(scope, send, method == "HEAD")
+        except Exception:  # a bug must still answer, and be counted; its details stay in the server's log
             log.exception("unhandled error on %s %s", method, path)
-            self.errors.labels("internal").inc()
-            await self._json(send, 500, {"error": f"internal error: {type(error).__name__}"}, "error")
+            self.metrics.errors.labels("internal").inc()
+            await respond_json(send, 500, {"error": "internal error"}, [(b"connection", b"close")])
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -185,56 +142,100 @@ class ServingApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    # --- routes ----------------------------------------------------------------------------------------
+    # --- predict (v1 and v2 alike) -----------------------------------------------------------------------
 
-    async def _predict(self, scope, receive, send) -> None:
-        started = time.perf_counter()
-        arrived = time.time()
-        request_id = uuid.uuid4().hex
+    async def _predict(self, scope, receive, send, protocol: Protocol) -> None:
+        started, arrived, request_id = time.perf_counter(), time.time(), uuid.uuid4().hex
+        if self._in_flight >= self.config.max_in_flight:
+            error = RequestError(503, [{"field": "server", "error": f"{self._in_flight} requests in flight; "
+                                                                   "retry after the time in Retry-After"}])
+            return await self._refuse(scope, send, protocol, error, request_id, "overloaded", body_read=False)
+        self._in_flight += 1
+        self.metrics.in_flight.inc()
+        release = self._release
+        body_read = False
         try:
-            if not self._authorized(scope):
+            if not bearer_ok(scope, self.config.token):
                 raise RequestError(401, [{"field": "authorization", "error": "missing or wrong bearer token"}])
+            check_json_content_type(scope)
             slot = self.slot
             if slot.champion is None:
                 raise RequestError(503, [{"field": "model", "error": "no model loaded yet"}])
-            body = await self._body(scope, receive)
+            body = await read_body(scope, receive, self.config.max_body_bytes, self.config.body_timeout_s)
+            body_read = True
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError as error:
-                raise RequestError(400, [{"field": "body", "error": f"malformed JSON: {error}"}]) from None
-            rows, explain = instances_of(payload, self.config.max_rows)
-            validate_rows(rows, slot.schema)
+                raise RequestError(400, [{"field": "body", "error": f"malformed JSON: {str(error)[:120]}"}]) \
+                    from None
+            rows, explain, client_id = protocol.parse(payload, slot, self.config)
+            scored = await self._score(slot, rows, explain)
+            await self._answer(send, protocol, slot, rows, scored, client_id, request_id, arrived, started)
+        except _ScoringTimeout as error:
+            release = None  # the thread still scores; it frees its in-flight place when it ends
+            await self._refuse(scope, send, protocol, error, request_id, "timeout", body_read)
         except RequestError as error:
-            self.errors.labels(_kind(error.status)).inc()
-            await self._json(send, error.status, {"error": "bad request" if error.status < 500 else "unavailable",
-                                                  "errors": error.errors, "request_id": request_id}, "predict")
-            return
+            await self._refuse(scope, send, protocol, error, request_id, None, body_read)
+        finally:
+            if release is not None:
+                release()
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self.metrics.in_flight.dec()
+
+    async def _score(self, slot: Slot, rows: list[dict], explain: bool):
+        """(answer, shadow, route, outputs, explanations, shadow outputs); past the scoring timeout a 503."""
         answer, shadow, routed = self._route(slot, rows)
-        outputs = answer.model.predict_records(rows)
-        response = {"predictions": outputs.tolist(), "model": self.config.model, "version": answer.version,
-                    "request_id": request_id}
-        if explain:
-            response["explanations"] = answer.model.explain_records(rows)
-        shadow_outputs = None
-        if shadow is not None:
-            shadow_outputs = shadow.model.predict_records(rows).tolist()
-            self.predictions.labels(shadow.version, "shadow").inc(len(rows))
-        latency_ms = (time.perf_counter() - started) * 1000
+        if len(rows) <= INLINE_ROWS and not explain:
+            return (answer, shadow, routed, *_score(answer, shadow, rows, False))
+        loop = asyncio.get_running_loop()
+        future = self._scorer.submit(_score, answer, shadow, rows, explain)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
+                                            self.config.scoring_timeout_s)
+        except TimeoutError:
+            future.cancel()  # not started yet: dropped; running: it ends on its own, then frees its slot
+            future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+            raise _ScoringTimeout(503, [{"field": "scoring", "error": f"not scored within "
+                                                                      f"{self.config.scoring_timeout_s:g} s"}]) from None
+        return (answer, shadow, routed, *result)
+
+    async def _answer(self, send, protocol, slot, rows, scored, client_id, request_id, arrived, started):
+        answer, shadow, routed, outputs, explanations, shadow_outputs = scored
+        predictions = outputs.tolist()
         try:
             await self.prediction_log.append((
-                request_id, arrived, self.config.model, answer.version, len(rows), orjson.dumps(rows).decode(),
-                orjson.dumps(response["predictions"]).decode(), latency_ms,
-                shadow.version if shadow else None,
+                request_id, arrived, self.config.model, answer.version, len(rows),
+                orjson.dumps(slot.policy.view(rows)).decode(), orjson.dumps(predictions).decode(),
+                (time.perf_counter() - started) * 1000, shadow.version if shadow else None,
                 orjson.dumps(shadow_outputs).decode() if shadow_outputs is not None else None, routed))
         except Exception as error:  # not logged means not answered: the promise of the log
             log.error("prediction log write failed: %s", error)
-            self.errors.labels("log").inc()
-            await self._json(send, 503, {"error": "prediction log unavailable", "request_id": request_id},
-                             "predict")
-            return
-        self.predictions.labels(answer.version, "answer").inc(len(rows))
-        self.latency.labels("predict").observe(time.perf_counter() - started)
-        await self._json(send, 200, response, "predict")
+            self.metrics.errors.labels("log").inc()
+            self.metrics.requests.labels(protocol.route, "503").inc()
+            return await respond_json(send, 503, protocol.failure("prediction log unavailable", request_id))
+        self.metrics.predictions.labels(answer.version, "answer").inc(len(rows))
+        if shadow is not None:
+            self.metrics.predictions.labels(shadow.version, "shadow").inc(len(rows))
+        self.metrics.latency.labels(protocol.route).observe(time.perf_counter() - started)
+        self.metrics.requests.labels(protocol.route, "200").inc()
+        body = protocol.answer(self.config.model, answer, predictions, explanations, client_id, request_id,
+                               slot.champion.model.manifest.get("task"))
+        await respond_json(send, 200, body)
+
+    async def _refuse(self, scope, send, protocol, error: RequestError, request_id, kind, body_read: bool):
+        """A 4xx/503 naming the field. Unread body bytes may still be on the wire: then the connection closes."""
+        self.metrics.errors.labels(kind or _kind(error.status)).inc()
+        self.metrics.requests.labels(protocol.route, str(error.status)).inc()
+        headers = []
+        if error.status == 401:
+            headers += unauthorized_headers()
+        if error.status == 503:
+            headers.append((b"retry-after", str(max(1, round(self.config.retry_after_s))).encode()))
+        if not body_read or error.status in (408, 413):
+            headers.append((b"connection", b"close"))
+        await respond_json(send, error.status, protocol.refusal(error, request_id), headers)
 
     def _route(self, slot: Slot, rows: list[dict]):
         """(answering model, model scored beside it for the log, route). In shadow and canary alike the
@@ -250,12 +251,38 @@ class ServingApp:
             return challenger, slot.champion, "canary"
         return slot.champion, None, "champion"
 
-    def _info(self) -> tuple[int, dict]:
+    # --- read-only routes --------------------------------------------------------------------------------
+
+    async def _health(self, scope, send, head):
+        await self._plain(send, 200, {"status": "ok"} if scope["path"] == "/health" else {"live": True},
+                          "health", head)
+
+    async def _ready(self, scope, send, head):
+        ready = self.slot.champion is not None
+        await self._plain(send, 200 if ready else 503,
+                          {"ready": ready, "version": self.slot.champion.version if ready else None}, "ready", head)
+
+    async def _metrics(self, scope, send, head):
+        if not bearer_ok(scope, self.config.metrics_token):
+            return await self._plain(send, 401, {"error": "missing or wrong metrics bearer token"}, "metrics", head,
+                                     unauthorized_headers())
+        self.metrics.requests.labels("metrics", "200").inc()
+        await respond(send, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE, head=head)
+
+    async def _about_model(self, scope, send, head, route: str, describe) -> None:
+        """A route that describes the loaded model: behind the API token, 503 until a model is loaded."""
+        if not bearer_ok(scope, self.config.token):
+            self.metrics.errors.labels("unauthorized").inc()
+            return await self._plain(send, 401, {"error": "missing or wrong bearer token"}, route, head,
+                                     unauthorized_headers())
         slot = self.slot
         if slot.champion is None:
-            return 503, {"error": "no model loaded yet"}
+            return await self._plain(send, 503, {"error": "no model loaded yet"}, route, head)
+        await self._plain(send, 200, describe(slot), route, head)
+
+    def _info(self, slot: Slot) -> dict:
         manifest = slot.champion.model.manifest
-        return 200, {
+        return {
             "model": self.config.model, "version": slot.champion.version, "task": manifest.get("task"),
             "target": manifest.get("target"), "features": slot.schema.describe(),
             "training_window": manifest.get("window", {}),
@@ -264,47 +291,44 @@ class ServingApp:
             "previous_scored_beside": slot.previous.version if slot.previous else None,
             "rollout": self.config.rollout_mode}
 
-    # --- plumbing --------------------------------------------------------------------------------------
+    def _openapi(self, slot: Slot) -> dict:
+        return openapi.document(self.config.model, slot.schema, max_rows=self.config.max_rows,
+                                unknown_fields=self.config.unknown_fields)
 
-    def _authorized(self, scope) -> bool:
-        if not self.config.token:
-            return True
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                expected = f"Bearer {self.config.token}".encode()
-                return hmac.compare_digest(value, expected)
-        return False
+    def _v2_metadata(self, slot: Slot) -> dict:
+        return v2.model_metadata(self.config.model, slot.champion.version, slot.schema,
+                                 slot.champion.model.manifest.get("task"))
 
-    async def _body(self, scope, receive) -> bytes:
-        limit = self.config.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise RequestError(413, [{"field": "body", "error": f"{int(value)} bytes; at most {limit}"}])
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise RequestError(400, [{"field": "body", "error": "client disconnected"}])
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise RequestError(413, [{"field": "body", "error": f"more than {limit} bytes"}])
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                return b"".join(chunks)
+    async def _v2_server(self, scope, send, head):
+        await self._plain(send, 200, {"name": "ml_platform", "version": _VERSION, "extensions": []}, "v2", head)
 
-    async def _json(self, send, status: int, payload: dict, route: str) -> None:
-        self.requests.labels(route, str(status)).inc()
-        await self._send(send, status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
-                         b"application/json")
+    async def _v2_ready(self, scope, send, head):
+        ready = self.slot.champion is not None
+        await self._plain(send, 200 if ready else 503, {"ready": ready}, "v2", head)
 
-    @staticmethod
-    async def _send(send, status: int, body: bytes, content_type: bytes) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    async def _plain(self, send, status, payload, route, head, headers=()):
+        self.metrics.requests.labels(route, str(status)).inc()
+        await respond_json(send, status, payload, headers, head)
+
+
+class _ScoringTimeout(RequestError):
+    """Scoring took longer than the limit; its thread may still be running."""
+
+
+def _score(answer, shadow, rows, explain):
+    """The numbers of one request: the answer, its explanations, and the model scored beside it."""
+    outputs = answer.model.predict_records(rows)
+    explanations = answer.model.explain_records(rows) if explain else None
+    shadow_outputs = shadow.model.predict_records(rows).tolist() if shadow is not None else None
+    return outputs, explanations, shadow_outputs
 
 
 def _kind(status: int) -> str:
-    return {400: "malformed", 401: "unauthorized", 413: "too_large", 422: "invalid", 503: "unavailable"}.get(
-        status, str(status))
+    return {400: "malformed", 401: "unauthorized", 408: "slow_body", 413: "too_large", 415: "media_type",
+            422: "invalid", 503: "unavailable"}.get(status, str(status))
+
+
+def from_environment() -> ServingApp:
+    """The app of one server worker: `ml-platform serve` put its settings in the environment."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return ServingApp(ServeConfig.from_environment())

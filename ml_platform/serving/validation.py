@@ -207,6 +207,7 @@ def validate_rows(rows: list[dict], schema: Schema, field: str = "instances", un
     if unknown not in UNKNOWN_MODES:
         raise ValueError(f"unknown={unknown!r}: expected one of {UNKNOWN_MODES}")
     known = schema.features | allowed if unknown == "reject" else None
+    extras = allowed - schema.features  # kept in the log beside the features (event time, key): scalars only
     numeric, categorical, nullable = schema.numeric, schema.categorical, schema.nullable
     errors = None
     for i, row in enumerate(rows):
@@ -230,6 +231,13 @@ def validate_rows(rows: list[dict], schema: Schema, field: str = "instances", un
                 continue
             errors = errors or _Errors()
             errors.add(_feature_error, field, i, name, value, "string")
+        for name in extras:
+            value = row.get(name)
+            if value is None or (value.__class__ is str and len(value) <= MAX_STRING_CHARS and "\0" not in value) \
+                    or _fits(value, "number"):
+                continue
+            errors = errors or _Errors()
+            errors.add(_extra_error, field, i, name, value)
         if known is not None and not known.issuperset(row):
             errors = errors or _Errors()
             for key in row:
@@ -252,6 +260,12 @@ def _fits(value: object, kind: str) -> bool:
     if isinstance(value, str):
         return len(value) <= MAX_STRING_CHARS and "\0" not in value
     return isinstance(value, int)
+
+
+def _extra_error(field: str, i: int, name: str, value: object) -> dict:
+    problem = _feature_problem(value, "string") if isinstance(value, str) else \
+        f"expected a string or a number, got {_shown(value)}"
+    return _error(f"{field}[{i}].{name}", problem)
 
 
 def _feature_error(field: str, i: int, name: str, value: object, kind: str) -> dict:

@@ -96,7 +96,8 @@ def start_server(tmp_path):
     """`start_server(*args, env=...)` runs `ml-platform serve` in its own process group; all are stopped after."""
     servers: list[Server] = []
 
-    def start(*args: str, env: dict | None = None, log_path: Path | None = None) -> Server:
+    def start(*args: str, env: dict | None = None, log_path: Path | None = None, scheme: str = "http",
+              verify: bool | str = True) -> Server:
         port = free_port()
         log_path = log_path or tmp_path / f"log-{port}.sqlite"
         output = tmp_path / f"server-{port}.out"
@@ -105,13 +106,13 @@ def start_server(tmp_path):
              "--log", str(log_path), *args],
             env={**os.environ, "ML_PLATFORM_HOME": str(tmp_path / "home"), **(env or {})},
             stdout=output.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        server = Server(process, f"http://127.0.0.1:{port}", log_path, output)
+        server = Server(process, f"{scheme}://127.0.0.1:{port}", log_path, output)
         servers.append(server)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert process.poll() is None, output.read_text()[-2000:]
             try:
-                if requests.get(f"{server.url}/ready", timeout=1).status_code == 200:
+                if requests.get(f"{server.url}/ready", timeout=1, verify=verify).status_code == 200:
                     return server
             except requests.RequestException:
                 pass

@@ -12,6 +12,7 @@ import time
 
 import aiohttp
 import pandas as pd
+import pytest
 
 from ml_platform.serving.prediction_log import read_log
 
@@ -54,7 +55,7 @@ async def _load(url: str, rows: list[dict], connections: int, seconds: float, on
 
 def test_sixty_seconds_at_32_connections(trained, start_server):
     spec, folders, holdout = trained
-    server = start_server("--model-dir", str(folders[0]))
+    server = start_server("--model-dir", str(folders[0]), "--workers", "2")
     result = asyncio.run(_load(server.predict_url(), _records(holdout.head(500)), connections=32, seconds=60))
     assert result["errors"] == []
     assert not any(status >= 500 for status in result["statuses"]), result["statuses"]
@@ -64,9 +65,12 @@ def test_sixty_seconds_at_32_connections(trained, start_server):
     assert set(log["request_id"]) == set(result["answered"])
 
 
-def test_kill_minus_9_under_load_keeps_every_answered_prediction(trained, start_server):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_minus_9_under_load_keeps_every_answered_prediction(trained, start_server, workers):
+    """Every worker process commits a request's log row before answering it, so killing the whole server
+    (main process and workers) loses no answered prediction."""
     spec, folders, holdout = trained
-    server = start_server("--model-dir", str(folders[0]))
+    server = start_server("--model-dir", str(folders[0]), "--workers", str(workers))
 
     async def kill_soon():
         await asyncio.sleep(3)
@@ -79,8 +83,46 @@ def test_kill_minus_9_under_load_keeps_every_answered_prediction(trained, start_
     connection = sqlite3.connect(server.log_path)
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     connection.close()
-    restarted = start_server("--model-dir", str(folders[0]), log_path=server.log_path)
+    restarted = start_server("--model-dir", str(folders[0]), "--workers", str(workers), log_path=server.log_path)
     log = read_log(restarted.log_path)
     missing = set(result["answered"]) - set(log["request_id"])
     assert missing == set(), f"{len(missing)} answered predictions are not in the log"
     assert len(log) >= len(result["answered"])  # requests cut after logging may be there too, never fewer
+
+
+def test_a_killed_worker_is_replaced_and_its_answers_stay_logged(trained, start_server):
+    """kill -9 of one worker: the server starts another, the other worker keeps answering meanwhile, and the
+    log holds every answered request of both."""
+    import os
+
+    spec, folders, holdout = trained
+    server = start_server("--model-dir", str(folders[0]), "--workers", "2")
+    workers = _children(server.process.pid)
+    assert len(workers) == 2
+
+    async def kill_one_worker():
+        await asyncio.sleep(2)
+        os.kill(workers[0], signal.SIGKILL)
+
+    result = asyncio.run(_load(server.predict_url(), _records(holdout.head(300)), connections=8, seconds=8,
+                               on_started=kill_one_worker))
+    assert result["statuses"].get(200, 0) > 100
+    assert not any(status >= 500 and status != 503 for status in result["statuses"]), result["statuses"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (len(_children(server.process.pid)) < 2
+                                           or workers[0] in _children(server.process.pid)):
+        time.sleep(0.2)
+    assert len(_children(server.process.pid)) == 2 and workers[0] not in _children(server.process.pid)
+    log = read_log(server.log_path)
+    assert set(result["answered"]) <= set(log["request_id"])
+
+
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    tasks = Path(f"/proc/{pid}/task")
+    found = []
+    for task in tasks.iterdir():
+        children = (task / "children").read_text().split()
+        found += [int(child) for child in children]
+    return sorted(found)

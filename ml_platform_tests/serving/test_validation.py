@@ -274,3 +274,19 @@ def test_validate_rows_alone_names_rows_that_are_not_objects():
     with pytest.raises(RequestError) as raised:
         validate_rows([ROW, None, [ROW]], SCHEMA, field="rows")
     assert [e["field"] for e in raised.value.errors] == ["rows[1]", "rows[2]"]
+
+
+@pytest.mark.parametrize("value, ok", [("2013-06-01T10:00", True), (17, True), (None, True), (1.5, True),
+                                       ([["2013"]], False), ({"a": 1}, False), ("x" * 1001, False),
+                                       ("a\0b", False), (True, False)])
+def test_fields_kept_beside_the_features_are_scalars(value, ok):
+    """The event time and key go to the log with the features: a nested value there must be refused here,
+    not fail the log write (which would read as a log outage)."""
+    schema = Schema(numeric=("x",), categorical=(), nullable=frozenset())
+    rows = [{"x": 1.0, "when": value}]
+    if ok:
+        validate_rows(rows, schema, allowed=frozenset({"when"}))
+        return
+    with pytest.raises(RequestError) as raised:
+        validate_rows(rows, schema, allowed=frozenset({"when"}))
+    assert raised.value.status == 422 and raised.value.errors[0]["field"] == "instances[0].when"

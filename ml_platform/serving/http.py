@@ -1,0 +1,116 @@
+"""HTTP details of the endpoint, kept out of its routes: responses, the bearer check, the body reader.
+
+The server in front (Granian) enforces the limits on connections and headers; what is left to the app is
+what only it can decide: the body's size and arrival time, authorization, content type, and saying so clearly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+import orjson
+
+from ml_platform.serving.validation import RequestError
+
+# An empty Server header: the server would otherwise announce itself on every response.
+_BASE_HEADERS = [(b"server", b"")]
+JSON = b"application/json"
+REALM = b'Bearer realm="ml_platform"'
+
+
+def header(scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+async def respond(send, status: int, body: bytes, content_type: bytes = JSON, headers=(), head: bool = False):
+    """One complete response; `head` sends the headers of the same response without its body."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*_BASE_HEADERS, (b"content-type", content_type),
+                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+async def respond_json(send, status: int, payload: dict, headers=(), head: bool = False):
+    await respond(send, status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), JSON, headers, head)
+
+
+def bearer_ok(scope, token: str | None) -> bool:
+    """`Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 9110), the token compared in
+    constant time. No token configured: open."""
+    if not token:
+        return True
+    value = header(scope, b"authorization")
+    if value is None:
+        return False
+    scheme, _, credentials = value.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token.encode())
+
+
+def unauthorized_headers() -> list[tuple[bytes, bytes]]:
+    return [(b"www-authenticate", REALM)]
+
+
+def check_json_content_type(scope) -> None:
+    """A POST body must be JSON; a missing Content-Type is read as JSON (many clients omit it)."""
+    value = header(scope, b"content-type")
+    if value is None:
+        return
+    media = value.split(b";", 1)[0].strip().lower()
+    if media != JSON and not media.endswith(b"+json"):
+        shown = media[:64].decode("latin-1")
+        raise RequestError(415, [{"field": "content-type",
+                                  "error": f"expected application/json, got {shown!r}"}])
+
+
+async def read_body(scope, receive, limit: int, timeout_s: float) -> bytes:
+    """The whole body, refusing one larger than `limit` (413) or slower than `timeout_s` to arrive (408).
+    Both close the connection: the rest of the body is never read."""
+    length = header(scope, b"content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise RequestError(413, [{"field": "body", "error": f"{int(length)} bytes; at most {limit}"}])
+    chunks, size = [], 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise RequestError(400, [{"field": "body", "error": "client disconnected"}])
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise RequestError(413, [{"field": "body", "error": f"more than {limit} bytes"}])
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise RequestError(408, [{"field": "body", "error": f"not received within {timeout_s:g} s "
+                                                            f"({size} bytes arrived)"}]) from None
+
+
+def closes_connection(status: int) -> bool:
+    """Statuses after which the rest of the request may still be on the wire: the connection is closed."""
+    return status in (400, 408, 413)
+
+
+def cors_headers(scope, origins: tuple[str, ...], methods: bytes) -> list[tuple[bytes, bytes]]:
+    """CORS is off unless origins are configured; then an allowed Origin is echoed back (or `*`)."""
+    if not origins:
+        return []
+    origin = header(scope, b"origin")
+    if origin is None:
+        return []
+    text = origin.decode("latin-1")
+    if "*" in origins:
+        allowed = b"*"
+    elif text in origins:
+        allowed = origin
+    else:
+        return []
+    return [(b"access-control-allow-origin", allowed), (b"vary", b"Origin"),
+            (b"access-control-allow-methods", methods),
+            (b"access-control-allow-headers", b"authorization, content-type"),
+            (b"access-control-max-age", b"600")]

@@ -1,0 +1,76 @@
+"""What answers requests right now, and how it follows the registry's aliases.
+
+Requests read the current slot once, so every response is answered (and logged) by exactly one version, even
+while a reload swaps the slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from ml_platform.serving.loader import FolderSource, LoadedModel, RegistrySource
+from ml_platform.serving.validation import Schema
+
+log = logging.getLogger("ml_platform.serving")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The champion; the challenger when a rollout is on; and, otherwise, the previous champion while the
+    champion is new (scored beside it and logged, never returned). `policy` says what the log keeps of a row."""
+
+    champion: LoadedModel | None
+    challenger: LoadedModel | None = None
+    schema: Schema | None = None
+    previous: LoadedModel | None = None
+    policy: object | None = None
+    allowed: frozenset[str] = frozenset()   # fields a request may carry besides the features (time, key)
+
+
+def source_for(config):
+    """The model folder when one is given, else the registry's aliases for the model."""
+    if config.model_dir:
+        return FolderSource(config.model_dir, config.model_version)
+    return RegistrySource(config.model)
+
+
+async def next_slot(current: Slot, source, config, policy_of) -> Slot | None:
+    """The slot the aliases ask for now, or None when nothing changed (or the registry cannot be reached:
+    keep serving what is loaded). `policy_of(model)` builds the log policy of a champion."""
+    try:
+        champion_version = await asyncio.to_thread(source.version, "champion")
+        # live traffic reaches a challenger only once it has passed its offline gates
+        challenger_version = (await asyncio.to_thread(source.version, "challenger", True)
+                              if config.rollout_mode != "none" else None)
+        previous_version = (await asyncio.to_thread(source.previous_beside, champion_version,
+                                                    config.previous_window_s)
+                            if challenger_version is None and config.previous_window_s > 0 else None)
+    except Exception as error:
+        log.warning("registry not reachable, keeping the loaded model: %s", error)
+        return None
+    changed = (champion_version != _version(current.champion) or challenger_version != _version(current.challenger)
+               or previous_version != _version(current.previous))
+    if not changed or champion_version is None:
+        return None
+    loaded = [m for m in (current.champion, current.challenger, current.previous) if m is not None]
+
+    async def load(version: str | None) -> LoadedModel | None:
+        if not version:
+            return None
+        reuse = next((m for m in loaded if m.version == version), None)
+        return reuse or await asyncio.to_thread(source.load, version)
+
+    champion = await load(champion_version)
+    challenger = await load(challenger_version) if challenger_version != champion_version else None
+    previous = await load(previous_version) if previous_version != champion_version else None
+    log.info("serving %s v%s%s%s", config.model, champion.version,
+             f" with challenger v{challenger.version} ({config.rollout_mode})" if challenger else "",
+             f", previous v{previous.version} scored beside it" if previous else "")
+    policy = policy_of(champion.model)
+    return Slot(champion, challenger, Schema.of(champion.model), previous, policy, frozenset(policy.fields))
+
+
+def _version(model: LoadedModel | None) -> str | None:
+    return model.version if model else None
