@@ -164,10 +164,11 @@ def document(model_name: str, schema: Schema, *, max_rows: int = 1000, unknown_f
                                "responses": {"200": {"description": "Ready.", "content": json_content(Ready)},
                                              "503": {"description": "No model loaded yet.",
                                                      "content": json_content(Ready)}, **errors(405)}}},
-            "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics", "security": [],
+            "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
+                                 "security": [{"metrics_bearer": []}],
                                  "responses": {"200": {"description": "Prometheus text exposition.",
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}},
-                                               **errors(405)}}},
+                                               **errors(401, 405)}}},
             "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": bearer,
                                       "responses": {"200": {"description": "The OpenAPI document.",
                                                             "content": {"application/json": {
@@ -179,6 +180,8 @@ def document(model_name: str, schema: Schema, *, max_rows: int = 1000, unknown_f
             "responses": {f"E{s}": {"description": text, "content": json_content(ErrorResponse)}
                           for s, text in _ERRORS.items()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "Required when the endpoint has a token."}},
+                                           "description": "Required when the endpoint has a token."},
+                                "metrics_bearer": {"type": "http", "scheme": "bearer",
+                                                   "description": "Required when the metrics have a token."}},
         },
     }

@@ -69,6 +69,7 @@ def test_responses_security_and_routes():
                                  "/metrics", "/openapi.json"}
     assert doc["paths"]["/openapi.json"]["get"]["security"] == [{"bearer": []}]
     assert doc["paths"]["/health"]["get"]["security"] == []
+    assert doc["paths"]["/metrics"]["get"]["security"] == [{"metrics_bearer": []}]
     predict = doc["paths"]["/v1/models/flight_delay/predict"]["post"]
     assert set(predict["responses"]) == {"200", "400", "401", "405", "408", "413", "415", "422", "503"}
     assert predict["security"] == [{"bearer": []}]

@@ -4,9 +4,11 @@ wired routes over real HTTP with Triton's own client."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
+import requests
 
 from ml_platform.serving.v2 import error_body, infer_response, model_metadata, rows_of
 from ml_platform.serving.validation import RequestError, Schema
@@ -157,3 +159,102 @@ def test_infer_response_per_task():
     assert "id" not in multi
     assert multi["outputs"][0]["shape"] == [3, 2] and multi["outputs"][0]["data"] == [0.1, 0.9, 0.6, 0.4, 0.5, 0.5]
     assert infer_response("m", "2", None, [3.5], "regression")["outputs"][0]["shape"] == [1]
+
+
+# --- the wired routes, over real HTTP ---------------------------------------------------------------------
+
+
+def _records(frame) -> list[dict]:
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in frame.to_dict(orient="records")]
+
+
+def test_triton_client_scores_what_the_v1_route_scores(trained, start_server):
+    """Triton's own HTTP client: server live and ready, the model's metadata, and an infer call with one input per
+    feature, answered with the v1 route's numbers and logged like a v1 request."""
+    import tritonclient.http as triton
+
+    from ml_platform.serving.prediction_log import read_log
+
+    spec, folders, holdout = trained
+    server = start_server("--model-dir", str(folders[0]))
+    complete = holdout.dropna().head(25)  # a tensor has no missing values: JSON has no NaN, BYTES no None
+    rows = _records(complete)
+    client = triton.InferenceServerClient(url=server.url.removeprefix("http://"), network_timeout=30)
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("flight_delay")
+        metadata = client.get_model_metadata("flight_delay")
+        assert metadata["name"] == "flight_delay" and metadata["platform"] == "lightgbm"
+        assert {t["name"] for t in metadata["inputs"]} == set(spec.features.names)
+        assert metadata["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+        inputs = []
+        for tensor in metadata["inputs"]:
+            values = [row[tensor["name"]] for row in rows]
+            array = np.array(values, dtype=object if tensor["datatype"] == "BYTES" else np.float64)
+            infer_input = triton.InferInput(tensor["name"], [len(rows)], tensor["datatype"])
+            infer_input.set_data_from_numpy(array, binary_data=False)  # JSON tensors: no binary extension
+            inputs.append(infer_input)
+        before = len(read_log(server.log_path))
+        result = client.infer("flight_delay", inputs, request_id="triton-1",
+                              outputs=[triton.InferRequestedOutput("predict", binary_data=False)])
+    finally:
+        client.close()
+    predictions = result.as_numpy("predict")
+    assert result.get_response()["id"] == "triton-1" and predictions.shape == (len(rows),)
+    v1 = requests.post(server.predict_url(), json={"instances": rows}, timeout=10).json()["predictions"]
+    assert np.max(np.abs(predictions - np.asarray(v1))) <= 1e-12
+    log = read_log(server.log_path)
+    assert len(log) == before + 2  # the infer call, then the v1 call
+    infer = log.iloc[before]
+    assert infer["rows"] == len(rows)
+    assert np.max(np.abs(np.asarray(json.loads(infer["outputs"])) - predictions)) <= 1e-12
+
+
+def _v2_body(rows: list[dict], spec) -> dict:
+    numeric = set(spec.features.all_numeric)
+    return {"inputs": [{"name": n, "shape": [len(rows)], "datatype": "FP64" if n in numeric else "BYTES",
+                        "data": [row[n] for row in rows]} for n in spec.features.names]}
+
+
+def test_malformed_v2_requests_get_a_4xx_naming_the_field(trained, start_server):
+    from ml_platform.serving.prediction_log import read_log
+
+    spec, folders, holdout = trained
+    server = start_server("--model-dir", str(folders[0]))
+    url = f"{server.url}/v2/models/flight_delay/infer"
+    rows = _records(holdout.dropna().head(3))
+    valid = _v2_body(rows, spec)
+    names = [t["name"] for t in valid["inputs"]]
+    carrier, distance = names.index("carrier"), names.index("distance")
+
+    def changed(k: int, **fields) -> dict:
+        body = copy.deepcopy(valid)
+        body["inputs"][k].update(fields)
+        return body
+
+    cases = [
+        ("malformed JSON", b"{not json", 400, "body"),
+        ("not an object", [1], 400, "body"),
+        ("no inputs", {"inputs": []}, 422, "inputs"),
+        ("unknown input", changed(carrier, name="colour"), 422, f"inputs[{carrier}].name"),
+        ("duplicate input", {"inputs": valid["inputs"] + [valid["inputs"][0]]}, 422, f"inputs[{len(names)}].name"),
+        ("missing input", {"inputs": valid["inputs"][1:]}, 422, "inputs"),
+        ("BYTES for a number", changed(distance, datatype="BYTES", data=["1", "2", "3"]), 422,
+         f"inputs[{distance}].datatype"),
+        ("shape and data disagree", changed(distance, shape=[4]), 422, f"inputs[{distance}].data"),
+        ("rows differ", changed(carrier, shape=[1], data=["UA"]), 422, f"inputs[{carrier}].shape"),
+        ("nested deeper than shape", changed(distance, data=[[1.0], [2.0], [3.0]]), 422, f"inputs[{distance}].data[0]"),
+        ("string in a number", changed(distance, data=[1.0, "far", 3.0]), 422, f"inputs[{distance}].data[1]"),
+        ("too many rows", changed(distance, shape=[1001], data=[1.0] * 1001), 413, f"inputs[{distance}].shape"),
+    ]
+    failures = []
+    for case, body, status, field in cases:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = requests.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=10)
+        error = response.json().get("error", "")
+        if response.status_code != status or not error.startswith(f"{field}: "):
+            failures.append((case, response.status_code, error))
+    assert failures == []
+    assert len(read_log(server.log_path)) == 0, "refused requests must not be logged as predictions"
+    ok = requests.post(url, json=valid, timeout=10)
+    assert ok.status_code == 200 and ok.json()["outputs"][0]["shape"] == [3]
