@@ -112,9 +112,11 @@ class ServingApp:
             else:
                 await respond_json(send, 404, {"error": "no such route"}, head=method == "HEAD")
                 return self.metrics.requests.labels("other", "404").inc()
+            cors = cors_headers(scope, self.config.cors_origins, allowed) if self.config.cors_origins else None
             if method == "OPTIONS":  # a CORS preflight, or a client asking what the route allows
-                headers = [(b"allow", allowed), *cors_headers(scope, self.config.cors_origins, allowed)]
-                return await respond(send, 204, b"", b"text/plain", headers)
+                return await respond(send, 204, b"", b"text/plain", [(b"allow", allowed), *(cors or ())])
+            if cors:  # an allowed origin: every answer says so
+                send = _adding_headers(send, cors[:2])
             if method.encode() not in allowed.split(b", "):
                 self.metrics.requests.labels("other", "405").inc()
                 return await respond_json(send, 405, {"error": f"{method} is not allowed here; use "
@@ -321,6 +323,14 @@ def _score(answer, shadow, rows, explain):
     explanations = answer.model.explain_records(rows) if explain else None
     shadow_outputs = shadow.model.predict_records(rows).tolist() if shadow is not None else None
     return outputs, explanations, shadow_outputs
+
+
+def _adding_headers(send, headers):
+    async def send_with(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], *headers]}
+        await send(message)
+    return send_with
 
 
 def _kind(status: int) -> str:

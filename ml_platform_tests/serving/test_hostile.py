@@ -19,7 +19,9 @@ import requests
 
 from ml_platform.serving.prediction_log import read_log
 
-LIMITS = {"header_timeout": "1s", "body_timeout": "1s", "in_flight": 2, "header_bytes": 16384}
+LIMITS = {"header_timeout": "1s", "body_timeout": "1s", "in_flight": 2, "header_bytes": 16384,
+          "scoring_timeout": "1ms"}
+ORIGIN = "https://app.example"
 
 
 def _records(frame):
@@ -36,7 +38,7 @@ def row(trained):
 def limited(trained, start_server, tmp_path, write_spec):
     """A server under a spec with short time limits, a two-request in-flight cap and a private log folder."""
     folder = tmp_path / "specs"
-    write_spec(folder, {"serving.limits": LIMITS}, name="flight_delay.yaml")
+    write_spec(folder, {"serving.limits": LIMITS, "serving.cors_origins": [ORIGIN]}, name="flight_delay.yaml")
     return start_server("--model-dir", str(trained[1][0]), log_path=tmp_path / "private" / "log.sqlite",
                         env={"ML_PLATFORM_SPECS": str(folder)})
 
@@ -202,6 +204,24 @@ def test_in_flight_cap_answers_503_with_retry_after(limited, row):
     metrics = requests.get(f"{limited.url}/metrics", timeout=5).text
     assert re.search(r'ml_platform_errors_total\{kind="overloaded"\} 1\.0', metrics)
     assert 'kind="log"' not in metrics
+
+
+def test_scoring_timeout_and_cors(limited, trained):
+    """A request that takes longer to score than the limit is a 503 that logs nothing (the one-row requests
+    above are scored at once); a configured origin gets CORS headers, any other none."""
+    heavy = {"instances": _records(trained[2].head(1000)), "explain": True}
+    late = requests.post(limited.predict_url(), json=heavy, timeout=30)
+    assert late.status_code == 503 and late.json()["errors"][0]["field"] == "scoring"
+    assert late.headers["retry-after"] == "1"
+    assert len(read_log(limited.log_path)) == 0
+    preflight = requests.options(limited.predict_url(), headers={"Origin": ORIGIN}, timeout=5)
+    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    health = requests.get(f"{limited.url}/health", headers={"Origin": ORIGIN}, timeout=5)
+    assert health.headers["access-control-allow-origin"] == ORIGIN
+    other = requests.options(limited.predict_url(), headers={"Origin": "https://evil.example"}, timeout=5)
+    assert "access-control-allow-origin" not in other.headers
+    assert requests.get(f"{limited.url}/health", timeout=5).status_code == 200  # still serving
 
 
 def test_the_prediction_log_is_private(limited, row):
