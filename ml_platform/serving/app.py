@@ -295,11 +295,12 @@ class ServingApp:
 
     def _openapi(self, slot: Slot) -> dict:
         return openapi.document(self.config.model, slot.schema, max_rows=self.config.max_rows,
-                                unknown_fields=self.config.unknown_fields)
+                                unknown_fields=self.config.unknown_fields, allowed=tuple(sorted(slot.allowed - slot.schema.features)))
 
     def _v2_metadata(self, slot: Slot) -> dict:
-        return v2.model_metadata(self.config.model, slot.champion.version, slot.schema,
-                                 slot.champion.model.manifest.get("task"))
+        model = slot.champion.model
+        return v2.model_metadata(self.config.model, slot.champion.version, slot.schema, model.manifest.get("task"),
+                                 n_classes=len(model.classes) or None)
 
     async def _v2_server(self, scope, send, head):
         await self._plain(send, 200, {"name": "ml_platform", "version": _VERSION, "extensions": []}, "v2", head)
