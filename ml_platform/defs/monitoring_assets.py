@@ -4,7 +4,8 @@ their delayed outcomes, with a floor check, and the champion against the version
 
 Live data is the prediction log's requests of that day (by the row's own event time when the request carries
 the spec's timestamp field, else by arrival); a day without traffic falls back, for drift, to the day's
-`features` scored in batch, and says so.
+`features` scored in batch, and says so. Features the log redacts (`serving.log.redact`, stored as keyed
+hashes) are left out of drift on logged traffic, and the drift metadata says so.
 """
 
 import dagster as dg
@@ -51,16 +52,18 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
               automation_condition=conventions.daily_once_a_champion_exists(conventions.key(spec, "champion")))
     def drift(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, features: pd.DataFrame):
         version, run_id = mlflow_tracking.champion_run(spec.name)
-        profile = without(mlflow_tracking.run_artifact(run_id, REFERENCE_PROFILE), thresholds.ignore)
         live = _served(spec, context)
         live, source = live.drop(columns=[c for c in live.columns if c.startswith("_")]), "prediction log"
+        # The log stores redacted features as keyed hashes: never compared with training values.
+        redacted = [name for name in spec.serving.log.redact if name not in thresholds.ignore]
         if live.empty:
-            live, source = features.copy(), "features (batch scored)"
+            live, source, redacted = features.copy(), "features (batch scored)", []
             if len(live) and spec.task != "multiclass":
                 live["prediction"] = mlflow_tracking.load_run_model(run_id).predict(live)
+        profile = without(mlflow_tracking.run_artifact(run_id, REFERENCE_PROFILE), [*thresholds.ignore, *redacted])
         report = day_drift(live, profile, thresholds.warn, thresholds.fail, source)
         yield dg.Output(report.table.assign(partition=context.partition_key, model_version=version),
-                        metadata=_drift_metadata(report, version))
+                        metadata=_drift_metadata(report, version, redacted))
         for check, level, severity in ((DRIFT_WARN, "warn", dg.AssetCheckSeverity.WARN),
                                        (DRIFT_FAIL, "fail", dg.AssetCheckSeverity.ERROR)):
             over = report.over(level)
@@ -73,12 +76,16 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
     return drift
 
 
-def _drift_metadata(report: DayDrift, version: str) -> dict:
+def _drift_metadata(report: DayDrift, version: str, redacted: list[str]) -> dict:
     metadata = {
         "rows": report.rows, "live_source": report.source, "model_version": version,
         "max_psi": report.max_psi, "prediction_psi": report.prediction_psi,
         "top_drifted": dg.MetadataValue.json(report.scored.head(5)[["feature", "psi", "status"]].to_dict("records")),
         "features": md_table(report.table)}
+    if redacted:
+        metadata["not_compared_redacted"] = dg.MetadataValue.md(
+            f"{', '.join(f'`{name}`' for name in redacted)}: redacted in the prediction log (serving.log.redact: "
+            "stored as keyed hashes), so not compared with the training reference")
     if len(report.scored):
         metadata["chart"] = dg.MetadataValue.md(
             f"![drift](data:image/png;base64,{psi_chart(report.table, report.warn, report.fail)})")

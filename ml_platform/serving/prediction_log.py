@@ -4,21 +4,35 @@ The promise: a response is sent only after its log row is committed with `synchr
 whose response left the server is in the log even if the server is killed (`kill -9`) right after. Commits
 are grouped: one writer thread drains every row that arrived meanwhile into one transaction, so durability
 costs one fsync per batch, not per request.
+
+Privacy: the log's folder is 0700 and its files (the database, `-wal`, `-shm`) 0600. Rows keep only what the
+model's `LogPolicy` lets through (its features, the event-time and key columns); features listed in
+`serving.log.redact` are stored as keyed hashes (HMAC-SHA256 with a secret made once per log file and kept in
+it, so hashes match across restarts and across the server processes that share the file). Retention and a
+size cap are enforced by a pruning thread with its own connection, in short transactions between the
+writers' commits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
+import logging
+import os
 import queue
+import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
-from datetime import datetime
+import time
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ("request_id", "ts", "model", "version", "rows", "features", "outputs", "latency_ms",
            "shadow_version", "shadow_outputs", "routed")
@@ -30,7 +44,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     model TEXT NOT NULL,
     version TEXT NOT NULL,         -- the version that answered
     rows INTEGER NOT NULL,
-    features TEXT NOT NULL,        -- JSON list of the input rows
+    features TEXT NOT NULL,        -- JSON list of the input rows (as the model's LogPolicy lets them through)
     outputs TEXT NOT NULL,         -- JSON list of the predictions returned
     latency_ms REAL NOT NULL,
     shadow_version TEXT,           -- the other version scored beside the answer (canary: the champion)
@@ -38,37 +52,175 @@ CREATE TABLE IF NOT EXISTS predictions (
     routed TEXT NOT NULL           -- 'champion', 'canary'
 );
 CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _INSERT = f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _STOP = object()
+LOG_FOLDER = "predictions"  # log_path's folder: the logs' own, tightened to 0700 when found wider
+FOLDER_MODE, FILE_MODE = 0o700, 0o600
+HASH_CHARS = 16
 
 
 def log_path(home: str | Path, model: str) -> Path:
     """Where a model's prediction log lives under the platform home: the endpoint writes it, monitoring reads it."""
-    return Path(home) / "predictions" / f"{model}.sqlite"
+    return Path(home) / LOG_FOLDER / f"{model}.sqlite"
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
+# --- private files -----------------------------------------------------------------------------------------
+
+def _tighten(path: Path, mode: int, fd: int | None = None) -> None:
+    """`path` to `mode` when it is wider and ours (another user's file is left alone, with a warning)."""
+    try:
+        found = (os.fstat(fd) if fd is not None else os.stat(path))
+    except FileNotFoundError:
+        return
+    if not found.st_mode & 0o777 & ~mode:
+        return
+    try:
+        os.fchmod(fd, mode) if fd is not None else os.chmod(path, mode)
+    except OSError as error:
+        log.warning("prediction log: cannot restrict %s to %o: %s", path, mode, error)
+
+
+def _private_folder(folder: Path) -> None:
+    """The log's folder is created 0700; the logs' own folder (`predictions`) is tightened to 0700 if wider. A
+    folder given by the caller that holds other things (`/tmp`) keeps its mode."""
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(mode=FOLDER_MODE)
+        except FileExistsError:  # another process made it, the same way
+            pass
+        else:
+            os.chmod(folder, FOLDER_MODE)  # mkdir's mode passes through the umask; make it exact
+            return
+    if folder.name == LOG_FOLDER:
+        _tighten(folder, FOLDER_MODE)
+
+
+def _private_file(path: Path) -> None:
+    """The database file exists 0600 before SQLite opens it: SQLite gives `-wal` and `-shm` the database file's
+    mode. Files of an older log that are wider are tightened. No umask change (the server is threaded)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        _tighten(path, FILE_MODE, fd)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        _tighten(Path(f"{path}{suffix}"), FILE_MODE)
+
+
+def connect(path: str | Path, timeout: float = 30) -> sqlite3.Connection:
+    """A writing connection to a private log, schema created. New logs reclaim space incrementally."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A generous busy timeout: during a blue/green switch two servers append to the same log.
-    connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+    _private_folder(path.parent)
+    _private_file(path)
+    # A generous busy timeout: during a blue/green switch, and with several workers, servers share the log.
+    connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout)
+    connection.execute("PRAGMA auto_vacuum=INCREMENTAL")  # effective on a new file only: before any table
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
     connection.executescript(_SCHEMA)
     return connection
 
 
-class PredictionLog:
-    """Append rows from the event loop; `await append(row)` returns once the row is on disk."""
+def _secret(connection: sqlite3.Connection) -> bytes:
+    """The log's hashing key: made by whichever process opens the file first, then read by all."""
+    connection.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (secrets.token_hex(32),))
+    (value,) = connection.execute("SELECT value FROM meta WHERE key = 'secret'").fetchone()
+    return bytes.fromhex(value)
 
-    def __init__(self, path: str | Path, max_batch: int = 512):
+
+# --- what a row keeps -------------------------------------------------------------------------------------
+
+class LogPolicy:
+    """What of a request row the log stores: only `fields` (the model's features, its event-time and key
+    columns); anything else a client sends (`ssn`, `email`) is dropped. Values of `redact` are replaced by a
+    keyed hash (HMAC-SHA256 under the log's secret, first 16 hex characters; a non-string is hashed as its JSON
+    text, None stays None), equal for equal values, so counts and joins on them still work."""
+
+    __slots__ = ("fields", "redact", "_keep", "_secret", "_cache")
+
+    def __init__(self, fields: Iterable[str | None], redact: Iterable[str], secret: bytes):
+        self.fields = tuple(dict.fromkeys(name for name in fields if name))
+        self.redact = tuple(name for name in dict.fromkeys(redact) if name in self.fields)
+        self._keep = frozenset(self.fields)
+        self._secret = secret
+        self._cache: dict[str, str] = {}
+
+    def view(self, rows: list[dict]) -> list[dict]:
+        """The rows as the log stores them (new dicts; the request's rows are untouched)."""
+        keep = self._keep
+        views = [{name: value for name, value in row.items() if name in keep} for row in rows]
+        if self.redact:
+            for row in views:
+                for name in self.redact:
+                    value = row.get(name)
+                    if value is not None:
+                        row[name] = self.hashed(value)
+        return views
+
+    def hashed(self, value) -> str:
+        """The stored form of a redacted value: its text's keyed hash (memoized: levels and numbers repeat)."""
+        kind = type(value)
+        if kind is str:
+            text = value
+        elif kind is int or (kind is float and value - value == 0):  # finite: JSON's text is repr's
+            text = repr(value)
+        else:
+            text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        cached = self._cache.get(text)
+        if cached is None:
+            if len(self._cache) >= 65536:  # free text and unique ids must not grow it forever
+                self._cache.clear()
+            cached = self._cache[text] = self._digest(text)
+        return cached
+
+    def _digest(self, text: str) -> str:
+        return hmac.digest(self._secret, text.encode(), "sha256").hex()[:HASH_CHARS]
+
+
+# --- the writer and the pruner ----------------------------------------------------------------------------
+
+PRUNE_ROWS = 2000          # rows deleted per pruning transaction at most (about 10 ms of lock)
+VACUUM_PAGES = 256         # pages given back per transaction at most (about 10-30 ms of lock)
+SIZE_TARGET = 0.9          # a log over its cap is cut back to this share of it (database and WAL together)
+
+
+class PredictionLog:
+    """Append rows from the event loop; `await append(row)` returns once the row is on disk.
+
+    With `retention` or `max_bytes`, a pruning thread with its own connection deletes, at most every
+    `prune_interval_s`, rows that arrived longer than `retention` ago and, while the file (database + WAL) is
+    over `max_bytes`, the oldest rows until it is under about 90% of it; then it gives the space back. Its
+    transactions are short (≤ PRUNE_ROWS rows) and it waits between them as long as it held the lock, so
+    writers, of this process or another, are never held up for more than one of them."""
+
+    def __init__(self, path: str | Path, max_batch: int = 512, retention: timedelta | None = None,
+                 max_bytes: int | None = None, prune_interval_s: float = 60):
         self.path = Path(path)
+        self.retention, self.max_bytes, self.prune_interval_s = retention, max_bytes, prune_interval_s
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._max_batch = max_batch
         self._connection = connect(self.path)
+        _size_settings(self._connection, max_bytes)
+        self._secret = _secret(self._connection)
+        self._stopping = threading.Event()
+        self._pruning = threading.Lock()
+        self._prune_connection: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
         self._thread.start()
+        self._pruner = None
+        if retention is not None or max_bytes is not None:
+            self._pruner = threading.Thread(target=self._prune_loop, name="prediction-log-prune", daemon=True)
+            self._pruner.start()
+
+    def policy(self, manifest: dict, redact: Iterable[str]) -> LogPolicy:
+        """What this log keeps of a model's request rows: the manifest's features, its `timestamp` and `key`;
+        `redact` hashed under this log's secret."""
+        features = manifest.get("features") or {}
+        return LogPolicy([*features.get("numeric", []), *features.get("categorical", []),
+                          manifest.get("timestamp"), manifest.get("key")], redact, self._secret)
 
     async def append(self, row: tuple) -> None:
         loop = asyncio.get_running_loop()
@@ -77,9 +229,16 @@ class PredictionLog:
         await future
 
     def close(self) -> None:
+        self._stopping.set()
         self._queue.put(_STOP)
         self._thread.join(timeout=10)
+        if self._pruner is not None:
+            self._pruner.join(timeout=10)
         self._connection.close()
+        with self._pruning:
+            if self._prune_connection is not None:
+                self._prune_connection.close()
+                self._prune_connection = None
 
     def _write_loop(self) -> None:
         while True:
@@ -113,6 +272,27 @@ class PredictionLog:
             if stop:
                 return
 
+    def prune(self) -> dict:
+        """One pruning pass now (the pruning thread runs one every `prune_interval_s`): rows deleted as
+        `expired` (older than `retention`) and `over_size`, and the file's `bytes` (database + WAL) after."""
+        with self._pruning:
+            if self._prune_connection is None:
+                # Its own connection; a short busy timeout: a pass that cannot get the lock is retried later.
+                self._prune_connection = connect(self.path, timeout=5)
+                self._prune_connection.execute("PRAGMA synchronous=NORMAL")  # deletes need no fsync of their own
+                _size_settings(self._prune_connection, self.max_bytes)
+            cutoff = time.time() - self.retention.total_seconds() if self.retention is not None else None
+            return _prune(self._prune_connection, self.path, cutoff, self.max_bytes, self._stopping)
+
+    def _prune_loop(self) -> None:
+        """A pass every `prune_interval_s`, the first one interval after the start (not on the startup path)."""
+        while not self._stopping.wait(max(self.prune_interval_s, 0.001)):
+            try:
+                self.prune()
+            except Exception as error:  # pruning is housekeeping: requests go on, the next pass retries
+                log.warning("prediction log %s: pruning failed, retried in %ss: %s", self.path,
+                            self.prune_interval_s, error)
+
 
 def _resolve(future: asyncio.Future, error: Exception | None) -> None:
     if future.done():
@@ -122,6 +302,100 @@ def _resolve(future: asyncio.Future, error: Exception | None) -> None:
     else:
         future.set_exception(error)
 
+
+def _wal_allowance(max_bytes: int) -> int:
+    """The WAL's share of the cap: it is checkpointed at that size and truncated back to it."""
+    return min(max_bytes // 16, 64 << 20)
+
+
+def _size_settings(connection: sqlite3.Connection, max_bytes: int | None) -> None:
+    """Under a size cap, keep the WAL within its share (the defaults let it reach 4 MB, a small cap's whole)."""
+    if max_bytes is None:
+        return
+    page = connection.execute("PRAGMA page_size").fetchone()[0]
+    allowance = _wal_allowance(max_bytes)
+    connection.execute(f"PRAGMA wal_autocheckpoint={max(16, min(1000, allowance // page))}")
+    connection.execute(f"PRAGMA journal_size_limit={allowance}")
+
+
+def file_bytes(path: str | Path) -> int:
+    """The log's size on disk: the database and its WAL."""
+    return sum(os.stat(p).st_size for p in (str(path), f"{path}-wal") if os.path.exists(p))
+
+
+def _prune(connection: sqlite3.Connection, path: Path, cutoff: float | None, max_bytes: int | None,
+           stopping: threading.Event) -> dict:
+    expired = over_size = 0
+    if cutoff is not None:
+        while not stopping.is_set():
+            deleted = _delete(connection, "SELECT seq FROM predictions WHERE ts < ? ORDER BY ts LIMIT ?",
+                              (cutoff, PRUNE_ROWS))
+            expired += deleted
+            if deleted < PRUNE_ROWS:
+                break
+    over = max_bytes is not None and file_bytes(path) > max_bytes
+    if over:
+        # Live bytes (pages in use), not the file's size: an older log without auto_vacuum never shrinks, and
+        # must not be emptied for it (its freed pages are reused instead).
+        target = int(max_bytes * SIZE_TARGET) - _wal_allowance(max_bytes)
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        while not stopping.is_set():
+            pages, free = (connection.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count"))
+            live = (pages - free) * page_size
+            first, last = connection.execute("SELECT (SELECT min(seq) FROM predictions), "
+                                             "(SELECT max(seq) FROM predictions)").fetchone()
+            if live <= target or first is None:
+                break
+            rows = last - first + 1
+            needed = -(-(live - target) * rows // live)  # rows of average size to go, rounded up
+            deleted = _delete(connection, "SELECT seq FROM predictions ORDER BY seq LIMIT ?",
+                              (max(1, min(PRUNE_ROWS, needed)),))
+            over_size += deleted
+            if not deleted:
+                break
+    if expired or over:
+        _reclaim(connection, stopping)
+    return {"expired": expired, "over_size": over_size, "bytes": file_bytes(path)}
+
+
+def _delete(connection: sqlite3.Connection, select: str, parameters: tuple) -> int:
+    """One short transaction; then as long a pause, so writers get the lock at least half the time."""
+    started = time.perf_counter()
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        deleted = connection.execute(f"DELETE FROM predictions WHERE seq IN ({select})", parameters).rowcount
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    time.sleep(min(time.perf_counter() - started, 0.5))
+    return deleted
+
+
+def _reclaim(connection: sqlite3.Connection, stopping: threading.Event) -> None:
+    """Give freed pages back to the file system (logs created with auto_vacuum=INCREMENTAL; older ones reuse
+    them in place), in short steps; then copy the WAL into the database without
+    waiting for anyone (PASSIVE), and truncate the WAL if that is possible at once."""
+    if connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
+        while not stopping.is_set() and connection.execute("PRAGMA freelist_count").fetchone()[0]:
+            started = time.perf_counter()
+            # executescript steps the pragma to its end (execute would free one page and stop)
+            connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            time.sleep(min(time.perf_counter() - started, 0.5))
+    _, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if frames == copied:  # all in the database: a WAL truncation waits for nobody
+        timeout = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+        connection.execute("PRAGMA busy_timeout=0")
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            connection.execute(f"PRAGMA busy_timeout={timeout}")
+
+
+# --- readers ------------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def _read_only(path: str | Path) -> Iterator[sqlite3.Connection]:

@@ -110,12 +110,70 @@ def monitoring(spec: ModelSpec) -> list[Problem]:
 
 
 def serving(spec: ModelSpec) -> list[Problem]:
-    """An online trial needs the local endpoint: a Docker image carries one model."""
+    """An online trial needs the local endpoint: a Docker image carries one model. The prediction log keeps
+    what monitoring reads (see `prediction_log`)."""
+    found: list[Problem] = []
     if spec.serving.rollout.mode != "none" and spec.serving.target != "local":
-        return [("serving.rollout.mode", spec.serving.rollout.mode,
-                 "'none' when serving.target is docker (an image carries one model; use target: local "
-                 "for shadow or canary)")]
-    return []
+        found.append(("serving.rollout.mode", spec.serving.rollout.mode,
+                      "'none' when serving.target is docker (an image carries one model; use target: local "
+                      "for shadow or canary)"))
+    return found + prediction_log(spec)
+
+
+# How long a data partition lasts: monitoring reads the log rows of one partition per run, once it is over.
+_PARTITION_SPAN = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1),
+                   "monthly": timedelta(days=31)}
+
+
+def log_lookback(spec: ModelSpec) -> tuple[timedelta, str]:
+    """How far back monitoring reads the prediction log, and the sum that says why: a partition's rows are read
+    by `<model>/drift` once the partition is over and by `<model>/performance` once its labels are in
+    (`monitoring.performance.label_delay` later), and a day's paired comparison keeps counting for the
+    rollback window after a promotion, or for an online trial's `trial_days`."""
+    performance, rollout, cadence = spec.monitoring.performance, spec.serving.rollout, spec.partitions.cadence
+    windows = [("monitoring.performance.rollback_window", performance.rollback_window)]
+    if rollout.mode != "none":
+        windows.append(("serving.rollout.trial_days", timedelta(days=rollout.trial_days)))
+    field, window = max(windows, key=lambda named: named[1])
+    span = _PARTITION_SPAN[cadence]
+    return span + performance.label_delay + window, (
+        f"one {cadence} partition ({_duration(span)}) + monitoring.performance.label_delay "
+        f"({_duration(performance.label_delay)}) + {field} ({_duration(window)})")
+
+
+def prediction_log(spec: ModelSpec) -> list[Problem]:
+    """The log keeps rows as long as monitoring reads them, and hashes only features: the key joins delayed
+    labels and the timestamp places each row on its day, so neither may be redacted."""
+    found: list[Problem] = []
+    policy = spec.serving.log
+    needed, why = log_lookback(spec)
+    if policy.retention < needed:
+        found.append(("serving.log.retention", _duration(policy.retention),
+                      f"at least {_duration(needed)}: monitoring reads the prediction log that far back ({why}); "
+                      f"set serving.log.retention: {_duration(needed)} or more"))
+    names = spec.features.names
+    roles = {spec.timestamp: ("timestamp", "the log places each row on its day by it"),
+             spec.key: ("key", "live performance joins the delayed labels on it")}
+    for i, name in enumerate(policy.redact):
+        if name in roles:
+            role, use = roles[name]
+            found.append((f"serving.log.redact[{i}]", name,
+                          f"a feature, not the spec's {role} ({use}, which a hash would break); remove it from "
+                          "serving.log.redact"))
+        elif name not in names:
+            hint = difflib.get_close_matches(name, names, n=1)
+            found.append((f"serving.log.redact[{i}]", name, "a feature of the spec"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else "") + f": {', '.join(names)}"))
+    return found
+
+
+def _duration(value: timedelta) -> str:
+    """A duration as the spec writes it: '5d', '36h', '90m' (rounded up to the minute)."""
+    minutes = -(-int(value.total_seconds()) // 60)
+    for unit, size in (("d", 1440), ("h", 60)):
+        if minutes % size == 0:
+            return f"{minutes // size}{unit}"
+    return f"{minutes}m"
 
 
 def partitions(spec: ModelSpec) -> list[Problem]:

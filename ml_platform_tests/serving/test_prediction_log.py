@@ -1,15 +1,20 @@
-"""The prediction log's one reader, `logged_rows`, on a real log written by `PredictionLog` (and `connect`)."""
+"""The prediction log's one reader, `logged_rows`, on a real log written by `PredictionLog` (and `connect`); the
+log's privacy (file modes, whitelist, keyed hashes) and its bounds (retention, size cap) under concurrent writers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime
+import os
+import re
+import sqlite3
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from ml_platform.serving.prediction_log import COLUMNS, PredictionLog, connect, log_path, logged_rows, read_log
+from ml_platform.serving.prediction_log import (COLUMNS, PredictionLog, connect, file_bytes, log_path, logged_rows,
+                                               read_log)
 
 DAY, NEXT_DAY = datetime(2013, 6, 3), datetime(2013, 6, 4)
 
@@ -87,3 +92,180 @@ def test_no_log_or_an_empty_log_is_no_rows(tmp_path):
     connect(empty).close()
     assert logged_rows(empty, "ts", DAY, NEXT_DAY).empty
     assert isinstance(logged_rows(empty, "ts", DAY, NEXT_DAY), pd.DataFrame)
+
+
+# --- private, whitelisted, bounded -------------------------------------------------------------------------------
+
+MANIFEST = {"features": {"numeric": ["distance", "temp"], "categorical": ["carrier", "dest"], "levels": {}},
+            "timestamp": "scheduled_departure", "key": "flight_id"}
+REQUEST = {"distance": 1400.0, "temp": 61, "carrier": "UA", "dest": "IAH", "scheduled_departure": "2013-06-03 05:15",
+           "flight_id": "UA1545", "ssn": "123-45-6789", "email": "someone@example.com"}
+
+
+def _mode(path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def _append_rows(log: PredictionLog, entries: list[tuple], at_once: int = 1) -> None:
+    """Append `at_once` requests at a time (about one commit batch), each awaited until acknowledged."""
+    async def append_all() -> None:
+        for start in range(0, len(entries), at_once):
+            await asyncio.gather(*(log.append(entry) for entry in entries[start:start + at_once]))
+
+    asyncio.run(append_all())
+
+
+def test_the_log_folder_is_0700_and_its_files_0600_without_touching_the_umask(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        path = log_path(tmp_path / "home", "flight_delay")
+        log = PredictionLog(path)
+        _append_rows(log, [_entry("a", DAY, [{"x": 1}], [0.1])])
+        assert os.umask(0o022) == 0o022, "the process umask is left alone"
+        assert _mode(path.parent) == 0o700 and _mode(path) == 0o600
+        assert _mode(f"{path}-wal") == 0o600 and _mode(f"{path}-shm") == 0o600, "SQLite copies the db file's mode"
+        log.close()
+        # an older log in a wider folder: the logs' own folder and files are tightened when opened
+        os.chmod(path.parent, 0o755)
+        os.chmod(path, 0o644)
+        connect(path).close()
+        assert _mode(path.parent) == 0o700 and _mode(path) == 0o600
+        # a folder the caller chose that holds other things keeps its mode; the log file in it is private
+        shared = tmp_path / "shared"
+        shared.mkdir(mode=0o755)
+        PredictionLog(shared / "log.sqlite").close()
+        assert _mode(shared) == 0o755 and _mode(shared / "log.sqlite") == 0o600
+    finally:
+        os.umask(umask)
+
+
+def test_only_the_models_fields_are_stored_and_redacted_ones_as_keyed_hashes(tmp_path):
+    log = PredictionLog(tmp_path / "log.sqlite")
+    try:
+        policy = log.policy(MANIFEST, ["dest", "temp", "not_a_feature"])
+        assert policy.fields == ("distance", "temp", "carrier", "dest", "scheduled_departure", "flight_id")
+        assert policy.redact == ("dest", "temp")
+        request = [dict(REQUEST), {**REQUEST, "dest": None, "temp": 62}, {"dest": "IAH", "distance": 10}]
+        (first, second, third) = policy.view(request)
+        assert request[0] == REQUEST, "the request's rows are not changed"
+        assert "ssn" not in first and "email" not in first, "unknown fields are never stored"
+        assert list(first) == ["distance", "temp", "carrier", "dest", "scheduled_departure", "flight_id"]
+        assert {k: first[k] for k in ("distance", "carrier", "scheduled_departure", "flight_id")} == \
+            {"distance": 1400.0, "carrier": "UA", "scheduled_departure": "2013-06-03 05:15", "flight_id": "UA1545"}
+        assert re.fullmatch("[0-9a-f]{16}", first["dest"]) and re.fullmatch("[0-9a-f]{16}", first["temp"])
+        assert first["dest"] == third["dest"] and first["temp"] != second["temp"], "equal values, equal hashes"
+        assert second["dest"] is None, "a missing value stays missing"
+        assert policy.hashed(61) == policy.hashed("61") != policy.hashed(61.5), "a number as its JSON text"
+        assert policy.hashed(True) == policy.hashed("true") and len(policy.hashed([1, 2])) == 16
+        assert log.policy(MANIFEST, []).view([REQUEST])[0]["dest"] == "IAH"
+    finally:
+        log.close()
+
+
+def test_redaction_hashes_are_stable_across_restarts_and_processes_sharing_the_file(tmp_path):
+    path = tmp_path / "log.sqlite"
+    one, two = PredictionLog(path), PredictionLog(path)  # two workers of one endpoint
+    hashed = one.policy(MANIFEST, ["dest"]).view([REQUEST])[0]["dest"]
+    assert two.policy(MANIFEST, ["dest"]).view([REQUEST])[0]["dest"] == hashed
+    one.close()
+    two.close()
+    again = PredictionLog(path)
+    assert again.policy(MANIFEST, ["dest"]).view([REQUEST])[0]["dest"] == hashed, "the secret lives in the file"
+    again.close()
+    other = PredictionLog(tmp_path / "other.sqlite")
+    assert other.policy(MANIFEST, ["dest"]).view([REQUEST])[0]["dest"] != hashed, "a secret per log"
+    other.close()
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT count(*) FROM meta WHERE key = 'secret'").fetchone() == (1,)
+    connection.close()
+
+
+def test_retention_deletes_rows_older_than_it_and_only_those(tmp_path):
+    path = tmp_path / "log.sqlite"
+    now = datetime.now()
+    log = PredictionLog(path, retention=timedelta(days=30), prune_interval_s=3600)
+    try:
+        _append_rows(log, [_entry(f"old{i}", now - timedelta(days=31 + i), [{"x": i}], [0.1]) for i in range(5)]
+                     + [_entry(f"new{i}", now - timedelta(days=29, hours=i), [{"x": i}], [0.1]) for i in range(5)])
+        result = log.prune()
+        assert result["expired"] == 5 and result["over_size"] == 0
+        assert sorted(read_log(path)["request_id"]) == [f"new{i}" for i in range(5)]
+        assert log.prune()["expired"] == 0
+    finally:
+        log.close()
+
+
+def test_the_size_cap_holds_the_file_under_it_while_appends_go_on(tmp_path):
+    path, cap = tmp_path / "log.sqlite", 1 << 20
+    padding = "p" * 800
+    log = PredictionLog(path, max_bytes=cap, prune_interval_s=0.01)
+    try:
+        entries = [_entry(f"r{i}", datetime.now(), [{"x": i, "pad": padding}], [0.5]) for i in range(5000)]
+        _append_rows(log, entries, at_once=20)  # about 5 MB of rows, pruned meanwhile: every append acknowledged
+        log.prune()  # the cap holds after each pass (between passes the file grows by what arrives)
+        assert file_bytes(path) <= cap, f"{file_bytes(path)} bytes over the {cap}-byte cap"
+        kept = read_log(path)["request_id"].tolist()
+        assert 0 < len(kept) < 5000 and kept == [f"r{i}" for i in range(5000 - len(kept), 5000)], \
+            "the oldest rows go first; the newest are kept"
+        connection = sqlite3.connect(path)
+        assert connection.execute("PRAGMA auto_vacuum").fetchone() == (2,), "a new log gives space back"
+        connection.close()
+    finally:
+        log.close()
+    assert file_bytes(path) <= cap
+
+
+def test_pruning_beside_two_writers_never_loses_an_acknowledged_recent_row(tmp_path):
+    path, now = tmp_path / "log.sqlite", datetime.now()
+    one = PredictionLog(path, retention=timedelta(days=1), prune_interval_s=0.005)
+    two = PredictionLog(path, retention=timedelta(days=1), prune_interval_s=0.005)
+
+    async def traffic(log: PredictionLog, name: str) -> None:
+        for i in range(600):  # old rows arrive too (as if replayed from long ago) and are pruned meanwhile
+            await asyncio.gather(log.append(_entry(f"{name}-new{i}", now, [{"x": i}], [0.5])),
+                                 log.append(_entry(f"{name}-old{i}", now - timedelta(days=2), [{"x": i}], [0.5])))
+
+    async def both() -> None:
+        await asyncio.gather(traffic(one, "a"), traffic(two, "b"))
+
+    try:
+        asyncio.run(both())
+        one.prune()
+    finally:
+        one.close()
+        two.close()
+    kept = set(read_log(path)["request_id"])
+    assert kept == {f"{name}-new{i}" for name in "ab" for i in range(600)}
+
+
+def test_an_older_log_without_meta_or_auto_vacuum_keeps_working(tmp_path):
+    """A log from before: written with the old schema, no secret, no incremental vacuum."""
+    path = tmp_path / "predictions" / "flight_delay.sqlite"
+    path.parent.mkdir()
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.executescript(_OLD_SCHEMA)
+    old.executemany(f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                    [_entry(f"o{i}", DAY, [{"x": i, "pad": "p" * 800}], [0.1]) for i in range(3000)])
+    old.close()
+    assert len(read_log(path)) == 3000 and len(logged_rows(path, "ts", DAY, NEXT_DAY)) == 3000
+    before = file_bytes(path)
+    log = PredictionLog(path, max_bytes=before // 2, prune_interval_s=3600)
+    try:
+        assert len(log.policy(MANIFEST, ["dest"]).view([REQUEST])[0]["dest"]) == 16
+        _append_rows(log, [_entry("new", NEXT_DAY, [{"x": -1}], [0.2])])
+        first = log.prune()
+        assert 0 < first["over_size"] < 3000, "the oldest rows go until the live data fits"
+        assert log.prune()["over_size"] == 0, "a file that cannot shrink is not emptied for it"
+        assert "new" in set(read_log(path)["request_id"])
+    finally:
+        log.close()
+    assert len(logged_rows(path, "ts", DAY, datetime(2013, 6, 5))) == 3001 - first["over_size"]
+
+
+_OLD_SCHEMA = """
+CREATE TABLE predictions (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT NOT NULL, ts REAL NOT NULL,
+    model TEXT NOT NULL, version TEXT NOT NULL, rows INTEGER NOT NULL, features TEXT NOT NULL, outputs TEXT NOT NULL,
+    latency_ms REAL NOT NULL, shadow_version TEXT, shadow_outputs TEXT, routed TEXT NOT NULL);
+CREATE INDEX predictions_ts ON predictions (ts);
+"""

@@ -130,3 +130,34 @@ def test_an_owner_is_an_email_or_a_team(tmp_path, write_spec):
     message = _error(write_spec(tmp_path, {"owner": "ml platform"}))
     assert "owner: found 'ml platform'" in message and "team:" in message
     assert load_spec(write_spec(tmp_path, {"owner": "team:ml"}, name="team.yaml")).owner == "team:ml"
+
+
+# --- the prediction log keeps what monitoring reads -------------------------------------------------------------
+
+def test_a_log_retention_shorter_than_monitoring_reads_back_is_refused(tmp_path, write_spec):
+    path = write_spec(tmp_path, {"serving.log.retention": "4d"})
+    message = _error(path)
+    assert str(path) in message and "serving.log.retention: found '4d'" in message
+    assert ("at least 5d: monitoring reads the prediction log that far back (one daily partition (1d) + "
+            "monitoring.performance.label_delay (1d) + monitoring.performance.rollback_window (3d)); "
+            "set serving.log.retention: 5d or more") in message
+    trial = _error(write_spec(tmp_path, {"serving.log.retention": "10d", "monitoring.performance.label_delay": "2d",
+                                         "serving.rollout": {"mode": "shadow", "trial_days": 9}}, name="trial.yaml"))
+    assert "at least 12d" in trial and "serving.rollout.trial_days (9d)" in trial and "label_delay (2d)" in trial
+    hourly = load_spec(write_spec(tmp_path, {"serving.log.retention": "97h", "partitions.cadence": "hourly"},
+                                  name="hourly.yaml"))
+    assert hourly.serving.log.retention.total_seconds() == 97 * 3600
+    assert load_spec(write_spec(tmp_path, {"serving.log.retention": "5d"}, name="ok.yaml"))
+
+
+def test_only_features_may_be_redacted_in_the_log(tmp_path, write_spec):
+    message = _error(write_spec(tmp_path, {"serving.log.redact": ["dest", "dset", "flight_id",
+                                                                  "scheduled_departure"]}))
+    assert "serving.log.redact[0]" not in message
+    assert "serving.log.redact[1]: found 'dset'" in message and "a feature of the spec (did you mean 'dest'?)" in message
+    assert ("serving.log.redact[2]: found 'flight_id'; allowed: a feature, not the spec's key (live performance "
+            "joins the delayed labels on it") in message
+    assert ("serving.log.redact[3]: found 'scheduled_departure'; allowed: a feature, not the spec's timestamp (the "
+            "log places each row on its day by it") in message and "remove it from serving.log.redact" in message
+    spec = load_spec(write_spec(tmp_path, {"serving.log.redact": ["dest", "carrier"]}, name="ok.yaml"))
+    assert spec.serving.log.redact == ["dest", "carrier"]
