@@ -294,8 +294,9 @@ class ServingApp:
             "rollout": self.config.rollout_mode}
 
     def _openapi(self, slot: Slot) -> dict:
+        besides = tuple(sorted(slot.allowed - slot.schema.features))  # the event time and key
         return openapi.document(self.config.model, slot.schema, max_rows=self.config.max_rows,
-                                unknown_fields=self.config.unknown_fields, allowed=tuple(sorted(slot.allowed - slot.schema.features)))
+                                unknown_fields=self.config.unknown_fields, allowed=besides)
 
     def _v2_metadata(self, slot: Slot) -> dict:
         model = slot.champion.model

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ml_platform.serving.log_pruning import prune, size_settings
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ("request_id", "ts", "model", "version", "rows", "features", "outputs", "latency_ms",
@@ -182,9 +184,6 @@ class LogPolicy:
 
 # --- the writer and the pruner ----------------------------------------------------------------------------
 
-PRUNE_ROWS = 2000          # rows deleted per pruning transaction at most (about 10 ms of lock)
-VACUUM_PAGES = 256         # pages given back per transaction at most (about 10-30 ms of lock)
-SIZE_TARGET = 0.9          # a log over its cap is cut back to this share of it (database and WAL together)
 
 
 class PredictionLog:
@@ -193,7 +192,7 @@ class PredictionLog:
     With `retention` or `max_bytes`, a pruning thread with its own connection deletes, at most every
     `prune_interval_s`, rows that arrived longer than `retention` ago and, while the file (database + WAL) is
     over `max_bytes`, the oldest rows until it is under about 90% of it; then it gives the space back. Its
-    transactions are short (≤ PRUNE_ROWS rows) and it waits between them as long as it held the lock, so
+    transactions are short (≤ log_pruning.PRUNE_ROWS rows) and it waits between them as long as it held the lock, so
     writers, of this process or another, are never held up for more than one of them."""
 
     def __init__(self, path: str | Path, max_batch: int = 512, retention: timedelta | None = None,
@@ -203,7 +202,7 @@ class PredictionLog:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._max_batch = max_batch
         self._connection = connect(self.path)
-        _size_settings(self._connection, max_bytes)
+        size_settings(self._connection, max_bytes)
         self._secret = _secret(self._connection)
         self._stopping = threading.Event()
         self._pruning = threading.Lock()
@@ -280,9 +279,9 @@ class PredictionLog:
                 # Its own connection; a short busy timeout: a pass that cannot get the lock is retried later.
                 self._prune_connection = connect(self.path, timeout=5)
                 self._prune_connection.execute("PRAGMA synchronous=NORMAL")  # deletes need no fsync of their own
-                _size_settings(self._prune_connection, self.max_bytes)
+                size_settings(self._prune_connection, self.max_bytes)
             cutoff = time.time() - self.retention.total_seconds() if self.retention is not None else None
-            return _prune(self._prune_connection, self.path, cutoff, self.max_bytes, self._stopping)
+            return prune(self._prune_connection, self.path, cutoff, self.max_bytes, self._stopping)
 
     def _prune_loop(self) -> None:
         """A pass every `prune_interval_s`, the first one interval after the start (not on the startup path)."""
@@ -301,98 +300,6 @@ def _resolve(future: asyncio.Future, error: Exception | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
-
-
-def _wal_allowance(max_bytes: int) -> int:
-    """The WAL's share of the cap: it is checkpointed at that size and truncated back to it."""
-    return min(max_bytes // 16, 64 << 20)
-
-
-def _size_settings(connection: sqlite3.Connection, max_bytes: int | None) -> None:
-    """Under a size cap, keep the WAL within its share (the defaults let it reach 4 MB, a small cap's whole)."""
-    if max_bytes is None:
-        return
-    page = connection.execute("PRAGMA page_size").fetchone()[0]
-    allowance = _wal_allowance(max_bytes)
-    connection.execute(f"PRAGMA wal_autocheckpoint={max(16, min(1000, allowance // page))}")
-    connection.execute(f"PRAGMA journal_size_limit={allowance}")
-
-
-def file_bytes(path: str | Path) -> int:
-    """The log's size on disk: the database and its WAL."""
-    return sum(os.stat(p).st_size for p in (str(path), f"{path}-wal") if os.path.exists(p))
-
-
-def _prune(connection: sqlite3.Connection, path: Path, cutoff: float | None, max_bytes: int | None,
-           stopping: threading.Event) -> dict:
-    expired = over_size = 0
-    if cutoff is not None:
-        while not stopping.is_set():
-            deleted = _delete(connection, "SELECT seq FROM predictions WHERE ts < ? ORDER BY ts LIMIT ?",
-                              (cutoff, PRUNE_ROWS))
-            expired += deleted
-            if deleted < PRUNE_ROWS:
-                break
-    over = max_bytes is not None and file_bytes(path) > max_bytes
-    if over:
-        # Live bytes (pages in use), not the file's size: an older log without auto_vacuum never shrinks, and
-        # must not be emptied for it (its freed pages are reused instead).
-        target = int(max_bytes * SIZE_TARGET) - _wal_allowance(max_bytes)
-        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
-        while not stopping.is_set():
-            pages, free = (connection.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count"))
-            live = (pages - free) * page_size
-            first, last = connection.execute("SELECT (SELECT min(seq) FROM predictions), "
-                                             "(SELECT max(seq) FROM predictions)").fetchone()
-            if live <= target or first is None:
-                break
-            rows = last - first + 1
-            needed = -(-(live - target) * rows // live)  # rows of average size to go, rounded up
-            deleted = _delete(connection, "SELECT seq FROM predictions ORDER BY seq LIMIT ?",
-                              (max(1, min(PRUNE_ROWS, needed)),))
-            over_size += deleted
-            if not deleted:
-                break
-    if expired or over:
-        _reclaim(connection, stopping)
-    return {"expired": expired, "over_size": over_size, "bytes": file_bytes(path)}
-
-
-def _delete(connection: sqlite3.Connection, select: str, parameters: tuple) -> int:
-    """One short transaction; then as long a pause, so writers get the lock at least half the time."""
-    started = time.perf_counter()
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        deleted = connection.execute(f"DELETE FROM predictions WHERE seq IN ({select})", parameters).rowcount
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    time.sleep(min(time.perf_counter() - started, 0.5))
-    return deleted
-
-
-def _reclaim(connection: sqlite3.Connection, stopping: threading.Event) -> None:
-    """Give freed pages back to the file system (logs created with auto_vacuum=INCREMENTAL; older ones reuse
-    them in place), in short steps; then copy the WAL into the database without
-    waiting for anyone (PASSIVE), and truncate the WAL if that is possible at once."""
-    if connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
-        while not stopping.is_set() and connection.execute("PRAGMA freelist_count").fetchone()[0]:
-            started = time.perf_counter()
-            # executescript steps the pragma to its end (execute would free one page and stop)
-            connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
-            connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            time.sleep(min(time.perf_counter() - started, 0.5))
-    _, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    if frames == copied:  # all in the database: a WAL truncation waits for nobody
-        timeout = connection.execute("PRAGMA busy_timeout").fetchone()[0]
-        connection.execute("PRAGMA busy_timeout=0")
-        try:
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        except sqlite3.OperationalError:
-            pass
-        finally:
-            connection.execute(f"PRAGMA busy_timeout={timeout}")
 
 
 # --- readers ------------------------------------------------------------------------------------------------

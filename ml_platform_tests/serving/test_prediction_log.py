@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ml_platform.serving.prediction_log import (COLUMNS, PredictionLog, connect, file_bytes, log_path, logged_rows,
+from ml_platform.serving.log_pruning import file_bytes
+from ml_platform.serving.prediction_log import (COLUMNS, PredictionLog, connect, log_path, logged_rows,
                                                read_log)
 
 DAY, NEXT_DAY = datetime(2013, 6, 3), datetime(2013, 6, 4)
