@@ -12,9 +12,11 @@ absolute figures across machines; the alternated comparisons keep the best round
 - `serving_rps_vs_floor` (goal 0.7): our single-row requests per second over the floor's, alternated rounds,
   8 connections. The floor (`benchmarks/serving_floor.py`) is a bare ASGI app on Granian with the same options
   (ASGI, uvloop, HTTP/1, one worker): orjson body, the same model file, `Booster.predict` on the row coded as
-  LightGBM expects, no validation, no prediction log, no metrics.
+  LightGBM expects, no validation, no prediction log, no metrics (`cores_used`: the CPU each side used).
 - `serving_workers_scaling` (goal 1.3): our server with `--workers 2` over `--workers 1`, single-row requests,
-  16 connections each, alternated rounds (`rps_1`, `rps_2`, `p99_ms_1`, `p99_ms_2`).
+  16 connections each, alternated rounds (`rps_1`, `rps_2`, `p99_ms_1`, `p99_ms_2`); beside it, in the same
+  rounds, the floor's own 2-worker over 1-worker ratio (`floor_scaling`: what the machine allows while wrk
+  shares its cores) and the CPU each server used (`cores_used`, CPU seconds per second of its process group).
 - `serving_health_p99_under_explain_ms` (goal 50): while wrk keeps 4 connections busy with 1000-row
   `"explain": true` requests (rows from the test split) to our one-worker server with default settings, one
   client GETs `/health` sequentially every 20 ms, each timed on its own: p99 in ms (`p50_ms`, `max_ms`, the
@@ -154,16 +156,34 @@ class Wrk:
         return self.result(self.start(url, body, seconds, connections), seconds)
 
 
-def alternated(wrk: Wrk, urls: dict[str, str], body: bytes, seconds: int, connections: int, rounds: int) -> dict:
-    """Each server's best round (highest requests per second) over `rounds` rounds run in turn, plus every
-    round's rate: load from other work on the machine then hits both sides alike. A 2 s run per server first,
-    not counted, warms it up (and has every worker of a multi-worker server load its model)."""
-    for url in urls.values():
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of one process group (a server and its workers)."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(stat[2]) == pgid:
+            total += int(stat[11]) + int(stat[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def alternated(wrk: Wrk, servers: dict[str, tuple[str, subprocess.Popen]], body: bytes, seconds: int,
+               connections: int, rounds: int) -> dict:
+    """Each server's (name: (url, process)) best round (highest requests per second) over `rounds` rounds run in
+    turn, plus every round's rate: load from other work on the machine then hits both sides alike. `cores`: the
+    CPU the server's process group used during that round, per second. A 2 s run per server first, not counted,
+    warms it up (and has every worker of a multi-worker server load its model)."""
+    for url, _ in servers.values():
         wrk.run(url, body, 2, connections)
-    runs = {name: [] for name in urls}
+    runs = {name: [] for name in servers}
     for _ in range(rounds):
-        for name, url in urls.items():
-            runs[name].append(wrk.run(url, body, seconds, connections))
+        for name, (url, process) in servers.items():
+            cpu, started = group_cpu_seconds(process.pid), time.monotonic()
+            result = wrk.run(url, body, seconds, connections)
+            cores = (group_cpu_seconds(process.pid) - cpu) / (time.monotonic() - started)
+            runs[name].append({**result, "cores": round(cores, 2)})
             time.sleep(1)  # the prediction log's writer settles between runs
     return {name: {**max(results, key=lambda r: r["rps"]), "rps_rounds": [r["rps"] for r in results]}
             for name, results in runs.items()}
@@ -352,26 +372,38 @@ def main() -> int:
                     print((scratch / f"{name}.out").read_text()[-3000:], file=sys.stderr)
                     raise
 
-            def serve_ours(workers: int) -> tuple[subprocess.Popen, str]:
+            def serve_ours(workers: int) -> tuple[str, subprocess.Popen]:
                 port, name = free_port(), f"ours_{workers}"
                 process = start([sys.executable, "-m", "ml_platform.cli", "serve", "--model", "flight_delay",
                                  "--port", str(port), "--log", str(scratch / f"log_{workers}.sqlite"),
                                  "--workers", str(workers)], name)
                 url = f"http://127.0.0.1:{port}/v1/models/flight_delay/predict"
                 ready(url, process, name)
-                return process, url
+                return url, process
+
+            def serve_floor(workers: int) -> tuple[str, subprocess.Popen]:
+                port, name = free_port(), f"floor_{workers}"
+                process = start([str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--http", "1",
+                                 "--no-ws", "--factory", "--workers", str(workers), "--host", "127.0.0.1",
+                                 "--port", str(port), "--log-level", "warning", "--working-dir",
+                                 str(REPO / "benchmarks"), "serving_floor:create_app"],
+                                name, SERVING_FLOOR_MODEL=str(floor_model))
+                url = f"http://127.0.0.1:{port}/"
+                ready(url, process, name)
+                return url, process
 
             def answer(url: str) -> float:
                 return requests.post(url, data=single, headers={"Content-Type": "application/json"},
                                      timeout=5).json()["predictions"][0]
 
-            def rounds(step: str, urls: dict[str, str], connections: int, server: subprocess.Popen) -> dict:
-                best = alternated(wrk, urls, single, args.seconds, connections, args.rounds)
-                stop(server)
+            def rounds(step: str, servers: dict, connections: int, *done: subprocess.Popen) -> dict:
+                best = alternated(wrk, servers, single, args.seconds, connections, args.rounds)
+                for process in done:
+                    stop(process)
                 emit(step=step, connections=connections, **best)
                 return best
 
-            ours, ours_url = serve_ours(1)
+            ours_url, ours = serve_ours(1)
             if "mlflow" in parts:
                 port = free_port()
                 theirs = start([str(BIN / "mlflow"), "models", "serve", "-m", "models:/flight_delay@champion",
@@ -397,31 +429,34 @@ def main() -> int:
                     non_2xx={"ours": ours_result["non_2xx"], "mlflow": theirs_result["non_2xx"]})
 
             if "floor" in parts:
-                port = free_port()
-                floor = start([str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--http", "1",
-                               "--no-ws", "--factory", "--workers", "1", "--host", "127.0.0.1", "--port", str(port),
-                               "--log-level", "warning", "--working-dir", str(REPO / "benchmarks"),
-                               "serving_floor:create_app"], "floor", SERVING_FLOOR_MODEL=str(floor_model))
-                floor_url = f"http://127.0.0.1:{port}/"
-                ready(floor_url, floor, "floor")
+                floor_url, floor = serve_floor(1)
                 ours_answer, floor_answer = answer(ours_url), answer(floor_url)
                 emit(step="floor_parity", ours=ours_answer, floor=floor_answer,
                      same=bool(abs(ours_answer - floor_answer) <= 1e-9))
-                best = rounds("floor_rounds", {"floor": floor_url, "ours": ours_url}, args.connections, floor)
+                best = rounds("floor_rounds", {"floor": (floor_url, floor), "ours": (ours_url, ours)},
+                              args.connections, floor)
                 figures["serving_rps_vs_floor"] = versus(
                     best, "ours", "floor", 0.7, ours_rps=best["ours"]["rps"], floor_rps=best["floor"]["rps"],
                     ours_p99_ms=best["ours"]["p99_ms"], floor_p99_ms=best["floor"]["p99_ms"],
+                    cores_used={name: result["cores"] for name, result in best.items()},
                     connections=args.connections, rounds=args.rounds,
                     note="single row, one worker each, same Granian options; the floor: orjson + Booster.predict")
 
             if "workers" in parts:
-                two, two_url = serve_ours(2)
-                best = rounds("workers_rounds", {"1": ours_url, "2": two_url}, args.workers_connections, two)
+                servers = {"1": (ours_url, ours), "2": serve_ours(2),
+                           "floor_1": serve_floor(1), "floor_2": serve_floor(2)}
+                best = rounds("workers_rounds", servers, args.workers_connections,
+                              *(process for name, (_, process) in servers.items() if name != "1"))
+                floor_scaling = best["floor_2"]["rps"] / best["floor_1"]["rps"]
                 figures["serving_workers_scaling"] = versus(
                     best, "2", "1", 1.3, rps_1=best["1"]["rps"], rps_2=best["2"]["rps"],
                     p99_ms_1=best["1"]["p99_ms"], p99_ms_2=best["2"]["p99_ms"],
-                    connections=args.workers_connections, rounds=args.rounds, cores=os.cpu_count(),
-                    note="wrk shares the cores with the workers")
+                    floor_scaling=round(floor_scaling, 3), floor_rps_1=best["floor_1"]["rps"],
+                    floor_rps_2=best["floor_2"]["rps"],
+                    cores_used={name: result["cores"] for name, result in best.items()},
+                    connections=args.workers_connections, rounds=args.rounds, cpus=os.cpu_count(),
+                    note="wrk shares the cores with the servers; floor_scaling: the bare floor's 2 workers over 1 on "
+                         "the same load, what this machine allows")
 
             if "health" in parts:
                 started = time.perf_counter()
