@@ -197,12 +197,13 @@ def serve(args) -> int:
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         print("ml-platform serve: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
-    # every worker reads the same settings and counts into one set of metrics files
+    # every worker reads the same settings
     os.environ[CONFIG_ENV] = config.to_environment()
     metrics_dir = home / "serving" / "metrics" / f"{args.model}-{port}"
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True, mode=0o700)
-    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    if workers > 1:  # one process counts in memory; several add up their files (prometheus multiprocess mode)
+        metrics_dir.mkdir(parents=True, mode=0o700)
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
     server = Server(
         "ml_platform.serving.app:from_environment", factory=True, address=args.host, port=port,
         interface=Interfaces.ASGI, workers=workers, loop=Loops.uvloop, http=HTTPModes.http1, websockets=False,

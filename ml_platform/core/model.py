@@ -18,6 +18,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from ml_platform.core.row_predictor import RowPredictor
+
 MODEL_FILE = "model.txt"
 MANIFEST_FILE = "manifest.json"
 
@@ -105,6 +107,9 @@ class FeatureEncoder:
         return counts
 
 
+FEW_ROWS = 16  # up to this many rows, one single-row call each beats Booster.predict's set-up
+
+
 def _threads(rows: int) -> int:
     """One thread for small inputs (no OpenMP start-up per request); all cores for batches."""
     return 1 if rows < 2000 else 0
@@ -135,8 +140,16 @@ class Model:
 
     def predict_records(self, records: list[dict]) -> np.ndarray:
         """`predict` for validated dict rows (the endpoint's path: no DataFrame, one thread per request); the
-        same numbers as `predict` on the same rows. Missing keys score as missing values."""
-        return self.booster.predict(self.encoder.transform_records(records), num_threads=1)
+        same numbers as `predict` on the same rows. Missing keys score as missing values. A few rows go through
+        LightGBM's single-row API (no per-call set-up), more through Booster.predict."""
+        matrix = self.encoder.transform_records(records)
+        if len(records) <= FEW_ROWS:
+            return self._row_predictor.predict(matrix)
+        return self.booster.predict(matrix, num_threads=1)
+
+    @cached_property
+    def _row_predictor(self) -> RowPredictor:
+        return RowPredictor(self.booster, len(self.encoder.names))
 
     def contributions(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Per-row feature contributions (TreeSHAP, LightGBM's pred_contrib); the last column is the bias.

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import secrets
 from importlib import metadata
 import logging
 import time
@@ -51,6 +53,8 @@ class ServingApp:
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task] = []
         self._in_flight = 0
+        # request ids: unique per process (a random prefix made in the worker) and cheap (a counter)
+        self._id_prefix, self._ids = secrets.token_hex(8), itertools.count()
         self._scorer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
         model = config.model
         about = self._about_model
@@ -111,14 +115,14 @@ class ServingApp:
                 allowed, handler = b"GET, HEAD, OPTIONS", self._get[path]
             else:
                 await respond_json(send, 404, {"error": "no such route"}, head=method == "HEAD")
-                return self.metrics.requests.labels("other", "404").inc()
+                return self.metrics.request("other", "404").inc()
             cors = cors_headers(scope, self.config.cors_origins, allowed) if self.config.cors_origins else None
             if method == "OPTIONS":  # a CORS preflight, or a client asking what the route allows
                 return await respond(send, 204, b"", b"text/plain", [(b"allow", allowed), *(cors or ())])
             if cors:  # an allowed origin: every answer says so
                 send = _adding_headers(send, cors[:2])
             if method.encode() not in allowed.split(b", "):
-                self.metrics.requests.labels("other", "405").inc()
+                self.metrics.request("other", "405").inc()
                 return await respond_json(send, 405, {"error": f"{method} is not allowed here; use "
                                                                f"{allowed.decode()}"}, [(b"allow", allowed)])
             if handler is None:
@@ -126,7 +130,7 @@ class ServingApp:
             await handler(scope, send, method == "HEAD")
         except Exception:  # a bug must still answer, and be counted; its details stay in the server's log
             log.exception("unhandled error on %s %s", method, path)
-            self.metrics.errors.labels("internal").inc()
+            self.metrics.error("internal").inc()
             await respond_json(send, 500, {"error": "internal error"}, [(b"connection", b"close")])
 
     async def _lifespan(self, receive, send) -> None:
@@ -147,7 +151,7 @@ class ServingApp:
     # --- predict (v1 and v2 alike) -----------------------------------------------------------------------
 
     async def _predict(self, scope, receive, send, protocol: Protocol) -> None:
-        started, arrived, request_id = time.perf_counter(), time.time(), uuid.uuid4().hex
+        started, arrived, request_id = time.perf_counter(), time.time(), f"{self._id_prefix}{next(self._ids):016x}"
         if self._in_flight >= self.config.max_in_flight:
             error = RequestError(503, [{"field": "server", "error": f"{self._in_flight} requests in flight; "
                                                                    "retry after the time in Retry-After"}])
@@ -199,8 +203,8 @@ class ServingApp:
         except TimeoutError:
             future.cancel()  # not started yet: dropped; running: it ends on its own, then frees its slot
             future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
-            raise _ScoringTimeout(503, [{"field": "scoring", "error": f"not scored within "
-                                                                      f"{self.config.scoring_timeout_s:g} s"}]) from None
+            limit = self.config.scoring_timeout_s
+            raise _ScoringTimeout(503, [{"field": "scoring", "error": f"not scored within {limit:g} s"}]) from None
         return (answer, shadow, routed, *result)
 
     async def _answer(self, send, protocol, slot, rows, scored, client_id, request_id, arrived, started):
@@ -214,22 +218,22 @@ class ServingApp:
                 orjson.dumps(shadow_outputs).decode() if shadow_outputs is not None else None, routed))
         except Exception as error:  # not logged means not answered: the promise of the log
             log.error("prediction log write failed: %s", error)
-            self.metrics.errors.labels("log").inc()
-            self.metrics.requests.labels(protocol.route, "503").inc()
+            self.metrics.error("log").inc()
+            self.metrics.request(protocol.route, "503").inc()
             return await respond_json(send, 503, protocol.failure("prediction log unavailable", request_id))
-        self.metrics.predictions.labels(answer.version, "answer").inc(len(rows))
+        self.metrics.predicted(answer.version, "answer").inc(len(rows))
         if shadow is not None:
-            self.metrics.predictions.labels(shadow.version, "shadow").inc(len(rows))
-        self.metrics.latency.labels(protocol.route).observe(time.perf_counter() - started)
-        self.metrics.requests.labels(protocol.route, "200").inc()
+            self.metrics.predicted(shadow.version, "shadow").inc(len(rows))
+        self.metrics.latency_of(protocol.route).observe(time.perf_counter() - started)
+        self.metrics.request(protocol.route, "200").inc()
         body = protocol.answer(self.config.model, answer, predictions, explanations, client_id, request_id,
                                slot.champion.model.manifest.get("task"))
         await respond_json(send, 200, body)
 
     async def _refuse(self, scope, send, protocol, error: RequestError, request_id, kind, body_read: bool):
         """A 4xx/503 naming the field. Unread body bytes may still be on the wire: then the connection closes."""
-        self.metrics.errors.labels(kind or _kind(error.status)).inc()
-        self.metrics.requests.labels(protocol.route, str(error.status)).inc()
+        self.metrics.error(kind or _kind(error.status)).inc()
+        self.metrics.request(protocol.route, str(error.status)).inc()
         headers = []
         if error.status == 401:
             headers += unauthorized_headers()
@@ -268,13 +272,13 @@ class ServingApp:
         if not bearer_ok(scope, self.config.metrics_token):
             return await self._plain(send, 401, {"error": "missing or wrong metrics bearer token"}, "metrics", head,
                                      unauthorized_headers())
-        self.metrics.requests.labels("metrics", "200").inc()
+        self.metrics.request("metrics", "200").inc()
         await respond(send, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE, head=head)
 
     async def _about_model(self, scope, send, head, route: str, describe) -> None:
         """A route that describes the loaded model: behind the API token, 503 until a model is loaded."""
         if not bearer_ok(scope, self.config.token):
-            self.metrics.errors.labels("unauthorized").inc()
+            self.metrics.error("unauthorized").inc()
             return await self._plain(send, 401, {"error": "missing or wrong bearer token"}, route, head,
                                      unauthorized_headers())
         slot = self.slot
@@ -311,7 +315,7 @@ class ServingApp:
         await self._plain(send, 200 if ready else 503, {"ready": ready}, "v2", head)
 
     async def _plain(self, send, status, payload, route, head, headers=()):
-        self.metrics.requests.labels(route, str(status)).inc()
+        self.metrics.request(route, str(status)).inc()
         await respond_json(send, status, payload, headers, head)
 
 

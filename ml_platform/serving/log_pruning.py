@@ -6,6 +6,7 @@ as long a pause, so writers of this process or another get the lock at least hal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -38,11 +39,13 @@ def file_bytes(path: str | Path) -> int:
 
 
 def prune(connection: sqlite3.Connection, path: Path, cutoff: float | None, max_bytes: int | None,
-           stopping: threading.Event) -> dict:
+          stopping: threading.Event, lock=contextlib.nullcontext()) -> dict:
+    """Delete rows older than `cutoff` and, over `max_bytes`, the oldest; give the space back. Each
+    transaction is taken under `lock` (the log's cross-process writer lock)."""
     expired = over_size = 0
     if cutoff is not None:
         while not stopping.is_set():
-            deleted = _delete(connection, "SELECT seq FROM predictions WHERE ts < ? ORDER BY ts LIMIT ?",
+            deleted = _delete(connection, lock, "SELECT seq FROM predictions WHERE ts < ? ORDER BY ts LIMIT ?",
                               (cutoff, PRUNE_ROWS))
             expired += deleted
             if deleted < PRUNE_ROWS:
@@ -62,31 +65,32 @@ def prune(connection: sqlite3.Connection, path: Path, cutoff: float | None, max_
                 break
             rows = last - first + 1
             needed = -(-(live - target) * rows // live)  # rows of average size to go, rounded up
-            deleted = _delete(connection, "SELECT seq FROM predictions ORDER BY seq LIMIT ?",
+            deleted = _delete(connection, lock, "SELECT seq FROM predictions ORDER BY seq LIMIT ?",
                               (max(1, min(PRUNE_ROWS, needed)),))
             over_size += deleted
             if not deleted:
                 break
     if expired or over:
-        _reclaim(connection, stopping)
+        _reclaim(connection, stopping, lock)
     return {"expired": expired, "over_size": over_size, "bytes": file_bytes(path)}
 
 
-def _delete(connection: sqlite3.Connection, select: str, parameters: tuple) -> int:
+def _delete(connection: sqlite3.Connection, lock, select: str, parameters: tuple) -> int:
     """One short transaction; then as long a pause, so writers get the lock at least half the time."""
     started = time.perf_counter()
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        deleted = connection.execute(f"DELETE FROM predictions WHERE seq IN ({select})", parameters).rowcount
-        connection.execute("COMMIT")
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
+    with lock:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            deleted = connection.execute(f"DELETE FROM predictions WHERE seq IN ({select})", parameters).rowcount
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
     time.sleep(min(time.perf_counter() - started, 0.5))
     return deleted
 
 
-def _reclaim(connection: sqlite3.Connection, stopping: threading.Event) -> None:
+def _reclaim(connection: sqlite3.Connection, stopping: threading.Event, lock) -> None:
     """Give freed pages back to the file system (logs created with auto_vacuum=INCREMENTAL; older ones reuse
     them in place), in short steps; then copy the WAL into the database without
     waiting for anyone (PASSIVE), and truncate the WAL if that is possible at once."""
@@ -94,7 +98,8 @@ def _reclaim(connection: sqlite3.Connection, stopping: threading.Event) -> None:
         while not stopping.is_set() and connection.execute("PRAGMA freelist_count").fetchone()[0]:
             started = time.perf_counter()
             # executescript steps the pragma to its end (execute would free one page and stop)
-            connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+            with lock:
+                connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             time.sleep(min(time.perf_counter() - started, 0.5))
     _, frames, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()

@@ -8,6 +8,7 @@ keeps its counts. Without that variable (one process) the counters live in memor
 from __future__ import annotations
 
 import os
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -30,6 +31,11 @@ class Metrics:
                                  buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.in_flight = Gauge("ml_platform_in_flight_requests", "Predict requests being worked on",
                                registry=self.registry, multiprocess_mode="livesum")
+        # labelled children, looked up once per label values (labels() costs more than the increment)
+        self.request = lru_cache(maxsize=512)(self.requests.labels)
+        self.error = lru_cache(maxsize=64)(self.errors.labels)
+        self.predicted = lru_cache(maxsize=64)(self.predictions.labels)
+        self.latency_of = lru_cache(maxsize=16)(self.latency.labels)
 
     def exposition(self) -> bytes:
         """The Prometheus text of every worker (multiprocess mode) or of this process."""

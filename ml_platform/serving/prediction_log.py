@@ -20,7 +20,6 @@ import contextlib
 import hmac
 import json
 import logging
-import os
 import queue
 import secrets
 import sqlite3
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ml_platform.serving.log_files import LOG_FOLDER, WriterLock, private_file, private_folder
 from ml_platform.serving.log_pruning import prune, size_settings
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _INSERT = f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _STOP = object()
-LOG_FOLDER = "predictions"  # log_path's folder: the logs' own, tightened to 0700 when found wider
-FOLDER_MODE, FILE_MODE = 0o700, 0o600
 HASH_CHARS = 16
 
 
@@ -68,55 +66,11 @@ def log_path(home: str | Path, model: str) -> Path:
     return Path(home) / LOG_FOLDER / f"{model}.sqlite"
 
 
-# --- private files -----------------------------------------------------------------------------------------
-
-def _tighten(path: Path, mode: int, fd: int | None = None) -> None:
-    """`path` to `mode` when it is wider and ours (another user's file is left alone, with a warning)."""
-    try:
-        found = (os.fstat(fd) if fd is not None else os.stat(path))
-    except FileNotFoundError:
-        return
-    if not found.st_mode & 0o777 & ~mode:
-        return
-    try:
-        os.fchmod(fd, mode) if fd is not None else os.chmod(path, mode)
-    except OSError as error:
-        log.warning("prediction log: cannot restrict %s to %o: %s", path, mode, error)
-
-
-def _private_folder(folder: Path) -> None:
-    """The log's folder is created 0700; the logs' own folder (`predictions`) is tightened to 0700 if wider. A
-    folder given by the caller that holds other things (`/tmp`) keeps its mode."""
-    if not folder.is_dir():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            folder.mkdir(mode=FOLDER_MODE)
-        except FileExistsError:  # another process made it, the same way
-            pass
-        else:
-            os.chmod(folder, FOLDER_MODE)  # mkdir's mode passes through the umask; make it exact
-            return
-    if folder.name == LOG_FOLDER:
-        _tighten(folder, FOLDER_MODE)
-
-
-def _private_file(path: Path) -> None:
-    """The database file exists 0600 before SQLite opens it: SQLite gives `-wal` and `-shm` the database file's
-    mode. Files of an older log that are wider are tightened. No umask change (the server is threaded)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    try:
-        _tighten(path, FILE_MODE, fd)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm"):
-        _tighten(Path(f"{path}{suffix}"), FILE_MODE)
-
-
 def connect(path: str | Path, timeout: float = 30) -> sqlite3.Connection:
     """A writing connection to a private log, schema created. New logs reclaim space incrementally."""
     path = Path(path)
-    _private_folder(path.parent)
-    _private_file(path)
+    private_folder(path.parent)
+    private_file(path)
     # A generous busy timeout: during a blue/green switch, and with several workers, servers share the log.
     connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout)
     connection.execute("PRAGMA auto_vacuum=INCREMENTAL")  # effective on a new file only: before any table
@@ -202,6 +156,7 @@ class PredictionLog:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._max_batch = max_batch
         self._connection = connect(self.path)
+        self._lock = WriterLock(self.path)
         size_settings(self._connection, max_bytes)
         self._secret = _secret(self._connection)
         self._stopping = threading.Event()
@@ -234,6 +189,7 @@ class PredictionLog:
         if self._pruner is not None:
             self._pruner.join(timeout=10)
         self._connection.close()
+        self._lock.close()
         with self._pruning:
             if self._prune_connection is not None:
                 self._prune_connection.close()
@@ -256,18 +212,22 @@ class PredictionLog:
                     break
                 batch.append(item)
             error = None
-            try:
-                self._connection.execute("BEGIN IMMEDIATE")
-                self._connection.executemany(_INSERT, [row for row, _, _ in batch])
-                self._connection.execute("COMMIT")
-            except Exception as failure:  # the requests fail; nothing is acknowledged that is not on disk
-                error = failure
+            with self._lock:  # other processes writing this log wait here, woken as soon as it is released
                 try:
-                    self._connection.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            for _, future, loop in batch:
-                loop.call_soon_threadsafe(_resolve, future, error)
+                    self._connection.execute("BEGIN IMMEDIATE")
+                    self._connection.executemany(_INSERT, [row for row, _, _ in batch])
+                    self._connection.execute("COMMIT")
+                except Exception as failure:  # the requests fail; nothing is acknowledged that is not on disk
+                    error = failure
+                    try:
+                        self._connection.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+            by_loop: dict = {}
+            for _, future, loop in batch:  # one wake-up per event loop for the whole batch
+                by_loop.setdefault(loop, []).append(future)
+            for loop, futures in by_loop.items():
+                loop.call_soon_threadsafe(_resolve_all, futures, error)
             if stop:
                 return
 
@@ -281,7 +241,7 @@ class PredictionLog:
                 self._prune_connection.execute("PRAGMA synchronous=NORMAL")  # deletes need no fsync of their own
                 size_settings(self._prune_connection, self.max_bytes)
             cutoff = time.time() - self.retention.total_seconds() if self.retention is not None else None
-            return prune(self._prune_connection, self.path, cutoff, self.max_bytes, self._stopping)
+            return prune(self._prune_connection, self.path, cutoff, self.max_bytes, self._stopping, self._lock)
 
     def _prune_loop(self) -> None:
         """A pass every `prune_interval_s`, the first one interval after the start (not on the startup path)."""
@@ -293,13 +253,14 @@ class PredictionLog:
                             self.prune_interval_s, error)
 
 
-def _resolve(future: asyncio.Future, error: Exception | None) -> None:
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+def _resolve_all(futures: list[asyncio.Future], error: Exception | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
 
 # --- readers ------------------------------------------------------------------------------------------------
