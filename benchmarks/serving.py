@@ -54,6 +54,7 @@ from datetime import datetime
 from pathlib import Path
 
 import requests
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -372,11 +373,19 @@ def main() -> int:
                     print((scratch / f"{name}.out").read_text()[-3000:], file=sys.stderr)
                     raise
 
-            def serve_ours(workers: int) -> tuple[str, subprocess.Popen]:
-                port, name = free_port(), f"ours_{workers}"
+            def serve_ours(workers: int, fsync: bool = True) -> tuple[str, subprocess.Popen]:
+                port, name = free_port(), f"ours_{workers}{'' if fsync else '_no_fsync'}"
+                specs = {}
+                if not fsync:  # the same spec with serving.log.fsync: false
+                    folder = scratch / "specs_no_fsync"
+                    folder.mkdir(exist_ok=True)
+                    data = yaml.safe_load((BUNDLED_SPECS / "flight_delay.yaml").read_text())
+                    data.setdefault("serving", {}).setdefault("log", {})["fsync"] = False
+                    (folder / "flight_delay.yaml").write_text(yaml.safe_dump(data))
+                    specs = {"ML_PLATFORM_SPECS": str(folder)}
                 process = start([sys.executable, "-m", "ml_platform.cli", "serve", "--model", "flight_delay",
-                                 "--port", str(port), "--log", str(scratch / f"log_{workers}.sqlite"),
-                                 "--workers", str(workers)], name)
+                                 "--port", str(port), "--log", str(scratch / f"log_{name}.sqlite"),
+                                 "--workers", str(workers)], name, **specs)
                 url = f"http://127.0.0.1:{port}/v1/models/flight_delay/predict"
                 ready(url, process, name)
                 return url, process
@@ -433,14 +442,19 @@ def main() -> int:
                 ours_answer, floor_answer = answer(ours_url), answer(floor_url)
                 emit(step="floor_parity", ours=ours_answer, floor=floor_answer,
                      same=bool(abs(ours_answer - floor_answer) <= 1e-9))
-                best = rounds("floor_rounds", {"floor": (floor_url, floor), "ours": (ours_url, ours)},
-                              args.connections, floor)
+                no_fsync_url, no_fsync = serve_ours(1, fsync=False)
+                best = rounds("floor_rounds", {"floor": (floor_url, floor), "ours": (ours_url, ours),
+                                               "ours_no_fsync": (no_fsync_url, no_fsync)},
+                              args.connections, floor, no_fsync)
                 figures["serving_rps_vs_floor"] = versus(
                     best, "ours", "floor", 0.7, ours_rps=best["ours"]["rps"], floor_rps=best["floor"]["rps"],
+                    without_fsync=round(best["ours_no_fsync"]["rps"] / best["floor"]["rps"], 3),
                     ours_p99_ms=best["ours"]["p99_ms"], floor_p99_ms=best["floor"]["p99_ms"],
                     cores_used={name: result["cores"] for name, result in best.items()},
                     connections=args.connections, rounds=args.rounds,
-                    note="single row, one worker each, same Granian options; the floor: orjson + Booster.predict")
+                    note="single row, one worker each, same Granian options; the floor: orjson + Booster.predict; "
+                         "without_fsync: ours with serving.log.fsync false (a killed server loses nothing, a power "
+                         "loss may)")
 
             if "workers" in parts:
                 servers = {"1": (ours_url, ours), "2": serve_ours(2),

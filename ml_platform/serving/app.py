@@ -71,7 +71,8 @@ class ServingApp:
     async def startup(self) -> None:
         config = self.config
         retention = timedelta(seconds=config.log_retention_s) if config.log_retention_s else None
-        self.prediction_log = PredictionLog(config.log_path, retention=retention, max_bytes=config.log_max_bytes)
+        self.prediction_log = PredictionLog(config.log_path, retention=retention, max_bytes=config.log_max_bytes,
+                                            fsync=config.log_fsync)
         await self.reload()
         self._tasks.append(asyncio.create_task(self._reload_forever()))
 

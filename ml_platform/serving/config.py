@@ -46,6 +46,7 @@ class ServeConfig:
     log_redact: tuple[str, ...] = ()
     log_retention_s: float | None = None
     log_max_bytes: int | None = None
+    log_fsync: bool = True
     token: str | None = field(default_factory=lambda: _env(TOKEN_ENV), repr=False)
     metrics_token: str | None = field(default_factory=lambda: _env(METRICS_TOKEN_ENV), repr=False)
 
@@ -77,5 +78,5 @@ def from_spec(spec, **overrides) -> ServeConfig:
         max_in_flight=limits.in_flight, scoring_timeout_s=limits.scoring_timeout.total_seconds(),
         retry_after_s=limits.retry_after.total_seconds(),
         log_redact=tuple(serving.log.redact), log_retention_s=serving.log.retention.total_seconds(),
-        log_max_bytes=serving.log.max_mb * 1024 * 1024)
+        log_max_bytes=serving.log.max_mb * 1024 * 1024, log_fsync=serving.log.fsync)
     return ServeConfig(**{**values, **overrides})

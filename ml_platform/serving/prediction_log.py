@@ -150,12 +150,14 @@ class PredictionLog:
     writers, of this process or another, are never held up for more than one of them."""
 
     def __init__(self, path: str | Path, max_batch: int = 512, retention: timedelta | None = None,
-                 max_bytes: int | None = None, prune_interval_s: float = 60):
+                 max_bytes: int | None = None, prune_interval_s: float = 60, fsync: bool = True):
         self.path = Path(path)
         self.retention, self.max_bytes, self.prune_interval_s = retention, max_bytes, prune_interval_s
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._max_batch = max_batch
         self._connection = connect(self.path)
+        if not fsync:  # a commit then survives a killed server (it is in the OS's cache), not a power loss
+            self._connection.execute("PRAGMA synchronous=NORMAL")
         self._lock = WriterLock(self.path)
         size_settings(self._connection, max_bytes)
         self._secret = _secret(self._connection)

@@ -270,3 +270,14 @@ CREATE TABLE predictions (seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id TEXT
     latency_ms REAL NOT NULL, shadow_version TEXT, shadow_outputs TEXT, routed TEXT NOT NULL);
 CREATE INDEX predictions_ts ON predictions (ts);
 """
+
+
+def test_fsync_is_on_unless_the_spec_turns_it_off(tmp_path):
+    """synchronous=FULL (2) fsyncs every group commit; NORMAL (1) leaves a committed row to the OS's cache."""
+    durable, cached = PredictionLog(tmp_path / "a.sqlite"), PredictionLog(tmp_path / "b.sqlite", fsync=False)
+    try:
+        assert durable._connection.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert cached._connection.execute("PRAGMA synchronous").fetchone()[0] == 1
+    finally:
+        durable.close()
+        cached.close()

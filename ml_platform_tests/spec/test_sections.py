@@ -36,8 +36,8 @@ def test_refit_written_out_or_left_to_its_default_has_one_digest(tmp_path, write
 
 def test_renaming_a_field_keeps_the_digest(tmp_path, write_spec, flight_spec):
     """The digest is every asset's code version: renaming rollout.window_days must not mark them all changed."""
-    # The bundled spec's digest; it last changed with serving.limits, .log, .workers (every field hashes, default or not).
-    assert flight_spec.digest == "e14cb2ff9664b6a4"
+    # The bundled spec's digest; it last changed with serving.limits, .log (fsync too), .workers (every field hashes, default or not).
+    assert flight_spec.digest == "3df42795137a16a5"
     new = load_spec(write_spec(tmp_path, {"serving.rollout": {"mode": "none", "trial_days": 4}}))
     old = load_spec(write_spec(tmp_path, {"serving.rollout": {"mode": "none", "window_days": 4}}, name="old.yaml"))
     assert new.serving.rollout.trial_days == old.serving.rollout.trial_days == 4
