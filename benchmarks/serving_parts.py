@@ -154,7 +154,6 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
     from ml_platform.core.model import Model
     from ml_platform.serving.app import ServingApp
     from ml_platform.serving.config import ServeConfig
-    from ml_platform.serving import prediction_log as prediction_log_module
     from ml_platform.serving.metrics import Metrics
     from ml_platform.serving.prediction_log import PredictionLog
     from ml_platform.serving.protocols import V1
@@ -223,17 +222,17 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
 
     # --- the prediction log's append alone, then the whole app through ASGI --------------------------------
     commits = [0]
-    resolve_all = prediction_log_module._resolve_all
+    commit = PredictionLog._commit
 
-    def counted(futures, error):  # called once per committed batch (one event loop here)
+    def counted(self, rows):  # called once per committed batch
         commits[0] += 1
-        resolve_all(futures, error)
+        commit(self, rows)
 
     def per_commit(n: int) -> float:  # rows (requests) per commit over the warm-up and the repeats
         return round((min(n, 500) + n * REPEATS) / max(commits[0], 1), 1)
 
     call = AsgiCall(app, f"/v1/models/{MODEL}/predict", body)
-    prediction_log_module._resolve_all = counted
+    PredictionLog._commit = counted
     try:
         for concurrency, n in ((8, 3000), (64, 8000)):
             log = PredictionLog(scratch / f"log_c{concurrency}.sqlite")
@@ -250,7 +249,7 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
             result = await timed_async(call, n, concurrency)
             part(f"app_c{concurrency}", result, requests_per_commit=per_commit(n))
     finally:
-        prediction_log_module._resolve_all = resolve_all
+        PredictionLog._commit = commit
     real_append = app.prediction_log.append
 
     async def no_append(row) -> None:

@@ -2,8 +2,8 @@
 
 The promise: a response is sent only after its log row is committed with `synchronous=FULL`, so a prediction
 whose response left the server is in the log even if the server is killed (`kill -9`) right after. Commits
-are grouped: one writer thread drains every row that arrived meanwhile into one transaction, so durability
-costs one fsync per batch, not per request.
+are grouped: the rows that arrive while a commit runs share the next one (one transaction, one INSERT, one
+fsync, one hand-off to the writer thread and back), so durability costs per batch, not per request.
 
 Privacy: the log's folder is 0700 and its files (the database, `-wal`, `-shm`) 0600. Rows keep only what the
 model's `LogPolicy` lets through (its features, the event-time and key columns); features listed in
@@ -20,10 +20,11 @@ import contextlib
 import hmac
 import json
 import logging
-import queue
 import secrets
 import sqlite3
 import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -56,8 +57,12 @@ CREATE TABLE IF NOT EXISTS predictions (
 CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_INSERT = f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_STOP = object()
+_ROW = f"({', '.join('?' * len(COLUMNS))})"
+
+
+def _insert(rows: int) -> str:
+    """One INSERT for a whole batch: one statement step (one release of the GIL), not one per row."""
+    return f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES {', '.join([_ROW] * rows)}"
 HASH_CHARS = 16
 
 
@@ -140,6 +145,15 @@ class LogPolicy:
 
 
 
+class _Batch:
+    """The rows of one event loop waiting for the next commit, and the future that commit resolves."""
+
+    __slots__ = ("loop", "rows", "done", "committing")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop, self.rows, self.done, self.committing = loop, [], loop.create_future(), False
+
+
 class PredictionLog:
     """Append rows from the event loop; `await append(row)` returns once the row is on disk.
 
@@ -153,8 +167,8 @@ class PredictionLog:
                  max_bytes: int | None = None, prune_interval_s: float = 60, fsync: bool = True):
         self.path = Path(path)
         self.retention, self.max_bytes, self.prune_interval_s = retention, max_bytes, prune_interval_s
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._max_batch = max_batch
+        self._batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop
         self._connection = connect(self.path)
         if not fsync:  # a commit then survives a killed server (it is in the OS's cache), not a power loss
             self._connection.execute("PRAGMA synchronous=NORMAL")
@@ -164,8 +178,7 @@ class PredictionLog:
         self._stopping = threading.Event()
         self._pruning = threading.Lock()
         self._prune_connection: sqlite3.Connection | None = None
-        self._thread = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
-        self._thread.start()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-log")
         self._pruner = None
         if retention is not None or max_bytes is not None:
             self._pruner = threading.Thread(target=self._prune_loop, name="prediction-log-prune", daemon=True)
@@ -179,15 +192,52 @@ class PredictionLog:
                           manifest.get("timestamp"), manifest.get("key")], redact, self._secret)
 
     async def append(self, row: tuple) -> None:
+        """Return once `row` is committed. Rows that arrive while a commit runs share the next one: a batch
+        costs one hand-off to the writer thread and one wake-up back, whatever its size."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queue.put((row, future, loop))
-        await future
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = _Batch(loop)
+        batch.rows.append(row)
+        done = batch.done
+        if not batch.committing:
+            batch.committing = True
+            loop.create_task(self._commit_batches(batch))
+        await done
+
+    async def _commit_batches(self, batch: "_Batch") -> None:
+        try:
+            while batch.rows:
+                rows, done = batch.rows, batch.done
+                batch.rows, batch.done = [], batch.loop.create_future()
+                try:
+                    await batch.loop.run_in_executor(self._writer, self._commit, rows)
+                except Exception as failure:  # the requests fail; nothing is acknowledged that is not on disk
+                    done.set_exception(failure)
+                else:
+                    done.set_result(None)
+        finally:
+            batch.committing = False
+
+    def _commit(self, rows: list[tuple]) -> None:
+        """One transaction for the rows, in INSERTs of at most max_batch rows (one statement step each)."""
+        with self._lock:  # other processes writing this log wait here, woken as soon as it is released
+            try:
+                self._connection.execute("BEGIN IMMEDIATE")
+                for start in range(0, len(rows), self._max_batch):
+                    chunk = rows[start:start + self._max_batch]
+                    self._connection.execute(_insert(len(chunk)), [value for row in chunk for value in row])
+                self._connection.execute("COMMIT")
+            except BaseException:
+                try:
+                    self._connection.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise
 
     def close(self) -> None:
         self._stopping.set()
-        self._queue.put(_STOP)
-        self._thread.join(timeout=10)
+        self._writer.shutdown(wait=True)
         if self._pruner is not None:
             self._pruner.join(timeout=10)
         self._connection.close()
@@ -196,42 +246,6 @@ class PredictionLog:
             if self._prune_connection is not None:
                 self._prune_connection.close()
                 self._prune_connection = None
-
-    def _write_loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            error = None
-            with self._lock:  # other processes writing this log wait here, woken as soon as it is released
-                try:
-                    self._connection.execute("BEGIN IMMEDIATE")
-                    self._connection.executemany(_INSERT, [row for row, _, _ in batch])
-                    self._connection.execute("COMMIT")
-                except Exception as failure:  # the requests fail; nothing is acknowledged that is not on disk
-                    error = failure
-                    try:
-                        self._connection.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-            by_loop: dict = {}
-            for _, future, loop in batch:  # one wake-up per event loop for the whole batch
-                by_loop.setdefault(loop, []).append(future)
-            for loop, futures in by_loop.items():
-                loop.call_soon_threadsafe(_resolve_all, futures, error)
-            if stop:
-                return
 
     def prune(self) -> dict:
         """One pruning pass now (the pruning thread runs one every `prune_interval_s`): rows deleted as
@@ -253,16 +267,6 @@ class PredictionLog:
             except Exception as error:  # pruning is housekeeping: requests go on, the next pass retries
                 log.warning("prediction log %s: pruning failed, retried in %ss: %s", self.path,
                             self.prune_interval_s, error)
-
-
-def _resolve_all(futures: list[asyncio.Future], error: Exception | None) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
 
 
 # --- readers ------------------------------------------------------------------------------------------------
