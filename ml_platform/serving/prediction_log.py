@@ -3,7 +3,8 @@
 The promise: a response is sent only after its log row is committed with `synchronous=FULL`, so a prediction
 whose response left the server is in the log even if the server is killed (`kill -9`) right after. Commits
 are grouped: the rows that arrive while a commit runs share the next one (one transaction, one INSERT, one
-fsync, one hand-off to the writer thread and back), so durability costs per batch, not per request.
+fsync, one future, one wake-up of the writer thread and one back), so durability costs per batch, not per
+request; the writer starts the next commit the moment one ends, without waiting for the event loop.
 
 Privacy: the log's folder is 0700 and its files (the database, `-wal`, `-shm`) 0600. Rows keep only what the
 model's `LogPolicy` lets through (its features, the event-time and key columns); features listed in
@@ -23,8 +24,6 @@ import logging
 import secrets
 import sqlite3
 import threading
-import weakref
-from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -148,10 +147,19 @@ class LogPolicy:
 class _Batch:
     """The rows of one event loop waiting for the next commit, and the future that commit resolves."""
 
-    __slots__ = ("loop", "rows", "done", "committing")
+    __slots__ = ("rows", "done")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop, self.rows, self.done, self.committing = loop, [], loop.create_future(), False
+    def __init__(self, done: asyncio.Future):
+        self.rows, self.done = [], done
+
+
+def _resolve(future: asyncio.Future, error: Exception | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 class PredictionLog:
@@ -168,7 +176,10 @@ class PredictionLog:
         self.path = Path(path)
         self.retention, self.max_bytes, self.prune_interval_s = retention, max_bytes, prune_interval_s
         self._max_batch = max_batch
-        self._batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # per event loop
+        self._pending: dict[asyncio.AbstractEventLoop, _Batch] = {}  # rows waiting for the next commit, by loop
+        self._guard = threading.Lock()
+        self._wake = threading.Condition(self._guard)
+        self._closing = False
         self._connection = connect(self.path)
         if not fsync:  # a commit then survives a killed server (it is in the OS's cache), not a power loss
             self._connection.execute("PRAGMA synchronous=NORMAL")
@@ -178,7 +189,8 @@ class PredictionLog:
         self._stopping = threading.Event()
         self._pruning = threading.Lock()
         self._prune_connection: sqlite3.Connection | None = None
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prediction-log")
+        self._thread = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
+        self._thread.start()
         self._pruner = None
         if retention is not None or max_bytes is not None:
             self._pruner = threading.Thread(target=self._prune_loop, name="prediction-log-prune", daemon=True)
@@ -192,32 +204,34 @@ class PredictionLog:
                           manifest.get("timestamp"), manifest.get("key")], redact, self._secret)
 
     async def append(self, row: tuple) -> None:
-        """Return once `row` is committed. Rows that arrive while a commit runs share the next one: a batch
-        costs one hand-off to the writer thread and one wake-up back, whatever its size."""
+        """Return once `row` is committed. Rows that arrive while a commit runs share the next one, and one
+        future: a batch costs one wake-up of the writer thread and one wake-up back, whatever its size."""
         loop = asyncio.get_running_loop()
-        batch = self._batches.get(loop)
-        if batch is None:
-            batch = self._batches[loop] = _Batch(loop)
-        batch.rows.append(row)
-        done = batch.done
-        if not batch.committing:
-            batch.committing = True
-            loop.create_task(self._commit_batches(batch))
-        await done
+        with self._guard:
+            batch = self._pending.get(loop)
+            if batch is None:
+                if not self._pending:
+                    self._wake.notify()
+                batch = self._pending[loop] = _Batch(loop.create_future())
+            batch.rows.append(row)
+        await batch.done
 
-    async def _commit_batches(self, batch: "_Batch") -> None:
-        try:
-            while batch.rows:
-                rows, done = batch.rows, batch.done
-                batch.rows, batch.done = [], batch.loop.create_future()
-                try:
-                    await batch.loop.run_in_executor(self._writer, self._commit, rows)
-                except Exception as failure:  # the requests fail; nothing is acknowledged that is not on disk
-                    done.set_exception(failure)
-                else:
-                    done.set_result(None)
-        finally:
-            batch.committing = False
+    def _write_loop(self) -> None:
+        """Commit whatever is pending, as soon as the previous commit is done (no round trip to the loop)."""
+        while True:
+            with self._guard:
+                while not self._pending and not self._closing:
+                    self._wake.wait()
+                if not self._pending:
+                    return
+                pending, self._pending = self._pending, {}
+            error = None
+            try:
+                self._commit([row for batch in pending.values() for row in batch.rows])
+            except Exception as failure:  # the requests fail; nothing is acknowledged that is not on disk
+                error = failure
+            for loop, batch in pending.items():
+                loop.call_soon_threadsafe(_resolve, batch.done, error)
 
     def _commit(self, rows: list[tuple]) -> None:
         """One transaction for the rows, in INSERTs of at most max_batch rows (one statement step each)."""
@@ -237,7 +251,10 @@ class PredictionLog:
 
     def close(self) -> None:
         self._stopping.set()
-        self._writer.shutdown(wait=True)
+        with self._guard:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout=30)
         if self._pruner is not None:
             self._pruner.join(timeout=10)
         self._connection.close()
