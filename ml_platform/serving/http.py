@@ -91,11 +91,6 @@ async def read_body(scope, receive, limit: int, timeout_s: float) -> bytes:
                                                             f"({size} bytes arrived)"}]) from None
 
 
-def closes_connection(status: int) -> bool:
-    """Statuses after which the rest of the request may still be on the wire: the connection is closed."""
-    return status in (400, 408, 413)
-
-
 def cors_headers(scope, origins: tuple[str, ...], methods: bytes) -> list[tuple[bytes, bytes]]:
     """CORS is off unless origins are configured; then an allowed Origin is echoed back (or `*`)."""
     if not origins:
