@@ -32,7 +32,8 @@ import orjson
 from ml_platform.serving import openapi, v2
 from ml_platform.serving.config import ServeConfig
 from ml_platform.serving.http import (
-    bearer_ok, check_json_content_type, cors_headers, read_body, respond, respond_json, unauthorized_headers)
+    bearer_ok, check_json_content_type, cors_headers, read_body, respond, respond_json, unauthorized_headers,
+    with_headers)
 from ml_platform.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from ml_platform.serving.prediction_log import PredictionLog
 from ml_platform.serving.protocols import V1, V2, Protocol
@@ -121,7 +122,7 @@ class ServingApp:
             if method == "OPTIONS":  # a CORS preflight, or a client asking what the route allows
                 return await respond(send, 204, b"", b"text/plain", [(b"allow", allowed), *(cors or ())])
             if cors:  # an allowed origin: every answer says so
-                send = _adding_headers(send, cors[:2])
+                send = with_headers(send, cors[:2])
             if method.encode() not in allowed.split(b", "):
                 self.metrics.request("other", "405").inc()
                 return await respond_json(send, 405, {"error": f"{method} is not allowed here; use "
@@ -330,14 +331,6 @@ def _score(answer, shadow, rows, explain):
     explanations = answer.model.explain_records(rows) if explain else None
     shadow_outputs = shadow.model.predict_records(rows).tolist() if shadow is not None else None
     return outputs, explanations, shadow_outputs
-
-
-def _adding_headers(send, headers):
-    async def send_with(message):
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message["headers"], *headers]}
-        await send(message)
-    return send_with
 
 
 def _kind(status: int) -> str:

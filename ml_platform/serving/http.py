@@ -109,3 +109,12 @@ def cors_headers(scope, origins: tuple[str, ...], methods: bytes) -> list[tuple[
             (b"access-control-allow-methods", methods),
             (b"access-control-allow-headers", b"authorization, content-type"),
             (b"access-control-max-age", b"600")]
+
+
+def with_headers(send, headers):
+    """`send` that adds `headers` to the response it starts."""
+    async def send_with(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], *headers]}
+        await send(message)
+    return send_with

@@ -130,6 +130,27 @@ def document(model_name: str, schema: Schema, *, max_rows: int = 1000, unknown_f
     refs, definitions = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     schemas = definitions["$defs"]
     ref = {m: refs[(m, "validation")] for m in models}
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": f"{model_name} model endpoint", "version": "1",
+                 "description": f"Scores rows of `{model_name}`' features with the model version the registry's "
+                                f"champion alias points to; at most {max_rows} rows per request."},
+        "paths": _paths(model_name, ref, instances, split),
+        "components": {
+            "schemas": schemas,
+            "responses": {f"E{s}": {"description": text,
+                                    "content": {"application/json": {"schema": ref[ErrorResponse]}}}
+                          for s, text in _ERRORS.items()},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "Required when the endpoint has a token."},
+                                "metrics_bearer": {"type": "http", "scheme": "bearer",
+                                                   "description": "Required when the metrics have a token."}},
+        },
+    }
+
+
+def _paths(model_name: str, ref: dict, instances, split) -> dict:
+    """The v1 routes: what each takes, answers and requires (`ref`: each model's schema reference)."""
     bearer = [{"bearer": []}]
 
     def json_content(model) -> dict:
@@ -140,48 +161,33 @@ def document(model_name: str, schema: Schema, *, max_rows: int = 1000, unknown_f
 
     predict = f"/v1/models/{model_name}/predict"
     return {
-        "openapi": OPENAPI_VERSION,
-        "info": {"title": f"{model_name} model endpoint", "version": "1",
-                 "description": f"Scores rows of `{model_name}`' features with the model version the registry's "
-                                f"champion alias points to; at most {max_rows} rows per request."},
-        "paths": {
-            predict: {"post": {
-                "operationId": "predict", "summary": "Score rows", "security": bearer,
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"anyOf": [ref[instances], ref[split]]}}}},
-                "responses": {"200": {"description": "The predictions, answered and logged by one model version.",
-                                      "content": json_content(PredictResponse)},
-                              **errors(400, 401, 405, 408, 413, 415, 422, 503)}}},
-            f"/v1/models/{model_name}": {"get": {
-                "operationId": "model_info", "summary": "The served version, its features, window and metrics",
-                "security": bearer,
-                "responses": {"200": {"description": "The model.", "content": json_content(ModelInfo)},
-                              **errors(401, 405, 503)}}},
-            "/health": {"get": {"operationId": "health", "summary": "Liveness", "security": [],
-                                "responses": {"200": {"description": "The process is up.",
-                                                      "content": json_content(Health)}, **errors(405)}}},
-            "/ready": {"get": {"operationId": "ready", "summary": "Readiness: a model is loaded", "security": [],
-                               "responses": {"200": {"description": "Ready.", "content": json_content(Ready)},
-                                             "503": {"description": "No model loaded yet.",
-                                                     "content": json_content(Ready)}, **errors(405)}}},
-            "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
-                                 "security": [{"metrics_bearer": []}],
-                                 "responses": {"200": {"description": "Prometheus text exposition.",
-                                                       "content": {"text/plain": {"schema": {"type": "string"}}}},
-                                               **errors(401, 405)}}},
-            "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": bearer,
-                                      "responses": {"200": {"description": "The OpenAPI document.",
-                                                            "content": {"application/json": {
-                                                                "schema": {"type": "object"}}}},
-                                                    **errors(401, 405, 503)}}},
-        },
-        "components": {
-            "schemas": schemas,
-            "responses": {f"E{s}": {"description": text, "content": json_content(ErrorResponse)}
-                          for s, text in _ERRORS.items()},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "Required when the endpoint has a token."},
-                                "metrics_bearer": {"type": "http", "scheme": "bearer",
-                                                   "description": "Required when the metrics have a token."}},
-        },
+        predict: {"post": {
+            "operationId": "predict", "summary": "Score rows", "security": bearer,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"anyOf": [ref[instances], ref[split]]}}}},
+            "responses": {"200": {"description": "The predictions, answered and logged by one model version.",
+                                  "content": json_content(PredictResponse)},
+                          **errors(400, 401, 405, 408, 413, 415, 422, 503)}}},
+        f"/v1/models/{model_name}": {"get": {
+            "operationId": "model_info", "summary": "The served version, its features, window and metrics",
+            "security": bearer,
+            "responses": {"200": {"description": "The model.", "content": json_content(ModelInfo)},
+                          **errors(401, 405, 503)}}},
+        "/health": {"get": {"operationId": "health", "summary": "Liveness", "security": [],
+                            "responses": {"200": {"description": "The process is up.",
+                                                  "content": json_content(Health)}, **errors(405)}}},
+        "/ready": {"get": {"operationId": "ready", "summary": "Readiness: a model is loaded", "security": [],
+                           "responses": {"200": {"description": "Ready.", "content": json_content(Ready)},
+                                         "503": {"description": "No model loaded yet.",
+                                                 "content": json_content(Ready)}, **errors(405)}}},
+        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
+                             "security": [{"metrics_bearer": []}],
+                             "responses": {"200": {"description": "Prometheus text exposition.",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                           **errors(401, 405)}}},
+        "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": bearer,
+                                  "responses": {"200": {"description": "The OpenAPI document.",
+                                                        "content": {"application/json": {
+                                                            "schema": {"type": "object"}}}},
+                                                **errors(401, 405, 503)}}},
     }
