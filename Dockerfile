@@ -1,5 +1,7 @@
-# The project image: the code location served over gRPC (`dagster code-server`), usable as the user-code
-# image of a Docker or Kubernetes run launcher. Build: docker build --network host -t ml-platform .
+# The project image: the code location served over gRPC (`dagster code-server`), the user-code image of the
+# Docker or Kubernetes run launcher, and, with another command, every other service of the production stack
+# (deploy/docker-compose.yaml: Dagster webserver and daemon, MLflow tracking server, the model endpoint).
+# Build: docker build --network host -t ml-platform .
 FROM python:3.11-slim
 
 RUN apt-get update \
@@ -9,9 +11,16 @@ RUN apt-get update \
 RUN useradd --create-home --uid 10001 app
 WORKDIR /opt/ml_platform
 
+# Dependencies first (a layer that changes only with pyproject.toml), then the package itself.
 COPY pyproject.toml README.md ./
+RUN mkdir ml_platform && touch ml_platform/__init__.py \
+ && pip install --no-cache-dir '.[production]' && pip uninstall -y ml_platform && rm -rf /root/.cache ml_platform
 COPY ml_platform ./ml_platform
-RUN pip install --no-cache-dir . && rm -rf /root/.cache
+RUN pip install --no-cache-dir --no-deps . && rm -rf /root/.cache build
+
+# Shared state of the stack (stored partitions, the prediction log, replay pins) and MLflow's served artifacts:
+# created here, owned by the app user, so named volumes mounted there start with the right owner.
+RUN mkdir -p /var/lib/ml_platform /var/lib/mlflow && chown app:app /var/lib/ml_platform /var/lib/mlflow
 
 USER app
 ENV ML_PLATFORM_HOME=/home/app/.ml_platform \

@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export ML_PLATFORM_HOME
 
-.PHONY: dev test test-ui browser install install-test check backfill-benchmark clean
+.PHONY: dev test test-ui browser install install-test check backfill-benchmark up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ test: install-test browser
 # Only the browser tests (screenshots of failures in test-artifacts/ui/).
 test-ui: install-test browser
 	$(BIN)/python -m pytest ml_platform_tests/ui $(PYTEST_ARGS)
+
+# The production stack (deploy/): PostgreSQL, the Dagster webserver, daemon and code server with runs in
+# containers, an MLflow tracking server, the endpoint and Prometheus. Secrets go to deploy/.env on first use.
+up:
+	$(PYTHON) deploy/stack.py up
+
+down:
+	$(PYTHON) deploy/stack.py down
 
 check: install
 	$(BIN)/ml-platform check

@@ -11,6 +11,7 @@ from pathlib import Path
 
 HOME_ENV = "ML_PLATFORM_HOME"
 STORAGE_ENV = "ML_PLATFORM_STORAGE"
+ENDPOINTS_ENV = "ML_PLATFORM_ENDPOINTS"
 
 
 def home() -> Path:
@@ -23,3 +24,17 @@ def home() -> Path:
 def storage_url() -> str:
     """Base URL or folder of stored partitions: ML_PLATFORM_STORAGE (s3://, gs://, a path) or home/storage."""
     return os.environ.get(STORAGE_ENV) or str(home() / "storage")
+
+
+def endpoint_service(model: str) -> str | None:
+    """The base URL of the long-lived endpoint service that serves `model`, when the deployment runs one
+    (ML_PLATFORM_ENDPOINTS="model=http://host:port,other=..."): deploys then verify that service instead of
+    starting a process, which a run in a short-lived container could not keep alive."""
+    for pair in filter(None, (p.strip() for p in (os.environ.get(ENDPOINTS_ENV) or "").split(","))):
+        name, sep, url = pair.partition("=")
+        if not sep or not name.strip() or not url.strip().startswith(("http://", "https://")):
+            raise ValueError(f"{ENDPOINTS_ENV}: {pair!r} is not model=http(s)://host:port "
+                             "(pairs separated by commas)")
+        if name.strip() == model:
+            return url.strip().rstrip("/")
+    return None

@@ -49,10 +49,19 @@ class Deployment:
 
 
 def deploy(target: str, model: str, version: str, port: int, home: Path, smoke_rows: list[dict],
-           expected: np.ndarray, headers: dict, model_folder=None, project_dir: Path | None = None) -> Deployment:
+           expected: np.ndarray, headers: dict, model_folder=None, project_dir: Path | None = None,
+           service_url: str | None = None) -> Deployment:
     """Serve `version` of `model` and prove it: locally, the long-lived process follows the registry alias
     (started when none answers); with Docker, an image with the model baked in replaces the old container
-    blue/green. `model_folder()` gives the version's files (Docker only)."""
+    blue/green. `model_folder()` gives the version's files (Docker only). With `service_url` (an endpoint the
+    deployment runs as its own service, following the alias by itself), nothing is started: the service must
+    come to serve `version` and pass the smoke test."""
+    if service_url:
+        if _get(f"{service_url}/health") is None:
+            raise DeployError(f"the endpoint service at {service_url} (ML_PLATFORM_ENDPOINTS) does not answer")
+        wait_for_version(service_url, model, version, headers)
+        return Deployment(service_url, smoke_test(service_url, model, smoke_rows, expected, headers),
+                          {"process": "endpoint service"})
     if target == "docker":
         if project_dir is None or not (project_dir / "Dockerfile").exists():
             raise DeployError(f"no Dockerfile at {project_dir}: docker deploys run from a project checkout")

@@ -59,9 +59,18 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def default_artifact_root() -> str:
-    """Where new experiments keep their artifacts when nothing is configured: ML_PLATFORM_HOME/mlflow/artifacts."""
+def default_artifact_root(tracking_uri: str | None = None) -> str | None:
+    """Where new experiments keep their artifacts when nothing is configured: a tracking server decides itself
+    (None: its `--artifacts-destination`, uploaded and downloaded through the server, so no container shares a
+    path with another); a local store keeps them in ML_PLATFORM_HOME/mlflow/artifacts."""
+    if is_server(tracking_uri or resolve_uris()[0]):
+        return None
     return (settings.home() / "mlflow" / "artifacts").as_uri()
+
+
+def is_server(uri: str) -> bool:
+    """Whether a tracking URI names a tracking server (http, https, or Databricks) rather than a local store."""
+    return uri.split(":", 1)[0].lower() in ("http", "https", "databricks")
 
 
 def resolve_uris(tracking_uri: str | None = None, registry_uri: str | None = None) -> tuple[str, str]:

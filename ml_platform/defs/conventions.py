@@ -17,6 +17,9 @@ MODEL_TAG = "ml_platform/model"
 REASON_TAG = "ml_platform/reason"
 TRIGGER_TAG = "ml_platform/trigger"
 DRIFTED_TAG = "ml_platform/drifted"  # on a retrain run: the features whose drift started it
+# On a retrain run: the model it trains. A deployment's run queue limits concurrent runs per value of this tag
+# (deploy/dagster.yaml: at most one retraining per model at a time).
+TRAINING_TAG = "ml_platform/training"
 IO_MANAGER_KEY = "parquet_io_manager"
 MLFLOW_RESOURCE_KEY = "mlflow_tracking"
 # Stages whose stored content is a function of the spec: they carry its digest as code version, so a spec

@@ -26,7 +26,8 @@ class MlflowTracking(dg.ConfigurableResource):
                                      "under ML_PLATFORM_HOME/mlflow")
     registry_uri: str | None = Field(default=None, description="Model registry URI; default the tracking URI")
     artifact_root: str | None = Field(default=None, description="Where new experiments keep artifacts; "
-                                      "default ML_PLATFORM_HOME/mlflow/artifacts")
+                                      "default the tracking server's own (served artifacts), or "
+                                      "ML_PLATFORM_HOME/mlflow/artifacts for a local store")
     ui_url: str | None = Field(default=None, description="Base URL of the MLflow UI, for links in metadata")
 
     def resolved_tracking_uri(self) -> str:
@@ -73,8 +74,8 @@ class MlflowTracking(dg.ConfigurableResource):
         if experiment is not None:
             return experiment.experiment_id
         try:
-            return client.create_experiment(
-                name, artifact_location=f"{self.artifact_root or mlflow_store.default_artifact_root()}/{model}")
+            root = self.artifact_root or mlflow_store.default_artifact_root(self.resolved_tracking_uri())
+            return client.create_experiment(name, artifact_location=f"{root}/{model}" if root else None)
         except MlflowException:  # created concurrently
             return client.get_experiment_by_name(name).experiment_id
 

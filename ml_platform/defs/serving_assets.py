@@ -43,8 +43,9 @@ def endpoint_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         try:
             deployed = deploy(serving.target, name, version, serving.port, home, rows,
                               offline.predict(pd.DataFrame(rows)), headers, project_dir=PROJECT_DIR,
-                              model_folder=lambda: download_model_files(run_id, mlflow_tracking.client().tracking_uri))
-        except DeployError as error:
+                              model_folder=lambda: download_model_files(run_id, mlflow_tracking.client().tracking_uri),
+                              service_url=settings.endpoint_service(name) if serving.target == "local" else None)
+        except (DeployError, ValueError) as error:
             raise dg.Failure(f"deploy of {name} v{version} failed; the previous endpoint keeps serving: "
                              f"{error}") from None
         smoke = deployed.smoke

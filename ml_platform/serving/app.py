@@ -37,7 +37,7 @@ from ml_platform.serving.http import (
 from ml_platform.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from ml_platform.serving.prediction_log import PredictionLog
 from ml_platform.serving.protocols import V1, V2, Protocol
-from ml_platform.serving.slot import Slot, next_slot, source_for
+from ml_platform.serving.slot import RegistryUnreachable, Slot, next_slot, source_for
 from ml_platform.serving.validation import RequestError
 
 log = logging.getLogger("ml_platform.serving")
@@ -50,6 +50,7 @@ class ServingApp:
         self.config = config
         self.source = source if source is not None else source_for(config)
         self.slot = Slot(None)
+        self.registry_down: tuple[float, str] | None = None  # (since, why) while the registry cannot be reached
         self.prediction_log: PredictionLog | None = None
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task] = []
@@ -85,9 +86,17 @@ class ServingApp:
             await asyncio.to_thread(self.prediction_log.close)
 
     async def reload(self) -> bool:
-        """Load whatever the aliases point to now; swap the slot only when something changed."""
-        slot = await next_slot(self.slot, self.source, self.config,
-                               lambda model: self.prediction_log.policy(model.manifest, self.config.log_redact))
+        """Load whatever the aliases point to now; swap the slot only when something changed. While the registry
+        cannot be reached, the loaded models keep serving and `/ready` says since when and why."""
+        try:
+            slot = await next_slot(self.slot, self.source, self.config,
+                                   lambda model: self.prediction_log.policy(model.manifest, self.config.log_redact))
+        except RegistryUnreachable as error:
+            if self.registry_down is None:
+                log.warning("registry not reachable, keeping the loaded model: %s", error)
+            self.registry_down = self.registry_down or (time.time(), str(error))
+            return False
+        self.registry_down = None
         if slot is None:
             return False
         self.slot = slot
@@ -267,8 +276,12 @@ class ServingApp:
 
     async def _ready(self, scope, send, head):
         ready = self.slot.champion is not None
-        await self._plain(send, 200 if ready else 503,
-                          {"ready": ready, "version": self.slot.champion.version if ready else None}, "ready", head)
+        body = {"ready": ready, "version": self.slot.champion.version if ready else None, "registry": "ok"}
+        if self.registry_down is not None:
+            since, why = self.registry_down
+            body["registry"] = {"reachable": False, "since": round(since, 3), "error": why,
+                                "serving": "the loaded model" if ready else "nothing yet"}
+        await self._plain(send, 200 if ready else 503, body, "ready", head)
 
     async def _metrics(self, scope, send, head):
         if not bearer_ok(scope, self.config.metrics_token):

@@ -36,9 +36,13 @@ def source_for(config):
     return RegistrySource(config.model)
 
 
+class RegistryUnreachable(RuntimeError):
+    """The registry did not answer which versions the aliases name: keep serving what is loaded."""
+
+
 async def next_slot(current: Slot, source, config, policy_of) -> Slot | None:
-    """The slot the aliases ask for now, or None when nothing changed (or the registry cannot be reached:
-    keep serving what is loaded). `policy_of(model)` builds the log policy of a champion."""
+    """The slot the aliases ask for now, or None when nothing changed; `RegistryUnreachable` when the registry
+    cannot be asked. `policy_of(model)` builds the log policy of a champion."""
     try:
         champion_version = await asyncio.to_thread(source.version, "champion")
         # live traffic reaches a challenger only once it has passed its offline gates
@@ -48,8 +52,8 @@ async def next_slot(current: Slot, source, config, policy_of) -> Slot | None:
                                                     config.previous_window_s)
                             if challenger_version is None and config.previous_window_s > 0 else None)
     except Exception as error:
-        log.warning("registry not reachable, keeping the loaded model: %s", error)
-        return None
+        raise RegistryUnreachable(f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+                                  ) from error
     changed = (champion_version != _version(current.champion) or challenger_version != _version(current.challenger)
                or previous_version != _version(current.previous))
     if not changed or champion_version is None:

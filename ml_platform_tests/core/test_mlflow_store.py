@@ -61,6 +61,19 @@ def _log_and_register(client, experiment: str, model: Model, scratch: Path, smok
     return str(version.version), run.info.run_id
 
 
+def test_a_tracking_server_keeps_artifacts_itself_and_a_local_store_under_the_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("ML_PLATFORM_HOME", str(tmp_path / "home"))
+    _without_uri_variables(monkeypatch)
+    for server in ("http://127.0.0.1:5000", "HTTPS://mlflow.example.com", "databricks"):
+        assert mlflow_store.is_server(server)
+        assert mlflow_store.default_artifact_root(server) is None, "a server's clients must not share a path"
+    monkeypatch.setenv(mlflow_store.TRACKING_URI_ENV, "http://127.0.0.1:5000")
+    assert mlflow_store.default_artifact_root() is None
+    for local in ("sqlite:///a.db", "postgresql://u@h/db", "file:///tmp/mlruns", "/tmp/mlruns"):
+        assert not mlflow_store.is_server(local)
+        assert mlflow_store.default_artifact_root(local) == (tmp_path / "home" / "mlflow" / "artifacts").as_uri()
+
+
 def test_the_uris_come_from_the_arguments_then_the_environment_then_the_platform_home(tmp_path, monkeypatch):
     monkeypatch.setenv("ML_PLATFORM_HOME", str(tmp_path / "home"))
     _without_uri_variables(monkeypatch)

@@ -32,7 +32,8 @@ def build_training(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.D
         conventions.retrain_job_name(spec),
         selection=dg.AssetSelection.assets(*(conventions.key(spec, stage) for stage in STAGES)),
         description=f"Retrain {spec.name} for one {spec.training.cadence} partition: training_set → champion.",
-        tags=conventions.model_tags(spec), executor_def=dg.in_process_executor)
+        tags={**conventions.model_tags(spec), conventions.TRAINING_TAG: spec.name},
+        executor_def=dg.in_process_executor)
     schedule = dg.build_schedule_from_partitioned_job(retrain, hour_of_day=3,
                                                       name=f"{spec.name}_retrain_schedule")
     return dg.Definitions(assets=assets, jobs=[retrain, *registry_jobs(spec)], schedules=[schedule])
