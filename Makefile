@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export ML_PLATFORM_HOME
 
-.PHONY: dev test test-ui browser install install-test check backfill-benchmark up down clean
+.PHONY: dev test test-ui browser stack-tools install install-test check backfill-benchmark up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,20 @@ browser:
 	  || echo "!!! could not install Debian's chromium: the Dagster UI tests will be skipped"; \
 	fi
 
-# Everything, the browser tests of the Dagster UI included.
-test: install-test browser
+# The stack tests drive Debian's docker-compose and validate the alert rules with promtool (Debian's
+# prometheus): installed when missing and apt-get can; else those tests say what is missing.
+stack-tools:
+	@need=""; command -v docker-compose >/dev/null || need="$$need docker-compose"; \
+	command -v promtool >/dev/null || need="$$need prometheus"; \
+	if [ -n "$$need" ] && command -v apt-get >/dev/null; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo -n"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need >/dev/null \
+	  || echo "!!! could not install$$need: the stack tests will fail or skip"; \
+	fi
+
+# Everything, the browser tests of the Dagster UI and the production stack included.
+test: install-test browser stack-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Only the browser tests (screenshots of failures in test-artifacts/ui/).
