@@ -32,9 +32,11 @@ def endpoint_service(model: str) -> str | None:
     starting a process, which a run in a short-lived container could not keep alive."""
     for pair in filter(None, (p.strip() for p in (os.environ.get(ENDPOINTS_ENV) or "").split(","))):
         name, sep, url = pair.partition("=")
-        if not sep or not name.strip() or not url.strip().startswith(("http://", "https://")):
+        url = url.strip()
+        if (not sep or not name.strip() or not url.startswith(("http://", "https://"))
+                or any(c in url for c in "=; \t")):
             raise ValueError(f"{ENDPOINTS_ENV}: {pair!r} is not model=http(s)://host:port "
                              "(pairs separated by commas)")
         if name.strip() == model:
-            return url.strip().rstrip("/")
+            return url.rstrip("/")
     return None

@@ -161,16 +161,22 @@ def log_batch(run_id: str, metrics: dict[str, float] | None = None, params: dict
 
 def version_of_alias(client: "MlflowClient", name: str, alias: str, gated: bool = False) -> str | None:
     """The version `alias` points to now, or None (no such model or alias). With `gated`, only a version whose
-    offline gates passed: live traffic must never reach one that did not."""
+    offline gates passed: live traffic must never reach one that did not. A store that cannot be asked (a
+    tracking server down, a refused login) raises: "no champion" and "cannot tell" are different answers."""
     from mlflow.exceptions import MlflowException
 
     try:
         found = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        if error.error_code in _ABSENT:
+            return None
+        raise
     if gated and (found.tags or {}).get(GATES_TAG) != "passed":
         return None
     return str(found.version)
+
+
+_ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # no such registered model; no such alias
 
 
 def run_of(client: "MlflowClient", name: str, version: str) -> str | None:

@@ -291,7 +291,10 @@ def test_a_postgres_restart_loses_no_tick_or_run_and_the_daemon_recovers_by_itse
         except DagsterGraphQLClientError as error:
             assert "OperationalError" in str(error) and attempt < 2, error
     _succeeds(stack, dagster, run)
-    assert _sql(stack, "SELECT count(*) FROM runs")[0][0] == runs_before + 1
+    created = _sql(stack, "SELECT r.run_id FROM runs r JOIN run_tags t ON t.run_id = r.run_id WHERE "
+                          "r.pipeline_name = 'flight_delay_data' AND t.key = 'dagster/partition' AND t.value = %s",
+                   tags["dagster/partition"])
+    assert created == [(run,)]
 
 
 def _can_query(stack) -> bool:
