@@ -167,7 +167,8 @@ def simulate_command(args) -> int:
 def serve(args) -> int:
     """Run the endpoint on Granian (a Rust HTTP server that enforces header size and time limits, closes idle
     connections and runs N worker processes on one port); the spec, when found, sets its limits. While it runs,
-    the server is recorded under the home (`ml-platform endpoints`), and forgets it on its way out."""
+    the server is recorded under the home (`ml-platform endpoints`), and forgets it on its way out.
+    Length: one linear recipe (spec, config, environment, server settings, record, run), kept in order."""
     import os
     import shutil
 

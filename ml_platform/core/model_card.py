@@ -49,7 +49,7 @@ def _shap_sample(attrs: dict) -> list[str]:
 def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gates: list[GateResult],
                data: dict, plots: bool = True) -> str:
     """Purpose, owner, data window and versions, metrics against baseline and champion, slices, fairness,
-    attributions, gates and known limits."""
+    attributions, gates and known limits. Length: the card's sections in reading order, one block each."""
     metrics = pd.DataFrame([{"metric": k, "model": v, "baseline": evaluation.baseline.get(k),
                              "champion": (evaluation.champion or {}).get(k)} for k, v in evaluation.metrics.items()])
     top = evaluation.attributions.head(10).rename("mean abs SHAP").reset_index().rename(columns={"index": "feature"})

@@ -152,6 +152,7 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
 
     The learning curve and the validation metrics are the early-stopping model's: the refitted model has seen
     the validation rows. The test rows are never trained on.
+    Length: the two fits share their encoder, labels and parameters; split apart they would pass them around.
     """
     started = time.perf_counter()
     refit = spec.training.refit if refit is None else refit

@@ -11,6 +11,9 @@
 Every predict request is validated, scored and logged the same way whichever protocol it speaks; the response
 is sent only after its prediction-log row is on disk. Small requests are scored on the event loop (faster than
 a thread hop); large and `explain` requests in a thread, under the scoring timeout, so health checks never wait.
+
+Length: the routes and the one predict flow share the app's state (slot, log, limits, metrics); the pieces that
+stand alone already live beside it (http, validation, protocols, openapi, slot, metrics, prediction_log).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ model's `LogPolicy` lets through (its features, the event-time and key columns);
 it, so hashes match across restarts and across the server processes that share the file). Retention and a
 size cap are enforced by a pruning thread with its own connection, in short transactions between the
 writers' commits.
+
+Length: the writer, its group commit and the policy of what a row keeps are one durability promise, kept in
+one file (file modes and the writers' lock are in `log_files`, pruning in `log_pruning`).
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ def error_body(error: RequestError) -> dict:
 def rows_of(body: object, schema: Schema, max_rows: int) -> tuple[list[dict], str | None]:
     """The rows of an inference request (one dict per row, feature name -> value, as the v1 route scores them)
     and the request's `id`. Raises RequestError: 400 when the body is not a request object or carries binary
-    data, 413 past `max_rows` rows, 422 naming every other field at fault (then `validate_rows`' own 422)."""
+    data, 413 past `max_rows` rows, 422 naming every other field at fault (then `validate_rows`' own 422).
+    Length: every check of the request's shape in the order the protocol defines it, each naming its field."""
     if not isinstance(body, dict):
         raise RequestError(400, [{"field": "body", "error": "expected a JSON object with 'inputs'"}])
     errors: list[dict] = []

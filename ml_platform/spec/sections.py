@@ -2,6 +2,8 @@
 
 Each field is checked here on its own (type, range, allowed values); rules across fields are in `rules`.
 The `source:` section's models belong to their sources (`ml_platform.core.sources`).
+
+Length: one flat schema a user reads top to bottom beside the README's spec table, rather than split by section.
 """
 
 from __future__ import annotations
