@@ -32,10 +32,22 @@ from datetime import date, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "deploy"))
 sys.path.insert(0, str(REPO / "benchmarks"))
-import stack as stack_tool  # noqa: E402
 from training import free_port, graphql_client, stop_group  # noqa: E402
+
+
+def _load_stack_tool():
+    """deploy/stack.py (what `make up` runs), loaded by path: `deploy/` is not a package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ml_platform_stack_tool", REPO / "deploy" / "stack.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+stack_tool = _load_stack_tool()
 
 NAME = "mlp_bench"
 IMAGE = "ml-platform:bench"

@@ -11,6 +11,10 @@ cat > "$MLFLOW_AUTH_CONFIG_PATH" <<INI
 default_permission = READ
 database_uri = ${db}/${ML_PLATFORM_MLFLOW_AUTH_DB}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+# A password check (PBKDF2) costs more than most requests it guards, and a training step makes dozens of
+# requests: a checked login is trusted for a minute per worker (a password change reaches the other worker
+# within that minute).
+auth_cache_ttl_seconds = ${ML_PLATFORM_MLFLOW_AUTH_CACHE_S:-60}
 INI
 # Accounts first (the platform's service account, read-only people), then the server in the foreground.
 python /opt/ml_platform/deploy/mlflow/accounts.py &

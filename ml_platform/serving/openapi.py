@@ -77,9 +77,19 @@ class Health(BaseModel):
     status: str
 
 
+class RegistryOutage(BaseModel):
+    reachable: bool
+    since: float = Field(description="Unix time of the first failed attempt")
+    error: str
+    serving: str = Field(description="'the loaded model' or 'nothing yet'")
+
+
 class Ready(BaseModel):
     ready: bool
     version: str | None
+    registry: Literal["ok"] | RegistryOutage = Field(
+        description="'ok', or since when and why the model registry cannot be asked (the loaded model keeps "
+                    "serving)")
 
 
 _ERRORS = {

@@ -22,10 +22,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "deploy"))
-import stack as stack_tool  # noqa: E402  (deploy/stack.py: what `make up` runs)
-
 from ml_platform_tests.test_docker import ENGINE_TOOL  # noqa: E402
+
+
+def _load_stack_tool():
+    """deploy/stack.py (what `make up` runs), loaded by path: `deploy/` is not a package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ml_platform_stack_tool", REPO / "deploy" / "stack.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+stack_tool = _load_stack_tool()
 
 NAME = "mlp_stack_test"
 IMAGE = "ml-platform:stack-test"
