@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 import tempfile
 import time
+import types
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -36,18 +38,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from training import free_port, graphql_client, stop_group  # noqa: E402
 
 
-def _load_stack_tool():
-    """deploy/stack.py (what `make up` runs), loaded by path: `deploy/` is not a package."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ml_platform_stack_tool", REPO / "deploy" / "stack.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stack_tool = _load_stack_tool()
+# deploy/stack.py, what `make up` runs (`deploy/` is not a package)
+stack_tool = types.SimpleNamespace(**runpy.run_path(str(REPO / "deploy" / "stack.py")))
 
 NAME = "mlp_bench"
 IMAGE = "ml-platform:bench"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -25,18 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 from ml_platform_tests.test_docker import ENGINE_TOOL  # noqa: E402
 
 
-def _load_stack_tool():
-    """deploy/stack.py (what `make up` runs), loaded by path: `deploy/` is not a package."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ml_platform_stack_tool", REPO / "deploy" / "stack.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-stack_tool = _load_stack_tool()
+# deploy/stack.py, what `make up` runs (`deploy/` is not a package)
+stack_tool = types.SimpleNamespace(**runpy.run_path(str(REPO / "deploy" / "stack.py")))
 
 NAME = "mlp_stack_test"
 IMAGE = "ml-platform:stack-test"
