@@ -270,6 +270,7 @@ def test_helm_values_run_the_project_image_with_the_same_instance_settings():
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["enabled"] is False and values["generatePostgresqlPasswordSecret"] is False
     assert values["global"]["postgresqlSecretName"]
+    assert values["postgresql"]["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]
 
     daemon = values["dagsterDaemon"]
     coordinator = daemon["runCoordinator"]
