@@ -26,14 +26,19 @@ TAG = "ml-platform:test"
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="module")
-def image():
+def start_engine() -> None:
+    """The local Docker engine, started (and its base image built) when missing; a loud skip where none can run."""
     if not ENGINE_TOOL.exists():
         pytest.skip(f"no Docker engine tool at {ENGINE_TOOL}: cannot start an engine on this machine")
     up = subprocess.run([str(ENGINE_TOOL), "up"], capture_output=True, text=True, timeout=1500)
     if up.returncode != 0:
         pytest.skip(f"Docker engine cannot run here (docker-engine up exited {up.returncode}): "
                     f"{(up.stderr or up.stdout)[-1500:]}")
+
+
+@pytest.fixture(scope="module")
+def image():
+    start_engine()
     import docker
 
     client = docker.from_env(timeout=600)

@@ -40,7 +40,7 @@ from ml_platform.serving.http import (
 from ml_platform.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from ml_platform.serving.prediction_log import PredictionLog
 from ml_platform.serving.protocols import V1, V2, Protocol
-from ml_platform.serving.slot import RegistryUnreachable, Slot, next_slot, source_for
+from ml_platform.serving.slot import RegistryState, RegistryUnreachable, Slot, next_slot, source_for
 from ml_platform.serving.validation import RequestError
 
 log = logging.getLogger("ml_platform.serving")
@@ -53,7 +53,7 @@ class ServingApp:
         self.config = config
         self.source = source if source is not None else source_for(config)
         self.slot = Slot(None)
-        self.registry_down: tuple[float, str] | None = None  # (since, why) while the registry cannot be reached
+        self.registry = RegistryState()
         self.prediction_log: PredictionLog | None = None
         self.metrics = Metrics()
         self._tasks: list[asyncio.Task] = []
@@ -95,11 +95,9 @@ class ServingApp:
             slot = await next_slot(self.slot, self.source, self.config,
                                    lambda model: self.prediction_log.policy(model.manifest, self.config.log_redact))
         except RegistryUnreachable as error:
-            if self.registry_down is None:
-                log.warning("registry not reachable, keeping the loaded model: %s", error)
-            self.registry_down = self.registry_down or (time.time(), str(error))
+            self.registry.failed(error)
             return False
-        self.registry_down = None
+        self.registry.answered()
         if slot is None:
             return False
         self.slot = slot
@@ -279,11 +277,8 @@ class ServingApp:
 
     async def _ready(self, scope, send, head):
         ready = self.slot.champion is not None
-        body = {"ready": ready, "version": self.slot.champion.version if ready else None, "registry": "ok"}
-        if self.registry_down is not None:
-            since, why = self.registry_down
-            body["registry"] = {"reachable": False, "since": round(since, 3), "error": why,
-                                "serving": "the loaded model" if ready else "nothing yet"}
+        body = {"ready": ready, "version": self.slot.champion.version if ready else None,
+                "registry": self.registry.report(ready)}
         await self._plain(send, 200 if ready else 503, body, "ready", head)
 
     async def _metrics(self, scope, send, head):
@@ -305,15 +300,7 @@ class ServingApp:
         await self._plain(send, 200, describe(slot), route, head)
 
     def _info(self, slot: Slot) -> dict:
-        manifest = slot.champion.model.manifest
-        return {
-            "model": self.config.model, "version": slot.champion.version, "task": manifest.get("task"),
-            "target": manifest.get("target"), "features": slot.schema.describe(),
-            "training_window": manifest.get("window", {}),
-            "metrics": manifest.get("metrics", {}), "spec_digest": manifest.get("spec_digest"),
-            "challenger": slot.challenger.version if slot.challenger else None,
-            "previous_scored_beside": slot.previous.version if slot.previous else None,
-            "rollout": self.config.rollout_mode}
+        return slot.describe(self.config.model, self.config.rollout_mode)
 
     def _openapi(self, slot: Slot) -> dict:
         besides = tuple(sorted(slot.allowed - slot.schema.features))  # the event time and key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from ml_platform.serving.loader import FolderSource, LoadedModel, RegistrySource
@@ -28,6 +29,18 @@ class Slot:
     policy: object | None = None
     allowed: frozenset[str] = frozenset()   # fields a request may carry besides the features (time, key)
 
+    def describe(self, model: str, rollout: str) -> dict:
+        """What `GET /v1/models/<model>` says: the champion's version, task, features, window and metrics."""
+        manifest = self.champion.model.manifest
+        return {
+            "model": model, "version": self.champion.version, "task": manifest.get("task"),
+            "target": manifest.get("target"), "features": self.schema.describe(),
+            "training_window": manifest.get("window", {}),
+            "metrics": manifest.get("metrics", {}), "spec_digest": manifest.get("spec_digest"),
+            "challenger": self.challenger.version if self.challenger else None,
+            "previous_scored_beside": self.previous.version if self.previous else None,
+            "rollout": rollout}
+
 
 def source_for(config):
     """The model folder when one is given, else the registry's aliases for the model."""
@@ -38,6 +51,28 @@ def source_for(config):
 
 class RegistryUnreachable(RuntimeError):
     """The registry did not answer which versions the aliases name: keep serving what is loaded."""
+
+
+class RegistryState:
+    """Whether the last reload could ask the registry; while it cannot, since when and why (for `/ready`)."""
+
+    def __init__(self):
+        self.down: tuple[float, str] | None = None
+
+    def failed(self, error: Exception) -> None:
+        if self.down is None:
+            log.warning("registry not reachable, keeping the loaded model: %s", error)
+            self.down = (time.time(), str(error))
+
+    def answered(self) -> None:
+        self.down = None
+
+    def report(self, serving: bool) -> str | dict:
+        if self.down is None:
+            return "ok"
+        since, why = self.down
+        return {"reachable": False, "since": round(since, 3), "error": why,
+                "serving": "the loaded model" if serving else "nothing yet"}
 
 
 async def next_slot(current: Slot, source, config, policy_of) -> Slot | None:

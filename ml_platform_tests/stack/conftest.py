@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-from ml_platform_tests.test_docker import ENGINE_TOOL  # noqa: E402
+from ml_platform_tests.test_docker import start_engine  # noqa: E402
 
 
 # deploy/stack.py, what `make up` runs (`deploy/` is not a package)
@@ -70,12 +70,7 @@ class Webhook:
 
 
 def _engine() -> None:
-    if not ENGINE_TOOL.exists():
-        pytest.skip(f"no Docker engine tool at {ENGINE_TOOL}: cannot start an engine on this machine")
-    up = subprocess.run([str(ENGINE_TOOL), "up"], capture_output=True, text=True, timeout=1500)
-    if up.returncode != 0:
-        pytest.skip(f"Docker engine cannot run here (docker-engine up exited {up.returncode}): "
-                    f"{(up.stderr or up.stdout)[-1500:]}")
+    start_engine()
     if not (shutil.which("docker-compose") or subprocess.run(["docker", "compose", "version"],
                                                               capture_output=True).returncode == 0):
         pytest.fail("neither docker-compose nor `docker compose` is installed: `make test` installs Debian's "
