@@ -168,7 +168,7 @@ def version_of_alias(client: "MlflowClient", name: str, alias: str, gated: bool 
     try:
         found = client.get_model_version_by_alias(name, alias)
     except MlflowException as error:
-        if error.error_code in _ABSENT:
+        if error.error_code in _ABSENT or (error.error_code == "PERMISSION_DENIED" and not _visible(client, name)):
             return None
         raise
     if gated and (found.tags or {}).get(GATES_TAG) != "passed":
@@ -177,6 +177,12 @@ def version_of_alias(client: "MlflowClient", name: str, alias: str, gated: bool 
 
 
 _ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # no such registered model; no such alias
+
+
+def _visible(client: "MlflowClient", name: str) -> bool:
+    """Whether a registered model exists as far as this client may see. A tracking server with basic-auth
+    answers PERMISSION_DENIED, not "does not exist", for a model nobody has registered yet."""
+    return bool(client.search_registered_models(f"name = '{name}'", max_results=1))
 
 
 def run_of(client: "MlflowClient", name: str, version: str) -> str | None:

@@ -60,9 +60,10 @@ class RegistryState:
         self.down: tuple[float, str] | None = None
 
     def failed(self, error: Exception) -> None:
+        """Keep when the outage began; say the latest reason (a server starting up refuses, then denies...)."""
         if self.down is None:
             log.warning("registry not reachable, keeping the loaded model: %s", error)
-            self.down = (time.time(), str(error))
+        self.down = (self.down[0] if self.down else time.time(), str(error))
 
     def answered(self) -> None:
         self.down = None

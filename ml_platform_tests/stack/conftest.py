@@ -121,6 +121,8 @@ def stack(tmp_path_factory, webhook):
     stack_tool.write_env(env_file, settings)
     stack = stack_tool.Stack(env_file, NAME)
     _remove_everything(stack)  # a previous session killed midway
+    _mechanics_spec(settings)
+    stack_tool.write_env(env_file, settings)
     try:
         stack.compose("up", "-d", capture=True)
         stack.wait_healthy(timeout=300)
@@ -130,6 +132,25 @@ def stack(tmp_path_factory, webhook):
         raise
     finally:
         _remove_everything(stack)
+
+
+def _mechanics_spec(settings: dict) -> None:
+    """The bundled spec with its gates opened, in the stack's data volume where every container reads it
+    (ML_PLATFORM_SPECS): these tests judge the stack's mechanics, and the newest replayed week's fairness gap
+    depends on the day the tests run."""
+    import yaml
+
+    from ml_platform.spec import BUNDLED_SPECS
+
+    spec = yaml.safe_load((BUNDLED_SPECS / "flight_delay.yaml").read_text())
+    spec["gates"].update(min=0.5, max_regression=1.0, fairness={"group": "origin", "max_gap": 1.0})
+    subprocess.run(["docker", "volume", "create", "--label", "com.docker.compose.project=" + NAME,
+                    "--label", "com.docker.compose.volume=data", f"{NAME}_data"], check=True, capture_output=True)
+    subprocess.run(["docker", "run", "--rm", "-i", "--user", "0", "--network", "host", "-v", f"{NAME}_data:/data",
+                    IMAGE, "sh", "-c", "mkdir -p /data/specs && cat > /data/specs/flight_delay.yaml && "
+                                       "chown -R 10001 /data"],
+                   input=yaml.safe_dump(spec, sort_keys=False), text=True, check=True, capture_output=True)
+    settings["ML_PLATFORM_SPECS"] = "/var/lib/ml_platform/specs"
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 1.0):
