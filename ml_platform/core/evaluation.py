@@ -155,9 +155,13 @@ def attributions(model: Model, frame: pd.DataFrame, sample: int = SHAP_SAMPLE_RO
 
 
 def evaluate(model: Model, train: pd.DataFrame, test: pd.DataFrame, metric: str, slices: list[str],
-             fairness_group: str | None, champion: Model | None = None, plots: bool = True) -> Evaluation:
-    """Everything the gates and the model card need, computed once on the held-out slice."""
-    predictions = model.predict(test)
+             fairness_group: str | None, champion: Model | None = None, plots: bool = True,
+             predictions: np.ndarray | None = None, champion_predictions: np.ndarray | None = None,
+             explain: pd.DataFrame | None = None) -> Evaluation:
+    """Everything the gates and the model card need, computed once on the held-out slice. Predictions scored
+    elsewhere (on a cluster) may be given with `test` holding only the target and slice columns; `explain` is
+    then the held-out rows, or a sample of them, with their features, for TreeSHAP."""
+    predictions = model.predict(test) if predictions is None else predictions
     y_test = encoded_target(model, test)
     y_train = encoded_target(model, train)
     metrics = task_metrics(model.task, y_test, predictions, model.classes)
@@ -165,14 +169,18 @@ def evaluate(model: Model, train: pd.DataFrame, test: pd.DataFrame, metric: str,
     slice_table = slice_metrics(model, test, predictions, columns, metric)
     champion_metrics = None
     if champion is not None:
-        champion_metrics = task_metrics(champion.task, encoded_target(champion, test), champion.predict(test),
+        if champion_predictions is None:
+            champion_predictions = champion.predict(test)
+        champion_metrics = task_metrics(champion.task, encoded_target(champion, test), champion_predictions,
                                         champion.classes)
+    importance = attributions(model, test if explain is None else explain)
+    importance.attrs["of_rows"] = len(test)
     evaluation = Evaluation(
         metric=metric, metrics=metrics,
         baseline=baseline_metrics(model.task, y_train, y_test, len(model.classes)),
         slices=slice_table,
         fairness=fairness_gap(slice_table, fairness_group, metric) if fairness_group else None,
-        attributions=attributions(model, test), sanity=sanity(model.task, predictions),
+        attributions=importance, sanity=sanity(model.task, predictions),
         predictions=predictions, champion=champion_metrics)
     if plots:
         evaluation.plots = make_plots(model, y_test, predictions, evaluation.attributions)

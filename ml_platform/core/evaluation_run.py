@@ -12,18 +12,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 
 from ml_platform.core.deploy import smoke_rows
 from ml_platform.core.drift import training_reference
 from ml_platform.core.evaluation import Evaluation, encoded_target, evaluate, make_plots
 from ml_platform.core.gates import GateResult, run_gates
+from ml_platform.core.holdout import Holdout
 from ml_platform.core.mlflow_store import (CHAMPION, FEATURE_ATTRIBUTIONS, GATE_RESULTS, MODEL_CARD,
                                           REFERENCE_PROFILE, SLICES, SMOKE_ROWS, log_batch, plot_artifact)
 from ml_platform.core.model import Model
 from ml_platform.core.model_card import model_card
 from ml_platform.core.registry import Registry
-from ml_platform.core.training_run import SPLIT, metric_of
+from ml_platform.core.training_run import metric_of
 from ml_platform.spec import ModelSpec
 
 
@@ -37,6 +37,7 @@ class EvaluationRecord:
     gates: list[GateResult]
     card: str
     timings: dict[str, float] = field(default_factory=dict)  # seconds per part (scoring, SHAP, plots, card ...)
+    holdout: Holdout | None = field(default=None, repr=False)
 
     @property
     def passed(self) -> bool:
@@ -50,10 +51,14 @@ class EvaluationRecord:
                 "gates": json.dumps([g.as_dict() for g in self.gates]), "all_gates_passed": self.passed}
 
 
-def evaluate_version(spec: ModelSpec, version: str, training_set: pd.DataFrame,
-                     registry: Registry) -> tuple[EvaluationRecord, Model]:
+def evaluate_version(spec: ModelSpec, version: str, training_set, registry: Registry
+                     ) -> tuple[EvaluationRecord, Model]:
     """Evaluate a registered `version` on the training set's test days against the current champion. The plots
-    are rendered once, here; the model card, the Dagster metadata and the MLflow run reuse the same PNGs."""
+    are rendered once, here; the model card, the Dagster metadata and the MLflow run reuse the same PNGs.
+    A training set stored by the Dask engine (`StoredPartitions`) is scored on the workers of the current
+    Dask client (`dask_scoring.holdout_on_dask`)."""
+    from ml_platform.core.dask_frames import StoredPartitions
+
     timings: dict[str, float] = {}
     started = time.perf_counter()
     candidate = registry.model(version)
@@ -63,33 +68,30 @@ def evaluate_version(spec: ModelSpec, version: str, training_set: pd.DataFrame,
         champion = registry.model(champion_version)
     timings["load_models"] = time.perf_counter() - started
     started = time.perf_counter()
-    train = training_set[training_set[SPLIT] == "train"]
-    test = training_set[training_set[SPLIT] == "test"].reset_index(drop=True)
-    result = evaluate(candidate, train, test, metric_of(spec), spec.gates.slices,
-                      spec.gates.fairness.group if spec.gates.fairness else None, champion, plots=False)
+    if isinstance(training_set, StoredPartitions):
+        from ml_platform.core.dask_scoring import holdout_on_dask
+
+        holdout = holdout_on_dask(spec, training_set, candidate, champion)
+    else:
+        holdout = Holdout.of_frame(training_set, candidate)
+    result = evaluate(candidate, holdout.train, holdout.test, metric_of(spec), spec.gates.slices,
+                      spec.gates.fairness.group if spec.gates.fairness else None, champion, plots=False,
+                      predictions=holdout.predictions, champion_predictions=holdout.champion_predictions,
+                      explain=holdout.explain)
     timings["shap"] = result.attributions.attrs.get("seconds", 0.0)
     timings["scoring_slices"] = time.perf_counter() - started - timings["shap"]
     started = time.perf_counter()
-    result.plots = make_plots(candidate, encoded_target(candidate, test), result.predictions, result.attributions)
+    result.plots = make_plots(candidate, encoded_target(candidate, holdout.test), result.predictions,
+                              result.attributions)
     timings["plots"] = time.perf_counter() - started
     started = time.perf_counter()
     gates = run_gates(result, spec.gates)
-    card = model_card(spec, version, result, gates, _data_section(training_set, spec.timestamp, candidate))
+    card = model_card(spec, version, result, gates, holdout.data)
     timings["gates_model_card"] = time.perf_counter() - started
-    return EvaluationRecord(version, champion_version, result, gates, card, timings), candidate
+    return EvaluationRecord(version, champion_version, result, gates, card, timings, holdout), candidate
 
 
-def _data_section(training_set: pd.DataFrame, timestamp: str, candidate: Model) -> dict:
-    """The model card's data section: window, rows and days per split, data versions."""
-    stamps = training_set[timestamp]
-    summary = training_set.groupby(SPLIT)[timestamp].agg(["min", "max", "count"])
-    return {"window": f"{stamps.min().date()} → {stamps.max().date()}",
-            "splits": {k: {"rows": int(r["count"]), "first_day": str(r["min"].date()),
-                           "last_day": str(r["max"].date())} for k, r in summary.iterrows()},
-            "data_versions": candidate.manifest.get("data_versions", {}), "fit": candidate.manifest.get("fit")}
-
-
-def log_evaluation(record: EvaluationRecord, candidate: Model, training_set: pd.DataFrame) -> None:
+def log_evaluation(record: EvaluationRecord, candidate: Model) -> None:
     """Everything about the evaluation on the version's (active) MLflow run: the metrics and gate tags in one
     `log_batch`, and the model card, gate results, attributions, slices, smoke rows, drift reference and plots
     (the PNG bytes rendered once) in one artifact upload. Adds its parts to `record.timings`."""
@@ -97,12 +99,11 @@ def log_evaluation(record: EvaluationRecord, candidate: Model, training_set: pd.
 
     result = record.result
     started = time.perf_counter()
-    train = training_set[training_set[SPLIT] == "train"]
-    test = training_set[training_set[SPLIT] == "test"].reset_index(drop=True)
+    holdout = record.holdout
     documents = {GATE_RESULTS: {"gates": [g.as_dict() for g in record.gates]},
                  FEATURE_ATTRIBUTIONS: result.attributions.to_dict(),
-                 SMOKE_ROWS: {"rows": smoke_rows(candidate, test)},
-                 REFERENCE_PROFILE: training_reference(candidate, train)}
+                 SMOKE_ROWS: {"rows": smoke_rows(candidate, holdout.explain)},
+                 REFERENCE_PROFILE: training_reference(candidate, holdout.train)}
     record.timings["smoke_rows_drift_reference"] = time.perf_counter() - started
     started = time.perf_counter()
     shap = result.attributions.attrs

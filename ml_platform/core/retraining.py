@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import pandas as pd
     from mlflow import MlflowClient
 
     from ml_platform.spec import ModelSpec
@@ -119,7 +118,8 @@ class RetrainCursor:
 # --- no-op retrains ----------------------------------------------------------------------------------------
 
 # The modules whose code decides a trained model's bytes, given its training set and spec.
-_TRAINING_MODULES = ("training.py", "training_run.py", "model.py", "pyfunc_model.py")
+_TRAINING_MODULES = ("training.py", "training_run.py", "model.py", "pyfunc_model.py", "training_set.py",
+                     "dask_training.py")
 
 
 @functools.lru_cache(maxsize=1)
@@ -150,12 +150,13 @@ class RetrainInputs:
                 "training_code_version": self.training_code_version}
 
 
-def retrain_inputs(spec: ModelSpec, training_set: pd.DataFrame) -> RetrainInputs:
-    """The inputs of a retrain on this stored training set (hashed the way the training run logs them)."""
-    from ml_platform.core.data_versions import versions_by_day, versions_digest
-    from ml_platform.core.training_run import SPLIT
+def retrain_inputs(spec: ModelSpec, training_set) -> RetrainInputs:
+    """The inputs of a retrain on this stored training set (a frame, or partitions stored by the Dask engine),
+    hashed the way the training run logs them."""
+    from ml_platform.core.data_versions import versions_digest
+    from ml_platform.core.training_run import retrain_versions
 
-    versions = versions_by_day(training_set.drop(columns=SPLIT, errors="ignore"), spec.timestamp)
+    versions = retrain_versions(training_set, spec.timestamp)
     return RetrainInputs(versions_digest(versions), spec.digest,
                          training_code_version(), days=len(versions), versions=versions)
 

@@ -58,24 +58,27 @@ class Split:
 
 def split_by_time(frame: pd.DataFrame, spec: ModelSpec) -> Split:
     """Train / validation / test by day: the newest `test_days` days are the held-out slice."""
-    training = spec.training
     if frame.empty:
         raise TrainingError(f"{spec.path or spec.name}: training.window_days: the window of "
-                            f"{training.window_days} days has no feature rows; materialize features for it")
-    days = frame[spec.timestamp].dt.normalize()
-    unique = np.sort(days.unique())
-    needed = training.validation_days + training.test_days + 1
-    if len(unique) < needed:
-        raise TrainingError(f"{spec.path or spec.name}: training.window_days: the window holds {len(unique)} "
-                            f"day(s) of data, at least {needed} are needed (training.validation_days + "
-                            f"training.test_days + 1 for training)")
-    test_start = unique[-training.test_days]
-    valid_start = unique[-(training.test_days + training.validation_days)]
+                            f"{spec.training.window_days} days has no feature rows; materialize features for it")
+    valid_start, test_start = split_days(frame[spec.timestamp].dt.normalize().unique(), spec)
     order = frame.sort_values([spec.timestamp, *([spec.key] if spec.key else [])], kind="stable")
     stamp = order[spec.timestamp].dt.normalize()
     return Split(train=order[stamp < valid_start].reset_index(drop=True),
                  valid=order[(stamp >= valid_start) & (stamp < test_start)].reset_index(drop=True),
                  test=order[stamp >= test_start].reset_index(drop=True))
+
+
+def split_days(days, spec: ModelSpec) -> tuple[np.datetime64, np.datetime64]:
+    """The first validation day and the first test day, from the distinct days (midnights) of a window."""
+    training = spec.training
+    unique = np.unique(np.asarray(days, dtype="datetime64[ns]"))
+    needed = training.validation_days + training.test_days + 1
+    if len(unique) < needed:
+        raise TrainingError(f"{spec.path or spec.name}: training.window_days: the window holds {len(unique)} "
+                            f"day(s) of data, at least {needed} are needed (training.validation_days + "
+                            f"training.test_days + 1 for training)")
+    return unique[-(training.test_days + training.validation_days)], unique[-training.test_days]
 
 
 @dataclass
@@ -94,22 +97,29 @@ def _labels(spec: ModelSpec, split: Split, refit: bool) -> tuple[list | None, di
     target = spec.target.name
     if spec.task == "regression":
         return None, {k: getattr(split, k)[target].to_numpy(dtype=np.float64) for k in ("train", "valid", "test")}
-    classes = sorted(split.train[target].dropna().unique().tolist())
-    if len(classes) < 2:
-        raise TrainingError(f"{spec.path or spec.name}: target: the training rows hold a single class "
-                            f"({classes[0] if classes else 'none'}) of {spec.target.name!r}; a classifier needs "
-                            "two or more (widen training.window_days or check target)")
-    if refit:
-        classes = sorted({*classes, *split.valid[target].dropna().unique().tolist()})
-    if spec.task == "binary" and len(classes) > 2:
-        raise TrainingError(f"{spec.path or spec.name}: task: 'binary' but the target has {len(classes)} "
-                            f"classes {classes[:5]}; use task: multiclass")
+    classes = classes_of(spec, split.train[target].dropna().unique().tolist(),
+                         split.valid[target].dropna().unique().tolist() if refit else [])
     index = {c: i for i, c in enumerate(classes)}
     encoded = {}
     for k in ("train", "valid", "test"):
         values = getattr(split, k)[target].map(index)
         encoded[k] = values.to_numpy(dtype=np.float64, na_value=-1)
     return classes, encoded
+
+
+def classes_of(spec: ModelSpec, train: list, valid: list) -> list:
+    """A classifier's classes: those of the training rows (a classifier needs two), plus those of `valid`
+    (the validation rows, when the final model is refitted on them); binary allows two."""
+    classes = sorted(set(train))
+    if len(classes) < 2:
+        raise TrainingError(f"{spec.path or spec.name}: target: the training rows hold a single class "
+                            f"({classes[0] if classes else 'none'}) of {spec.target.name!r}; a classifier needs "
+                            "two or more (widen training.window_days or check target)")
+    classes = sorted({*classes, *valid})
+    if spec.task == "binary" and len(classes) > 2:
+        raise TrainingError(f"{spec.path or spec.name}: task: 'binary' but the target has {len(classes)} "
+                            f"classes {classes[:5]}; use task: multiclass")
+    return classes
 
 
 def _fit_record(spec: ModelSpec, split: Split, fit_rows: pd.DataFrame, refit: bool, rounds: int) -> dict:
@@ -129,7 +139,7 @@ def _refit(spec: ModelSpec, fit_rows: pd.DataFrame, labels: dict[str, np.ndarray
     features = spec.features
     encoder = FeatureEncoder.fit(fit_rows, features.all_numeric, features.all_categorical)
     dataset = _dataset(encoder, fit_rows, np.concatenate([labels["train"], labels["valid"]]))
-    booster = lgb.train({k: v for k, v in params.items() if k not in _ROUNDS}, dataset, num_boost_round=rounds)
+    booster = lgb.train(without_rounds(params), dataset, num_boost_round=rounds)
     return Model(booster=booster, encoder=encoder, manifest=manifest)
 
 
@@ -159,11 +169,7 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
     features = spec.features
     encoder = FeatureEncoder.fit(split.train, features.all_numeric, features.all_categorical)
     classes, labels = _labels(spec, split, refit)
-    objective, metrics = _OBJECTIVES[spec.task]
-    params = {"objective": objective, "metric": metrics, "seed": spec.training.seed,
-              **spec.training.params, **(params_override or {}), **_FIXED}
-    if spec.task == "multiclass":
-        params["num_class"] = len(classes)
+    params = lightgbm_params(spec, classes, params_override)
     train_set = _dataset(encoder, split.train, labels["train"])
     valid_set = _dataset(encoder, split.valid, labels["valid"], reference=train_set)
     curve: dict[str, dict[str, list[float]]] = {}
@@ -178,19 +184,10 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
     rounds = booster.best_iteration or booster.current_iteration()
     fit_rows = pd.concat([split.train, split.valid], ignore_index=True) if refit else split.train
     fit = _fit_record(spec, split, fit_rows, refit, rounds)
-    manifest = {
-        "model": spec.name, "task": spec.task, "target": spec.target.name, "classes": classes,
-        "timestamp": spec.timestamp, "key": spec.key, "spec_digest": spec.digest,
-        "best_iteration": booster.best_iteration, "params": {k: v for k, v in params.items()},
-        "rows": {k: len(getattr(split, k)) for k in ("train", "valid", "test")},
-        "window": {"first_day": str(split.train[spec.timestamp].min().date()),
-                   "last_day": str(split.test[spec.timestamp].max().date())},
-        "fit": fit,
-        # The spec's data contract decides which features may be missing at scoring time.
-        "nullable": {name: spec.expectations.columns[name].nullable if name in spec.expectations.columns else True
-                     for name in encoder.names},
-        "package_versions": package_versions(), **(extra_manifest or {}),
-    }
+    manifest = manifest_of(spec, classes, params, {k: len(getattr(split, k)) for k in ("train", "valid", "test")},
+                           {"first_day": str(split.train[spec.timestamp].min().date()),
+                            "last_day": str(split.test[spec.timestamp].max().date())},
+                           fit, encoder.names, booster.best_iteration, extra_manifest)
     from ml_platform.core.evaluation import encoded_target, task_metrics
 
     stopped = Model(booster=booster, encoder=encoder, manifest=manifest)
@@ -201,6 +198,35 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
               "fit_window": f"{fit['first_day']} → {fit['last_day']}", "fit_rounds": rounds}
     return TrainingResult(model=model, learning_curve=curve, best_iteration=booster.best_iteration,
                           params=logged, seconds=time.perf_counter() - started)
+
+
+def lightgbm_params(spec: ModelSpec, classes: list | None, override: dict | None = None) -> dict:
+    """The spec's LightGBM parameters with the objective, metrics and determinism the platform owns."""
+    objective, metrics = _OBJECTIVES[spec.task]
+    params = {"objective": objective, "metric": metrics, "seed": spec.training.seed,
+              **spec.training.params, **(override or {}), **_FIXED}
+    if spec.task == "multiclass":
+        params["num_class"] = len(classes or [])
+    return params
+
+
+def without_rounds(params: dict) -> dict:
+    """The parameters without LightGBM's names for the number of rounds (the caller sets the rounds)."""
+    return {k: v for k, v in params.items() if k not in _ROUNDS}
+
+
+def manifest_of(spec: ModelSpec, classes: list | None, params: dict, rows: dict[str, int], window: dict,
+                fit: dict, features: list[str], best_iteration: int, extra: dict | None) -> dict:
+    """The model's manifest: what it predicts, from which rows, with which parameters and packages."""
+    return {
+        "model": spec.name, "task": spec.task, "target": spec.target.name, "classes": classes,
+        "timestamp": spec.timestamp, "key": spec.key, "spec_digest": spec.digest,
+        "best_iteration": best_iteration, "params": dict(params), "rows": rows, "window": window, "fit": fit,
+        # The spec's data contract decides which features may be missing at scoring time.
+        "nullable": {name: spec.expectations.columns[name].nullable if name in spec.expectations.columns else True
+                     for name in features},
+        "package_versions": package_versions(), **(extra or {}),
+    }
 
 
 def tune(spec: ModelSpec, split: Split, score) -> tuple[dict, list[dict]]:

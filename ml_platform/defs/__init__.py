@@ -26,7 +26,7 @@ from ml_platform.defs.data_assets import build_data
 from ml_platform.defs.io_manager import PartitionedParquetIOManager
 from ml_platform.defs.monitoring_assets import build_monitoring
 from ml_platform.defs.partitions import data_partitions, training_partitions
-from ml_platform.defs.resources import tracking_from_env
+from ml_platform.defs.resources import dask_from_env, tracking_from_env
 from ml_platform.defs.sensors import alert_on_run_failure, build_sensors
 from ml_platform.defs.serving_assets import build_serving
 from ml_platform.defs.training import build_training
@@ -59,5 +59,6 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
     shared = dg.Definitions(
         sensors=[alert_on_run_failure, automation], executor=dg.in_process_executor,
         resources={conventions.IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url()),
-                   conventions.MLFLOW_RESOURCE_KEY: tracking_from_env()})
+                   conventions.MLFLOW_RESOURCE_KEY: tracking_from_env(),
+                   conventions.DASK_RESOURCE_KEY: dask_from_env()})
     return dg.Definitions.merge(*(build_model(spec) for spec in specs), shared)

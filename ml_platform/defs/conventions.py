@@ -22,6 +22,7 @@ DRIFTED_TAG = "ml_platform/drifted"  # on a retrain run: the features whose drif
 TRAINING_TAG = "ml_platform/training"
 IO_MANAGER_KEY = "parquet_io_manager"
 MLFLOW_RESOURCE_KEY = "mlflow_tracking"
+DASK_RESOURCE_KEY = "dask_cluster"
 # Stages whose stored content is a function of the spec: they carry its digest as code version, so a spec
 # change shows them as changed. Serving and monitoring outputs follow the champion version instead.
 SPEC_VERSIONED = ("raw", "features", "training_set", "model", "evaluation", "champion")
@@ -35,6 +36,25 @@ def key(spec: ModelSpec, stage: str) -> dg.AssetKey:
 def model_tags(spec: ModelSpec) -> dict[str, str]:
     """Tags of runs and jobs that belong to a model (alerts and the UI filter by them)."""
     return {MODEL_TAG: spec.name}
+
+
+def on_dask(spec: ModelSpec) -> bool:
+    """The spec trains and scores on a Dask cluster (`training.engine: dask`)."""
+    return spec.training.engine == "dask"
+
+
+def frame_input(spec: ModelSpec, **metadata) -> dict:
+    """An input's metadata: a lazy Dask DataFrame over the stored partitions on Dask, a pandas frame otherwise."""
+    return {**metadata, **({"engine": "dask"} if on_dask(spec) else {})}
+
+
+def engine_resources(spec: ModelSpec) -> set[str]:
+    """The resources a stage that reads frames needs beyond its own: the Dask cluster on Dask."""
+    return {DASK_RESOURCE_KEY} if on_dask(spec) else set()
+
+
+def frame_kind(spec: ModelSpec) -> str:
+    return "dask" if on_dask(spec) else "pandas"
 
 
 def retrain_job_name(spec: ModelSpec) -> str:

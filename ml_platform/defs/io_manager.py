@@ -4,6 +4,11 @@ Layout: `<base>/<model>/<stage>/<partition key>.parquet`. Loading reads only the
 write goes to a temporary name first and is renamed into place once every partition of the step is written,
 so a failed or killed step leaves no half-written file behind. Several partitions load as one frame; a
 categorical column stays categorical across them, under the union of their levels (`concat_partitions`).
+
+With `training.engine: dask` an input marked `{"engine": "dask"}` loads as a lazy Dask DataFrame over the
+stored files (`StoredPartitions`: nothing is read in the step's process), and a Dask DataFrame output is
+written by the workers as a folder of part files, `<partition key>.parquet/part-00000.parquet`, ... (staged
+under a temporary name and renamed into place like a file).
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import dagster as dg
 import pandas as pd
 from upath import UPath
 
+from ml_platform.core import dask_frames
 from ml_platform.core.features import concat_partitions
+
+DASK_INPUT = {"engine": "dask"}  # an input's metadata that asks for a lazy Dask DataFrame
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
@@ -29,6 +37,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | Mapping[str, pd.DataFrame]) -> None:
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
+        dask_parts = {keys[0]: obj} if hasattr(obj, "to_delayed") else (
+            dict(obj) if isinstance(obj, Mapping) and any(hasattr(v, "to_delayed") for v in obj.values()) else None)
+        if dask_parts is not None:  # Dask DataFrames: the workers write them
+            return self._write_dask(context, keys, dask_parts)
         if isinstance(obj, Mapping):
             parts = dict(obj)
             missing = [k for k in keys if k not in parts]
@@ -50,6 +62,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 with temporary.open("wb") as handle:
                     parts[key].to_parquet(handle, index=False)
             for temporary, final in staged:
+                if final.is_dir():  # stored by the Dask engine before: a file replaces the folder
+                    _remove(final)
                 temporary.rename(final)
         except BaseException:
             for temporary, _ in staged:
@@ -61,11 +75,36 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"storage": dg.MetadataValue.path(str(folder)),
                                      "stored_rows": rows})
 
-    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+    def _write_dask(self, context: dg.OutputContext, keys: list, parts: dict) -> None:
+        """Each partition's Dask DataFrame as a folder of part files, staged and renamed into place."""
+        if sorted(parts, key=str) != sorted(keys, key=str):
+            raise dg.Failure(f"output for {context.asset_key.to_user_string()} has partitions {sorted(parts)[:5]}, "
+                             f"the run has {keys[:5]}")
+        rows = 0
+        for key, frame in parts.items():
+            final = self._path(context.asset_key, key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            token = uuid.uuid4().hex[:8]
+            staged, old = final.with_name(f".{final.name}.{token}.tmp"), final.with_name(f".{final.name}.{token}.old")
+            try:
+                rows += dask_frames.write_partitions(frame, staged)
+                if final.exists():
+                    final.rename(old)
+                staged.rename(final)
+            except BaseException:
+                _remove(staged)
+                raise
+            finally:
+                _remove(old)
+        folder = self._path(context.asset_key, keys[0]).parent
+        context.add_output_metadata({"storage": dg.MetadataValue.path(str(folder)), "stored_rows": rows})
+
+    def load_input(self, context: dg.InputContext):
         asset_key = context.asset_key
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
-        frames = []
-        allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+        metadata = context.definition_metadata or {}
+        allow_missing = bool(metadata.get("allow_missing_partitions"))
+        paths, found = [], []
         for key in keys:
             path = self._path(asset_key, key)
             if not path.exists() and allow_missing:
@@ -73,8 +112,19 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             if not path.exists():
                 raise dg.Failure(f"{asset_key.to_user_string()} has no stored partition {key!r} "
                                  f"(expected {path}); materialize it first")
-            with path.open("rb") as handle:
-                frames.append(pd.read_parquet(handle))
+            paths.append(path)
+            found.append(key)
+        if metadata.get("engine") == "dask":
+            return dask_frames.read_partitions(paths, found) if paths else dask_frames.StoredPartitions(None, [])
+        frames = [dask_frames.read_file(f) for path in paths for f in dask_frames.partition_files(path)]
         if not frames:
             return pd.DataFrame()
         return concat_partitions(frames)
+
+
+def _remove(path: UPath) -> None:
+    """A staged or replaced partition, file or folder, if it is there."""
+    if path.is_dir():
+        path.fs.rm(path.path, recursive=True)
+    elif path.exists():
+        path.unlink()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from ml_platform.core import mlflow_store
 
@@ -125,3 +126,74 @@ def tracking_from_env() -> MlflowTracking:
               "artifact_root": "ML_PLATFORM_MLFLOW_ARTIFACTS", "ui_url": "ML_PLATFORM_MLFLOW_UI"}
     return MlflowTracking(**{field: dg.EnvVar(env) for field, env in fields.items() if os.environ.get(env)})
 
+
+
+class DaskCluster(dg.ConfigurableResource):
+    """The Dask cluster of `training.engine: dask` specs: a scheduler address (EnvVar ML_PLATFORM_DASK_ADDRESS
+    in production), or a local cluster of this machine when none is given. The client connects on first use
+    in a step and stays connected until the run's resources are torn down, so outputs are written by the same
+    workers that computed them."""
+
+    address: str | None = Field(default=None, description="Dask scheduler, e.g. tcp://scheduler:8786; default "
+                                "a local cluster (one worker process per core), started once per process")
+    n_workers: int | None = Field(default=None, description="Local cluster only: worker processes")
+    memory_limit: str | None = Field(default=None, description="Local cluster only: memory per worker ('4GB')")
+    dashboard_url: str | None = Field(default=None, description="The dashboard's URL as users reach it; default "
+                                      "the one the scheduler reports")
+    _client: Any = PrivateAttr(default=None)
+
+    def client(self):
+        """The connected client (connecting on first use); a Failure that names the address and the variable
+        when the scheduler does not answer."""
+        from ml_platform.core import dask_cluster
+
+        if self._client is None:
+            settings = dask_cluster.ClusterSettings(self.address, self.n_workers, self.memory_limit)
+            try:
+                self._client = dask_cluster.connect(settings)
+            except dask_cluster.ClusterError as error:
+                raise dg.Failure(str(error)) from None
+        return self._client
+
+    def metadata(self) -> dict:
+        """What a step's metadata says about the cluster: the dashboard link, the scheduler and the workers."""
+        from ml_platform.core import dask_cluster
+
+        client = self.client()
+        link = self.dashboard_url or dask_cluster.dashboard_link(client)
+        return {**({"dask_dashboard": dg.MetadataValue.url(link)} if link else {}),
+                "dask_scheduler": client.scheduler.address if client.scheduler else "",
+                "dask_workers": len(dask_cluster.worker_memory(client))}
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def dask_from_env() -> DaskCluster:
+    """The resource as `definitions` configures it: EnvVar where the variable is set, defaults otherwise."""
+    from ml_platform.core import dask_cluster
+
+    fields = {"address": dask_cluster.ADDRESS_ENV, "memory_limit": dask_cluster.MEMORY_ENV,
+              "dashboard_url": "ML_PLATFORM_DASK_DASHBOARD"}
+    values: dict[str, Any] = {field: dg.EnvVar(env) for field, env in fields.items() if os.environ.get(env)}
+    if os.environ.get(dask_cluster.WORKERS_ENV):
+        values["n_workers"] = dg.EnvVar.int(dask_cluster.WORKERS_ENV)
+    return DaskCluster(**values)
+
+
+@contextlib.contextmanager
+def dask_step(context: dg.AssetExecutionContext, *stored) -> Iterator[tuple[Any, dict]]:
+    """A step of a Dask spec: (client, metadata about the cluster). Each stored input must fit a worker
+    partition by partition; the cluster's errors fail the step with their message."""
+    from ml_platform.core import dask_cluster
+
+    resource: DaskCluster = getattr(context.resources, "dask_cluster")
+    client = resource.client()
+    try:
+        for inputs in stored:
+            dask_cluster.check_partition_memory(client, inputs.sizes)
+        yield client, resource.metadata()
+    except dask_cluster.ClusterError as error:
+        raise dg.Failure(str(error)) from None

@@ -196,6 +196,10 @@ def training(spec: ModelSpec) -> list[Problem]:
                       "a whole number of weeks (a multiple of 7) when training.cadence is weekly"))
     if spec.training.validation_days + spec.training.test_days >= window:
         found.append(("training.window_days", window, "more days than training.validation_days + training.test_days"))
+    if spec.training.engine == "dask" and spec.training.tuning.trials:
+        found.append(("training.tuning.trials", spec.training.tuning.trials,
+                      "0 when training.engine is dask (tuning trains every trial in one process; tune with "
+                      "engine: local on a shorter window, then copy the parameters into training.params)"))
     return found
 
 

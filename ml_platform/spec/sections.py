@@ -140,6 +140,10 @@ class Training(StrictModel):
         "false: the final model is the early-stopping model, trained on the training days only."))
     seed: int = 42
     tuning: Tuning = Field(default_factory=Tuning)
+    engine: Literal["local", "dask"] = Field(default="local", description=(
+        "local: the window is one frame in the step's process. dask: the window stays in Dask partitions on the "
+        "workers of a cluster (ML_PLATFORM_DASK_ADDRESS, else a local cluster sized to the machine), LightGBM "
+        "trains with lightgbm.dask, and evaluation and batch scoring run on the workers."))
 
 
 class Fairness(StrictModel):
@@ -312,5 +316,7 @@ class ModelSpec(StrictModel):
     def digest(self) -> str:
         """A short hash of the spec's content; it changes exactly when the spec's meaning does."""
         # by_alias: renamed fields hash under their old names, so a rename does not change every asset's version
-        text = self.model_dump_json(exclude={"path"}, by_alias=True)
+        # training.engine hashes only when it is not the default, so adding the field kept every digest
+        exclude: dict = {"path": True, **({"training": {"engine"}} if self.training.engine == "local" else {})}
+        text = self.model_dump_json(exclude=exclude, by_alias=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -21,7 +21,7 @@ def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, 
     assert record.champion_version is None and record.result.value > 0.6 and record.passed
     assert "# Model card: flight_delay v1" in record.card
     with mlflow.start_run(run_id=run_id):
-        log_evaluation(record, candidate, frame)
+        log_evaluation(record, candidate)
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {MODEL_FILES, SMOKE_ROWS, REFERENCE_PROFILE, GATE_RESULTS, MODEL_CARD, "plots"} <= artifacts
     assert client.get_run(run_id).data.tags["gate.metric_floor"] == "passed"

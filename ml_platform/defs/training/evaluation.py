@@ -1,6 +1,7 @@
 """`<model>/evaluation`: the new version on the held-out newest days; the promotion gates are its blocking
 checks, so a version that fails one never reaches `champion` in the same run."""
 
+import contextlib
 import time
 
 import dagster as dg
@@ -11,7 +12,7 @@ from ml_platform.core.evaluation_run import EvaluationRecord, evaluate_version, 
 from ml_platform.core.gates import GATE_NAMES
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import md_table
-from ml_platform.defs.resources import MlflowTracking
+from ml_platform.defs.resources import MlflowTracking, dask_step
 from ml_platform.spec import ModelSpec
 
 GATE_DESCRIPTIONS = {
@@ -29,30 +30,34 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
                                description=GATE_DESCRIPTIONS[gate]) for gate in GATE_NAMES]
 
     @dg.asset(key=key, partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
-              kinds={"mlflow", "pandas"}, check_specs=gates,
+              kinds={"mlflow", conventions.frame_kind(spec)}, check_specs=gates,
+              required_resource_keys=conventions.engine_resources(spec),
               description="The new model on the held-out newest days: task metrics, a naive baseline, slices, "
                           "fairness, TreeSHAP attributions, the current champion on the same rows, and the model "
                           "card. The promotion gates are its blocking checks.",
               ins={"model": dg.AssetIn(conventions.key(spec, "model")),
-                   "training_set": dg.AssetIn(conventions.key(spec, "training_set"))})
+                   "training_set": dg.AssetIn(conventions.key(spec, "training_set"),
+                                              metadata=conventions.frame_input(spec))})
     def evaluation(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, model: pd.DataFrame,
-                   training_set: pd.DataFrame):
+                   training_set):
         model_row = model.iloc[0].to_dict()
         registry = mlflow_tracking.registry(spec.name)
-        record, candidate = evaluate_version(spec, str(model_row["version"]), training_set, registry)
+        with (dask_step(context, training_set) if conventions.on_dask(spec)
+              else contextlib.nullcontext((None, {}))) as (_, cluster):
+            record, candidate = evaluate_version(spec, str(model_row["version"]), training_set, registry)
         # A no-op retrain's version keeps the record of its own evaluation: its run, card and gate tags are
         # left as they were (re-logging would overwrite them with this run's); it is still judged here.
         recorded = bool(model_row.get("noop")) and bool(registry.gates_of(record.version))
         if not recorded:
             started = time.perf_counter()
             with mlflow_tracking.start_run(context, spec.name, run_id=model_row["run_id"]):
-                log_evaluation(record, candidate, training_set)
+                log_evaluation(record, candidate)
             registry.mark_gates(record.version, record.passed)
             record.timings["mlflow_run_and_gates_tag"] = (time.perf_counter() - started
                                                           - record.timings["mlflow_logging"]
                                                           - record.timings["smoke_rows_drift_reference"])
         yield dg.Output(pd.DataFrame([record.row(model_row)]), metadata={
-            **_metadata(record), **({"mlflow_record": dg.MetadataValue.text(
+            **_metadata(record), **cluster, **({"mlflow_record": dg.MetadataValue.text(
                 f"kept: v{record.version} was evaluated when it was registered ({model_row.get('noop_reason')})")}
                 if recorded else {})})
         for gate in record.gates:

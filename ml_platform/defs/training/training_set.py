@@ -1,11 +1,12 @@
-"""`<model>/training_set`: the window of feature days that ends with a retraining partition, split by time."""
+"""`<model>/training_set`: the window of feature days that ends with a retraining partition, split by time.
+With `training.engine: dask` the window is split on the workers and stored by them; it never comes here."""
 
 import dagster as dg
-import pandas as pd
 
 from ml_platform.core.training_run import TrainingError, build_training_set
 from ml_platform.defs import conventions
 from ml_platform.defs.partitions import partition_windows, window_mapping
+from ml_platform.defs.resources import dask_step
 from ml_platform.spec import ModelSpec
 
 
@@ -14,21 +15,28 @@ def training_set_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
     refit = ", then the final model trains on them too (training.refit)" if training.refit else ""
 
     @dg.asset(key=conventions.key(spec, "training_set"), partitions_def=partitions,
-              io_manager_key=conventions.IO_MANAGER_KEY, kinds={"pandas", "parquet"},
+              io_manager_key=conventions.IO_MANAGER_KEY, kinds={conventions.frame_kind(spec), "parquet"},
+              required_resource_keys=conventions.engine_resources(spec),
               description=f"The last {training.window_days} days of features as of each retraining partition "
                           f"({spec.partitions.cadence} data partitions), "
                           f"split by time: train, validation ({training.validation_days} days: early stopping "
                           f"picks the rounds{refit}), "
                           f"test ({training.test_days} newest days, held out).",
               ins={"features": dg.AssetIn(conventions.key(spec, "features"), partition_mapping=window_mapping(spec),
-                                          metadata={"allow_missing_partitions": True})})
-    def training_set(context: dg.AssetExecutionContext, features: pd.DataFrame):
+                                          metadata=conventions.frame_input(spec, allow_missing_partitions=True))})
+    def training_set(context: dg.AssetExecutionContext, features):
         try:
             keys = list(context.asset_partition_keys_for_input("features"))
             windows = partition_windows(context.asset_partitions_def_for_input("features"), keys)
-            built = build_training_set(features, spec, windows)
+            if not conventions.on_dask(spec):
+                built = build_training_set(features, spec, windows)
+                return dg.Output(built.frame, metadata=built.metadata())
+            from ml_platform.core.dask_training import build_training_set_on_dask
+
+            with dask_step(context, features) as (_, cluster):
+                built = build_training_set_on_dask(features, spec, windows)
+            return dg.Output(built.frame, metadata={**built.metadata(), **cluster})
         except TrainingError as error:
             raise dg.Failure(f"partition {context.partition_key}: {error}") from None
-        return dg.Output(built.frame, metadata=built.metadata())
 
     return training_set

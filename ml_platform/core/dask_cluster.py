@@ -1,0 +1,118 @@
+"""Where a spec with `training.engine: dask` does its work: the scheduler a deployment names
+(ML_PLATFORM_DASK_ADDRESS), or else a local cluster sized to this machine, started once per process and shared
+by the steps of a run.
+
+The errors a user meets are raised here, each naming what to change: a scheduler that does not answer (its
+address and the variable), a worker whose memory limit cannot hold one stored partition (the partition, both
+sizes, the setting), and workers that died under a computation.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+ADDRESS_ENV = "ML_PLATFORM_DASK_ADDRESS"
+WORKERS_ENV = "ML_PLATFORM_DASK_WORKERS"
+MEMORY_ENV = "ML_PLATFORM_DASK_MEMORY_LIMIT"
+# A partition is read, encoded and copied into LightGBM's dataset on one worker: about three times its size.
+PARTITION_MEMORY_FACTOR = 3
+
+
+class ClusterError(RuntimeError):
+    """The Dask cluster cannot do the work; the message names the setting to change."""
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The scheduler to use (None: a local cluster) and the local cluster's size."""
+
+    address: str | None = None
+    n_workers: int | None = None          # local cluster: default one per core
+    memory_limit: str | None = None       # local cluster, per worker: default the machine's memory shared out
+    connect_timeout_s: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> ClusterSettings:
+        workers = os.environ.get(WORKERS_ENV)
+        return cls(address=os.environ.get(ADDRESS_ENV) or None,
+                   n_workers=int(workers) if workers else None,
+                   memory_limit=os.environ.get(MEMORY_ENV) or None)
+
+
+_LOCAL: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+def local_cluster(settings: ClusterSettings):
+    """This process's local cluster for these settings (started on first use, closed when the process exits):
+    one single-threaded worker process per core, each with its share of the machine's memory."""
+    from distributed import LocalCluster
+
+    key = (settings.n_workers, settings.memory_limit)
+    with _LOCK:
+        cluster = _LOCAL.get(key)
+        if cluster is None or getattr(cluster, "status", None) is None or cluster.status.name != "running":
+            cluster = LocalCluster(n_workers=settings.n_workers or os.cpu_count() or 1, threads_per_worker=1,
+                                   processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                   memory_limit=settings.memory_limit or "auto")
+            _LOCAL[key] = cluster
+    return cluster
+
+
+def connect(settings: ClusterSettings):
+    """A client of the named scheduler, or of the local cluster; set as the process's default, so Dask
+    collections and lightgbm.dask compute on it until it is closed."""
+    from distributed import Client
+
+    if not settings.address:
+        return Client(local_cluster(settings), set_as_default=True)
+    try:
+        return Client(settings.address, timeout=settings.connect_timeout_s, set_as_default=True)
+    except (OSError, TimeoutError, ValueError) as error:
+        raise ClusterError(
+            f"the Dask scheduler at {settings.address!r} ({ADDRESS_ENV}) did not answer within "
+            f"{settings.connect_timeout_s:g} s ({type(error).__name__}: {error}). Start the scheduler and its "
+            f"workers, fix {ADDRESS_ENV}, or unset it to train on a local cluster") from None
+
+
+def dashboard_link(client) -> str | None:
+    try:
+        return client.dashboard_link or None
+    except Exception:  # a scheduler without the dashboard service
+        return None
+
+
+def worker_memory(client) -> dict[str, int]:
+    """Each worker's memory limit in bytes (0: none)."""
+    return {address: int(info.get("memory_limit") or 0)
+            for address, info in client.scheduler_info(n_workers=-1)["workers"].items()}
+
+
+def check_partition_memory(client, partition_bytes: dict[str, int]) -> None:
+    """Refuse before any work when the largest stored partition cannot fit a worker: the nanny would kill the
+    worker over and over, and Dask would give up with a KilledWorker that does not say why."""
+    limits = [limit for limit in worker_memory(client).values() if limit]
+    if not limits or not partition_bytes:
+        return
+    name, size = max(partition_bytes.items(), key=lambda item: item[1])
+    needed = size * PARTITION_MEMORY_FACTOR
+    if needed > min(limits):
+        raise ClusterError(
+            f"partition {name} holds about {_mb(size)} in memory and a worker needs about {_mb(needed)} to "
+            f"process it, but the smallest Dask worker may use {_mb(min(limits))}. Give the workers more memory "
+            f"({MEMORY_ENV} for the local cluster, `dask worker --memory-limit` on a cluster) or store smaller "
+            "partitions (partitions.cadence: hourly)")
+
+
+def explain_lost_workers(error: BaseException) -> ClusterError:
+    """A computation whose workers kept dying, with the likely causes and what to change."""
+    return ClusterError(
+        f"Dask workers died while computing ({type(error).__name__}: {str(error).splitlines()[0][:300]}). "
+        f"The usual cause is a worker's memory limit: raise it ({MEMORY_ENV}, or `dask worker --memory-limit`), "
+        "add workers, or store smaller partitions; the workers' logs (the Dask dashboard) say which")
+
+
+def _mb(size: float) -> str:
+    return f"{size / 2**20:,.0f} MB" if size >= 2**20 else f"{size / 1024:,.0f} KB"

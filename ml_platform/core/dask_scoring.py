@@ -1,0 +1,79 @@
+"""Scoring on a Dask cluster (`training.engine: dask`): the held-out days for evaluation and the daily batch
+predictions are scored partition by partition on the workers.
+
+Evaluation needs every held-out row's prediction, target and slice columns (a few numbers per row, gathered
+here), but the features of only a bounded sample: TreeSHAP and the smoke rows read `SHAP_SAMPLE_ROWS` held-out
+rows, and the drift reference and the naive baseline a uniform sample of `REFERENCE_ROWS` training rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ml_platform.core.dask_frames import StoredPartitions, per_partition, sample
+from ml_platform.core.dask_training import split_summary
+from ml_platform.core.evaluation import SHAP_SAMPLE_ROWS
+from ml_platform.core.holdout import Holdout, data_section
+from ml_platform.core.features import concat_partitions
+from ml_platform.core.training_set import SPLIT
+from ml_platform.spec import ModelSpec
+
+REFERENCE_ROWS = 100_000
+PREDICTION, CHAMPION = "__prediction__", "__champion__"
+
+
+def holdout_on_dask(spec: ModelSpec, stored: StoredPartitions, candidate, champion=None) -> Holdout:
+    """The held-out days scored on the workers by the candidate (and the champion), with the samples
+    evaluation reads features from."""
+    frame, seed = stored.frame, spec.training.seed
+    summary = split_summary(frame, spec)
+    columns = list(dict.fromkeys([spec.timestamp, spec.target.name, *spec.gates.slices,
+                                  *([spec.gates.fairness.group] if spec.gates.fairness else [])]))
+    test = frame[frame[SPLIT] == "test"]
+    scored = concat_partitions([p for p in per_partition(test, _scored, candidate, champion, columns)])
+    scored = scored.reset_index(drop=True)
+    return Holdout(
+        train=sample(frame[frame[SPLIT] == "train"], REFERENCE_ROWS, summary["train"]["rows"], seed),
+        test=scored[columns], explain=sample(test, SHAP_SAMPLE_ROWS, summary["test"]["rows"], seed),
+        predictions=_column(scored, PREDICTION),
+        champion_predictions=_column(scored, CHAMPION) if champion is not None else None,
+        data=data_section(summary, candidate))
+
+
+def _scored(part: pd.DataFrame, candidate, champion, columns: list[str]) -> pd.DataFrame:
+    out = part[columns].reset_index(drop=True)
+    for name, model in ((PREDICTION, candidate), (CHAMPION, champion)):
+        if model is not None and len(part):
+            out = out.join(_as_columns(name, model.predict(part)))
+        elif model is not None:
+            out[name] = pd.Series(dtype=np.float64)
+    return out
+
+
+def _as_columns(name: str, scores: np.ndarray) -> pd.DataFrame:
+    if scores.ndim == 1:
+        return pd.DataFrame({name: scores})
+    return pd.DataFrame(scores, columns=[f"{name}{i}" for i in range(scores.shape[1])])
+
+
+def _column(scored: pd.DataFrame, name: str) -> np.ndarray:
+    if name in scored.columns:
+        return scored[name].to_numpy(dtype=np.float64)
+    return scored[[c for c in scored.columns if c.startswith(name)]].to_numpy(dtype=np.float64)
+
+
+def score_on_dask(stored: StoredPartitions, model, version: str, keep: list[str]):
+    """The `predictions` rows of stored feature partitions, scored on the workers: a lazy Dask DataFrame (the
+    key, timestamp and target columns kept, the prediction and the model version beside them)."""
+    frame = stored.frame
+    meta = frame._meta[keep].assign(prediction=pd.Series(dtype=object if model.task == "multiclass" else float),
+                                    model_version=pd.Series(dtype=object))
+    return frame.map_partitions(_predictions, model, version, keep, meta=meta)
+
+
+def _predictions(part: pd.DataFrame, model, version: str, keep: list[str]) -> pd.DataFrame:
+    scores = model.predict(part) if len(part) else np.empty(0)
+    out = part[keep].reset_index(drop=True).assign(model_version=version)
+    out.insert(len(keep), "prediction", [list(p) for p in scores] if model.task == "multiclass" else scores)
+    return out

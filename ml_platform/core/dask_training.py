@@ -1,0 +1,250 @@
+"""Training on a Dask cluster (`training.engine: dask`): from the stored features to the booster, the window's
+rows stay in partitions on the workers; the step's process receives per-partition summaries and a bounded sample.
+
+- **Training set**: each stored partition is sorted and tagged with its split on the workers; the split days,
+  data versions and row counts come back as small per-partition results.
+- **Number of rounds**: lightgbm.dask has no early stopping, and its validation scores cover only each
+  worker's own share of the validation days. So the rounds are chosen the local engine's way, by early
+  stopping on the validation days, on a uniform sample of at most `SAMPLE_ROWS` rows of the window (every
+  partition sampled at the same rate). That early-stopping model also gives the validation metrics and the
+  learning curve, and the manifest's `fit` says so.
+- **Final model**: lightgbm.dask on every row of the training days (and the validation days with refit) with
+  those rounds, the same parameters, and the categorical levels of all those rows (collected from the
+  workers). It is saved as the same native text model with the same manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ml_platform.core.dask_cluster import ClusterError, explain_lost_workers, worker_memory
+from ml_platform.core.dask_frames import StoredPartitions, per_partition, sample
+from ml_platform.core.data_versions import content_hash, versions_by_day, versions_by_partition
+from ml_platform.core.model import FeatureEncoder, Model
+from ml_platform.core.training import (TrainingResult, classes_of, lightgbm_params, manifest_of, split_days,
+                                       train, without_rounds)
+from ml_platform.core.training_set import SPLIT, TrainingSet, check_coverage, split_of, windows_of
+from ml_platform.spec import ModelSpec
+
+SAMPLE_ROWS = 200_000   # rows of the window the number of rounds is chosen on
+LABEL = "__label__"
+
+
+def build_training_set_on_dask(stored: StoredPartitions, spec: ModelSpec, partitions) -> TrainingSet:
+    """`build_training_set` on the window's stored feature partitions, on the workers."""
+    windows = windows_of(partitions)
+    versions: dict[str, str] = {}
+    features = stored.frame
+    if features is not None:
+        for part in _killed_workers_explained(per_partition, features, versions_by_partition, spec.timestamp,
+                                              windows):
+            versions.update(part)
+    check_coverage(spec, windows, versions)
+    days = sorted(set().union(*per_partition(features, _days_of, spec.timestamp)))
+    valid_start, test_start = split_days(days, spec)
+    meta = features._meta.assign(**{SPLIT: pd.Series(dtype=object)})
+    frame = features.map_partitions(_with_split, spec.timestamp, spec.key, valid_start, test_start, meta=meta)
+    frame = frame.persist()
+    return TrainingSet(frame, split_summary(frame, spec), versions)
+
+
+def _days_of(part: pd.DataFrame, timestamp: str) -> set:
+    return set(part[timestamp].dt.normalize().unique()) if len(part) else set()
+
+
+def _with_split(part: pd.DataFrame, timestamp: str, key: str | None, valid_start, test_start) -> pd.DataFrame:
+    """A partition in time order (then key, as the local engine sorts the window) with each row's split."""
+    part = part.sort_values([timestamp, *([key] if key else [])], kind="stable").reset_index(drop=True)
+    day = part[timestamp].dt.normalize()
+    return part.assign(**{SPLIT: np.where(day < valid_start, "train", np.where(day < test_start, "valid", "test"))})
+
+
+def split_summary(frame, spec: ModelSpec) -> dict[str, dict]:
+    """`Split.summary` of a Dask training set: rows, first and last day, target balance per split."""
+    merged: dict[str, dict] = {}
+    for part in per_partition(frame, _split_stats, spec.timestamp, spec.target.name, spec.task):
+        for split, stats in part.items():
+            into = merged.setdefault(split, {"rows": 0, "first": None, "last": None, "sum": 0.0, "classes": {}})
+            into["rows"] += stats["rows"]
+            into["sum"] += stats["sum"]
+            into["first"] = min(filter(None, (into["first"], stats["first"])))
+            into["last"] = max(filter(None, (into["last"], stats["last"])))
+            for label, count in stats["classes"].items():
+                into["classes"][label] = into["classes"].get(label, 0) + count
+    out = {}
+    for split in ("train", "valid", "test"):
+        stats = merged.get(split, {"rows": 0, "first": None, "last": None, "sum": 0.0, "classes": {}})
+        info: dict[str, Any] = {"rows": stats["rows"], "first_day": _day(stats["first"]),
+                                "last_day": _day(stats["last"])}
+        if spec.task == "binary":
+            info["positive_rate"] = round(stats["sum"] / stats["rows"], 4) if stats["rows"] else None
+        elif spec.task == "regression":
+            info["target_mean"] = round(stats["sum"] / stats["rows"], 4) if stats["rows"] else None
+        else:
+            info["classes"] = dict(sorted(stats["classes"].items(), key=lambda item: -item[1]))
+        out[split] = info
+    return out
+
+
+def _day(stamp) -> str | None:
+    return str(pd.Timestamp(stamp).date()) if stamp is not None else None
+
+
+def _split_stats(part: pd.DataFrame, timestamp: str, target: str, task: str) -> dict:
+    out = {}
+    for split, rows in part.groupby(SPLIT, sort=False):
+        out[split] = {"rows": len(rows), "first": rows[timestamp].min(), "last": rows[timestamp].max(),
+                      "sum": float(rows[target].sum()) if task != "multiclass" else 0.0,
+                      "classes": rows[target].value_counts().to_dict() if task == "multiclass" else {}}
+    return out
+
+
+def versions_on_dask(stored: StoredPartitions, timestamp: str) -> dict[str, str]:
+    """Each day's data version of a stored Dask training set. A day split over several stored partitions
+    (hourly data) gets one version of its parts' versions."""
+    parts: dict[str, list[str]] = {}
+    frame = stored.frame.drop(columns=SPLIT, errors="ignore")
+    for versions in _killed_workers_explained(per_partition, frame, versions_by_day, timestamp):
+        for day, version in versions.items():
+            parts.setdefault(day, []).append(version)
+    return {day: v[0] if len(v) == 1 else content_hash(pd.DataFrame({"v": v})) for day, v in sorted(parts.items())}
+
+
+def train_on_dask(spec: ModelSpec, stored: StoredPartitions, client, extra_manifest: dict | None = None
+                  ) -> TrainingResult:
+    """The model of a stored Dask training set: rounds, validation metrics and curve from early stopping on a
+    sample; the final booster from lightgbm.dask on every row it is fitted on (see the module's docstring)."""
+    started = time.perf_counter()
+    frame, refit = stored.frame, spec.training.refit
+    summary = split_summary(frame, spec)
+    total = sum(s["rows"] for s in summary.values())
+    rows = sample(frame, SAMPLE_ROWS, total, spec.training.seed)
+    chosen = train(spec, split_of(rows), refit=False)
+    rounds = chosen.model.booster.best_iteration or chosen.model.booster.current_iteration()
+    splits = ["train", "valid"] if refit else ["train"]
+    encoder, classes = _encoder_and_classes(frame, spec, splits)
+    params = {**lightgbm_params(spec, classes), "num_threads": _threads(client)}
+    booster = _fit(client, spec, params, rounds, frame[frame[SPLIT].isin(splits)], encoder, classes)
+    fit_rows = sum(summary[s]["rows"] for s in splits)
+    fit = {"refit": refit, "splits": splits, "rows": fit_rows, "first_day": summary["train"]["first_day"],
+           "last_day": summary[splits[-1]]["last_day"], "rounds": rounds,
+           "rounds_chosen_by": f"early stopping on the validation days of a uniform sample of "
+                               f"{len(rows)} of {total} rows (lightgbm.dask has no early stopping)",
+           "valid_metrics_from": "the early-stopping model of that sample, on its validation rows"}
+    workers = len(worker_memory(client))
+    manifest = manifest_of(spec, classes, params, {k: summary[k]["rows"] for k in ("train", "valid", "test")},
+                           {"first_day": summary["train"]["first_day"], "last_day": summary["test"]["last_day"]},
+                           fit, encoder.names, rounds, {**(extra_manifest or {}),
+                                                        "engine": {"name": "dask", "workers": workers}})
+    manifest["metrics"] = chosen.model.manifest["metrics"]
+    logged = {**params, "engine": "dask", "dask_workers": workers, "refit": refit, "fit_rows": fit_rows,
+              "fit_window": f"{fit['first_day']} → {fit['last_day']}", "fit_rounds": rounds}
+    return TrainingResult(model=Model(booster=booster, encoder=encoder, manifest=manifest),
+                          learning_curve=chosen.learning_curve, best_iteration=rounds, params=logged,
+                          seconds=time.perf_counter() - started)
+
+
+def _encoder_and_classes(frame, spec: ModelSpec, splits: list[str]) -> tuple[FeatureEncoder, list | None]:
+    """The encoder with every categorical level of the rows the model is fitted on, and the classes, both
+    collected on the workers (the local engine's `FeatureEncoder.fit` and `classes_of` on the same rows)."""
+    features, target = spec.features, spec.target.name
+    levels: dict[str, set] = {name: set() for name in features.all_categorical}
+    found: dict[str, set] = {"train": set(), "valid": set()}
+    for part in per_partition(frame, _distinct, features.all_categorical, target, splits, spec.task):
+        for name, values in part["levels"].items():
+            levels[name] |= values
+        for split, values in part["classes"].items():
+            found[split] |= values
+    encoder = FeatureEncoder(features.all_numeric, features.all_categorical,
+                             {name: sorted(values) for name, values in levels.items()})
+    classes = None if spec.task == "regression" else classes_of(
+        spec, sorted(found["train"]), sorted(found["valid"]) if "valid" in splits else [])
+    return encoder, classes
+
+
+def _distinct(part: pd.DataFrame, categorical: list[str], target: str, splits: list[str], task: str) -> dict:
+    rows = part[part[SPLIT].isin(splits)]
+    return {"levels": {name: set(rows[name].dropna().astype(str).unique()) for name in categorical},
+            "classes": {} if task == "regression" else
+            {split: set(rows.loc[rows[SPLIT] == split, target].dropna().unique().tolist()) for split in splits}}
+
+
+def _threads(client) -> int:
+    threads = [info.get("nthreads", 1) for info in client.scheduler_info(n_workers=-1)["workers"].values()]
+    return max(1, min(threads or [1]))
+
+
+def _encoded(part: pd.DataFrame, encoder: FeatureEncoder, target: str, classes: list | None) -> pd.DataFrame:
+    """A partition as LightGBM's float matrix plus the label (class index, or the value for regression)."""
+    frame = pd.DataFrame(encoder.transform(part), columns=encoder.names)
+    labels = part[target] if classes is None else part[target].map({c: i for i, c in enumerate(classes)})
+    return frame.assign(**{LABEL: labels.to_numpy(dtype=np.float64, na_value=np.nan)})
+
+
+def _fit(client, spec: ModelSpec, params: dict, rounds: int, rows, encoder: FeatureEncoder, classes) -> Any:
+    """lightgbm.dask on the encoded rows (persisted on the workers), watched: a worker lost mid-training fails
+    the fit at once, instead of leaving it waiting for a worker that is gone."""
+    import lightgbm.dask as lgb_dask
+
+    meta = pd.DataFrame({name: pd.Series(dtype=np.float64) for name in [*encoder.names, LABEL]})
+    encoded = _killed_workers_explained(
+        lambda: rows.map_partitions(_encoded, encoder, spec.target.name, classes, meta=meta).persist())
+    estimator_type = lgb_dask.DaskLGBMRegressor if spec.task == "regression" else lgb_dask.DaskLGBMClassifier
+    estimator = estimator_type(client=client, n_estimators=rounds, **without_rounds(params))
+    categorical = list(range(len(encoder.numeric), len(encoder.names)))
+    fitted = _watched(client, lambda: estimator.fit(encoded[encoder.names], encoded[LABEL],
+                                                   categorical_feature=categorical))
+    return fitted.to_local().booster_
+
+
+def _watched(client, fit):
+    """Run `fit` while watching the workers. When one disappears (killed, out of memory), the fit fails with a
+    ClusterError at once, and the workers that took part are restarted: lightgbm.dask would otherwise wait for
+    the lost worker forever, and the others would stay blocked in LightGBM's network wait."""
+    workers = set(worker_memory(client))
+    outcome: dict[str, Any] = {}
+
+    def run():
+        try:
+            outcome["value"] = fit()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="lightgbm-dask-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+        if not thread.is_alive():
+            break
+        lost = workers - set(worker_memory(client))
+        if lost:
+            with contextlib.suppress(Exception):
+                client.restart_workers(sorted(workers - lost), timeout=60, raise_for_error=False)
+            raise ClusterError(
+                f"Dask worker(s) {', '.join(sorted(lost))} left the cluster during training, so the model was not "
+                "trained and nothing was registered; the other workers that took part were restarted. If a "
+                "worker ran out of memory, give workers more (ML_PLATFORM_DASK_MEMORY_LIMIT, or `dask worker "
+                "--memory-limit`) or add workers")
+    if "error" in outcome:
+        from distributed import KilledWorker
+
+        if isinstance(outcome["error"], KilledWorker):
+            raise explain_lost_workers(outcome["error"]) from None
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _killed_workers_explained(function, *args):
+    """Run `function(*args)`; workers that kept dying under it become a ClusterError that says what to change."""
+    from distributed import KilledWorker
+
+    try:
+        return function(*args)
+    except KilledWorker as error:
+        raise explain_lost_workers(error) from None
