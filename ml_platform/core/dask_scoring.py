@@ -77,3 +77,18 @@ def _predictions(part: pd.DataFrame, model, version: str, keep: list[str]) -> pd
     out = part[keep].reset_index(drop=True).assign(model_version=version)
     out.insert(len(keep), "prediction", [list(p) for p in scores] if model.task == "multiclass" else scores)
     return out
+
+
+def features_with_predictions(stored: StoredPartitions, model) -> pd.DataFrame:
+    """Stored feature partitions with the model's `prediction` column (not for multiclass), scored on the
+    workers and gathered: drift's batch fallback for a day without traffic."""
+    if stored.frame is None:
+        return pd.DataFrame()
+    parts = per_partition(stored.frame, _with_prediction, model)
+    return concat_partitions(parts).reset_index(drop=True)
+
+
+def _with_prediction(part: pd.DataFrame, model) -> pd.DataFrame:
+    if model.task == "multiclass" or not len(part):
+        return part
+    return part.assign(prediction=model.predict(part))

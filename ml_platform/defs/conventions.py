@@ -48,11 +48,6 @@ def frame_input(spec: ModelSpec, **metadata) -> dict:
     return {**metadata, **({"engine": "dask"} if on_dask(spec) else {})}
 
 
-def engine_resources(spec: ModelSpec) -> set[str]:
-    """The resources a stage that reads frames needs beyond its own: the Dask cluster on Dask."""
-    return {DASK_RESOURCE_KEY} if on_dask(spec) else set()
-
-
 def frame_kind(spec: ModelSpec) -> str:
     return "dask" if on_dask(spec) else "pandas"
 

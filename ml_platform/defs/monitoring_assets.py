@@ -19,7 +19,7 @@ from ml_platform.core.performance import live_performance, paired_comparison
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import md_table
 from ml_platform.defs.partitions import window_of
-from ml_platform.defs.resources import MlflowTracking
+from ml_platform.defs.resources import DaskCluster, MlflowTracking, dask_step
 from ml_platform.serving.prediction_log import log_path, logged_rows
 from ml_platform.spec import ModelSpec
 
@@ -47,19 +47,18 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
               kinds={"pandas", "parquet"}, check_specs=checks,
               description="Each feature's and the predictions' drift on the day against the champion's training "
                           "reference: PSI, KS, chi-square, missing-rate shift, unseen categories.",
-              ins={"features": dg.AssetIn(conventions.key(spec, "features"))},
+              ins={"features": dg.AssetIn(conventions.key(spec, "features"), metadata=conventions.frame_input(spec))},
               deps=[dg.AssetDep(conventions.key(spec, "champion"), partition_mapping=dg.AllPartitionMapping())],
               automation_condition=conventions.daily_once_a_champion_exists(conventions.key(spec, "champion")))
-    def drift(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, features: pd.DataFrame):
+    def drift(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
+              features):
         version, run_id = mlflow_tracking.champion_run(spec.name)
         live = _served(spec, context)
         live, source = live.drop(columns=[c for c in live.columns if c.startswith("_")]), "prediction log"
         # The log stores redacted features as keyed hashes: never compared with training values.
         redacted = [name for name in spec.serving.log.redact if name not in thresholds.ignore]
         if live.empty:
-            live, source, redacted = features.copy(), "features (batch scored)", []
-            if len(live) and spec.task != "multiclass":
-                live["prediction"] = mlflow_tracking.load_run_model(run_id).predict(live)
+            live, source, redacted = _batch_scored(spec, features, mlflow_tracking, dask_cluster, run_id)
         profile = without(mlflow_tracking.run_artifact(run_id, REFERENCE_PROFILE), [*thresholds.ignore, *redacted])
         report = day_drift(live, profile, thresholds.warn, thresholds.fail, source)
         yield dg.Output(report.table.assign(partition=context.partition_key, model_version=version),
@@ -74,6 +73,22 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
                           "threshold": thresholds.warn if level == "warn" else thresholds.fail})
 
     return drift
+
+
+def _batch_scored(spec: ModelSpec, features, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
+                  run_id: str) -> tuple[pd.DataFrame, str, list]:
+    """Drift's live rows on a day without traffic: the day's features scored in batch (on the Dask workers for
+    a Dask spec)."""
+    if conventions.on_dask(spec):
+        from ml_platform.core.dask_scoring import features_with_predictions
+
+        with dask_step(dask_cluster, features):
+            live = features_with_predictions(features, mlflow_tracking.load_run_model(run_id))
+        return live, "features (batch scored on the Dask workers)", []
+    live = features.copy()
+    if len(live) and spec.task != "multiclass":
+        live["prediction"] = mlflow_tracking.load_run_model(run_id).predict(live)
+    return live, "features (batch scored)", []
 
 
 def _drift_metadata(report: DayDrift, version: str, redacted: list[str]) -> dict:

@@ -184,12 +184,11 @@ def dask_from_env() -> DaskCluster:
 
 
 @contextlib.contextmanager
-def dask_step(context: dg.AssetExecutionContext, *stored) -> Iterator[tuple[Any, dict]]:
+def dask_step(resource: DaskCluster, *stored) -> Iterator[tuple[Any, dict]]:
     """A step of a Dask spec: (client, metadata about the cluster). Each stored input must fit a worker
     partition by partition; the cluster's errors fail the step with their message."""
     from ml_platform.core import dask_cluster
 
-    resource: DaskCluster = getattr(context.resources, "dask_cluster")
     client = resource.client()
     try:
         for inputs in stored:

@@ -15,7 +15,7 @@ from ml_platform.core.deploy import DeployError, deploy
 from ml_platform.core.mlflow_store import SMOKE_ROWS, download_model_files
 from ml_platform.defs import conventions
 from ml_platform.defs.partitions import split_by_partition
-from ml_platform.defs.resources import MlflowTracking
+from ml_platform.defs.resources import DaskCluster, MlflowTracking, dask_step
 from ml_platform.serving.prediction_log import log_path
 from ml_platform.spec import ModelSpec
 
@@ -69,15 +69,19 @@ def predictions_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     champion = conventions.key(spec, "champion")
 
     @dg.asset(key=conventions.key(spec, "predictions"), partitions_def=data,
-              io_manager_key=conventions.IO_MANAGER_KEY, kinds={"pandas", "parquet"},
+              io_manager_key=conventions.IO_MANAGER_KEY, kinds={conventions.frame_kind(spec), "parquet"},
               backfill_policy=dg.BackfillPolicy.single_run(),
               description=f"Batch scores of each day's features by the champion of {name}, with the model "
-                          "version beside each prediction.",
-              ins={"features": dg.AssetIn(conventions.key(spec, "features"))},
+                          "version beside each prediction"
+                          + (" (scored on the Dask workers)." if conventions.on_dask(spec) else "."),
+              ins={"features": dg.AssetIn(conventions.key(spec, "features"), metadata=conventions.frame_input(spec))},
               deps=[dg.AssetDep(champion, partition_mapping=dg.AllPartitionMapping())],
               automation_condition=conventions.daily_once_a_champion_exists(champion))
-    def predictions(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, features: pd.DataFrame):
+    def predictions(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
+                    features):
         version, model, _ = mlflow_tracking.champion(name)
+        if conventions.on_dask(spec):
+            return _predictions_on_dask(context, dask_cluster, spec, features, model, version)
         scores = model.predict(features) if len(features) else []
         keep = [c for c in (spec.key, spec.timestamp, spec.target.name) if c and c in features.columns]
         frame = features[keep].assign(prediction=scores, model_version=version)
@@ -90,3 +94,24 @@ def predictions_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
                          metadata={"rows": len(frame), "model_version": version, "mean_prediction": mean})
 
     return predictions
+
+
+def _predictions_on_dask(context: dg.AssetExecutionContext, dask_cluster: DaskCluster, spec: ModelSpec, features,
+                         model, version: str):
+    """The day(s) scored partition by partition on the workers and stored by them, one output per day."""
+    from ml_platform.core.dask_scoring import score_on_dask
+
+    keys = list(context.partition_keys)
+    if features.frame is None:
+        raise dg.Failure(f"{spec.name}/features has none of the partitions {keys[0]} → {keys[-1]}; materialize them")
+    keep = [c for c in (spec.key, spec.timestamp, spec.target.name) if c and c in features.frame.columns]
+    with dask_step(dask_cluster, features) as (_, cluster):
+        scored = score_on_dask(features, model, version, keep).persist()
+        parts = {key: features.of_key(scored, key) for key in keys if key in features.keys}
+        missing = [key for key in keys if key not in parts]
+        if missing:
+            raise dg.Failure(f"{spec.name}/features has no stored partition {missing[0]}; materialize it first")
+        rows = int(scored.map_partitions(len).sum().compute())
+        mean = (float(scored["prediction"].mean().compute()) if rows and spec.task != "multiclass" else 0.0)
+    return dg.Output(parts if len(keys) > 1 else parts[keys[0]],
+                     metadata={"rows": rows, "model_version": version, "mean_prediction": mean, **cluster})

@@ -12,7 +12,7 @@ from ml_platform.core.evaluation_run import EvaluationRecord, evaluate_version, 
 from ml_platform.core.gates import GATE_NAMES
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import md_table
-from ml_platform.defs.resources import MlflowTracking, dask_step
+from ml_platform.defs.resources import DaskCluster, MlflowTracking, dask_step
 from ml_platform.spec import ModelSpec
 
 GATE_DESCRIPTIONS = {
@@ -31,18 +31,17 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
 
     @dg.asset(key=key, partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
               kinds={"mlflow", conventions.frame_kind(spec)}, check_specs=gates,
-              required_resource_keys=conventions.engine_resources(spec),
               description="The new model on the held-out newest days: task metrics, a naive baseline, slices, "
                           "fairness, TreeSHAP attributions, the current champion on the same rows, and the model "
                           "card. The promotion gates are its blocking checks.",
               ins={"model": dg.AssetIn(conventions.key(spec, "model")),
                    "training_set": dg.AssetIn(conventions.key(spec, "training_set"),
                                               metadata=conventions.frame_input(spec))})
-    def evaluation(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, model: pd.DataFrame,
-                   training_set):
+    def evaluation(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
+                   model: pd.DataFrame, training_set):
         model_row = model.iloc[0].to_dict()
         registry = mlflow_tracking.registry(spec.name)
-        with (dask_step(context, training_set) if conventions.on_dask(spec)
+        with (dask_step(dask_cluster, training_set) if conventions.on_dask(spec)
               else contextlib.nullcontext((None, {}))) as (_, cluster):
             record, candidate = evaluate_version(spec, str(model_row["version"]), training_set, registry)
         # A no-op retrain's version keeps the record of its own evaluation: its run, card and gate tags are

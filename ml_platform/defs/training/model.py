@@ -15,7 +15,7 @@ import pandas as pd
 from ml_platform.core.retraining import RetrainInputs, UnchangedVersion, retrain_inputs, unchanged_version
 from ml_platform.core.training_run import TrainingError, metric_of, train_and_log
 from ml_platform.defs import conventions
-from ml_platform.defs.resources import MlflowTracking, dask_step
+from ml_platform.defs.resources import DaskCluster, MlflowTracking, dask_step
 from ml_platform.spec import ModelSpec
 
 
@@ -28,7 +28,6 @@ def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
     @dg.asset(key=conventions.key(spec, "model"), partitions_def=partitions,
               io_manager_key=conventions.IO_MANAGER_KEY,
               kinds={"lightgbm", "mlflow", *({"dask"} if conventions.on_dask(spec) else set())},
-              required_resource_keys=conventions.engine_resources(spec),
               description=f"LightGBM ({spec.task}): early stopping on the validation days picks the rounds"
                           + ("; the final model is refit on training + validation days" if spec.training.refit
                              else "")
@@ -37,9 +36,9 @@ def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
                           "nothing is trained: that version is reported again (a no-op retrain).",
               ins={"training_set": dg.AssetIn(conventions.key(spec, "training_set"),
                                               metadata=conventions.frame_input(spec))})
-    def model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking,
+    def model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
               training_set):  # a DataFrame, or StoredPartitions on Dask
-        with (dask_step(context, training_set) if conventions.on_dask(spec)
+        with (dask_step(dask_cluster, training_set) if conventions.on_dask(spec)
               else contextlib.nullcontext((None, {}))) as (client, cluster):
             return _train(context, mlflow_tracking, spec, training_set, client, cluster)
 

@@ -6,7 +6,7 @@ import dagster as dg
 from ml_platform.core.training_run import TrainingError, build_training_set
 from ml_platform.defs import conventions
 from ml_platform.defs.partitions import partition_windows, window_mapping
-from ml_platform.defs.resources import dask_step
+from ml_platform.defs.resources import DaskCluster, dask_step
 from ml_platform.spec import ModelSpec
 
 
@@ -16,7 +16,6 @@ def training_set_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
 
     @dg.asset(key=conventions.key(spec, "training_set"), partitions_def=partitions,
               io_manager_key=conventions.IO_MANAGER_KEY, kinds={conventions.frame_kind(spec), "parquet"},
-              required_resource_keys=conventions.engine_resources(spec),
               description=f"The last {training.window_days} days of features as of each retraining partition "
                           f"({spec.partitions.cadence} data partitions), "
                           f"split by time: train, validation ({training.validation_days} days: early stopping "
@@ -24,7 +23,7 @@ def training_set_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
                           f"test ({training.test_days} newest days, held out).",
               ins={"features": dg.AssetIn(conventions.key(spec, "features"), partition_mapping=window_mapping(spec),
                                           metadata=conventions.frame_input(spec, allow_missing_partitions=True))})
-    def training_set(context: dg.AssetExecutionContext, features):
+    def training_set(context: dg.AssetExecutionContext, dask_cluster: DaskCluster, features):
         try:
             keys = list(context.asset_partition_keys_for_input("features"))
             windows = partition_windows(context.asset_partitions_def_for_input("features"), keys)
@@ -33,7 +32,7 @@ def training_set_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
                 return dg.Output(built.frame, metadata=built.metadata())
             from ml_platform.core.dask_training import build_training_set_on_dask
 
-            with dask_step(context, features) as (_, cluster):
+            with dask_step(dask_cluster, features) as (_, cluster):
                 built = build_training_set_on_dask(features, spec, windows)
             return dg.Output(built.frame, metadata={**built.metadata(), **cluster})
         except TrainingError as error:

@@ -1,0 +1,131 @@
+"""Integration: `training.engine: dask` on a real Dask LocalCluster, through the same graph as the local engine:
+the training set split and stored by the workers, lightgbm.dask training, the gates, the registry, the endpoint,
+batch predictions and drift's batch fallback scored on the workers. Then the failures a user meets: a scheduler
+that does not answer, a worker killed mid-training, workers too small for a partition."""
+
+from __future__ import annotations
+
+import socket
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_platform.core.model import Model
+from ml_platform_tests.defs.helpers import (_aliases, _client, _day, _materialize, _metadata, _partitions,
+                                            _retrain, _versions)
+
+DASK = {"training.engine": "dask"}
+
+
+def _failure(result) -> str:
+    return "\n".join(str(e.event_specific_data.error.message) for e in result.all_events
+                     if e.event_type_value == "STEP_FAILURE")
+
+
+def test_a_dask_spec_trains_gates_registers_serves_and_scores(platform, instance):
+    from ml_platform.core.deploy import stop_local_server
+
+    make, home = platform
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    defs = make({**DASK, "serving.port": port})
+    partition = _partitions(defs)[0]
+    result = _retrain(defs, instance, partition)
+    assert result.success, _failure(result)
+
+    training = _metadata(result, "training_set")
+    assert training["upstream_partitions"] == 56 and training["rows_test"] > 0
+    assert training["dask_dashboard"].startswith("http://127.0.0.1:") and training["dask_workers"] >= 1
+    stored = home / "storage" / "flight_delay" / "training_set" / f"{partition}.parquet"
+    assert stored.is_dir() and len(list(stored.glob("part-*.parquet"))) == 56  # written by the workers
+    assert len(pd.read_parquet(stored)) == training["rows"]
+
+    model = _metadata(result, "model")
+    assert model["registered_version"] == "1" and model["dask_dashboard"].startswith("http://")
+    run = _client(home).get_run(model["mlflow_run_id"])
+    assert run.data.params["engine"] == "dask" and int(run.data.params["fit_rounds"]) >= 1
+    trained = Model.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model_files"))
+    assert trained.manifest["engine"]["name"] == "dask"
+    assert "uniform sample" in trained.manifest["fit"]["rounds_chosen_by"]
+    assert trained.manifest["fit"]["rows"] == training["rows_train"] + training["rows_valid"]
+    assert trained.booster.num_trees() == trained.manifest["fit"]["rounds"]  # the native text model
+
+    evaluation = _metadata(result, "evaluation")
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert all(checks.values()), checks
+    assert _aliases(home) == {"champion": "1"}
+
+    # The same spec on the local engine, same window: a new version (the engine is part of the spec), and a
+    # holdout metric close to the Dask one.
+    local = _retrain(make({"serving.port": port}), instance, partition)
+    assert local.success and _metadata(local, "model")["registered_version"] == "2"
+    assert abs(_metadata(local, "evaluation")["test_roc_auc"] - evaluation["test_roc_auc"]) < 0.02
+
+    # Served by the same endpoint, and pyfunc agrees with the platform's scorer.
+    defs = make({**DASK, "serving.port": port})
+    assert _retrain(defs, instance, partition).success  # back to a Dask version: v3 (a new run, same data)
+    try:
+        endpoint = _metadata(_materialize(defs, instance, "endpoint"), "endpoint")
+        assert endpoint["smoke_test"]["passed"] and endpoint["smoke_test"]["max_abs_diff"] == 0.0
+        day = _day(partition, 3)
+        scored = _materialize(defs, instance, "predictions", day)
+        assert scored.success and _metadata(scored, "predictions")["dask_workers"] >= 1
+        folder = home / "storage" / "flight_delay" / "predictions" / f"{day}.parquet"
+        assert folder.is_dir()
+        frame = pd.read_parquet(folder)
+        features = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{day}.parquet")
+        version = _aliases(home)["champion"]
+        run_id = _client(home).get_model_version("flight_delay", version).run_id
+        champion = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
+        assert (frame["model_version"] == version).all()
+        assert np.array_equal(frame["prediction"].to_numpy(), champion.predict(features))
+        pyfunc = mlflow.pyfunc.load_model("models:/flight_delay@champion")
+        assert np.array_equal(np.asarray(pyfunc.predict(features.head(200))), champion.predict(features.head(200)))
+        drift = _materialize(defs, instance, "drift", day)
+        assert "Dask workers" in _metadata(drift, "drift")["live_source"]
+    finally:
+        stop_local_server("flight_delay", home)
+
+
+def test_an_unreachable_scheduler_names_the_address_and_the_variable(platform, instance, monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here
+    monkeypatch.setenv("ML_PLATFORM_DASK_ADDRESS", f"tcp://127.0.0.1:{port}")
+    make, home = platform
+    defs = make(DASK)
+    result = _retrain(defs, instance, _partitions(defs)[0])
+    assert not result.success
+    message = _failure(result)
+    assert f"tcp://127.0.0.1:{port}" in message and "ML_PLATFORM_DASK_ADDRESS" in message
+    assert _versions(home) == []
+
+
+@pytest.fixture
+def small_workers(monkeypatch):
+    """A cluster of its own whose workers may use 64 KB each (the nanny told not to act on it, so the workers
+    stay up while the platform refuses the work), reached through ML_PLATFORM_DASK_ADDRESS."""
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set({"distributed.worker.memory.terminate": False, "distributed.worker.memory.pause": False,
+                          "distributed.worker.memory.spill": False, "distributed.worker.memory.target": False}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                               memory_limit="64KB")
+    monkeypatch.setenv("ML_PLATFORM_DASK_ADDRESS", cluster.scheduler_address)
+    yield cluster
+    cluster.close()
+
+
+def test_workers_too_small_for_a_partition_say_which_and_what_to_change(platform, instance, small_workers):
+    make, home = platform
+    defs = make(DASK)
+    result = _retrain(defs, instance, _partitions(defs)[0])
+    assert not result.success
+    message = _failure(result)
+    assert "partition" in message and ".parquet" in message and "ML_PLATFORM_DASK_MEMORY_LIMIT" in message
+    assert "the smallest Dask worker may use 62 KB" in message  # 64 KB as Dask parses it (64,000 bytes)
+    assert _versions(home) == []
