@@ -129,3 +129,62 @@ def test_workers_too_small_for_a_partition_say_which_and_what_to_change(platform
     assert "partition" in message and ".parquet" in message and "ML_PLATFORM_DASK_MEMORY_LIMIT" in message
     assert "the smallest Dask worker may use 62 KB" in message  # 64 KB as Dask parses it (64,000 bytes)
     assert _versions(home) == []
+
+
+@pytest.fixture
+def two_workers(monkeypatch):
+    """A two-worker cluster of its own (nannies restart a killed worker), reached through ML_PLATFORM_DASK_ADDRESS."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+    monkeypatch.setenv("ML_PLATFORM_DASK_ADDRESS", cluster.scheduler_address)
+    with Client(cluster, set_as_default=False) as client:
+        yield cluster, client
+    cluster.close()
+
+
+def _training_started(dask_scheduler) -> bool:
+    return any("_train_part" in str(key) for key, task in dask_scheduler.tasks.items() if task.state == "processing")
+
+
+def test_a_worker_killed_mid_training_fails_the_run_and_leaves_registry_and_cluster_usable(
+        platform, instance, two_workers):
+    import os
+    import signal
+    import threading
+    import time
+
+    cluster, client = two_workers
+    make, home = platform
+    # Enough rounds that training lasts a few seconds: early stopping never stops a slow learner.
+    defs = make({**DASK, "training.num_boost_round": 300, "training.early_stopping_rounds": 300,
+                 "training.params": {"learning_rate": 0.005, "num_leaves": 15}, "gates.min": 0.5,
+                 "gates.max_regression": 1.0})
+    first, second = _partitions(defs)[:2]
+    assert _retrain(defs, instance, first).success
+    assert _aliases(home) == {"champion": "1"}
+
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=_retrain(defs, instance, second)))
+    runner.start()
+    deadline = time.monotonic() + 120
+    while not client.run_on_scheduler(_training_started) and runner.is_alive():
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.05)
+    victim, pid = sorted(client.run(os.getpid).items())[0]
+    os.kill(pid, signal.SIGKILL)
+    runner.join(180)
+    assert not runner.is_alive()
+    result = outcome["result"]
+    assert not result.success
+    message = _failure(result)
+    assert victim in message and "left the cluster during training" in message
+    assert _aliases(home) == {"champion": "1"} and _versions(home) == ["1"]
+    runs = _client(home).search_runs([_client(home).get_experiment_by_name("ml_platform/flight_delay").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+
+    # The cluster is usable again: the nanny replaced the killed worker, the other was restarted.
+    client.wait_for_workers(2, timeout=60)
+    retried = _retrain(defs, instance, second)
+    assert retried.success, _failure(retried)
+    assert _versions(home) == ["1", "2"]
