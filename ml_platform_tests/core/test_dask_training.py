@@ -1,0 +1,87 @@
+"""The Dask engine's pure parts on a real LocalCluster: stored partitions read lazily and written by the workers,
+the training set and data versions equal to the local engine's, training on the workers, and the cluster's
+errors (an unreachable scheduler, a partition too large for a worker)."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+from upath import UPath
+
+from ml_platform.core import dask_cluster, dask_frames, dask_training
+from ml_platform.core.data_versions import versions_by_day
+from ml_platform.core.evaluation import encoded_target, task_metrics
+from ml_platform.core.training_run import SPLIT, build_training_set, split_of
+
+
+@pytest.fixture(scope="module")
+def client():
+    client = dask_cluster.connect(dask_cluster.ClusterSettings(n_workers=2))
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def stored_features(features, spec, tmp_path_factory):
+    """The window's features stored one file per day, as the IO manager stores them."""
+    folder = tmp_path_factory.mktemp("features")
+    days = features[spec.timestamp].dt.strftime("%Y-%m-%d")
+    for day, part in features.groupby(days):
+        part.reset_index(drop=True).to_parquet(folder / f"{day}.parquet", index=False)
+    keys = sorted(days.unique())
+    return dask_frames.read_partitions([UPath(folder / f"{k}.parquet") for k in keys], keys), keys
+
+
+def test_the_training_set_and_its_versions_equal_the_local_engines(client, stored_features, features, spec,
+                                                                   tmp_path):
+    stored, keys = stored_features
+    assert stored.frame.npartitions == len(keys) == 56 and min(stored.sizes.values()) > 0
+    on_dask = dask_training.build_training_set_on_dask(stored, spec, keys)
+    local = build_training_set(features, spec, keys)
+    assert on_dask.summary == local.summary and on_dask.versions == local.versions
+    assert on_dask.metadata()["rows"] == len(local.frame)
+
+    folder = UPath(tmp_path / "training_set.parquet")
+    assert dask_frames.write_partitions(on_dask.frame, folder) == len(local.frame)
+    assert len(list(folder.iterdir())) == 56
+    written = dask_frames.read_partitions([folder])
+    assert dask_training.versions_on_dask(written, spec.timestamp) == versions_by_day(
+        local.frame.drop(columns=SPLIT), spec.timestamp)
+    back = pd.read_parquet(tmp_path / "training_set.parquet")
+    assert back[SPLIT].tolist() == local.frame[SPLIT].tolist()
+
+
+def test_training_on_the_workers_matches_the_local_engine(client, stored_features, spec, training_set, tmp_path):
+    stored, keys = stored_features
+    folder = UPath(tmp_path / "training_set.parquet")
+    dask_frames.write_partitions(dask_training.build_training_set_on_dask(stored, spec, keys).frame, folder)
+    result = dask_training.train_on_dask(spec, dask_frames.read_partitions([folder]), client)
+    manifest = result.model.manifest
+    assert manifest["engine"] == {"name": "dask", "workers": 2}
+    assert manifest["fit"]["rows"] == int((training_set[SPLIT] != "test").sum())
+    assert result.model.booster.num_trees() == manifest["fit"]["rounds"] == result.best_iteration
+    # every categorical level of the fitted rows, as the local encoder collects them
+    fitted = training_set[training_set[SPLIT] != "test"]
+    for name in spec.features.all_categorical:
+        assert result.model.encoder.levels[name] == sorted(fitted[name].dropna().astype(str).unique())
+    test = split_of(training_set).test
+    auc = task_metrics("binary", encoded_target(result.model, test), result.model.predict(test))["roc_auc"]
+    assert auc > 0.7 and np.isfinite(manifest["metrics"]["valid_roc_auc"])
+
+
+def test_an_unreachable_scheduler_names_its_address_and_the_variable():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(dask_cluster.ClusterError, match=f"tcp://127.0.0.1:{port}.*ML_PLATFORM_DASK_ADDRESS"):
+        dask_cluster.connect(dask_cluster.ClusterSettings(address=f"tcp://127.0.0.1:{port}", connect_timeout_s=1))
+
+
+def test_a_partition_larger_than_a_worker_can_hold_is_refused_by_name(client):
+    limit = min(dask_cluster.worker_memory(client).values())
+    dask_cluster.check_partition_memory(client, {"small.parquet": limit // 10})
+    with pytest.raises(dask_cluster.ClusterError, match="partition big.parquet .*ML_PLATFORM_DASK_MEMORY_LIMIT"):
+        dask_cluster.check_partition_memory(client, {"small.parquet": 1, "big.parquet": limit})
