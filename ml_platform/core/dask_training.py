@@ -3,14 +3,15 @@ rows stay in partitions on the workers; the step's process receives per-partitio
 
 - **Training set**: each stored partition is sorted and tagged with its split on the workers; the split days,
   data versions and row counts come back as small per-partition results.
-- **Number of rounds**: lightgbm.dask has no early stopping, and its validation scores cover only each
-  worker's own share of the validation days. So the rounds are chosen the local engine's way, by early
-  stopping on the validation days, on a uniform sample of at most `SAMPLE_ROWS` rows of the window (every
-  partition sampled at the same rate). That early-stopping model also gives the validation metrics and the
-  learning curve, and the manifest's `fit` says so.
-- **Final model**: lightgbm.dask on every row of the training days (and the validation days with refit) with
-  those rounds, the same parameters, and the categorical levels of all those rows (collected from the
-  workers). It is saved as the same native text model with the same manifest.
+- **Number of rounds**: lightgbm.dask has no early stopping, and its own validation scores cover only each
+  worker's share of the validation days. So a first model trains on the training days for `num_boost_round`
+  rounds; the workers score every validation row after each round and return per-round sums (log loss, a
+  2,048-bin score histogram per class for the AUC, errors); LightGBM's early-stopping rule is replayed on
+  those curves (`early_stopping_round`). The validation metrics are that model's at the chosen round, on
+  every validation row.
+- **Final model**: with `refit`, lightgbm.dask on every row of the training and validation days with the chosen
+  rounds; without, the first model cut at the chosen round. The categorical levels are those of all the
+  fitted rows (collected from the workers); the booster is the same native text model with the same manifest.
 """
 
 from __future__ import annotations
@@ -20,20 +21,22 @@ import threading
 import time
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from ml_platform.core.dask_cluster import ClusterError, explain_lost_workers, worker_memory
-from ml_platform.core.dask_frames import StoredPartitions, per_partition, sample
+from ml_platform.core.dask_frames import StoredPartitions, per_partition
 from ml_platform.core.data_versions import content_hash, versions_by_day, versions_by_partition
 from ml_platform.core.model import FeatureEncoder, Model
-from ml_platform.core.training import (TrainingResult, classes_of, lightgbm_params, manifest_of, split_days,
-                                       train, without_rounds)
-from ml_platform.core.training_set import SPLIT, TrainingSet, check_coverage, split_of, windows_of
+from ml_platform.core.evaluation import encoded_target, task_metrics
+from ml_platform.core.training import (TrainingError, TrainingResult, classes_of, early_stopping_round,
+                                       lightgbm_params, manifest_of, split_days, without_rounds)
+from ml_platform.core.training_set import SPLIT, TrainingSet, check_coverage, windows_of
 from ml_platform.spec import ModelSpec
 
-SAMPLE_ROWS = 200_000   # rows of the window the number of rounds is chosen on
 LABEL = "__label__"
+BINS = 2048  # score histogram resolution of the validation AUC per round
 
 
 def build_training_set_on_dask(stored: StoredPartitions, spec: ModelSpec, partitions) -> TrainingSet:
@@ -118,36 +121,116 @@ def versions_on_dask(stored: StoredPartitions, timestamp: str) -> dict[str, str]
 
 def train_on_dask(spec: ModelSpec, stored: StoredPartitions, client, extra_manifest: dict | None = None
                   ) -> TrainingResult:
-    """The model of a stored Dask training set: rounds, validation metrics and curve from early stopping on a
-    sample; the final booster from lightgbm.dask on every row it is fitted on (see the module's docstring)."""
+    """The model of a stored Dask training set, trained on the workers (see the module's docstring)."""
     started = time.perf_counter()
-    frame, refit = stored.frame, spec.training.refit
+    frame, refit, training = stored.frame, spec.training.refit, spec.training
     summary = split_summary(frame, spec)
-    total = sum(s["rows"] for s in summary.values())
-    rows = sample(frame, SAMPLE_ROWS, total, spec.training.seed)
-    chosen = train(spec, split_of(rows), refit=False)
-    rounds = chosen.model.booster.best_iteration or chosen.model.booster.current_iteration()
     splits = ["train", "valid"] if refit else ["train"]
     encoder, classes = _encoder_and_classes(frame, spec, splits)
     params = {**lightgbm_params(spec, classes), "num_threads": _threads(client)}
-    booster = _fit(client, spec, params, rounds, frame[frame[SPLIT].isin(splits)], encoder, classes)
+    first = _fit(client, spec, params, training.num_boost_round, frame[frame[SPLIT] == "train"], encoder, classes)
+    valid_rows = frame[frame[SPLIT] == "valid"]
+    curve = _validation_curve(valid_rows, first, encoder, spec, classes)
+    rounds = early_stopping_round(curve, training.early_stopping_rounds)
+    stopped = lgb.Booster(model_str=first.model_to_string(num_iteration=rounds))
     fit_rows = sum(summary[s]["rows"] for s in splits)
     fit = {"refit": refit, "splits": splits, "rows": fit_rows, "first_day": summary["train"]["first_day"],
            "last_day": summary[splits[-1]]["last_day"], "rounds": rounds,
-           "rounds_chosen_by": f"early stopping on the validation days of a uniform sample of "
-                               f"{len(rows)} of {total} rows (lightgbm.dask has no early stopping)",
-           "valid_metrics_from": "the early-stopping model of that sample, on its validation rows"}
+           "rounds_chosen_by": f"early stopping on the validation days ({summary['valid']['rows']} rows), "
+                               "replayed on per-round validation metrics computed by the Dask workers",
+           "valid_metrics_from": ("the early-stopping model, trained on the training days only (the final "
+                                  "model has seen the validation days)") if refit else "the final model"}
     workers = len(worker_memory(client))
     manifest = manifest_of(spec, classes, params, {k: summary[k]["rows"] for k in ("train", "valid", "test")},
                            {"first_day": summary["train"]["first_day"], "last_day": summary["test"]["last_day"]},
                            fit, encoder.names, rounds, {**(extra_manifest or {}),
                                                         "engine": {"name": "dask", "workers": workers}})
-    manifest["metrics"] = chosen.model.manifest["metrics"]
+    manifest["metrics"] = {f"valid_{k}": v for k, v in _metrics_of(valid_rows, Model(stopped, encoder, manifest),
+                                                                    spec).items()}
+    booster = _fit(client, spec, params, rounds, frame[frame[SPLIT].isin(splits)], encoder, classes) \
+        if refit else stopped
     logged = {**params, "engine": "dask", "dask_workers": workers, "refit": refit, "fit_rows": fit_rows,
               "fit_window": f"{fit['first_day']} → {fit['last_day']}", "fit_rounds": rounds}
     return TrainingResult(model=Model(booster=booster, encoder=encoder, manifest=manifest),
-                          learning_curve=chosen.learning_curve, best_iteration=rounds, params=logged,
+                          learning_curve={"valid": curve}, best_iteration=rounds, params=logged,
                           seconds=time.perf_counter() - started)
+
+
+def _validation_curve(rows, booster, encoder: FeatureEncoder, spec: ModelSpec, classes) -> dict[str, list[float]]:
+    """The validation metrics LightGBM's early stopping watches, after every round, on every validation row:
+    additive per-round sums from each partition (on the workers), combined here."""
+    parts = [p for p in _killed_workers_explained(per_partition, rows, _round_sums, booster, encoder,
+                                                  spec.target.name, classes, spec.task) if p]
+    if not parts:
+        raise TrainingError(f"{spec.path or spec.name}: training.validation_days: no validation rows")
+    total = {key: sum(p[key] for p in parts) for key in parts[0]}
+    n = total["rows"]
+    if spec.task == "binary":
+        return {"auc": [_binned_auc(pos, neg) for pos, neg in zip(total["positive"], total["negative"])],
+                "binary_logloss": list(total["logloss"] / n)}
+    if spec.task == "multiclass":
+        return {"multi_logloss": list(total["logloss"] / n), "multi_error": list(total["errors"] / n)}
+    return {"rmse": list(np.sqrt(total["squares"] / n)), "l1": list(total["absolute"] / n)}
+
+
+def _round_sums(part: pd.DataFrame, booster, encoder: FeatureEncoder, target: str, classes, task: str) -> dict:
+    """Per-round sums of one partition's validation rows: the raw score grows by one round's trees at a time."""
+    if not len(part):
+        return {}
+    matrix = encoder.transform(part)
+    y = (part[target] if classes is None else part[target].map({c: i for i, c in enumerate(classes)})
+         ).to_numpy(dtype=np.float64)
+    rounds = booster.current_iteration()
+    raw = 0.0
+    out: dict[str, Any] = {"rows": len(part), "logloss": np.zeros(rounds), "errors": np.zeros(rounds),
+                           "squares": np.zeros(rounds), "absolute": np.zeros(rounds),
+                           "positive": np.zeros((rounds, BINS)), "negative": np.zeros((rounds, BINS))}
+    for i in range(rounds):
+        raw = raw + booster.predict(matrix, raw_score=True, start_iteration=i, num_iteration=1)
+        if task == "binary":
+            p = np.clip(1.0 / (1.0 + np.exp(-raw)), 1e-15, 1 - 1e-15)
+            out["logloss"][i] = -np.sum(y * np.log(p) + (1 - y) * np.log(1 - p))
+            bins = np.minimum((p * BINS).astype(int), BINS - 1)
+            out["positive"][i] = np.bincount(bins[y == 1], minlength=BINS)
+            out["negative"][i] = np.bincount(bins[y == 0], minlength=BINS)
+        elif task == "multiclass":
+            shifted = np.exp(raw - raw.max(axis=1, keepdims=True))
+            p = shifted / shifted.sum(axis=1, keepdims=True)
+            index = y.astype(int)
+            out["logloss"][i] = -np.sum(np.log(np.clip(p[np.arange(len(y)), index], 1e-15, 1)))
+            out["errors"][i] = np.sum(p.argmax(axis=1) != index)
+        else:
+            out["squares"][i] = np.sum((raw - y) ** 2)
+            out["absolute"][i] = np.sum(np.abs(raw - y))
+    return out
+
+
+def _binned_auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """The ROC AUC from score histograms of the positives and negatives (ties within a bin count a half)."""
+    pairs = positive.sum() * negative.sum()
+    if not pairs:
+        return float("nan")
+    below = np.cumsum(negative) - negative
+    return float((np.sum(positive * below) + 0.5 * np.sum(positive * negative)) / pairs)
+
+
+def _metrics_of(rows, model: Model, spec: ModelSpec) -> dict[str, float]:
+    """A model's task metrics on rows scored on the workers (a prediction and a label per row come back)."""
+    parts = per_partition(rows, _scored_labels, model, spec.target.name)
+    scored = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
+    if scored is None:
+        return {}
+    scores = scored.drop(columns=LABEL).to_numpy()
+    return task_metrics(spec.task, encoded_target(model, scored.rename(columns={LABEL: spec.target.name})),
+                        scores[:, 0] if scores.shape[1] == 1 else scores, model.classes)
+
+
+def _scored_labels(part: pd.DataFrame, model: Model, target: str) -> pd.DataFrame:
+    if not len(part):
+        return pd.DataFrame()
+    scores = model.predict(part)
+    frame = pd.DataFrame(scores.reshape(len(part), -1)).add_prefix("p")
+    return frame.assign(**{LABEL: part[target].to_numpy()})
 
 
 def _encoder_and_classes(frame, spec: ModelSpec, splits: list[str]) -> tuple[FeatureEncoder, list | None]:

@@ -200,6 +200,29 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
                           params=logged, seconds=time.perf_counter() - started)
 
 
+# LightGBM's validation metrics that improve upwards (the others improve downwards).
+_HIGHER_IS_BETTER = {"auc", "average_precision", "ndcg", "map"}
+
+
+def early_stopping_round(curve: dict[str, list[float]], patience: int) -> int:
+    """LightGBM's early-stopping rule replayed on recorded validation metrics (name → value per round, in the
+    order LightGBM evaluates them): training stops once any metric has not improved for `patience` rounds,
+    and the model keeps that metric's best round; a run that never stops keeps the first metric's best.
+    Returns the number of rounds (1-based), as `Booster.best_iteration`."""
+    names = list(curve)
+    best = {name: (curve[name][0], 0) for name in names}
+    rounds = min(len(values) for values in curve.values())
+    for it in range(rounds):
+        for name in names:
+            value, _ = best[name]
+            improved = curve[name][it] > value if name in _HIGHER_IS_BETTER else curve[name][it] < value
+            if improved:
+                best[name] = (curve[name][it], it)
+            if it - best[name][1] >= patience or it == rounds - 1:
+                return best[name][1] + 1
+    return rounds
+
+
 def lightgbm_params(spec: ModelSpec, classes: list | None, override: dict | None = None) -> dict:
     """The spec's LightGBM parameters with the objective, metrics and determinism the platform owns."""
     objective, metrics = _OBJECTIVES[spec.task]

@@ -14,6 +14,7 @@ from upath import UPath
 from ml_platform.core import dask_cluster, dask_frames, dask_training
 from ml_platform.core.data_versions import versions_by_day
 from ml_platform.core.evaluation import encoded_target, task_metrics
+from ml_platform.core.training import early_stopping_round, train
 from ml_platform.core.training_run import SPLIT, build_training_set, split_of
 
 
@@ -67,9 +68,19 @@ def test_training_on_the_workers_matches_the_local_engine(client, stored_feature
     fitted = training_set[training_set[SPLIT] != "test"]
     for name in spec.features.all_categorical:
         assert result.model.encoder.levels[name] == sorted(fitted[name].dropna().astype(str).unique())
+    # the rounds: LightGBM's early stopping replayed on every validation row's per-round metrics
+    assert "validation days" in manifest["fit"]["rounds_chosen_by"]
+    curve = result.learning_curve["valid"]
+    assert len(curve["auc"]) == spec.training.num_boost_round
+    assert early_stopping_round(curve, spec.training.early_stopping_rounds) == result.best_iteration
+    # the binned per-round AUC is the exact AUC of the model at the chosen round, to the bin width
+    assert abs(curve["auc"][result.best_iteration - 1] - manifest["metrics"]["valid_roc_auc"]) < 2e-3
+    local = train(spec, split_of(training_set))
     test = split_of(training_set).test
-    auc = task_metrics("binary", encoded_target(result.model, test), result.model.predict(test))["roc_auc"]
-    assert auc > 0.7 and np.isfinite(manifest["metrics"]["valid_roc_auc"])
+    aucs = [task_metrics("binary", encoded_target(m, test), m.predict(test))["roc_auc"]
+            for m in (result.model, local.model)]
+    print("rounds dask/local", result.best_iteration, local.best_iteration, "auc", aucs)
+    assert aucs[0] > 0.7 and abs(aucs[0] - aucs[1]) < 0.02
 
 
 def test_an_unreachable_scheduler_names_its_address_and_the_variable():

@@ -279,3 +279,17 @@ def test_a_column_target_is_named_after_its_column_in_the_manifest(tmp_path):
     result = train(spec, split_by_time(features, spec))
     assert result.model.manifest["target"] == "price"
     assert ev.score(result.model, split_by_time(features, spec).test, "rmse") < 50
+
+
+def test_the_early_stopping_replay_stops_where_lightgbm_stops(spec, split):
+    """The Dask engine chooses its rounds by replaying LightGBM's early-stopping rule on recorded curves."""
+    from ml_platform.core.training import early_stopping_round
+
+    never = spec.model_copy(update={"training": spec.training.model_copy(
+        update={"early_stopping_rounds": 10**6, "refit": False, "num_boost_round": 150})})
+    curve = train(never, split).learning_curve["valid"]
+    assert list(curve) == ["auc", "binary_logloss"] and len(curve["auc"]) == 150
+    for patience in (3, 10, 30):
+        stopping = spec.model_copy(update={"training": spec.training.model_copy(
+            update={"early_stopping_rounds": patience, "refit": False, "num_boost_round": 150})})
+        assert early_stopping_round(curve, patience) == train(stopping, split).best_iteration

@@ -49,7 +49,7 @@ def test_a_dask_spec_trains_gates_registers_serves_and_scores(platform, instance
     assert run.data.params["engine"] == "dask" and int(run.data.params["fit_rounds"]) >= 1
     trained = Model.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model_files"))
     assert trained.manifest["engine"]["name"] == "dask"
-    assert "uniform sample" in trained.manifest["fit"]["rounds_chosen_by"]
+    assert "validation days" in trained.manifest["fit"]["rounds_chosen_by"]
     assert trained.manifest["fit"]["rows"] == training["rows_train"] + training["rows_valid"]
     assert trained.booster.num_trees() == trained.manifest["fit"]["rounds"]  # the native text model
 
@@ -188,3 +188,31 @@ def test_a_worker_killed_mid_training_fails_the_run_and_leaves_registry_and_clus
     retried = _retrain(defs, instance, second)
     assert retried.success, _failure(retried)
     assert _versions(home) == ["1", "2"]
+
+
+def test_a_launched_dask_retrain_starts_its_own_cluster_and_links_its_dashboard(platform, tmp_path, monkeypatch):
+    """As the UI launches it: a fresh `dagster` process whose steps start a local cluster (worker processes
+    spawned from the launched process) and name its dashboard in their metadata."""
+    import shutil
+
+    import dagster as dg
+
+    from ml_platform_tests.defs.training.test_launched_retrain import REPO, SELECTION, _last_run, _launch
+
+    monkeypatch.delenv("ML_PLATFORM_DASK_ADDRESS", raising=False)
+    make, home = platform
+    partition = _partitions(make(DASK))[0]
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    done = _launch(["asset", "materialize", "--select", SELECTION, "--partition", partition], home,
+                   tmp_path / "specs", dagster_home)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run, events = _last_run(dagster_home)
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    links = {e.step_key.split("__")[-1]: e.event_specific_data.materialization.metadata["dask_dashboard"].value
+             for e in events if e.event_type_value == "ASSET_MATERIALIZATION"
+             and "dask_dashboard" in e.event_specific_data.materialization.metadata}
+    assert set(links) == {"training_set", "model", "evaluation"}
+    assert all(link.startswith("http://127.0.0.1:") for link in links.values())
+    assert _aliases(home) == {"champion": "1"}
