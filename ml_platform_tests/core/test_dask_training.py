@@ -96,3 +96,34 @@ def test_a_partition_larger_than_a_worker_can_hold_is_refused_by_name(client):
     dask_cluster.check_partition_memory(client, {"small.parquet": limit // 10})
     with pytest.raises(dask_cluster.ClusterError, match="partition big.parquet .*ML_PLATFORM_DASK_MEMORY_LIMIT"):
         dask_cluster.check_partition_memory(client, {"small.parquet": 1, "big.parquet": limit})
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_the_per_round_validation_curve_is_exact_for_every_task(client, features, spec, task, tmp_path):
+    """The curve the workers sum round by round ends, at the chosen round, at the exact validation metrics of
+    that model: multiclass log loss and error, regression RMSE and L1 (both additive, so exact)."""
+    target = ((features["distance"] > 700) * 1 + (features["distance"] > 1500) * 1 if task == "multiclass"
+              else features["distance"] / 100 + features["sched_dep_time"] / 1000)
+    frame = features.assign(delayed=target)
+    changed = spec.model_copy(update={"task": task, "training": spec.training.model_copy(
+        update={"num_boost_round": 60, "early_stopping_rounds": 10, "refit": False})})
+    folder = tmp_path / "features"
+    folder.mkdir()
+    days = frame[spec.timestamp].dt.strftime("%Y-%m-%d")
+    for day, part in frame.groupby(days):
+        part.reset_index(drop=True).to_parquet(folder / f"{day}.parquet", index=False)
+    keys = sorted(days.unique())
+    stored = dask_frames.read_partitions([UPath(folder / f"{k}.parquet") for k in keys], keys)
+    written = UPath(tmp_path / "training_set.parquet")
+    dask_frames.write_partitions(dask_training.build_training_set_on_dask(stored, changed, keys).frame, written)
+    result = dask_training.train_on_dask(changed, dask_frames.read_partitions([written]), client)
+    curve, at = result.learning_curve["valid"], result.best_iteration - 1
+    metrics = result.model.manifest["metrics"]
+    assert result.model.booster.num_trees() == result.best_iteration * (3 if task == "multiclass" else 1)
+    if task == "multiclass":
+        assert result.model.classes == [0, 1, 2]
+        assert curve["multi_logloss"][at] == pytest.approx(metrics["valid_log_loss"], rel=1e-6)
+        assert curve["multi_error"][at] == pytest.approx(1 - metrics["valid_accuracy"], abs=1e-9)
+    else:
+        assert curve["rmse"][at] == pytest.approx(metrics["valid_rmse"], rel=1e-6)
+        assert curve["l1"][at] == pytest.approx(metrics["valid_mae"], rel=1e-6)
