@@ -303,24 +303,39 @@ def _watched(client, fit):
     thread.start()
     while thread.is_alive():
         thread.join(0.5)
-        if not thread.is_alive():
-            break
         lost = workers - set(worker_memory(client))
         if lost:
-            with contextlib.suppress(Exception):
-                client.restart_workers(sorted(workers - lost), timeout=60, raise_for_error=False)
-            raise ClusterError(
-                f"Dask worker(s) {', '.join(sorted(lost))} left the cluster during training, so the model was not "
-                "trained and nothing was registered; the other workers that took part were restarted. If a "
-                "worker ran out of memory, give workers more (ML_PLATFORM_DASK_MEMORY_LIMIT, or `dask worker "
-                "--memory-limit`) or add workers")
+            raise _lost_during_training(client, workers, lost)
     if "error" in outcome:
+        # A peer's death often surfaces first as LightGBM's socket error on a surviving worker.
+        lost = workers - set(_workers_after_a_moment(client))
+        if lost:
+            raise _lost_during_training(client, workers, lost) from None
         from distributed import KilledWorker
 
         if isinstance(outcome["error"], KilledWorker):
             raise explain_lost_workers(outcome["error"]) from None
         raise outcome["error"]
     return outcome["value"]
+
+
+def _workers_after_a_moment(client) -> list[str]:
+    """The workers still there once the scheduler has had a moment to notice a death (a failed fit returns
+    before the scheduler has removed the dead worker)."""
+    time.sleep(1.0)
+    return list(worker_memory(client))
+
+
+def _lost_during_training(client, workers: set[str], lost: set[str]) -> ClusterError:
+    """The workers that took part and survived are restarted, so none stays blocked in LightGBM's network
+    wait; the error says which left and what to change."""
+    with contextlib.suppress(Exception):
+        client.restart_workers(sorted(workers - lost), timeout=60, raise_for_error=False)
+    return ClusterError(
+        f"Dask worker(s) {', '.join(sorted(lost))} left the cluster during training, so the model was not "
+        "trained and nothing was registered; the other workers that took part were restarted. If a worker ran "
+        "out of memory, give workers more (ML_PLATFORM_DASK_MEMORY_LIMIT, or `dask worker --memory-limit`) or "
+        "add workers")
 
 
 def _killed_workers_explained(function, *args):

@@ -127,3 +127,26 @@ def test_the_per_round_validation_curve_is_exact_for_every_task(client, features
     else:
         assert curve["rmse"][at] == pytest.approx(metrics["valid_rmse"], rel=1e-6)
         assert curve["l1"][at] == pytest.approx(metrics["valid_mae"], rel=1e-6)
+
+
+def test_a_fit_that_fails_because_a_worker_died_says_which_worker_left():
+    """A killed peer often surfaces first as LightGBM's socket error on a surviving worker, before the
+    scheduler has removed the dead one: the fit still reports the worker that left, not the socket error."""
+    import os
+    import signal
+
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
+    try:
+        with Client(cluster, set_as_default=False) as own:
+            victim, pid = sorted(own.run(os.getpid).items())[0]
+
+            def fit():
+                os.kill(pid, signal.SIGKILL)
+                raise RuntimeError("Socket recv error, Connection reset by peer (code: 104)")
+
+            with pytest.raises(dask_cluster.ClusterError, match=f"{victim}.* left the cluster during training"):
+                dask_training._watched(own, fit)
+    finally:
+        cluster.close()
