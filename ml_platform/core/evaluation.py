@@ -58,10 +58,10 @@ def task_metrics(task: str, y_true: np.ndarray, y_score: np.ndarray, classes: li
 
 
 def encoded_target(model: Model, frame: pd.DataFrame) -> np.ndarray:
+    """The target as the model's codes (classifiers: -1 for a missing label or one never seen in training)."""
     target = frame[model.manifest["target"]]
-    if model.task == "multiclass":
-        index = {c: i for i, c in enumerate(model.classes)}
-        return target.map(index).to_numpy(dtype=np.float64, na_value=-1)
+    if model.labels is not None:
+        return model.labels.encode(target)
     return target.to_numpy(dtype=np.float64)
 
 

@@ -18,6 +18,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from ml_platform.core.labels import Labels
 from ml_platform.core.row_predictor import RowPredictor
 
 MODEL_FILE = "model.txt"
@@ -131,6 +132,15 @@ class Model:
     def classes(self) -> list:
         return self.manifest.get("classes") or []
 
+    @cached_property
+    def labels(self) -> Labels | None:
+        """A classifier's labels (code ↔ class, from the manifest); None for regression."""
+        return Labels.of_manifest(self.manifest)
+
+    def predict_labels(self, frame: pd.DataFrame) -> list:
+        """The predicted class of each row (binary at probability 0.5), as Python scalars."""
+        return self.labels.predicted(self.predict(frame))
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Binary: probability of the positive class; multiclass: one column per class; regression: value."""
         missing = [name for name in self.encoder.names if name not in frame.columns]
@@ -157,33 +167,45 @@ class Model:
         columns = [*self.encoder.names, "(bias)"]
         if len(frame) == 0:  # LightGBM refuses an empty matrix; no rows have no contributions
             return pd.DataFrame(columns=columns, index=frame.index, dtype=np.float64)
-        values = self._contributions(self.encoder.transform(frame), _threads(len(frame)))
+        values, _ = self._contributions(self.encoder.transform(frame), _threads(len(frame)))
         return pd.DataFrame(values, columns=columns, index=frame.index)
 
-    def explain_records(self, records: list[dict], top: int = 5) -> list[list[dict]]:
-        """Each row's `top` features by absolute contribution (`{"feature", "contribution"}`, largest first):
-        the endpoint's explanations. They are `contributions` of the same rows, so online and offline agree,
-        for multiclass too (both explain the predicted class)."""
-        if not records:
+    def explained(self, frame: pd.DataFrame) -> list:
+        """The class each row of `contributions(frame)` explains: multiclass, the predicted class; binary, the
+        positive class (the contributions add up to its log-odds); regression, None."""
+        if len(frame) == 0:
             return []
-        values = self._contributions(self.encoder.transform_records(records), 1)
+        return self._contributions(self.encoder.transform(frame), _threads(len(frame)))[1]
+
+    def explain_records(self, records: list[dict], top: int = 5) -> list[list[dict]]:
+        """Each row's `top` features by absolute contribution (`{"feature", "contribution"}`, largest first)."""
+        return self.explanations(records, top)[0]
+
+    def explanations(self, records: list[dict], top: int = 5) -> tuple[list[list[dict]], list]:
+        """The endpoint's explanations, and the class each row's explanation is about (see `explained`). They
+        are `contributions` of the same rows, so online and offline agree, for multiclass too."""
+        if not records:
+            return [], []
+        values, explained = self._contributions(self.encoder.transform_records(records), 1)
         names = self.encoder.names
         explanations = []
         for row in values:
             features = row[: len(names)]
             order = np.argsort(-np.abs(features))[:top]
             explanations.append([{"feature": names[i], "contribution": float(features[i])} for i in order])
-        return explanations
+        return explanations, explained
 
-    def _contributions(self, matrix: np.ndarray, threads: int) -> np.ndarray:
-        """TreeSHAP of encoded rows: one row of feature contributions plus the bias per input row. LightGBM gives
-        a multiclass model one such block per class; the block of the row's top class is the one kept."""
+    def _contributions(self, matrix: np.ndarray, threads: int) -> tuple[np.ndarray, list]:
+        """TreeSHAP of encoded rows: one row of feature contributions plus the bias per input row, and the class
+        each row explains. LightGBM gives a multiclass model one such block per class; the block of the row's
+        top class is the one kept. A binary model's block explains the positive class."""
         values = np.atleast_2d(self.booster.predict(matrix, pred_contrib=True, num_threads=threads))
+        labels = self.labels
         if self.task == "multiclass":
             blocks = values.reshape(len(matrix), len(self.classes), len(self.encoder.names) + 1)
             top = self.booster.predict(matrix, num_threads=threads).argmax(axis=1)
-            values = blocks[np.arange(len(matrix)), top]
-        return values
+            return blocks[np.arange(len(matrix)), top], [labels.classes[i] for i in top]
+        return values, [labels.positive] * len(matrix) if labels else [None] * len(matrix)
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
