@@ -43,6 +43,12 @@ class Target(StrictModel):
         "defaults to `column` when a column is given, else `target`."))
     column: str | None = None
     expression: str | None = None
+    classes: list[str | int | bool] | None = Field(default=None, min_length=2, description=(
+        "The classes of a classifier, in the order the model's codes, probabilities and metrics use (multiclass; "
+        "defaults to sorted). For binary, the two classes."))
+    positive: str | int | bool | None = Field(default=None, description=(
+        "Binary: the class whose probability the model answers (required for a text target; quote it, since "
+        "YAML reads yes/no as booleans). Defaults to the larger of two numeric classes (1, True)."))
 
     @model_validator(mode="before")
     @classmethod
@@ -317,6 +323,10 @@ class ModelSpec(StrictModel):
         """A short hash of the spec's content; it changes exactly when the spec's meaning does."""
         # by_alias: renamed fields hash under their old names, so a rename does not change every asset's version
         # training.engine hashes only when it is not the default, so adding the field kept every digest
+        # likewise target.classes and target.positive only when they are set
         exclude: dict = {"path": True, **({"training": {"engine"}} if self.training.engine == "local" else {})}
+        unset = {field for field in ("classes", "positive") if getattr(self.target, field) is None}
+        if unset:
+            exclude["target"] = unset
         text = self.model_dump_json(exclude=exclude, by_alias=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ml_platform.spec import ModelSpec
 
 __all__ = ["DataSource", "FilesSource", "Nycflights13Source", "SOURCE_KINDS", "Source", "SourceConfig",
-           "SourceError", "SqlSource", "known_columns", "open_source"]
+           "SourceError", "SqlSource", "known_columns", "open_source", "text_columns"]
 
 #: The `source:` section of a spec, chosen by its `kind`: the one place a new source is added.
 Source = Annotated[Union[Nycflights13Source, FilesSource, SqlSource], Field(discriminator="kind")]
@@ -35,6 +35,11 @@ SOURCE_KINDS: dict[str, type[SourceConfig]] = {
 def known_columns(source: SourceConfig) -> list[str] | None:
     """A source's columns when known without reading data (for spec checks), else None."""
     return source.known_columns()
+
+
+def text_columns(source: SourceConfig) -> list[str] | None:
+    """A source's text columns when known without reading data (for spec checks), else None."""
+    return source.text_columns()
 
 
 def open_source(spec: ModelSpec, pin_dir: Path) -> DataSource:

@@ -32,6 +32,11 @@ class SourceConfig(StrictModel):
         """The columns when known without reading data (the spec's columns are checked against them)."""
         return None
 
+    def text_columns(self) -> list[str] | None:
+        """The columns known to hold text without reading data (a binary target there needs `target.positive`),
+        else None."""
+        return None
+
     def bind(self, model_name: str, timestamp: str, pin_dir: Path) -> DataSource:
         """The source ready to load [start, end) for one model; `pin_dir` keeps anything pinned at first use."""
         raise NotImplementedError

@@ -37,6 +37,9 @@ _FLIGHTS = ["dep_time", "sched_dep_time", "dep_delay", "arr_time", "sched_arr_ti
 
 #: The columns of one replayed day, in order; known without loading the data (for spec checks).
 COLUMNS = [KEY, TIMESTAMP, *_FLIGHTS, *_WEATHER, *_PLANES.values()]
+#: The columns that hold text (labels, not numbers).
+TEXT_COLUMNS = [KEY, "carrier", "tailnum", "origin", "dest", "plane_type", "plane_manufacturer", "plane_model",
+                "plane_engine"]
 
 
 class Nycflights13Source(SourceConfig):
@@ -53,6 +56,9 @@ class Nycflights13Source(SourceConfig):
 
     def known_columns(self) -> list[str] | None:
         return list(COLUMNS)
+
+    def text_columns(self) -> list[str] | None:
+        return list(TEXT_COLUMNS)
 
     def bind(self, model_name: str, timestamp: str, pin_dir: Path) -> DataSource:
         replay = pinned_replay(model_name, pin_dir, self.offset_weeks)
