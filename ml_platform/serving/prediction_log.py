@@ -310,6 +310,7 @@ def read_log(path: str | Path) -> pd.DataFrame:
 def logged_rows(log_path, timestamp: str, start: datetime, end: datetime) -> pd.DataFrame:
     """The logged input rows whose event time falls in [start, end), each with the prediction returned, the
     version that answered, the route, and the other version scored beside it (shadow or canary), if any.
+    A multiclass answer (a list of probabilities in class order) is in `_probabilities`, its `prediction` None.
 
     A row's event time is its `timestamp` field when the request carried one (a replayed day lands on that day),
     else the request's arrival time. No log yet, or no table yet, is no rows."""
@@ -328,7 +329,8 @@ def logged_rows(log_path, timestamp: str, start: datetime, end: datetime) -> pd.
             if pd.isna(event):
                 event = arrived
             if start <= event < end:
-                rows.append({**row, "prediction": output if not isinstance(output, list) else None,
-                             "_version": version, "_shadow_version": shadow_version,
+                vector = isinstance(output, list)  # a multiclass answer: probabilities in class order
+                rows.append({**row, "prediction": None if vector else output,
+                             "_probabilities": output if vector else None, "_version": version, "_shadow_version": shadow_version,
                              "_shadow_prediction": shadows[i] if shadows else None, "_routed": routed})
     return pd.DataFrame(rows)

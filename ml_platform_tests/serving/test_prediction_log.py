@@ -60,8 +60,9 @@ def test_rows_are_placed_by_event_time_else_arrival_within_the_window(tmp_path):
     ])
     rows = logged_rows(path, "ts", DAY, NEXT_DAY)
     assert rows["x"].tolist() == [1, 3, 4, 5, 7, 8], "[start, end): the start is in, the end is out"
-    assert list(rows.columns) == ["ts", "x", "prediction", "_version", "_shadow_version", "_shadow_prediction",
-                                  "_routed"]
+    assert list(rows.columns) == ["ts", "x", "prediction", "_probabilities", "_version", "_shadow_version",
+                                  "_shadow_prediction", "_routed"]
+    assert rows["_probabilities"].isna().all()
     assert rows["prediction"].tolist() == [0.1, 0.3, 0.4, 0.5, 0.7, 0.8]
     assert rows["_version"].tolist() == ["1", "1", "1", "1", "2", "2"]
     assert rows["_routed"].tolist() == ["champion"] * 4 + ["canary"] * 2
@@ -83,6 +84,15 @@ def test_multiclass_outputs_are_kept_out_of_the_prediction_column(tmp_path):
     connection.close()
     rows = logged_rows(path, "ts", DAY, NEXT_DAY)
     assert rows["x"].tolist() == [1] and rows["prediction"].isna().all()
+
+
+def test_multiclass_probabilities_reach_monitoring_in_their_own_column(tmp_path):
+    path = tmp_path / "log.sqlite"
+    _write(path, [_entry("m", datetime(2013, 6, 3, 6), [{"x": 1}, {"x": 2}], [[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]],
+                         shadow_version="2", shadow_outputs=[[0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])])
+    rows = logged_rows(path, "ts", DAY, NEXT_DAY)
+    assert rows["_probabilities"].tolist() == [[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]]
+    assert rows["prediction"].isna().all() and rows["_shadow_prediction"].tolist()[1] == [0.3, 0.3, 0.4]
 
 
 def test_no_log_or_an_empty_log_is_no_rows(tmp_path):
