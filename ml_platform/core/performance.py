@@ -6,19 +6,31 @@ A missing day of traffic, a log without keys, or labels that have not arrived ye
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from ml_platform.core.evaluation import improvement, task_metrics
+from ml_platform.core.labels import UNKNOWN, Labels
+
+
+LabelsOf = Callable[[str], "Labels | None"]  # a version's labels (None: regression, or a model without them)
+Scored = tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]
 
 
 def live_performance(served: pd.DataFrame, labels: pd.DataFrame, key: str | None, target: str, task: str,
-                     metric: str) -> dict:
-    """Metrics of the answering version(s) and of any shadowing challenger on the labelled rows."""
+                     metric: str, labels_of: LabelsOf | None = None) -> dict:
+    """Metrics of the answering version(s) and of any shadowing challenger on the labelled rows.
+
+    Outcomes may be text: each row's outcome is encoded with the labels of the version that scored it
+    (`labels_of`); an outcome that version never saw is left out of its metrics and counted in `unseen_labels`.
+    Without `labels_of`, outcomes are the numeric codes themselves."""
     empty = pd.DataFrame(columns=["role", "version", "rows", metric])
-    out = {"served": int(len(served)), "labelled": 0, "coverage": 0.0, "metrics": {}, "table": empty}
+    out = {"served": int(len(served)), "labelled": 0, "coverage": 0.0, "metrics": {}, "table": empty,
+           "unseen_labels": {}}
     if served.empty:
         return {**out, "status": "no traffic"}
     if not key or key not in served.columns:
@@ -29,27 +41,87 @@ def live_performance(served: pd.DataFrame, labels: pd.DataFrame, key: str | None
     out.update(labelled=int(len(joined)), coverage=round(len(joined) / len(served), 4))
     if joined.empty:
         return {**out, "status": "labels not arrived"}
-    y = joined[target].to_numpy(dtype=np.float64)
-    rows = []
-    for version, part in joined.groupby("_version"):
-        values = task_metrics(task, part[target].to_numpy(dtype=np.float64), part["prediction"].to_numpy(dtype=float))
-        rows.append({"role": "answer", "version": str(version), "rows": len(part), metric: values.get(metric)})
+    answer = _answer_column(joined, task)
+    rows = [_metric_row("answer", version, part, target, task, metric, labels_of, "_version", answer)
+            for version, part in joined.groupby("_version")]
     shadowed = joined.dropna(subset=["_shadow_prediction"])
-    for version, part in shadowed.groupby("_shadow_version"):
-        values = task_metrics(task, part[target].to_numpy(dtype=np.float64),
-                              part["_shadow_prediction"].to_numpy(dtype=float))
-        rows.append({"role": "shadow", "version": str(version), "rows": len(part), metric: values.get(metric)})
-    overall = task_metrics(task, y, joined["prediction"].to_numpy(dtype=float))
-    metrics = {"answer": overall}
+    rows += [_metric_row("shadow", version, part, target, task, metric, labels_of, "_shadow_version",
+                         "_shadow_prediction") for version, part in shadowed.groupby("_shadow_version")]
+    y, scores, usable, unseen = _scored(task, joined[target], joined[answer], joined["_version"], labels_of)
+    metrics = {"answer": task_metrics(task, y[usable], scores[usable]) if usable.any() else {}}
     status = "complete" if out["coverage"] >= 0.99 else "partial labels"
-    return {**out, "status": status, "metrics": metrics, "table": pd.DataFrame(rows)}
+    return {**out, "status": status, "metrics": metrics, "table": pd.DataFrame(rows), "unseen_labels": unseen}
+
+
+def _answer_column(frame: pd.DataFrame, task: str) -> str:
+    """Where the answer's scores are: a multiclass answer's probabilities are logged in `_probabilities`."""
+    return "_probabilities" if task == "multiclass" and "_probabilities" in frame.columns else "prediction"
+
+
+def _metric_row(role: str, version, part: pd.DataFrame, target: str, task: str, metric: str,
+                labels_of: LabelsOf | None, version_column: str, score_column: str) -> dict:
+    y, scores, usable, _ = _scored(task, part[target], part[score_column], part[version_column], labels_of)
+    value = task_metrics(task, y[usable], scores[usable]).get(metric) if usable.any() else None
+    return {"role": role, "version": str(version), "rows": int(usable.sum()), metric: value}
+
+
+def _scored(task: str, truth: pd.Series, scores: pd.Series, versions: pd.Series, labels_of: LabelsOf | None,
+            classes: list | None = None) -> Scored:
+    """(y, scores, usable, unseen) of joined rows, each row under the labels of the version that scored it.
+
+    `usable` leaves out rows whose outcome that version never saw (counted per label in `unseen`) and multiclass
+    rows without a probability vector of that version's classes. Multiclass codes and scores are on `classes`
+    (default: the union of the versions' classes, scores aligned with `Labels.aligned`, 0 for a class a version
+    does not know). Regression, or a version without labels: the outcomes are numbers already (as before)."""
+    found = _labels_by_version(versions, labels_of) if task != "regression" else None
+    if found is None:
+        y = truth.to_numpy(dtype=np.float64)
+        matrix = np.vstack(scores.to_list()) if task == "multiclass" else scores.to_numpy(dtype=float)
+        return y, matrix, np.ones(len(y), dtype=bool), {}
+    classes = list(classes or union_of(found.values()))
+    y = np.full(len(truth), UNKNOWN)
+    matrix = np.zeros(len(truth)) if task == "binary" else np.zeros((len(truth), len(classes)))
+    unseen: Counter = Counter()
+    for version, labels in found.items():
+        rows = (versions == version).to_numpy()
+        y[rows], matrix[rows] = _version_rows(labels, truth[rows], scores[rows], classes)
+        unseen.update(labels.unseen(truth[rows]))
+    return y, matrix, y != UNKNOWN, dict(unseen.most_common())
+
+
+def _labels_by_version(versions: pd.Series, labels_of: LabelsOf | None) -> dict | None:
+    if labels_of is None:
+        return None
+    found = {version: labels_of(str(version)) for version in pd.unique(versions)}
+    return None if any(labels is None for labels in found.values()) else found
+
+
+def union_of(labels: Iterable[Labels]) -> list:
+    """The classes of several versions, in the order they first appear."""
+    return list(dict.fromkeys(c for one in labels for c in one.classes))
+
+
+def _version_rows(labels: Labels, truth: pd.Series, scores: pd.Series, classes: list) -> tuple[np.ndarray, np.ndarray]:
+    """One version's rows: outcome codes (UNKNOWN where it cannot be scored) and scores, on `classes`."""
+    codes = labels.encode(truth)
+    if labels.task == "binary":
+        values = pd.to_numeric(scores, errors="coerce").to_numpy(dtype=np.float64)
+        return np.where(np.isnan(values), UNKNOWN, codes), np.nan_to_num(values)
+    size = len(labels.classes)
+    fits = scores.map(lambda p: isinstance(p, (list, tuple, np.ndarray)) and len(p) == size).to_numpy(dtype=bool)
+    matrix = np.zeros((len(truth), len(classes)))
+    if fits.any():
+        matrix[fits] = labels.aligned(np.vstack(scores[fits].to_list()), classes)
+    on_classes = Labels(labels.task, tuple(classes)).encode(truth)
+    return np.where((codes != UNKNOWN) & fits, on_classes, UNKNOWN), matrix
 
 
 def paired_comparison(served: pd.DataFrame, labels: pd.DataFrame, key: str | None, target: str, task: str,
-                      metric: str) -> pd.DataFrame:
+                      metric: str, labels_of: LabelsOf | None = None) -> pd.DataFrame:
     """The champion against the other version scored on the same labelled requests: a challenger in shadow
     (scored beside the champion's answer) or canary (the champion scored beside the challenger's answer), or
-    the previous champion scored beside a newly promoted one. `gain` > 0 means the other version did better."""
+    the previous champion scored beside a newly promoted one. `gain` > 0 means the other version did better.
+    Both are scored on the rows whose outcome both know, multiclass on the union of their classes."""
     columns = ["champion", "other", "rows", "champion_value", "other_value", "gain"]
     if served.empty or not key or key not in served.columns or labels.empty or target not in labels.columns \
             or "_shadow_version" not in served.columns:
@@ -59,21 +131,32 @@ def paired_comparison(served: pd.DataFrame, labels: pd.DataFrame, key: str | Non
     if paired.empty:
         return pd.DataFrame(columns=columns)
     canary = (paired["_routed"] == "canary") if "_routed" in paired.columns else pd.Series(False, paired.index)
+    answer = paired[_answer_column(paired, task)]
     frame = pd.DataFrame({
         "champion": paired["_shadow_version"].where(canary, paired["_version"]).astype(str),
         "other": paired["_version"].where(canary, paired["_shadow_version"]).astype(str),
-        "champion_prediction": paired["_shadow_prediction"].where(canary, paired["prediction"]).astype(float),
-        "other_prediction": paired["prediction"].where(canary, paired["_shadow_prediction"]).astype(float),
-        "y": paired[target].astype(np.float64)})
-    rows = []
-    for (champion, other), part in frame.groupby(["champion", "other"]):
-        y = part["y"].to_numpy()
-        old = task_metrics(task, y, part["champion_prediction"].to_numpy()).get(metric)
-        new = task_metrics(task, y, part["other_prediction"].to_numpy()).get(metric)
-        gain = None if old is None or new is None else improvement(metric, new, old)
-        rows.append({"champion": champion, "other": other, "rows": len(part),
-                     "champion_value": old, "other_value": new, "gain": gain})
+        "champion_prediction": paired["_shadow_prediction"].where(canary, answer),
+        "other_prediction": answer.where(canary, paired["_shadow_prediction"]),
+        "y": paired[target]})
+    rows = [_pair_row(champion, other, part, task, metric, labels_of)
+            for (champion, other), part in frame.groupby(["champion", "other"])]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _pair_row(champion: str, other: str, part: pd.DataFrame, task: str, metric: str,
+              labels_of: LabelsOf | None) -> dict:
+    found = _labels_by_version(pd.Series([champion, other]), labels_of) if task == "multiclass" else None
+    classes = union_of(found.values()) if found else None
+    y_old, old_scores, old_usable, _ = _scored(task, part["y"], part["champion_prediction"], part["champion"],
+                                               labels_of, classes)
+    y_new, new_scores, new_usable, _ = _scored(task, part["y"], part["other_prediction"], part["other"],
+                                               labels_of, classes)
+    usable = old_usable & new_usable
+    old = task_metrics(task, y_old[usable], old_scores[usable]).get(metric) if usable.any() else None
+    new = task_metrics(task, y_new[usable], new_scores[usable]).get(metric) if usable.any() else None
+    gain = None if old is None or new is None else improvement(metric, new, old)
+    return {"champion": champion, "other": other, "rows": int(usable.sum()),
+            "champion_value": old, "other_value": new, "gain": gain}
 
 
 def pooled(days: list[dict], field: str = "gain") -> tuple[int, float | None]:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
 
+from ml_platform.core.labels import Labels
 from ml_platform.core.performance import judge_challenger, judge_rollback, live_performance, paired_comparison
 
 RNG = np.random.default_rng(7)
@@ -161,3 +162,67 @@ def test_without_enough_labelled_rows_of_both_versions_it_waits(answered):
 def test_the_wait_names_every_count():
     verdict = _rollback([], [_answered((600, 0.7), (100, 0.8))])
     assert verdict.reason == "not enough labelled live rows yet (paired: 0; v2: 600, v1: 100; need 500)"
+
+
+# --- text outcomes ----------------------------------------------------------------------------------------------
+
+YES_NO = Labels("binary", ("no", "yes"))
+ABC, ABCD = Labels("multiclass", ("a", "b", "c")), Labels("multiclass", ("a", "b", "c", "d"))
+
+
+def _probabilities(truth: pd.Series, classes: tuple, good: bool, seed: int) -> list[list[float]]:
+    """Rows of probabilities over `classes` that favour the true class (`good`) or are random."""
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(0, 1, (len(truth), len(classes)))
+    if good:
+        for j, label in enumerate(classes):
+            scores[(truth == label).to_numpy(), j] += 1.5
+    return (scores / scores.sum(axis=1, keepdims=True)).tolist()
+
+
+def test_text_outcomes_of_a_binary_model_are_encoded_with_its_labels():
+    outcomes = LABELS.assign(y=np.where(LABELS["y"] == 1, "yes", "no"))
+    result = live_performance(_served(GOOD, shadow=NOISE, shadow_version="2"), outcomes, "id", "y", "binary",
+                              "roc_auc", labels_of=lambda version: YES_NO)
+    table = result["table"].set_index(["role", "version"])["roc_auc"]
+    assert table[("answer", "1")] == pytest.approx(roc_auc_score(LABELS["y"], GOOD))
+    assert table[("shadow", "2")] == pytest.approx(roc_auc_score(LABELS["y"], NOISE))
+    assert result["metrics"]["answer"]["roc_auc"] == pytest.approx(roc_auc_score(LABELS["y"], GOOD))
+    assert result["unseen_labels"] == {}
+
+
+def test_text_outcomes_of_a_multiclass_model_and_an_outcome_it_never_saw():
+    truth = pd.Series(np.random.default_rng(3).choice(["a", "b", "c", "d"], N, p=[0.3, 0.3, 0.3, 0.1]))
+    served = _served(None).assign(_probabilities=_probabilities(truth, ABC.classes, True, 1))
+    result = live_performance(served, LABELS.assign(y=truth), "id", "y", "multiclass", "macro_f1",
+                              labels_of=lambda version: ABC)
+    known = (truth != "d").to_numpy()
+    assert result["unseen_labels"] == {"d": int((~known).sum())} and result["status"] == "complete"
+    scores = np.array(served["_probabilities"].tolist())[known]
+    expected = f1_score(truth[known], np.array(ABC.classes)[scores.argmax(axis=1)], average="macro")
+    (row,) = result["table"].to_dict("records")
+    assert row["macro_f1"] == pytest.approx(expected) and row["rows"] == known.sum()
+    assert result["metrics"]["answer"]["macro_f1"] == pytest.approx(expected)
+
+
+def test_two_versions_with_different_classes_are_compared_on_the_union():
+    """v1 knows a, b, c; v2 (in shadow) also d. The pair is scored on the rows both know, over a, b, c, d."""
+    truth = pd.Series(np.random.default_rng(4).choice(["a", "b", "c", "d"], N))
+    served = _served(None, "1", _probabilities(truth, ABCD.classes, True, 2), "2").assign(
+        _probabilities=_probabilities(truth, ABC.classes, False, 3))
+    labels_of = {"1": ABC, "2": ABCD}.get
+    (row,) = paired_comparison(served, LABELS.assign(y=truth), "id", "y", "multiclass", "macro_f1",
+                               labels_of=labels_of).to_dict("records")
+    both = (truth != "d").to_numpy()
+    assert (row["champion"], row["other"], row["rows"]) == ("1", "2", both.sum())
+
+    def macro_f1(column: str) -> float:
+        predicted = np.array(served[column].tolist())[both].argmax(axis=1)
+        return f1_score(truth[both], np.array(ABCD.classes)[predicted], average="macro", labels=list("abcd"))
+
+    assert row["champion_value"] == pytest.approx(macro_f1("_probabilities"))
+    assert row["other_value"] == pytest.approx(macro_f1("_shadow_prediction")) and row["gain"] > 0.3
+    result = live_performance(served, LABELS.assign(y=truth), "id", "y", "multiclass", "macro_f1", labels_of)
+    table = result["table"].set_index(["role", "version"])
+    assert table.loc[("answer", "1"), "rows"] == both.sum() and table.loc[("shadow", "2"), "rows"] == N
+    assert result["unseen_labels"] == {"d": int((~both).sum())}
