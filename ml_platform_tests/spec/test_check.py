@@ -63,3 +63,17 @@ def test_check_refuses_specs_that_cannot_train(tmp_path, write_spec, capsys):
     assert cli_main(["check", str(monthly)]) == 1
     err = capsys.readouterr().err
     assert str(monthly) in err and "partitions.cadence: found 'monthly'" in err
+
+
+def test_check_refuses_a_multiclass_target_that_yields_booleans(tmp_path, write_spec, capsys):
+    multiclass = {"task": "multiclass", "gates.metric": "macro_f1", "monitoring.performance.metric": "macro_f1"}
+    trap = write_spec(tmp_path, {**multiclass, "target.expression": "(arr_delay > 15) + (arr_delay > 60)"},
+                      name="trap.yaml")
+    counted = write_spec(tmp_path, {**multiclass, "target.expression": "(arr_delay > 15) * 1 + (arr_delay > 60) * 1"},
+                         name="counted.yaml")
+    assert cli_main(["check", str(trap)]) == 1
+    err = capsys.readouterr().err
+    assert str(trap) in err and "target.expression: found '(arr_delay > 15) + (arr_delay > 60)'" in err
+    assert "logical OR" in err and "(arr_delay > 15) * 1 + (arr_delay > 60) * 1" in err
+    assert cli_main(["check", str(counted)]) == 0
+    assert f"ok  {counted}" in capsys.readouterr().out

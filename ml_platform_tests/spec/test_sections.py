@@ -54,3 +54,22 @@ def test_target_name_defaults_to_its_column(tmp_path, write_spec, flight_spec):
     assert column.target.name == "dep_delay" and column.target.inputs == ["dep_delay"]
     assert named.target.name == "late"
     assert expression.target.name == "target" and flight_spec.target.name == "delayed"
+
+
+def test_classes_and_positive_hash_only_when_set(tmp_path, write_spec, flight_spec):
+    """Specs without the two fields keep their digest (every asset's code version); setting either changes it."""
+    unset = load_spec(write_spec(tmp_path, {"target.classes": None, "target.positive": None}))
+    assert unset.digest == flight_spec.digest == "3df42795137a16a5"
+    positive = load_spec(write_spec(tmp_path, {"target.positive": True}, name="positive.yaml"))
+    classes = load_spec(write_spec(tmp_path, {"target.classes": [False, True]}, name="classes.yaml"))
+    both = load_spec(write_spec(tmp_path, {"target.classes": [False, True], "target.positive": True},
+                                name="both.yaml"))
+    assert len({flight_spec.digest, positive.digest, classes.digest, both.digest}) == 4
+    assert classes.target.classes == [False, True] and positive.target.positive is True
+
+
+def test_class_labels_keep_their_type(tmp_path, write_spec):
+    """Text stays text, numbers numbers and booleans booleans: a label 1 and a label "1" are different classes."""
+    spec = load_spec(write_spec(tmp_path, {"task": "multiclass", "target.expression": "arr_delay // 30",
+                                           "target.classes": [2, "1", True], "gates": {}, "monitoring.performance": {}}))
+    assert [type(c) for c in spec.target.classes] == [int, str, bool]
