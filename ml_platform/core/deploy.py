@@ -12,12 +12,14 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import requests
+
+from ml_platform.core.labels import scalar
 
 
 def smoke_rows(model, test: pd.DataFrame, count: int = 50) -> list[dict]:
@@ -37,6 +39,18 @@ class SmokeResult:
     max_abs_diff: float
     p50_ms: float
     passed: bool
+    label_mismatches: list[dict] = field(default_factory=list)  # {"row", "expected", "got"}, at most a few
+
+    @property
+    def problem(self) -> str:
+        """Why the smoke test failed, in a sentence (empty when it passed)."""
+        if self.passed:
+            return ""
+        if self.label_mismatches:
+            first = self.label_mismatches[0]
+            return (f"{len(self.label_mismatches)} row(s) answered another label than offline scoring, e.g. row "
+                    f"{first['row']}: expected {first['expected']!r}, got {first['got']!r}")
+        return f"max abs difference {self.max_abs_diff:.3g} between the endpoint and offline scoring"
 
 
 @dataclass
@@ -50,28 +64,30 @@ class Deployment:
 
 def deploy(target: str, model: str, version: str, port: int, home: Path, smoke_rows: list[dict],
            expected: np.ndarray, headers: dict, model_folder=None, project_dir: Path | None = None,
-           service_url: str | None = None) -> Deployment:
+           service_url: str | None = None, expected_labels: list | None = None) -> Deployment:
     """Serve `version` of `model` and prove it: locally, the long-lived process follows the registry alias
     (started when none answers); with Docker, an image with the model baked in replaces the old container
     blue/green. `model_folder()` gives the version's files (Docker only). With `service_url` (an endpoint the
     deployment runs as its own service, following the alias by itself), nothing is started: the service must
-    come to serve `version` and pass the smoke test."""
+    come to serve `version` and pass the smoke test (`expected_labels`: each smoke row's offline label)."""
     if service_url:
         if _get(f"{service_url}/health") is None:
             raise DeployError(f"the endpoint service at {service_url} (ML_PLATFORM_ENDPOINTS) does not answer")
         wait_for_version(service_url, model, version, headers)
-        return Deployment(service_url, smoke_test(service_url, model, smoke_rows, expected, headers),
+        return Deployment(service_url, smoke_test(service_url, model, smoke_rows, expected, headers,
+                                                  expected_labels=expected_labels),
                           {"process": "endpoint service"})
     if target == "docker":
         if project_dir is None or not (project_dir / "Dockerfile").exists():
             raise DeployError(f"no Dockerfile at {project_dir}: docker deploys run from a project checkout")
         deployed = deploy_docker(model, version, Path(model_folder()), port, project_dir,
-                                 home / "predictions" / "docker", smoke_rows, expected, headers)
+                                 home / "predictions" / "docker", smoke_rows, expected, headers,
+                                 expected_labels=expected_labels)
         return Deployment(deployed["url"], deployed["smoke"], {
             "container": deployed["container"], "image": deployed["image"], "retired": deployed["retired"]})
     url, started_pid = ensure_local_server(model, port, home)
     wait_for_version(url, model, version, headers)
-    return Deployment(url, smoke_test(url, model, smoke_rows, expected, headers),
+    return Deployment(url, smoke_test(url, model, smoke_rows, expected, headers, expected_labels=expected_labels),
                       {"process": "started" if started_pid else "already running"})
 
 
@@ -142,10 +158,12 @@ def wait_for_version(url: str, model: str, version: str, headers: dict, timeout:
 
 
 def smoke_test(url: str, model: str, rows: list[dict], expected: np.ndarray, headers: dict,
-               tolerance: float = 1e-9) -> SmokeResult:
-    """Each row alone through HTTP must match offline scoring; also measures single-row latency."""
+               tolerance: float = 1e-9, expected_labels: list | None = None) -> SmokeResult:
+    """Each row alone through HTTP must match offline scoring; also measures single-row latency. With
+    `expected_labels` (offline `labels.predicted(expected)`), each row's answered label must be that one too:
+    equal probabilities with a wrong class order would otherwise pass."""
     session = requests.Session()
-    got, latencies = [], []
+    got, labels, latencies = [], [], []
     for row in rows:
         started = time.perf_counter()
         response = session.post(f"{url}/v1/models/{model}/predict", json={"instances": [row]}, headers=headers,
@@ -153,10 +171,25 @@ def smoke_test(url: str, model: str, rows: list[dict], expected: np.ndarray, hea
         latencies.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:
             raise DeployError(f"smoke request answered {response.status_code}: {response.text[:300]}")
-        got.append(response.json()["predictions"][0])
+        body = response.json()
+        got.append(body["predictions"][0])
+        labels.append((body.get("labels") or [None])[0])
     diff = float(np.max(np.abs(np.asarray(got, dtype=float) - np.asarray(expected, dtype=float)))) if rows else 0.0
+    mismatches = _label_mismatches(labels, expected_labels)
     return SmokeResult(rows=len(rows), max_abs_diff=diff, p50_ms=statistics.median(latencies) if latencies else 0.0,
-                       passed=diff <= tolerance)
+                       passed=diff <= tolerance and not mismatches, label_mismatches=mismatches)
+
+
+def _label_mismatches(got: list, expected: list | None) -> list[dict]:
+    """The rows whose answered label is not the expected one; none when nothing is expected. A bool label must
+    not pass for 1 (Python's True == 1), so that difference counts too."""
+    if expected is None:
+        return []
+    if len(expected) != len(got):
+        return [{"row": None, "expected": f"{len(expected)} labels", "got": f"{len(got)} rows"}]
+    expected = [scalar(e) for e in expected]
+    return [{"row": i, "expected": e, "got": g} for i, (e, g) in enumerate(zip(expected, got))
+            if not (e == g and isinstance(e, bool) == isinstance(g, bool))]
 
 
 # --- Docker: blue/green on two host ports (host networking has no bridge to put a proxy behind) ------------
@@ -183,7 +216,8 @@ DOCKER_LABEL = "ml_platform.model"
 
 def deploy_docker(model: str, version: str, model_folder: Path, port: int, project_dir: Path, log_dir: Path,
                   expected_rows: list[dict], expected: np.ndarray, headers: dict,
-                  base_tag: str = "ml-platform:latest", health_timeout: float = 120.0) -> dict:
+                  base_tag: str = "ml-platform:latest", health_timeout: float = 120.0,
+                  expected_labels: list | None = None) -> dict:
     """Build an image with the model baked in, run it beside the live one, verify it, then retire the old one.
 
     The two slots are `port` and `port + 1`; the new container takes the free one. If it fails its health
@@ -215,9 +249,9 @@ def deploy_docker(model: str, version: str, model_folder: Path, port: int, proje
                                   f"{container.logs().decode()[-1500:]}")
             time.sleep(0.5)
         wait_for_version(url, model, version, headers, timeout=30)
-        result = smoke_test(url, model, expected_rows, expected, headers)
+        result = smoke_test(url, model, expected_rows, expected, headers, expected_labels=expected_labels)
         if not result.passed:
-            raise DeployError(f"smoke test failed: max abs difference {result.max_abs_diff:.3g}")
+            raise DeployError(f"smoke test failed: {result.problem}")
     except BaseException:
         container.remove(force=True)
         raise

@@ -3,6 +3,11 @@
 MLflow loads this file instead of unpickling an object: `load_context` reads the native LightGBM text file
 and the JSON manifest through `Model.load`, so `mlflow.pyfunc.load_model("models:/<name>@champion")`
 predicts exactly what the platform's own scorer predicts.
+
+A regressor answers the ndarray of values. A classifier answers what the endpoint's v1 route answers, one row
+per input row: `prediction` (binary: the positive class's probability; multiclass: the list of probabilities
+in class order), `label` (the predicted class) and, for multiclass, `probabilities` (a dict by class name).
+Each logged version carries its own copy of this file, so versions logged before keep answering arrays.
 """
 
 import mlflow
@@ -21,7 +26,15 @@ class PlatformModel(PythonModel):
     def predict(self, context, model_input, params=None):
         # Without a signature, MLflow's server hands over "instances" as a dict of columns or a list of rows.
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return self.model.predict(frame)
+        outputs = self.model.predict(frame)
+        labels = self.model.labels
+        if labels is None:
+            return outputs
+        fields = labels.response(outputs)
+        answer = {"prediction": outputs.tolist(), "label": fields["labels"]}
+        if "probabilities" in fields:
+            answer["probabilities"] = fields["probabilities"]
+        return pd.DataFrame(answer, index=frame.index)
 
 
 mlflow.models.set_model(PlatformModel())

@@ -238,8 +238,9 @@ class ServingApp:
             self.metrics.predicted(shadow.version, "shadow").inc(len(rows))
         self.metrics.latency_of(protocol.route).observe(time.perf_counter() - started)
         self.metrics.request(protocol.route, "200").inc()
+        explanations, fields = _label_fields(answer.model, outputs, explanations)
         body = protocol.answer(self.config.model, answer, predictions, explanations, client_id, request_id,
-                               slot.champion.model.manifest.get("task"))
+                               slot.champion.model.manifest.get("task"), fields)
         await respond_json(send, 200, body)
 
     async def _refuse(self, scope, send, protocol, error: RequestError, request_id, kind, body_read: bool):
@@ -310,7 +311,7 @@ class ServingApp:
     def _v2_metadata(self, slot: Slot) -> dict:
         model = slot.champion.model
         return v2.model_metadata(self.config.model, slot.champion.version, slot.schema, model.manifest.get("task"),
-                                 n_classes=len(model.classes) or None)
+                                 n_classes=len(model.classes) or None, labels=model.labels)
 
     async def _v2_server(self, scope, send, head):
         await self._plain(send, 200, {"name": "ml_platform", "version": _VERSION, "extensions": []}, "v2", head)
@@ -329,11 +330,26 @@ class _ScoringTimeout(RequestError):
 
 
 def _score(answer, shadow, rows, explain):
-    """The numbers of one request: the answer, its explanations, and the model scored beside it."""
+    """The numbers of one request: the answer, its explanations (with the class each explains), and the model
+    scored beside it."""
     outputs = answer.model.predict_records(rows)
-    explanations = answer.model.explain_records(rows) if explain else None
+    explanations = answer.model.explanations(rows) if explain else None
     shadow_outputs = shadow.model.predict_records(rows).tolist() if shadow is not None else None
     return outputs, explanations, shadow_outputs
+
+
+def _label_fields(model, outputs, explained) -> tuple[list | None, dict]:
+    """(explanations, a classifier's label fields). The labels come from the answering model's own scores (the
+    ndarray, before `tolist`), so they agree with `predictions` and with offline `predict_labels`; regression
+    gets no fields."""
+    explanations, classes = explained if explained is not None else (None, None)
+    labels = model.labels
+    if labels is None:
+        return explanations, {}
+    fields = labels.response(outputs)
+    if classes is not None:
+        fields["explained_class"] = list(classes)
+    return explanations, fields
 
 
 def _kind(status: int) -> str:

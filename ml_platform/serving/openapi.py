@@ -29,6 +29,9 @@ class Contribution(BaseModel):
     contribution: float = Field(description="The feature's TreeSHAP contribution to the row's prediction.")
 
 
+Label = str | int | float | bool  # a class as the model was trained on it: text, a number or a boolean
+
+
 class PredictResponse(BaseModel):
     predictions: list[float] | list[list[float]] = Field(
         description="One per row: the positive class's probability (binary), the value (regression), or one "
@@ -36,8 +39,16 @@ class PredictResponse(BaseModel):
     model: str
     version: str = Field(description="The model version that answered.")
     request_id: str = Field(description="The request's id in the prediction log.")
+    labels: list[Label] | SkipJsonSchema[None] = _optional(
+        description="Classifiers: the predicted class per row (binary: the positive class when its probability is "
+                    "at least 0.5; multiclass: the most probable class).")
+    probabilities: list[dict[str, float]] | SkipJsonSchema[None] = _optional(
+        description="Multiclass: each row's probabilities keyed by class name (the same numbers as `predictions`).")
     explanations: list[list[Contribution]] | SkipJsonSchema[None] = _optional(
         description="With `explain: true`: each row's top features by absolute contribution, largest first.")
+    explained_class: list[Label] | SkipJsonSchema[None] = _optional(
+        description="Classifiers, with `explain: true`: the class each row's explanation is about (multiclass: the "
+                    "predicted class; binary: the positive class).")
 
 
 class FieldError(BaseModel):
@@ -64,6 +75,10 @@ class ModelInfo(BaseModel):
     version: str
     task: str | None = None
     target: str | None = None
+    classes: list[Label] | SkipJsonSchema[None] = _optional(
+        description="Classifiers: the classes in the model's order (the order of multiclass `predictions`).")
+    positive: Label | SkipJsonSchema[None] = _optional(
+        description="Binary classifiers: the class whose probability `predictions` holds.")
     features: list[FeatureInfo]
     training_window: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)

@@ -8,7 +8,7 @@ scores and logs the same way; they differ only in how a request and its answer a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ml_platform.serving import v2
 from ml_platform.serving.validation import RequestError, instances_of, validate_rows
@@ -18,7 +18,9 @@ from ml_platform.serving.validation import RequestError, instances_of, validate_
 class Protocol:
     route: str                     # the metrics label
     parse: Callable                # (payload, slot, config) -> (validated rows, explain, client_id)
-    answer: Callable               # (model, loaded, predictions, explanations, client_id, request_id, task) -> dict
+    answer: Callable               # (model, loaded, predictions, explanations, client_id, request_id, task,
+                                   #  fields) -> dict; fields: a classifier's labels (`Labels.response`), plus
+                                   #  `explained_class` when explained
     refusal: Callable              # (RequestError, request_id) -> dict
     failure: Callable              # (message, request_id) -> dict
 
@@ -29,10 +31,18 @@ def _v1_parse(payload, slot, config):
     return rows, explain, None
 
 
-def _v1_answer(model, loaded, predictions, explanations, client_id, request_id, task):
+def _v1_answer(model, loaded, predictions, explanations, client_id, request_id, task, fields=None):
+    """The four keys clients have always read, in their order; a classifier's labels (and multiclass
+    probabilities by class name) after them, so nothing a client parsed before moves."""
     body = {"predictions": predictions, "model": model, "version": loaded.version, "request_id": request_id}
+    fields = fields or {}
+    for key in ("labels", "probabilities"):
+        if key in fields:
+            body[key] = fields[key]
     if explanations is not None:
         body["explanations"] = explanations
+        if "explained_class" in fields:
+            body["explained_class"] = fields["explained_class"]
     return body
 
 
@@ -41,13 +51,24 @@ def _v1_refusal(error: RequestError, request_id: str) -> dict:
             "request_id": request_id}
 
 
+class V2Request(NamedTuple):
+    """What a v2 answer needs from its request besides the rows: the client's id and the outputs it named."""
+
+    id: str | None
+    outputs: list[str] | None
+
+
 def _v2_parse(payload, slot, config):
-    rows, client_id = v2.rows_of(payload, slot.schema, config.max_rows)  # validates the rows too
-    return rows, False, client_id
+    names = v2.output_names(slot.champion.model.labels)
+    rows, client_id = v2.rows_of(payload, slot.schema, config.max_rows, names)  # validates the rows too
+    return rows, False, V2Request(client_id, v2.requested_outputs(payload))
 
 
-def _v2_answer(model, loaded, predictions, explanations, client_id, request_id, task):
-    return v2.infer_response(model, loaded.version, client_id or request_id, predictions, task)
+def _v2_answer(model, loaded, predictions, explanations, client_id, request_id, task, fields=None):
+    request = client_id if isinstance(client_id, V2Request) else V2Request(client_id, None)
+    labels = (fields or {}).get("labels")
+    return v2.infer_response(model, loaded.version, request.id or request_id, predictions, task, labels=labels,
+                             outputs=request.outputs)
 
 
 def _v2_refusal(error: RequestError, request_id: str) -> dict:

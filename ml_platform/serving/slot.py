@@ -30,16 +30,28 @@ class Slot:
     allowed: frozenset[str] = frozenset()   # fields a request may carry besides the features (time, key)
 
     def describe(self, model: str, rollout: str) -> dict:
-        """What `GET /v1/models/<model>` says: the champion's version, task, features, window and metrics."""
+        """What `GET /v1/models/<model>` says: the champion's version, task, classes (classifiers), features,
+        window and metrics."""
         manifest = self.champion.model.manifest
         return {
             "model": model, "version": self.champion.version, "task": manifest.get("task"),
-            "target": manifest.get("target"), "features": self.schema.describe(),
+            "target": manifest.get("target"), **_classes(self.champion.model.labels),
+            "features": self.schema.describe(),
             "training_window": manifest.get("window", {}),
             "metrics": manifest.get("metrics", {}), "spec_digest": manifest.get("spec_digest"),
             "challenger": self.challenger.version if self.challenger else None,
             "previous_scored_beside": self.previous.version if self.previous else None,
             "rollout": rollout}
+
+
+def _classes(labels) -> dict:
+    """A classifier's classes in code order, and a binary one's positive class (an old binary manifest has no
+    `positive`: it is the second class); nothing for regression, so its description is unchanged."""
+    if labels is None:
+        return {}
+    if labels.task == "binary":
+        return {"classes": list(labels.classes), "positive": labels.positive}
+    return {"classes": list(labels.classes)}
 
 
 def source_for(config):

@@ -1,6 +1,7 @@
 """The Open Inference Protocol (KServe / Triton / MLServer "V2" REST) for one model: pure functions, no ASGI.
 
-    GET  /v2/models/<model>          model_metadata(): one input tensor per feature, one output "predict"
+    GET  /v2/models/<model>          model_metadata(): one input tensor per feature, output "predict" (and, for a
+                                     classifier, "label": the predicted class as text)
     POST /v2/models/<model>/infer    rows_of(body) -> the v1 route's rows -> predict_records -> infer_response()
 
 Every feature is one input tensor holding one value per row: shape [n] (or [n, 1]), `data` flat in row-major
@@ -23,6 +24,7 @@ import numpy as np
 from ml_platform.serving.validation import RequestError, Schema, validate_rows
 
 OUTPUT = "predict"
+LABEL = "label"  # a classifier's predicted class per row, as text (BYTES)
 PLATFORM = "lightgbm"
 BYTES = "BYTES"
 _INTEGERS = {f"{kind}{bits}": ((-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if kind == "INT" else (0, 2 ** bits - 1))
@@ -34,29 +36,54 @@ MAX_ERROR_CHARS = 300
 _MAX_ERRORS = 50
 
 
-def model_metadata(name: str, version: str, schema: Schema, task: str, *, n_classes: int | None = None) -> dict:
+def model_metadata(name: str, version: str, schema: Schema, task: str, *, n_classes: int | None = None,
+                   labels: object = None) -> dict:
     """The model metadata response: the features as input tensors, the prediction as output `predict`
-    (shape [-1] for binary and regression, [-1, n_classes] for multiclass; -1 when the count is not given)."""
+    (shape [-1] for binary and regression, [-1, n_classes] for multiclass; -1 when the count is not given), and
+    for a classifier (`labels` given) the output `label`, so clients learn the class without the class order."""
     inputs = ([{"name": n, "datatype": "FP64", "shape": [-1]} for n in schema.numeric]
               + [{"name": n, "datatype": BYTES, "shape": [-1]} for n in schema.categorical])
     shape = [-1, n_classes or -1] if task == "multiclass" else [-1]
+    outputs = [{"name": OUTPUT, "datatype": "FP64", "shape": shape}]
+    if labels is not None:
+        outputs.append({"name": LABEL, "datatype": BYTES, "shape": [-1]})
     return {"name": name, "versions": [str(version)], "platform": PLATFORM, "inputs": inputs,
-            "outputs": [{"name": OUTPUT, "datatype": "FP64", "shape": shape}]}
+            "outputs": outputs}
 
 
-def infer_response(name: str, version: str, request_id: str | None, predictions, task: str) -> dict:
+def infer_response(name: str, version: str, request_id: str | None, predictions, task: str, *,
+                   labels: list | None = None, outputs: list[str] | None = None) -> dict:
     """The inference response of `predict_records`' output: shape [n] (binary: the positive class's probability;
     regression: the value) or [n, k] (multiclass: one probability per class), data flat in row-major order.
-    `id` echoes the request's and is left out when there is none."""
+    With `labels` (a classifier's predicted class per row) a `label` tensor follows, its elements as text.
+    `outputs` (the names the request asked for) limits the answer to those, so a client that asks for
+    `predict` only gets exactly the answer it got before labels existed. `id` echoes the request's and is left
+    out when there is none."""
     values = np.asarray(predictions, dtype=np.float64)
     if task == "multiclass" and values.ndim == 1:  # one row's class probabilities
         values = values.reshape(1, -1)
     response = {"model_name": name, "model_version": str(version)}
     if request_id is not None:
         response["id"] = request_id
-    response["outputs"] = [{"name": OUTPUT, "datatype": "FP64", "shape": list(values.shape),
-                            "data": values.ravel().tolist()}]
+    tensors = {OUTPUT: {"name": OUTPUT, "datatype": "FP64", "shape": list(values.shape),
+                        "data": values.ravel().tolist()}}
+    if labels is not None:
+        tensors[LABEL] = {"name": LABEL, "datatype": BYTES, "shape": [len(labels)],
+                          "data": [str(label) for label in labels]}
+    wanted = tensors if not outputs else dict.fromkeys(outputs)
+    response["outputs"] = [tensors[n] for n in wanted if n in tensors]
     return response
+
+
+def output_names(labels: object) -> tuple[str, ...]:
+    """The outputs a model answers: `predict`, and `label` for a classifier (`labels` not None)."""
+    return (OUTPUT,) if labels is None else (OUTPUT, LABEL)
+
+
+def requested_outputs(body: dict) -> list[str] | None:
+    """The output names a (validated) request asks for, in its order; None when it names none (all of them)."""
+    outputs = body.get("outputs")
+    return [output["name"] for output in outputs] if outputs else None
 
 
 def error_body(error: RequestError) -> dict:
@@ -72,10 +99,12 @@ def error_body(error: RequestError) -> dict:
     return {"error": message}
 
 
-def rows_of(body: object, schema: Schema, max_rows: int) -> tuple[list[dict], str | None]:
+def rows_of(body: object, schema: Schema, max_rows: int,
+            outputs: tuple[str, ...] = (OUTPUT,)) -> tuple[list[dict], str | None]:
     """The rows of an inference request (one dict per row, feature name -> value, as the v1 route scores them)
-    and the request's `id`. Raises RequestError: 400 when the body is not a request object or carries binary
-    data, 413 past `max_rows` rows, 422 naming every other field at fault (then `validate_rows`' own 422).
+    and the request's `id`; `outputs` are the names the model answers (a request may ask for those only).
+    Raises RequestError: 400 when the body is not a request object or carries binary data, 413 past `max_rows`
+    rows, 422 naming every other field at fault (then `validate_rows`' own 422).
     Length: every check of the request's shape in the order the protocol defines it, each naming its field."""
     if not isinstance(body, dict):
         raise RequestError(400, [{"field": "body", "error": "expected a JSON object with 'inputs'"}])
@@ -85,7 +114,7 @@ def rows_of(body: object, schema: Schema, max_rows: int) -> tuple[list[dict], st
         errors.append({"field": "id", "error": f"expected a string of at most {MAX_ID_CHARS} characters"})
     if "parameters" in body and not isinstance(body["parameters"], dict):
         errors.append({"field": "parameters", "error": "expected an object"})
-    errors += _outputs_errors(body.get("outputs"))
+    errors += _outputs_errors(body.get("outputs"), outputs)
     inputs = body.get("inputs")
     if not isinstance(inputs, list):
         errors.append({"field": "inputs", "error": "missing: send a list of input tensors, one per feature"
@@ -128,21 +157,22 @@ def rows_of(body: object, schema: Schema, max_rows: int) -> tuple[list[dict], st
     return rows, request_id
 
 
-def _outputs_errors(outputs: object) -> list[dict]:
-    """Requested outputs: absent, or a list of `{"name": "predict", "parameters"?}`. Asking for binary output
+def _outputs_errors(outputs: object, names: tuple[str, ...] = (OUTPUT,)) -> list[dict]:
+    """Requested outputs: absent, or a list of `{"name": <one of names>, "parameters"?}`. Asking for binary output
     data is allowed and answered in JSON (the binary-data extension is optional for a server)."""
     if outputs is None:
         return []
     if not isinstance(outputs, list):
         return [{"field": "outputs", "error": f"expected a list of {{'name': '{OUTPUT}'}}"}]
+    known = (f"the model's only output is '{names[0]}'" if len(names) == 1
+             else "the model's outputs are " + ", ".join(f"'{n}'" for n in names))
     errors = []
     for i, output in enumerate(outputs):
         if not isinstance(output, dict):
             errors.append({"field": f"outputs[{i}]", "error": "expected an object with a 'name'"})
-        elif output.get("name") != OUTPUT:
+        elif output.get("name") not in names:
             errors.append({"field": f"outputs[{i}].name",
-                           "error": f"unknown output {_shown(output.get('name'))}; the model's only output is "
-                                    f"'{OUTPUT}'"})
+                           "error": f"unknown output {_shown(output.get('name'))}; {known}"})
         elif "parameters" in output and not isinstance(output["parameters"], dict):
             errors.append({"field": f"outputs[{i}].parameters", "error": "expected an object"})
     return errors

@@ -161,6 +161,25 @@ def test_infer_response_per_task():
     assert infer_response("m", "2", None, [3.5], "regression")["outputs"][0]["shape"] == [1]
 
 
+def test_a_classifier_answers_a_label_tensor_unless_the_request_limits_its_outputs():
+    labels = ["yes", "no"]
+    both = infer_response("m", "2", None, np.array([0.75, 0.25]), "binary", labels=labels)
+    assert [o["name"] for o in both["outputs"]] == ["predict", "label"]
+    assert both["outputs"][1] == {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["yes", "no"]}
+    plain = infer_response("m", "2", None, np.array([0.75, 0.25]), "binary")
+    assert infer_response("m", "2", None, np.array([0.75, 0.25]), "binary", labels=labels,
+                          outputs=["predict"]) == plain
+    only = infer_response("m", "2", None, np.array([0.75, 0.25]), "binary", labels=[1, 0], outputs=["label"])
+    assert only["outputs"] == [{"name": "label", "datatype": "BYTES", "shape": [2], "data": ["1", "0"]}]
+    assert [o["name"] for o in model_metadata("m", "1", SCHEMA, "binary", labels=object())["outputs"]] == [
+        "predict", "label"]
+    asked = _request(outputs=[{"name": "label"}, {"name": "predict"}])
+    assert rows_of(asked, SCHEMA, 10, ("predict", "label"))[1] == "r-1"
+    with pytest.raises(RequestError) as refused:  # a regressor has no label
+        rows_of(asked, SCHEMA, 10)
+    assert refused.value.errors[0]["field"] == "outputs[0].name"
+
+
 # --- the wired routes, over real HTTP ---------------------------------------------------------------------
 
 
@@ -186,7 +205,8 @@ def test_triton_client_scores_what_the_v1_route_scores(trained, start_server):
         metadata = client.get_model_metadata("flight_delay")
         assert metadata["name"] == "flight_delay" and metadata["platform"] == "lightgbm"
         assert {t["name"] for t in metadata["inputs"]} == set(spec.features.names)
-        assert metadata["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+        assert metadata["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1]},
+                                       {"name": "label", "datatype": "BYTES", "shape": [-1]}]
         inputs = []
         for tensor in metadata["inputs"]:
             values = [row[tensor["name"]] for row in rows]

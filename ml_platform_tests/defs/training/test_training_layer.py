@@ -60,7 +60,10 @@ def test_the_chain_trains_registers_gates_and_promotes(platform, instance):
     rows = holdout[holdout["__split__"] == "test"].head(200)
     pyfunc = mlflow.pyfunc.load_model("models:/flight_delay@champion")
     ours = Model.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model_files"))
-    assert np.array_equal(np.asarray(pyfunc.predict(rows)), ours.predict(rows))
+    answered = pyfunc.predict(rows)
+    assert list(answered.columns) == ["prediction", "label"]
+    assert np.array_equal(answered["prediction"].to_numpy(), ours.predict(rows))
+    assert answered["label"].tolist() == ours.predict_labels(rows)
 
 
 def test_weeks_of_backfill_promote_only_through_the_gates(platform, instance):
