@@ -118,13 +118,30 @@ def drift_table(live: pd.DataFrame, profile: dict, warn: float, fail: float) -> 
 
 
 def training_reference(model, train: pd.DataFrame) -> dict:
-    """The drift reference of a model version: its training rows' features and its predictions on them."""
+    """The drift reference of a model version: its training rows' features and its predictions on them. A
+    multiclass `prediction` is the predicted class (as text), a categorical whose levels are the model's
+    classes, listed in `prediction_classes` (the order of a logged probability vector)."""
     frame = train[model.encoder.names].copy()
-    numeric = list(model.encoder.numeric)
-    if model.task != "multiclass":
+    numeric, categorical = list(model.encoder.numeric), list(model.encoder.categorical)
+    if model.task == "multiclass":
+        frame["prediction"] = [str(label) for label in model.predict_labels(train)]
+        categorical.append("prediction")
+    else:
         frame["prediction"] = model.predict(train)
         numeric.append("prediction")
-    return reference_profile(frame, numeric, list(model.encoder.categorical))
+    profile = reference_profile(frame, numeric, categorical)
+    if model.task == "multiclass":
+        profile["prediction_classes"] = [str(label) for label in model.classes]
+    return profile
+
+
+def predicted_class(probabilities: pd.Series, classes: list[str]) -> tuple[pd.Series, int]:
+    """Logged multiclass probability vectors as the predicted class (the largest one's, under `classes`, as the
+    reference holds it), and how many vectors are not of `len(classes)`: those are left out (missing)."""
+    fits = probabilities.map(lambda p: isinstance(p, (list, tuple, np.ndarray)) and len(p) == len(classes))
+    names = probabilities[fits].map(lambda p: classes[int(np.argmax(p))])
+    wrong = int((~fits & probabilities.notna()).sum())
+    return names.reindex(probabilities.index).astype(object), wrong
 
 
 def without(profile: dict, ignored: list[str]) -> dict:

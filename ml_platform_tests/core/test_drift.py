@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.stats import ks_2samp
 
 from ml_platform.core.drift import drift_table, reference_profile
@@ -95,3 +96,39 @@ def test_a_real_models_training_reference_is_the_same_for_categoricals_and_text(
                                                      warn=0.1, fail=0.25), check_exact=True)
     scored = table.set_index("feature").loc[categorical]
     assert scored["psi"].notna().all() and scored["chi2_p"].notna().all()
+
+
+@pytest.fixture(scope="module")
+def origin_model(split):
+    """A real 3-class model of the flights' origin airport (text labels) on the session's training rows."""
+    import lightgbm as lgb
+
+    from ml_platform.core.labels import Labels
+    from ml_platform.core.model import FeatureEncoder, Model
+
+    train = split.train
+    encoder = FeatureEncoder.fit(train, ["distance", "sched_dep_time", "temp"], ["carrier", "dest"])
+    labels = Labels("multiclass", ("EWR", "JFK", "LGA"))
+    data = lgb.Dataset(encoder.transform(train), labels.encode(train["origin"].astype(str)),
+                       feature_name=encoder.names, categorical_feature=[3, 4])
+    booster = lgb.train({"objective": "multiclass", "num_class": 3, "num_leaves": 15, "verbose": -1, "seed": 0},
+                        data, num_boost_round=20)
+    return Model(booster, encoder, {"task": "multiclass", "classes": list(labels.classes)})
+
+
+def test_a_multiclass_reference_holds_the_predicted_class_as_a_categorical(origin_model, split):
+    from ml_platform.core.drift import predicted_class, training_reference
+
+    reference = training_reference(origin_model, split.train)
+    assert "prediction" not in reference["numeric"] and reference["prediction_classes"] == ["EWR", "JFK", "LGA"]
+    proportions = reference["categorical"]["prediction"]["proportions"]
+    assert set(proportions) <= {"EWR", "JFK", "LGA"} and sum(proportions.values()) == pytest.approx(1)
+    # live rows: the logged probability vectors give the same predicted classes; a wrong-length one is left out
+    live = split.test.head(300)
+    vectors = pd.Series([*origin_model.predict(live).tolist()[:-1], [0.5, 0.5]])
+    names, wrong = predicted_class(vectors, reference["prediction_classes"])
+    assert wrong == 1 and pd.isna(names.iloc[-1])
+    assert names.iloc[:-1].tolist() == origin_model.predict_labels(live)[:-1]
+    table = drift_table(live.assign(prediction=names.to_numpy()), reference, 0.1, 0.25).set_index("feature")
+    assert table.loc["prediction", "type"] == "categorical" and table.loc["prediction", "unseen_rate"] == 0
+    assert table.loc["prediction", "psi"] >= 0 and table.loc["prediction", "missing_rate"] == pytest.approx(1 / 300)
