@@ -71,10 +71,11 @@ def target_task(spec: ModelSpec) -> list[Problem]:
         found.append(("target.positive", positive, f"only for task binary (the class whose probability the model "
                       f"answers); remove it for task {task}"))
     if classes is not None and task != "regression":
-        duplicates = [c for i, c in enumerate(classes) if c in classes[:i]]
+        # 1 and True are one label to pandas, 1 and "1" one key of the endpoint's probabilities
+        duplicates = [c for i, c in enumerate(classes) if any(c == d or str(c) == str(d) for d in classes[:i])]
         if duplicates:
-            found.append(("target.classes", classes,
-                          f"each class listed once (repeated: {', '.join(repr(c) for c in duplicates)})"))
+            found.append(("target.classes", classes, f"each class listed once, also as text (repeated: "
+                          f"{', '.join(repr(c) for c in duplicates)})"))
         if task == "binary" and len(classes) != 2:
             found.append(("target.classes", classes, "exactly two classes for task binary (or task: multiclass)"))
         if text and any(isinstance(c, bool) for c in classes):

@@ -219,6 +219,9 @@ def test_classes_are_two_or_more_distinct_and_binary_has_two(tmp_path, write_spe
     twice = _error(write_spec(tmp_path, {**_MULTICLASS, **_origin(), "target.classes": ["EWR", "JFK", "EWR"]},
                               name="twice.yaml"))
     assert "target.classes: found ['EWR', 'JFK', 'EWR']" in twice and "each class listed once" in twice
+    as_text = _error(write_spec(tmp_path, {**_MULTICLASS, "target.expression": "arr_delay // 30",
+                                           "target.classes": [0, 1, "1"]}, name="as_text.yaml"))
+    assert "target.classes: found [0, 1, '1']" in as_text and "(repeated: '1')" in as_text
     three = _error(write_spec(tmp_path, {**_origin(), "target": {"column": "origin", "classes": ["EWR", "JFK", "LGA"],
                                                               "positive": "JFK"}}, name="three.yaml"))
     assert "target.classes: found ['EWR', 'JFK', 'LGA']" in three and "exactly two classes for task binary" in three

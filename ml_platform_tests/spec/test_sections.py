@@ -71,5 +71,6 @@ def test_classes_and_positive_hash_only_when_set(tmp_path, write_spec, flight_sp
 def test_class_labels_keep_their_type(tmp_path, write_spec):
     """Text stays text, numbers numbers and booleans booleans: a label 1 and a label "1" are different classes."""
     spec = load_spec(write_spec(tmp_path, {"task": "multiclass", "target.expression": "arr_delay // 30",
-                                           "target.classes": [2, "1", True], "gates": {}, "monitoring.performance": {}}))
+                                           "target.classes": [2, "1", True], "gates": {},
+                                           "monitoring.performance": {}}))
     assert [type(c) for c in spec.target.classes] == [int, str, bool]
