@@ -1,13 +1,14 @@
-"""Evaluating a model on its held-out slice: task metrics, a naive baseline, slices, fairness, attributions.
+"""Evaluating a model on its held-out slice: task metrics, a naive baseline, slices, fairness, attributions and
+a classifier's confusion matrix.
 
 Everything here is plain pandas/scikit-learn/matplotlib, so the same numbers appear in MLflow, in the Dagster
-UI and in the model card.
+UI and in the model card. A classifier is judged only on held-out rows whose label it was trained on: a label
+it never saw (or a missing one) cannot be predicted, so those rows are counted (`Evaluation.unseen_labels`)
+instead of scored.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from ml_platform.core import evaluation_plots
+from ml_platform.core.labels import UNKNOWN, Labels
 from ml_platform.core.model import Model
 
 #: Metrics where larger is better; the others (losses, errors) are better when smaller.
@@ -65,20 +68,60 @@ def encoded_target(model: Model, frame: pd.DataFrame) -> np.ndarray:
     return target.to_numpy(dtype=np.float64)
 
 
+def known(model: Model, y: np.ndarray) -> np.ndarray:
+    """The rows a model can be judged on: for a classifier, those whose label it was trained on (code -1, a
+    label never seen in training or a missing one, matches no prediction and would crash the baseline and the
+    log loss); every row for regression, where -1 is a value like any other."""
+    if model.labels is None:
+        return np.ones(len(y), dtype=bool)
+    return y != UNKNOWN
+
+
+def held_out(model: Model, frame: pd.DataFrame, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The encoded target and the predictions of the rows of `frame` the model can be judged on (`known`)."""
+    y = encoded_target(model, frame)
+    keep = known(model, y)
+    return (y, predictions) if keep.all() else (y[keep], predictions[keep])
+
+
 def score(model: Model, frame: pd.DataFrame, metric: str) -> float:
     """One metric of a model on a frame, oriented so that larger is better (for tuning)."""
-    value = task_metrics(model.task, encoded_target(model, frame), model.predict(frame), model.classes)[metric]
+    y, predictions = held_out(model, frame, model.predict(frame))
+    value = task_metrics(model.task, y, predictions, model.classes)[metric]
     return improvement(metric, value, 0.0)
 
 
 def baseline_metrics(task: str, y_train: np.ndarray, y_test: np.ndarray, n_classes: int = 0) -> dict[str, float]:
-    """A naive model: the training prior (classification) or the training mean (regression)."""
-    if task == "binary":
-        return task_metrics(task, y_test, np.full(len(y_test), float(np.mean(y_train))))
+    """A naive model: the training prior (classification) or the training mean (regression). A classifier's
+    rows with an unknown label (code -1) are left out of both sides."""
     if task == "regression":
+        return task_metrics(task, y_test, np.full(len(y_test), float(np.mean(y_train))))
+    y_train, y_test = y_train[y_train != UNKNOWN], y_test[y_test != UNKNOWN]
+    if task == "binary":
         return task_metrics(task, y_test, np.full(len(y_test), float(np.mean(y_train))))
     prior = np.bincount(y_train.astype(int), minlength=n_classes) / max(len(y_train), 1)
     return task_metrics(task, y_test, np.tile(prior, (len(y_test), 1)))
+
+
+def confusion_matrix(labels: Labels, y_true: np.ndarray, predictions: np.ndarray) -> pd.DataFrame:
+    """Counts of actual label (rows) by predicted label (columns), class names on both axes, every class shown
+    even when no row holds it. The predicted label is the one `accuracy` counts: binary at probability 0.5,
+    multiclass the most probable class. `y_true` holds known codes only (see `held_out`)."""
+    k = len(labels.classes)
+    actual = np.asarray(y_true, dtype=np.int64)
+    cells = np.bincount(actual * k + labels.predicted_codes(predictions), minlength=k * k).reshape(k, k)
+    names = [str(c) for c in labels.classes]
+    return pd.DataFrame(cells, index=pd.Index(names, name="actual"), columns=pd.Index(names, name="predicted"))
+
+
+def unseen_labels(model: Model, frame: pd.DataFrame) -> dict[str, int]:
+    """The held-out rows left out because their label is unknown to the model, per label (`(missing)` for rows
+    without one); empty for regression."""
+    if model.labels is None:
+        return {}
+    target = frame[model.manifest["target"]]
+    missing = int(target.isna().sum())
+    return {**model.labels.unseen(target), **({"(missing)": missing} if missing else {})}
 
 
 @dataclass
@@ -93,6 +136,8 @@ class Evaluation:
     predictions: np.ndarray
     champion: dict[str, float] | None = None
     plots: dict[str, str] = field(default_factory=dict)
+    confusion: pd.DataFrame | None = None        # classifiers: actual (rows) by predicted (columns) label
+    unseen_labels: dict[str, int] = field(default_factory=dict)  # held-out rows left out, per unknown label
 
     @property
     def value(self) -> float:
@@ -101,11 +146,17 @@ class Evaluation:
 
 def slice_metrics(model: Model, frame: pd.DataFrame, predictions: np.ndarray, columns: list[str],
                   metric: str) -> pd.DataFrame:
-    """The metric per level of each named categorical column (levels with too few rows are skipped)."""
+    """The metric per level of each named categorical column (levels with too few rows are skipped), on the
+    rows the model can be judged on (`known`)."""
     y = encoded_target(model, frame)
+    keep = known(model, y)
+    everything = bool(keep.all())
+    y, predictions = (y, predictions) if everything else (y[keep], predictions[keep])
     rows = []
     for column in columns:
-        for level, index in frame.groupby(frame[column].astype(str), sort=True).indices.items():
+        levels = frame[column].astype(str)
+        levels = levels if everything else levels[keep]
+        for level, index in levels.groupby(levels, sort=True).indices.items():
             if len(index) < MIN_SLICE_ROWS:
                 continue
             values = task_metrics(model.task, y[index], predictions[index], model.classes)
@@ -160,96 +211,50 @@ def evaluate(model: Model, train: pd.DataFrame, test: pd.DataFrame, metric: str,
              explain: pd.DataFrame | None = None) -> Evaluation:
     """Everything the gates and the model card need, computed once on the held-out slice. Predictions scored
     elsewhere (on a cluster) may be given with `test` holding only the target and slice columns; `explain` is
-    then the held-out rows, or a sample of them, with their features, for TreeSHAP."""
+    then the held-out rows, or a sample of them, with their features, for TreeSHAP. Metrics, slices, the
+    baseline, the champion and the plots use the rows with a known label; sanity checks every prediction."""
     predictions = model.predict(test) if predictions is None else predictions
-    y_test = encoded_target(model, test)
-    y_train = encoded_target(model, train)
-    metrics = task_metrics(model.task, y_test, predictions, model.classes)
+    y_test, scored = held_out(model, test, predictions)
     columns = list(dict.fromkeys([*slices, *([fairness_group] if fairness_group else [])]))
     slice_table = slice_metrics(model, test, predictions, columns, metric)
-    champion_metrics = None
-    if champion is not None:
-        if champion_predictions is None:
-            champion_predictions = champion.predict(test)
-        champion_metrics = task_metrics(champion.task, encoded_target(champion, test), champion_predictions,
-                                        champion.classes)
     importance = attributions(model, test if explain is None else explain)
     importance.attrs["of_rows"] = len(test)
     evaluation = Evaluation(
-        metric=metric, metrics=metrics,
-        baseline=baseline_metrics(model.task, y_train, y_test, len(model.classes)),
+        metric=metric, metrics=task_metrics(model.task, y_test, scored, model.classes),
+        baseline=baseline_metrics(model.task, encoded_target(model, train), y_test, len(model.classes)),
         slices=slice_table,
         fairness=fairness_gap(slice_table, fairness_group, metric) if fairness_group else None,
-        attributions=importance, sanity=sanity(model.task, predictions),
-        predictions=predictions, champion=champion_metrics)
+        attributions=importance, sanity=sanity(model.task, predictions), predictions=predictions,
+        champion=_champion_metrics(model, champion, test, champion_predictions),
+        confusion=confusion_matrix(model.labels, y_test, scored) if model.labels else None,
+        unseen_labels=unseen_labels(model, test) if len(y_test) < len(test) else {})
     if plots:
-        evaluation.plots = make_plots(model, y_test, predictions, evaluation.attributions)
+        evaluation.plots = make_plots(model, y_test, scored, evaluation.attributions)
     return evaluation
 
 
-CURVE_POINTS = 400  # ROC and precision-recall curves are drawn through at most this many of their points
+def _champion_metrics(model: Model, champion: Model | None, test: pd.DataFrame,
+                      predictions: np.ndarray | None) -> dict[str, float] | None:
+    """The champion on the candidate's rows: those whose label both models know, so that the gate compares
+    the two on the same rows."""
+    if champion is None:
+        return None
+    predictions = champion.predict(test) if predictions is None else predictions
+    y = encoded_target(champion, test)
+    keep = known(champion, y) & known(model, encoded_target(model, test))
+    return task_metrics(champion.task, y[keep], predictions[keep], champion.classes)
 
 
 def make_plots(model: Model, y_true: np.ndarray, predictions: np.ndarray, importance: pd.Series) -> dict[str, str]:
-    """PNG plots as base64 strings: attributions, and ROC/PR/calibration or residuals. Rendered once, here: the
-    model card, the Dagster metadata and the MLflow run all use these bytes.
-
-    Drawn on bare `Figure`s (no pyplot state) with fixed margins instead of `tight_layout`, curves thinned to
-    `CURVE_POINTS` points and the residual scatter to `SCATTER_POINTS`: the same pictures in a fraction of the
-    time (a retrain renders them every time)."""
-    from matplotlib.figure import Figure
-
-    plots = {}
-    top = importance.head(15)[::-1]
-    width = max((len(str(name)) for name in top.index), default=10)
-    figure = Figure(figsize=(6, 4), dpi=80)
-    axis = figure.subplots()
-    figure.subplots_adjust(left=min(0.1 + 0.012 * width, 0.45), right=0.97, top=0.92, bottom=0.1)
-    axis.barh([str(name) for name in top.index], top.values, color="#4f46e5")
-    axis.set_title("Mean |SHAP contribution| on the holdout")
-    plots["feature_attributions"] = _png(figure)
+    """PNG plots as base64 strings: attributions; ROC/PR/calibration (binary) or residuals (regression); and a
+    classifier's confusion matrix. `y_true` and `predictions` are the rows with a known label (`held_out`).
+    Rendered once, here: the model card, the Dagster metadata and the MLflow run all use these bytes."""
+    plots = {"feature_attributions": evaluation_plots.attributions_plot(importance)}
     if model.task == "binary" and len(np.unique(y_true)) == 2:
-        figure = Figure(figsize=(13, 4), dpi=80)
-        axes = figure.subplots(1, 3)
-        figure.subplots_adjust(left=0.05, right=0.98, top=0.92, bottom=0.13, wspace=0.25)
-        fpr, tpr, _ = skm.roc_curve(y_true, predictions)
-        axes[0].plot(*_thin(fpr, tpr))
-        axes[0].plot([0, 1], [0, 1], "--", color="grey")
-        axes[0].set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
-        precision, recall, _ = skm.precision_recall_curve(y_true, predictions)
-        axes[1].plot(*_thin(recall, precision))
-        axes[1].set(title="Precision-recall", xlabel="recall", ylabel="precision")
-        bins = np.clip((predictions * 10).astype(int), 0, 9)
-        frame = pd.DataFrame({"bin": bins, "p": predictions, "y": y_true}).groupby("bin").mean()
-        axes[2].plot(frame["p"], frame["y"], "o-")
-        axes[2].plot([0, 1], [0, 1], "--", color="grey")
-        axes[2].set(title="Calibration", xlabel="mean predicted", ylabel="observed rate")
-        plots["curves"] = _png(figure)
+        plots["curves"] = evaluation_plots.curves_plot(y_true, predictions)
     elif model.task == "regression":
-        figure = Figure(figsize=(6, 4), dpi=80)
-        axis = figure.subplots()
-        figure.subplots_adjust(left=0.14, right=0.97, top=0.92, bottom=0.12)
-        shown = np.random.default_rng(0).permutation(len(predictions))[:SCATTER_POINTS]
-        axis.scatter(predictions[shown], (y_true - predictions)[shown], s=3, alpha=0.3)
-        axis.axhline(0, color="grey")
-        axis.set(title="Residuals" + (f" ({len(shown)} of {len(predictions)} rows)" if len(shown) < len(predictions)
-                                      else ""), xlabel="predicted", ylabel="actual - predicted")
-        plots["residuals"] = _png(figure)
+        plots["residuals"] = evaluation_plots.residuals_plot(y_true, predictions)
+    if model.labels is not None:
+        plots["confusion_matrix"] = evaluation_plots.confusion_plot(
+            confusion_matrix(model.labels, y_true, predictions))
     return plots
-
-
-SCATTER_POINTS = 5000  # the residual plot shows a fixed random sample of at most this many rows
-
-
-def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """At most CURVE_POINTS points of a curve, evenly spaced along it, first and last kept."""
-    if len(x) <= CURVE_POINTS:
-        return x, y
-    keep = np.unique(np.linspace(0, len(x) - 1, CURVE_POINTS).round().astype(int))
-    return x[keep], y[keep]
-
-
-def _png(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, pil_kwargs={"compress_level": 1})
-    return base64.b64encode(buffer.getvalue()).decode()

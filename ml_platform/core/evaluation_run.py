@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ml_platform.core.deploy import smoke_rows
 from ml_platform.core.drift import training_reference
-from ml_platform.core.evaluation import Evaluation, encoded_target, evaluate, make_plots
+from ml_platform.core.evaluation import Evaluation, evaluate, held_out, make_plots
 from ml_platform.core.gates import GateResult, run_gates
 from ml_platform.core.holdout import Holdout
 from ml_platform.core.mlflow_store import (CHAMPION, FEATURE_ATTRIBUTIONS, GATE_RESULTS, MODEL_CARD,
@@ -25,6 +25,8 @@ from ml_platform.core.model_card import model_card
 from ml_platform.core.registry import Registry
 from ml_platform.core.training_run import metric_of
 from ml_platform.spec import ModelSpec
+
+CONFUSION_MATRIX = "confusion_matrix.csv"  # a classifier's run artifact: actual (rows) by predicted (columns)
 
 
 @dataclass
@@ -56,7 +58,8 @@ def evaluate_version(spec: ModelSpec, version: str, training_set, registry: Regi
     """Evaluate a registered `version` on the training set's test days against the current champion. The plots
     are rendered once, here; the model card, the Dagster metadata and the MLflow run reuse the same PNGs.
     A training set stored by the Dask engine (`StoredPartitions`) is scored on the workers of the current
-    Dask client (`dask_scoring.holdout_on_dask`)."""
+    Dask client (`dask_scoring.holdout_on_dask`). Held-out rows whose label the candidate never saw in training
+    are left out of the metrics and plots and counted (`Evaluation.unseen_labels`)."""
     from ml_platform.core.dask_frames import StoredPartitions
 
     timings: dict[str, float] = {}
@@ -81,7 +84,7 @@ def evaluate_version(spec: ModelSpec, version: str, training_set, registry: Regi
     timings["shap"] = result.attributions.attrs.get("seconds", 0.0)
     timings["scoring_slices"] = time.perf_counter() - started - timings["shap"]
     started = time.perf_counter()
-    result.plots = make_plots(candidate, encoded_target(candidate, holdout.test), result.predictions,
+    result.plots = make_plots(candidate, *held_out(candidate, holdout.test, result.predictions),
                               result.attributions)
     timings["plots"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -110,7 +113,8 @@ def log_evaluation(record: EvaluationRecord, candidate: Model) -> None:
     metrics = {**{f"test_{k}": v for k, v in result.metrics.items()},
                **{f"baseline_{k}": v for k, v in result.baseline.items()},
                **{f"champion_{k}": v for k, v in (result.champion or {}).items()},
-               **({"fairness_gap": result.fairness["gap"]} if result.fairness else {})}
+               **({"fairness_gap": result.fairness["gap"]} if result.fairness else {}),
+               **({"unseen_label_rows": sum(result.unseen_labels.values())} if result.unseen_labels else {})}
     tags = {**{f"gate.{g.name}": "passed" if g.passed else "failed" for g in record.gates},
             **({"shap_rows": f"{shap['rows']} of {shap['of_rows']} holdout rows (cap {shap['cap']})"}
                if "rows" in shap else {})}
@@ -119,6 +123,8 @@ def log_evaluation(record: EvaluationRecord, candidate: Model) -> None:
         root = Path(scratch)
         (root / MODEL_CARD).write_text(record.card, encoding="utf-8")
         (root / SLICES).write_text(result.slices.to_csv(index=False), encoding="utf-8")
+        if result.confusion is not None:
+            (root / CONFUSION_MATRIX).write_text(result.confusion.to_csv(), encoding="utf-8")
         for name, document in documents.items():
             (root / name).write_text(json.dumps(document, indent=2), encoding="utf-8")
         for plot, png in result.plots.items():

@@ -46,10 +46,42 @@ def _shap_sample(attrs: dict) -> list[str]:
             f"(sample cap {attrs['cap']}).", ""]
 
 
+def _classes(task: str, confusion: pd.DataFrame | None, most: int = 20) -> str:
+    """The Task line's classes, in the model's code order; binary says which one the probability is for."""
+    if confusion is None:
+        return ""
+    names = [str(name) for name in confusion.columns]
+    if task == "binary":
+        return f" · **Classes.** {names[0]} / {names[1]} (positive)"
+    more = f", … ({len(names)} in all)" if len(names) > most else ""
+    return f" · **Classes.** {', '.join(names[:most])}{more}"
+
+
+def _unseen(unseen: dict[str, int], most: int = 10) -> list[str]:
+    """Held-out rows the metrics leave out: their label was never seen in training, so no prediction can
+    match it; the reader learns how many, and which labels, instead of a silently smaller test set."""
+    if not unseen:
+        return []
+    shown = ", ".join(f"{label}: {count}" for label, count in list(unseen.items())[:most])
+    more = f", … ({len(unseen)} labels)" if len(unseen) > most else ""
+    return [f"{sum(unseen.values())} held-out rows carry a label never seen in training ({shown}{more}): left "
+            "out of the metrics.", ""]
+
+
+def _confusion(confusion: pd.DataFrame | None) -> list[str]:
+    """A classifier's confusion matrix: every class, counts of actual (rows) by predicted (columns) label."""
+    if confusion is None:
+        return []
+    return ["## Confusion matrix (held-out slice)", markdown_table(confusion.reset_index()), "",
+            "Rows: the actual label; columns: the predicted one (binary: probability at least 0.5; multiclass: "
+            "the most probable class).", ""]
+
+
 def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gates: list[GateResult],
                data: dict, plots: bool = True) -> str:
-    """Purpose, owner, data window and versions, metrics against baseline and champion, slices, fairness,
-    attributions, gates and known limits. Length: the card's sections in reading order, one block each."""
+    """Purpose, owner, data window and versions, metrics against baseline and champion, a classifier's
+    confusion matrix, slices, fairness, attributions, gates and known limits. Length: the card's sections in
+    reading order, one block each."""
     metrics = pd.DataFrame([{"metric": k, "model": v, "baseline": evaluation.baseline.get(k),
                              "champion": (evaluation.champion or {}).get(k)} for k, v in evaluation.metrics.items()])
     top = evaluation.attributions.head(10).rename("mean abs SHAP").reset_index().rename(columns={"index": "feature"})
@@ -62,7 +94,8 @@ def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gat
         f"**Purpose.** {spec.description}",
         "",
         f"**Owner.** {spec.owner} · **Task.** {spec.task} · **Target.** `{spec.target.name}` = "
-        f"`{spec.target.expression or spec.target.column}` · **Spec digest.** `{spec.digest}`",
+        f"`{spec.target.expression or spec.target.column}`{_classes(spec.task, evaluation.confusion)} · "
+        f"**Spec digest.** `{spec.digest}`",
         "",
         "## Data",
         f"Training window {data.get('window', '?')}; split by time: "
@@ -76,6 +109,8 @@ def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gat
         "## Metrics on the held-out slice",
         markdown_table(metrics),
         "",
+        *_unseen(evaluation.unseen_labels),
+        *_confusion(evaluation.confusion),
         f"## Slices ({evaluation.metric})",
         markdown_table(evaluation.slices),
         "",

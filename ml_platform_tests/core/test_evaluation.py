@@ -1,15 +1,20 @@
-"""Evaluation: task metrics against scikit-learn, a naive baseline, slices, fairness, sanity, and a real model."""
+"""Evaluation: task metrics against scikit-learn, a naive baseline, slices, fairness, sanity, a real model, and a
+classifier on text labels (confusion matrix, held-out labels never seen in training)."""
 
 from __future__ import annotations
 
 import base64
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn import metrics as skm
 
 from ml_platform.core import evaluation as ev
+from ml_platform.core import evaluation_plots
+from ml_platform.core.model import FeatureEncoder, Model
+from ml_platform_tests.core.text_classifier import CLASSES, TARGET, text_multiclass
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -171,7 +176,7 @@ def test_attributions_cover_every_feature_sorted_descending(evaluation, spec):
 
 
 def test_plots_are_base64_png(evaluation):
-    assert set(evaluation.plots) == {"feature_attributions", "curves"}
+    assert set(evaluation.plots) == {"feature_attributions", "curves", "confusion_matrix"}
     for name, text in evaluation.plots.items():
         assert isinstance(text, str), name
         data = base64.b64decode(text, validate=True)
@@ -216,3 +221,97 @@ def test_evaluate_gives_the_same_numbers_for_categoricals_and_text(model, split)
     assert categorical.fairness == text.fairness and categorical.fairness["levels"] == 3
     pd.testing.assert_series_equal(categorical.attributions, text.attributions, check_exact=True)
     assert categorical.sanity == text.sanity
+
+
+# --- confusion matrix, and held-out labels a classifier never saw ------------------------------------------
+
+def _png_size(text: str) -> tuple[int, int]:
+    data = base64.b64decode(text, validate=True)
+    assert data.startswith(PNG_MAGIC)
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.fixture(scope="module")
+def text_labels():
+    """A text-label multiclass model, its rows, and its evaluation on held-out rows with unseen and missing
+    labels."""
+    model, train, test = text_multiclass()
+    test["group"] = np.where(np.arange(len(test)) % 2, "odd", "even")
+    return model, train, test, ev.evaluate(model, train, test, "macro_f1", ["group"], "group", champion=model)
+
+
+def test_a_binary_confusion_matrix_counts_predictions_at_one_half(evaluation, model, split):
+    y = split.test["delayed"].to_numpy()
+    expected = skm.confusion_matrix(y, model.predict(split.test) >= 0.5, labels=[0, 1])
+    assert np.array_equal(evaluation.confusion.to_numpy(), expected)
+    assert list(evaluation.confusion.index) == list(evaluation.confusion.columns) == ["0", "1"]
+    assert evaluation.confusion.index.name == "actual" and evaluation.unseen_labels == {}
+    accuracy = np.trace(expected) / expected.sum()
+    assert evaluation.metrics["accuracy"] == pytest.approx(accuracy)
+
+
+def test_a_multiclass_confusion_matrix_equals_scikit_learn_on_the_class_names(text_labels):
+    model, _, test, result = text_labels
+    known = test[test[TARGET].isin(CLASSES)]
+    predicted = np.array(CLASSES, dtype=object)[model.predict(known).argmax(axis=1)]
+    expected = skm.confusion_matrix(known[TARGET].to_numpy(), predicted, labels=CLASSES)
+    assert list(result.confusion.index) == list(result.confusion.columns) == CLASSES
+    assert np.array_equal(result.confusion.to_numpy(), expected)
+    assert result.confusion.to_numpy().sum() == len(test) - 10
+    assert result.metrics["accuracy"] == pytest.approx(np.trace(expected) / expected.sum())
+
+
+def test_held_out_labels_never_seen_in_training_are_counted_and_left_out(text_labels):
+    model, train, test, result = text_labels
+    assert result.unseen_labels == {"huge": 7, "(missing)": 3}
+    known = test[test[TARGET].isin(CLASSES)].reset_index(drop=True)
+    clean = ev.evaluate(model, train, known, "macro_f1", ["group"], "group", plots=False)
+    assert result.metrics == clean.metrics and result.baseline == clean.baseline
+    assert np.isfinite(result.metrics["log_loss"]) and result.metrics["macro_f1"] > result.baseline["macro_f1"]
+    pd.testing.assert_frame_equal(result.slices, clean.slices)
+    assert result.slices["rows"].sum() == len(test) - 10 and result.fairness == clean.fairness
+    assert result.champion == result.metrics  # the champion is judged on the same rows
+    assert len(result.predictions) == len(test) and result.sanity["passed"]
+    assert clean.unseen_labels == {}
+    assert ev.score(model, test, "accuracy") == pytest.approx(clean.metrics["accuracy"])
+
+
+def test_the_baseline_leaves_out_unknown_labels():
+    with_unknown = ev.baseline_metrics("multiclass", np.array([0, 1, 1, 2, -1]), np.array([1, -1, 2, 0]), 3)
+    assert with_unknown == ev.baseline_metrics("multiclass", np.array([0, 1, 1, 2]), np.array([1, 2, 0]), 3)
+    binary = ev.baseline_metrics("binary", np.array([0, 0, 1, -1]), np.array([0, 1, -1]))
+    assert binary == ev.baseline_metrics("binary", np.array([0, 0, 1]), np.array([0, 1]))
+    regression = ev.baseline_metrics("regression", np.array([-1.0, 3.0]), np.array([-1.0, 1.0]))
+    assert regression["rmse"] == pytest.approx(np.sqrt(2))  # -1 is a value, not a missing label
+
+
+def test_a_multiclass_model_draws_its_confusion_matrix(text_labels):
+    assert set(text_labels[3].plots) == {"feature_attributions", "confusion_matrix"}
+    width, height = _png_size(text_labels[3].plots["confusion_matrix"])
+    assert width > 100 and height > 100
+
+
+def test_the_confusion_plot_draws_the_most_frequent_classes_only():
+    names = [f"class_{i:02d}" for i in range(25)]
+    counts = np.diag(np.arange(1, 26))
+    counts[0, 1] = 100  # class_00 is frequent through its errors
+    table = pd.DataFrame(counts, index=pd.Index(names, name="actual"), columns=pd.Index(names, name="predicted"))
+    drawn = evaluation_plots._most_frequent(table, evaluation_plots.CONFUSION_CLASSES)
+    assert list(drawn.index) == list(drawn.columns) == [names[0], *names[6:]]
+    assert _png_size(evaluation_plots.confusion_plot(table))[0] > 100
+
+
+def test_a_regression_has_no_confusion_matrix_and_keeps_every_row():
+    _, train, test = text_multiclass(unseen=0, missing=0)
+    for rows in (train, test):
+        rows["value"] = rows["speed"].round() - 1  # -1 is a value here, not an unknown label
+    assert (test["value"] == -1).sum() > 0
+    encoder = FeatureEncoder.fit(train, ["size"], [])
+    booster = lgb.train({"objective": "regression", "verbose": -1, "seed": 0, "num_leaves": 7},
+                        lgb.Dataset(encoder.transform(train), train["value"], feature_name=encoder.names),
+                        num_boost_round=10)
+    model = Model(booster, encoder, {"task": "regression", "target": "value"})
+    result = ev.evaluate(model, train, test, "rmse", [], None)
+    assert result.confusion is None and result.unseen_labels == {}
+    assert set(result.plots) == {"feature_attributions", "residuals"}
+    assert result.metrics == ev.task_metrics("regression", test["value"].to_numpy(), model.predict(test))

@@ -7,7 +7,7 @@ import json
 
 import mlflow
 
-from ml_platform.core.evaluation_run import evaluate_version, log_evaluation
+from ml_platform.core.evaluation_run import CONFUSION_MATRIX, evaluate_version, log_evaluation
 from ml_platform.core.mlflow_store import GATE_RESULTS, MODEL_CARD, MODEL_FILES, REFERENCE_PROFILE, SMOKE_ROWS
 from ml_platform.core.registry import Registry
 
@@ -23,7 +23,9 @@ def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, 
     with mlflow.start_run(run_id=run_id):
         log_evaluation(record, candidate)
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {MODEL_FILES, SMOKE_ROWS, REFERENCE_PROFILE, GATE_RESULTS, MODEL_CARD, "plots"} <= artifacts
+    assert {MODEL_FILES, SMOKE_ROWS, REFERENCE_PROFILE, GATE_RESULTS, MODEL_CARD, CONFUSION_MATRIX,
+            "plots"} <= artifacts
+    assert "confusion_matrix" in record.result.plots and "## Confusion matrix (held-out slice)" in record.card
     assert client.get_run(run_id).data.tags["gate.metric_floor"] == "passed"
     row = record.row({"version": version})
     assert row["all_gates_passed"] and [g["name"] for g in json.loads(row["gates"])][0] == "metric_floor"

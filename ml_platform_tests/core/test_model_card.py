@@ -11,6 +11,7 @@ from ml_platform_tests.markdown_tables import markdown_tables
 from ml_platform.core import evaluation as ev
 from ml_platform.core.gates import GATE_NAMES, GateResult, run_gates
 from ml_platform.core.model_card import model_card
+from ml_platform_tests.core.text_classifier import text_multiclass
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,8 @@ def test_the_card_names_model_owner_and_purpose(card, spec):
     assert card.startswith("# Model card: flight_delay v3\n")
     assert f"**Purpose.** {spec.description}" in card
     assert "ml-platform@example.com" in card and spec.owner in card
-    assert "`delayed` = `arr_delay > 15`" in card and spec.digest in card
+    assert "`delayed` = `arr_delay > 15` · **Classes.** 0 / 1 (positive) · **Spec digest.**" in card
+    assert spec.digest in card
 
 
 def test_the_card_describes_the_data(card):
@@ -95,7 +97,8 @@ def test_the_card_has_attributions_gates_and_limits(card, reviewed):
 
 def test_the_card_embeds_the_plots_as_png(card, reviewed):
     embedded = re.findall(r"!\[(\w+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", card)
-    assert {name for name, _ in embedded} == set(reviewed[0].plots) == {"feature_attributions", "curves"}
+    assert {name for name, _ in embedded} == set(reviewed[0].plots) == {"feature_attributions", "curves",
+                                                                         "confusion_matrix"}
     for _, data in embedded:
         assert base64.b64decode(data, validate=True).startswith(b"\x89PNG\r\n\x1a\n")
 
@@ -137,11 +140,14 @@ def _assert_tables_intact(card: str, expected: int) -> list[list[list[str]]]:
 
 
 def test_every_table_of_the_card_renders_as_a_table(card, reviewed):
-    """Metrics, slices, attributions and gates: four tables, the rendered headers and values as computed."""
+    """Metrics, confusion matrix, slices, attributions and gates: five tables, the rendered headers and values
+    as computed."""
     evaluation, gates, _ = reviewed
-    metrics, slices, drivers, gate_table = _assert_tables_intact(card, 4)
+    metrics, confusion, slices, drivers, gate_table = _assert_tables_intact(card, 5)
     assert metrics[0] == ["metric", "model", "baseline", "champion"]
     assert [row[0] for row in metrics[1:]] == list(evaluation.metrics)
+    assert confusion == [["actual", "0", "1"], *[[name, *map(str, row)] for name, row in
+                                                  zip(["0", "1"], evaluation.confusion.to_numpy().tolist())]]
     assert slices[0] == list(evaluation.slices.columns) and len(slices) == len(evaluation.slices) + 1
     assert drivers[0] == ["feature", "mean abs SHAP"]
     assert [row[0] for row in drivers[1:]] == list(evaluation.attributions.index[:10])
@@ -159,7 +165,7 @@ def test_pipes_backslashes_and_line_breaks_in_values_cannot_break_a_table(spec, 
     odd_gates = [GateResult(g.name, g.passed, f"{g.detail} | a\\b|\nnext line") for g in gates]
     odd = ev.Evaluation(**{**evaluation.__dict__, "attributions": attributions, "slices": slices})
     card = model_card(spec, "3", odd, odd_gates, data, plots=False)
-    _, rendered_slices, drivers, gate_table = _assert_tables_intact(card, 4)
+    _, _, rendered_slices, drivers, gate_table = _assert_tables_intact(card, 5)
     assert drivers[1][0] == "dep|hour\\"
     assert rendered_slices[1][1] == "A|B \\|C"
     assert [row[2] for row in gate_table[1:]] == [f"{g.detail} | a\\b| next line" for g in gates]
@@ -170,3 +176,37 @@ def test_the_card_says_on_how_many_rows_shap_ran(card, reviewed):
     assert attrs["rows"] <= attrs["cap"] and attrs["rows"] <= attrs["of_rows"]
     assert (f"on {attrs['rows']} of {attrs['of_rows']} holdout rows (sample cap {attrs['cap']})"
             in _section(card, "What drives predictions (TreeSHAP)"))
+
+
+def test_a_binary_card_has_its_confusion_matrix_and_no_unseen_labels(card, reviewed):
+    section = _section(card, "Confusion matrix (held-out slice)")
+    assert "Rows: the actual label; columns: the predicted one" in section
+    assert card.index("## Metrics on the held-out slice") < card.index("## Confusion matrix") < card.index(
+        "## Slices")
+    assert "never seen in training (" not in card
+
+
+@pytest.fixture(scope="module")
+def multiclass_card(spec) -> tuple[ev.Evaluation, str]:
+    """The card of a text-label multiclass model whose held-out rows hold a label it never saw, and none."""
+    model, train, test = text_multiclass()
+    evaluation = ev.evaluate(model, train, test, "macro_f1", [], None)
+    multiclass = spec.model_copy(update={"task": "multiclass"})
+    return evaluation, model_card(multiclass, "1", evaluation, run_gates(evaluation, spec.gates), {})
+
+
+def test_a_multiclass_card_shows_its_classes_and_confusion_matrix(multiclass_card):
+    evaluation, card = multiclass_card
+    assert "· **Classes.** low, mid, high ·" in card
+    confusion = markdown_tables(_section(card, "Confusion matrix (held-out slice)"))
+    assert len(confusion) == 1 and confusion[0][0] == ["actual", "low", "mid", "high"]
+    assert [row[0] for row in confusion[0][1:]] == ["low", "mid", "high"]
+    assert [list(map(int, row[1:])) for row in confusion[0][1:]] == evaluation.confusion.to_numpy().tolist()
+    embedded = dict(re.findall(r"!\[(\w+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", card))
+    assert set(embedded) == {"feature_attributions", "confusion_matrix"}
+
+
+def test_a_card_says_how_many_held_out_rows_carry_an_unseen_label(multiclass_card):
+    metrics = _section(multiclass_card[1], "Metrics on the held-out slice")
+    assert ("10 held-out rows carry a label never seen in training (huge: 7, (missing): 3): left out of the "
+            "metrics.") in metrics

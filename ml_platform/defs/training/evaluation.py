@@ -71,6 +71,8 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
 
 
 def _metadata(record: EvaluationRecord) -> dict:
+    """What the asset's page shows at a glance: the metrics, the card, slices, a classifier's confusion matrix
+    and the held-out rows left out for a label never seen in training."""
     result, metric = record.result, record.result.metric
     shap = result.attributions.attrs
     return {metric: result.value, **{f"test_{k}": v for k, v in result.metrics.items()},
@@ -78,6 +80,9 @@ def _metadata(record: EvaluationRecord) -> dict:
             **({f"champion_{metric}": result.champion[metric]} if result.champion else {}),
             "version": record.version, "model_card": dg.MetadataValue.md(record.card),
             "slices": md_table(result.slices),
+            **({"confusion_matrix": md_table(result.confusion.reset_index())} if result.confusion is not None
+               else {}),
+            **({"unseen_labels": dg.MetadataValue.json(result.unseen_labels)} if result.unseen_labels else {}),
             "feature_attributions": dg.MetadataValue.json(
                 {k: round(float(v), 6) for k, v in result.attributions.head(20).items()}),
             **({"shap_rows": dg.MetadataValue.text(f"{shap['rows']} of {shap['of_rows']} holdout rows "
