@@ -28,6 +28,7 @@ import pandas as pd
 from ml_platform.core.dask_cluster import ClusterError, explain_lost_workers, worker_memory
 from ml_platform.core.dask_frames import StoredPartitions, per_partition
 from ml_platform.core.data_versions import content_hash, versions_by_day, versions_by_partition
+from ml_platform.core.labels import UNKNOWN, Labels, is_text
 from ml_platform.core.model import FeatureEncoder, Model
 from ml_platform.core.evaluation import encoded_target, task_metrics
 from ml_platform.core.training import (TrainingError, TrainingResult, classes_of, early_stopping_round,
@@ -71,7 +72,8 @@ def _with_split(part: pd.DataFrame, timestamp: str, key: str | None, valid_start
 def split_summary(frame, spec: ModelSpec) -> dict[str, dict]:
     """`Split.summary` of a Dask training set: rows, first and last day, target balance per split."""
     merged: dict[str, dict] = {}
-    for part in per_partition(frame, _split_stats, spec.timestamp, spec.target.name, spec.task):
+    for part in per_partition(frame, _split_stats, spec.timestamp, spec.target.name, spec.task,
+                              spec.target.positive):
         for split, stats in part.items():
             into = merged.setdefault(split, {"rows": 0, "first": None, "last": None, "sum": 0.0, "classes": {}})
             into["rows"] += stats["rows"]
@@ -99,11 +101,14 @@ def _day(stamp) -> str | None:
     return str(pd.Timestamp(stamp).date()) if stamp is not None else None
 
 
-def _split_stats(part: pd.DataFrame, timestamp: str, target: str, task: str) -> dict:
+def _split_stats(part: pd.DataFrame, timestamp: str, target: str, task: str, positive: Any = None) -> dict:
     out = {}
     for split, rows in part.groupby(SPLIT, sort=False):
+        values = rows[target]
+        if task == "binary" and positive is not None and is_text(values):
+            values = values == positive  # text labels: the positive rate is the share of the positive class
         out[split] = {"rows": len(rows), "first": rows[timestamp].min(), "last": rows[timestamp].max(),
-                      "sum": float(rows[target].sum()) if task != "multiclass" else 0.0,
+                      "sum": float(values.sum()) if task != "multiclass" else 0.0,
                       "classes": rows[target].value_counts().to_dict() if task == "multiclass" else {}}
     return out
 
@@ -177,9 +182,12 @@ def _round_sums(part: pd.DataFrame, booster, encoder: FeatureEncoder, target: st
     """Per-round sums of one partition's validation rows: the raw score grows by one round's trees at a time."""
     if not len(part):
         return {}
+    y = _codes(part[target], classes)
+    if classes is not None:  # a label outside the classes is not trained on, nor validated on
+        part, y = part[y != UNKNOWN], y[y != UNKNOWN]
+        if not len(part):
+            return {}
     matrix = encoder.transform(part)
-    y = (part[target] if classes is None else part[target].map({c: i for i, c in enumerate(classes)})
-         ).to_numpy(dtype=np.float64)
     rounds = booster.current_iteration()
     raw = 0.0
     out: dict[str, Any] = {"rows": len(part), "logloss": np.zeros(rounds), "errors": np.zeros(rounds),
@@ -205,6 +213,13 @@ def _round_sums(part: pd.DataFrame, booster, encoder: FeatureEncoder, target: st
     return out
 
 
+def _codes(values: pd.Series, classes: list | None) -> np.ndarray:
+    """The target as LightGBM labels: class codes (-1 outside the classes), or the value for regression."""
+    if classes is None:
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return Labels("multiclass", tuple(classes)).encode(values)  # the codes do not depend on the task
+
+
 def _binned_auc(positive: np.ndarray, negative: np.ndarray) -> float:
     """The ROC AUC from score histograms of the positives and negatives (ties within a bin count a half)."""
     pairs = positive.sum() * negative.sum()
@@ -221,8 +236,10 @@ def _metrics_of(rows, model: Model, spec: ModelSpec) -> dict[str, float]:
     if scored is None:
         return {}
     scores = scored.drop(columns=LABEL).to_numpy()
-    return task_metrics(spec.task, encoded_target(model, scored.rename(columns={LABEL: spec.target.name})),
-                        scores[:, 0] if scores.shape[1] == 1 else scores, model.classes)
+    y = encoded_target(model, scored.rename(columns={LABEL: spec.target.name}))
+    known = y != UNKNOWN if model.labels is not None else np.ones(len(y), dtype=bool)
+    scores = scores[:, 0] if scores.shape[1] == 1 else scores
+    return task_metrics(spec.task, y[known], scores[known], model.classes)
 
 
 def _scored_labels(part: pd.DataFrame, model: Model, target: str) -> pd.DataFrame:
@@ -265,9 +282,11 @@ def _threads(client) -> int:
 
 def _encoded(part: pd.DataFrame, encoder: FeatureEncoder, target: str, classes: list | None) -> pd.DataFrame:
     """A partition as LightGBM's float matrix plus the label (class index, or the value for regression)."""
+    labels = _codes(part[target], classes)
+    if classes is not None:  # as the local engine: a label outside the classes is not trained on
+        part, labels = part[labels != UNKNOWN], labels[labels != UNKNOWN]
     frame = pd.DataFrame(encoder.transform(part), columns=encoder.names)
-    labels = part[target] if classes is None else part[target].map({c: i for i, c in enumerate(classes)})
-    return frame.assign(**{LABEL: labels.to_numpy(dtype=np.float64, na_value=np.nan)})
+    return frame.assign(**{LABEL: labels})
 
 
 def _fit(client, spec: ModelSpec, params: dict, rounds: int, rows, encoder: FeatureEncoder, classes) -> Any:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ml_platform.core.labels import as_labels, is_text
 from ml_platform.spec import ModelSpec
 
 
@@ -81,12 +82,62 @@ def _target(raw: pd.DataFrame, spec: ModelSpec) -> tuple[pd.Series, pd.Series]:
     else:
         values = raw.eval(spec.target.expression)
     if spec.task == "binary":
-        values = values.astype("float64") if values.dtype != bool else values.astype("int64")
-        values = values.where(known).fillna(0).astype("int64")
-    elif spec.task == "regression":
+        values = _binary_target(values, known, spec)
+    elif spec.task == "multiclass":
+        if values.dtype == bool:
+            raise FeatureError(f"{spec.path or spec.name}: {_target_field(spec)}: task 'multiclass' needs counts or "
+                               "labels, but the target yields booleans (True/False: at most two classes); in pandas "
+                               "`+` of two comparisons is a logical OR, not a count. Count with `* 1`, e.g. "
+                               "`(arr_delay > 15) * 1 + (arr_delay > 60) * 1`, or use task: binary")
+        values = as_labels(values)
+    else:
         values = pd.to_numeric(values, errors="coerce").astype("float64")
         known &= values.notna()
     return values, known
+
+
+def _target_field(spec: ModelSpec) -> str:
+    return "target.column" if spec.target.column else "target.expression"
+
+
+def _binary_target(values: pd.Series, known: pd.Series, spec: ModelSpec) -> pd.Series:
+    """A binary target as its labels: text kept as `str` (the spec names the positive class), numbers and
+    booleans as integers (1 or True is the positive class unless the spec says otherwise)."""
+    where = f"{spec.path or spec.name}"
+    text = is_text(values)
+    values = as_labels(values) if text else values
+    distinct = pd.unique(values[known].dropna())
+    if len(distinct) > 2:
+        shown = ", ".join(repr(v) for v in sorted(map(str, distinct))[:5])
+        raise FeatureError(f"{where}: task: 'binary' but {_target_field(spec)} {spec.target.name!r} has "
+                           f"{len(distinct)} values ({shown}…); use task: multiclass")
+    if not text:
+        values = values.astype("float64") if values.dtype != bool else values.astype("int64")
+        return values.where(known).fillna(0).astype("int64")
+    positive = spec.target.positive
+    found = ", ".join(repr(v) for v in sorted(map(str, distinct)))
+    if positive is None or isinstance(positive, bool):
+        hint = ("required when the target is text" if positive is None else
+                f"{positive!r} is a boolean but the target is text: quote it (YAML reads unquoted yes/no/on/off as "
+                "booleans)")
+        raise FeatureError(f"{where}: target.positive: {hint} (found {found}); name the class whose probability "
+                           f"the model answers, e.g. positive: \"{sorted(map(str, distinct))[-1] if len(distinct) else 'yes'}\"")
+    if len(distinct) == 2 and positive not in set(distinct):
+        raise FeatureError(f"{where}: target.positive: {positive!r} is not a value of {spec.target.name!r} "
+                           f"(found {found})")
+    return values
+
+
+def target_summary(values: pd.Series, task: str, positive=None) -> dict:
+    """What the target looks like: the positive rate (binary), the class counts (multiclass), the mean."""
+    if task == "binary":
+        if len(values) == 0:
+            return {"positive_rate": 0.0}
+        hits = values == positive if positive is not None and is_text(values) else values
+        return {"positive_rate": round(float(hits.mean()), 4)}
+    if task == "multiclass":
+        return {"classes": {str(k): int(v) for k, v in values.value_counts().sort_index().items()}}
+    return {"target_mean": round(float(values.mean()), 4) if len(values) else 0.0}
 
 
 def as_category(values: pd.Series) -> pd.Series:

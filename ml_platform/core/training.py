@@ -17,6 +17,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from ml_platform.core.labels import UNKNOWN, LabelError, Labels, is_text
 from ml_platform.core.model import FeatureEncoder, Model
 from ml_platform.spec import ModelSpec
 
@@ -40,14 +41,17 @@ class Split:
     valid: pd.DataFrame
     test: pd.DataFrame
 
-    def summary(self, timestamp: str, target: str, task: str) -> dict[str, dict]:
+    def summary(self, timestamp: str, target: str, task: str, positive: Any = None) -> dict[str, dict]:
+        """Rows and days per split, and the target: the positive rate (binary; the share of `positive` when
+        the labels are text), the mean (regression) or the class counts (multiclass)."""
         out = {}
         for name, part in (("train", self.train), ("valid", self.valid), ("test", self.test)):
             stamps = part[timestamp]
             info: dict[str, Any] = {"rows": len(part), "first_day": str(stamps.min().date()) if len(part) else None,
                                     "last_day": str(stamps.max().date()) if len(part) else None}
             if task == "binary":
-                info["positive_rate"] = round(float(part[target].mean()), 4) if len(part) else None
+                hits = part[target] == positive if positive is not None and is_text(part[target]) else part[target]
+                info["positive_rate"] = round(float(hits.mean()), 4) if len(part) else None
             elif task == "regression":
                 info["target_mean"] = round(float(part[target].mean()), 4) if len(part) else None
             else:
@@ -92,34 +96,45 @@ class TrainingResult:
 
 
 def _labels(spec: ModelSpec, split: Split, refit: bool) -> tuple[list | None, dict[str, np.ndarray]]:
-    """The target of each split as LightGBM labels, and the classes (of the rows the final model trains on:
-    the training rows, plus the validation rows when it is refitted on them)."""
+    """The target of each split as LightGBM labels (codes; -1 for a label outside the classes), and the classes
+    (of the rows the final model trains on: the training rows, plus the validation rows when it is refitted on
+    them, in the order `target.classes` gives)."""
     target = spec.target.name
     if spec.task == "regression":
         return None, {k: getattr(split, k)[target].to_numpy(dtype=np.float64) for k in ("train", "valid", "test")}
-    classes = classes_of(spec, split.train[target].dropna().unique().tolist(),
-                         split.valid[target].dropna().unique().tolist() if refit else [])
-    index = {c: i for i, c in enumerate(classes)}
-    encoded = {}
-    for k in ("train", "valid", "test"):
-        values = getattr(split, k)[target].map(index)
-        encoded[k] = values.to_numpy(dtype=np.float64, na_value=-1)
-    return classes, encoded
+    classes = classes_of(spec, split.train[target], split.valid[target] if refit else [])
+    labels = Labels(spec.task, tuple(classes))
+    return classes, {k: labels.encode(getattr(split, k)[target]) for k in ("train", "valid", "test")}
 
 
-def classes_of(spec: ModelSpec, train: list, valid: list) -> list:
+def classes_of(spec: ModelSpec, train, valid) -> list:
     """A classifier's classes: those of the training rows (a classifier needs two), plus those of `valid`
-    (the validation rows, when the final model is refitted on them); binary allows two."""
-    classes = sorted(set(train))
-    if len(classes) < 2:
-        raise TrainingError(f"{spec.path or spec.name}: target: the training rows hold a single class "
-                            f"({classes[0] if classes else 'none'}) of {spec.target.name!r}; a classifier needs "
-                            "two or more (widen training.window_days or check target)")
-    classes = sorted({*classes, *valid})
-    if spec.task == "binary" and len(classes) > 2:
-        raise TrainingError(f"{spec.path or spec.name}: task: 'binary' but the target has {len(classes)} "
-                            f"classes {classes[:5]}; use task: multiclass")
-    return classes
+    (the validation rows, when the final model is refitted on them), or `target.classes` as declared; binary
+    allows two, `(negative, positive)`."""
+    try:
+        labels = Labels.fit(spec.task, train, valid, declared=spec.target.classes, positive=spec.target.positive,
+                            target=spec.target.name)
+    except LabelError as error:
+        raise TrainingError(f"{spec.path or spec.name}: {error}") from None
+    return list(labels.classes)
+
+
+def _labelled(split: Split, labels: dict[str, np.ndarray]) -> tuple[Split, dict[str, np.ndarray], dict[str, int]]:
+    """The training and validation rows whose label is one of the classes (a class first seen in the validation
+    days of a model not refitted on them, or outside `target.classes`, cannot be trained on), and how many
+    rows of each were left out. The test rows are kept: evaluation counts them."""
+    kept, left_out = {"test": split.test}, {}
+    for name in ("train", "valid"):
+        mask = labels[name] != UNKNOWN
+        left_out[name] = int((~mask).sum())
+        kept[name] = getattr(split, name)[mask].reset_index(drop=True) if left_out[name] else getattr(split, name)
+        labels = {**labels, name: labels[name][mask]}
+    return Split(kept["train"], kept["valid"], kept["test"]), labels, left_out
+
+
+def _left_out(counts: dict[str, int]) -> dict:
+    """The manifest's record of rows left out of training for their label (only when there were any)."""
+    return {"labels_unseen": counts} if any(counts.values()) else {}
 
 
 def _fit_record(spec: ModelSpec, split: Split, fit_rows: pd.DataFrame, refit: bool, rounds: int) -> dict:
@@ -167,8 +182,9 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
     started = time.perf_counter()
     refit = spec.training.refit if refit is None else refit
     features = spec.features
-    encoder = FeatureEncoder.fit(split.train, features.all_numeric, features.all_categorical)
     classes, labels = _labels(spec, split, refit)
+    split, labels, left_out = _labelled(split, labels) if classes else (split, labels, {})
+    encoder = FeatureEncoder.fit(split.train, features.all_numeric, features.all_categorical)
     params = lightgbm_params(spec, classes, params_override)
     train_set = _dataset(encoder, split.train, labels["train"])
     valid_set = _dataset(encoder, split.valid, labels["valid"], reference=train_set)
@@ -187,7 +203,8 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
     manifest = manifest_of(spec, classes, params, {k: len(getattr(split, k)) for k in ("train", "valid", "test")},
                            {"first_day": str(split.train[spec.timestamp].min().date()),
                             "last_day": str(split.test[spec.timestamp].max().date())},
-                           fit, encoder.names, booster.best_iteration, extra_manifest)
+                           fit, encoder.names, booster.best_iteration,
+                           {**(extra_manifest or {}), **_left_out(left_out)})
     from ml_platform.core.evaluation import encoded_target, task_metrics
 
     stopped = Model(booster=booster, encoder=encoder, manifest=manifest)
@@ -243,6 +260,7 @@ def manifest_of(spec: ModelSpec, classes: list | None, params: dict, rows: dict[
     """The model's manifest: what it predicts, from which rows, with which parameters and packages."""
     return {
         "model": spec.name, "task": spec.task, "target": spec.target.name, "classes": classes,
+        **({"positive": classes[1]} if spec.task == "binary" and classes else {}),
         "timestamp": spec.timestamp, "key": spec.key, "spec_digest": spec.digest,
         "best_iteration": best_iteration, "params": dict(params), "rows": rows, "window": window, "fit": fit,
         # The spec's data contract decides which features may be missing at scoring time.

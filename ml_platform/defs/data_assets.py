@@ -101,13 +101,12 @@ def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinitio
             raise dg.Failure(f"partition {label_of(keys)}: {error}") from None
         _, parts = split_by_partition(frame, spec.timestamp, keys, partitions)
         parts = {key: _own_levels(part) for key, part in parts.items()}
-        target = frame[spec.target.name]
-        mean = float(target.mean()) if len(target) else 0.0
+        summary = target_summary(frame[spec.target.name], spec.task, spec.target.positive)
         return partitioned_output(context, parts, {
             "rows": len(frame), "rows_dropped_no_target": dg.MetadataValue.int(report.dropped_no_target),
             "dropped_reason": f"no value for {', '.join(spec.target.inputs)} (the target cannot be computed)",
             "features": len(spec.features.names),
-            **({"positive_rate": mean} if spec.task == "binary" else {"target_mean": mean}),
+            **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in summary.items()},
             "schema": schema_table(frame), "preview": preview(frame)})
 
     return features
