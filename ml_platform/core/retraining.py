@@ -119,7 +119,7 @@ class RetrainCursor:
 
 # The modules whose code decides a trained model's bytes, given its training set and spec.
 _TRAINING_MODULES = ("training.py", "training_run.py", "model.py", "pyfunc_model.py", "training_set.py",
-                     "dask_training.py", "labels.py", "features.py")
+                     "dask_training.py", "labels.py")
 
 
 @functools.lru_cache(maxsize=1)
