@@ -37,9 +37,10 @@ def as_labels(values: pd.Series) -> pd.Series:
     """Labels as plain object values: text as `str`, numbers and booleans kept, missing stays missing."""
     if not is_text(values):
         return values
-    text = values.astype("object")
-    present = text.notna()
-    return text.where(~present, text[present].astype(str)).astype("object")
+    text = values.to_numpy(dtype=object, copy=True)
+    present = pd.notna(text)
+    text[present] = [str(value) for value in text[present]]
+    return pd.Series(text, index=values.index, name=values.name, dtype=object)
 
 
 def scalar(value: Any) -> Any:
@@ -87,6 +88,8 @@ class Labels:
         single class, more than two binary classes and a positive class the data does not hold.
         """
         seen, extra = _distinct(train), _distinct(valid)
+        if declared:  # rows outside the declared classes are not trained on
+            seen = [c for c in seen if c in set(declared)]
         if len(seen) < 2:
             where = "target.classes" if declared else "target"
             raise LabelError(f"{where}: the training rows hold a single class "
@@ -108,7 +111,7 @@ class Labels:
                 raise LabelError(f"target.positive: required when the target is text (found {_shown(classes)}); "
                                  f"name the class whose probability the model answers, e.g. positive: "
                                  f"{str(classes[-1])!r}")
-            return tuple(classes)
+            return tuple(_sorted(classes))
         match = [c for c in classes if c == positive]
         if not match:
             hint = f"; {_YAML_HINT}" if isinstance(positive, bool) else ""
@@ -175,8 +178,9 @@ class Labels:
 
     def aligned(self, scores: np.ndarray, classes: Iterable) -> np.ndarray:
         """Multiclass scores in another class order (`classes`), 0 for a class this model does not know."""
+        classes = list(classes)
         scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-        out = np.zeros((len(scores), len(list(classes))))
+        out = np.zeros((len(scores), len(classes)))
         index = self._index
         for j, label in enumerate(classes):
             i = index.get_indexer([label])[0]

@@ -98,14 +98,30 @@ def test_a_partition_larger_than_a_worker_can_hold_is_refused_by_name(client):
         dask_cluster.check_partition_memory(client, {"small.parquet": 1, "big.parquet": limit})
 
 
-@pytest.mark.parametrize("task", ["multiclass", "regression"])
-def test_the_per_round_validation_curve_is_exact_for_every_task(client, features, spec, task, tmp_path):
+def _target_of(features: pd.DataFrame, case: str, valid_day) -> pd.Series:
+    """A target per case; the text cases also carry a label never seen in training on the validation days."""
+    counts = (features["distance"] > 700) * 1 + (features["distance"] > 1500) * 1
+    if case == "regression":
+        return features["distance"] / 100 + features["sched_dep_time"] / 1000
+    if case == "multiclass":
+        return counts
+    text = (pd.Series(np.array(["lo", "mid", "hi"])[counts], index=features.index) if case == "multiclass_text"
+            else pd.Series(np.where(features["delayed"] == 1, "yes", "no"), index=features.index))
+    late = features[features["scheduled_departure"].dt.normalize() == valid_day].index[:25]
+    return text.where(~text.index.isin(late), "never-seen")
+
+
+@pytest.mark.parametrize("case", ["multiclass", "regression", "multiclass_text", "binary_text"])
+def test_the_per_round_validation_curve_is_exact_for_every_task(client, features, spec, case, tmp_path):
     """The curve the workers sum round by round ends, at the chosen round, at the exact validation metrics of
-    that model: multiclass log loss and error, regression RMSE and L1 (both additive, so exact)."""
-    target = ((features["distance"] > 700) * 1 + (features["distance"] > 1500) * 1 if task == "multiclass"
-              else features["distance"] / 100 + features["sched_dep_time"] / 1000)
-    frame = features.assign(delayed=target)
-    changed = spec.model_copy(update={"task": task, "training": spec.training.model_copy(
+    that model: multiclass log loss and error, regression RMSE and L1 (both additive, so exact). Text labels
+    are coded as the local engine codes them; rows with a label outside the classes are left out of both."""
+    task = case.removesuffix("_text")
+    days = sorted(features[spec.timestamp].dt.normalize().unique())
+    valid_day = days[-(spec.training.test_days + 1)]
+    frame = features.assign(delayed=_target_of(features, case, valid_day))
+    target = spec.target.model_copy(update={"positive": "yes"}) if case == "binary_text" else spec.target
+    changed = spec.model_copy(update={"task": task, "target": target, "training": spec.training.model_copy(
         update={"num_boost_round": 60, "early_stopping_rounds": 10, "refit": False})})
     folder = tmp_path / "features"
     folder.mkdir()
@@ -120,8 +136,11 @@ def test_the_per_round_validation_curve_is_exact_for_every_task(client, features
     curve, at = result.learning_curve["valid"], result.best_iteration - 1
     metrics = result.model.manifest["metrics"]
     assert result.model.booster.num_trees() == result.best_iteration * (3 if task == "multiclass" else 1)
-    if task == "multiclass":
-        assert result.model.classes == [0, 1, 2]
+    if case == "binary_text":
+        assert result.model.classes == ["no", "yes"] and result.model.manifest["positive"] == "yes"
+        assert curve["binary_logloss"][at] == pytest.approx(metrics["valid_log_loss"], rel=1e-6)
+    elif task == "multiclass":
+        assert result.model.classes == ([0, 1, 2] if case == "multiclass" else ["hi", "lo", "mid"])
         assert curve["multi_logloss"][at] == pytest.approx(metrics["valid_log_loss"], rel=1e-6)
         assert curve["multi_error"][at] == pytest.approx(1 - metrics["valid_accuracy"], abs=1e-9)
     else:

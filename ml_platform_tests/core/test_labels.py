@@ -190,20 +190,20 @@ def test_as_labels_makes_text_plain_str_and_keeps_missing_and_numbers():
 
 # --- known gaps, pinned until labels.py handles them ------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="aligned() reads `classes` twice: a generator yields nothing the second time")
 def test_aligned_takes_any_iterable_of_classes():
     labels = Labels("multiclass", ("EWR", "JFK", "LGA"))
     assert labels.aligned(np.eye(3), (c for c in ["LGA", "EWR"])).tolist() == [[0, 1], [0, 0], [1, 0]]
 
 
-@pytest.mark.xfail(strict=True, reason="as_labels() aligns on the index: a repeated index with a missing label "
-                                       "raises InvalidIndexError")
 def test_as_labels_on_a_repeated_index():
     labels = as_labels(pd.Series(["a", "b", None], index=[0, 0, 1]))
     assert labels.tolist()[:2] == ["a", "b"] and pd.isna(labels.iloc[2])
 
 
-@pytest.mark.xfail(strict=True, reason="fit() keeps declared binary classes in their order, so without "
-                                       "`positive` the second one is positive, not the larger (as documented)")
 def test_declared_numeric_binary_classes_keep_the_larger_one_positive():
     assert Labels.fit("binary", [1, 0, 1], declared=[1, 0]).positive == 1
+
+
+def test_declared_classes_the_training_rows_barely_hold_are_refused_naming_target_classes():
+    with pytest.raises(LabelError, match=r"^target\.classes: the training rows hold a single class \('EWR'\)"):
+        Labels.fit("multiclass", ["EWR", "ISP", "HPN"], declared=["EWR", "JFK", "LGA"])
