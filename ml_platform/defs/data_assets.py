@@ -8,7 +8,7 @@ fails, Dagster skips everything downstream in the run.
 import dagster as dg
 import pandas as pd
 
-from ml_platform.core.features import FeatureError, build_features
+from ml_platform.core.features import FeatureError, build_features, target_summary
 from ml_platform.core.schema import ValidationReport, validate
 from ml_platform.core.sources import DataSource, SourceError
 from ml_platform.defs import conventions
