@@ -1,5 +1,6 @@
-"""The Dagster UI as a user sees it, in headless Chromium: the lineage page, an evaluation's model card, the
-promotion gates in the checks tab, and a drift partition's table and plot.
+"""The Dagster UI as a user sees it, in headless Chromium: the lineage page, an evaluation's model card (a
+multiclass model's too, with its confusion matrix), the promotion gates in the checks tab, and a drift
+partition's table and plot.
 
 The world (a small materialized graph served by the real `dagster dev`) is set up once per session in
 conftest.py; on a failure the page's screenshot and the `dagster dev` log tail are saved in
@@ -91,32 +92,57 @@ def test_the_lineage_page_shows_every_stage_of_the_model(page, dagster_dev):
 
 def test_the_model_card_renders_every_table_and_plot(page, dagster_dev):
     """The evaluation's model card: its sections, each Markdown table as an HTML table with the same cells
-    (the TreeSHAP one included), no raw pipe rows left as text, and both plots decoded as images."""
+    (the TreeSHAP one and the confusion matrix included), no raw pipe rows left as text, and the plots decoded
+    as images."""
     facts = dagster_dev.facts
     page.goto(f"/assets/{facts['model']}/evaluation?view=partitions&partition={facts['week']}")
     card = _show_markdown(page, "model_card")
     card.get_by_role("heading", name=f"Model card: {facts['model']} v{facts['version']}").wait_for()
     assert card.locator("h2").all_inner_texts() == [
-        "Data", "Metrics on the held-out slice", "Slices (roc_auc)", "Fairness",
+        "Data", "Metrics on the held-out slice", "Confusion matrix (held-out slice)", "Slices (roc_auc)", "Fairness",
         "What drives predictions (TreeSHAP)", "Gates", "Limits", "Plots"]
 
     card.locator("table").first.wait_for()
     raw_pipes = [text for text in card.locator("p, li").all_inner_texts() if text.lstrip().startswith("|")]
     assert raw_pipes == [], f"Markdown tables left as text: {raw_pipes}"
     rendered = _html_tables(card)
-    assert len(rendered) == 4, [table[0] for table in rendered]
+    assert len(rendered) == 5, [table[0] for table in rendered]
     assert rendered == _markdown_tables(facts["model_card"])
     for section, header in [("Metrics on the held-out slice", ["metric", "model", "baseline", "champion"]),
+                            ("Confusion matrix (held-out slice)", ["actual", "0", "1"]),
                             ("What drives predictions (TreeSHAP)", ["feature", "mean abs SHAP"]),
                             ("Gates", ["gate", "passed", "detail"])]:
         table = card.locator("h2", has_text=section).locator("xpath=following-sibling::*[1]")
         assert table.evaluate("n => n.tagName") == "TABLE", f"{section}: {table.inner_text()[:300]}"
         assert table.locator("th").all_inner_texts() == header
-    assert [[row[0], row[2]] for row in rendered[3][1:]] == [[g["name"], g["detail"]] for g in facts["gates"]]
+    assert [[row[0], row[2]] for row in rendered[4][1:]] == [[g["name"], g["detail"]] for g in facts["gates"]]
 
     images = _decoded_images(card)
-    assert {image["alt"] for image in images} == {"feature_attributions", "curves"}
+    assert {image["alt"] for image in images} == {"feature_attributions", "curves", "confusion_matrix"}
     assert all(image["width"] > 100 and image["height"] > 100 for image in images), images
+
+
+def test_a_multiclass_model_card_shows_its_confusion_matrix(page, dagster_dev):
+    """A model on text labels (the departure airport): its card names the classes, and shows the confusion
+    matrix headed by the airports as a table and as a decoded image."""
+    multiclass = dagster_dev.facts["multiclass"]
+    assert _markdown_tables(multiclass["confusion_matrix"])[0][0] == ["actual", "EWR", "JFK", "LGA"]
+    page.goto(f"/assets/{multiclass['model']}/evaluation?view=partitions&partition={multiclass['week']}")
+    card = _show_markdown(page, "model_card")
+    card.get_by_role("heading", name=f"Model card: {multiclass['model']} v{multiclass['version']}").wait_for()
+    expect(card.locator("p", has_text="Classes.")).to_contain_text("Classes. EWR, JFK, LGA ·")
+    heading = card.locator("h2", has_text="Confusion matrix (held-out slice)")
+    expect(heading).to_be_visible()
+    table = heading.locator("xpath=following-sibling::*[1]")
+    assert table.evaluate("n => n.tagName") == "TABLE", table.inner_text()[:300]
+    assert table.locator("th").all_inner_texts() == ["actual", "EWR", "JFK", "LGA"]
+    rows = _html_tables(table.locator("xpath=.."))
+    confusion = next(t for t in rows if t[0] == ["actual", "EWR", "JFK", "LGA"])
+    assert [row[0] for row in confusion[1:]] == ["EWR", "JFK", "LGA"]
+    assert sum(int(cell.replace(",", "")) for row in confusion[1:] for cell in row[1:]) > 0
+    assert confusion in _markdown_tables(multiclass["model_card"])
+    images = {image["alt"]: image for image in _decoded_images(card)}
+    assert images["confusion_matrix"]["width"] > 100 and images["confusion_matrix"]["height"] > 100, images
 
 
 def test_the_checks_tab_shows_the_four_gates_and_their_results(page, dagster_dev):
