@@ -17,7 +17,8 @@ from ml_platform.serving.validation import RequestError, instances_of, validate_
 @dataclass(frozen=True)
 class Protocol:
     route: str                     # the metrics label
-    parse: Callable                # (payload, slot, config) -> (validated rows, explain, client_id)
+    parse: Callable                # (payload, slot, config) -> (validated rows, explain, client_id); v2's
+                                   #  client_id is a V2Request (the request's id and the outputs it named)
     answer: Callable               # (model, loaded, predictions, explanations, client_id, request_id, task,
                                    #  fields) -> dict; fields: a classifier's labels (`Labels.response`), plus
                                    #  `explained_class` when explained
