@@ -183,13 +183,13 @@ def test_the_champion_loaded_through_mlflow_predicts_exactly_like_the_platform(s
     assert not np.array_equal(expected[0], expected[1])
 
     champion = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}").predict(rows)
-    assert np.array_equal(np.asarray(champion), expected[1])
+    assert np.array_equal(champion["prediction"].to_numpy(), expected[1])
 
     registry.rollback("test", {})
     champion = mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}").predict(rows)
-    assert np.array_equal(np.asarray(champion), expected[0])
+    assert np.array_equal(champion["prediction"].to_numpy(), expected[0])
     previous = mlflow.pyfunc.load_model(f"models:/{NAME}@{PREVIOUS}").predict(rows.to_dict("list"))
-    assert np.array_equal(np.asarray(previous), expected[1])
+    assert np.array_equal(previous["prediction"].to_numpy(), expected[1])
 
 
 def test_only_a_version_that_passed_every_gate_is_promoted_past_the_gates(store, models):

@@ -83,7 +83,8 @@ def test_a_dask_spec_trains_gates_registers_serves_and_scores(platform, instance
         assert (frame["model_version"] == version).all()
         assert np.array_equal(frame["prediction"].to_numpy(), champion.predict(features))
         pyfunc = mlflow.pyfunc.load_model("models:/flight_delay@champion")
-        assert np.array_equal(np.asarray(pyfunc.predict(features.head(200))), champion.predict(features.head(200)))
+        assert np.array_equal(pyfunc.predict(features.head(200))["prediction"].to_numpy(),
+                              champion.predict(features.head(200)))
         drift = _materialize(defs, instance, "drift", day)
         assert "Dask workers" in _metadata(drift, "drift")["live_source"]
     finally:
