@@ -167,3 +167,93 @@ def test_a_multiclass_model_on_text_labels_runs_from_raw_data_to_its_endpoint(fr
         assert performance["unseen_labels"] == {}
     finally:
         stop_local_server(model, home)
+
+
+EVENTS = "events"
+TARGETS = {  # case → (task, target section, the column the CSV holds it in)
+    "binary_text": ("binary", {"column": "outcome", "positive": "yes"}, "outcome"),
+    "binary_01": ("binary", {"column": "churned"}, "churned"),
+    "regression": ("regression", {"column": "spend"}, "spend"),
+}
+
+
+def _events_csv(path: Path) -> None:
+    """Ten days of events, 400 a day: a yes/no outcome (and the same as 0/1) driven by `x` and `group`, and
+    a spend driven by the same."""
+    rng = np.random.default_rng(7)
+    stamps = pd.date_range("2024-03-01", "2024-03-11", freq="216s", inclusive="left")
+    x, group = rng.normal(size=len(stamps)), rng.choice(["a", "b", "c"], len(stamps))
+    churned = (x + (group == "a") + rng.normal(scale=0.7, size=len(stamps)) > 0.5).astype(int)
+    pd.DataFrame({"event_id": [f"e{i}" for i in range(len(stamps))], "event_time": stamps, "x": x, "group": group,
+                  "outcome": np.where(churned == 1, "yes", "no"), "churned": churned,
+                  "spend": 10 + 3 * x + 2 * (group == "b") + rng.normal(size=len(stamps))}).to_csv(path, index=False)
+
+
+def _events_spec(folder: Path, task: str, target: dict, port: int) -> Path:
+    metric = {"binary": "roc_auc", "regression": "rmse"}[task]
+    (folder / f"{EVENTS}.yaml").write_text(yaml.safe_dump({
+        "name": EVENTS, "description": "Events on text labels", "owner": "team:ml", "task": task,
+        "timestamp": "event_time", "key": "event_id",
+        "source": {"kind": "files", "path": str(folder / "events.csv")},
+        "partitions": {"cadence": "daily", "start": "2024-03-01", "end": "2024-03-11"},
+        "target": target, "features": {"numeric": ["x"], "categorical": ["group"]},
+        "expectations": {"columns": {"outcome": {"dtype": "str", "allowed": ["yes", "no"]}}},
+        "training": {"cadence": "daily", "window_days": 6, "validation_days": 1, "test_days": 1,
+                     "num_boost_round": 40, "early_stopping_rounds": 5},
+        "gates": {"metric": metric, **({"min": 0.6} if task == "binary" else {"max": 10.0})},
+        "monitoring": {"performance": {"metric": metric}},
+        "serving": {"port": port}}))
+    return folder / f"{EVENTS}.yaml"
+
+
+@pytest.mark.parametrize("case", list(TARGETS))
+def test_a_binary_or_regression_model_runs_from_raw_data_to_its_endpoint(case, fresh, instance, tmp_path, capsys):
+    from ml_platform.core.deploy import stop_local_server
+
+    task, target, column = TARGETS[case]
+    home, port = fresh, _free_port()
+    _events_csv(tmp_path / "events.csv")
+    if case == "binary_text":  # a text target without its positive class: check names the field and the quotes
+        spec_file = _events_spec(tmp_path, task, {"column": "outcome"}, port)
+        assert cli.check(str(spec_file)) == 1
+        assert "target.positive" in capsys.readouterr().err
+    spec_file = _events_spec(tmp_path, task, target, port)
+    assert cli.check(str(spec_file)) == 0
+    defs = build_definitions([load_spec(spec_file)])
+    _backfill(defs, instance, EVENTS, "2024-03-01", "2024-03-10")
+    _retrain(defs, instance, EVENTS, "2024-03-06")  # the window 03-01 → 03-06
+    trained = _champion(home, EVENTS)
+    if task == "binary":
+        assert trained.labels.classes == (("no", "yes") if case == "binary_text" else (0, 1))
+        assert trained.manifest["positive"] == ("yes" if case == "binary_text" else 1)
+
+    day = "2024-03-08"
+    features = pd.read_parquet(home / "storage" / EVENTS / "features" / f"{day}.parquet")
+    try:
+        endpoint = _metadata(_run(defs, instance, EVENTS, ["endpoint"]), "endpoint")
+        assert endpoint["smoke_test"]["passed"], endpoint["smoke_test"]
+        rows = _records(features, column)
+        answer = _post(port, EVENTS, rows[:30], explain=True)
+        offline = features.head(30)
+        assert np.allclose(answer["predictions"], trained.predict(offline), rtol=0, atol=1e-12)
+        if task == "binary":
+            positive = trained.labels.positive
+            assert answer["labels"] == [positive if p >= 0.5 else trained.labels.classes[0]
+                                        for p in answer["predictions"]]
+            assert answer["explained_class"] == [positive] * 30
+        else:
+            assert "labels" not in answer and "probabilities" not in answer
+        _pyfunc_matches(EVENTS, offline, answer)
+        _post(port, EVENTS, rows[30:])
+
+        _run(defs, instance, EVENTS, ["predictions"], partition_key=day)
+        stored = pd.read_parquet(home / "storage" / EVENTS / "predictions" / f"{day}.parquet")
+        assert np.allclose(stored["prediction"].to_numpy(dtype=float), trained.predict(features), rtol=0, atol=1e-12)
+        if task == "binary":
+            assert stored["predicted_label"].tolist() == trained.predict_labels(features)
+        performance = _metadata(_run(defs, instance, EVENTS, ["performance"], partition_key=day), "performance")
+        metric = "roc_auc" if task == "binary" else "rmse"
+        assert performance["labelled_rows"] == len(features)
+        assert (0.6 < performance[metric] <= 1) if task == "binary" else (0 < performance[metric] < 3)
+    finally:
+        stop_local_server(EVENTS, home)
