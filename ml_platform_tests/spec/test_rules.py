@@ -313,7 +313,7 @@ def test_the_metrics_of_each_task_are_those_evaluation_reports():
     import numpy as np
 
     from ml_platform.core.evaluation import DEFAULT_METRIC, task_metrics
-    from ml_platform.spec.rules import TASK_METRICS
+    from ml_platform.spec.target_rules import TASK_METRICS
 
     y = np.array([0, 1, 2, 1, 0, 2])
     scores = {"binary": (y % 2, np.linspace(0.1, 0.9, 6)), "regression": (y * 1.0, y + 0.5),
