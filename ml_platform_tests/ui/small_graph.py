@@ -45,21 +45,11 @@ def write_spec(folder: Path, serving_port: int) -> Path:
 
 
 def write_multiclass_spec(folder: Path, serving_port: int) -> Path:
-    """flight_origin: the departure airport (EWR, JFK or LGA, text labels) from carrier, destination, schedule
-    and weather, on the same replay and window as flight_delay."""
-    data = yaml.safe_load((REPO / "ml_platform" / "specs" / "flight_delay.yaml").read_text())
-    weather = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "precip", "pressure", "visib"]
-    data.update(name="flight_origin", description="Predicts which New York airport a departure leaves from.",
-                task="multiclass", target={"column": "origin"},
-                features={"numeric": ["distance", "sched_dep_time", *weather], "categorical": ["carrier", "dest"]})
-    data["source"]["offset_weeks"] = OFFSET_WEEKS
-    data["training"].update(window_days=14, validation_days=3, test_days=3, num_boost_round=100,
-                            early_stopping_rounds=10)
-    data["gates"] = {"metric": "macro_f1", "min": 0.4, "max_regression": 0.01, "slices": ["carrier"],
-                     "require_approval": False}
-    data["monitoring"]["drift"]["ignore"] = [*weather, "prediction"]
-    data["monitoring"]["performance"].update(metric="macro_f1", floor=0.4)
-    data["serving"]["port"] = serving_port
+    """flight_origin (ml_platform_tests/specs/): the departure airport (EWR, JFK or LGA, text labels), on the
+    same replay and window as flight_delay, served on its own port."""
+    data = yaml.safe_load((REPO / "ml_platform_tests" / "specs" / "flight_origin.yaml").read_text())
+    assert data["source"]["offset_weeks"] == OFFSET_WEEKS
+    data["serving"] = {"port": serving_port}
     path = folder / "flight_origin.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
