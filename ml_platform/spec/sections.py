@@ -14,9 +14,9 @@ import importlib
 import re
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, WrapValidator, field_validator, model_validator
 
 from ml_platform.core.sources import Source
 from ml_platform.fields import Duration, StrictModel
@@ -35,6 +35,18 @@ class Partitions(StrictModel):
     freshness: Freshness | None = None
 
 
+def _one_label(value: Any, handler: Callable[[Any], Any]) -> Any:
+    """One clear error for a value that is no label (rather than one per type the label may have)."""
+    try:
+        return handler(value)
+    except ValidationError:
+        raise ValueError("a class label: text (quoted when it reads as a boolean), an integer, or true/false") \
+            from None
+
+
+Label = Annotated[str | int | bool, WrapValidator(_one_label)]
+
+
 class Target(StrictModel):
     """What the model predicts: a column as it is, or an expression over columns (`arr_delay > 15`)."""
 
@@ -43,10 +55,10 @@ class Target(StrictModel):
         "defaults to `column` when a column is given, else `target`."))
     column: str | None = None
     expression: str | None = None
-    classes: list[str | int | bool] | None = Field(default=None, min_length=2, description=(
+    classes: list[Label] | None = Field(default=None, min_length=2, description=(
         "The classes of a classifier, in the order the model's codes, probabilities and metrics use (multiclass; "
         "defaults to sorted). For binary, the two classes."))
-    positive: str | int | bool | None = Field(default=None, description=(
+    positive: Label | None = Field(default=None, description=(
         "Binary: the class whose probability the model answers (required for a text target; quote it, since "
         "YAML reads yes/no as booleans). Defaults to the larger of two numeric classes (1, True)."))
 

@@ -77,3 +77,15 @@ def test_check_refuses_a_multiclass_target_that_yields_booleans(tmp_path, write_
     assert "logical OR" in err and "(arr_delay > 15) * 1 + (arr_delay > 60) * 1" in err
     assert cli_main(["check", str(counted)]) == 0
     assert f"ok  {counted}" in capsys.readouterr().out
+
+
+def test_check_names_a_class_or_positive_that_is_no_label_once(tmp_path, write_spec, capsys):
+    multiclass = {"task": "multiclass", "gates.metric": "macro_f1", "monitoring.performance.metric": "macro_f1",
+                  "target": {"column": "origin", "classes": ["EWR", ["JFK"], 1.5]}}
+    binary = {"target": {"column": "origin", "positive": {"a": 1}}}
+    for overrides, field in ((multiclass, "target.classes[1]"), (binary, "target.positive")):
+        spec = write_spec(tmp_path, overrides)
+        assert cli_main(["check", str(spec)]) == 1
+        err = capsys.readouterr().err
+        assert f"  {field}: found" in err and "allowed: a class label: text (quoted" in err
+        assert ".str:" not in err and ".int:" not in err and ".bool:" not in err  # one line per bad value
