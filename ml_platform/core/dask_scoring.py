@@ -65,23 +65,29 @@ def _column(scored: pd.DataFrame, name: str) -> np.ndarray:
 
 def score_on_dask(stored: StoredPartitions, model, version: str, keep: list[str]):
     """The `predictions` rows of stored feature partitions, scored on the workers: a lazy Dask DataFrame (the
-    key, timestamp and target columns kept, the prediction and the model version beside them)."""
+    key, timestamp and target columns kept, the prediction, a classifier's predicted label and the model version
+    beside them)."""
     frame = stored.frame
-    meta = frame._meta[keep].assign(prediction=pd.Series(dtype=object if model.task == "multiclass" else float),
-                                    model_version=pd.Series(dtype=object))
+    columns = {"prediction": pd.Series(dtype=object if model.task == "multiclass" else float)}
+    if model.labels is not None:
+        columns["predicted_label"] = pd.Series(dtype=object)
+    meta = frame._meta[keep].assign(**columns, model_version=pd.Series(dtype=object))
     return frame.map_partitions(_predictions, model, version, keep, meta=meta)
 
 
 def _predictions(part: pd.DataFrame, model, version: str, keep: list[str]) -> pd.DataFrame:
     scores = model.predict(part) if len(part) else np.empty(0)
-    out = part[keep].reset_index(drop=True).assign(model_version=version)
-    out.insert(len(keep), "prediction", [list(p) for p in scores] if model.task == "multiclass" else scores)
-    return out
+    out = part[keep].reset_index(drop=True)
+    out["prediction"] = pd.Series([p.tolist() for p in scores] if model.task == "multiclass" else scores,
+                                  dtype=object if model.task == "multiclass" else float)
+    if model.labels is not None:
+        out["predicted_label"] = pd.Series(model.labels.predicted(scores), dtype=object)
+    return out.assign(model_version=version)
 
 
 def features_with_predictions(stored: StoredPartitions, model) -> pd.DataFrame:
-    """Stored feature partitions with the model's `prediction` column (not for multiclass), scored on the
-    workers and gathered: drift's batch fallback for a day without traffic."""
+    """Stored feature partitions with the model's `prediction` column (multiclass: the predicted label), scored
+    on the workers and gathered: drift's batch fallback for a day without traffic."""
     if stored.frame is None:
         return pd.DataFrame()
     parts = per_partition(stored.frame, _with_prediction, model)
@@ -89,6 +95,6 @@ def features_with_predictions(stored: StoredPartitions, model) -> pd.DataFrame:
 
 
 def _with_prediction(part: pd.DataFrame, model) -> pd.DataFrame:
-    if model.task == "multiclass" or not len(part):
+    if not len(part):
         return part
-    return part.assign(prediction=model.predict(part))
+    return part.assign(prediction=model.predict_labels(part) if model.task == "multiclass" else model.predict(part))

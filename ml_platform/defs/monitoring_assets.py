@@ -8,13 +8,19 @@ the spec's timestamp field, else by arrival); a day without traffic falls back, 
 hashes) are left out of drift on logged traffic, and the drift metadata says so.
 """
 
+import functools
+from collections.abc import Callable
+
 import dagster as dg
 import pandas as pd
 
 from ml_platform import settings
-from ml_platform.core.drift import DayDrift, day_drift, psi_chart, without
+from ml_platform.core import mlflow_store
+from ml_platform.core.drift import DayDrift, day_drift, predicted_class, psi_chart, without
 from ml_platform.core.evaluation import DEFAULT_METRIC, meets
-from ml_platform.core.mlflow_store import REFERENCE_PROFILE
+from ml_platform.core.labels import Labels
+from ml_platform.core.mlflow_store import MODEL_FILES, REFERENCE_PROFILE
+from ml_platform.core.model import MANIFEST_FILE
 from ml_platform.core.performance import live_performance, paired_comparison
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import md_table
@@ -53,16 +59,20 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
     def drift(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
               features):
         version, run_id = mlflow_tracking.champion_run(spec.name)
-        live = _served(spec, context)
+        reference = mlflow_tracking.run_artifact(run_id, REFERENCE_PROFILE)
+        live, left_out = _with_predicted_class(_served(spec, context), reference)
         live, source = live.drop(columns=[c for c in live.columns if c.startswith("_")]), "prediction log"
         # The log stores redacted features as keyed hashes: never compared with training values.
         redacted = [name for name in spec.serving.log.redact if name not in thresholds.ignore]
         if live.empty:
             live, source, redacted = _batch_scored(spec, features, mlflow_tracking, dask_cluster, run_id)
-        profile = without(mlflow_tracking.run_artifact(run_id, REFERENCE_PROFILE), [*thresholds.ignore, *redacted])
+        profile = without(reference, [*thresholds.ignore, *redacted])
         report = day_drift(live, profile, thresholds.warn, thresholds.fail, source)
+        metadata = _drift_metadata(report, version, redacted)
+        if left_out:
+            metadata["prediction_vectors_left_out"] = left_out
         yield dg.Output(report.table.assign(partition=context.partition_key, model_version=version),
-                        metadata=_drift_metadata(report, version, redacted))
+                        metadata=metadata)
         for check, level, severity in ((DRIFT_WARN, "warn", dg.AssetCheckSeverity.WARN),
                                        (DRIFT_FAIL, "fail", dg.AssetCheckSeverity.ERROR)):
             over = report.over(level)
@@ -73,6 +83,17 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
                           "threshold": thresholds.warn if level == "warn" else thresholds.fail})
 
     return drift
+
+
+def _with_predicted_class(live: pd.DataFrame, reference: dict) -> tuple[pd.DataFrame, int]:
+    """A multiclass log's `prediction`: the class of each row's largest logged probability, under the
+    reference's `prediction_classes` (a reference without them does not compare predictions). Returns the rows
+    and how many vectors were not of the reference's length (left out of the predicted classes)."""
+    classes = reference.get("prediction_classes")
+    if not classes or "_probabilities" not in live.columns:
+        return live, 0
+    names, wrong = predicted_class(live["_probabilities"], classes)
+    return live.assign(prediction=names), wrong
 
 
 def _batch_scored(spec: ModelSpec, features, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
@@ -86,8 +107,9 @@ def _batch_scored(spec: ModelSpec, features, mlflow_tracking: MlflowTracking, da
             live = features_with_predictions(features, mlflow_tracking.load_run_model(run_id))
         return live, "features (batch scored on the Dask workers)", []
     live = features.copy()
-    if len(live) and spec.task != "multiclass":
-        live["prediction"] = mlflow_tracking.load_run_model(run_id).predict(live)
+    if len(live):
+        model = mlflow_tracking.load_run_model(run_id)
+        live["prediction"] = model.predict_labels(live) if spec.task == "multiclass" else model.predict(live)
     return live, "features (batch scored)", []
 
 
@@ -126,10 +148,11 @@ def performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
               ins={"features": dg.AssetIn(conventions.key(spec, "features"),
                                           metadata={"allow_missing_partitions": True})},
               deps=[dg.AssetDep(endpoint)], automation_condition=conventions.when_labels_arrive(endpoint))
-    def performance(context: dg.AssetExecutionContext, features: pd.DataFrame):
+    def performance(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, features: pd.DataFrame):
         served = _served(spec, context)
-        result = live_performance(served, features, spec.key, spec.target.name, spec.task, metric)
-        paired = paired_comparison(served, features, spec.key, spec.target.name, spec.task, metric)
+        labels_of = _labels_of(spec.name, mlflow_tracking) if spec.task != "regression" and len(served) else None
+        result = live_performance(served, features, spec.key, spec.target.name, spec.task, metric, labels_of)
+        paired = paired_comparison(served, features, spec.key, spec.target.name, spec.task, metric, labels_of)
         value, floor = result["metrics"].get("answer", {}).get(metric), settings_.floor
         yield dg.Output(result["table"].assign(partition=context.partition_key),
                         metadata={**_performance_metadata(result, metric, value), **_online_metadata(paired, metric)})
@@ -143,10 +166,35 @@ def performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     return performance
 
 
+def _labels_of(name: str, mlflow_tracking: MlflowTracking) -> Callable[[str], Labels | None]:
+    """A version's labels, from its manifest (read once per version); the champion's for a version the registry
+    does not know."""
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow_tracking.client()
+
+    @functools.cache
+    def manifest_labels(version: str | None) -> Labels | None:
+        try:
+            run_id = mlflow_store.run_of(client, name, version) if version is not None else None
+        except MlflowException:  # not a registered version
+            return None
+        return Labels.of_manifest(mlflow_tracking.run_artifact(run_id, f"{MODEL_FILES}/{MANIFEST_FILE}")) \
+            if run_id else None
+
+    @functools.cache
+    def labels_of(version: str) -> Labels | None:
+        return manifest_labels(version) or manifest_labels(
+            mlflow_store.version_of_alias(client, name, mlflow_store.CHAMPION))
+
+    return labels_of
+
+
 def _performance_metadata(result: dict, metric: str, value: float | None) -> dict:
     table = result["table"]
     return {"status": result["status"], "served_rows": result["served"], "labelled_rows": result["labelled"],
             "label_coverage": result["coverage"], metric: value if value is not None else float("nan"),
+            "unseen_labels": dg.MetadataValue.json(result.get("unseen_labels", {})),
             "answered_by_version": dg.MetadataValue.json(
                 {str(r["version"]): {"rows": int(r["rows"]), metric: r[metric]}
                  for r in table.to_dict("records") if r["role"] == "answer" and r[metric] == r[metric]}),

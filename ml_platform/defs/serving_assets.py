@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from ml_platform import settings
@@ -40,18 +41,20 @@ def endpoint_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         rows = mlflow_tracking.run_artifact(run_id, SMOKE_ROWS)["rows"]
         home = settings.home()
+        expected = offline.predict(pd.DataFrame(rows))
         try:
-            deployed = deploy(serving.target, name, version, serving.port, home, rows,
-                              offline.predict(pd.DataFrame(rows)), headers, project_dir=PROJECT_DIR,
+            deployed = deploy(serving.target, name, version, serving.port, home, rows, expected, headers,
+                              project_dir=PROJECT_DIR,
                               model_folder=lambda: download_model_files(run_id, mlflow_tracking.client().tracking_uri),
-                              service_url=settings.endpoint_service(name) if serving.target == "local" else None)
+                              service_url=settings.endpoint_service(name) if serving.target == "local" else None,
+                              expected_labels=offline.labels.predicted(expected) if offline.labels else None)
         except (DeployError, ValueError) as error:
             raise dg.Failure(f"deploy of {name} v{version} failed; the previous endpoint keeps serving: "
                              f"{error}") from None
         smoke = deployed.smoke
         if not smoke.passed:
-            raise dg.Failure(f"smoke test of {name} v{version} failed: max abs difference {smoke.max_abs_diff:.3g} "
-                             "between the endpoint and offline scoring (allowed 1e-9)")
+            raise dg.Failure(f"smoke test of {name} v{version} failed: {smoke.problem}"
+                             + ("" if smoke.label_mismatches else " (allowed 1e-9)"))
         details = {k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in deployed.details.items()}
         if serving.target == "local":
             details["prediction_log"] = str(log_path(home, name))
@@ -82,16 +85,13 @@ def predictions_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
         version, model, _ = mlflow_tracking.champion(name)
         if conventions.on_dask(spec):
             return _predictions_on_dask(context, dask_cluster, spec, features, model, version)
-        scores = model.predict(features) if len(features) else []
+        scores = model.predict(features) if len(features) else np.empty(0)
         keep = [c for c in (spec.key, spec.timestamp, spec.target.name) if c and c in features.columns]
-        frame = features[keep].assign(prediction=scores, model_version=version)
-        if spec.task == "multiclass":
-            frame = frame.assign(prediction=[list(p) for p in scores])
+        frame = features[keep].assign(**_prediction_columns(model, scores, features.index), model_version=version)
         keys = list(context.partition_keys)
         _, parts = split_by_partition(frame, spec.timestamp, keys, data)
-        mean = float(pd.Series(scores).mean()) if len(frame) and spec.task != "multiclass" else 0.0
-        return dg.Output(parts if len(keys) > 1 else frame,
-                         metadata={"rows": len(frame), "model_version": version, "mean_prediction": mean})
+        return dg.Output(parts if len(keys) > 1 else frame, metadata={
+            "rows": len(frame), "model_version": version, **_scores_metadata(model, frame)})
 
     return predictions
 
@@ -112,6 +112,31 @@ def _predictions_on_dask(context: dg.AssetExecutionContext, dask_cluster: DaskCl
         if missing:
             raise dg.Failure(f"{spec.name}/features has no stored partition {missing[0]}; materialize it first")
         rows = int(scored.map_partitions(len).sum().compute())
-        mean = (float(scored["prediction"].mean().compute()) if rows and spec.task != "multiclass" else 0.0)
+        summary = (_scores_metadata(model, scored, compute=lambda values: values.compute()) if rows else
+                   _scores_metadata(model, scored._meta))
     return dg.Output(parts if len(keys) > 1 else parts[keys[0]],
-                     metadata={"rows": rows, "model_version": version, "mean_prediction": mean, **cluster})
+                     metadata={"rows": rows, "model_version": version, **summary, **cluster})
+
+
+def _prediction_columns(model, scores: np.ndarray, index: pd.Index) -> dict[str, pd.Series]:
+    """The `prediction` (binary: P(positive); multiclass: the probabilities in class order; regression: the
+    value) and, for a classifier, the `predicted_label` of scored rows."""
+    if model.task == "multiclass":
+        prediction = pd.Series([row.tolist() for row in np.atleast_2d(scores)] if len(scores) else [],
+                               index=index, dtype=object)
+    else:
+        prediction = pd.Series(scores, index=index, dtype=np.float64)
+    if model.labels is None:
+        return {"prediction": prediction}
+    return {"prediction": prediction, "predicted_label": pd.Series(model.labels.predicted(scores), index=index,
+                                                                   dtype=object)}
+
+
+def _scores_metadata(model, frame, compute=lambda values: values) -> dict:
+    """Binary and regression: the mean prediction; multiclass: the classes and how often each is predicted."""
+    if model.task != "multiclass":
+        mean = float(compute(frame["prediction"].mean()))  # NaN without rows
+        return {"mean_prediction": mean if mean == mean else 0.0}
+    counts = compute(frame["predicted_label"].value_counts())
+    return {"classes": dg.MetadataValue.json([str(c) for c in model.classes]),
+            "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()})}

@@ -96,3 +96,15 @@ def test_live_performance_joins_delayed_labels_by_key(platform, instance):
     (request,) = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=strict)).run_requests
     assert request.tags["ml_platform/reason"] == "performance"
     assert request.tags["ml_platform/trigger"] == f"flight_delay/performance {day}"
+
+
+def test_logged_multiclass_probabilities_become_the_predicted_class_only_under_a_reference_that_lists_them():
+    from ml_platform.defs.monitoring_assets import _with_predicted_class
+
+    live = pd.DataFrame({"x": [1, 2, 3, 4], "prediction": None,
+                         "_probabilities": [[0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.5, 0.5], None]})
+    rows, left_out = _with_predicted_class(live, {"prediction_classes": ["EWR", "JFK", "LGA"]})
+    assert rows["prediction"].tolist()[:2] == ["JFK", "EWR"] and rows["prediction"].iloc[2:].isna().all()
+    assert left_out == 1  # the vector of two; a row without one is no vector at all
+    unchanged, none = _with_predicted_class(live, {"numeric": {}, "categorical": {}})  # a reference of before
+    assert unchanged is live and none == 0

@@ -5,6 +5,7 @@ batch predictions of a day.
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 
 import dagster as dg
 import mlflow
@@ -67,3 +68,66 @@ def test_automation_redeploys_the_endpoint_when_the_champion_moves(platform, ins
     assert after.total_requested == 1
     sensor_names = {s.name for s in defs.sensors}
     assert {"ml_platform_automation", "alert_on_run_failure", "flight_delay_retrain_on_monitoring"} <= sensor_names
+
+
+def _origin_model(train: pd.DataFrame) -> Model:
+    """A real 3-class model of a flight's origin airport (text labels)."""
+    import lightgbm as lgb
+
+    from ml_platform.core.labels import Labels
+    from ml_platform.core.model import FeatureEncoder
+
+    encoder = FeatureEncoder.fit(train, ["distance", "sched_dep_time", "temp"], ["carrier", "dest"])
+    labels = Labels("multiclass", ("EWR", "JFK", "LGA"))
+    data = lgb.Dataset(encoder.transform(train), labels.encode(train["origin"].astype(str)),
+                       feature_name=encoder.names, categorical_feature=[3, 4])
+    booster = lgb.train({"objective": "multiclass", "num_class": 3, "num_leaves": 15, "verbose": -1, "seed": 0},
+                        data, num_boost_round=20)
+    return Model(booster, encoder, {"task": "multiclass", "classes": list(labels.classes)})
+
+
+def test_batch_predictions_of_a_multiclass_model_store_probabilities_and_the_predicted_label(tmp_path, write_spec):
+    """A real week of flights trains an origin classifier; the next day's batch predictions hold each row's
+    probabilities in class order and its predicted label, and the metadata counts the predicted classes."""
+    from datetime import datetime
+
+    from ml_platform.core.features import build_features
+    from ml_platform.core.sources import nycflights13
+    from ml_platform.defs.resources import DaskCluster, MlflowTracking
+    from ml_platform.defs.serving_assets import predictions_asset
+    from ml_platform.spec import load_spec
+
+    spec = load_spec(write_spec(tmp_path, {"task": "multiclass", "gates.metric": "macro_f1",
+                                           "monitoring.performance.metric": "macro_f1",
+                                           "target.expression": "(arr_delay > 15) * 1 + (arr_delay > 60) * 1"},
+                                drop=("gates.fairness",)))
+    raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 5, 9))
+    features = build_features(raw, spec)[0]
+    day = features[spec.timestamp].dt.strftime("%Y-%m-%d")
+    model, rows = _origin_model(features[day < "2013-05-08"]), features[day == "2013-05-08"]
+
+    class Champion(MlflowTracking):
+        def champion(self, name):
+            return "3", model, "run"
+
+    asset = predictions_asset(spec, dg.DailyPartitionsDefinition(start_date="2013-05-01"))
+    output = asset(dg.build_asset_context(partition_key="2013-05-08"), mlflow_tracking=Champion(),
+                   dask_cluster=DaskCluster(), features=rows)
+    frame = output.value
+    assert len(frame) == len(rows) > 500 and (frame["model_version"] == "3").all()
+    probabilities = np.array(frame["prediction"].tolist())
+    assert np.array_equal(probabilities, model.predict(rows))
+    assert frame["predicted_label"].tolist() == model.predict_labels(rows)
+    assert set(frame["predicted_label"]) <= {"EWR", "JFK", "LGA"} and frame["predicted_label"].nunique() > 1
+    assert output.metadata["classes"].value == ["EWR", "JFK", "LGA"]
+    counts = output.metadata["predicted_classes"].value
+    assert counts == frame["predicted_label"].value_counts().to_dict() and "mean_prediction" not in output.metadata
+    # the Dask engine's scoring gives the same rows partition by partition, and drift's batch fallback the labels
+    import dask.dataframe as dd
+
+    from ml_platform.core.dask_scoring import _with_prediction, score_on_dask
+
+    stored = SimpleNamespace(frame=dd.from_pandas(rows.reset_index(drop=True), npartitions=3))
+    on_dask = score_on_dask(stored, model, "3", list(frame.columns[:-3])).compute().reset_index(drop=True)
+    pd.testing.assert_frame_equal(on_dask, frame.reset_index(drop=True), check_dtype=False)
+    assert _with_prediction(rows, model)["prediction"].tolist() == model.predict_labels(rows)
