@@ -120,8 +120,9 @@ def _binary_target(values: pd.Series, known: pd.Series, spec: ModelSpec) -> pd.S
         hint = ("required when the target is text" if positive is None else
                 f"{positive!r} is a boolean but the target is text: quote it (YAML reads unquoted yes/no/on/off as "
                 "booleans)")
+        example = sorted(map(str, distinct))[-1] if len(distinct) else "yes"
         raise FeatureError(f"{where}: target.positive: {hint} (found {found}); name the class whose probability "
-                           f"the model answers, e.g. positive: \"{sorted(map(str, distinct))[-1] if len(distinct) else 'yes'}\"")
+                           f"the model answers, e.g. positive: \"{example}\"")
     if len(distinct) == 2 and positive not in set(distinct):
         raise FeatureError(f"{where}: target.positive: {positive!r} is not a value of {spec.target.name!r} "
                            f"(found {found})")

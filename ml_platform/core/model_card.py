@@ -132,5 +132,6 @@ def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gat
         "- Correlation, not causation: attributions explain the model, not the world.",
     ]
     if plots:
-        lines += ["", "## Plots", *[f"![{name}](data:image/png;base64,{png})" for name, png in evaluation.plots.items()]]
+        lines += ["", "## Plots",
+                  *[f"![{name}](data:image/png;base64,{png})" for name, png in evaluation.plots.items()]]
     return "\n".join(lines)

@@ -47,7 +47,8 @@ def build_training_set(features: pd.DataFrame, spec: ModelSpec,
     check_coverage(spec, windows, versions)
     split = split_by_time(features, spec)
     frame = pd.concat([getattr(split, part).assign(**{SPLIT: part}) for part in _PARTS], ignore_index=True)
-    return TrainingSet(frame, split.summary(spec.timestamp, spec.target.name, spec.task, spec.target.positive), versions)
+    summary = split.summary(spec.timestamp, spec.target.name, spec.task, spec.target.positive)
+    return TrainingSet(frame, summary, versions)
 
 
 def check_coverage(spec: ModelSpec, windows: Mapping[str, tuple[datetime, datetime]],

@@ -331,6 +331,7 @@ def logged_rows(log_path, timestamp: str, start: datetime, end: datetime) -> pd.
             if start <= event < end:
                 vector = isinstance(output, list)  # a multiclass answer: probabilities in class order
                 rows.append({**row, "prediction": None if vector else output,
-                             "_probabilities": output if vector else None, "_version": version, "_shadow_version": shadow_version,
+                             "_probabilities": output if vector else None, "_version": version,
+                             "_shadow_version": shadow_version,
                              "_shadow_prediction": shadows[i] if shadows else None, "_routed": routed})
     return pd.DataFrame(rows)

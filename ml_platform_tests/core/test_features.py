@@ -170,6 +170,7 @@ def test_a_binary_target_with_three_values_names_task(real_day, flight_spec):
     spec = _with_target(flight_spec, "binary", name="airport", column="origin", positive="JFK")
     with pytest.raises(FeatureError, match=r"task: 'binary' but target\.column 'airport' has 3 values"):
         build_features(real_day, spec)
-    numeric = _with_target(flight_spec, "binary", name="thirds", expression="(arr_delay > 15) * 0.5 + (arr_delay > 60) * 0.5")
+    numeric = _with_target(flight_spec, "binary", name="thirds",
+                           expression="(arr_delay > 15) * 0.5 + (arr_delay > 60) * 0.5")
     with pytest.raises(FeatureError, match=r"task: 'binary' .* 3 values"):
         build_features(real_day, numeric)

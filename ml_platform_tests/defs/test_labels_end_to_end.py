@@ -1,6 +1,6 @@
-"""End to end on text labels, one model per task, each on a real Dagster instance, MLflow store and endpoint:
-raw → features → training set → model → evaluation (gates) → champion → endpoint → batch predictions → drift →
-live performance, with the endpoint answering labels and MLflow's pyfunc answering the same.
+"""End to end on text labels, one model per task, each on a real Dagster instance, MLflow store and
+endpoint: raw → features → training set → model → evaluation (gates) → champion → endpoint → batch
+predictions → drift → live performance, with the endpoint answering labels and MLflow's pyfunc the same.
 
 - multiclass: the airport a 2013 NYC departure leaves from (`origin`: EWR, JFK, LGA), spec under
   `ml_platform_tests/specs/`;
