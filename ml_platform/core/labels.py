@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,11 @@ def as_labels(values: pd.Series) -> pd.Series:
 def scalar(value: Any) -> Any:
     """A label as a Python scalar (numpy's int64 would turn into the text "1" in a JSON manifest)."""
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _rows(scores: np.ndarray) -> list[list[float]]:
+    """Multiclass scores as Python lists, one per row (none for no rows)."""
+    return np.atleast_2d(scores).tolist() if len(scores) else []
 
 
 def _distinct(values: Iterable) -> list:
@@ -160,21 +166,38 @@ class Labels:
         return np.atleast_2d(scores).argmax(axis=1) if len(scores) else np.empty(0, dtype=np.int64)
 
     def predicted(self, scores: np.ndarray) -> list:
-        """The predicted label per row, as Python scalars (safe for JSON)."""
-        return [self.classes[i] for i in self.predicted_codes(scores)]
+        """The predicted label per row (binary at 0.5, multiclass the argmax, ties to the first class), as Python
+        scalars (safe for JSON). Plain Python over `tolist()`: on the endpoint's few-row requests numpy's
+        per-call overhead would cost more than the work."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.task == "binary":
+            negative, positive = self.classes
+            return [positive if p >= 0.5 else negative for p in scores.tolist()]
+        return self._argmax(_rows(scores))
 
     def by_name(self, scores: np.ndarray) -> list[dict[str, float]]:
         """Multiclass probabilities keyed by class name (text), one dict per row."""
-        names = [str(c) for c in self.classes]
-        return [dict(zip(names, map(float, row))) for row in np.atleast_2d(np.asarray(scores, dtype=np.float64))]
+        return self._named(_rows(np.asarray(scores, dtype=np.float64)))
 
     def response(self, scores: np.ndarray) -> dict[str, list]:
         """The label fields every output shares (the endpoint, pyfunc and batch predictions): `labels`, and for
         multiclass `probabilities` by class name."""
-        out: dict[str, list] = {"labels": self.predicted(scores)}
-        if self.task == "multiclass":
-            out["probabilities"] = self.by_name(scores) if len(scores) else []
-        return out
+        if self.task == "binary":
+            return {"labels": self.predicted(scores)}
+        rows = _rows(np.asarray(scores, dtype=np.float64))
+        return {"labels": self._argmax(rows), "probabilities": self._named(rows)}
+
+    def _argmax(self, rows: list[list[float]]) -> list:
+        classes = self.classes
+        return [classes[row.index(max(row))] for row in rows]
+
+    def _named(self, rows: list[list[float]]) -> list[dict[str, float]]:
+        names = self._names
+        return [dict(zip(names, row)) for row in rows]
+
+    @cached_property
+    def _names(self) -> list[str]:
+        return [str(c) for c in self.classes]
 
     def aligned(self, scores: np.ndarray, classes: Iterable) -> np.ndarray:
         """Multiclass scores in another class order (`classes`), 0 for a class this model does not know."""
