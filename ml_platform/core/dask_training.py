@@ -17,6 +17,7 @@ rows stay in partitions on the workers; the step's process receives per-partitio
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import threading
 import time
 from typing import Any
@@ -32,7 +33,7 @@ from ml_platform.core.labels import UNKNOWN, Labels, is_text
 from ml_platform.core.model import FeatureEncoder, Model
 from ml_platform.core.evaluation import encoded_target, task_metrics
 from ml_platform.core.training import (TrainingError, TrainingResult, classes_of, early_stopping_round,
-                                       lightgbm_params, manifest_of, split_days, without_rounds)
+                                       labels_left_out, lightgbm_params, manifest_of, split_days, without_rounds)
 from ml_platform.core.training_set import SPLIT, TrainingSet, check_coverage, windows_of
 from ml_platform.spec import ModelSpec
 
@@ -131,14 +132,15 @@ def train_on_dask(spec: ModelSpec, stored: StoredPartitions, client, extra_manif
     frame, refit, training = stored.frame, spec.training.refit, spec.training
     summary = split_summary(frame, spec)
     splits = ["train", "valid"] if refit else ["train"]
-    encoder, classes = _encoder_and_classes(frame, spec, splits)
+    encoder, classes, left_out = _encoder_and_classes(frame, spec, splits)
     params = {**lightgbm_params(spec, classes), "num_threads": _threads(client)}
     first = _fit(client, spec, params, training.num_boost_round, frame[frame[SPLIT] == "train"], encoder, classes)
     valid_rows = frame[frame[SPLIT] == "valid"]
     curve = _validation_curve(valid_rows, first, encoder, spec, classes)
     rounds = early_stopping_round(curve, training.early_stopping_rounds)
     stopped = lgb.Booster(model_str=first.model_to_string(num_iteration=rounds))
-    fit_rows = sum(summary[s]["rows"] for s in splits)
+    rows = {k: summary[k]["rows"] - left_out.get(k, 0) for k in ("train", "valid", "test")}
+    fit_rows = sum(rows[s] for s in splits)
     fit = {"refit": refit, "splits": splits, "rows": fit_rows, "first_day": summary["train"]["first_day"],
            "last_day": summary[splits[-1]]["last_day"], "rounds": rounds,
            "rounds_chosen_by": f"early stopping on the validation days ({summary['valid']['rows']} rows), "
@@ -146,9 +148,9 @@ def train_on_dask(spec: ModelSpec, stored: StoredPartitions, client, extra_manif
            "valid_metrics_from": ("the early-stopping model, trained on the training days only (the final "
                                   "model has seen the validation days)") if refit else "the final model"}
     workers = len(worker_memory(client))
-    manifest = manifest_of(spec, classes, params, {k: summary[k]["rows"] for k in ("train", "valid", "test")},
+    manifest = manifest_of(spec, classes, params, rows,
                            {"first_day": summary["train"]["first_day"], "last_day": summary["test"]["last_day"]},
-                           fit, encoder.names, rounds, {**(extra_manifest or {}),
+                           fit, encoder.names, rounds, {**(extra_manifest or {}), **labels_left_out(left_out),
                                                         "engine": {"name": "dask", "workers": workers}})
     manifest["metrics"] = {f"valid_{k}": v for k, v in _metrics_of(valid_rows, Model(stopped, encoder, manifest),
                                                                     spec).items()}
@@ -250,29 +252,36 @@ def _scored_labels(part: pd.DataFrame, model: Model, target: str) -> pd.DataFram
     return frame.assign(**{LABEL: part[target].to_numpy()})
 
 
-def _encoder_and_classes(frame, spec: ModelSpec, splits: list[str]) -> tuple[FeatureEncoder, list | None]:
-    """The encoder with every categorical level of the rows the model is fitted on, and the classes, both
-    collected on the workers (the local engine's `FeatureEncoder.fit` and `classes_of` on the same rows)."""
+def _encoder_and_classes(frame, spec: ModelSpec, splits: list[str]
+                         ) -> tuple[FeatureEncoder, list | None, dict[str, int]]:
+    """The encoder with every categorical level of the rows the model is fitted on, the classes, and how many
+    training and validation rows carry a label outside them (left out, as the local engine leaves them out),
+    all collected on the workers (the local engine's `FeatureEncoder.fit` and `classes_of` on the same rows)."""
     features, target = spec.features, spec.target.name
     levels: dict[str, set] = {name: set() for name in features.all_categorical}
-    found: dict[str, set] = {"train": set(), "valid": set()}
+    found: dict[str, Counter] = {"train": Counter(), "valid": Counter()}
     for part in per_partition(frame, _distinct, features.all_categorical, target, splits, spec.task):
         for name, values in part["levels"].items():
             levels[name] |= values
-        for split, values in part["classes"].items():
-            found[split] |= values
+        for split, counts in part["classes"].items():
+            found[split].update(counts)
     encoder = FeatureEncoder(features.all_numeric, features.all_categorical,
                              {name: sorted(values) for name, values in levels.items()})
-    classes = None if spec.task == "regression" else classes_of(
-        spec, sorted(found["train"]), sorted(found["valid"]) if "valid" in splits else [])
-    return encoder, classes
+    if spec.task == "regression":
+        return encoder, None, {}
+    classes = classes_of(spec, list(found["train"]), list(found["valid"]) if "valid" in splits else [])
+    known = Labels("multiclass", tuple(classes))
+    left_out = {split: sum(count for label, count in counts.items() if known.encode([label])[0] == UNKNOWN)
+                for split, counts in found.items()}
+    return encoder, classes, left_out
 
 
 def _distinct(part: pd.DataFrame, categorical: list[str], target: str, splits: list[str], task: str) -> dict:
+    """A partition's categorical levels (of the rows the model is fitted on) and its label counts per split."""
     rows = part[part[SPLIT].isin(splits)]
     return {"levels": {name: set(rows[name].dropna().astype(str).unique()) for name in categorical},
             "classes": {} if task == "regression" else
-            {split: set(rows.loc[rows[SPLIT] == split, target].dropna().unique().tolist()) for split in splits}}
+            {split: part.loc[part[SPLIT] == split, target].value_counts().to_dict() for split in ("train", "valid")}}
 
 
 def _threads(client) -> int:

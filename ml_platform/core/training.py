@@ -132,7 +132,7 @@ def _labelled(split: Split, labels: dict[str, np.ndarray]) -> tuple[Split, dict[
     return Split(kept["train"], kept["valid"], kept["test"]), labels, left_out
 
 
-def _left_out(counts: dict[str, int]) -> dict:
+def labels_left_out(counts: dict[str, int]) -> dict:
     """The manifest's record of rows left out of training for their label (only when there were any)."""
     return {"labels_unseen": counts} if any(counts.values()) else {}
 
@@ -204,7 +204,7 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
                            {"first_day": str(split.train[spec.timestamp].min().date()),
                             "last_day": str(split.test[spec.timestamp].max().date())},
                            fit, encoder.names, booster.best_iteration,
-                           {**(extra_manifest or {}), **_left_out(left_out)})
+                           {**(extra_manifest or {}), **labels_left_out(left_out)})
     from ml_platform.core.evaluation import encoded_target, task_metrics
 
     stopped = Model(booster=booster, encoder=encoder, manifest=manifest)

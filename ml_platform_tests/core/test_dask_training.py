@@ -136,6 +136,10 @@ def test_the_per_round_validation_curve_is_exact_for_every_task(client, features
     curve, at = result.learning_curve["valid"], result.best_iteration - 1
     metrics = result.model.manifest["metrics"]
     assert result.model.booster.num_trees() == result.best_iteration * (3 if task == "multiclass" else 1)
+    if case.endswith("_text"):  # the label never seen in training: left out of the fit and counted
+        assert result.model.manifest["labels_unseen"] == {"train": 0, "valid": 25}
+        valid_rows = int((pd.read_parquet(written)[SPLIT] == "valid").sum())
+        assert result.model.manifest["rows"]["valid"] == valid_rows - 25
     if case == "binary_text":
         assert result.model.classes == ["no", "yes"] and result.model.manifest["positive"] == "yes"
         assert curve["binary_logloss"][at] == pytest.approx(metrics["valid_log_loss"], rel=1e-6)
