@@ -144,12 +144,25 @@ def two_workers(monkeypatch):
     cluster.close()
 
 
+@pytest.fixture
+def no_leftover_tails(tmp_path):
+    """Dagster mirrors a step's output through `tail -F` on its compute log; a run that fails while another
+    thread waits on it (the killed worker) leaves those processes behind: they end with the test."""
+    yield
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if cmdline[:1] == ["tail"] and any(str(tmp_path) in part for part in cmdline):
+            process.kill()
+
+
 def _training_started(dask_scheduler) -> bool:
     return any("_train_part" in str(key) for key, task in dask_scheduler.tasks.items() if task.state == "processing")
 
 
 def test_a_worker_killed_mid_training_fails_the_run_and_leaves_registry_and_cluster_usable(
-        platform, instance, two_workers):
+        platform, instance, two_workers, no_leftover_tails):
     import os
     import signal
     import threading
