@@ -9,9 +9,12 @@ sizes, the setting), and workers that died under a computation.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
 ADDRESS_ENV = "ML_PLATFORM_DASK_ADDRESS"
 WORKERS_ENV = "ML_PLATFORM_DASK_WORKERS"
@@ -116,3 +119,66 @@ def explain_lost_workers(error: BaseException) -> ClusterError:
 
 def _mb(size: float) -> str:
     return f"{size / 2**20:,.0f} MB" if size >= 2**20 else f"{size / 1024:,.0f} KB"
+
+
+def watched(client, fit):
+    """Run `fit` while watching the workers. When one disappears (killed, out of memory), the fit fails with a
+    ClusterError at once, and the workers that took part are restarted: lightgbm.dask would otherwise wait for
+    the lost worker forever, and the others would stay blocked in LightGBM's network wait (a training fit on
+    lightgbm.dask is what this watches)."""
+    workers = set(worker_memory(client))
+    outcome: dict[str, Any] = {}
+
+    def run():
+        try:
+            outcome["value"] = fit()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="lightgbm-dask-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+        lost = workers - set(worker_memory(client))
+        if lost:
+            raise _lost_during_training(client, workers, lost)
+    if "error" in outcome:
+        # A peer's death often surfaces first as LightGBM's socket error on a surviving worker.
+        lost = workers - set(_workers_after_a_moment(client))
+        if lost:
+            raise _lost_during_training(client, workers, lost) from None
+        from distributed import KilledWorker
+
+        if isinstance(outcome["error"], KilledWorker):
+            raise explain_lost_workers(outcome["error"]) from None
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _workers_after_a_moment(client) -> list[str]:
+    """The workers still there once the scheduler has had a moment to notice a death (a failed fit returns
+    before the scheduler has removed the dead worker)."""
+    time.sleep(1.0)
+    return list(worker_memory(client))
+
+
+def _lost_during_training(client, workers: set[str], lost: set[str]) -> ClusterError:
+    """The workers that took part and survived are restarted, so none stays blocked in LightGBM's network
+    wait; the error says which left and what to change."""
+    with contextlib.suppress(Exception):
+        client.restart_workers(sorted(workers - lost), timeout=60, raise_for_error=False)
+    return ClusterError(
+        f"Dask worker(s) {', '.join(sorted(lost))} left the cluster during training, so the model was not "
+        "trained and nothing was registered; the other workers that took part were restarted. If a worker ran "
+        "out of memory, give workers more (ML_PLATFORM_DASK_MEMORY_LIMIT, or `dask worker --memory-limit`) or "
+        "add workers")
+
+
+def killed_workers_explained(function, *args):
+    """Run `function(*args)`; workers that kept dying under it become a ClusterError that says what to change."""
+    from distributed import KilledWorker
+
+    try:
+        return function(*args)
+    except KilledWorker as error:
+        raise explain_lost_workers(error) from None

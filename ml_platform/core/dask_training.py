@@ -16,9 +16,7 @@ rows stay in partitions on the workers; the step's process receives per-partitio
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
-import threading
 import time
 from typing import Any
 
@@ -26,10 +24,10 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from ml_platform.core.dask_cluster import ClusterError, explain_lost_workers, worker_memory
+from ml_platform.core.dask_cluster import killed_workers_explained, watched, worker_memory
 from ml_platform.core.dask_frames import StoredPartitions, per_partition
 from ml_platform.core.data_versions import content_hash, versions_by_day, versions_by_partition
-from ml_platform.core.labels import UNKNOWN, Labels, is_text
+from ml_platform.core.labels import UNKNOWN, Labels, positives
 from ml_platform.core.model import FeatureEncoder, Model
 from ml_platform.core.evaluation import encoded_target, task_metrics
 from ml_platform.core.training import (TrainingError, TrainingResult, classes_of, early_stopping_round,
@@ -47,7 +45,7 @@ def build_training_set_on_dask(stored: StoredPartitions, spec: ModelSpec, partit
     versions: dict[str, str] = {}
     features = stored.frame
     if features is not None:
-        for part in _killed_workers_explained(per_partition, features, versions_by_partition, spec.timestamp,
+        for part in killed_workers_explained(per_partition, features, versions_by_partition, spec.timestamp,
                                               windows):
             versions.update(part)
     check_coverage(spec, windows, versions)
@@ -105,9 +103,7 @@ def _day(stamp) -> str | None:
 def _split_stats(part: pd.DataFrame, timestamp: str, target: str, task: str, positive: Any = None) -> dict:
     out = {}
     for split, rows in part.groupby(SPLIT, sort=False):
-        values = rows[target]
-        if task == "binary" and positive is not None and is_text(values):
-            values = values == positive  # text labels: the positive rate is the share of the positive class
+        values = positives(rows[target], positive) if task == "binary" else rows[target]
         out[split] = {"rows": len(rows), "first": rows[timestamp].min(), "last": rows[timestamp].max(),
                       "sum": float(values.sum()) if task != "multiclass" else 0.0,
                       "classes": rows[target].value_counts().to_dict() if task == "multiclass" else {}}
@@ -119,7 +115,7 @@ def versions_on_dask(stored: StoredPartitions, timestamp: str) -> dict[str, str]
     (hourly data) gets one version of its parts' versions."""
     parts: dict[str, list[str]] = {}
     frame = stored.frame.drop(columns=SPLIT, errors="ignore")
-    for versions in _killed_workers_explained(per_partition, frame, versions_by_day, timestamp):
+    for versions in killed_workers_explained(per_partition, frame, versions_by_day, timestamp):
         for day, version in versions.items():
             parts.setdefault(day, []).append(version)
     return {day: v[0] if len(v) == 1 else content_hash(pd.DataFrame({"v": v})) for day, v in sorted(parts.items())}
@@ -166,7 +162,7 @@ def train_on_dask(spec: ModelSpec, stored: StoredPartitions, client, extra_manif
 def _validation_curve(rows, booster, encoder: FeatureEncoder, spec: ModelSpec, classes) -> dict[str, list[float]]:
     """The validation metrics LightGBM's early stopping watches, after every round, on every validation row:
     additive per-round sums from each partition (on the workers), combined here."""
-    parts = [p for p in _killed_workers_explained(per_partition, rows, _round_sums, booster, encoder,
+    parts = [p for p in killed_workers_explained(per_partition, rows, _round_sums, booster, encoder,
                                                   spec.target.name, classes, spec.task) if p]
     if not parts:
         raise TrainingError(f"{spec.path or spec.name}: training.validation_days: no validation rows")
@@ -304,73 +300,11 @@ def _fit(client, spec: ModelSpec, params: dict, rounds: int, rows, encoder: Feat
     import lightgbm.dask as lgb_dask
 
     meta = pd.DataFrame({name: pd.Series(dtype=np.float64) for name in [*encoder.names, LABEL]})
-    encoded = _killed_workers_explained(
+    encoded = killed_workers_explained(
         lambda: rows.map_partitions(_encoded, encoder, spec.target.name, classes, meta=meta).persist())
     estimator_type = lgb_dask.DaskLGBMRegressor if spec.task == "regression" else lgb_dask.DaskLGBMClassifier
     estimator = estimator_type(client=client, n_estimators=rounds, **without_rounds(params))
     categorical = list(range(len(encoder.numeric), len(encoder.names)))
-    fitted = _watched(client, lambda: estimator.fit(encoded[encoder.names], encoded[LABEL],
+    fitted = watched(client, lambda: estimator.fit(encoded[encoder.names], encoded[LABEL],
                                                    categorical_feature=categorical))
     return fitted.to_local().booster_
-
-
-def _watched(client, fit):
-    """Run `fit` while watching the workers. When one disappears (killed, out of memory), the fit fails with a
-    ClusterError at once, and the workers that took part are restarted: lightgbm.dask would otherwise wait for
-    the lost worker forever, and the others would stay blocked in LightGBM's network wait."""
-    workers = set(worker_memory(client))
-    outcome: dict[str, Any] = {}
-
-    def run():
-        try:
-            outcome["value"] = fit()
-        except BaseException as error:  # handed to the caller's thread
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, name="lightgbm-dask-fit", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.5)
-        lost = workers - set(worker_memory(client))
-        if lost:
-            raise _lost_during_training(client, workers, lost)
-    if "error" in outcome:
-        # A peer's death often surfaces first as LightGBM's socket error on a surviving worker.
-        lost = workers - set(_workers_after_a_moment(client))
-        if lost:
-            raise _lost_during_training(client, workers, lost) from None
-        from distributed import KilledWorker
-
-        if isinstance(outcome["error"], KilledWorker):
-            raise explain_lost_workers(outcome["error"]) from None
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def _workers_after_a_moment(client) -> list[str]:
-    """The workers still there once the scheduler has had a moment to notice a death (a failed fit returns
-    before the scheduler has removed the dead worker)."""
-    time.sleep(1.0)
-    return list(worker_memory(client))
-
-
-def _lost_during_training(client, workers: set[str], lost: set[str]) -> ClusterError:
-    """The workers that took part and survived are restarted, so none stays blocked in LightGBM's network
-    wait; the error says which left and what to change."""
-    with contextlib.suppress(Exception):
-        client.restart_workers(sorted(workers - lost), timeout=60, raise_for_error=False)
-    return ClusterError(
-        f"Dask worker(s) {', '.join(sorted(lost))} left the cluster during training, so the model was not "
-        "trained and nothing was registered; the other workers that took part were restarted. If a worker ran "
-        "out of memory, give workers more (ML_PLATFORM_DASK_MEMORY_LIMIT, or `dask worker --memory-limit`) or "
-        "add workers")
-
-
-def _killed_workers_explained(function, *args):
-    """Run `function(*args)`; workers that kept dying under it become a ClusterError that says what to change."""
-    from distributed import KilledWorker
-
-    try:
-        return function(*args)
-    except KilledWorker as error:
-        raise explain_lost_workers(error) from None

@@ -39,7 +39,7 @@ from ml_platform.serving.http import (
     with_headers)
 from ml_platform.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
 from ml_platform.serving.prediction_log import PredictionLog
-from ml_platform.serving.protocols import V1, V2, Protocol
+from ml_platform.serving.protocols import V1, V2, Protocol, label_fields
 from ml_platform.serving.slot import RegistryState, RegistryUnreachable, Slot, next_slot, source_for
 from ml_platform.serving.validation import RequestError
 
@@ -238,7 +238,7 @@ class ServingApp:
             self.metrics.predicted(shadow.version, "shadow").inc(len(rows))
         self.metrics.latency_of(protocol.route).observe(time.perf_counter() - started)
         self.metrics.request(protocol.route, "200").inc()
-        explanations, fields = _label_fields(answer.model, outputs, explanations)
+        explanations, fields = label_fields(answer.model, outputs, explanations)
         body = protocol.answer(self.config.model, answer, predictions, explanations, client_id, request_id,
                                slot.champion.model.manifest.get("task"), fields)
         await respond_json(send, 200, body)
@@ -336,20 +336,6 @@ def _score(answer, shadow, rows, explain):
     explanations = answer.model.explanations(rows) if explain else None
     shadow_outputs = shadow.model.predict_records(rows).tolist() if shadow is not None else None
     return outputs, explanations, shadow_outputs
-
-
-def _label_fields(model, outputs, explained) -> tuple[list | None, dict]:
-    """(explanations, a classifier's label fields). The labels come from the answering model's own scores (the
-    ndarray, before `tolist`), so they agree with `predictions` and with offline `predict_labels`; regression
-    gets no fields."""
-    explanations, classes = explained if explained is not None else (None, None)
-    labels = model.labels
-    if labels is None:
-        return explanations, {}
-    fields = labels.response(outputs)
-    if classes is not None:
-        fields["explained_class"] = list(classes)
-    return explanations, fields
 
 
 def _kind(status: int) -> str:

@@ -26,6 +26,20 @@ class Protocol:
     failure: Callable              # (message, request_id) -> dict
 
 
+def label_fields(model, outputs, explained) -> tuple[list | None, dict]:
+    """(explanations, a classifier's label fields). The labels come from the answering model's own scores (the
+    ndarray, before `tolist`), so they agree with `predictions` and with offline `predict_labels`; regression
+    gets no fields."""
+    explanations, classes = explained if explained is not None else (None, None)
+    labels = model.labels
+    if labels is None:
+        return explanations, {}
+    fields = labels.response(outputs)
+    if classes is not None:
+        fields["explained_class"] = list(classes)
+    return explanations, fields
+
+
 def _v1_parse(payload, slot, config):
     rows, explain = instances_of(payload, config.max_rows)
     validate_rows(rows, slot.schema, "instances", config.unknown_fields, slot.allowed)

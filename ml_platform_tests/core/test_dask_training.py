@@ -170,6 +170,6 @@ def test_a_fit_that_fails_because_a_worker_died_says_which_worker_left():
                 raise RuntimeError("Socket recv error, Connection reset by peer (code: 104)")
 
             with pytest.raises(dask_cluster.ClusterError, match=f"{victim}.* left the cluster during training"):
-                dask_training._watched(own, fit)
+                dask_cluster.watched(own, fit)
     finally:
         cluster.close()
