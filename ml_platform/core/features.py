@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml_platform.core.labels import as_labels, is_text
+from ml_platform.core.labels import as_labels, is_text, positives
 from ml_platform.spec import ModelSpec
 
 
@@ -134,8 +134,7 @@ def target_summary(values: pd.Series, task: str, positive=None) -> dict:
     if task == "binary":
         if len(values) == 0:
             return {"positive_rate": 0.0}
-        hits = values == positive if positive is not None and is_text(values) else values
-        return {"positive_rate": round(float(hits.mean()), 4)}
+        return {"positive_rate": round(float(positives(values, positive).mean()), 4)}
     if task == "multiclass":
         return {"classes": {str(k): int(v) for k, v in values.value_counts().sort_index().items()}}
     return {"target_mean": round(float(values.mean()), 4) if len(values) else 0.0}

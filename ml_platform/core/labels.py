@@ -44,6 +44,12 @@ def as_labels(values: pd.Series) -> pd.Series:
     return pd.Series(text, index=values.index, name=values.name, dtype=object)
 
 
+def positives(values: pd.Series, positive: Any) -> pd.Series:
+    """A binary target as its positive rate's terms: text labels compared with `positive`; 0/1 and booleans as
+    they are (1 and True are positive)."""
+    return values == positive if positive is not None and is_text(values) else values
+
+
 def scalar(value: Any) -> Any:
     """A label as a Python scalar (numpy's int64 would turn into the text "1" in a JSON manifest)."""
     return value.item() if isinstance(value, np.generic) else value

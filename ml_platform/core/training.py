@@ -17,7 +17,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from ml_platform.core.labels import UNKNOWN, LabelError, Labels, is_text
+from ml_platform.core.labels import UNKNOWN, LabelError, Labels, positives
 from ml_platform.core.model import FeatureEncoder, Model
 from ml_platform.spec import ModelSpec
 
@@ -50,8 +50,8 @@ class Split:
             info: dict[str, Any] = {"rows": len(part), "first_day": str(stamps.min().date()) if len(part) else None,
                                     "last_day": str(stamps.max().date()) if len(part) else None}
             if task == "binary":
-                hits = part[target] == positive if positive is not None and is_text(part[target]) else part[target]
-                info["positive_rate"] = round(float(hits.mean()), 4) if len(part) else None
+                rate = positives(part[target], positive).mean()
+                info["positive_rate"] = round(float(rate), 4) if len(part) else None
             elif task == "regression":
                 info["target_mean"] = round(float(part[target].mean()), 4) if len(part) else None
             else:
