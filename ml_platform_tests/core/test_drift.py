@@ -101,19 +101,9 @@ def test_a_real_models_training_reference_is_the_same_for_categoricals_and_text(
 @pytest.fixture(scope="module")
 def origin_model(split):
     """A real 3-class model of the flights' origin airport (text labels) on the session's training rows."""
-    import lightgbm as lgb
+    from ml_platform_tests.core.text_classifier import origin_model
 
-    from ml_platform.core.labels import Labels
-    from ml_platform.core.model import FeatureEncoder, Model
-
-    train = split.train
-    encoder = FeatureEncoder.fit(train, ["distance", "sched_dep_time", "temp"], ["carrier", "dest"])
-    labels = Labels("multiclass", ("EWR", "JFK", "LGA"))
-    data = lgb.Dataset(encoder.transform(train), labels.encode(train["origin"].astype(str)),
-                       feature_name=encoder.names, categorical_feature=[3, 4])
-    booster = lgb.train({"objective": "multiclass", "num_class": 3, "num_leaves": 15, "verbose": -1, "seed": 0},
-                        data, num_boost_round=20)
-    return Model(booster, encoder, {"task": "multiclass", "classes": list(labels.classes)})
+    return origin_model(split.train)
 
 
 def test_a_multiclass_reference_holds_the_predicted_class_as_a_categorical(origin_model, split):

@@ -11,6 +11,7 @@ import pytest
 from ml_platform.core import derived
 from ml_platform.core.features import FeatureError, as_category, build_features, concat_partitions, feature_columns
 from ml_platform.core.sources import nycflights13
+from ml_platform_tests.core.text_classifier import with_target
 
 
 @pytest.fixture(scope="module")
@@ -121,28 +122,18 @@ def test_a_days_content_hash_is_the_same_stored_alone_or_inside_the_joined_windo
     assert version == content_hash(joined)
 
 
-def _with_target(spec, task: str, **target):
-    """The flight spec with another task and target (`origin` is then no longer a feature)."""
-    data = spec.model_dump(by_alias=True, exclude={"path"})
-    data["task"], data["target"] = task, target
-    data["features"]["categorical"] = [c for c in data["features"]["categorical"] if c != "origin"]
-    data["gates"]["metric"] = {"binary": "roc_auc", "multiclass": "macro_f1"}[task]
-    data["monitoring"]["performance"]["metric"] = data["gates"]["metric"]
-    return type(spec).model_validate(data)
-
-
 def test_a_multiclass_text_target_keeps_its_labels_as_text(real_day, flight_spec):
-    spec = _with_target(flight_spec, "multiclass", name="airport", column="origin")
+    spec = with_target(flight_spec, "multiclass", name="airport", column="origin")
     frame, report = build_features(real_day, spec)
     assert frame["airport"].dtype == object and set(frame["airport"]) == {"EWR", "JFK", "LGA"}
     assert report.rows_out == len(real_day) and report.dropped_no_target == 0
 
 
 def test_a_boolean_target_for_multiclass_is_refused_with_the_count_hint(real_day, flight_spec):
-    spec = _with_target(flight_spec, "multiclass", name="lateness", expression="(arr_delay > 15) + (arr_delay > 60)")
+    spec = with_target(flight_spec, "multiclass", name="lateness", expression="(arr_delay > 15) + (arr_delay > 60)")
     with pytest.raises(FeatureError, match=r"target\.expression: .*booleans.*\* 1"):
         build_features(real_day, spec)
-    counted = _with_target(flight_spec, "multiclass", name="lateness",
+    counted = with_target(flight_spec, "multiclass", name="lateness",
                            expression="(arr_delay > 15) * 1 + (arr_delay > 60) * 1")
     assert set(build_features(real_day, counted)[0]["lateness"]) == {0, 1, 2}
 
@@ -155,22 +146,22 @@ def _yes_no(raw: pd.DataFrame) -> pd.DataFrame:
 def test_a_binary_text_target_needs_its_positive_class(real_day, flight_spec):
     raw = _yes_no(real_day)
     with pytest.raises(FeatureError, match=r"target\.positive: required when the target is text"):
-        build_features(raw, _with_target(flight_spec, "binary", name="outcome", column="outcome"))
+        build_features(raw, with_target(flight_spec, "binary", name="outcome", column="outcome"))
     with pytest.raises(FeatureError, match=r"target\.positive: .*quote it"):
-        build_features(raw, _with_target(flight_spec, "binary", name="outcome", column="outcome", positive=True))
+        build_features(raw, with_target(flight_spec, "binary", name="outcome", column="outcome", positive=True))
     with pytest.raises(FeatureError, match=r"target\.positive: 'late' is not a value"):
-        build_features(raw, _with_target(flight_spec, "binary", name="outcome", column="outcome", positive="late"))
-    frame, report = build_features(raw, _with_target(flight_spec, "binary", name="outcome", column="outcome",
+        build_features(raw, with_target(flight_spec, "binary", name="outcome", column="outcome", positive="late"))
+    frame, report = build_features(raw, with_target(flight_spec, "binary", name="outcome", column="outcome",
                                                       positive="yes"))
     assert set(frame["outcome"]) == {"yes", "no"} and report.dropped_no_target == raw["arr_delay"].isna().sum()
     assert ((frame["outcome"] == "yes") == (raw["arr_delay"].dropna() > 15).to_numpy()).all()
 
 
 def test_a_binary_target_with_three_values_names_task(real_day, flight_spec):
-    spec = _with_target(flight_spec, "binary", name="airport", column="origin", positive="JFK")
+    spec = with_target(flight_spec, "binary", name="airport", column="origin", positive="JFK")
     with pytest.raises(FeatureError, match=r"task: 'binary' but target\.column 'airport' has 3 values"):
         build_features(real_day, spec)
-    numeric = _with_target(flight_spec, "binary", name="thirds",
+    numeric = with_target(flight_spec, "binary", name="thirds",
                            expression="(arr_delay > 15) * 0.5 + (arr_delay > 60) * 0.5")
     with pytest.raises(FeatureError, match=r"task: 'binary' .* 3 values"):
         build_features(real_day, numeric)

@@ -12,6 +12,7 @@ import pytest
 from ml_platform.core import evaluation as ev
 from ml_platform.core.training import Split, TrainingError, split_by_time, train, tune
 from ml_platform.spec import ModelSpec
+from ml_platform_tests.core.text_classifier import with_target
 
 
 @pytest.fixture(scope="module")
@@ -295,21 +296,12 @@ def test_the_early_stopping_replay_stops_where_lightgbm_stops(spec, split):
         assert early_stopping_round(curve, patience) == train(stopping, split).best_iteration
 
 
-def _with_target(spec: ModelSpec, task: str, **target) -> ModelSpec:
-    data = spec.model_dump(by_alias=True, exclude={"path"})
-    data["task"], data["target"] = task, target
-    data["features"]["categorical"] = [c for c in data["features"]["categorical"] if c != "origin"]
-    data["gates"]["metric"] = {"binary": "roc_auc", "multiclass": "macro_f1"}[task]
-    data["monitoring"]["performance"]["metric"] = data["gates"]["metric"]
-    return ModelSpec.model_validate(data)
-
-
 def _as_airports(split: Split) -> Split:
     return Split(*(part.assign(airport=part["origin"].astype(str)) for part in (split.train, split.valid, split.test)))
 
 
 def test_a_multiclass_model_on_text_labels_keeps_them_in_its_manifest(spec, split):
-    airports = _with_target(spec, "multiclass", name="airport", column="origin")
+    airports = with_target(spec, "multiclass", name="airport", column="origin")
     model = train(airports, _as_airports(split)).model
     assert model.manifest["classes"] == ["EWR", "JFK", "LGA"] and "positive" not in model.manifest
     scores = model.predict(split.test)
@@ -319,19 +311,19 @@ def test_a_multiclass_model_on_text_labels_keeps_them_in_its_manifest(spec, spli
                                                                     scores.argmax(axis=1)]
     y = ev.encoded_target(model, _as_airports(split).test)
     assert ev.task_metrics("multiclass", y, scores)["macro_f1"] > 0.5  # weather and routes tell airports apart
-    declared = _with_target(spec, "multiclass", name="airport", column="origin", classes=["LGA", "JFK", "EWR"])
+    declared = with_target(spec, "multiclass", name="airport", column="origin", classes=["LGA", "JFK", "EWR"])
     assert train(declared, _as_airports(split)).model.manifest["classes"] == ["LGA", "JFK", "EWR"]
 
 
 def test_a_binary_model_on_text_labels_answers_the_positive_class(spec, split):
     text = Split(*(part.assign(outcome=np.where(part["delayed"] == 1, "yes", "no"))
                    for part in (split.train, split.valid, split.test)))
-    yes = train(_with_target(spec, "binary", name="outcome", column="outcome", positive="yes"), text).model
+    yes = train(with_target(spec, "binary", name="outcome", column="outcome", positive="yes"), text).model
     assert yes.manifest["classes"] == ["no", "yes"] and yes.manifest["positive"] == "yes"
     # the same codes as the 0/1 target: the same model, scores and all
-    numeric = train(_with_target(spec, "binary", name="delayed", expression="arr_delay > 15"), split).model
+    numeric = train(with_target(spec, "binary", name="delayed", expression="arr_delay > 15"), split).model
     assert np.array_equal(yes.predict(split.test), numeric.predict(split.test))
-    no = train(_with_target(spec, "binary", name="outcome", column="outcome", positive="no"), text).model
+    no = train(with_target(spec, "binary", name="outcome", column="outcome", positive="no"), text).model
     assert no.manifest["classes"] == ["yes", "no"] and no.labels.positive == "no"
     assert ev.task_metrics("binary", ev.encoded_target(no, text.test), no.predict(text.test))["roc_auc"] > 0.6
 
@@ -341,7 +333,7 @@ def test_a_class_first_seen_in_the_validation_days_is_left_out_and_counted(spec,
     valid = airports.valid.copy()
     valid.loc[valid.index[:7], "airport"] = "ISP"
     shifted = Split(airports.train, valid, airports.test)
-    spec_ = _with_target(spec, "multiclass", name="airport", column="origin")
+    spec_ = with_target(spec, "multiclass", name="airport", column="origin")
     unrefitted = spec_.model_copy(update={"training": spec_.training.model_copy(update={"refit": False})})
     model = train(unrefitted, shifted).model
     assert model.manifest["classes"] == ["EWR", "JFK", "LGA"]
@@ -355,4 +347,4 @@ def test_a_declared_positive_class_missing_from_the_window_names_target_positive
     text = Split(*(part.assign(outcome=np.where(part["delayed"] == 1, "yes", "no"))
                    for part in (split.train, split.valid, split.test)))
     with pytest.raises(TrainingError, match=r": target\.positive: 'late' is not a value of 'outcome'"):
-        train(_with_target(spec, "binary", name="outcome", column="outcome", positive="late"), text)
+        train(with_target(spec, "binary", name="outcome", column="outcome", positive="late"), text)

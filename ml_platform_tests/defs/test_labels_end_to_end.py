@@ -26,6 +26,7 @@ from ml_platform import cli
 from ml_platform.core.model import Model
 from ml_platform.defs import build_definitions
 from ml_platform.spec import load_spec
+from ml_platform_tests.defs.helpers import _metadata
 
 SPECS = Path(__file__).parents[1] / "specs"
 
@@ -46,11 +47,6 @@ def _free_port() -> int:
 def _failure(result) -> str:
     return "\n".join(str(e.event_specific_data.error.message) for e in result.all_events
                      if e.event_type_value == "STEP_FAILURE")
-
-
-def _metadata(result, stage: str) -> dict:
-    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == stage]
-    return {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
 
 
 def _run(defs, instance, model: str, stages: list[str], **kwargs):

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ml_platform.core.model import Model
 from ml_platform_tests.defs.helpers import _client, _day, _materialize, _metadata, _partitions, _retrain
+from ml_platform_tests.core.text_classifier import origin_model
 
 
 def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, instance):
@@ -70,22 +71,6 @@ def test_automation_redeploys_the_endpoint_when_the_champion_moves(platform, ins
     assert {"ml_platform_automation", "alert_on_run_failure", "flight_delay_retrain_on_monitoring"} <= sensor_names
 
 
-def _origin_model(train: pd.DataFrame) -> Model:
-    """A real 3-class model of a flight's origin airport (text labels)."""
-    import lightgbm as lgb
-
-    from ml_platform.core.labels import Labels
-    from ml_platform.core.model import FeatureEncoder
-
-    encoder = FeatureEncoder.fit(train, ["distance", "sched_dep_time", "temp"], ["carrier", "dest"])
-    labels = Labels("multiclass", ("EWR", "JFK", "LGA"))
-    data = lgb.Dataset(encoder.transform(train), labels.encode(train["origin"].astype(str)),
-                       feature_name=encoder.names, categorical_feature=[3, 4])
-    booster = lgb.train({"objective": "multiclass", "num_class": 3, "num_leaves": 15, "verbose": -1, "seed": 0},
-                        data, num_boost_round=20)
-    return Model(booster, encoder, {"task": "multiclass", "classes": list(labels.classes)})
-
-
 def test_batch_predictions_of_a_multiclass_model_store_probabilities_and_the_predicted_label(tmp_path, write_spec):
     """A real week of flights trains an origin classifier; the next day's batch predictions hold each row's
     probabilities in class order and its predicted label, and the metadata counts the predicted classes."""
@@ -104,7 +89,7 @@ def test_batch_predictions_of_a_multiclass_model_store_probabilities_and_the_pre
     raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 5, 9))
     features = build_features(raw, spec)[0]
     day = features[spec.timestamp].dt.strftime("%Y-%m-%d")
-    model, rows = _origin_model(features[day < "2013-05-08"]), features[day == "2013-05-08"]
+    model, rows = origin_model(features[day < "2013-05-08"]), features[day == "2013-05-08"]
 
     class Champion(MlflowTracking):
         def champion(self, name):
