@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ml_platform.core.labels import probability_vectors
+
 EPSILON = 1e-4
 PSI_BINS = 10
 KS_GRID = 101
@@ -138,7 +140,7 @@ def training_reference(model, train: pd.DataFrame) -> dict:
 def predicted_class(probabilities: pd.Series, classes: list[str]) -> tuple[pd.Series, int]:
     """Logged multiclass probability vectors as the predicted class (the largest one's, under `classes`, as the
     reference holds it), and how many vectors are not of `len(classes)`: those are left out (missing)."""
-    fits = probabilities.map(lambda p: isinstance(p, (list, tuple, np.ndarray)) and len(p) == len(classes))
+    fits = probability_vectors(probabilities, len(classes))
     names = probabilities[fits].map(lambda p: classes[int(np.argmax(p))])
     wrong = int((~fits & probabilities.notna()).sum())
     return names.reindex(probabilities.index).astype(object), wrong

@@ -50,6 +50,12 @@ def positives(values: pd.Series, positive: Any) -> pd.Series:
     return values == positive if positive is not None and is_text(values) else values
 
 
+def probability_vectors(values: pd.Series, size: int) -> pd.Series:
+    """Which values are probability vectors over `size` classes (a logged multiclass answer); a vector of
+    another length was scored by a model with other classes."""
+    return values.map(lambda v: isinstance(v, (list, tuple, np.ndarray)) and len(v) == size).astype(bool)
+
+
 def scalar(value: Any) -> Any:
     """A label as a Python scalar (numpy's int64 would turn into the text "1" in a JSON manifest)."""
     return value.item() if isinstance(value, np.generic) else value

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ml_platform.core.evaluation import improvement, task_metrics
-from ml_platform.core.labels import UNKNOWN, Labels
+from ml_platform.core.labels import UNKNOWN, Labels, probability_vectors
 
 
 LabelsOf = Callable[[str], "Labels | None"]  # a version's labels (None: regression, or a model without them)
@@ -108,7 +108,7 @@ def _version_rows(labels: Labels, truth: pd.Series, scores: pd.Series, classes: 
         values = pd.to_numeric(scores, errors="coerce").to_numpy(dtype=np.float64)
         return np.where(np.isnan(values), UNKNOWN, codes), np.nan_to_num(values)
     size = len(labels.classes)
-    fits = scores.map(lambda p: isinstance(p, (list, tuple, np.ndarray)) and len(p) == size).to_numpy(dtype=bool)
+    fits = probability_vectors(scores, size).to_numpy(dtype=bool)
     matrix = np.zeros((len(truth), len(classes)))
     if fits.any():
         matrix[fits] = labels.aligned(np.vstack(scores[fits].to_list()), classes)
