@@ -80,7 +80,10 @@ def test_training_on_the_workers_matches_the_local_engine(client, stored_feature
     aucs = [task_metrics("binary", encoded_target(m, test), m.predict(test))["roc_auc"]
             for m in (result.model, local.model)]
     print("rounds dask/local", result.best_iteration, local.best_iteration, "auc", aucs)
-    assert aucs[0] > 0.7 and abs(aucs[0] - aucs[1]) < 0.02
+    # Not worse than the local engine. Not "equal within 0.02": the engines' early stopping picks different
+    # rounds (the local one stops at 6 on this window; Dask's rows fall on workers differently each run and it
+    # picked 10 to 30), and a Dask model up to 0.023 better failed that bound once in a clean-clone run.
+    assert aucs[0] > 0.7 and aucs[0] > aucs[1] - 0.02
 
 
 def test_an_unreachable_scheduler_names_its_address_and_the_variable():
