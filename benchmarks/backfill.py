@@ -15,7 +15,7 @@ import resource
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 GOAL_S = 60
@@ -49,8 +49,14 @@ def main() -> int:
 
         partitions = defs.resolve_assets_def(dg.AssetKey(["flight_delay", "raw"])).partitions_def
         keys = partitions.get_partition_keys()
-        emit(step="setup", partitions=len(keys), first=keys[0], last=keys[-1], offset_weeks=weeks,
-             import_and_load_s=round(imported - started, 2))
+        emit(
+            step="setup",
+            partitions=len(keys),
+            first=keys[0],
+            last=keys[-1],
+            offset_weeks=weeks,
+            import_and_load_s=round(imported - started, 2),
+        )
 
         dagster_home = scratch / "dagster_home"
         dagster_home.mkdir()
@@ -68,16 +74,36 @@ def main() -> int:
             materialized.setdefault(event.asset_key.to_user_string(), set()).add(event.partition)
         storage = scratch / "home" / "storage" / "flight_delay"
         files = {stage: len(list((storage / stage).glob("*.parquet"))) for stage in ("raw", "features")}
-        steps = {e.step_key: round(e.event_specific_data.duration_ms / 1000, 2)
-                 for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
-        emit(step="run", success=result.success, runs=len(instance.get_runs()),
-             materialized={k: len(v) for k, v in materialized.items()}, stored_files=files, step_s=steps,
-             run_s=round(run_s, 2), peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-        ok = (result.success and len(keys) == 365
-              and all(len(v) == 365 for v in materialized.values()) and len(materialized) == 2)
+        steps = {
+            e.step_key: round(e.event_specific_data.duration_ms / 1000, 2)
+            for e in result.all_events
+            if e.event_type_value == "STEP_SUCCESS"
+        }
+        emit(
+            step="run",
+            success=result.success,
+            runs=len(instance.get_runs()),
+            materialized={k: len(v) for k, v in materialized.items()},
+            stored_files=files,
+            step_s=steps,
+            run_s=round(run_s, 2),
+            peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        )
+        ok = (
+            result.success
+            and len(keys) == 365
+            and all(len(v) == 365 for v in materialized.values())
+            and len(materialized) == 2
+        )
         total = time.perf_counter() - started
-        emit(figure="backfill_365_days_s", value=round(total, 2), goal=GOAL_S, met=bool(ok and total <= GOAL_S),
-             run_only_s=round(run_s, 2), complete=ok)
+        emit(
+            figure="backfill_365_days_s",
+            value=round(total, 2),
+            goal=GOAL_S,
+            met=bool(ok and total <= GOAL_S),
+            run_only_s=round(run_s, 2),
+            complete=ok,
+        )
         instance.dispose()
         return 0 if ok else 1
 

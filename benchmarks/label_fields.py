@@ -32,8 +32,9 @@ from ml_platform.spec import BUNDLED_SPECS, ModelSpec, load_spec
 
 def _spec(task: str) -> ModelSpec:
     data = load_spec(BUNDLED_SPECS / "flight_delay.yaml").model_dump(by_alias=True, exclude={"path"})
-    data["training"].update(window_days=14, validation_days=3, test_days=3, num_boost_round=100,
-                            early_stopping_rounds=10)
+    data["training"].update(
+        window_days=14, validation_days=3, test_days=3, num_boost_round=100, early_stopping_rounds=10
+    )
     if task == "multiclass":
         data.update(task="multiclass", target={"name": "airport", "column": "origin"})
         data["features"]["categorical"] = [c for c in data["features"]["categorical"] if c != "origin"]
@@ -73,13 +74,22 @@ def main() -> None:
             after = {**before, **model.labels.response(scores)}
             body_before = _cpu_us(lambda: orjson.dumps(before), number)
             body_after = _cpu_us(lambda: orjson.dumps(after), number)
-            print(json.dumps({"figure": "label_fields_us", "task": task, "rows": rows, "value": round(fields, 2),
-                              "peer": "predict_records_us", "peer_value": round(predict, 2),
-                              "ratio": round(fields / predict, 4),
-                              "body_us": {"before": round(body_before, 2), "after": round(body_after, 2)},
-                              "body_bytes": {"before": len(orjson.dumps(before)),
-                                             "after": len(orjson.dumps(after))},
-                              "classes": [str(c) for c in model.classes]}))
+            print(
+                json.dumps(
+                    {
+                        "figure": "label_fields_us",
+                        "task": task,
+                        "rows": rows,
+                        "value": round(fields, 2),
+                        "peer": "predict_records_us",
+                        "peer_value": round(predict, 2),
+                        "ratio": round(fields / predict, 4),
+                        "body_us": {"before": round(body_before, 2), "after": round(body_after, 2)},
+                        "body_bytes": {"before": len(orjson.dumps(before)), "after": len(orjson.dumps(after))},
+                        "classes": [str(c) for c in model.classes],
+                    }
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,12 @@ def main() -> int:
     rng = np.random.default_rng(0)
     reference = reference.assign(prediction=rng.random(len(reference)))
     profile = reference_profile(reference, [*numeric, "prediction"], categorical)
-    emit(step="reference", rows=len(reference), features=len(numeric) + len(categorical) + 1,
-         profile_bytes=len(json.dumps(profile)))
+    emit(
+        step="reference",
+        rows=len(reference),
+        features=len(numeric) + len(categorical) + 1,
+        profile_bytes=len(json.dumps(profile)),
+    )
     timings = {}
     for rows in (10_000, 100_000, 1_000_000):
         day = live.sample(rows, replace=True, random_state=1).reset_index(drop=True)
@@ -54,8 +58,14 @@ def main() -> int:
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
         timings[rows] = best
-        emit(step="drift", rows=rows, seconds=round(best, 4), peak_mb=round(peak / 2**20, 1),
-             rows_per_s=round(rows / best), features_scored=len(table))
+        emit(
+            step="drift",
+            rows=rows,
+            seconds=round(best, 4),
+            peak_mb=round(peak / 2**20, 1),
+            rows_per_s=round(rows / best),
+            features_scored=len(table),
+        )
     if "--scenario" in sys.argv:
         import os
         import subprocess
@@ -65,13 +75,28 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as scratch:
             out = Path(scratch) / "timings.json"
             started = time.perf_counter()
-            result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                     str(Path(__file__).resolve().parents[1] / "ml_platform_tests" / "test_closed_loop.py")],
-                                    env={**os.environ, "ML_PLATFORM_SCENARIO_TIMINGS": str(out)},
-                                    capture_output=True, text=True)
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    str(Path(__file__).resolve().parents[1] / "ml_platform_tests" / "test_closed_loop.py"),
+                ],
+                env={**os.environ, "ML_PLATFORM_SCENARIO_TIMINGS": str(out)},
+                capture_output=True,
+                text=True,
+            )
             figures = json.loads(out.read_text()) if out.exists() else {}
-            emit(step="scenario", passed=result.returncode == 0, scenario_s=round(time.perf_counter() - started, 1),
-                 **figures, note="includes the drift run, the sensor's 30 s interval, the retrain run and the reload")
+            emit(
+                step="scenario",
+                passed=result.returncode == 0,
+                scenario_s=round(time.perf_counter() - started, 1),
+                **figures,
+                note="includes the drift run, the sensor's 30 s interval, the retrain run and the reload",
+            )
     growth = timings[1_000_000] / timings[100_000]
     emit(step="scaling", ratio_1m_vs_100k=round(growth, 2), note="10x the rows; linear means about 10")
     value = timings[1_000_000]

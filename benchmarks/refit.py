@@ -46,23 +46,42 @@ def main() -> int:
     gains = []
     for week in chosen:
         first = date(2013, 1, 1) + timedelta(weeks=week)
-        raw = nycflights13.load(replay, datetime.combine(first, datetime.min.time()),
-                                datetime.combine(first + timedelta(days=window), datetime.min.time()))
+        raw = nycflights13.load(
+            replay,
+            datetime.combine(first, datetime.min.time()),
+            datetime.combine(first + timedelta(days=window), datetime.min.time()),
+        )
         split = split_by_time(build_features(raw, spec)[0], spec)
         refitted, stopped = train(on, split), train(off, split)
-        values = {name: round(score(result.model, split.test, metric), 5)
-                  for name, result in (("refit", refitted), ("no_refit", stopped))}
+        values = {
+            name: round(score(result.model, split.test, metric), 5)
+            for name, result in (("refit", refitted), ("no_refit", stopped))
+        }
         gains.append(values["refit"] - values["no_refit"])
         fit = refitted.model.manifest["fit"]
-        emit(figure="refit_holdout_metric", **values, metric=metric,
-             test_days=f"{split.test[spec.timestamp].min().date()} → {split.test[spec.timestamp].max().date()}",
-             window=f"{first} → {first + timedelta(days=window - 1)}", rounds=refitted.best_iteration,
-             rows={"train": len(split.train), "valid": len(split.valid), "test": len(split.test),
-                   "refit_fit": fit["rows"]})
-    emit(figure="refit_holdout_metric_mean", value=round(statistics.mean(gains), 5),
-         median=round(statistics.median(gains), 5), metric=metric,
-         windows=len(gains), better_with_refit=sum(g > 0 for g in gains),
-         note="mean of (refit - no_refit) on each window's test days")
+        emit(
+            figure="refit_holdout_metric",
+            **values,
+            metric=metric,
+            test_days=f"{split.test[spec.timestamp].min().date()} → {split.test[spec.timestamp].max().date()}",
+            window=f"{first} → {first + timedelta(days=window - 1)}",
+            rounds=refitted.best_iteration,
+            rows={
+                "train": len(split.train),
+                "valid": len(split.valid),
+                "test": len(split.test),
+                "refit_fit": fit["rows"],
+            },
+        )
+    emit(
+        figure="refit_holdout_metric_mean",
+        value=round(statistics.mean(gains), 5),
+        median=round(statistics.median(gains), 5),
+        metric=metric,
+        windows=len(gains),
+        better_with_refit=sum(g > 0 for g in gains),
+        note="mean of (refit - no_refit) on each window's test days",
+    )
     return 0
 
 

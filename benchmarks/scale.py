@@ -52,6 +52,7 @@ made the same local retrain 3x to 20x slower).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import math
@@ -82,12 +83,11 @@ def maxrss_mb() -> float:
 
 # --- the child process: one setup or one retrain -------------------------------------------------------------------
 
+
 def _first_to_die() -> None:
     """Make this process (and what it starts) the OOM killer's first choice, not the machine's other work."""
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/self/oom_score_adj").write_text("1000")
-    except OSError:
-        pass
 
 
 def _failures(result) -> list[str]:
@@ -101,8 +101,11 @@ def _failures(result) -> list[str]:
 
 
 def _steps(result) -> dict[str, float]:
-    return {e.step_key.split("__")[-1]: round(e.event_specific_data.duration_ms / 1000, 2)
-            for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    return {
+        e.step_key.split("__")[-1]: round(e.event_specific_data.duration_ms / 1000, 2)
+        for e in result.all_events
+        if e.event_type_value == "STEP_SUCCESS"
+    }
 
 
 def one_setup(config: dict) -> dict:
@@ -125,21 +128,36 @@ def one_setup(config: dict) -> dict:
     instance = dg.DagsterInstance.local_temp(config["dagster_home"])
     job = defs.resolve_job_def(f"{spec.name}_data")
     run_started = time.perf_counter()
-    result = job.execute_in_process(instance=instance, raise_on_error=False, tags={
-        "dagster/asset_partition_range_start": first.isoformat(),
-        "dagster/asset_partition_range_end": last.isoformat()})
+    result = job.execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+    )
     run_s = time.perf_counter() - run_started
     materialized: dict[str, int] = {}
     for event in result.get_asset_materialization_events():
         stage = event.asset_key.path[-1]
         materialized[stage] = materialized.get(stage, 0) + 1
     instance.dispose()
-    return {"success": result.success, "spec": summary["spec"], "partition": key,
-            "window": f"{first} → {last}", "days": (end - first).days, "rows_per_window": summary["rows_per_window"],
-            "rows_written": summary["rows_written"], "replicas": summary["replicas"],
-            "generate_s": round(generated - started, 2), "data_run_s": round(run_s, 2),
-            "materialized": materialized, "step_s": _steps(result), "failures": _failures(result),
-            "maxrss_mb": maxrss_mb()}
+    return {
+        "success": result.success,
+        "spec": summary["spec"],
+        "partition": key,
+        "window": f"{first} → {last}",
+        "days": (end - first).days,
+        "rows_per_window": summary["rows_per_window"],
+        "rows_written": summary["rows_written"],
+        "replicas": summary["replicas"],
+        "generate_s": round(generated - started, 2),
+        "data_run_s": round(run_s, 2),
+        "materialized": materialized,
+        "step_s": _steps(result),
+        "failures": _failures(result),
+        "maxrss_mb": maxrss_mb(),
+    }
 
 
 def one_retrain(config: dict) -> dict:
@@ -173,17 +191,30 @@ def one_retrain(config: dict) -> dict:
         fit_rounds = int(params["fit_rounds"]) if params.get("fit_rounds") else None
     auc = evaluation.get("roc_auc", evaluation.get("test_roc_auc"))
     instance.dispose()
-    return {"success": result.success, "wall_s": round(wall, 2), "engine": spec.training.engine,
-            "roc_auc": auc, "test_roc_auc": evaluation.get("test_roc_auc"),
-            "best_iteration": model.get("best_iteration"), "fit_rounds": fit_rounds,
-            "noop": model.get("noop"), "registered_version": model.get("registered_version"),
-            "train_seconds": model.get("train_seconds"), "model_timings": model.get("timings"),
-            "evaluation_timings": evaluation.get("timings"),
-            "training_rows": {k: training.get(k) for k in ("rows", "rows_train", "rows_valid", "rows_test",
-                                                           "upstream_partitions")},
-            "dask_workers": training.get("dask_workers"), "gates": gates,
-            "gates_passed": bool(gates) and all(gates.values()), "champion_action": champion.get("action"),
-            "step_s": _steps(result), "failures": _failures(result), "maxrss_mb": maxrss_mb()}
+    return {
+        "success": result.success,
+        "wall_s": round(wall, 2),
+        "engine": spec.training.engine,
+        "roc_auc": auc,
+        "test_roc_auc": evaluation.get("test_roc_auc"),
+        "best_iteration": model.get("best_iteration"),
+        "fit_rounds": fit_rounds,
+        "noop": model.get("noop"),
+        "registered_version": model.get("registered_version"),
+        "train_seconds": model.get("train_seconds"),
+        "model_timings": model.get("timings"),
+        "evaluation_timings": evaluation.get("timings"),
+        "training_rows": {
+            k: training.get(k) for k in ("rows", "rows_train", "rows_valid", "rows_test", "upstream_partitions")
+        },
+        "dask_workers": training.get("dask_workers"),
+        "gates": gates,
+        "gates_passed": bool(gates) and all(gates.values()),
+        "champion_action": champion.get("action"),
+        "step_s": _steps(result),
+        "failures": _failures(result),
+        "maxrss_mb": maxrss_mb(),
+    }
 
 
 def one(config_path: str) -> int:
@@ -195,6 +226,7 @@ def one(config_path: str) -> int:
 
 
 # --- the parent: start a child, sample its memory ------------------------------------------------------------------
+
 
 def _sample(process) -> tuple[int, int, int]:
     """(RSS of the process, RSS of it and its descendants, RSS left out): a descendant whose command line is
@@ -242,8 +274,14 @@ def measured(config: dict, env: dict, log: Path, max_total_mb: float | None) -> 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     with log.open("w") as out:
-        child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--one", str(config_path)],
-                                 env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--one", str(config_path)],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     own_peak = total_peak = fork_peak = 0
     over = None
     try:
@@ -262,17 +300,21 @@ def measured(config: dict, env: dict, log: Path, max_total_mb: float | None) -> 
     _kill_group(child)  # leftovers of the session (a worker the child did not wait for)
     result = Path(config["result"])
     report = json.loads(result.read_text()) if result.exists() else None
-    return {"report": report, "exit_code": child.returncode, "process_s": round(elapsed, 2),
-            "own_peak_mb": round(own_peak / MB, 1), "total_peak_mb": round(total_peak / MB, 1), "killed_by": over,
-            "unexeced_fork_peak_mb": round(fork_peak / MB, 1),
-            "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    return {
+        "report": report,
+        "exit_code": child.returncode,
+        "process_s": round(elapsed, 2),
+        "own_peak_mb": round(own_peak / MB, 1),
+        "total_peak_mb": round(total_peak / MB, 1),
+        "killed_by": over,
+        "unexeced_fork_peak_mb": round(fork_peak / MB, 1),
+        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+    }
 
 
 def _kill_group(child: subprocess.Popen) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     child.wait()
 
 
@@ -300,8 +342,13 @@ def stopped(run: dict, log: Path) -> dict:
     else:
         reason = f"exited with {code} before reporting"
     last = [line[:400] for failure in report.get("failures", []) for line in failure.splitlines()[-8:]]
-    return {"exit_code": code, "signal": signal_name, "reason": reason, "last_lines": last or _tail(log, 6),
-            "log": str(log)}
+    return {
+        "exit_code": code,
+        "signal": signal_name,
+        "reason": reason,
+        "last_lines": last or _tail(log, 6),
+        "log": str(log),
+    }
 
 
 def kept_log(log: Path, name: str, keep: bool) -> Path:
@@ -332,14 +379,23 @@ def slope(points: list[tuple[float, float]]) -> float | None:
     xs, ys = [math.log(x) for x, _ in points], [math.log(y) for _, y in points]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False)) / var if var else None
 
 
 def base_env(scratch: Path) -> dict:
-    env = {**os.environ, "ML_PLATFORM_HOME": str(scratch / "home"), "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "ML_PLATFORM_MLFLOW_ARTIFACTS",
-                     "ML_PLATFORM_STORAGE", "DAGSTER_HOME"):
+    env = {
+        **os.environ,
+        "ML_PLATFORM_HOME": str(scratch / "home"),
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    for variable in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "ML_PLATFORM_MLFLOW_ARTIFACTS",
+        "ML_PLATFORM_STORAGE",
+        "DAGSTER_HOME",
+    ):
         env.pop(variable, None)
     return env
 
@@ -351,8 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window-days", type=int, default=56)
     parser.add_argument("--workdir", type=Path, default=None, help="where the temporary data goes (default: $TMPDIR)")
     parser.add_argument("--keep", action="store_true", help="keep each size's data, stores and logs")
-    parser.add_argument("--max-total-mb", type=float, default=None,
-                        help="kill a run whose summed RSS passes this many MB (reported as stopped)")
+    parser.add_argument(
+        "--max-total-mb",
+        type=float,
+        default=None,
+        help="kill a run whose summed RSS passes this many MB (reported as stopped)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: a config file
     args = parser.parse_args(argv)
     if args.one:
@@ -370,54 +430,112 @@ def main(argv: list[str] | None = None) -> int:
         try:
             env, dagster_home = base_env(scratch), scratch / "dagster_home"
             dagster_home.mkdir()
-            setup = measured({"mode": "setup", "rows": rows, "window_days": args.window_days,
-                              "data": str(scratch / "data"), "dagster_home": str(dagster_home),
-                              "result": str(scratch / "setup.json")}, env, scratch / "setup.log", None)
+            setup = measured(
+                {
+                    "mode": "setup",
+                    "rows": rows,
+                    "window_days": args.window_days,
+                    "data": str(scratch / "data"),
+                    "dagster_home": str(dagster_home),
+                    "result": str(scratch / "setup.json"),
+                },
+                env,
+                scratch / "setup.log",
+                None,
+            )
             report = setup["report"]
             if not report or not report["success"]:
                 log = kept_log(scratch / "setup.log", f"ml_platform_scale_{rows}_setup.log", args.keep)
                 emit(step="setup", rows_requested=rows, success=False, **stopped(setup, log))
                 continue
             window_rows = report["rows_per_window"]
-            emit(step="setup", rows=window_rows, rows_requested=rows, partition=report["partition"],
-                 window=report["window"], days=report["days"], replicas=report["replicas"],
-                 rows_written=report["rows_written"], generate_s=report["generate_s"],
-                 data_run_s=report["data_run_s"], materialized=report["materialized"],
-                 peak_mb=setup["total_peak_mb"], process_s=setup["process_s"], loadavg_1m=setup["loadavg_1m"])
+            emit(
+                step="setup",
+                rows=window_rows,
+                rows_requested=rows,
+                partition=report["partition"],
+                window=report["window"],
+                days=report["days"],
+                replicas=report["replicas"],
+                rows_written=report["rows_written"],
+                generate_s=report["generate_s"],
+                data_run_s=report["data_run_s"],
+                materialized=report["materialized"],
+                peak_mb=setup["total_peak_mb"],
+                process_s=setup["process_s"],
+                loadavg_1m=setup["loadavg_1m"],
+            )
             for engine in engines:
                 if engine in gave_up:
-                    emit(step="retrain", engine=engine, rows=window_rows, skipped=True,
-                         reason=f"stopped at {gave_up[engine]} rows")
+                    emit(
+                        step="retrain",
+                        engine=engine,
+                        rows=window_rows,
+                        skipped=True,
+                        reason=f"stopped at {gave_up[engine]} rows",
+                    )
                     continue
                 store = scratch / f"mlflow_{engine}"
                 store.mkdir()
-                run_env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
-                           "ML_PLATFORM_MLFLOW_ARTIFACTS": (store / "artifacts").as_uri()}
+                run_env = {
+                    **env,
+                    "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
+                    "ML_PLATFORM_MLFLOW_ARTIFACTS": (store / "artifacts").as_uri(),
+                }
                 log = scratch / f"retrain_{engine}.log"
-                run = measured({"mode": "retrain", "spec": str(spec_for(engine, Path(report["spec"]),
-                                                                         scratch / f"spec_{engine}")),
-                                "partition": report["partition"], "dagster_home": str(dagster_home),
-                                "result": str(scratch / f"retrain_{engine}.json")}, run_env, log, args.max_total_mb)
+                run = measured(
+                    {
+                        "mode": "retrain",
+                        "spec": str(spec_for(engine, Path(report["spec"]), scratch / f"spec_{engine}")),
+                        "partition": report["partition"],
+                        "dagster_home": str(dagster_home),
+                        "result": str(scratch / f"retrain_{engine}.json"),
+                    },
+                    run_env,
+                    log,
+                    args.max_total_mb,
+                )
                 done = run["report"]
                 if not done or not done["success"] or run["exit_code"] != 0:
                     gave_up[engine] = window_rows
-                    emit(step="retrain", engine=engine, rows=window_rows, stopped=True,
-                         step_process_peak_mb=run["own_peak_mb"], total_peak_mb=run["total_peak_mb"],
-                         process_s=run["process_s"],
-                         **stopped(run, kept_log(log, f"ml_platform_scale_{rows}_{engine}.log", args.keep)))
+                    emit(
+                        step="retrain",
+                        engine=engine,
+                        rows=window_rows,
+                        stopped=True,
+                        step_process_peak_mb=run["own_peak_mb"],
+                        total_peak_mb=run["total_peak_mb"],
+                        process_s=run["process_s"],
+                        **stopped(run, kept_log(log, f"ml_platform_scale_{rows}_{engine}.log", args.keep)),
+                    )
                     continue
-                line = {"step": "retrain", "engine": engine, "rows": window_rows, "wall_s": done["wall_s"],
-                        "step_process_peak_mb": run["own_peak_mb"], "total_peak_mb": run["total_peak_mb"],
-                        "roc_auc": done["roc_auc"], "rounds": done["best_iteration"],
-                        "gates_passed": done["gates_passed"],
-                        **({"failed_gates": [g for g, ok in done["gates"].items() if not ok]}
-                           if not done["gates_passed"] else {}),
-                        "fit_rounds": done["fit_rounds"], "step_process_maxrss_mb": done["maxrss_mb"],
-                        "process_s": run["process_s"], "step_s": done["step_s"],
-                        "train_seconds": done["train_seconds"], "training_rows": done["training_rows"],
-                        "dask_workers": done["dask_workers"], "champion_action": done["champion_action"],
-                        "noop": done["noop"], "loadavg_1m": run["loadavg_1m"],
-                        "unexeced_fork_peak_mb": run["unexeced_fork_peak_mb"]}
+                line = {
+                    "step": "retrain",
+                    "engine": engine,
+                    "rows": window_rows,
+                    "wall_s": done["wall_s"],
+                    "step_process_peak_mb": run["own_peak_mb"],
+                    "total_peak_mb": run["total_peak_mb"],
+                    "roc_auc": done["roc_auc"],
+                    "rounds": done["best_iteration"],
+                    "gates_passed": done["gates_passed"],
+                    **(
+                        {"failed_gates": [g for g, ok in done["gates"].items() if not ok]}
+                        if not done["gates_passed"]
+                        else {}
+                    ),
+                    "fit_rounds": done["fit_rounds"],
+                    "step_process_maxrss_mb": done["maxrss_mb"],
+                    "process_s": run["process_s"],
+                    "step_s": done["step_s"],
+                    "train_seconds": done["train_seconds"],
+                    "training_rows": done["training_rows"],
+                    "dask_workers": done["dask_workers"],
+                    "champion_action": done["champion_action"],
+                    "noop": done["noop"],
+                    "loadavg_1m": run["loadavg_1m"],
+                    "unexeced_fork_peak_mb": run["unexeced_fork_peak_mb"],
+                }
                 results[engine][window_rows] = line
                 emit(**line)
         finally:
@@ -429,32 +547,62 @@ def main(argv: list[str] | None = None) -> int:
     for engine in engines:
         finished = sorted(results[engine].items())
         value = slope([(rows, line["wall_s"]) for rows, line in finished])
-        emit(figure="time_exponent", engine=engine, value=None if value is None else round(value, 3), goal="<= 1",
-             met=None if value is None else bool(value <= 1), sizes=[rows for rows, _ in finished],
-             wall_s=[line["wall_s"] for _, line in finished])
+        emit(
+            figure="time_exponent",
+            engine=engine,
+            value=None if value is None else round(value, 3),
+            goal="<= 1",
+            met=None if value is None else bool(value <= 1),
+            sizes=[rows for rows, _ in finished],
+            wall_s=[line["wall_s"] for _, line in finished],
+        )
     local, dask = results.get("local", {}), results.get("dask", {})
     both = sorted(set(local) & set(dask))
     for rows in both:
         gap = abs(dask[rows]["roc_auc"] - local[rows]["roc_auc"])
-        emit(figure="auc_gap", rows=rows, value=round(gap, 5), goal=0.005, met=bool(gap <= 0.005),
-             dask=dask[rows]["roc_auc"], local=local[rows]["roc_auc"])
+        emit(
+            figure="auc_gap",
+            rows=rows,
+            value=round(gap, 5),
+            goal=0.005,
+            met=bool(gap <= 0.005),
+            dask=dask[rows]["roc_auc"],
+            local=local[rows]["roc_auc"],
+        )
     if dask:
         peaks = {rows: line["step_process_peak_mb"] for rows, line in sorted(dask.items())}
         ends = list(peaks.values())
-        emit(figure="dask_step_process_peak_mb", by_rows={str(k): v for k, v in peaks.items()},
-             growth_ratio=round(ends[-1] / ends[0], 3) if len(ends) > 1 else None,
-             rows_growth=round(max(peaks) / min(peaks), 3) if len(ends) > 1 else None)
+        emit(
+            figure="dask_step_process_peak_mb",
+            by_rows={str(k): v for k, v in peaks.items()},
+            growth_ratio=round(ends[-1] / ends[0], 3) if len(ends) > 1 else None,
+            rows_growth=round(max(peaks) / min(peaks), 3) if len(ends) > 1 else None,
+        )
     target = 10_000_000
     at = next((rows for rows in both if rows >= target), both[-1] if both else None)
     if at is None:
-        emit(figure="dask_10m_peak_rss_ratio", value=None, goal=1.5, met=None, rows=None,
-             note="no size finished with both engines", total_s=round(time.perf_counter() - began, 1))
+        emit(
+            figure="dask_10m_peak_rss_ratio",
+            value=None,
+            goal=1.5,
+            met=None,
+            rows=None,
+            note="no size finished with both engines",
+            total_s=round(time.perf_counter() - began, 1),
+        )
     else:
         ratio = dask[at]["total_peak_mb"] / local[at]["total_peak_mb"]
-        emit(figure="dask_10m_peak_rss_ratio", value=round(ratio, 3), goal=1.5, met=bool(ratio <= 1.5),
-             dask_mb=dask[at]["total_peak_mb"], local_mb=local[at]["total_peak_mb"], rows=at,
-             **({} if at >= target else {"note": "10M rows not run: the largest size both engines finished"}),
-             total_s=round(time.perf_counter() - began, 1))
+        emit(
+            figure="dask_10m_peak_rss_ratio",
+            value=round(ratio, 3),
+            goal=1.5,
+            met=bool(ratio <= 1.5),
+            dask_mb=dask[at]["total_peak_mb"],
+            local_mb=local[at]["total_peak_mb"],
+            rows=at,
+            **({} if at >= target else {"note": "10M rows not run: the largest size both engines finished"}),
+            total_s=round(time.perf_counter() - began, 1),
+        )
     return 0
 
 

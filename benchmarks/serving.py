@@ -75,8 +75,13 @@ def ensure_wrk() -> str:
     if shutil.which("wrk"):
         return shutil.which("wrk")
     if os.geteuid() == 0:
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk",
-                       shell=True, check=True, stdout=subprocess.DEVNULL, timeout=900)
+        subprocess.run(
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk",
+            shell=True,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=900,
+        )
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     return shutil.which("wrk")
@@ -106,10 +111,8 @@ def stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -125,12 +128,29 @@ class Wrk:
     def start(self, url: str, body: bytes, seconds: int, connections: int, name: str = "post") -> subprocess.Popen:
         (self.scratch / f"{name}.json").write_bytes(body)
         script = self.scratch / f"{name}.lua"
-        script.write_text(f'local f = assert(io.open("{self.scratch / name}.json", "rb"))\n'
-                          'wrk.body = f:read("*a")\nf:close()\nwrk.method = "POST"\n'
-                          'wrk.headers["Content-Type"] = "application/json"\n')
-        return subprocess.Popen([self.path, "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s",
-                                 "--latency", "-s", str(script), url],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        script.write_text(
+            f'local f = assert(io.open("{self.scratch / name}.json", "rb"))\n'
+            'wrk.body = f:read("*a")\nf:close()\nwrk.method = "POST"\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+        return subprocess.Popen(
+            [
+                self.path,
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                "30s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
     @staticmethod
     def result(process: subprocess.Popen, seconds: int) -> dict:
@@ -148,10 +168,14 @@ class Wrk:
             value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", output).groups()
             return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-        return {"rps": rps, "p50_ms": percentile("50"), "p99_ms": percentile("99"),
-                "requests": int(re.search(r"(\d+) requests in", output).group(1)),
-                "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-                "socket_errors": sum(map(int, errors.groups())) if errors else 0}
+        return {
+            "rps": rps,
+            "p50_ms": percentile("50"),
+            "p99_ms": percentile("99"),
+            "requests": int(re.search(r"(\d+) requests in", output).group(1)),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": sum(map(int, errors.groups())) if errors else 0,
+        }
 
     def run(self, url: str, body: bytes, seconds: int, connections: int) -> dict:
         return self.result(self.start(url, body, seconds, connections), seconds)
@@ -170,8 +194,9 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def alternated(wrk: Wrk, servers: dict[str, tuple[str, subprocess.Popen]], body: bytes, seconds: int,
-               connections: int, rounds: int) -> dict:
+def alternated(
+    wrk: Wrk, servers: dict[str, tuple[str, subprocess.Popen]], body: bytes, seconds: int, connections: int, rounds: int
+) -> dict:
     """Each server's (name: (url, process)) best round (highest requests per second) over `rounds` rounds run in
     turn, plus every round's rate: load from other work on the machine then hits both sides alike. `cores`: the
     CPU the server's process group used during that round, per second. A 2 s run per server first, not counted,
@@ -186,12 +211,15 @@ def alternated(wrk: Wrk, servers: dict[str, tuple[str, subprocess.Popen]], body:
             cores = (group_cpu_seconds(process.pid) - cpu) / (time.monotonic() - started)
             runs[name].append({**result, "cores": round(cores, 2)})
             time.sleep(1)  # the prediction log's writer settles between runs
-    return {name: {**max(results, key=lambda r: r["rps"]), "rps_rounds": [r["rps"] for r in results]}
-            for name, results in runs.items()}
+    return {
+        name: {**max(results, key=lambda r: r["rps"]), "rps_rounds": [r["rps"] for r in results]}
+        for name, results in runs.items()
+    }
 
 
-def health_under_load(wrk: Wrk, base: str, predict_url: str, heavy: bytes, seconds: int,
-                      interval: float = 0.02) -> dict:
+def health_under_load(
+    wrk: Wrk, base: str, predict_url: str, heavy: bytes, seconds: int, interval: float = 0.02
+) -> dict:
     """/health latencies (ms), sequential GETs every `interval` s on one keep-alive connection, first idle for
     2 s, then while wrk sends `heavy` over 4 connections for `seconds`."""
     host, port = base.removeprefix("http://").split(":")
@@ -230,8 +258,13 @@ def health_under_load(wrk: Wrk, base: str, predict_url: str, heavy: bytes, secon
 def versus(best: dict, ours: str, peer: str, goal: float, **fields) -> dict:
     """A figure from `alternated` results: `ours` requests per second over `peer`'s, against `goal`."""
     ratio = best[ours]["rps"] / best[peer]["rps"]
-    return dict(value=round(ratio, 3), goal=goal, met=bool(ratio >= goal), **fields,
-                non_2xx={name: result["non_2xx"] for name, result in best.items()})
+    return dict(
+        value=round(ratio, 3),
+        goal=goal,
+        met=bool(ratio >= goal),
+        **fields,
+        non_2xx={name: result["non_2xx"] for name, result in best.items()},
+    )
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -282,33 +315,46 @@ def batch_scoring(model, split) -> dict:
     matrix = model.encoder.transform(frame)
     timings = {"scorer": [], "scorer_categorical": [], "booster_frame": [], "booster_matrix": []}
     for _ in range(15):  # alternated rounds, the best of each: steadier when other work shares the cores
-        for name, call in (("scorer", lambda: model.predict(frame)),
-                           ("scorer_categorical", lambda: model.predict(native)),
-                           ("booster_frame", lambda: model.booster.predict(native)),
-                           ("booster_matrix", lambda: model.booster.predict(matrix))):
+        for name, call in (
+            ("scorer", lambda: model.predict(frame)),
+            ("scorer_categorical", lambda: model.predict(native)),
+            ("booster_frame", lambda: model.booster.predict(native)),
+            ("booster_matrix", lambda: model.booster.predict(matrix)),
+        ):
             started = time.perf_counter()
             result = call()
             timings[name].append(time.perf_counter() - started)
             assert np.array_equal(result, model.booster.predict(matrix))
     rate = {name: len(frame) / min(values) for name, values in timings.items()}
     ratio_frame = rate["scorer"] / rate["booster_frame"]
-    return dict(figure="batch_scoring_ratio_vs_booster", value=round(ratio_frame, 3), goal=0.8,
-                met=bool(ratio_frame >= 0.8), rows=len(frame), rows_per_s={k: round(v) for k, v in rate.items()},
-                ratio_vs_bare_matrix=round(rate["scorer"] / rate["booster_matrix"], 3),
-                ratio_with_categorical_input=round(rate["scorer_categorical"] / rate["booster_frame"], 3),
-                note="peer: Booster.predict on the same frame (categories as pandas categoricals); the bare-matrix "
-                     "ratio leaves out all input conversion")
+    return {
+        "figure": "batch_scoring_ratio_vs_booster",
+        "value": round(ratio_frame, 3),
+        "goal": 0.8,
+        "met": bool(ratio_frame >= 0.8),
+        "rows": len(frame),
+        "rows_per_s": {k: round(v) for k, v in rate.items()},
+        "ratio_vs_bare_matrix": round(rate["scorer"] / rate["booster_matrix"], 3),
+        "ratio_with_categorical_input": round(rate["scorer_categorical"] / rate["booster_frame"], 3),
+        "note": "peer: Booster.predict on the same frame (categories as pandas categoricals); the bare-matrix "
+        "ratio leaves out all input conversion",
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10, help="seconds of each wrk run")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections against mlflow and the floor")
-    parser.add_argument("--workers-connections", type=int, default=16,
-                        help="wrk connections for --workers 1 against --workers 2")
+    parser.add_argument(
+        "--workers-connections", type=int, default=16, help="wrk connections for --workers 1 against --workers 2"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="alternated rounds against the floor and per workers")
-    parser.add_argument("--only", choices=["batch", *PARTS], default=None,
-                        help="run only one part: the batch-scoring comparison (no servers), or one server figure")
+    parser.add_argument(
+        "--only",
+        choices=["batch", *PARTS],
+        default=None,
+        help="run only one part: the batch-scoring comparison (no servers), or one server figure",
+    )
     args = parser.parse_args()
     parts = set(PARTS) if args.only is None else {args.only} - {"batch"}
     wrk = ensure_wrk() if parts else None
@@ -318,7 +364,6 @@ def main() -> int:
         uri = f"sqlite:///{scratch / 'mlflow.db'}"
         os.environ["MLFLOW_TRACKING_URI"] = uri
         os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-        import lightgbm as lgb  # noqa: F401
         import mlflow
         import orjson
 
@@ -351,8 +396,12 @@ def main() -> int:
         heavy_rows = json_rows(split.test[spec.features.names].iloc[:1000])
         assert len(heavy_rows) == 1000
         heavy = orjson.dumps({"instances": heavy_rows, "explain": True})
-        emit(step="model", version=version, best_iteration=model.manifest["best_iteration"],
-             features=len(spec.features.names))
+        emit(
+            step="model",
+            version=version,
+            best_iteration=model.manifest["best_iteration"],
+            features=len(spec.features.names),
+        )
 
         env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
         wrk = Wrk(wrk, scratch)
@@ -360,9 +409,13 @@ def main() -> int:
         with contextlib.ExitStack() as running:
 
             def start(command: list[str], name: str, **extra_env) -> subprocess.Popen:
-                process = subprocess.Popen(command, env={**env, **extra_env},
-                                           stdout=(scratch / f"{name}.out").open("wb"), stderr=subprocess.STDOUT,
-                                           start_new_session=True)
+                process = subprocess.Popen(
+                    command,
+                    env={**env, **extra_env},
+                    stdout=(scratch / f"{name}.out").open("wb"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
                 running.callback(stop, process)
                 return process
 
@@ -383,27 +436,64 @@ def main() -> int:
                     data.setdefault("serving", {}).setdefault("log", {})["fsync"] = False
                     (folder / "flight_delay.yaml").write_text(yaml.safe_dump(data))
                     specs = {"ML_PLATFORM_SPECS": str(folder)}
-                process = start([sys.executable, "-m", "ml_platform.cli", "serve", "--model", "flight_delay",
-                                 "--port", str(port), "--log", str(scratch / f"log_{name}.sqlite"),
-                                 "--workers", str(workers)], name, **specs)
+                process = start(
+                    [
+                        sys.executable,
+                        "-m",
+                        "ml_platform.cli",
+                        "serve",
+                        "--model",
+                        "flight_delay",
+                        "--port",
+                        str(port),
+                        "--log",
+                        str(scratch / f"log_{name}.sqlite"),
+                        "--workers",
+                        str(workers),
+                    ],
+                    name,
+                    **specs,
+                )
                 url = f"http://127.0.0.1:{port}/v1/models/flight_delay/predict"
                 ready(url, process, name)
                 return url, process
 
             def serve_floor(workers: int) -> tuple[str, subprocess.Popen]:
                 port, name = free_port(), f"floor_{workers}"
-                process = start([str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--http", "1",
-                                 "--no-ws", "--factory", "--workers", str(workers), "--host", "127.0.0.1",
-                                 "--port", str(port), "--log-level", "warning", "--working-dir",
-                                 str(REPO / "benchmarks"), "serving_floor:create_app"],
-                                name, SERVING_FLOOR_MODEL=str(floor_model))
+                process = start(
+                    [
+                        str(BIN / "granian"),
+                        "--interface",
+                        "asgi",
+                        "--loop",
+                        "uvloop",
+                        "--http",
+                        "1",
+                        "--no-ws",
+                        "--factory",
+                        "--workers",
+                        str(workers),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--log-level",
+                        "warning",
+                        "--working-dir",
+                        str(REPO / "benchmarks"),
+                        "serving_floor:create_app",
+                    ],
+                    name,
+                    SERVING_FLOOR_MODEL=str(floor_model),
+                )
                 url = f"http://127.0.0.1:{port}/"
                 ready(url, process, name)
                 return url, process
 
             def answer(url: str) -> float:
-                return requests.post(url, data=single, headers={"Content-Type": "application/json"},
-                                     timeout=5).json()["predictions"][0]
+                return requests.post(url, data=single, headers={"Content-Type": "application/json"}, timeout=5).json()[
+                    "predictions"
+                ][0]
 
             def rounds(step: str, servers: dict, connections: int, *done: subprocess.Popen) -> dict:
                 best = alternated(wrk, servers, single, args.seconds, connections, args.rounds)
@@ -415,89 +505,167 @@ def main() -> int:
             ours_url, ours = serve_ours(1)
             if "mlflow" in parts:
                 port = free_port()
-                theirs = start([str(BIN / "mlflow"), "models", "serve", "-m", "models:/flight_delay@champion",
-                                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], "mlflow")
+                theirs = start(
+                    [
+                        str(BIN / "mlflow"),
+                        "models",
+                        "serve",
+                        "-m",
+                        "models:/flight_delay@champion",
+                        "--env-manager",
+                        "local",
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                    ],
+                    "mlflow",
+                )
                 theirs_url = f"http://127.0.0.1:{port}/invocations"
                 ready(theirs_url, theirs, "mlflow")
                 ours_answer, theirs_answer = answer(ours_url), answer(theirs_url)
-                emit(step="parity", ours=ours_answer, mlflow=theirs_answer,
-                     same=bool(abs(ours_answer - theirs_answer) <= 1e-9),
-                     note="mlflow serves the registered pyfunc as is: the category levels travel in its manifest")
+                emit(
+                    step="parity",
+                    ours=ours_answer,
+                    mlflow=theirs_answer,
+                    same=bool(abs(ours_answer - theirs_answer) <= 1e-9),
+                    note="mlflow serves the registered pyfunc as is: the category levels travel in its manifest",
+                )
                 theirs_result = wrk.run(theirs_url, single, args.seconds, args.connections)
                 emit(step="mlflow_models_serve", **theirs_result)
                 stop(theirs)
                 ours_result = wrk.run(ours_url, single, args.seconds, args.connections)
                 emit(step="ml_platform_serve", **ours_result)
-                figures["serving_p99_ms"] = dict(
-                    value=ours_result["p99_ms"], goal=10, met=bool(ours_result["p99_ms"] <= 10),
-                    mlflow_p99_ms=theirs_result["p99_ms"])
+                figures["serving_p99_ms"] = {
+                    "value": ours_result["p99_ms"],
+                    "goal": 10,
+                    "met": bool(ours_result["p99_ms"] <= 10),
+                    "mlflow_p99_ms": theirs_result["p99_ms"],
+                }
                 ratio = ours_result["rps"] / theirs_result["rps"]
-                figures["serving_rps_ratio_vs_mlflow"] = dict(
-                    value=round(ratio, 2), goal=10, met=bool(ratio >= 10), ours_rps=ours_result["rps"],
-                    mlflow_rps=theirs_result["rps"],
-                    non_2xx={"ours": ours_result["non_2xx"], "mlflow": theirs_result["non_2xx"]})
+                figures["serving_rps_ratio_vs_mlflow"] = {
+                    "value": round(ratio, 2),
+                    "goal": 10,
+                    "met": bool(ratio >= 10),
+                    "ours_rps": ours_result["rps"],
+                    "mlflow_rps": theirs_result["rps"],
+                    "non_2xx": {"ours": ours_result["non_2xx"], "mlflow": theirs_result["non_2xx"]},
+                }
 
             if "floor" in parts:
                 floor_url, floor = serve_floor(1)
                 ours_answer, floor_answer = answer(ours_url), answer(floor_url)
-                emit(step="floor_parity", ours=ours_answer, floor=floor_answer,
-                     same=bool(abs(ours_answer - floor_answer) <= 1e-9))
+                emit(
+                    step="floor_parity",
+                    ours=ours_answer,
+                    floor=floor_answer,
+                    same=bool(abs(ours_answer - floor_answer) <= 1e-9),
+                )
                 no_fsync_url, no_fsync = serve_ours(1, fsync=False)
-                best = rounds("floor_rounds", {"floor": (floor_url, floor), "ours": (ours_url, ours),
-                                               "ours_no_fsync": (no_fsync_url, no_fsync)},
-                              args.connections, floor, no_fsync)
+                best = rounds(
+                    "floor_rounds",
+                    {"floor": (floor_url, floor), "ours": (ours_url, ours), "ours_no_fsync": (no_fsync_url, no_fsync)},
+                    args.connections,
+                    floor,
+                    no_fsync,
+                )
                 figures["serving_rps_vs_floor"] = versus(
-                    best, "ours", "floor", 0.7, ours_rps=best["ours"]["rps"], floor_rps=best["floor"]["rps"],
+                    best,
+                    "ours",
+                    "floor",
+                    0.7,
+                    ours_rps=best["ours"]["rps"],
+                    floor_rps=best["floor"]["rps"],
                     without_fsync=round(best["ours_no_fsync"]["rps"] / best["floor"]["rps"], 3),
-                    ours_p99_ms=best["ours"]["p99_ms"], floor_p99_ms=best["floor"]["p99_ms"],
+                    ours_p99_ms=best["ours"]["p99_ms"],
+                    floor_p99_ms=best["floor"]["p99_ms"],
                     cores_used={name: result["cores"] for name, result in best.items()},
-                    connections=args.connections, rounds=args.rounds,
+                    connections=args.connections,
+                    rounds=args.rounds,
                     note="single row, one worker each, same Granian options; the floor: orjson + Booster.predict; "
-                         "without_fsync: ours with serving.log.fsync false (a killed server loses nothing, a power "
-                         "loss may)")
+                    "without_fsync: ours with serving.log.fsync false (a killed server loses nothing, a power "
+                    "loss may)",
+                )
 
             if "workers" in parts:
-                servers = {"1": (ours_url, ours), "2": serve_ours(2),
-                           "floor_1": serve_floor(1), "floor_2": serve_floor(2)}
-                best = rounds("workers_rounds", servers, args.workers_connections,
-                              *(process for name, (_, process) in servers.items() if name != "1"))
+                servers = {
+                    "1": (ours_url, ours),
+                    "2": serve_ours(2),
+                    "floor_1": serve_floor(1),
+                    "floor_2": serve_floor(2),
+                }
+                best = rounds(
+                    "workers_rounds",
+                    servers,
+                    args.workers_connections,
+                    *(process for name, (_, process) in servers.items() if name != "1"),
+                )
                 floor_scaling = best["floor_2"]["rps"] / best["floor_1"]["rps"]
                 figures["serving_workers_scaling"] = versus(
-                    best, "2", "1", 1.3, rps_1=best["1"]["rps"], rps_2=best["2"]["rps"],
-                    p99_ms_1=best["1"]["p99_ms"], p99_ms_2=best["2"]["p99_ms"],
-                    floor_scaling=round(floor_scaling, 3), floor_rps_1=best["floor_1"]["rps"],
+                    best,
+                    "2",
+                    "1",
+                    1.3,
+                    rps_1=best["1"]["rps"],
+                    rps_2=best["2"]["rps"],
+                    p99_ms_1=best["1"]["p99_ms"],
+                    p99_ms_2=best["2"]["p99_ms"],
+                    floor_scaling=round(floor_scaling, 3),
+                    floor_rps_1=best["floor_1"]["rps"],
                     floor_rps_2=best["floor_2"]["rps"],
                     cores_used={name: result["cores"] for name, result in best.items()},
-                    connections=args.workers_connections, rounds=args.rounds, cpus=os.cpu_count(),
+                    connections=args.workers_connections,
+                    rounds=args.rounds,
+                    cpus=os.cpu_count(),
                     note="wrk shares the cores with the servers; floor_scaling: the bare floor's 2 workers over 1 on "
-                         "the same load, what this machine allows")
+                    "the same load, what this machine allows",
+                )
 
             if "health" in parts:
                 started = time.perf_counter()
-                response = requests.post(ours_url, data=heavy, headers={"Content-Type": "application/json"},
-                                         timeout=30)
+                response = requests.post(ours_url, data=heavy, headers={"Content-Type": "application/json"}, timeout=30)
                 alone_ms = (time.perf_counter() - started) * 1000
                 assert response.status_code == 200, response.text[-1500:]
                 assert len(response.json()["explanations"]) == 1000
                 seen = health_under_load(wrk, ours_url.split("/v1/")[0], ours_url, heavy, args.seconds)
                 heavy_result, loaded = seen["heavy"], seen["loaded"]
-                emit(step="health_under_explain", heavy_body_bytes=len(heavy), heavy_alone_ms=round(alone_ms, 1),
-                     **{f"heavy_{k}": v for k, v in heavy_result.items()}, probes=len(loaded))
+                emit(
+                    step="health_under_explain",
+                    heavy_body_bytes=len(heavy),
+                    heavy_alone_ms=round(alone_ms, 1),
+                    **{f"heavy_{k}": v for k, v in heavy_result.items()},
+                    probes=len(loaded),
+                )
                 p99 = quantile(loaded, 0.99)
-                figures["serving_health_p99_under_explain_ms"] = dict(
-                    value=p99, goal=50, met=bool(p99 <= 50), p50_ms=quantile(loaded, 0.5),
-                    max_ms=round(max(loaded), 2), probes=len(loaded), probe_errors=seen["errors"],
-                    idle_p99_ms=quantile(seen["idle"], 0.99),
-                    heavy_completed=heavy_result["requests"], heavy_non_2xx=heavy_result["non_2xx"],
-                    heavy_p50_ms=heavy_result["p50_ms"], heavy_p99_ms=heavy_result["p99_ms"],
-                    heavy_rows=1000, heavy_connections=4, seconds=args.seconds,
-                    note="sequential GET /health every 20 ms while wrk sends 1000-row explain requests, one worker")
+                figures["serving_health_p99_under_explain_ms"] = {
+                    "value": p99,
+                    "goal": 50,
+                    "met": bool(p99 <= 50),
+                    "p50_ms": quantile(loaded, 0.5),
+                    "max_ms": round(max(loaded), 2),
+                    "probes": len(loaded),
+                    "probe_errors": seen["errors"],
+                    "idle_p99_ms": quantile(seen["idle"], 0.99),
+                    "heavy_completed": heavy_result["requests"],
+                    "heavy_non_2xx": heavy_result["non_2xx"],
+                    "heavy_p50_ms": heavy_result["p50_ms"],
+                    "heavy_p99_ms": heavy_result["p99_ms"],
+                    "heavy_rows": 1000,
+                    "heavy_connections": 4,
+                    "seconds": args.seconds,
+                    "note": "sequential GET /health every 20 ms while wrk sends 1000-row explain requests, one worker",
+                }
             stop(ours)
 
         if args.only is None:
             emit(**batch_scoring(model, split))
-        for name in ("serving_p99_ms", "serving_rps_vs_floor", "serving_workers_scaling",
-                     "serving_health_p99_under_explain_ms", "serving_rps_ratio_vs_mlflow"):  # the ratio last
+        for name in (
+            "serving_p99_ms",
+            "serving_rps_vs_floor",
+            "serving_workers_scaling",
+            "serving_health_p99_under_explain_ms",
+            "serving_rps_ratio_vs_mlflow",
+        ):  # the ratio last
             if name in figures:
                 emit(figure=name, **figures[name])
     return 0

@@ -32,8 +32,7 @@ def create_app(folder: str | Path | None = None):
     folder = Path(folder or os.environ[MODEL_ENV])
     features = json.loads((folder / "manifest.json").read_text())["features"]
     numeric, categorical = features["numeric"], features["categorical"]
-    codes = [(name, {level: float(i) for i, level in enumerate(features["levels"][name])})
-             for name in categorical]
+    codes = [(name, {level: float(i) for i, level in enumerate(features["levels"][name])}) for name in categorical]
     width = len(numeric) + len(categorical)
     booster = lgb.Booster(model_file=str(folder / "model.txt"))
 
@@ -64,8 +63,13 @@ def create_app(folder: str | Path | None = None):
             body += message.get("body", b"")
             more = message.get("more_body", False)
         payload = orjson.dumps({"predictions": predict(orjson.loads(body)["instances"])})
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [*HEADERS, (b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*HEADERS, (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
     return app

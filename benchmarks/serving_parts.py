@@ -64,10 +64,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import orjson  # noqa: E402
-
-from serving import json_rows, stored_features  # noqa: E402
-from serving_floor import create_app as floor_app  # noqa: E402
+import orjson
+from serving import json_rows, stored_features
+from serving_floor import create_app as floor_app
 
 MODEL = "flight_delay"
 REPEATS = 3
@@ -113,8 +112,11 @@ async def timed_async(run_once, n: int, concurrency: int) -> dict:
         c0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
         await drive(n)
         c1, t1, w1 = time.process_time(), time.thread_time(), time.perf_counter()
-        run = {"cpu_us": round((c1 - c0) / n * 1e6, 2), "wall_us": round((w1 - w0) / n * 1e6, 2),
-               "loop_cpu_us": round((t1 - t0) / n * 1e6, 2)}
+        run = {
+            "cpu_us": round((c1 - c0) / n * 1e6, 2),
+            "wall_us": round((w1 - w0) / n * 1e6, 2),
+            "loop_cpu_us": round((t1 - t0) / n * 1e6, 2),
+        }
         if best is None or run["cpu_us"] < best["cpu_us"]:
             best = run
     return {**best, "calls": n, "concurrency": concurrency}
@@ -125,12 +127,25 @@ class AsgiCall:
 
     def __init__(self, app, path: str, body: bytes):
         self.app, self.body = app, body
-        self.scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
-                      "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
-                      "query_string": b"", "root_path": "", "client": ("127.0.0.1", 50000),
-                      "server": ("127.0.0.1", 8000),
-                      "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
-                                  (b"content-length", str(len(body)).encode()), (b"accept", b"*/*")]}
+        self.scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "headers": [
+                (b"host", b"127.0.0.1:8000"),
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"accept", b"*/*"),
+            ],
+        }
         self.message = {"type": "http.request", "body": body, "more_body": False}
         self.statuses: dict[int, int] = {}
 
@@ -159,8 +174,9 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
     from ml_platform.serving.protocols import V1
     from ml_platform.serving.validation import instances_of, validate_rows
 
-    config = ServeConfig(model=MODEL, log_path=str(scratch / "app_log.sqlite"), model_dir=str(folder), token=None,
-                         metrics_token=None)
+    config = ServeConfig(
+        model=MODEL, log_path=str(scratch / "app_log.sqlite"), model_dir=str(folder), token=None, metrics_token=None
+    )
     app = ServingApp(config)
     await app.startup()
     slot = app.slot
@@ -187,8 +203,19 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
 
     def log_row():
         predictions = outputs.tolist()
-        return ("id", 0.0, config.model, "1", len(rows), orjson.dumps(slot.policy.view(rows)).decode(),
-                orjson.dumps(predictions).decode(), 0.1, None, None, "champion")
+        return (
+            "id",
+            0.0,
+            config.model,
+            "1",
+            len(rows),
+            orjson.dumps(slot.policy.view(rows)).decode(),
+            orjson.dumps(predictions).decode(),
+            0.1,
+            None,
+            None,
+            "champion",
+        )
 
     def answer_body():
         answer = V1.answer(config.model, slot.champion, outputs.tolist(), None, None, "abc", model.task)
@@ -240,8 +267,12 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
             try:
                 commits[0] = 0
                 result = await timed_async(lambda: log.append(row), n, concurrency)
-                part(f"log_append_c{concurrency}", result, rows_per_commit=per_commit(n),
-                     note="per row; fsync on; one commit per batch")
+                part(
+                    f"log_append_c{concurrency}",
+                    result,
+                    rows_per_commit=per_commit(n),
+                    note="per row; fsync on; one commit per batch",
+                )
             finally:
                 await asyncio.to_thread(log.close)
         for concurrency, n in ((8, 3000), (64, 6000)):
@@ -271,18 +302,25 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
     # --- the summary -----------------------------------------------------------------------------------------
     sync = ("loads", "validate", "predict_records", "log_row", "answer_body", "metrics")
     sum_of_parts = round(sum(parts[name]["cpu_us"] for name in sync), 2)
-    emit(figure="serving_cost_breakdown_us",
-         parts={name: result["cpu_us"] for name, result in parts.items()},
-         sum_of_parts_cpu_us=sum_of_parts, sum_of_parts=list(sync),
-         app_cpu_us=parts["app_c8"]["cpu_us"], app_without_log_cpu_us=parts["app_without_log_c8"]["cpu_us"],
-         floor_cpu_us=parts["floor_work"]["cpu_us"], floor_app_cpu_us=parts["floor_app_c8"]["cpu_us"],
-         app_c64_cpu_us=parts["app_c64"]["cpu_us"],
-         app_without_log_c64_cpu_us=parts["app_without_log_c64"]["cpu_us"],
-         log_in_app_cpu_us=round(parts["app_c8"]["cpu_us"] - parts["app_without_log_c8"]["cpu_us"], 2),
-         log_in_app_c64_cpu_us=round(parts["app_c64"]["cpu_us"] - parts["app_without_log_c64"]["cpu_us"], 2),
-         note="µs of CPU per single-row request (log: per row), best of 3; app figures at 8 concurrent requests "
-              "(c64: 64); floor_cpu_us is the floor's own work without ASGI, floor_app_cpu_us through ASGI",
-         rows_in_request=len(rows), features=len(model.encoder.names), dtype=str(np.asarray(outputs).dtype))
+    emit(
+        figure="serving_cost_breakdown_us",
+        parts={name: result["cpu_us"] for name, result in parts.items()},
+        sum_of_parts_cpu_us=sum_of_parts,
+        sum_of_parts=list(sync),
+        app_cpu_us=parts["app_c8"]["cpu_us"],
+        app_without_log_cpu_us=parts["app_without_log_c8"]["cpu_us"],
+        floor_cpu_us=parts["floor_work"]["cpu_us"],
+        floor_app_cpu_us=parts["floor_app_c8"]["cpu_us"],
+        app_c64_cpu_us=parts["app_c64"]["cpu_us"],
+        app_without_log_c64_cpu_us=parts["app_without_log_c64"]["cpu_us"],
+        log_in_app_cpu_us=round(parts["app_c8"]["cpu_us"] - parts["app_without_log_c8"]["cpu_us"], 2),
+        log_in_app_c64_cpu_us=round(parts["app_c64"]["cpu_us"] - parts["app_without_log_c64"]["cpu_us"], 2),
+        note="µs of CPU per single-row request (log: per row), best of 3; app figures at 8 concurrent requests "
+        "(c64: 64); floor_cpu_us is the floor's own work without ASGI, floor_app_cpu_us through ASGI",
+        rows_in_request=len(rows),
+        features=len(model.encoder.names),
+        dtype=str(np.asarray(outputs).dtype),
+    )
 
 
 def main() -> int:
@@ -300,17 +338,21 @@ def main() -> int:
         folder = model.save(scratch / "model")
         body = orjson.dumps({"instances": json_rows(split.test[spec.features.names].iloc[:1])})
         prediction = float(model.predict(split.test.iloc[:1])[0])
-        emit(step="model", best_iteration=model.manifest["best_iteration"], features=len(spec.features.names),
-             seconds=round(time.perf_counter() - started, 1))
+        emit(
+            step="model",
+            best_iteration=model.manifest["best_iteration"],
+            features=len(spec.features.names),
+            seconds=round(time.perf_counter() - started, 1),
+        )
         try:
             import uvloop  # the event loop Granian serves with
+
             loop_factory = uvloop.new_event_loop
         except ImportError:
             loop_factory = None
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(measure(folder, scratch, body, prediction))
-    emit(step="done", seconds=round(time.perf_counter() - started, 1),
-         loop="uvloop" if loop_factory else "asyncio")
+    emit(step="done", seconds=round(time.perf_counter() - started, 1), loop="uvloop" if loop_factory else "asyncio")
     return 0
 
 

@@ -35,16 +35,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from training import free_port, graphql_client, stop_group  # noqa: E402
-
+from training import free_port, graphql_client, stop_group
 
 # deploy/stack.py, what `make up` runs (`deploy/` is not a package)
 stack_tool = types.SimpleNamespace(**runpy.run_path(str(REPO / "deploy" / "stack.py")))
 
 NAME = "mlp_bench"
 IMAGE = "ml-platform:bench"
-STANDINS = {"ML_PLATFORM_POSTGRES_IMAGE": ("ml-platform-standin/postgres:16", "postgres"),
-            "ML_PLATFORM_PROMETHEUS_IMAGE": ("ml-platform-standin/prometheus:latest", "prometheus")}
+STANDINS = {
+    "ML_PLATFORM_POSTGRES_IMAGE": ("ml-platform-standin/postgres:16", "postgres"),
+    "ML_PLATFORM_PROMETHEUS_IMAGE": ("ml-platform-standin/prometheus:latest", "prometheus"),
+}
 LOCATION = {"repository_location_name": "ml_platform"}
 
 
@@ -80,9 +81,11 @@ def phases(instance, run_id: str) -> dict[str, float]:
     """Seconds of each phase of a run, from its record and event log: queued (submitted → launched), start
     (launched → the run's first event from its own process), each step, finish (last step → run success)."""
     record = instance.get_run_record_by_id(run_id)
-    events = [(r.event_log_entry.timestamp, r.event_log_entry.dagster_event_type.value,
-               r.event_log_entry.step_key) for r in instance.get_records_for_run(run_id).records
-              if r.event_log_entry.dagster_event_type is not None]
+    events = [
+        (r.event_log_entry.timestamp, r.event_log_entry.dagster_event_type.value, r.event_log_entry.step_key)
+        for r in instance.get_records_for_run(run_id).records
+        if r.event_log_entry.dagster_event_type is not None
+    ]
     first = {kind: stamp for stamp, kind, _ in reversed(events)}
     created = record.create_timestamp.timestamp()
     launched = first.get("PIPELINE_STARTING", created)
@@ -96,8 +99,9 @@ def phases(instance, run_id: str) -> dict[str, float]:
             out[f"step {step}"] = stamp - step_start[step]
             last_end = max(last_end, stamp)
     out["finish"] = first["PIPELINE_SUCCESS"] - last_end
-    out["unaccounted (between steps)"] = (first["PIPELINE_SUCCESS"] - started) - sum(
-        v for k, v in out.items() if k.startswith("step ")) - out["finish"]
+    out["unaccounted (between steps)"] = (
+        (first["PIPELINE_SUCCESS"] - started) - sum(v for k, v in out.items() if k.startswith("step ")) - out["finish"]
+    )
     return {k: round(v, 3) for k, v in out.items()}
 
 
@@ -105,8 +109,7 @@ def burst(client, week: date, count: int = 20) -> dict:
     """`count` single-day data runs submitted at once: wall time to the last success, runs per minute."""
     days = [(week - timedelta(days=150 + i)).isoformat() for i in range(count)]
     started = time.perf_counter()
-    runs = [client.submit_job_execution("flight_delay_data", **LOCATION, tags={"dagster/partition": d})
-            for d in days]
+    runs = [client.submit_job_execution("flight_delay_data", **LOCATION, tags={"dagster/partition": d}) for d in days]
     pending = set(runs)
     deadline = time.monotonic() + 1800
     while pending and time.monotonic() < deadline:
@@ -123,8 +126,14 @@ def burst(client, week: date, count: int = 20) -> dict:
 
 def lifecycle(client, instance_of, week: date) -> dict:
     week_end = week + timedelta(days=6)
-    run_to_end(client, "flight_delay_data", {"dagster/asset_partition_range_start": (week_end - timedelta(days=62))
-                                             .isoformat(), "dagster/asset_partition_range_end": week_end.isoformat()})
+    run_to_end(
+        client,
+        "flight_delay_data",
+        {
+            "dagster/asset_partition_range_start": (week_end - timedelta(days=62)).isoformat(),
+            "dagster/asset_partition_range_end": week_end.isoformat(),
+        },
+    )
     run_id, seconds = run_to_end(client, "flight_delay_retrain", {"dagster/partition": week.isoformat()})
     with instance_of() as instance:
         split = phases(instance, run_id)
@@ -142,9 +151,23 @@ def embedded(week: date, scratch: Path) -> dict:
     env.update(ML_PLATFORM_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
     port = free_port()
     log = (scratch / "dagster_dev.log").open("w")
-    dev = subprocess.Popen([str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO / "workspace.yaml"),
-                            "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=REPO, stdout=log,
-                           stderr=subprocess.STDOUT, start_new_session=True)
+    dev = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "dev",
+            "-w",
+            str(REPO / "workspace.yaml"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         client = graphql_client(port, dev)
         return lifecycle(client, lambda: DagsterInstance.from_config(str(home / "dagster")), week)
@@ -159,13 +182,16 @@ def on_stack(week: date, scratch: Path) -> dict:
     from dagster import DagsterInstance
 
     started = time.perf_counter()
-    subprocess.run(["docker", "build", "--network", "host", "-q", "-t", IMAGE, str(REPO)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["docker", "build", "--network", "host", "-q", "-t", IMAGE, str(REPO)], check=True, stdout=subprocess.DEVNULL
+    )
     build_s = time.perf_counter() - started
     for tag, folder in STANDINS.values():
-        subprocess.run(["docker", "build", "--network", "host", "-q", "-t", tag, str(REPO / "deploy" / "images" /
-                                                                                    folder)],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["docker", "build", "--network", "host", "-q", "-t", tag, str(REPO / "deploy" / "images" / folder)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     env_file = scratch / "stack.env"
     settings = {name: str(free_port()) for name in stack_tool.DEFAULT_PORTS}
     settings.update({k: tag for k, (tag, _) in STANDINS.items()}, ML_PLATFORM_STACK=NAME, ML_PLATFORM_IMAGE=IMAGE)
@@ -187,21 +213,30 @@ def on_stack(week: date, scratch: Path) -> dict:
         instance_home = scratch / "stack_instance"
         instance_home.mkdir()
         (instance_home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
-        os.environ.update(DAGSTER_POSTGRES_HOST="127.0.0.1", DAGSTER_POSTGRES_PORT=values["ML_PLATFORM_POSTGRES_PORT"],
-                          DAGSTER_POSTGRES_USER="ml_platform", DAGSTER_POSTGRES_DB="dagster",
-                          DAGSTER_POSTGRES_PASSWORD=values["ML_PLATFORM_POSTGRES_PASSWORD"],
-                          ML_PLATFORM_MAX_CONCURRENT_RUNS="4")
+        os.environ.update(
+            DAGSTER_POSTGRES_HOST="127.0.0.1",
+            DAGSTER_POSTGRES_PORT=values["ML_PLATFORM_POSTGRES_PORT"],
+            DAGSTER_POSTGRES_USER="ml_platform",
+            DAGSTER_POSTGRES_DB="dagster",
+            DAGSTER_POSTGRES_PASSWORD=values["ML_PLATFORM_POSTGRES_PASSWORD"],
+            ML_PLATFORM_MAX_CONCURRENT_RUNS="4",
+        )
         result = lifecycle(client, lambda: DagsterInstance.from_config(str(instance_home)), week)
-        return {"image_build_s": round(build_s, 1), "up_to_webserver_s": round(webserver_s, 1),
-                "up_to_all_healthy_s": round(healthy_s, 1), **result}
+        return {
+            "image_build_s": round(build_s, 1),
+            "up_to_webserver_s": round(webserver_s, 1),
+            "up_to_all_healthy_s": round(healthy_s, 1),
+            **result,
+        }
     finally:
         _clean(stack)
 
 
 def _clean(stack) -> None:
     def remove() -> None:
-        found = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ml_platform/stack={NAME}"],
-                               capture_output=True, text=True).stdout.split()
+        found = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=ml_platform/stack={NAME}"], capture_output=True, text=True
+        ).stdout.split()
         if found:
             subprocess.run(["docker", "rm", "-f", *found], capture_output=True)
 
@@ -218,19 +253,36 @@ def main() -> int:
         emit(step="embedded", **local)
         stacked = on_stack(week, scratch)
         emit(step="stack", **stacked)
-    emit(figure="make_up_to_healthy_webserver_s", value=stacked["up_to_webserver_s"],
-         all_services_s=stacked["up_to_all_healthy_s"], image_build_s=stacked["image_build_s"],
-         note="compose up on built images and fresh volumes, until /server_info answers")
-    emit(figure="runs_per_minute", stack=stacked["burst"]["runs_per_minute"],
-         embedded=local["burst"]["runs_per_minute"], runs=20,
-         note="single-day data runs submitted at once; stack: 4 at a time, each in its own container; "
-              "embedded: 2 at a time, each a new process")
-    extra = {k: round(stacked["phases"].get(k, 0) - local["phases"].get(k, 0), 3)
-             for k in {**local["phases"], **stacked["phases"]}}
+    emit(
+        figure="make_up_to_healthy_webserver_s",
+        value=stacked["up_to_webserver_s"],
+        all_services_s=stacked["up_to_all_healthy_s"],
+        image_build_s=stacked["image_build_s"],
+        note="compose up on built images and fresh volumes, until /server_info answers",
+    )
+    emit(
+        figure="runs_per_minute",
+        stack=stacked["burst"]["runs_per_minute"],
+        embedded=local["burst"]["runs_per_minute"],
+        runs=20,
+        note="single-day data runs submitted at once; stack: 4 at a time, each in its own container; "
+        "embedded: 2 at a time, each a new process",
+    )
+    extra = {
+        k: round(stacked["phases"].get(k, 0) - local["phases"].get(k, 0), 3)
+        for k in {**local["phases"], **stacked["phases"]}
+    }
     ratio = stacked["retrain_s"] / local["retrain_s"]
-    emit(figure="container_run_overhead_ratio", value=round(ratio, 3), goal=1.5, met=ratio <= 1.5,
-         stack_s=stacked["retrain_s"], embedded_s=local["retrain_s"],
-         extra_s=round(stacked["retrain_s"] - local["retrain_s"], 3), extra_s_by_phase=extra)
+    emit(
+        figure="container_run_overhead_ratio",
+        value=round(ratio, 3),
+        goal=1.5,
+        met=ratio <= 1.5,
+        stack_s=stacked["retrain_s"],
+        embedded_s=local["retrain_s"],
+        extra_s=round(stacked["retrain_s"] - local["retrain_s"], 3),
+        extra_s_by_phase=extra,
+    )
     return 0
 
 

@@ -29,8 +29,9 @@ def emit(**fields) -> None:
 
 def run_ci(ref: str, scratch: Path) -> dict:
     """Clone `ref` into a fresh folder and time `bash .ci/run` there."""
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", ref], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", ref], capture_output=True, text=True, check=True
+    ).stdout.strip()
     clone = scratch / commit[:12]
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
     subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", commit], check=True)
@@ -42,9 +43,15 @@ def run_ci(ref: str, scratch: Path) -> dict:
     found = SUMMARY.findall(log.read_text(errors="replace"))
     summary, pytest_seconds = found[-1] if found else ("no pytest summary", "nan")
     passed = re.search(r"(\d+) passed", summary)
-    return {"ref": ref, "commit": commit[:12], "exit_code": code, "wall_s": round(wall, 1),
-            "pytest_s": float(pytest_seconds), "passed": int(passed.group(1)) if passed else 0,
-            "summary": summary}
+    return {
+        "ref": ref,
+        "commit": commit[:12],
+        "exit_code": code,
+        "wall_s": round(wall, 1),
+        "pytest_s": float(pytest_seconds),
+        "passed": int(passed.group(1)) if passed else 0,
+        "summary": summary,
+    }
 
 
 def main() -> int:
@@ -58,10 +65,17 @@ def main() -> int:
             results[role] = run_ci(ref, Path(scratch))
             emit(step=role, **results[role])
     base, head = results["base"], results["head"]
-    emit(figure="make_test_wall_ratio", value=round(head["wall_s"] / base["wall_s"], 3),
-         pytest_ratio=round(head["pytest_s"] / base["pytest_s"], 3), head_wall_s=head["wall_s"],
-         base_wall_s=base["wall_s"], head_tests=head["passed"], base_tests=base["passed"],
-         goal="at most 1.0 (no slower)", note="one run each, sequentially, on the same machine")
+    emit(
+        figure="make_test_wall_ratio",
+        value=round(head["wall_s"] / base["wall_s"], 3),
+        pytest_ratio=round(head["pytest_s"] / base["pytest_s"], 3),
+        head_wall_s=head["wall_s"],
+        base_wall_s=base["wall_s"],
+        head_tests=head["passed"],
+        base_tests=base["passed"],
+        goal="at most 1.0 (no slower)",
+        note="one run each, sequentially, on the same machine",
+    )
     return 0 if base["exit_code"] == 0 and head["exit_code"] == 0 else 1
 
 

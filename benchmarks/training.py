@@ -95,7 +95,7 @@ def emit(**fields) -> None:
 # What a data scientist would write by hand: pandas categoricals, LightGBM, the same split and params; refit on
 # train + validation days with the early-stopped number of rounds when the spec refits. Run in process (warm)
 # and as a script of its own (whole process), so it imports nothing from the platform.
-PLAIN_SCRIPT = textwrap.dedent('''
+PLAIN_SCRIPT = textwrap.dedent("""
     import json
     import sys
 
@@ -131,16 +131,23 @@ PLAIN_SCRIPT = textwrap.dedent('''
     if __name__ == "__main__":
         setup = json.loads(open(sys.argv[1]).read())
         print(plain(sys.argv[2:], setup))
-''')
+""")
 
 
 def plain_setup(spec) -> dict:
-    return {"timestamp": spec.timestamp, "target": spec.target.name, "features": spec.features.names,
-            "categorical": spec.features.all_categorical, "test_days": spec.training.test_days,
-            "validation_days": spec.training.validation_days, "seed": spec.training.seed,
-            "params": dict(spec.training.params), "num_boost_round": spec.training.num_boost_round,
-            "early_stopping_rounds": spec.training.early_stopping_rounds,
-            "refit": bool(getattr(spec.training, "refit", False))}
+    return {
+        "timestamp": spec.timestamp,
+        "target": spec.target.name,
+        "features": spec.features.names,
+        "categorical": spec.features.all_categorical,
+        "test_days": spec.training.test_days,
+        "validation_days": spec.training.validation_days,
+        "seed": spec.training.seed,
+        "params": dict(spec.training.params),
+        "num_boost_round": spec.training.num_boost_round,
+        "early_stopping_rounds": spec.training.early_stopping_rounds,
+        "refit": bool(getattr(spec.training, "refit", False)),
+    }
 
 
 class Parts:
@@ -234,9 +241,10 @@ def main() -> int:
         days = sorted({day for week in weeks_used for day in window(week)})
         instance = dg.DagsterInstance.from_config(str(dagster_home))
         data_run = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, asset_selection=[dg.AssetKey(["flight_delay", "raw"]),
-                                                dg.AssetKey(["flight_delay", "features"])],
-            tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]})
+            instance=instance,
+            asset_selection=[dg.AssetKey(["flight_delay", "raw"]), dg.AssetKey(["flight_delay", "features"])],
+            tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
+        )
         assert data_run.success
         emit(step="setup", weeks=weeks_used, days=f"{days[0]} → {days[-1]}", offset_weeks=weeks)
 
@@ -263,21 +271,33 @@ def main() -> int:
             wall = time.perf_counter() - started
             metadata = {}
             for event in result.get_asset_materialization_events():
-                metadata.update({f"{event.asset_key.path[-1]}.{k}": v.value
-                                 for k, v in event.materialization.metadata.items()})
-            steps = {e.step_key.split("__")[-1]: e.event_specific_data.duration_ms / 1000
-                     for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+                metadata.update(
+                    {f"{event.asset_key.path[-1]}.{k}": v.value for k, v in event.materialization.metadata.items()}
+                )
+            steps = {
+                e.step_key.split("__")[-1]: e.event_specific_data.duration_ms / 1000
+                for e in result.all_events
+                if e.event_type_value == "STEP_SUCCESS"
+            }
             measured = parts.take()
-            breakdown = {**measured, **{f"evaluation.{k}": v
-                                        for k, v in (metadata.get("evaluation.timings") or {}).items()}}
+            breakdown = {
+                **measured,
+                **{f"evaluation.{k}": v for k, v in (metadata.get("evaluation.timings") or {}).items()},
+            }
             inside = sum(breakdown.values())
             breakdown["dagster_run_overhead"] = wall - sum(steps.values())
             breakdown["dagster_step_overhead"] = sum(steps.values()) - inside  # compute-function framework,
             # events and metadata; also what the wrapped functions do not cover (the champion step's alias
             # moves, the model step's no-op check), so the parts add up to the run's wall time
-            return {"success": result.success, "auc": metadata.get("evaluation.test_roc_auc"), "wall": wall,
-                    "steps": steps, "parts": breakdown, "moved": metadata.get("champion.action") == "promote",
-                    "gates": {e.check_name: e.passed for e in result.get_asset_check_evaluations()}}
+            return {
+                "success": result.success,
+                "auc": metadata.get("evaluation.test_roc_auc"),
+                "wall": wall,
+                "steps": steps,
+                "parts": breakdown,
+                "moved": metadata.get("champion.action") == "promote",
+                "gates": {e.check_name: e.passed for e in result.get_asset_check_evaluations()},
+            }
 
         warm = platform_run(next_week())  # imports, MLflow store migrations, first registered model
         assert warm["success"], warm
@@ -291,30 +311,62 @@ def main() -> int:
             plain_auc = plain_script(partition)
             plain_times.append(time.perf_counter() - started)
         platform_auc = runs[-1]["auc"]
-        emit(step="platform", auc=platform_auc, seconds=[round(t, 3) for t in platform_times],
-             steps={k: round(v, 3) for k, v in runs[-1]["steps"].items()}, gates=runs[-1]["gates"],
-             success=all(r["success"] and r["moved"] for r in runs))
+        emit(
+            step="platform",
+            auc=platform_auc,
+            seconds=[round(t, 3) for t in platform_times],
+            steps={k: round(v, 3) for k, v in runs[-1]["steps"].items()},
+            gates=runs[-1]["gates"],
+            success=all(r["success"] and r["moved"] for r in runs),
+        )
         emit(step="plain_script", auc=plain_auc, seconds=[round(t, 3) for t in plain_times])
         auc_gap = plain_auc - platform_auc  # the same (last) week on both sides
-        emit(figure="holdout_auc_gap_vs_plain", value=round(auc_gap, 5), platform=round(platform_auc, 5),
-             plain=round(plain_auc, 5), goal=0.005, met=bool(auc_gap <= 0.005))
+        emit(
+            figure="holdout_auc_gap_vs_plain",
+            value=round(auc_gap, 5),
+            platform=round(platform_auc, 5),
+            plain=round(plain_auc, 5),
+            goal=0.005,
+            met=bool(auc_gap <= 0.005),
+        )
         platform_s, plain_s = statistics.median(platform_times), statistics.median(plain_times)
         ratio = platform_s / plain_s
-        emit(figure="retrain_overhead_ratio", value=round(ratio, 2), goal=2.0, met=bool(ratio <= 2.0),
-             platform_s=round(platform_s, 3), plain_s=round(plain_s, 3))
+        emit(
+            figure="retrain_overhead_ratio",
+            value=round(ratio, 2),
+            goal=2.0,
+            met=bool(ratio <= 2.0),
+            platform_s=round(platform_s, 3),
+            plain_s=round(plain_s, 3),
+        )
         names = sorted({name for run in runs for name in run["parts"]})
-        medians = {name: round(statistics.median(run["parts"].get(name, 0.0) for run in runs), 3)
-                   for name in names}
-        emit(step="retrain_parts_s", parts=dict(sorted(medians.items(), key=lambda item: -item[1])),
-             sum=round(sum(medians.values()), 3), platform_s=round(platform_s, 3), plain_s=round(plain_s, 3))
+        medians = {name: round(statistics.median(run["parts"].get(name, 0.0) for run in runs), 3) for name in names}
+        emit(
+            step="retrain_parts_s",
+            parts=dict(sorted(medians.items(), key=lambda item: -item[1])),
+            sum=round(sum(medians.values()), 3),
+            platform_s=round(platform_s, 3),
+            plain_s=round(plain_s, 3),
+        )
         fixed = platform_s - plain_s
-        emit(figure="retrain_fixed_cost_s", value=round(fixed, 3), goal=1.0, met=bool(fixed <= 1.0),
-             platform_s=round(platform_s, 3), plain_s=round(plain_s, 3))
+        emit(
+            figure="retrain_fixed_cost_s",
+            value=round(fixed, 3),
+            goal=1.0,
+            met=bool(fixed <= 1.0),
+            platform_s=round(platform_s, 3),
+            plain_s=round(plain_s, 3),
+        )
         instance.dispose()
 
         # (c) whole processes, launched as the UI launches a run: a fresh Python that loads the code location.
-        env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "ML_PLATFORM_HOME": str(home),
-               "ML_PLATFORM_SPECS": str(spec_file.parent), "PYTHONWARNINGS": "ignore"}
+        env = {
+            **os.environ,
+            "DAGSTER_HOME": str(dagster_home),
+            "ML_PLATFORM_HOME": str(home),
+            "ML_PLATFORM_SPECS": str(spec_file.parent),
+            "PYTHONWARNINGS": "ignore",
+        }
         for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
             env.pop(variable, None)  # the platform's default store under ML_PLATFORM_HOME, as in the runs above
         dagster = str(Path(sys.executable).with_name("dagster"))
@@ -328,26 +380,61 @@ def main() -> int:
         def launched(command: list[str]) -> float:
             before = champion()
             started = time.perf_counter()
-            done = subprocess.run(command, env=env, cwd=scratch, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)
+            done = subprocess.run(
+                command, env=env, cwd=scratch, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
             elapsed = time.perf_counter() - started
             if done.returncode != 0 or champion() == before:
-                raise SystemExit(f"{' '.join(command[:4])} did not move the champion ({before} → {champion()}):\n"
-                                 f"{done.stderr[-3000:]}")
+                raise SystemExit(
+                    f"{' '.join(command[:4])} did not move the champion ({before} → {champion()}):\n"
+                    f"{done.stderr[-3000:]}"
+                )
             return elapsed
 
         def materialize(partition: str) -> float:
-            return launched([dagster, "asset", "materialize", "-m", "ml_platform.definitions", "--select",
-                             selection, "--partition", partition])
+            return launched(
+                [
+                    dagster,
+                    "asset",
+                    "materialize",
+                    "-m",
+                    "ml_platform.definitions",
+                    "--select",
+                    selection,
+                    "--partition",
+                    partition,
+                ]
+            )
 
         def job_execute(partition: str) -> float:
-            return launched([dagster, "job", "execute", "-m", "ml_platform.definitions", "-j",
-                             "flight_delay_retrain", "--tags", json.dumps({"dagster/partition": partition})])
+            return launched(
+                [
+                    dagster,
+                    "job",
+                    "execute",
+                    "-m",
+                    "ml_platform.definitions",
+                    "-j",
+                    "flight_delay_retrain",
+                    "--tags",
+                    json.dumps({"dagster/partition": partition}),
+                ]
+            )
 
         def plain_process(partition: str) -> float:
             started = time.perf_counter()
-            subprocess.run([sys.executable, str(scratch / "plain_script.py"), str(scratch / "plain_setup.json"),
-                            *files(partition)], env=env, cwd=scratch, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(scratch / "plain_script.py"),
+                    str(scratch / "plain_setup.json"),
+                    *files(partition),
+                ],
+                env=env,
+                cwd=scratch,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             return time.perf_counter() - started
 
         launches, jobs, plains = [], [], []
@@ -366,10 +453,22 @@ def main() -> int:
         (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(settings))
         port = free_port()
         webserver_log = (scratch / "webserver.log").open("w")
-        webserver = subprocess.Popen([str(Path(sys.executable).with_name("dagster-webserver")), "-w",
-                                      str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-                                     env=env, cwd=REPO, stdout=webserver_log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        webserver = subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("dagster-webserver")),
+                "-w",
+                str(REPO / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=webserver_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             client = graphql_client(port, webserver)
 
@@ -381,8 +480,9 @@ def main() -> int:
                     time.sleep(0.05)
                 elapsed = time.perf_counter() - started
                 if status != "SUCCESS" or champion() == before:
-                    raise SystemExit(f"the UI-launched retrain of {partition} ended {status}, champion {before} → "
-                                     f"{champion()}")
+                    raise SystemExit(
+                        f"the UI-launched retrain of {partition} ended {status}, champion {before} → {champion()}"
+                    )
                 return elapsed
 
             uis, ui_plains = [], []
@@ -396,19 +496,29 @@ def main() -> int:
         finally:
             stop_group(webserver)
         plains += ui_plains
-        emit(step="launched", ui_launch_s=[round(t, 3) for t in uis],
-             asset_materialize_s=[round(t, 3) for t in launches], job_execute_s=[round(t, 3) for t in jobs],
-             plain_process_s=[round(t, 3) for t in plains],
-             executor="in_process (Definitions default; retrain job)",
-             note="ui_launch: submitted through the webserver's GraphQL API, started by the code server in a "
-                  "spawned Python, timed until the run succeeded (champion moved); the CLI launches are the same "
-                  "work started from a terminal")
+        emit(
+            step="launched",
+            ui_launch_s=[round(t, 3) for t in uis],
+            asset_materialize_s=[round(t, 3) for t in launches],
+            job_execute_s=[round(t, 3) for t in jobs],
+            plain_process_s=[round(t, 3) for t in plains],
+            executor="in_process (Definitions default; retrain job)",
+            note="ui_launch: submitted through the webserver's GraphQL API, started by the code server in a "
+            "spawned Python, timed until the run succeeded (champion moved); the CLI launches are the same "
+            "work started from a terminal",
+        )
         platform_s, plain_s = statistics.median(uis), statistics.median(plains)
         ratio = platform_s / plain_s
-        emit(figure="retrain_launch_ratio", value=round(ratio, 2), goal=2.0, met=bool(ratio <= 2.0),
-             platform_s=round(platform_s, 3), plain_s=round(plain_s, 3),
-             asset_materialize_ratio=round(statistics.median(launches) / plain_s, 2),
-             job_execute_ratio=round(statistics.median(jobs) / plain_s, 2))
+        emit(
+            figure="retrain_launch_ratio",
+            value=round(ratio, 2),
+            goal=2.0,
+            met=bool(ratio <= 2.0),
+            platform_s=round(platform_s, 3),
+            plain_s=round(plain_s, 3),
+            asset_materialize_ratio=round(statistics.median(launches) / plain_s, 2),
+            job_execute_ratio=round(statistics.median(jobs) / plain_s, 2),
+        )
     return 0
 
 

@@ -23,11 +23,21 @@ from pathlib import Path
 DEPLOY = Path(__file__).resolve().parent
 REPO = DEPLOY.parent
 COMPOSE_FILE = DEPLOY / "docker-compose.yaml"
-SECRETS = ("ML_PLATFORM_POSTGRES_PASSWORD", "ML_PLATFORM_MLFLOW_ADMIN_PASSWORD", "ML_PLATFORM_MLFLOW_PASSWORD",
-           "ML_PLATFORM_MLFLOW_SECRET_KEY", "ML_PLATFORM_API_TOKEN")
-DEFAULT_PORTS = {"ML_PLATFORM_POSTGRES_PORT": 5432, "ML_PLATFORM_MLFLOW_PORT": 5000,
-                 "ML_PLATFORM_CODE_SERVER_PORT": 4000, "ML_PLATFORM_WEBSERVER_PORT": 3000,
-                 "ML_PLATFORM_ENDPOINT_PORT": 8080, "ML_PLATFORM_PROMETHEUS_PORT": 9090}
+SECRETS = (
+    "ML_PLATFORM_POSTGRES_PASSWORD",
+    "ML_PLATFORM_MLFLOW_ADMIN_PASSWORD",
+    "ML_PLATFORM_MLFLOW_PASSWORD",
+    "ML_PLATFORM_MLFLOW_SECRET_KEY",
+    "ML_PLATFORM_API_TOKEN",
+)
+DEFAULT_PORTS = {
+    "ML_PLATFORM_POSTGRES_PORT": 5432,
+    "ML_PLATFORM_MLFLOW_PORT": 5000,
+    "ML_PLATFORM_CODE_SERVER_PORT": 4000,
+    "ML_PLATFORM_WEBSERVER_PORT": 3000,
+    "ML_PLATFORM_ENDPOINT_PORT": 8080,
+    "ML_PLATFORM_PROMETHEUS_PORT": 9090,
+}
 
 
 def compose_command() -> list[str]:
@@ -56,8 +66,10 @@ def write_env(path: Path, settings: dict[str, str] | None = None) -> dict[str, s
         values.setdefault(name, secrets.token_urlsafe(24))
     path.touch(mode=0o600, exist_ok=True)
     os.chmod(path, 0o600)
-    path.write_text("# The production stack's settings and secrets (deploy/stack.py); keep this file private.\n"
-                    + "".join(f"{k}={v}\n" for k, v in sorted(values.items())))
+    path.write_text(
+        "# The production stack's settings and secrets (deploy/stack.py); keep this file private.\n"
+        + "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
+    )
     return values
 
 
@@ -78,17 +90,38 @@ class Stack:
         return f"http://{self.env.get('ML_PLATFORM_BIND') or '127.0.0.1'}:{self.port(port_name)}"
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600, capture: bool = False):
-        command = [*compose_command(), "-f", str(COMPOSE_FILE), "--env-file", str(self.env_file),
-                   "-p", self.project, *args]
+        command = [
+            *compose_command(),
+            "-f",
+            str(COMPOSE_FILE),
+            "--env-file",
+            str(self.env_file),
+            "-p",
+            self.project,
+            *args,
+        ]
         # compose substitutes from its own environment first: only the settings file may decide
         environment = {k: v for k, v in os.environ.items() if not k.startswith("ML_PLATFORM_")}
-        return subprocess.run(command, check=check, timeout=timeout, env=environment, cwd=DEPLOY,
-                              capture_output=capture, text=True)
+        return subprocess.run(
+            command, check=check, timeout=timeout, env=environment, cwd=DEPLOY, capture_output=capture, text=True
+        )
 
     def build(self, image: str | None = None) -> None:
-        subprocess.run(["docker", "build", "--network", "host", "-q", "-t",
-                        image or self.env.get("ML_PLATFORM_IMAGE") or "ml-platform:latest", str(REPO)],
-                       check=True, timeout=1800, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "docker",
+                "build",
+                "--network",
+                "host",
+                "-q",
+                "-t",
+                image or self.env.get("ML_PLATFORM_IMAGE") or "ml-platform:latest",
+                str(REPO),
+            ],
+            check=True,
+            timeout=1800,
+            stdout=subprocess.DEVNULL,
+        )
 
     def up(self, timeout: float = 300) -> float:
         """Start every service and wait until they answer; returns the seconds it took."""
@@ -98,10 +131,12 @@ class Stack:
         return time.monotonic() - started
 
     def wait_healthy(self, timeout: float = 300) -> None:
-        checks = {"webserver": self.url("ML_PLATFORM_WEBSERVER_PORT") + "/server_info",
-                  "mlflow": self.url("ML_PLATFORM_MLFLOW_PORT") + "/health",
-                  "endpoint": self.url("ML_PLATFORM_ENDPOINT_PORT") + "/health",
-                  "prometheus": self.url("ML_PLATFORM_PROMETHEUS_PORT") + "/-/ready"}
+        checks = {
+            "webserver": self.url("ML_PLATFORM_WEBSERVER_PORT") + "/server_info",
+            "mlflow": self.url("ML_PLATFORM_MLFLOW_PORT") + "/health",
+            "endpoint": self.url("ML_PLATFORM_ENDPOINT_PORT") + "/health",
+            "prometheus": self.url("ML_PLATFORM_PROMETHEUS_PORT") + "/-/ready",
+        }
         deadline = time.monotonic() + timeout
         waiting = dict(checks)
         while waiting and time.monotonic() < deadline:
@@ -139,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     write_env(args.env_file)
     stack.build()
     seconds = stack.up()
-    print(f"stack up in {seconds:.0f} s: Dagster {stack.url('ML_PLATFORM_WEBSERVER_PORT')}, "
-          f"MLflow {stack.url('ML_PLATFORM_MLFLOW_PORT')}, endpoint {stack.url('ML_PLATFORM_ENDPOINT_PORT')}, "
-          f"Prometheus {stack.url('ML_PLATFORM_PROMETHEUS_PORT')} (secrets in {args.env_file})")
+    print(
+        f"stack up in {seconds:.0f} s: Dagster {stack.url('ML_PLATFORM_WEBSERVER_PORT')}, "
+        f"MLflow {stack.url('ML_PLATFORM_MLFLOW_PORT')}, endpoint {stack.url('ML_PLATFORM_ENDPOINT_PORT')}, "
+        f"Prometheus {stack.url('ML_PLATFORM_PROMETHEUS_PORT')} (secrets in {args.env_file})"
+    )
     return 0
 
 

@@ -1,17 +1,17 @@
 """`ml-platform`: the command line. It never imports the Dagster wiring, so it starts fast.
 
-  ml-platform check [PATH]   validate one spec file or a folder of specs (default: ML_PLATFORM_SPECS or the
-                             bundled specs) without starting Dagster; exit status 1 on any error
-  ml-platform serve --model NAME [--host 127.0.0.1] [--port N] [--workers N] [--ssl-certfile F --ssl-keyfile F]
-                             serve the model's `champion` over HTTP(S); reloads when the alias moves
-  ml-platform endpoints [--json]
-                             the local endpoints this home (ML_PLATFORM_HOME) started: model, version served,
-                             port, pid, and whether the process is alive (stale records are shown as such)
-  ml-platform stop --model NAME [--port N]
-                             stop the model's local endpoint (its process group); exit status 1 if none
-  ml-platform simulate --model NAME --days N [--start DAY] [--drift hot_weather|late_departures|swap_carriers]
-                             replay N days of real traffic through the endpoint (default: the N days before
-                             yesterday's replayed day), optionally with an injected drift
+ml-platform check [PATH]   validate one spec file or a folder of specs (default: ML_PLATFORM_SPECS or the
+                           bundled specs) without starting Dagster; exit status 1 on any error
+ml-platform serve --model NAME [--host 127.0.0.1] [--port N] [--workers N] [--ssl-certfile F --ssl-keyfile F]
+                           serve the model's `champion` over HTTP(S); reloads when the alias moves
+ml-platform endpoints [--json]
+                           the local endpoints this home (ML_PLATFORM_HOME) started: model, version served,
+                           port, pid, and whether the process is alive (stale records are shown as such)
+ml-platform stop --model NAME [--port N]
+                           stop the model's local endpoint (its process group); exit status 1 if none
+ml-platform simulate --model NAME --days N [--start DAY] [--drift hot_weather|late_departures|swap_carriers]
+                           replay N days of real traffic through the endpoint (default: the N days before
+                           yesterday's replayed day), optionally with an injected drift
 """
 
 from __future__ import annotations
@@ -43,13 +43,18 @@ def check(path: str | None) -> int:
             failed += 1
             continue
         if spec.name in names:
-            print(f"{file}: name: found {spec.name!r}, already used by {names[spec.name]}; "
-                  "allowed: a name no other spec uses", file=sys.stderr)
+            print(
+                f"{file}: name: found {spec.name!r}, already used by {names[spec.name]}; "
+                "allowed: a name no other spec uses",
+                file=sys.stderr,
+            )
             failed += 1
             continue
         names[spec.name] = str(file)
-        print(f"ok  {file}  ({spec.name}: {spec.task}, {len(spec.features.names)} features, "
-              f"source {spec.source.kind}, {spec.partitions.cadence} partitions)")
+        print(
+            f"ok  {file}  ({spec.name}: {spec.task}, {len(spec.features.names)} features, "
+            f"source {spec.source.kind}, {spec.partitions.cadence} partitions)"
+        )
         for deprecation in spec.deprecations:  # still valid, so not a failure: the author is told the fix
             print(f"{file}: {deprecation}", file=sys.stderr)
     return 1 if failed else 0
@@ -66,11 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--port", type=int, default=None, help="default: the spec's serving.port, else 8080")
     serve_parser.add_argument("--model-dir", help="serve this model folder instead of the registry's champion")
     serve_parser.add_argument("--model-version", help="the version to report for --model-dir (default: 'local')")
-    serve_parser.add_argument("--log",
-                              help="prediction log file (default: ML_PLATFORM_HOME/predictions/<model>.sqlite)")
+    serve_parser.add_argument(
+        "--log", help="prediction log file (default: ML_PLATFORM_HOME/predictions/<model>.sqlite)"
+    )
     serve_parser.add_argument("--reload-interval", type=float, default=5.0, help="seconds between alias checks")
-    serve_parser.add_argument("--workers", type=int, choices=range(1, 65), metavar="N",
-                              help="worker processes on the one port (default: the spec's serving.workers, else 1)")
+    serve_parser.add_argument(
+        "--workers",
+        type=int,
+        choices=range(1, 65),
+        metavar="N",
+        help="worker processes on the one port (default: the spec's serving.workers, else 1)",
+    )
     serve_parser.add_argument("--ssl-certfile", help="serve HTTPS with this PEM certificate (chain)")
     serve_parser.add_argument("--ssl-keyfile", help="the certificate's private key (PEM, PKCS#8)")
     endpoints_parser = commands.add_parser("endpoints", help="list the local endpoints this home started")
@@ -119,7 +130,7 @@ def endpoints_command(args) -> int:
     rows += [(e.model, e.version or "-", str(e.port), str(e.pid), e.state, e.url, e.started_at) for e in found]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
     return 0
 
 
@@ -158,8 +169,9 @@ def simulate_command(args) -> int:
     start = args.start or (date.today() - timedelta(days=args.days + 1))
     days = [start + timedelta(days=i) for i in range(args.days)]
     url = args.url or f"http://127.0.0.1:{spec.serving.port}"
-    for summary in simulate(spec, url, days, settings.home() / "replay", args.drift, args.batch,
-                            os.environ.get("ML_PLATFORM_API_TOKEN")):
+    for summary in simulate(
+        spec, url, days, settings.home() / "replay", args.drift, args.batch, os.environ.get("ML_PLATFORM_API_TOKEN")
+    ):
         print(json.dumps(summary), flush=True)
     return 0
 
@@ -189,8 +201,13 @@ def serve(args) -> int:
     except SpecError as error:
         print(f"warning: specs not loaded, using defaults: {error}", file=sys.stderr)
     home = settings.home()
-    where = dict(model=args.model, log_path=args.log or str(log_path(home, args.model)), model_dir=args.model_dir,
-                 model_version=args.model_version, reload_interval_s=args.reload_interval)
+    where = {
+        "model": args.model,
+        "log_path": args.log or str(log_path(home, args.model)),
+        "model_dir": args.model_dir,
+        "model_version": args.model_version,
+        "reload_interval_s": args.reload_interval,
+    }
     config = from_spec(spec, **where) if spec else ServeConfig(**where)
     limits = spec.serving.limits if spec else Limits()
     port = args.port or (spec.serving.port if spec else 8080)
@@ -206,15 +223,31 @@ def serve(args) -> int:
         metrics_dir.mkdir(parents=True, mode=0o700)
         os.environ[MULTIPROC_ENV] = str(metrics_dir)
     server = Server(
-        "ml_platform.serving.app:from_environment", factory=True, address=args.host, port=port,
-        interface=Interfaces.ASGI, workers=workers, loop=Loops.uvloop, http=HTTPModes.http1, websockets=False,
-        http1_settings=HTTP1Settings(header_read_timeout=int(limits.header_timeout.total_seconds() * 1000),
-                                     max_buffer_size=limits.header_bytes),
-        log_level=LogLevels.warning, respawn_failed_workers=True, respawn_interval=0.5,
+        "ml_platform.serving.app:from_environment",
+        factory=True,
+        address=args.host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(limits.header_timeout.total_seconds() * 1000), max_buffer_size=limits.header_bytes
+        ),
+        log_level=LogLevels.warning,
+        respawn_failed_workers=True,
+        respawn_interval=0.5,
         ssl_cert=Path(args.ssl_certfile) if args.ssl_certfile else None,
-        ssl_key=Path(args.ssl_keyfile) if args.ssl_keyfile else None)
-    record_endpoint(home, args.model, args.host, port,  # for `ml-platform endpoints` and `ml-platform stop`
-                    scheme="https" if args.ssl_certfile else "http")
+        ssl_key=Path(args.ssl_keyfile) if args.ssl_keyfile else None,
+    )
+    record_endpoint(
+        home,
+        args.model,
+        args.host,
+        port,  # for `ml-platform endpoints` and `ml-platform stop`
+        scheme="https" if args.ssl_certfile else "http",
+    )
     try:
         server.serve()
     finally:

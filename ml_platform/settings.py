@@ -33,10 +33,8 @@ def endpoint_service(model: str) -> str | None:
     for pair in filter(None, (p.strip() for p in (os.environ.get(ENDPOINTS_ENV) or "").split(","))):
         name, sep, url = pair.partition("=")
         url = url.strip()
-        if (not sep or not name.strip() or not url.startswith(("http://", "https://"))
-                or any(c in url for c in "=; \t")):
-            raise ValueError(f"{ENDPOINTS_ENV}: {pair!r} is not model=http(s)://host:port "
-                             "(pairs separated by commas)")
+        if not sep or not name.strip() or not url.startswith(("http://", "https://")) or any(c in url for c in "=; \t"):
+            raise ValueError(f"{ENDPOINTS_ENV}: {pair!r} is not model=http(s)://host:port (pairs separated by commas)")
         if name.strip() == model:
             return url.rstrip("/")
     return None

@@ -35,14 +35,21 @@ def inject(raw: pd.DataFrame, drift: str | None, seed: int = 0) -> pd.DataFrame:
     elif drift == "swap_carriers":
         carriers = sorted(frame["carrier"].dropna().unique())
         shuffled = np.random.default_rng(seed).permutation(carriers)
-        frame["carrier"] = frame["carrier"].map(dict(zip(carriers, shuffled)))
+        frame["carrier"] = frame["carrier"].map(dict(zip(carriers, shuffled, strict=True)))
     else:
         raise ValueError(f"unknown drift {drift!r}; choose one of {', '.join(DRIFTS)}")
     return frame
 
 
-def simulate(spec: ModelSpec, url: str, days: list[date], pin_dir: Path, drift: str | None = None,
-             batch: int = 50, token: str | None = None) -> list[dict]:
+def simulate(
+    spec: ModelSpec,
+    url: str,
+    days: list[date],
+    pin_dir: Path,
+    drift: str | None = None,
+    batch: int = 50,
+    token: str | None = None,
+) -> list[dict]:
     """Send each day's rows to `url` in requests of `batch` rows; returns one summary per day."""
     source = open_source(spec, pin_dir)
     session = requests.Session()
@@ -54,18 +61,32 @@ def simulate(spec: ModelSpec, url: str, days: list[date], pin_dir: Path, drift: 
         features, _ = build_features(raw, spec)
         columns = [c for c in (spec.key, spec.timestamp, *spec.features.names) if c]
         rows = features[columns].assign(**{spec.timestamp: features[spec.timestamp].astype(str)})
-        records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-                   for r in rows.to_dict(orient="records")]
+        records = [
+            {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in rows.to_dict(orient="records")
+        ]
         answered = failed = 0
         versions: set[str] = set()
         for i in range(0, len(records), batch):
-            response = session.post(f"{url}/v1/models/{spec.name}/predict", json={"instances": records[i:i + batch]},
-                                    headers=headers, timeout=30)
+            response = session.post(
+                f"{url}/v1/models/{spec.name}/predict",
+                json={"instances": records[i : i + batch]},
+                headers=headers,
+                timeout=30,
+            )
             if response.status_code == 200:
-                answered += len(records[i:i + batch])
+                answered += len(records[i : i + batch])
                 versions.add(response.json()["version"])
             else:
-                failed += len(records[i:i + batch])
-        summaries.append({"day": day.isoformat(), "rows": len(records), "answered": answered, "failed": failed,
-                          "versions": sorted(versions), "drift": drift})
+                failed += len(records[i : i + batch])
+        summaries.append(
+            {
+                "day": day.isoformat(),
+                "rows": len(records),
+                "answered": answered,
+                "failed": failed,
+                "versions": sorted(versions),
+                "drift": drift,
+            }
+        )
     return summaries

@@ -39,8 +39,13 @@ def flight_spec() -> ModelSpec:
     return load_spec(FLIGHT_SPEC)
 
 
-def _write_spec(folder: Path, overrides: dict | None = None, drop: tuple[str, ...] = (), name: str = "spec.yaml",
-               base: Path = FLIGHT_SPEC) -> Path:
+def _write_spec(
+    folder: Path,
+    overrides: dict | None = None,
+    drop: tuple[str, ...] = (),
+    name: str = "spec.yaml",
+    base: Path = FLIGHT_SPEC,
+) -> Path:
     """A copy of a spec with fields replaced (dotted keys) or dropped, written to `folder/name`."""
     data = yaml.safe_load(base.read_text())
     for dotted, value in (overrides or {}).items():
@@ -109,8 +114,14 @@ def make_dev(tmp_path):
         log = (tmp_path / f"dagster_dev_{port}.log").open("w")
         # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; an earlier test's store must not leak in
         env = {k: v for k, v in env.items() if k != "DAGSTER_HOME" and not k.startswith("MLFLOW_")}
-        process = subprocess.Popen(["make", "--no-print-directory", "dev", f"PORT={port}"], cwd=repo, env=env,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            ["make", "--no-print-directory", "dev", f"PORT={port}"],
+            cwd=repo,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         process.log_path = tmp_path / f"dagster_dev_{port}.log"
         started.append((process, log))
         return process

@@ -8,6 +8,7 @@ Bounded in time; every process it started is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -46,8 +47,12 @@ def platform(request, tmp_path, webhook, make_dev):
     for section, values in getattr(request, "param", {}).items():
         data[section].update(values)
     (specs / "flight_delay.yaml").write_text(yaml.safe_dump(data))
-    env = {**os.environ, "ML_PLATFORM_HOME": str(home), "ML_PLATFORM_SPECS": str(specs),
-           "ML_PLATFORM_ALERT_WEBHOOK": webhook[0]}
+    env = {
+        **os.environ,
+        "ML_PLATFORM_HOME": str(home),
+        "ML_PLATFORM_SPECS": str(specs),
+        "ML_PLATFORM_ALERT_WEBHOOK": webhook[0],
+    }
     process = make_dev(ui_port, env)
     try:
         deadline = time.monotonic() + 240
@@ -62,10 +67,8 @@ def platform(request, tmp_path, webhook, make_dev):
         yield ui_port, api_port, home, env
     finally:  # the endpoint the loop deployed runs in its own session
         for pid_file in (home / "serving").glob("*.pid") if (home / "serving").exists() else []:
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
 
 
 def _wait_run(client, run_id: str, home: Path, timeout: float = 300) -> str:
@@ -79,10 +82,13 @@ def _wait_run(client, run_id: str, home: Path, timeout: float = 300) -> str:
             return status
         if status in ("FAILURE", "CANCELED"):
             with DagsterInstance.from_config(str(home / "dagster")) as instance:
-                errors = [str(e.dagster_event.event_specific_data.error.message)[:1500]
-                          for e in instance.all_logs(run_id) if e.dagster_event
-                          and e.dagster_event.event_type_value in ("STEP_FAILURE", "PIPELINE_FAILURE")
-                          and getattr(e.dagster_event.event_specific_data, "error", None)]
+                errors = [
+                    str(e.dagster_event.event_specific_data.error.message)[:1500]
+                    for e in instance.all_logs(run_id)
+                    if e.dagster_event
+                    and e.dagster_event.event_type_value in ("STEP_FAILURE", "PIPELINE_FAILURE")
+                    and getattr(e.dagster_event.event_specific_data, "error", None)
+                ]
             return f"{status}: {errors}"
         time.sleep(2)
     raise AssertionError(f"run {run_id} did not finish in {timeout} s")
@@ -101,8 +107,21 @@ def _latest_week(env: dict, home: Path, monkeypatch) -> date:
 
 
 def _simulate(env: dict, endpoint: str, day: date, drift: str | None = None) -> None:
-    command = [sys.executable, "-m", "ml_platform.cli", "simulate", "--model", "flight_delay", "--days", "1",
-               "--start", day.isoformat(), "--url", endpoint, *(["--drift", drift] if drift else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "ml_platform.cli",
+        "simulate",
+        "--model",
+        "flight_delay",
+        "--days",
+        "1",
+        "--start",
+        day.isoformat(),
+        "--url",
+        endpoint,
+        *(["--drift", drift] if drift else []),
+    ]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.splitlines()[-1])["failed"] == 0
@@ -130,8 +149,10 @@ def _sensor_story(home: Path, name: str, last: int = 8) -> list[str]:
     with DagsterInstance.from_config(str(home / "dagster")) as instance:
         for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
             if state.instigator_name == name:
-                return [f"{t.status.value}: {t.skip_reason or (t.error.to_string()[-600:] if t.error else '')}"
-                        for t in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=last)]
+                return [
+                    f"{t.status.value}: {t.skip_reason or (t.error.to_string()[-600:] if t.error else '')}"
+                    for t in instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=last)
+                ]
     return [f"{name} never ticked"]
 
 
@@ -141,11 +162,15 @@ def _assert_sensors_ticked_cleanly(home: Path, expected: set[str]) -> None:
     from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
     with DagsterInstance.from_config(str(home / "dagster")) as instance:
-        ticks = {state.instigator_name: instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=500)
-                 for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)}
+        ticks = {
+            state.instigator_name: instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=500)
+            for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        }
     assert expected <= {name for name, found in ticks.items() if found}
-    failed = {name: [t.error.to_string()[-1500:] for t in found if t.status == TickStatus.FAILURE]
-              for name, found in ticks.items()}
+    failed = {
+        name: [t.error.to_string()[-1500:] for t in found if t.status == TickStatus.FAILURE]
+        for name, found in ticks.items()
+    }
     assert not any(failed.values()), failed
 
 
@@ -160,7 +185,7 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
     from dagster_graphql import DagsterGraphQLClient
 
     ui_port, api_port, home, env = platform
-    url, alerts = webhook
+    _url, alerts = webhook
     client = DagsterGraphQLClient("127.0.0.1", port_number=ui_port)
     location = {"repository_location_name": "ml_platform"}
 
@@ -169,12 +194,18 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
     week = _latest_week(env, home, monkeypatch)
     week_end = week + timedelta(days=6)
     first = week_end - timedelta(days=62)
-    data_run = client.submit_job_execution("flight_delay_data", **location, tags={
-        "dagster/asset_partition_range_start": first.isoformat(),
-        "dagster/asset_partition_range_end": week_end.isoformat()})
+    data_run = client.submit_job_execution(
+        "flight_delay_data",
+        **location,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": week_end.isoformat(),
+        },
+    )
     assert _wait_run(client, data_run, home) == "SUCCESS"
-    retrain = client.submit_job_execution("flight_delay_retrain", **location,
-                                          tags={"dagster/partition": (week - timedelta(days=7)).isoformat()})
+    retrain = client.submit_job_execution(
+        "flight_delay_retrain", **location, tags={"dagster/partition": (week - timedelta(days=7)).isoformat()}
+    )
     assert _wait_run(client, retrain, home) == "SUCCESS"
     deploy = client.submit_job_execution("__ASSET_JOB", **location, asset_selection=[["flight_delay", "endpoint"]])
     assert _wait_run(client, deploy, home) == "SUCCESS"
@@ -182,15 +213,23 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
     assert _info(endpoint)["version"] == "1"
 
     def drift_run(day: date) -> str:
-        run_id = client.submit_job_execution("__ASSET_JOB", **location, asset_selection=[["flight_delay", "drift"]],
-                                             tags={"dagster/partition": day.isoformat()})
+        run_id = client.submit_job_execution(
+            "__ASSET_JOB",
+            **location,
+            asset_selection=[["flight_delay", "drift"]],
+            tags={"dagster/partition": day.isoformat()},
+        )
         assert _wait_run(client, run_id, home) == "SUCCESS"
         return run_id
 
     with DagsterInstance.from_config(str(home / "dagster")) as instance:
+
         def retrains() -> list:
-            return [r for r in instance.get_runs(RunsFilter(job_name="flight_delay_retrain"))
-                    if r.tags.get("ml_platform/reason") == "drift"]
+            return [
+                r
+                for r in instance.get_runs(RunsFilter(job_name="flight_delay_retrain"))
+                if r.tags.get("ml_platform/reason") == "drift"
+            ]
 
         # Two normal days: traffic flows, drift stays under the fail threshold, nothing is retrained.
         for day in (week_end - timedelta(days=2), week_end - timedelta(days=1)):
@@ -210,9 +249,11 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
         (run,) = retrains()
         assert run.tags["ml_platform/trigger"] == f"flight_delay/drift {drifted.isoformat()}"
         assert _wait_run(client, run.run_id, home) == "SUCCESS"
-        checks = {e.dagster_event.event_specific_data.check_name
-                  for e in instance.all_logs(run.run_id) if e.dagster_event
-                  and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"}
+        checks = {
+            e.dagster_event.event_specific_data.check_name
+            for e in instance.all_logs(run.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        }
         assert {"metric_floor", "not_worse_than_champion", "fairness_gap", "prediction_sanity"} <= checks
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.SUCCESS
 
@@ -220,22 +261,32 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
     # for its first days the new champion is answered with v1 scored beside it: rollback compares like with like
     assert _info(endpoint)["previous_scored_beside"] == "1"
     if os.environ.get("ML_PLATFORM_SCENARIO_TIMINGS"):  # read by benchmarks/monitoring.py --scenario
-        Path(os.environ["ML_PLATFORM_SCENARIO_TIMINGS"]).write_text(json.dumps(
-            {"drifted_day_logged_to_new_version_serving_s": round(time.monotonic() - drift_logged, 1)}))
+        Path(os.environ["ML_PLATFORM_SCENARIO_TIMINGS"]).write_text(
+            json.dumps({"drifted_day_logged_to_new_version_serving_s": round(time.monotonic() - drift_logged, 1)})
+        )
     drift_alerts = [a for a in alerts if a["kind"] == "drift"]
     assert drift_alerts and drift_alerts[0]["partition"] == drifted.isoformat()
     assert "carrier" in drift_alerts[0]["features"]
 
-    _assert_sensors_ticked_cleanly(home, {"flight_delay_retrain_on_monitoring", "flight_delay_rollback_on_regression",
-                                          "flight_delay_staleness_alerts", "alert_on_run_failure",
-                                          "ml_platform_automation"})
+    _assert_sensors_ticked_cleanly(
+        home,
+        {
+            "flight_delay_retrain_on_monitoring",
+            "flight_delay_rollback_on_regression",
+            "flight_delay_staleness_alerts",
+            "alert_on_run_failure",
+            "ml_platform_automation",
+        },
+    )
 
 
 # The second week's model must reach its online trial, and no live-performance retrain may replace it meanwhile
 # (the replayed day's AUC can sit under the bundled floor; retraining is the drift scenario's subject).
-ONLINE = {"serving": {"rollout": {"mode": "shadow", "trial_days": 1, "min_rows": 100}},
-          "gates": {"max_regression": 1.0},
-          "monitoring": {"performance": {"metric": "roc_auc", "floor": 0.5}}}
+ONLINE = {
+    "serving": {"rollout": {"mode": "shadow", "trial_days": 1, "min_rows": 100}},
+    "gates": {"max_regression": 1.0},
+    "monitoring": {"performance": {"metric": "roc_auc", "floor": 0.5}},
+}
 
 
 @pytest.mark.parametrize("platform", [ONLINE], indirect=True)
@@ -250,7 +301,7 @@ def test_a_shadow_challenger_is_judged_online_and_promoted_or_retired(platform, 
     from ml_platform.core.registry import Registry
 
     ui_port, api_port, home, env = platform
-    url, alerts = webhook
+    _url, alerts = webhook
     client = DagsterGraphQLClient("127.0.0.1", port_number=ui_port)
     location = {"repository_location_name": "ml_platform"}
     week = _latest_week(env, home, monkeypatch)
@@ -259,8 +310,13 @@ def test_a_shadow_challenger_is_judged_online_and_promoted_or_retired(platform, 
     def run(job: str, **kwargs) -> None:
         assert _wait_run(client, client.submit_job_execution(job, **location, **kwargs), home) == "SUCCESS"
 
-    run("flight_delay_data", tags={"dagster/asset_partition_range_start": (week_end - timedelta(days=62)).isoformat(),
-                                   "dagster/asset_partition_range_end": week_end.isoformat()})
+    run(
+        "flight_delay_data",
+        tags={
+            "dagster/asset_partition_range_start": (week_end - timedelta(days=62)).isoformat(),
+            "dagster/asset_partition_range_end": week_end.isoformat(),
+        },
+    )
     run("flight_delay_retrain", tags={"dagster/partition": previous_week.isoformat()})
     run("__ASSET_JOB", asset_selection=[["flight_delay", "endpoint"]])
     endpoint = f"http://127.0.0.1:{api_port}"
@@ -272,23 +328,30 @@ def test_a_shadow_challenger_is_judged_online_and_promoted_or_retired(platform, 
     _wait_for(lambda: _info(endpoint)["challenger"] == "2", 60, "the endpoint loading the gated challenger")
 
     _simulate(env, endpoint, week_end)  # the day's outcomes are in its features already (replayed history)
-    run("__ASSET_JOB", asset_selection=[["flight_delay", "performance"]], tags={"dagster/partition": week_end.isoformat()})
+    run(
+        "__ASSET_JOB",
+        asset_selection=[["flight_delay", "performance"]],
+        tags={"dagster/partition": week_end.isoformat()},
+    )
     try:
-        decision = _wait_for(lambda: next((r for r in reversed(registry.history())
-                                           if r.get("trigger") == "online_challenger"), None), 180,
-                             "the online challenger decision")
+        decision = _wait_for(
+            lambda: next((r for r in reversed(registry.history()) if r.get("trigger") == "online_challenger"), None),
+            180,
+            "the online challenger decision",
+        )
     except AssertionError as error:
         with DagsterInstance.from_config(str(home / "dagster")) as instance:
             retrains = [r.tags for r in instance.get_runs(RunsFilter(job_name="flight_delay_retrain"))]
-        raise AssertionError(f"{error}; sensor ticks: {_sensor_story(home, 'flight_delay_online_challenger')}; "
-                             f"retrain runs: {retrains}") from None
+        raise AssertionError(
+            f"{error}; sensor ticks: {_sensor_story(home, 'flight_delay_online_challenger')}; retrain runs: {retrains}"
+        ) from None
     assert decision["days"] == [week_end.isoformat()] and decision["rows"] >= 100
     if decision["action"] == "promote":
         assert decision["version"] == "2" and set(decision["gates"]) >= {"metric_floor", "not_worse_than_champion"}
         assert decision["gain"] > 0
         _wait_for(lambda: _info(endpoint)["version"] == "2", 180, "the endpoint serving the promoted challenger")
         with DagsterInstance.from_config(str(home / "dagster")) as instance:
-            (redeploy,) = [r for r in instance.get_runs(RunsFilter(tags={"ml_platform/reason": "online challenger won"}))]
+            (redeploy,) = list(instance.get_runs(RunsFilter(tags={"ml_platform/reason": "online challenger won"})))
             assert _wait_run(client, redeploy.run_id, home) == "SUCCESS"
         kind = "challenger_promoted"
     else:

@@ -17,10 +17,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # The workplace's engine tool sits beside the checkout (../shared); a clone elsewhere finds it by path or env.
-ENGINE_TOOL = next((p for p in (Path(os.environ.get("DOCKER_ENGINE_TOOL", "/nonexistent")),
-                                REPO.parent / "shared" / "tools" / "docker-engine",
-                                Path("/work/shared/tools/docker-engine")) if p.exists()),
-                   REPO.parent / "shared" / "tools" / "docker-engine")
+ENGINE_TOOL = next(
+    (
+        p
+        for p in (
+            Path(os.environ.get("DOCKER_ENGINE_TOOL", "/nonexistent")),
+            REPO.parent / "shared" / "tools" / "docker-engine",
+            Path("/work/shared/tools/docker-engine"),
+        )
+        if p.exists()
+    ),
+    REPO.parent / "shared" / "tools" / "docker-engine",
+)
 TAG = "ml-platform:test"
 
 pytestmark = pytest.mark.docker
@@ -32,8 +40,10 @@ def start_engine() -> None:
         pytest.skip(f"no Docker engine tool at {ENGINE_TOOL}: cannot start an engine on this machine")
     up = subprocess.run([str(ENGINE_TOOL), "up"], capture_output=True, text=True, timeout=1500)
     if up.returncode != 0:
-        pytest.skip(f"Docker engine cannot run here (docker-engine up exited {up.returncode}): "
-                    f"{(up.stderr or up.stdout)[-1500:]}")
+        pytest.skip(
+            f"Docker engine cannot run here (docker-engine up exited {up.returncode}): "
+            f"{(up.stderr or up.stdout)[-1500:]}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +52,7 @@ def image():
     import docker
 
     client = docker.from_env(timeout=600)
-    built, logs = client.images.build(path=str(REPO), tag=TAG, network_mode="host", rm=True, forcerm=True)
+    built, _logs = client.images.build(path=str(REPO), tag=TAG, network_mode="host", rm=True, forcerm=True)
     yield client, built
     client.close()
 
@@ -54,9 +64,11 @@ def _free_port() -> int:
 
 
 def test_the_code_location_loads_inside_the_image(image):
-    client, built = image
-    code = ("from ml_platform.definitions import defs; "
-            "print(sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()))")
+    client, _built = image
+    code = (
+        "from ml_platform.definitions import defs; "
+        "print(sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()))"
+    )
     output = client.containers.run(TAG, ["python", "-c", code], network_mode="host", remove=True).decode()
     for stage in ("raw", "features", "training_set", "model", "evaluation", "champion", "endpoint"):
         assert f"flight_delay/{stage}" in output
@@ -79,8 +91,19 @@ def test_the_default_command_serves_the_code_location(image):
         while time.monotonic() < deadline and not healthy:
             container.reload()
             assert container.status in ("created", "running"), container.logs().decode()[-2000:]
-            check = subprocess.run([str(Path(sys.executable).parent / "dagster"), "api", "grpc-health-check",
-                                    "--port", str(port), "--host", "127.0.0.1"], capture_output=True, text=True)
+            check = subprocess.run(
+                [
+                    str(Path(sys.executable).parent / "dagster"),
+                    "api",
+                    "grpc-health-check",
+                    "--port",
+                    str(port),
+                    "--host",
+                    "127.0.0.1",
+                ],
+                capture_output=True,
+                text=True,
+            )
             healthy = check.returncode == 0
             if not healthy:
                 time.sleep(2)
@@ -108,8 +131,10 @@ def test_docker_deploy_is_blue_green_and_keeps_the_old_one_on_failure(image, tmp
     split = split_by_time(build_features(raw, spec)[0], spec)
     model = train(spec, split).model
     folder = model.save(tmp_path / "model")
-    rows = [{k: (None if v != v else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-            for r in split.test[spec.features.names].head(20).to_dict(orient="records")]
+    rows = [
+        {k: (None if v != v else v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in split.test[spec.features.names].head(20).to_dict(orient="records")
+    ]
     expected = model.predict(split.test.head(20))
     port = _free_port()
     logs = tmp_path / "logs"
@@ -123,12 +148,14 @@ def test_docker_deploy_is_blue_green_and_keeps_the_old_one_on_failure(image, tmp
         shutil.copytree(folder, broken)
         (broken / "model.txt").write_text("not a model")
         with pytest.raises(DeployError):
-            deploy_docker("flight_delay", "3", broken, port, REPO, logs, rows, expected, {}, base_tag=TAG,
-                          health_timeout=30)
+            deploy_docker(
+                "flight_delay", "3", broken, port, REPO, logs, rows, expected, {}, base_tag=TAG, health_timeout=30
+            )
         live = client.containers.list(filters={"label": f"{DOCKER_LABEL}=flight_delay"})
         assert [c.name for c in live] == [second["container"]]
-        answer = requests.post(f"{second['url']}/v1/models/flight_delay/predict", json={"instances": rows[:1]},
-                               timeout=5).json()
+        answer = requests.post(
+            f"{second['url']}/v1/models/flight_delay/predict", json={"instances": rows[:1]}, timeout=5
+        ).json()
         assert answer["version"] == "2" and abs(answer["predictions"][0] - expected[0]) <= 1e-9
     finally:
         for container in client.containers.list(all=True, filters={"label": f"{DOCKER_LABEL}=flight_delay"}):

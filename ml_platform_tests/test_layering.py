@@ -8,8 +8,15 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ml_platform"
-PURE = ("ml_platform.core", "ml_platform.serving", "ml_platform.spec", "ml_platform.fields", "ml_platform.cli",
-        "ml_platform.settings", "ml_platform.simulate")
+PURE = (
+    "ml_platform.core",
+    "ml_platform.serving",
+    "ml_platform.spec",
+    "ml_platform.fields",
+    "ml_platform.cli",
+    "ml_platform.settings",
+    "ml_platform.simulate",
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -41,7 +48,9 @@ def _imports(path: Path, name: str, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             found.add(base)
             found |= {f"{base}.{alias.name}" for alias in node.names}
     return {module for module in found if module in known}
@@ -57,17 +66,26 @@ def test_the_pure_layers_never_import_dagster():
     for name, path in _modules().items():
         if name.startswith(PURE):
             for node in ast.walk(ast.parse(path.read_text())):
-                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                         [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
                 offenders += [f"{name}: {n}" for n in names if n.split(".")[0] in ("dagster", "dagster_mlflow")]
     assert offenders == []
 
 
 def test_nothing_imports_the_wiring_but_the_code_location():
     graph = _graph()
-    importers = sorted(name for name, imported in graph.items()
-                       if not name.startswith("ml_platform.defs") and name != "ml_platform.definitions"
-                       and any(m.startswith("ml_platform.defs") for m in imported))
+    importers = sorted(
+        name
+        for name, imported in graph.items()
+        if not name.startswith("ml_platform.defs")
+        and name != "ml_platform.definitions"
+        and any(m.startswith("ml_platform.defs") for m in imported)
+    )
     assert importers == []
 
 
@@ -78,7 +96,7 @@ def test_no_module_imports_in_a_circle():
     def visit(node: str, path: list[str], on_path: set[str], done: set[str]) -> None:
         for target in sorted(graph[node]):
             if target in on_path:
-                cycles.append(path[path.index(target):] + [target])
+                cycles.append([*path[path.index(target) :], target])
             elif target not in done:
                 visit(target, [*path, target], on_path | {target}, done)
         done.add(node)

@@ -68,8 +68,9 @@ def test_make_dev_serves_the_graph_and_materializes_a_real_day(dagster_dev):
     from datetime import date, timedelta
 
     partition = (date.today() - timedelta(days=2)).isoformat()
-    run_id = client.submit_job_execution("flight_delay_data", repository_location_name="ml_platform",
-                                         tags={"dagster/partition": partition})
+    run_id = client.submit_job_execution(
+        "flight_delay_data", repository_location_name="ml_platform", tags={"dagster/partition": partition}
+    )
     deadline = time.monotonic() + 240
     status = None
     while time.monotonic() < deadline:

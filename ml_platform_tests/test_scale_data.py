@@ -10,7 +10,6 @@ import math
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
 import pytest
 
@@ -55,8 +54,12 @@ def test_the_spec_passes_the_platforms_checks(dataset):
     assert spec.partitions.start == date(2013, 1, 1) and spec.partitions.end == date(2013, 1, 29)
     assert spec.partitions.freshness is None and spec.monitoring.model_freshness is None
     training = spec.training
-    assert (training.engine, training.window_days, training.num_boost_round,
-            training.early_stopping_rounds) == ("local", WINDOW, 300, 20)
+    assert (training.engine, training.window_days, training.num_boost_round, training.early_stopping_rounds) == (
+        "local",
+        WINDOW,
+        300,
+        20,
+    )
     assert spec.gates.fairness is None and spec.gates.min == 0.5 and spec.gates.max_regression == 1.0
     assert spec.features == load_spec(scale_data.BUNDLED_SPECS / "flight_delay.yaml").features
     # weekly retraining starts on day 15 (2013-01-15); its newest partition trains on 01-08 … 01-28
@@ -72,8 +75,11 @@ def test_one_file_per_day_with_k_replicas_of_each_flight(dataset):
     frame, real = _read(dataset, DAY), _real(DAY)
     assert len(frame) == k * len(real) and frame["flight_id"].is_unique
     assert frame["flight_id"].str.replace(r"-r\d+$", "", regex=True).value_counts().eq(k).all()
-    originals = frame[frame["flight_id"].isin(real["flight_id"])].sort_values(
-        ["scheduled_departure", "carrier", "flight"], kind="stable").reset_index(drop=True)
+    originals = (
+        frame[frame["flight_id"].isin(real["flight_id"])]
+        .sort_values(["scheduled_departure", "carrier", "flight"], kind="stable")
+        .reset_index(drop=True)
+    )
     # replica 0 is the real row, as Parquet stores it (a missing string reads back as None, not NaN)
     pd.testing.assert_frame_equal(originals, pd.read_parquet(io.BytesIO(real.to_parquet(index=False))))
 
@@ -109,7 +115,8 @@ def test_the_data_layer_materializes_a_day(dataset, home, instance):
     defs = build_definitions([load_spec(dataset["spec"])])
     partition = DAY.isoformat()
     result = defs.resolve_job_def("flight_delay_scale_data").execute_in_process(
-        instance=instance, partition_key=partition)
+        instance=instance, partition_key=partition
+    )
     assert result.success
     (evaluation,) = result.get_asset_check_evaluations()
     assert evaluation.passed

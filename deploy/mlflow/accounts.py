@@ -32,8 +32,9 @@ def ensure_user(name: str, password: str) -> None:
     found = requests.get(f"{BASE}/api/2.0/mlflow/users/get", params={"username": name}, auth=ADMIN, timeout=10)
     if found.status_code == 200:
         return
-    created = requests.post(f"{BASE}/api/2.0/mlflow/users/create", json={"username": name, "password": password},
-                            auth=ADMIN, timeout=10)
+    created = requests.post(
+        f"{BASE}/api/2.0/mlflow/users/create", json={"username": name, "password": password}, auth=ADMIN, timeout=10
+    )
     if created.status_code != 200:
         sys.exit(f"accounts: could not create {name!r}: {created.status_code} {created.text[:200]}")
     print(f"accounts: created {name!r}", flush=True)

@@ -16,8 +16,14 @@ WEBHOOK_ENV = "ML_PLATFORM_ALERT_WEBHOOK"
 log = logging.getLogger("ml_platform.alerts")
 
 
-def send_alert(payload: dict, url: str | None = None, retries: int = 3, timeout: float = 5.0,
-               backoff: float = 0.5, logger: logging.Logger | None = None) -> bool:
+def send_alert(
+    payload: dict,
+    url: str | None = None,
+    retries: int = 3,
+    timeout: float = 5.0,
+    backoff: float = 0.5,
+    logger: logging.Logger | None = None,
+) -> bool:
     """Log the alert and post it; True when the webhook accepted it (or none is configured)."""
     logger = logger or log
     url = url if url is not None else os.environ.get(WEBHOOK_ENV)

@@ -32,16 +32,18 @@ class ClusterSettings:
     """The scheduler to use (None: a local cluster) and the local cluster's size."""
 
     address: str | None = None
-    n_workers: int | None = None          # local cluster: default one per core
-    memory_limit: str | None = None       # local cluster, per worker: default the machine's memory shared out
+    n_workers: int | None = None  # local cluster: default one per core
+    memory_limit: str | None = None  # local cluster, per worker: default the machine's memory shared out
     connect_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls) -> ClusterSettings:
         workers = os.environ.get(WORKERS_ENV)
-        return cls(address=os.environ.get(ADDRESS_ENV) or None,
-                   n_workers=int(workers) if workers else None,
-                   memory_limit=os.environ.get(MEMORY_ENV) or None)
+        return cls(
+            address=os.environ.get(ADDRESS_ENV) or None,
+            n_workers=int(workers) if workers else None,
+            memory_limit=os.environ.get(MEMORY_ENV) or None,
+        )
 
 
 _LOCAL: dict[tuple, object] = {}
@@ -57,9 +59,14 @@ def local_cluster(settings: ClusterSettings):
     with _LOCK:
         cluster = _LOCAL.get(key)
         if cluster is None or getattr(cluster, "status", None) is None or cluster.status.name != "running":
-            cluster = LocalCluster(n_workers=settings.n_workers or os.cpu_count() or 1, threads_per_worker=1,
-                                   processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                   memory_limit=settings.memory_limit or "auto")
+            cluster = LocalCluster(
+                n_workers=settings.n_workers or os.cpu_count() or 1,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                memory_limit=settings.memory_limit or "auto",
+            )
             _LOCAL[key] = cluster
     return cluster
 
@@ -77,7 +84,8 @@ def connect(settings: ClusterSettings):
         raise ClusterError(
             f"the Dask scheduler at {settings.address!r} ({ADDRESS_ENV}) did not answer within "
             f"{settings.connect_timeout_s:g} s ({type(error).__name__}: {error}). Start the scheduler and its "
-            f"workers, fix {ADDRESS_ENV}, or unset it to train on a local cluster") from None
+            f"workers, fix {ADDRESS_ENV}, or unset it to train on a local cluster"
+        ) from None
 
 
 def dashboard_link(client) -> str | None:
@@ -89,8 +97,10 @@ def dashboard_link(client) -> str | None:
 
 def worker_memory(client) -> dict[str, int]:
     """Each worker's memory limit in bytes (0: none)."""
-    return {address: int(info.get("memory_limit") or 0)
-            for address, info in client.scheduler_info(n_workers=-1)["workers"].items()}
+    return {
+        address: int(info.get("memory_limit") or 0)
+        for address, info in client.scheduler_info(n_workers=-1)["workers"].items()
+    }
 
 
 def check_partition_memory(client, partition_bytes: dict[str, int]) -> None:
@@ -106,7 +116,8 @@ def check_partition_memory(client, partition_bytes: dict[str, int]) -> None:
             f"partition {name} holds about {_mb(size)} in memory and a worker needs about {_mb(needed)} to "
             f"process it, but the smallest Dask worker may use {_mb(min(limits))}. Give the workers more memory "
             f"({MEMORY_ENV} for the local cluster, `dask worker --memory-limit` on a cluster) or store smaller "
-            "partitions (partitions.cadence: hourly)")
+            "partitions (partitions.cadence: hourly)"
+        )
 
 
 def explain_lost_workers(error: BaseException) -> ClusterError:
@@ -114,7 +125,8 @@ def explain_lost_workers(error: BaseException) -> ClusterError:
     return ClusterError(
         f"Dask workers died while computing ({type(error).__name__}: {str(error).splitlines()[0][:300]}). "
         f"The usual cause is a worker's memory limit: raise it ({MEMORY_ENV}, or `dask worker --memory-limit`), "
-        "add workers, or store smaller partitions; the workers' logs (the Dask dashboard) say which")
+        "add workers, or store smaller partitions; the workers' logs (the Dask dashboard) say which"
+    )
 
 
 def _mb(size: float) -> str:
@@ -171,7 +183,8 @@ def _lost_during_training(client, workers: set[str], lost: set[str]) -> ClusterE
         f"Dask worker(s) {', '.join(sorted(lost))} left the cluster during training, so the model was not "
         "trained and nothing was registered; the other workers that took part were restarted. If a worker ran "
         "out of memory, give workers more (ML_PLATFORM_DASK_MEMORY_LIMIT, or `dask worker --memory-limit`) or "
-        "add workers")
+        "add workers"
+    )
 
 
 def killed_workers_explained(function, *args):

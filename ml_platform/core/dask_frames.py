@@ -23,10 +23,10 @@ class StoredPartitions:
     """A Dask DataFrame over stored partition files, with each file's estimated size in memory (from the
     Parquet footers), so a step can check its workers can hold one before computing anything."""
 
-    frame: Any                       # dask.dataframe.DataFrame (None: no partition is stored)
+    frame: Any  # dask.dataframe.DataFrame (None: no partition is stored)
     files: list[str]
     sizes: dict[str, int] = field(default_factory=dict)
-    keys: list[str | None] = field(default_factory=list)   # the partition key of each Dask partition
+    keys: list[str | None] = field(default_factory=list)  # the partition key of each Dask partition
 
     def of_key(self, frame, key: str | None):
         """The Dask partitions of `frame` (this frame, or one computed from it partition by partition) that
@@ -65,17 +65,17 @@ def read_partitions(paths: Iterable[UPath], keys: Iterable[str | None] | None = 
 
     paths = list(paths)
     keys = list(keys) if keys is not None else [None] * len(paths)
-    found = [(f, key) for path, key in zip(paths, keys) for f in partition_files(path)]
+    found = [(f, key) for path, key in zip(paths, keys, strict=True) for f in partition_files(path)]
     files = [f for f, _ in found]
     if not files:
         raise FileNotFoundError("no stored partitions to read")
     with files[0].open("rb") as handle:
         meta = clear_known_categories(pq.read_schema(handle).empty_table().to_pandas())
     with dask.config.set({"dataframe.convert-string": False}):
-        frame = dd.from_map(read_file, files, meta=meta, enforce_metadata=False,
-                            label="read-partition")
-    return StoredPartitions(frame, [str(f) for f in files], {str(f): in_memory_bytes(f) for f in files},
-                            [key for _, key in found])
+        frame = dd.from_map(read_file, files, meta=meta, enforce_metadata=False, label="read-partition")
+    return StoredPartitions(
+        frame, [str(f) for f in files], {str(f): in_memory_bytes(f) for f in files}, [key for _, key in found]
+    )
 
 
 def write_part(part: pd.DataFrame, path: UPath) -> int:
@@ -87,8 +87,9 @@ def write_part(part: pd.DataFrame, path: UPath) -> int:
 def write_partitions(frame, folder: UPath) -> int:
     """Each Dask partition of `frame` as one part file under `folder`, written by the workers; the row count."""
     folder.mkdir(parents=True, exist_ok=True)
-    counts = per_partition(frame, write_part, paths=[folder / f"{PART_PREFIX}{i:05d}.parquet"
-                                                     for i in range(frame.npartitions)])
+    counts = per_partition(
+        frame, write_part, paths=[folder / f"{PART_PREFIX}{i:05d}.parquet" for i in range(frame.npartitions)]
+    )
     return int(sum(counts))
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 from ml_platform.core.dask_frames import StoredPartitions, per_partition, sample
 from ml_platform.core.dask_training import split_summary
 from ml_platform.core.evaluation import SHAP_SAMPLE_ROWS
-from ml_platform.core.holdout import Holdout, data_section
 from ml_platform.core.features import concat_partitions
+from ml_platform.core.holdout import Holdout, data_section
 from ml_platform.core.training_set import SPLIT
 from ml_platform.spec import ModelSpec
 
@@ -28,17 +28,27 @@ def holdout_on_dask(spec: ModelSpec, stored: StoredPartitions, candidate, champi
     evaluation reads features from."""
     frame, seed = stored.frame, spec.training.seed
     summary = split_summary(frame, spec)
-    columns = list(dict.fromkeys([spec.timestamp, spec.target.name, *spec.gates.slices,
-                                  *([spec.gates.fairness.group] if spec.gates.fairness else [])]))
+    columns = list(
+        dict.fromkeys(
+            [
+                spec.timestamp,
+                spec.target.name,
+                *spec.gates.slices,
+                *([spec.gates.fairness.group] if spec.gates.fairness else []),
+            ]
+        )
+    )
     test = frame[frame[SPLIT] == "test"]
-    scored = concat_partitions([p for p in per_partition(test, _scored, candidate, champion, columns)])
+    scored = concat_partitions(list(per_partition(test, _scored, candidate, champion, columns)))
     scored = scored.reset_index(drop=True)
     return Holdout(
         train=sample(frame[frame[SPLIT] == "train"], REFERENCE_ROWS, summary["train"]["rows"], seed),
-        test=scored[columns], explain=sample(test, SHAP_SAMPLE_ROWS, summary["test"]["rows"], seed),
+        test=scored[columns],
+        explain=sample(test, SHAP_SAMPLE_ROWS, summary["test"]["rows"], seed),
         predictions=_column(scored, PREDICTION),
         champion_predictions=_column(scored, CHAMPION) if champion is not None else None,
-        data=data_section(summary, candidate))
+        data=data_section(summary, candidate),
+    )
 
 
 def _scored(part: pd.DataFrame, candidate, champion, columns: list[str]) -> pd.DataFrame:
@@ -78,8 +88,10 @@ def score_on_dask(stored: StoredPartitions, model, version: str, keep: list[str]
 def _predictions(part: pd.DataFrame, model, version: str, keep: list[str]) -> pd.DataFrame:
     scores = model.predict(part) if len(part) else np.empty(0)
     out = part[keep].reset_index(drop=True)
-    out["prediction"] = pd.Series([p.tolist() for p in scores] if model.task == "multiclass" else scores,
-                                  dtype=object if model.task == "multiclass" else float)
+    out["prediction"] = pd.Series(
+        [p.tolist() for p in scores] if model.task == "multiclass" else scores,
+        dtype=object if model.task == "multiclass" else float,
+    )
     if model.labels is not None:
         out["predicted_label"] = pd.Series(model.labels.predicted(scores), dtype=object)
     return out.assign(model_version=version)

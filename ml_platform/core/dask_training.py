@@ -16,8 +16,8 @@ rows stay in partitions on the workers; the step's process receives per-partitio
 
 from __future__ import annotations
 
-from collections import Counter
 import time
+from collections import Counter
 from typing import Any
 
 import lightgbm as lgb
@@ -27,11 +27,20 @@ import pandas as pd
 from ml_platform.core.dask_cluster import killed_workers_explained, watched, worker_memory
 from ml_platform.core.dask_frames import StoredPartitions, per_partition
 from ml_platform.core.data_versions import content_hash, versions_by_day, versions_by_partition
+from ml_platform.core.evaluation import encoded_target, task_metrics
 from ml_platform.core.labels import UNKNOWN, Labels, positives
 from ml_platform.core.model import FeatureEncoder, Model
-from ml_platform.core.evaluation import encoded_target, task_metrics
-from ml_platform.core.training import (TrainingError, TrainingResult, classes_of, early_stopping_round,
-                                       labels_left_out, lightgbm_params, manifest_of, split_days, without_rounds)
+from ml_platform.core.training import (
+    TrainingError,
+    TrainingResult,
+    classes_of,
+    early_stopping_round,
+    labels_left_out,
+    lightgbm_params,
+    manifest_of,
+    split_days,
+    without_rounds,
+)
 from ml_platform.core.training_set import SPLIT, TrainingSet, check_coverage, windows_of
 from ml_platform.spec import ModelSpec
 
@@ -45,8 +54,7 @@ def build_training_set_on_dask(stored: StoredPartitions, spec: ModelSpec, partit
     versions: dict[str, str] = {}
     features = stored.frame
     if features is not None:
-        for part in killed_workers_explained(per_partition, features, versions_by_partition, spec.timestamp,
-                                              windows):
+        for part in killed_workers_explained(per_partition, features, versions_by_partition, spec.timestamp, windows):
             versions.update(part)
     check_coverage(spec, windows, versions)
     days = sorted(set().union(*per_partition(features, _days_of, spec.timestamp)))
@@ -71,8 +79,7 @@ def _with_split(part: pd.DataFrame, timestamp: str, key: str | None, valid_start
 def split_summary(frame, spec: ModelSpec) -> dict[str, dict]:
     """`Split.summary` of a Dask training set: rows, first and last day, target balance per split."""
     merged: dict[str, dict] = {}
-    for part in per_partition(frame, _split_stats, spec.timestamp, spec.target.name, spec.task,
-                              spec.target.positive):
+    for part in per_partition(frame, _split_stats, spec.timestamp, spec.target.name, spec.task, spec.target.positive):
         for split, stats in part.items():
             into = merged.setdefault(split, {"rows": 0, "first": None, "last": None, "sum": 0.0, "classes": {}})
             into["rows"] += stats["rows"]
@@ -84,8 +91,11 @@ def split_summary(frame, spec: ModelSpec) -> dict[str, dict]:
     out = {}
     for split in ("train", "valid", "test"):
         stats = merged.get(split, {"rows": 0, "first": None, "last": None, "sum": 0.0, "classes": {}})
-        info: dict[str, Any] = {"rows": stats["rows"], "first_day": _day(stats["first"]),
-                                "last_day": _day(stats["last"])}
+        info: dict[str, Any] = {
+            "rows": stats["rows"],
+            "first_day": _day(stats["first"]),
+            "last_day": _day(stats["last"]),
+        }
         if spec.task == "binary":
             info["positive_rate"] = round(stats["sum"] / stats["rows"], 4) if stats["rows"] else None
         elif spec.task == "regression":
@@ -104,9 +114,13 @@ def _split_stats(part: pd.DataFrame, timestamp: str, target: str, task: str, pos
     out = {}
     for split, rows in part.groupby(SPLIT, sort=False):
         values = positives(rows[target], positive) if task == "binary" else rows[target]
-        out[split] = {"rows": len(rows), "first": rows[timestamp].min(), "last": rows[timestamp].max(),
-                      "sum": float(values.sum()) if task != "multiclass" else 0.0,
-                      "classes": rows[target].value_counts().to_dict() if task == "multiclass" else {}}
+        out[split] = {
+            "rows": len(rows),
+            "first": rows[timestamp].min(),
+            "last": rows[timestamp].max(),
+            "sum": float(values.sum()) if task != "multiclass" else 0.0,
+            "classes": rows[target].value_counts().to_dict() if task == "multiclass" else {},
+        }
     return out
 
 
@@ -121,8 +135,9 @@ def versions_on_dask(stored: StoredPartitions, timestamp: str) -> dict[str, str]
     return {day: v[0] if len(v) == 1 else content_hash(pd.DataFrame({"v": v})) for day, v in sorted(parts.items())}
 
 
-def train_on_dask(spec: ModelSpec, stored: StoredPartitions, client, extra_manifest: dict | None = None
-                  ) -> TrainingResult:
+def train_on_dask(
+    spec: ModelSpec, stored: StoredPartitions, client, extra_manifest: dict | None = None
+) -> TrainingResult:
     """The model of a stored Dask training set, trained on the workers (see the module's docstring)."""
     started = time.perf_counter()
     frame, refit, training = stored.frame, spec.training.refit, spec.training
@@ -137,40 +152,76 @@ def train_on_dask(spec: ModelSpec, stored: StoredPartitions, client, extra_manif
     stopped = lgb.Booster(model_str=first.model_to_string(num_iteration=rounds))
     rows = {k: summary[k]["rows"] - left_out.get(k, 0) for k in ("train", "valid", "test")}
     fit_rows = sum(rows[s] for s in splits)
-    fit = {"refit": refit, "splits": splits, "rows": fit_rows, "first_day": summary["train"]["first_day"],
-           "last_day": summary[splits[-1]]["last_day"], "rounds": rounds,
-           "rounds_chosen_by": f"early stopping on the validation days ({summary['valid']['rows']} rows), "
-                               "replayed on per-round validation metrics computed by the Dask workers",
-           "valid_metrics_from": ("the early-stopping model, trained on the training days only (the final "
-                                  "model has seen the validation days)") if refit else "the final model"}
+    fit = {
+        "refit": refit,
+        "splits": splits,
+        "rows": fit_rows,
+        "first_day": summary["train"]["first_day"],
+        "last_day": summary[splits[-1]]["last_day"],
+        "rounds": rounds,
+        "rounds_chosen_by": f"early stopping on the validation days ({summary['valid']['rows']} rows), "
+        "replayed on per-round validation metrics computed by the Dask workers",
+        "valid_metrics_from": (
+            "the early-stopping model, trained on the training days only (the final model has seen the validation days)"
+        )
+        if refit
+        else "the final model",
+    }
     workers = len(worker_memory(client))
-    manifest = manifest_of(spec, classes, params, rows,
-                           {"first_day": summary["train"]["first_day"], "last_day": summary["test"]["last_day"]},
-                           fit, encoder.names, rounds, {**(extra_manifest or {}), **labels_left_out(left_out),
-                                                        "engine": {"name": "dask", "workers": workers}})
-    manifest["metrics"] = {f"valid_{k}": v for k, v in _metrics_of(valid_rows, Model(stopped, encoder, manifest),
-                                                                    spec).items()}
-    booster = _fit(client, spec, params, rounds, frame[frame[SPLIT].isin(splits)], encoder, classes) \
-        if refit else stopped
-    logged = {**params, "engine": "dask", "dask_workers": workers, "refit": refit, "fit_rows": fit_rows,
-              "fit_window": f"{fit['first_day']} → {fit['last_day']}", "fit_rounds": rounds}
-    return TrainingResult(model=Model(booster=booster, encoder=encoder, manifest=manifest),
-                          learning_curve={"valid": curve}, best_iteration=rounds, params=logged,
-                          seconds=time.perf_counter() - started)
+    manifest = manifest_of(
+        spec,
+        classes,
+        params,
+        rows,
+        {"first_day": summary["train"]["first_day"], "last_day": summary["test"]["last_day"]},
+        fit,
+        encoder.names,
+        rounds,
+        {**(extra_manifest or {}), **labels_left_out(left_out), "engine": {"name": "dask", "workers": workers}},
+    )
+    manifest["metrics"] = {
+        f"valid_{k}": v for k, v in _metrics_of(valid_rows, Model(stopped, encoder, manifest), spec).items()
+    }
+    booster = (
+        _fit(client, spec, params, rounds, frame[frame[SPLIT].isin(splits)], encoder, classes) if refit else stopped
+    )
+    logged = {
+        **params,
+        "engine": "dask",
+        "dask_workers": workers,
+        "refit": refit,
+        "fit_rows": fit_rows,
+        "fit_window": f"{fit['first_day']} → {fit['last_day']}",
+        "fit_rounds": rounds,
+    }
+    return TrainingResult(
+        model=Model(booster=booster, encoder=encoder, manifest=manifest),
+        learning_curve={"valid": curve},
+        best_iteration=rounds,
+        params=logged,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _validation_curve(rows, booster, encoder: FeatureEncoder, spec: ModelSpec, classes) -> dict[str, list[float]]:
     """The validation metrics LightGBM's early stopping watches, after every round, on every validation row:
     additive per-round sums from each partition (on the workers), combined here."""
-    parts = [p for p in killed_workers_explained(per_partition, rows, _round_sums, booster, encoder,
-                                                  spec.target.name, classes, spec.task) if p]
+    parts = [
+        p
+        for p in killed_workers_explained(
+            per_partition, rows, _round_sums, booster, encoder, spec.target.name, classes, spec.task
+        )
+        if p
+    ]
     if not parts:
         raise TrainingError(f"{spec.path or spec.name}: training.validation_days: no validation rows")
     total = {key: sum(p[key] for p in parts) for key in parts[0]}
     n = total["rows"]
     if spec.task == "binary":
-        return {"auc": [_binned_auc(pos, neg) for pos, neg in zip(total["positive"], total["negative"])],
-                "binary_logloss": list(total["logloss"] / n)}
+        return {
+            "auc": [_binned_auc(pos, neg) for pos, neg in zip(total["positive"], total["negative"], strict=True)],
+            "binary_logloss": list(total["logloss"] / n),
+        }
     if spec.task == "multiclass":
         return {"multi_logloss": list(total["logloss"] / n), "multi_error": list(total["errors"] / n)}
     return {"rmse": list(np.sqrt(total["squares"] / n)), "l1": list(total["absolute"] / n)}
@@ -188,9 +239,15 @@ def _round_sums(part: pd.DataFrame, booster, encoder: FeatureEncoder, target: st
     matrix = encoder.transform(part)
     rounds = booster.current_iteration()
     raw = 0.0
-    out: dict[str, Any] = {"rows": len(part), "logloss": np.zeros(rounds), "errors": np.zeros(rounds),
-                           "squares": np.zeros(rounds), "absolute": np.zeros(rounds),
-                           "positive": np.zeros((rounds, BINS)), "negative": np.zeros((rounds, BINS))}
+    out: dict[str, Any] = {
+        "rows": len(part),
+        "logloss": np.zeros(rounds),
+        "errors": np.zeros(rounds),
+        "squares": np.zeros(rounds),
+        "absolute": np.zeros(rounds),
+        "positive": np.zeros((rounds, BINS)),
+        "negative": np.zeros((rounds, BINS)),
+    }
     for i in range(rounds):
         raw = raw + booster.predict(matrix, raw_score=True, start_iteration=i, num_iteration=1)
         if task == "binary":
@@ -248,8 +305,9 @@ def _scored_labels(part: pd.DataFrame, model: Model, target: str) -> pd.DataFram
     return frame.assign(**{LABEL: part[target].to_numpy()})
 
 
-def _encoder_and_classes(frame, spec: ModelSpec, splits: list[str]
-                         ) -> tuple[FeatureEncoder, list | None, dict[str, int]]:
+def _encoder_and_classes(
+    frame, spec: ModelSpec, splits: list[str]
+) -> tuple[FeatureEncoder, list | None, dict[str, int]]:
     """The encoder with every categorical level of the rows the model is fitted on, the classes, and how many
     training and validation rows carry a label outside them (left out, as the local engine leaves them out),
     all collected on the workers (the local engine's `FeatureEncoder.fit` and `classes_of` on the same rows)."""
@@ -261,23 +319,29 @@ def _encoder_and_classes(frame, spec: ModelSpec, splits: list[str]
             levels[name] |= values
         for split, counts in part["classes"].items():
             found[split].update(counts)
-    encoder = FeatureEncoder(features.all_numeric, features.all_categorical,
-                             {name: sorted(values) for name, values in levels.items()})
+    encoder = FeatureEncoder(
+        features.all_numeric, features.all_categorical, {name: sorted(values) for name, values in levels.items()}
+    )
     if spec.task == "regression":
         return encoder, None, {}
     classes = classes_of(spec, list(found["train"]), list(found["valid"]) if "valid" in splits else [])
     known = Labels("multiclass", tuple(classes))
-    left_out = {split: sum(count for label, count in counts.items() if known.encode([label])[0] == UNKNOWN)
-                for split, counts in found.items()}
+    left_out = {
+        split: sum(count for label, count in counts.items() if known.encode([label])[0] == UNKNOWN)
+        for split, counts in found.items()
+    }
     return encoder, classes, left_out
 
 
 def _distinct(part: pd.DataFrame, categorical: list[str], target: str, splits: list[str], task: str) -> dict:
     """A partition's categorical levels (of the rows the model is fitted on) and its label counts per split."""
     rows = part[part[SPLIT].isin(splits)]
-    return {"levels": {name: set(rows[name].dropna().astype(str).unique()) for name in categorical},
-            "classes": {} if task == "regression" else
-            {split: part.loc[part[SPLIT] == split, target].value_counts().to_dict() for split in ("train", "valid")}}
+    return {
+        "levels": {name: set(rows[name].dropna().astype(str).unique()) for name in categorical},
+        "classes": {}
+        if task == "regression"
+        else {split: part.loc[part[SPLIT] == split, target].value_counts().to_dict() for split in ("train", "valid")},
+    }
 
 
 def _threads(client) -> int:
@@ -301,10 +365,12 @@ def _fit(client, spec: ModelSpec, params: dict, rounds: int, rows, encoder: Feat
 
     meta = pd.DataFrame({name: pd.Series(dtype=np.float64) for name in [*encoder.names, LABEL]})
     encoded = killed_workers_explained(
-        lambda: rows.map_partitions(_encoded, encoder, spec.target.name, classes, meta=meta).persist())
+        lambda: rows.map_partitions(_encoded, encoder, spec.target.name, classes, meta=meta).persist()
+    )
     estimator_type = lgb_dask.DaskLGBMRegressor if spec.task == "regression" else lgb_dask.DaskLGBMClassifier
     estimator = estimator_type(client=client, n_estimators=rounds, **without_rounds(params))
     categorical = list(range(len(encoder.numeric), len(encoder.names)))
-    fitted = watched(client, lambda: estimator.fit(encoded[encoder.names], encoded[LABEL],
-                                                   categorical_feature=categorical))
+    fitted = watched(
+        client, lambda: estimator.fit(encoded[encoder.names], encoded[LABEL], categorical_feature=categorical)
+    )
     return fitted.to_local().booster_

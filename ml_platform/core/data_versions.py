@@ -17,7 +17,7 @@ def content_hash(frame: pd.DataFrame) -> str:
     as the text it holds (the same value hashes, whatever its level set), so storing a column as Categorical
     instead of text is not a new data version."""
     dtypes = ("object" if isinstance(t, pd.CategoricalDtype) else str(t) for t in frame.dtypes)
-    digest = hashlib.sha256(",".join(f"{c}:{t}" for c, t in zip(frame.columns, dtypes)).encode())
+    digest = hashlib.sha256(",".join(f"{c}:{t}" for c, t in zip(frame.columns, dtypes, strict=True)).encode())
     digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:24]
 
@@ -35,8 +35,9 @@ def versions_by_day(frame: pd.DataFrame, timestamp: str) -> dict[str, str]:
     return {day: content_hash(part.reset_index(drop=True)) for day, part in frame.groupby(days, sort=True)}
 
 
-def versions_by_partition(frame: pd.DataFrame, timestamp: str,
-                          windows: Mapping[str, tuple[datetime, datetime]]) -> dict[str, str]:
+def versions_by_partition(
+    frame: pd.DataFrame, timestamp: str, windows: Mapping[str, tuple[datetime, datetime]]
+) -> dict[str, str]:
     """The content hash of the rows in each partition's time window [start, end), keyed by partition key in
     time order; partitions without rows are left out. For daily partitions it equals `versions_by_day`."""
     if frame.empty or not windows:
@@ -48,5 +49,4 @@ def versions_by_partition(frame: pd.DataFrame, timestamp: str,
     position = np.searchsorted(starts, stamps, side="right") - 1
     inside = (position >= 0) & (stamps < ends[np.clip(position, 0, None)])
     rows = frame.loc[inside]
-    return {keys[i]: content_hash(part.reset_index(drop=True))
-            for i, part in rows.groupby(position[inside], sort=True)}
+    return {keys[i]: content_hash(part.reset_index(drop=True)) for i, part in rows.groupby(position[inside], sort=True)}

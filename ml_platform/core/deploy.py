@@ -6,6 +6,7 @@ endpoint serves the expected version and answers held-out rows exactly as offlin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import statistics
@@ -25,8 +26,10 @@ from ml_platform.core.labels import scalar
 def smoke_rows(model, test: pd.DataFrame, count: int = 50) -> list[dict]:
     """A fixed sample of held-out rows (features only, JSON-safe) that every deployment must score exactly."""
     sample = test.sample(min(count, len(test)), random_state=0)[model.encoder.names]
-    return [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in sample.to_dict(orient="records")]
+    return [
+        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in sample.to_dict(orient="records")
+    ]
 
 
 class DeployError(RuntimeError):
@@ -48,8 +51,10 @@ class SmokeResult:
             return ""
         if self.label_mismatches:
             first = self.label_mismatches[0]
-            return (f"{len(self.label_mismatches)} row(s) answered another label than offline scoring, e.g. row "
-                    f"{first['row']}: expected {first['expected']!r}, got {first['got']!r}")
+            return (
+                f"{len(self.label_mismatches)} row(s) answered another label than offline scoring, e.g. row "
+                f"{first['row']}: expected {first['expected']!r}, got {first['got']!r}"
+            )
         return f"max abs difference {self.max_abs_diff:.3g} between the endpoint and offline scoring"
 
 
@@ -62,9 +67,20 @@ class Deployment:
     details: dict
 
 
-def deploy(target: str, model: str, version: str, port: int, home: Path, smoke_rows: list[dict],
-           expected: np.ndarray, headers: dict, model_folder=None, project_dir: Path | None = None,
-           service_url: str | None = None, expected_labels: list | None = None) -> Deployment:
+def deploy(
+    target: str,
+    model: str,
+    version: str,
+    port: int,
+    home: Path,
+    smoke_rows: list[dict],
+    expected: np.ndarray,
+    headers: dict,
+    model_folder=None,
+    project_dir: Path | None = None,
+    service_url: str | None = None,
+    expected_labels: list | None = None,
+) -> Deployment:
     """Serve `version` of `model` and prove it: locally, the long-lived process follows the registry alias
     (started when none answers); with Docker, an image with the model baked in replaces the old container
     blue/green. `model_folder()` gives the version's files (Docker only). With `service_url` (an endpoint the
@@ -74,21 +90,38 @@ def deploy(target: str, model: str, version: str, port: int, home: Path, smoke_r
         if _get(f"{service_url}/health") is None:
             raise DeployError(f"the endpoint service at {service_url} (ML_PLATFORM_ENDPOINTS) does not answer")
         wait_for_version(service_url, model, version, headers)
-        return Deployment(service_url, smoke_test(service_url, model, smoke_rows, expected, headers,
-                                                  expected_labels=expected_labels),
-                          {"process": "endpoint service"})
+        return Deployment(
+            service_url,
+            smoke_test(service_url, model, smoke_rows, expected, headers, expected_labels=expected_labels),
+            {"process": "endpoint service"},
+        )
     if target == "docker":
         if project_dir is None or not (project_dir / "Dockerfile").exists():
             raise DeployError(f"no Dockerfile at {project_dir}: docker deploys run from a project checkout")
-        deployed = deploy_docker(model, version, Path(model_folder()), port, project_dir,
-                                 home / "predictions" / "docker", smoke_rows, expected, headers,
-                                 expected_labels=expected_labels)
-        return Deployment(deployed["url"], deployed["smoke"], {
-            "container": deployed["container"], "image": deployed["image"], "retired": deployed["retired"]})
+        deployed = deploy_docker(
+            model,
+            version,
+            Path(model_folder()),
+            port,
+            project_dir,
+            home / "predictions" / "docker",
+            smoke_rows,
+            expected,
+            headers,
+            expected_labels=expected_labels,
+        )
+        return Deployment(
+            deployed["url"],
+            deployed["smoke"],
+            {"container": deployed["container"], "image": deployed["image"], "retired": deployed["retired"]},
+        )
     url, started_pid = ensure_local_server(model, port, home)
     wait_for_version(url, model, version, headers)
-    return Deployment(url, smoke_test(url, model, smoke_rows, expected, headers, expected_labels=expected_labels),
-                      {"process": "started" if started_pid else "already running"})
+    return Deployment(
+        url,
+        smoke_test(url, model, smoke_rows, expected, headers, expected_labels=expected_labels),
+        {"process": "started" if started_pid else "already running"},
+    )
 
 
 def _get(url: str, timeout: float = 2.0) -> dict | None:
@@ -99,19 +132,42 @@ def _get(url: str, timeout: float = 2.0) -> dict | None:
         return None
 
 
-def ensure_local_server(model: str, port: int, home: Path, host: str = "127.0.0.1",
-                        reload_interval: float = 2.0, start_timeout: float = 90.0) -> tuple[str, int | None]:
+def ensure_local_server(
+    model: str,
+    port: int,
+    home: Path,
+    host: str = "127.0.0.1",
+    reload_interval: float = 2.0,
+    start_timeout: float = 90.0,
+) -> tuple[str, int | None]:
     """A serving process for `model` on host:port, started (detached, in its own session) when none answers."""
     url = f"http://{host}:{port}"
     if _get(f"{url}/health") is not None:
         return url, None
     folder = home / "serving"
     folder.mkdir(parents=True, exist_ok=True)
-    log = open(folder / f"{model}.log", "ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ml_platform.cli", "serve", "--model", model, "--host", host, "--port", str(port),
-         "--reload-interval", str(reload_interval)],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "ML_PLATFORM_HOME": str(home)})
+    # the child keeps its own copy of the log's descriptor; ours is closed once it has started
+    with open(folder / f"{model}.log", "ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ml_platform.cli",
+                "serve",
+                "--model",
+                model,
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--reload-interval",
+                str(reload_interval),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "ML_PLATFORM_HOME": str(home)},
+        )
     (folder / f"{model}.pid").write_text(str(process.pid))
     deadline = time.monotonic() + start_timeout
     while time.monotonic() < deadline:
@@ -128,10 +184,8 @@ def stop_local_server(model: str, home: Path) -> None:
     names, once its command line shows it is that model's server (pids are reused)."""
     from ml_platform.core.endpoints import EndpointError, _cmdline, is_serving_process, stop_endpoints
 
-    try:
+    with contextlib.suppress(EndpointError):
         stop_endpoints(home, model)
-    except EndpointError:
-        pass
     pid_file = home / "serving" / f"{model}.pid"
     if pid_file.exists():
         try:
@@ -157,8 +211,15 @@ def wait_for_version(url: str, model: str, version: str, headers: dict, timeout:
     raise DeployError(f"{url} serves version {served}, expected {version} within {timeout:.0f} s")
 
 
-def smoke_test(url: str, model: str, rows: list[dict], expected: np.ndarray, headers: dict,
-               tolerance: float = 1e-9, expected_labels: list | None = None) -> SmokeResult:
+def smoke_test(
+    url: str,
+    model: str,
+    rows: list[dict],
+    expected: np.ndarray,
+    headers: dict,
+    tolerance: float = 1e-9,
+    expected_labels: list | None = None,
+) -> SmokeResult:
     """Each row alone through HTTP must match offline scoring; also measures single-row latency. With
     `expected_labels` (offline `labels.predicted(expected)`), each row's answered label must be that one too:
     equal probabilities with a wrong class order would otherwise pass."""
@@ -166,8 +227,9 @@ def smoke_test(url: str, model: str, rows: list[dict], expected: np.ndarray, hea
     got, labels, latencies = [], [], []
     for row in rows:
         started = time.perf_counter()
-        response = session.post(f"{url}/v1/models/{model}/predict", json={"instances": [row]}, headers=headers,
-                                timeout=10)
+        response = session.post(
+            f"{url}/v1/models/{model}/predict", json={"instances": [row]}, headers=headers, timeout=10
+        )
         latencies.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:
             raise DeployError(f"smoke request answered {response.status_code}: {response.text[:300]}")
@@ -176,8 +238,13 @@ def smoke_test(url: str, model: str, rows: list[dict], expected: np.ndarray, hea
         labels.append((body.get("labels") or [None])[0])
     diff = float(np.max(np.abs(np.asarray(got, dtype=float) - np.asarray(expected, dtype=float)))) if rows else 0.0
     mismatches = _label_mismatches(labels, expected_labels)
-    return SmokeResult(rows=len(rows), max_abs_diff=diff, p50_ms=statistics.median(latencies) if latencies else 0.0,
-                       passed=diff <= tolerance and not mismatches, label_mismatches=mismatches)
+    return SmokeResult(
+        rows=len(rows),
+        max_abs_diff=diff,
+        p50_ms=statistics.median(latencies) if latencies else 0.0,
+        passed=diff <= tolerance and not mismatches,
+        label_mismatches=mismatches,
+    )
 
 
 def _label_mismatches(got: list, expected: list | None) -> list[dict]:
@@ -188,11 +255,15 @@ def _label_mismatches(got: list, expected: list | None) -> list[dict]:
     if len(expected) != len(got):
         return [{"row": None, "expected": f"{len(expected)} labels", "got": f"{len(got)} rows"}]
     expected = [scalar(e) for e in expected]
-    return [{"row": i, "expected": e, "got": g} for i, (e, g) in enumerate(zip(expected, got))
-            if not (e == g and isinstance(e, bool) == isinstance(g, bool))]
+    return [
+        {"row": i, "expected": e, "got": g}
+        for i, (e, g) in enumerate(zip(expected, got, strict=True))
+        if not (e == g and isinstance(e, bool) == isinstance(g, bool))
+    ]
 
 
 # --- Docker: blue/green on two host ports (host networking has no bridge to put a proxy behind) ------------
+
 
 def _build_model_image(client, model: str, version: str, model_folder: Path, project_dir: Path, base_tag: str):
     """The project image, then a thin image on top with the version's model files baked in and labelled."""
@@ -205,19 +276,31 @@ def _build_model_image(client, model: str, version: str, model_folder: Path, pro
         shutil.copytree(model_folder, context / "model")
         (context / "Dockerfile").write_text(
             f"FROM {base_tag}\nCOPY --chown=app model /opt/model\n"
-            f'LABEL {DOCKER_LABEL}="{model}" ml_platform.version="{version}"\n')
-        image, _ = client.images.build(path=str(context), tag=f"ml-platform-{model}:{version}",
-                                       network_mode="host", rm=True)
+            f'LABEL {DOCKER_LABEL}="{model}" ml_platform.version="{version}"\n'
+        )
+        image, _ = client.images.build(
+            path=str(context), tag=f"ml-platform-{model}:{version}", network_mode="host", rm=True
+        )
     return image
 
 
 DOCKER_LABEL = "ml_platform.model"
 
 
-def deploy_docker(model: str, version: str, model_folder: Path, port: int, project_dir: Path, log_dir: Path,
-                  expected_rows: list[dict], expected: np.ndarray, headers: dict,
-                  base_tag: str = "ml-platform:latest", health_timeout: float = 120.0,
-                  expected_labels: list | None = None) -> dict:
+def deploy_docker(
+    model: str,
+    version: str,
+    model_folder: Path,
+    port: int,
+    project_dir: Path,
+    log_dir: Path,
+    expected_rows: list[dict],
+    expected: np.ndarray,
+    headers: dict,
+    base_tag: str = "ml-platform:latest",
+    health_timeout: float = 120.0,
+    expected_labels: list | None = None,
+) -> dict:
     """Build an image with the model baked in, run it beside the live one, verify it, then retire the old one.
 
     The two slots are `port` and `port + 1`; the new container takes the free one. If it fails its health
@@ -233,20 +316,39 @@ def deploy_docker(model: str, version: str, model_folder: Path, port: int, proje
     log_dir.mkdir(parents=True, exist_ok=True)
     log_dir.chmod(0o777)  # the image runs as a non-root user
     container = client.containers.run(
-        image.id, ["ml-platform", "serve", "--model", model, "--model-dir", "/opt/model", "--model-version",
-                   version, "--host", "127.0.0.1", "--port", str(new_port), "--log", f"/data/{model}.sqlite"],
-        network_mode="host", detach=True, volumes={str(log_dir): {"bind": "/data", "mode": "rw"}},
+        image.id,
+        [
+            "ml-platform",
+            "serve",
+            "--model",
+            model,
+            "--model-dir",
+            "/opt/model",
+            "--model-version",
+            version,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(new_port),
+            "--log",
+            f"/data/{model}.sqlite",
+        ],
+        network_mode="host",
+        detach=True,
+        volumes={str(log_dir): {"bind": "/data", "mode": "rw"}},
         labels={DOCKER_LABEL: model, "ml_platform.version": version, "ml_platform.port": str(new_port)},
         environment={k: v for k, v in os.environ.items() if k == "ML_PLATFORM_API_TOKEN"},
-        name=f"ml-platform-{model}-v{version}-{int(time.time())}")
+        name=f"ml-platform-{model}-v{version}-{int(time.time())}",
+    )
     url = f"http://127.0.0.1:{new_port}"
     try:
         deadline = time.monotonic() + health_timeout
         while _get(f"{url}/health") is None:
             container.reload()
             if container.status not in ("created", "running") or time.monotonic() > deadline:
-                raise DeployError(f"container {container.name} did not become healthy: "
-                                  f"{container.logs().decode()[-1500:]}")
+                raise DeployError(
+                    f"container {container.name} did not become healthy: {container.logs().decode()[-1500:]}"
+                )
             time.sleep(0.5)
         wait_for_version(url, model, version, headers, timeout=30)
         result = smoke_test(url, model, expected_rows, expected, headers, expected_labels=expected_labels)
@@ -258,5 +360,10 @@ def deploy_docker(model: str, version: str, model_folder: Path, port: int, proje
     for previous in old:
         previous.stop(timeout=10)
         previous.remove(force=True)
-    return {"url": url, "container": container.name, "image": f"ml-platform-{model}:{version}",
-            "retired": [c.name for c in old], "smoke": result}
+    return {
+        "url": url,
+        "container": container.name,
+        "image": f"ml-platform-{model}:{version}",
+        "retired": [c.name for c in old],
+        "smoke": result,
+    }

@@ -21,4 +21,3 @@ def day_of_week(frame: pd.DataFrame, timestamp: str) -> pd.Series:
 def month(frame: pd.DataFrame, timestamp: str) -> pd.Series:
     """Month of the year, 1-12 (seasonality)."""
     return frame[timestamp].dt.month
-

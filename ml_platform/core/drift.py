@@ -27,7 +27,7 @@ UNSEEN = "__unseen__"
 
 def reference_profile(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> dict:
     """What drift is measured against; small (a few KB) and JSON-serializable."""
-    profile: dict = {"rows": int(len(frame)), "numeric": {}, "categorical": {}}
+    profile: dict = {"rows": len(frame), "numeric": {}, "categorical": {}}
     for name in numeric:
         values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         present = values[~np.isnan(values)]
@@ -38,14 +38,20 @@ def reference_profile(frame: pd.DataFrame, numeric: list[str], categorical: list
         proportions = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
         grid = np.unique(np.quantile(present, np.linspace(0, 1, KS_GRID)))
         cdf = np.searchsorted(np.sort(present), grid, side="right") / len(present)
-        profile["numeric"][name] = {"missing_rate": float(1 - len(present) / len(values)), "edges": edges.tolist(),
-                                    "proportions": (proportions / len(present)).tolist(), "grid": grid.tolist(),
-                                    "cdf": cdf.tolist()}
+        profile["numeric"][name] = {
+            "missing_rate": float(1 - len(present) / len(values)),
+            "edges": edges.tolist(),
+            "proportions": (proportions / len(present)).tolist(),
+            "grid": grid.tolist(),
+            "cdf": cdf.tolist(),
+        }
     for name in categorical:
         values = frame[name]
         counts = values.dropna().astype(str).value_counts(normalize=True)
-        profile["categorical"][name] = {"missing_rate": float(values.isna().mean()) if len(values) else 0.0,
-                                        "proportions": {str(k): float(v) for k, v in counts.items()}}
+        profile["categorical"][name] = {
+            "missing_rate": float(values.isna().mean()) if len(values) else 0.0,
+            "proportions": {str(k): float(v) for k, v in counts.items()},
+        }
     return profile
 
 
@@ -58,9 +64,15 @@ def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
 def _numeric(values: np.ndarray, ref: dict) -> dict:
     present = values[~np.isnan(values)]
     missing = float(1 - len(present) / len(values)) if len(values) else 0.0
-    out = {"type": "numeric", "rows": int(len(values)), "missing_rate": missing,
-           "missing_shift": missing - ref["missing_rate"], "unseen_rate": None, "chi2_p": None}
-    if len(present) == 0 or not ref["edges"] and not ref["proportions"]:
+    out = {
+        "type": "numeric",
+        "rows": len(values),
+        "missing_rate": missing,
+        "missing_shift": missing - ref["missing_rate"],
+        "unseen_rate": None,
+        "chi2_p": None,
+    }
+    if len(present) == 0 or (not ref["edges"] and not ref["proportions"]):
         return {**out, "psi": None, "ks": None}
     edges = np.asarray(ref["edges"])
     counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
@@ -69,7 +81,7 @@ def _numeric(values: np.ndarray, ref: dict) -> dict:
     # F_live(g) = share of values <= g at each grid point: bin index i holds grid[i-1] < x <= grid[i], so the
     # cumulative count up to i is exactly #(x <= grid[i]); no sort of the live day needed.
     counts_up_to = np.cumsum(np.bincount(np.searchsorted(grid, present, side="left"), minlength=len(grid) + 1))
-    live_cdf = counts_up_to[:len(grid)] / len(present)
+    live_cdf = counts_up_to[: len(grid)] / len(present)
     ks = float(np.max(np.abs(live_cdf - np.asarray(ref["cdf"]))))
     return {**out, "psi": psi, "ks": ks}
 
@@ -79,8 +91,13 @@ def _categorical(values: pd.Series, ref: dict) -> dict:
 
     present = values.dropna()
     missing = float(1 - len(present) / len(values)) if len(values) else 0.0
-    out = {"type": "categorical", "rows": int(len(values)), "missing_rate": missing,
-           "missing_shift": missing - ref["missing_rate"], "ks": None}
+    out = {
+        "type": "categorical",
+        "rows": len(values),
+        "missing_rate": missing,
+        "missing_shift": missing - ref["missing_rate"],
+        "ks": None,
+    }
     if len(present) == 0:
         return {**out, "psi": None, "unseen_rate": None, "chi2_p": None}
     counts = present.astype(str).value_counts()
@@ -92,8 +109,12 @@ def _categorical(values: pd.Series, ref: dict) -> dict:
     observed_counts = actual * len(present)
     expected_counts = np.clip(expected, EPSILON, None) * len(present)
     statistic = float(np.sum((observed_counts - expected_counts) ** 2 / expected_counts))
-    return {**out, "psi": _psi(expected, actual), "unseen_rate": unseen / len(present),
-            "chi2_p": float(chi2.sf(statistic, max(len(levels), 1)))}
+    return {
+        **out,
+        "psi": _psi(expected, actual),
+        "unseen_rate": unseen / len(present),
+        "chi2_p": float(chi2.sf(statistic, max(len(levels), 1))),
+    }
 
 
 def drift_table(live: pd.DataFrame, profile: dict, warn: float, fail: float) -> pd.DataFrame:
@@ -110,11 +131,27 @@ def drift_table(live: pd.DataFrame, profile: dict, warn: float, fail: float) -> 
             rows.append({"feature": name, "type": "categorical", "status": "missing", "rows": 0})
             continue
         rows.append({"feature": name, **_categorical(live[name], ref)})
-    table = pd.DataFrame(rows, columns=["feature", "type", "rows", "psi", "ks", "chi2_p", "missing_rate",
-                                        "missing_shift", "unseen_rate", "status"])
+    table = pd.DataFrame(
+        rows,
+        columns=[
+            "feature",
+            "type",
+            "rows",
+            "psi",
+            "ks",
+            "chi2_p",
+            "missing_rate",
+            "missing_shift",
+            "unseen_rate",
+            "status",
+        ],
+    )
     if len(table):
-        status = np.where(table["psi"].isna(), "no data",
-                          np.where(table["psi"] >= fail, "fail", np.where(table["psi"] >= warn, "warn", "ok")))
+        status = np.where(
+            table["psi"].isna(),
+            "no data",
+            np.where(table["psi"] >= fail, "fail", np.where(table["psi"] >= warn, "warn", "ok")),
+        )
         table["status"] = np.where(table["status"] == "missing", "missing", status)
     return table.sort_values("psi", ascending=False, na_position="last").reset_index(drop=True)
 
@@ -148,8 +185,10 @@ def predicted_class(probabilities: pd.Series, classes: list[str]) -> tuple[pd.Se
 
 def without(profile: dict, ignored: list[str]) -> dict:
     """The reference without the features (or `prediction`) a spec says vary by nature."""
-    return {**profile, **{kind: {k: v for k, v in profile[kind].items() if k not in ignored}
-                          for kind in ("numeric", "categorical")}}
+    return {
+        **profile,
+        **{kind: {k: v for k, v in profile[kind].items() if k not in ignored} for kind in ("numeric", "categorical")},
+    }
 
 
 @dataclass(frozen=True)
@@ -158,7 +197,7 @@ class DayDrift:
 
     table: pd.DataFrame
     rows: int
-    source: str                    # where the live rows came from
+    source: str  # where the live rows came from
     warn: float
     fail: float
 
@@ -173,8 +212,10 @@ class DayDrift:
 
     def summary(self) -> str:
         fail, warn = self.over("fail"), [f for f in self.over("warn") if f not in self.over("fail")]
-        return (f"{self.rows} rows from the {self.source}; PSI ≥ {self.fail}: {fail or 'none'}; "
-                f"≥ {self.warn}: {warn or 'none'}")
+        return (
+            f"{self.rows} rows from the {self.source}; PSI ≥ {self.fail}: {fail or 'none'}; "
+            f"≥ {self.warn}: {warn or 'none'}"
+        )
 
     @property
     def max_psi(self) -> float:

@@ -10,12 +10,13 @@ process, is stale: it is listed as such, and removed on `stop` without signallin
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ALIVE, DEAD, REUSED = "alive", "dead", "pid reused"
@@ -67,12 +68,15 @@ def is_serving_process(argv: list[str], model: str) -> bool:
     platform = "ml_platform.cli" in argv or "ml-platform" in names
     if not platform or "serve" not in argv:
         return False
-    return any(arg == "--model" and value == model for arg, value in zip(argv, argv[1:])) or \
-        f"--model={model}" in argv
+    return (
+        any(arg == "--model" and value == model for arg, value in itertools.pairwise(argv))
+        or f"--model={model}" in argv
+    )
 
 
-def record_endpoint(home: Path, model: str, host: str, port: int, pid: int | None = None,
-                    scheme: str = "http") -> Path | None:
+def record_endpoint(
+    home: Path, model: str, host: str, port: int, pid: int | None = None, scheme: str = "http"
+) -> Path | None:
     """This (or `pid`'s) serving process, recorded for `ml-platform endpoints` and `ml-platform stop`. A live
     server already recorded on the port keeps its record (this one will not get the port): None."""
     pid = pid or os.getpid()
@@ -84,9 +88,17 @@ def record_endpoint(home: Path, model: str, host: str, port: int, pid: int | Non
     except (OSError, ValueError, KeyError, TypeError):
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"model": model, "host": host, "port": port, "scheme": scheme, "pid": pid, "pgid": os.getpgid(pid),
-              "proc_start": _proc_start(pid), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(_cmdline(pid) or [])}
+    record = {
+        "model": model,
+        "host": host,
+        "port": port,
+        "scheme": scheme,
+        "pid": pid,
+        "pgid": os.getpgid(pid),
+        "proc_start": _proc_start(pid),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(_cmdline(pid) or []),
+    }
     temporary = path.with_name(f".{path.name}.{pid}.tmp")
     temporary.write_text(json.dumps(record, indent=1))
     temporary.replace(path)
@@ -111,8 +123,8 @@ class Endpoint:
     host: str
     port: int
     pid: int
-    state: str                     # "alive", "dead" (the process is gone) or "pid reused" (by another process)
-    version: str | None            # the version it serves now (asked over HTTP), None when it does not answer
+    state: str  # "alive", "dead" (the process is gone) or "pid reused" (by another process)
+    version: str | None  # the version it serves now (asked over HTTP), None when it does not answer
     started_at: str
     record: str
     scheme: str = "http"
@@ -136,7 +148,8 @@ def _state(record: dict) -> str:
         return DEAD
     started = _proc_start(pid)
     if not is_serving_process(argv, record["model"]) or (
-            record.get("proc_start") and started and started != record["proc_start"]):
+        record.get("proc_start") and started and started != record["proc_start"]
+    ):
         return REUSED
     return ALIVE
 
@@ -147,8 +160,9 @@ def served_version(url: str, model: str, timeout: float = 2.0) -> str | None:
 
     token = os.environ.get("ML_PLATFORM_API_TOKEN")
     try:
-        response = requests.get(f"{url}/v1/models/{model}", timeout=timeout,
-                                headers={"Authorization": f"Bearer {token}"} if token else {})
+        response = requests.get(
+            f"{url}/v1/models/{model}", timeout=timeout, headers={"Authorization": f"Bearer {token}"} if token else {}
+        )
         return str(response.json().get("version")) if response.status_code == 200 else None
     except (requests.RequestException, ValueError, AttributeError):
         return None
@@ -163,9 +177,17 @@ def list_endpoints(home: Path, model: str | None = None, ask_version: bool = Tru
             if model is not None and record["model"] != model:
                 continue
             state = _state(record)
-            endpoint = Endpoint(record["model"], record.get("host", "127.0.0.1"), int(record["port"]),
-                                int(record["pid"]), state, None, record.get("started_at", ""), str(path),
-                                record.get("scheme", "http"))
+            endpoint = Endpoint(
+                record["model"],
+                record.get("host", "127.0.0.1"),
+                int(record["port"]),
+                int(record["pid"]),
+                state,
+                None,
+                record.get("started_at", ""),
+                str(path),
+                record.get("scheme", "http"),
+            )
         except (OSError, ValueError, KeyError, TypeError):
             continue  # half-written or foreign file
         if ask_version and endpoint.alive:
@@ -177,7 +199,7 @@ def list_endpoints(home: Path, model: str | None = None, ask_version: bool = Tru
 @dataclass
 class Stopped:
     endpoint: Endpoint
-    outcome: str                   # "stopped", or why nothing was signalled ("stale record removed: ...")
+    outcome: str  # "stopped", or why nothing was signalled ("stale record removed: ...")
 
 
 def stop_endpoints(home: Path, model: str, port: int | None = None, timeout: float = 15.0) -> list[Stopped]:
@@ -188,8 +210,10 @@ def stop_endpoints(home: Path, model: str, port: int | None = None, timeout: flo
     if not endpoints:
         where = f" on port {port}" if port is not None else ""
         known = sorted({e.model for e in list_endpoints(home, ask_version=False)})
-        raise EndpointError(f"no endpoint of {model!r}{where} was started from {home}"
-                            + (f" (recorded: {', '.join(known)})" if known else ""))
+        raise EndpointError(
+            f"no endpoint of {model!r}{where} was started from {home}"
+            + (f" (recorded: {', '.join(known)})" if known else "")
+        )
     results = []
     for endpoint in endpoints:
         if endpoint.alive:
@@ -198,8 +222,7 @@ def stop_endpoints(home: Path, model: str, port: int | None = None, timeout: flo
         elif endpoint.state == DEAD:
             outcome = "stale record removed: the process had already exited"
         else:
-            outcome = (f"stale record removed: pid {endpoint.pid} now belongs to another process, which was "
-                       f"left alone")
+            outcome = f"stale record removed: pid {endpoint.pid} now belongs to another process, which was left alone"
         Path(endpoint.record).unlink(missing_ok=True)
         _forget_pid_file(home, endpoint)
         results.append(Stopped(endpoint, outcome))
@@ -259,6 +282,18 @@ def _forget_pid_file(home: Path, endpoint: Endpoint) -> None:
         pass
 
 
-__all__ = ["ALIVE", "DEAD", "REUSED", "Endpoint", "EndpointError", "Stopped", "forget_endpoint",
-           "is_serving_process", "list_endpoints", "record_endpoint", "records_folder", "served_version",
-           "stop_endpoints"]
+__all__ = [
+    "ALIVE",
+    "DEAD",
+    "REUSED",
+    "Endpoint",
+    "EndpointError",
+    "Stopped",
+    "forget_endpoint",
+    "is_serving_process",
+    "list_endpoints",
+    "record_endpoint",
+    "records_folder",
+    "served_version",
+    "stop_endpoints",
+]

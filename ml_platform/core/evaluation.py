@@ -136,7 +136,7 @@ class Evaluation:
     predictions: np.ndarray
     champion: dict[str, float] | None = None
     plots: dict[str, str] = field(default_factory=dict)
-    confusion: pd.DataFrame | None = None        # classifiers: actual (rows) by predicted (columns) label
+    confusion: pd.DataFrame | None = None  # classifiers: actual (rows) by predicted (columns) label
     unseen_labels: dict[str, int] = field(default_factory=dict)  # held-out rows left out, per unknown label
 
     @property
@@ -144,8 +144,9 @@ class Evaluation:
         return self.metrics.get(self.metric, float("nan"))
 
 
-def slice_metrics(model: Model, frame: pd.DataFrame, predictions: np.ndarray, columns: list[str],
-                  metric: str) -> pd.DataFrame:
+def slice_metrics(
+    model: Model, frame: pd.DataFrame, predictions: np.ndarray, columns: list[str], metric: str
+) -> pd.DataFrame:
     """The metric per level of each named categorical column (levels with too few rows are skipped), on the
     rows the model can be judged on (`known`)."""
     y = encoded_target(model, frame)
@@ -171,8 +172,14 @@ def fairness_gap(slices: pd.DataFrame, group: str, metric: str) -> dict[str, Any
     if len(part) < 2:
         return None
     best, worst = part.loc[part[metric].idxmax()], part.loc[part[metric].idxmin()]
-    return {"group": group, "metric": metric, "gap": float(best[metric] - worst[metric]),
-            "best": str(best["level"]), "worst": str(worst["level"]), "levels": int(len(part))}
+    return {
+        "group": group,
+        "metric": metric,
+        "gap": float(best[metric] - worst[metric]),
+        "best": str(best["level"]),
+        "worst": str(worst["level"]),
+        "levels": len(part),
+    }
 
 
 def sanity(task: str, predictions: np.ndarray) -> dict[str, Any]:
@@ -182,8 +189,13 @@ def sanity(task: str, predictions: np.ndarray) -> dict[str, Any]:
     if task in ("binary", "multiclass"):
         in_range = bool(((predictions >= 0) & (predictions <= 1)).all())
     spread = float(np.nanstd(predictions)) if finite else float("nan")
-    return {"finite": finite, "in_range": in_range, "std": spread, "constant": not spread > 1e-9,
-            "passed": finite and in_range and spread > 1e-9}
+    return {
+        "finite": finite,
+        "in_range": in_range,
+        "std": spread,
+        "constant": not spread > 1e-9,
+        "passed": finite and in_range and spread > 1e-9,
+    }
 
 
 SHAP_SAMPLE_ROWS = 2000  # TreeSHAP explains at most this many holdout rows (a fixed random sample)
@@ -200,15 +212,28 @@ def attributions(model: Model, frame: pd.DataFrame, sample: int = SHAP_SAMPLE_RO
     rows = frame.sample(min(sample, len(frame)), random_state=seed) if len(frame) > sample else frame
     contributions = model.contributions(rows).drop(columns="(bias)")
     importance = contributions.abs().mean().sort_values(ascending=False)
-    importance.attrs = {"rows": len(rows), "of_rows": len(frame), "cap": sample,
-                        "seconds": time.perf_counter() - started}
+    importance.attrs = {
+        "rows": len(rows),
+        "of_rows": len(frame),
+        "cap": sample,
+        "seconds": time.perf_counter() - started,
+    }
     return importance
 
 
-def evaluate(model: Model, train: pd.DataFrame, test: pd.DataFrame, metric: str, slices: list[str],
-             fairness_group: str | None, champion: Model | None = None, plots: bool = True,
-             predictions: np.ndarray | None = None, champion_predictions: np.ndarray | None = None,
-             explain: pd.DataFrame | None = None) -> Evaluation:
+def evaluate(
+    model: Model,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    metric: str,
+    slices: list[str],
+    fairness_group: str | None,
+    champion: Model | None = None,
+    plots: bool = True,
+    predictions: np.ndarray | None = None,
+    champion_predictions: np.ndarray | None = None,
+    explain: pd.DataFrame | None = None,
+) -> Evaluation:
     """Everything the gates and the model card need, computed once on the held-out slice. Predictions scored
     elsewhere (on a cluster) may be given with `test` holding only the target and slice columns; `explain` is
     then the held-out rows, or a sample of them, with their features, for TreeSHAP. Metrics, slices, the
@@ -220,21 +245,26 @@ def evaluate(model: Model, train: pd.DataFrame, test: pd.DataFrame, metric: str,
     importance = attributions(model, test if explain is None else explain)
     importance.attrs["of_rows"] = len(test)
     evaluation = Evaluation(
-        metric=metric, metrics=task_metrics(model.task, y_test, scored, model.classes),
+        metric=metric,
+        metrics=task_metrics(model.task, y_test, scored, model.classes),
         baseline=baseline_metrics(model.task, encoded_target(model, train), y_test, len(model.classes)),
         slices=slice_table,
         fairness=fairness_gap(slice_table, fairness_group, metric) if fairness_group else None,
-        attributions=importance, sanity=sanity(model.task, predictions), predictions=predictions,
+        attributions=importance,
+        sanity=sanity(model.task, predictions),
+        predictions=predictions,
         champion=_champion_metrics(model, champion, test, champion_predictions),
         confusion=confusion_matrix(model.labels, y_test, scored) if model.labels else None,
-        unseen_labels=unseen_labels(model, test) if len(y_test) < len(test) else {})
+        unseen_labels=unseen_labels(model, test) if len(y_test) < len(test) else {},
+    )
     if plots:
         evaluation.plots = make_plots(model, y_test, scored, evaluation.attributions)
     return evaluation
 
 
-def _champion_metrics(model: Model, champion: Model | None, test: pd.DataFrame,
-                      predictions: np.ndarray | None) -> dict[str, float] | None:
+def _champion_metrics(
+    model: Model, champion: Model | None, test: pd.DataFrame, predictions: np.ndarray | None
+) -> dict[str, float] | None:
     """The champion on the candidate's rows: those whose label both models know, so that the gate compares
     the two on the same rows."""
     if champion is None:
@@ -255,6 +285,5 @@ def make_plots(model: Model, y_true: np.ndarray, predictions: np.ndarray, import
     elif model.task == "regression":
         plots["residuals"] = evaluation_plots.residuals_plot(y_true, predictions)
     if model.labels is not None:
-        plots["confusion_matrix"] = evaluation_plots.confusion_plot(
-            confusion_matrix(model.labels, y_true, predictions))
+        plots["confusion_matrix"] = evaluation_plots.confusion_plot(confusion_matrix(model.labels, y_true, predictions))
     return plots

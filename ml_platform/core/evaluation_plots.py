@@ -65,8 +65,11 @@ def residuals_plot(y_true: np.ndarray, predictions: np.ndarray) -> str:
     shown = np.random.default_rng(0).permutation(len(predictions))[:SCATTER_POINTS]
     axis.scatter(predictions[shown], (y_true - predictions)[shown], s=3, alpha=0.3)
     axis.axhline(0, color="grey")
-    axis.set(title="Residuals" + (f" ({len(shown)} of {len(predictions)} rows)" if len(shown) < len(predictions)
-                                  else ""), xlabel="predicted", ylabel="actual - predicted")
+    axis.set(
+        title="Residuals" + (f" ({len(shown)} of {len(predictions)} rows)" if len(shown) < len(predictions) else ""),
+        xlabel="predicted",
+        ylabel="actual - predicted",
+    )
     return _png(figure)
 
 
@@ -85,8 +88,9 @@ def confusion_plot(table: pd.DataFrame) -> str:
     figure = Figure(figsize=(side + label + 1.4, side + label * (0.7 if k > 4 else 0.3) + 0.9), dpi=80)
     axis = figure.subplots()
     width, height = figure.get_size_inches()
-    figure.subplots_adjust(left=(label + 0.2) / width, right=1 - 1.2 / width, top=1 - 0.4 / height,
-                           bottom=(height - side - 0.4) / height)
+    figure.subplots_adjust(
+        left=(label + 0.2) / width, right=1 - 1.2 / width, top=1 - 0.4 / height, bottom=(height - side - 0.4) / height
+    )
     image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of the actual class")
     axis.set_xticks(range(k), names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
@@ -96,8 +100,15 @@ def confusion_plot(table: pd.DataFrame) -> str:
     size = 10 if k <= 8 else 8 if k <= 14 else 6
     for i in range(k):
         for j in range(k):
-            axis.text(j, i, f"{counts[i, j]:,}", ha="center", va="center", fontsize=size,
-                      color="white" if shares[i, j] > 0.5 else "black")
+            axis.text(
+                j,
+                i,
+                f"{counts[i, j]:,}",
+                ha="center",
+                va="center",
+                fontsize=size,
+                color="white" if shares[i, j] > 0.5 else "black",
+            )
     return _png(figure)
 
 

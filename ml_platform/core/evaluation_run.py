@@ -12,14 +12,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from ml_platform.core.deploy import smoke_rows
 from ml_platform.core.drift import training_reference
 from ml_platform.core.evaluation import Evaluation, evaluate, held_out, make_plots
 from ml_platform.core.gates import GateResult, run_gates
 from ml_platform.core.holdout import Holdout
-from ml_platform.core.mlflow_store import (CHAMPION, FEATURE_ATTRIBUTIONS, GATE_RESULTS, MODEL_CARD,
-                                          REFERENCE_PROFILE, SLICES, SMOKE_ROWS, log_batch, plot_artifact)
+from ml_platform.core.mlflow_store import (
+    CHAMPION,
+    FEATURE_ATTRIBUTIONS,
+    GATE_RESULTS,
+    MODEL_CARD,
+    REFERENCE_PROFILE,
+    SLICES,
+    SMOKE_ROWS,
+    log_batch,
+    plot_artifact,
+)
 from ml_platform.core.model import Model
 from ml_platform.core.model_card import model_card
 from ml_platform.core.registry import Registry
@@ -34,7 +42,7 @@ class EvaluationRecord:
     """A version's holdout evaluation, its gate results and its model card."""
 
     version: str
-    champion_version: str | None   # the champion it was compared with (None: first model, or itself)
+    champion_version: str | None  # the champion it was compared with (None: first model, or itself)
     result: Evaluation
     gates: list[GateResult]
     card: str
@@ -47,14 +55,18 @@ class EvaluationRecord:
 
     def row(self, model_row: dict) -> dict:
         """What the evaluation stage stores: the model's row plus the verdict the champion stage reads."""
-        return {**model_row, "metric": self.result.metric, "value": self.result.value,
-                "champion_version": self.champion_version,
-                "champion_value": (self.result.champion or {}).get(self.result.metric),
-                "gates": json.dumps([g.as_dict() for g in self.gates]), "all_gates_passed": self.passed}
+        return {
+            **model_row,
+            "metric": self.result.metric,
+            "value": self.result.value,
+            "champion_version": self.champion_version,
+            "champion_value": (self.result.champion or {}).get(self.result.metric),
+            "gates": json.dumps([g.as_dict() for g in self.gates]),
+            "all_gates_passed": self.passed,
+        }
 
 
-def evaluate_version(spec: ModelSpec, version: str, training_set, registry: Registry
-                     ) -> tuple[EvaluationRecord, Model]:
+def evaluate_version(spec: ModelSpec, version: str, training_set, registry: Registry) -> tuple[EvaluationRecord, Model]:
     """Evaluate a registered `version` on the training set's test days against the current champion. The plots
     are rendered once, here; the model card, the Dagster metadata and the MLflow run reuse the same PNGs.
     A training set stored by the Dask engine (`StoredPartitions`) is scored on the workers of the current
@@ -77,15 +89,23 @@ def evaluate_version(spec: ModelSpec, version: str, training_set, registry: Regi
         holdout = holdout_on_dask(spec, training_set, candidate, champion)
     else:
         holdout = Holdout.of_frame(training_set, candidate)
-    result = evaluate(candidate, holdout.train, holdout.test, metric_of(spec), spec.gates.slices,
-                      spec.gates.fairness.group if spec.gates.fairness else None, champion, plots=False,
-                      predictions=holdout.predictions, champion_predictions=holdout.champion_predictions,
-                      explain=holdout.explain)
+    result = evaluate(
+        candidate,
+        holdout.train,
+        holdout.test,
+        metric_of(spec),
+        spec.gates.slices,
+        spec.gates.fairness.group if spec.gates.fairness else None,
+        champion,
+        plots=False,
+        predictions=holdout.predictions,
+        champion_predictions=holdout.champion_predictions,
+        explain=holdout.explain,
+    )
     timings["shap"] = result.attributions.attrs.get("seconds", 0.0)
     timings["scoring_slices"] = time.perf_counter() - started - timings["shap"]
     started = time.perf_counter()
-    result.plots = make_plots(candidate, *held_out(candidate, holdout.test, result.predictions),
-                              result.attributions)
+    result.plots = make_plots(candidate, *held_out(candidate, holdout.test, result.predictions), result.attributions)
     timings["plots"] = time.perf_counter() - started
     started = time.perf_counter()
     gates = run_gates(result, spec.gates)
@@ -103,21 +123,30 @@ def log_evaluation(record: EvaluationRecord, candidate: Model) -> None:
     result = record.result
     started = time.perf_counter()
     holdout = record.holdout
-    documents = {GATE_RESULTS: {"gates": [g.as_dict() for g in record.gates]},
-                 FEATURE_ATTRIBUTIONS: result.attributions.to_dict(),
-                 SMOKE_ROWS: {"rows": smoke_rows(candidate, holdout.explain)},
-                 REFERENCE_PROFILE: training_reference(candidate, holdout.train)}
+    documents = {
+        GATE_RESULTS: {"gates": [g.as_dict() for g in record.gates]},
+        FEATURE_ATTRIBUTIONS: result.attributions.to_dict(),
+        SMOKE_ROWS: {"rows": smoke_rows(candidate, holdout.explain)},
+        REFERENCE_PROFILE: training_reference(candidate, holdout.train),
+    }
     record.timings["smoke_rows_drift_reference"] = time.perf_counter() - started
     started = time.perf_counter()
     shap = result.attributions.attrs
-    metrics = {**{f"test_{k}": v for k, v in result.metrics.items()},
-               **{f"baseline_{k}": v for k, v in result.baseline.items()},
-               **{f"champion_{k}": v for k, v in (result.champion or {}).items()},
-               **({"fairness_gap": result.fairness["gap"]} if result.fairness else {}),
-               **({"unseen_label_rows": sum(result.unseen_labels.values())} if result.unseen_labels else {})}
-    tags = {**{f"gate.{g.name}": "passed" if g.passed else "failed" for g in record.gates},
-            **({"shap_rows": f"{shap['rows']} of {shap['of_rows']} holdout rows (cap {shap['cap']})"}
-               if "rows" in shap else {})}
+    metrics = {
+        **{f"test_{k}": v for k, v in result.metrics.items()},
+        **{f"baseline_{k}": v for k, v in result.baseline.items()},
+        **{f"champion_{k}": v for k, v in (result.champion or {}).items()},
+        **({"fairness_gap": result.fairness["gap"]} if result.fairness else {}),
+        **({"unseen_label_rows": sum(result.unseen_labels.values())} if result.unseen_labels else {}),
+    }
+    tags = {
+        **{f"gate.{g.name}": "passed" if g.passed else "failed" for g in record.gates},
+        **(
+            {"shap_rows": f"{shap['rows']} of {shap['of_rows']} holdout rows (cap {shap['cap']})"}
+            if "rows" in shap
+            else {}
+        ),
+    }
     log_batch(mlflow.active_run().info.run_id, metrics=metrics, tags=tags)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

@@ -49,8 +49,11 @@ def build_features(raw: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, Fe
         frame[name] = as_category(raw[name])
     for derived in spec.features.derived:
         values = pd.Series(derived.load()(raw, timestamp=spec.timestamp), index=raw.index)
-        frame[derived.name] = (as_category(values) if derived.type == "categorical"
-                               else pd.to_numeric(values, errors="coerce").astype("float64"))
+        frame[derived.name] = (
+            as_category(values)
+            if derived.type == "categorical"
+            else pd.to_numeric(values, errors="coerce").astype("float64")
+        )
     target, known = _target(raw, spec)
     frame[spec.target.name] = target
     out = frame.loc[known, feature_columns(spec)].reset_index(drop=True)
@@ -71,8 +74,9 @@ def _require(raw: pd.DataFrame, spec: ModelSpec) -> None:
     missing = [(name, field) for name, field in where.items() if name not in raw.columns]
     if missing:
         fields = "; ".join(f"{field}: {name!r}" for name, field in missing)
-        raise FeatureError(f"{spec.path or spec.name}: {fields} not in the data; columns present: "
-                           f"{', '.join(map(str, raw.columns))}")
+        raise FeatureError(
+            f"{spec.path or spec.name}: {fields} not in the data; columns present: {', '.join(map(str, raw.columns))}"
+        )
 
 
 def _target(raw: pd.DataFrame, spec: ModelSpec) -> tuple[pd.Series, pd.Series]:
@@ -85,10 +89,12 @@ def _target(raw: pd.DataFrame, spec: ModelSpec) -> tuple[pd.Series, pd.Series]:
         values = _binary_target(values, known, spec)
     elif spec.task == "multiclass":
         if values.dtype == bool:
-            raise FeatureError(f"{spec.path or spec.name}: {_target_field(spec)}: task 'multiclass' needs counts or "
-                               "labels, but the target yields booleans (True/False: at most two classes); in pandas "
-                               "`+` of two comparisons is a logical OR, not a count. Count with `* 1`, e.g. "
-                               "`(arr_delay > 15) * 1 + (arr_delay > 60) * 1`, or use task: binary")
+            raise FeatureError(
+                f"{spec.path or spec.name}: {_target_field(spec)}: task 'multiclass' needs counts or "
+                "labels, but the target yields booleans (True/False: at most two classes); in pandas "
+                "`+` of two comparisons is a logical OR, not a count. Count with `* 1`, e.g. "
+                "`(arr_delay > 15) * 1 + (arr_delay > 60) * 1`, or use task: binary"
+            )
         values = as_labels(values)
     else:
         values = pd.to_numeric(values, errors="coerce").astype("float64")
@@ -109,23 +115,31 @@ def _binary_target(values: pd.Series, known: pd.Series, spec: ModelSpec) -> pd.S
     distinct = pd.unique(values[known].dropna())
     if len(distinct) > 2:
         shown = ", ".join(repr(v) for v in sorted(map(str, distinct))[:5])
-        raise FeatureError(f"{where}: task: 'binary' but {_target_field(spec)} {spec.target.name!r} has "
-                           f"{len(distinct)} values ({shown}…); use task: multiclass")
+        raise FeatureError(
+            f"{where}: task: 'binary' but {_target_field(spec)} {spec.target.name!r} has "
+            f"{len(distinct)} values ({shown}…); use task: multiclass"
+        )
     if not text:
         values = values.astype("float64") if values.dtype != bool else values.astype("int64")
         return values.where(known).fillna(0).astype("int64")
     positive = spec.target.positive
     found = ", ".join(repr(v) for v in sorted(map(str, distinct)))
     if positive is None or isinstance(positive, bool):
-        hint = ("required when the target is text" if positive is None else
-                f"{positive!r} is a boolean but the target is text: quote it (YAML reads unquoted yes/no/on/off as "
-                "booleans)")
+        hint = (
+            "required when the target is text"
+            if positive is None
+            else f"{positive!r} is a boolean but the target is text: quote it (YAML reads unquoted yes/no/on/off as "
+            "booleans)"
+        )
         example = sorted(map(str, distinct))[-1] if len(distinct) else "yes"
-        raise FeatureError(f"{where}: target.positive: {hint} (found {found}); name the class whose probability "
-                           f"the model answers, e.g. positive: \"{example}\"")
+        raise FeatureError(
+            f"{where}: target.positive: {hint} (found {found}); name the class whose probability "
+            f'the model answers, e.g. positive: "{example}"'
+        )
     if len(distinct) == 2 and positive not in set(distinct):
-        raise FeatureError(f"{where}: target.positive: {positive!r} is not a value of {spec.target.name!r} "
-                           f"(found {found})")
+        raise FeatureError(
+            f"{where}: target.positive: {positive!r} is not a value of {spec.target.name!r} (found {found})"
+        )
     return values
 
 
@@ -163,8 +177,9 @@ def concat_partitions(frames: list[pd.DataFrame]) -> pd.DataFrame:
     categorical, or a column all missing, which Parquet stores untyped) join the same way."""
     if len(frames) == 1:
         return frames[0]
-    names = dict.fromkeys(name for frame in frames for name, dtype in frame.dtypes.items()
-                          if isinstance(dtype, pd.CategoricalDtype))
+    names = dict.fromkeys(
+        name for frame in frames for name, dtype in frame.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)
+    )
     if not names:
         return pd.concat(frames, ignore_index=True)
     dtypes = {}
@@ -173,12 +188,15 @@ def concat_partitions(frames: list[pd.DataFrame]) -> pd.DataFrame:
         for frame in frames:
             if name in frame.columns:
                 column = frame[name]
-                levels.update(column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype)
-                              else column.dropna().unique())
+                levels.update(
+                    column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else column.dropna().unique()
+                )
         try:
             ordered = sorted(levels)
         except TypeError:  # levels of mixed types: a stable order all the same
             ordered = sorted(levels, key=lambda level: (type(level).__name__, str(level)))
         dtypes[name] = pd.CategoricalDtype(pd.Index(ordered, dtype=object))
-    return pd.concat([frame.astype({name: dtype for name, dtype in dtypes.items() if name in frame.columns})
-                      for frame in frames], ignore_index=True)
+    return pd.concat(
+        [frame.astype({name: dtype for name, dtype in dtypes.items() if name in frame.columns}) for frame in frames],
+        ignore_index=True,
+    )

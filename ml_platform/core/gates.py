@@ -12,7 +12,12 @@ from dataclasses import asdict, dataclass
 from ml_platform.core.evaluation import HIGHER_IS_BETTER, Evaluation, improvement, meets
 from ml_platform.spec import Gates
 
-METRIC_FLOOR, NOT_WORSE, FAIRNESS, SANITY = "metric_floor", "not_worse_than_champion", "fairness_gap", "prediction_sanity"
+METRIC_FLOOR, NOT_WORSE, FAIRNESS, SANITY = (
+    "metric_floor",
+    "not_worse_than_champion",
+    "fairness_gap",
+    "prediction_sanity",
+)
 GATE_NAMES = (METRIC_FLOOR, NOT_WORSE, FAIRNESS, SANITY)
 
 
@@ -46,9 +51,14 @@ def not_worse_than_champion(evaluation: Evaluation, gates: Gates) -> GateResult:
     new, old = evaluation.value, evaluation.champion[metric]
     worse_by = -improvement(metric, new, old)
     passed = worse_by <= gates.max_regression + 1e-12  # "worse by exactly the tolerance" passes despite rounding
-    return GateResult(NOT_WORSE, bool(passed),
-                      f"{metric} {new:.4f} vs champion {old:.4f} on the same holdout "
-                      f"(worse by {worse_by:+.4f}, tolerance {gates.max_regression})", worse_by, gates.max_regression)
+    return GateResult(
+        NOT_WORSE,
+        bool(passed),
+        f"{metric} {new:.4f} vs champion {old:.4f} on the same holdout "
+        f"(worse by {worse_by:+.4f}, tolerance {gates.max_regression})",
+        worse_by,
+        gates.max_regression,
+    )
 
 
 def fairness(evaluation: Evaluation, gates: Gates) -> GateResult:
@@ -58,17 +68,33 @@ def fairness(evaluation: Evaluation, gates: Gates) -> GateResult:
     if gap is None:
         return GateResult(FAIRNESS, True, f"fewer than two levels of {gates.fairness.group} with enough rows")
     passed = gap["gap"] <= gates.fairness.max_gap
-    return GateResult(FAIRNESS, bool(passed),
-                      f"{gap['metric']} gap across {gap['group']} {gap['gap']:.4f} (best {gap['best']}, worst "
-                      f"{gap['worst']}) <= {gates.fairness.max_gap}", gap["gap"], gates.fairness.max_gap)
+    return GateResult(
+        FAIRNESS,
+        bool(passed),
+        f"{gap['metric']} gap across {gap['group']} {gap['gap']:.4f} (best {gap['best']}, worst "
+        f"{gap['worst']}) <= {gates.fairness.max_gap}",
+        gap["gap"],
+        gates.fairness.max_gap,
+    )
 
 
 def prediction_sanity(evaluation: Evaluation, gates: Gates) -> GateResult:
     s = evaluation.sanity
-    problems = [name for name, bad in (("not finite", not s["finite"]), ("out of range", not s["in_range"]),
-                                       ("constant", s["constant"])) if bad]
-    return GateResult(SANITY, s["passed"], "predictions finite, in range, varied" if not problems
-                      else "predictions " + ", ".join(problems), s["std"])
+    problems = [
+        name
+        for name, bad in (
+            ("not finite", not s["finite"]),
+            ("out of range", not s["in_range"]),
+            ("constant", s["constant"]),
+        )
+        if bad
+    ]
+    return GateResult(
+        SANITY,
+        s["passed"],
+        "predictions finite, in range, varied" if not problems else "predictions " + ", ".join(problems),
+        s["std"],
+    )
 
 
 def run_gates(evaluation: Evaluation, gates: Gates) -> list[GateResult]:

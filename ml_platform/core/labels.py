@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 UNKNOWN = -1.0  # the code of a missing label, or of one the model never saw
-_YAML_HINT = ("quote it (YAML reads unquoted yes/no/on/off/true/false as booleans), e.g. positive: \"yes\"")
+_YAML_HINT = 'quote it (YAML reads unquoted yes/no/on/off/true/false as booleans), e.g. positive: "yes"'
 
 
 class LabelError(ValueError):
@@ -97,8 +97,16 @@ class Labels:
         return self.classes[1] if self.task == "binary" else None
 
     @classmethod
-    def fit(cls, task: str, train: Iterable, valid: Iterable = (), *, declared: list | None = None,
-            positive: Any = None, target: str = "target") -> "Labels":
+    def fit(
+        cls,
+        task: str,
+        train: Iterable,
+        valid: Iterable = (),
+        *,
+        declared: list | None = None,
+        positive: Any = None,
+        target: str = "target",
+    ) -> Labels:
         """The classes of the rows a model trains on (`train`, plus `valid` when it is refitted on them).
 
         Multiclass: the order `declared` gives (`target.classes`), else sorted. Binary: `(negative, positive)`,
@@ -110,9 +118,11 @@ class Labels:
             seen = [c for c in seen if c in set(declared)]
         if len(seen) < 2:
             where = "target.classes" if declared else "target"
-            raise LabelError(f"{where}: the training rows hold a single class "
-                             f"({_shown(seen) if seen else 'none'}) of {target!r}; a classifier needs two or more "
-                             "(widen training.window_days or check target)")
+            raise LabelError(
+                f"{where}: the training rows hold a single class "
+                f"({_shown(seen) if seen else 'none'}) of {target!r}; a classifier needs two or more "
+                "(widen training.window_days or check target)"
+            )
         observed = _sorted(dict.fromkeys([*seen, *extra]))
         classes = [scalar(c) for c in declared] if declared else observed
         if task == "binary":
@@ -122,24 +132,29 @@ class Labels:
     @staticmethod
     def _binary(classes: list, positive: Any, target: str) -> tuple:
         if len(classes) > 2:
-            raise LabelError(f"task: 'binary' but {target!r} has {len(classes)} classes ({_shown(classes)}); "
-                             "use task: multiclass, or a target.expression that yields two values")
+            raise LabelError(
+                f"task: 'binary' but {target!r} has {len(classes)} classes ({_shown(classes)}); "
+                "use task: multiclass, or a target.expression that yields two values"
+            )
         if positive is None:
             if any(isinstance(c, str) for c in classes):
-                raise LabelError(f"target.positive: required when the target is text (found {_shown(classes)}); "
-                                 f"name the class whose probability the model answers, e.g. positive: "
-                                 f"{str(classes[-1])!r}")
+                raise LabelError(
+                    f"target.positive: required when the target is text (found {_shown(classes)}); "
+                    f"name the class whose probability the model answers, e.g. positive: "
+                    f"{str(classes[-1])!r}"
+                )
             return tuple(_sorted(classes))
         match = [c for c in classes if c == positive]
         if not match:
             hint = f"; {_YAML_HINT}" if isinstance(positive, bool) else ""
-            raise LabelError(f"target.positive: {positive!r} is not a value of {target!r} "
-                             f"(found {_shown(classes)}){hint}")
+            raise LabelError(
+                f"target.positive: {positive!r} is not a value of {target!r} (found {_shown(classes)}){hint}"
+            )
         others = [c for c in classes if c is not match[0]]
         return (others[0], match[0])
 
     @classmethod
-    def of_manifest(cls, manifest: dict) -> "Labels | None":
+    def of_manifest(cls, manifest: dict) -> Labels | None:
         """A model's labels from its manifest; None for regression (or a manifest without classes)."""
         classes = manifest.get("classes")
         if manifest.get("task") not in ("binary", "multiclass") or not classes:
@@ -205,7 +220,7 @@ class Labels:
 
     def _named(self, rows: list[list[float]]) -> list[dict[str, float]]:
         names = self._names
-        return [dict(zip(names, row)) for row in rows]
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     @cached_property
     def _names(self) -> list[str]:

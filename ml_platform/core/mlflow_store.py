@@ -32,16 +32,16 @@ CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 GATES_TAG = "gates"  # on a model version: "passed" or "failed", written once its evaluation has run
 
 # What a training run logs, as paths inside the run: writers and readers use these names, never literals.
-MODEL_FILES = "model_files"                     # the platform model folder (model.txt + manifest.json)
-SMOKE_ROWS = "smoke_rows.json"                  # held-out rows every deployment must score exactly
-REFERENCE_PROFILE = "reference_profile.json"    # the drift reference of the version's training rows
+MODEL_FILES = "model_files"  # the platform model folder (model.txt + manifest.json)
+SMOKE_ROWS = "smoke_rows.json"  # held-out rows every deployment must score exactly
+REFERENCE_PROFILE = "reference_profile.json"  # the drift reference of the version's training rows
 MODEL_CARD = "model_card.md"
 GATE_RESULTS = "gates.json"
 DATA_VERSIONS = "data_versions.json"
 TUNING_TRIALS = "tuning_trials.json"
 FEATURE_ATTRIBUTIONS = "feature_attributions.json"
 SLICES = "slices.csv"
-PLOTS = "plots"                                 # a folder: one PNG per plot, see `plot_artifact`
+PLOTS = "plots"  # a folder: one PNG per plot, see `plot_artifact`
 
 
 def plot_artifact(plot: str) -> str:
@@ -50,6 +50,7 @@ def plot_artifact(plot: str) -> str:
 
 
 # --- where the store is ----------------------------------------------------------------------------------------
+
 
 def default_tracking_uri() -> str:
     """The platform's own store when nothing is configured: SQLite under ML_PLATFORM_HOME/mlflow. The folder is
@@ -90,13 +91,13 @@ def resolve_uris(tracking_uri: str | None = None, registry_uri: str | None = Non
     return tracking, registry_uri or tracking
 
 
-def client_for(tracking_uri: str | None = None, registry_uri: str | None = None) -> "MlflowClient":
+def client_for(tracking_uri: str | None = None, registry_uri: str | None = None) -> MlflowClient:
     """The one client of a store (URIs resolved as `resolve_uris` does). Cached, because building a client opens
     the store (and for SQLite checks its schema), which is slow. Leaves the process-wide URIs alone."""
     return _client(*resolve_uris(tracking_uri, registry_uri))
 
 
-def use_store(tracking_uri: str | None = None, registry_uri: str | None = None) -> "MlflowClient":
+def use_store(tracking_uri: str | None = None, registry_uri: str | None = None) -> MlflowClient:
     """`client_for`, after pointing this process's MLflow helpers (`mlflow.start_run`, `log_*`,
     `register_model`, `runs:/` URIs) at the same store. Call it every time before using them, so a store used
     earlier in the process (another model, a test) never receives this model's runs or versions."""
@@ -110,7 +111,7 @@ def use_store(tracking_uri: str | None = None, registry_uri: str | None = None) 
 
 
 @functools.lru_cache(maxsize=8)
-def _client(tracking_uri: str, registry_uri: str) -> "MlflowClient":
+def _client(tracking_uri: str, registry_uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     _quiet()
@@ -128,9 +129,14 @@ def _quiet() -> None:
 _BATCH_TOTAL, _BATCH_METRICS, _BATCH_PARAMS, _BATCH_TAGS = 1000, 1000, 100, 100
 
 
-def log_batch(run_id: str, metrics: dict[str, float] | None = None, params: dict[str, Any] | None = None,
-              tags: dict[str, Any] | None = None, steps: list | None = None,
-              client: "MlflowClient | None" = None) -> int:
+def log_batch(
+    run_id: str,
+    metrics: dict[str, float] | None = None,
+    params: dict[str, Any] | None = None,
+    tags: dict[str, Any] | None = None,
+    steps: list | None = None,
+    client: MlflowClient | None = None,
+) -> int:
     """Metrics, params and tags of a run in as few `log_batch` requests as MLflow's limits allow (one for a
     training or evaluation run's scalars): each `log_metric`/`log_param`/`set_tag` call is a store round trip
     (a SQLite transaction, or an HTTP request to a tracking server). `steps` are extra `Metric` entities (a
@@ -159,7 +165,8 @@ def log_batch(run_id: str, metrics: dict[str, float] | None = None, params: dict
 
 # --- the model behind an alias or a version -------------------------------------------------------------------
 
-def version_of_alias(client: "MlflowClient", name: str, alias: str, gated: bool = False) -> str | None:
+
+def version_of_alias(client: MlflowClient, name: str, alias: str, gated: bool = False) -> str | None:
     """The version `alias` points to now, or None (no such model or alias). With `gated`, only a version whose
     offline gates passed: live traffic must never reach one that did not. A store that cannot be asked (a
     tracking server down, a refused login) raises: "no champion" and "cannot tell" are different answers."""
@@ -179,13 +186,13 @@ def version_of_alias(client: "MlflowClient", name: str, alias: str, gated: bool 
 _ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # no such registered model; no such alias
 
 
-def _visible(client: "MlflowClient", name: str) -> bool:
+def _visible(client: MlflowClient, name: str) -> bool:
     """Whether a registered model exists as far as this client may see. A tracking server with basic-auth
     answers PERMISSION_DENIED, not "does not exist", for a model nobody has registered yet."""
     return bool(client.search_registered_models(f"name = '{name}'", max_results=1))
 
 
-def run_of(client: "MlflowClient", name: str, version: str) -> str | None:
+def run_of(client: MlflowClient, name: str, version: str) -> str | None:
     """The training run of a model version: where its model files, smoke rows and drift reference live."""
     return client.get_model_version(name, str(version)).run_id
 
@@ -195,19 +202,22 @@ def download_model_files(run_id: str, tracking_uri: str | None = None) -> Path:
     import mlflow
 
     _quiet()
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=MODEL_FILES,
-                                                    tracking_uri=resolve_uris(tracking_uri)[0]))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=MODEL_FILES, tracking_uri=resolve_uris(tracking_uri)[0]
+        )
+    )
 
 
 # Models already in this process, by (tracking URI, run id): a run's model files never change once logged, so
 # the evaluation step (in the same process as training, with the in-process executor) and a backfill's next
 # week (whose champion is this week's candidate) reuse them instead of downloading and parsing them again.
-_MODELS: "collections.OrderedDict[tuple[str, str], Model]" = collections.OrderedDict()
+_MODELS: collections.OrderedDict[tuple[str, str], Model] = collections.OrderedDict()
 _MODELS_KEPT = 4
 _MODELS_LOCK = threading.Lock()  # the endpoint loads models from a reload thread while requests are served
 
 
-def remember_model(run_id: str, model: "Model", tracking_uri: str | None = None) -> None:
+def remember_model(run_id: str, model: Model, tracking_uri: str | None = None) -> None:
     """Keep a run's model (as loaded from its logged files) for `load_model` in this process."""
     key = (resolve_uris(tracking_uri)[0], run_id)
     with _MODELS_LOCK:
@@ -217,7 +227,7 @@ def remember_model(run_id: str, model: "Model", tracking_uri: str | None = None)
             _MODELS.popitem(last=False)
 
 
-def load_model(run_id: str, tracking_uri: str | None = None) -> "Model":
+def load_model(run_id: str, tracking_uri: str | None = None) -> Model:
     """The platform `Model` a run logged (native LightGBM text + JSON manifest; nothing unpickled); the one
     already in this process when there is one (see `remember_model`)."""
     from ml_platform.core.model import Model
@@ -232,7 +242,7 @@ def load_model(run_id: str, tracking_uri: str | None = None) -> "Model":
     return model
 
 
-def load_version(client: "MlflowClient", name: str, version: str) -> "Model":
+def load_version(client: MlflowClient, name: str, version: str) -> Model:
     """The `Model` of a registered version, read from the client's tracking store."""
     return load_model(run_of(client, name, version), client.tracking_uri)
 
@@ -244,7 +254,7 @@ def load_json_artifact(run_id: str, name: str, tracking_uri: str | None = None) 
 
     _quiet()
     with tempfile.TemporaryDirectory() as scratch:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=scratch,
-                                                   tracking_uri=resolve_uris(tracking_uri)[0])
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=name, dst_path=scratch, tracking_uri=resolve_uris(tracking_uri)[0]
+        )
         return json.loads(Path(path).read_text(encoding="utf-8"))
-

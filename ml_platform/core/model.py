@@ -38,7 +38,7 @@ class FeatureEncoder:
         return [*self.numeric, *self.categorical]
 
     @classmethod
-    def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> "FeatureEncoder":
+    def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> FeatureEncoder:
         levels = {name: sorted(frame[name].dropna().astype(str).unique().tolist()) for name in categorical}
         return cls(list(numeric), list(categorical), levels)
 
@@ -56,8 +56,7 @@ class FeatureEncoder:
                 columns[i] = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError):
             for i, name in enumerate(self.numeric):
-                columns[i] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64,
-                                                                                  na_value=np.nan)
+                columns[i] = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         for j, name in enumerate(self.categorical, start=len(self.numeric)):
             columns[j] = self._encode(name, frame[name])
         return columns
@@ -211,14 +210,19 @@ class Model:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(folder / MODEL_FILE))
-        manifest = {**self.manifest, "features": {"numeric": self.encoder.numeric,
-                                                   "categorical": self.encoder.categorical,
-                                                   "levels": self.encoder.levels}}
+        manifest = {
+            **self.manifest,
+            "features": {
+                "numeric": self.encoder.numeric,
+                "categorical": self.encoder.categorical,
+                "levels": self.encoder.levels,
+            },
+        }
         (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Model":
+    def load(cls, folder: str | Path) -> Model:
         """Load from the native text model and the JSON manifest (no unpickling)."""
         folder = Path(folder)
         manifest = json.loads((folder / MANIFEST_FILE).read_text())

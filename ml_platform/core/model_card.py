@@ -22,8 +22,12 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4f") -> str:
     it stays a table. Every Markdown table the platform writes into metadata can use it."""
     if not len(frame):
         return "_none_"
-    safe = pd.DataFrame({_cell(str(column)): values if pd.api.types.is_numeric_dtype(values)
-                         else values.astype(object).map(_cell) for column, values in frame.items()})
+    safe = pd.DataFrame(
+        {
+            _cell(str(column)): values if pd.api.types.is_numeric_dtype(values) else values.astype(object).map(_cell)
+            for column, values in frame.items()
+        }
+    )
     return safe.to_markdown(index=False, floatfmt=floatfmt)
 
 
@@ -32,9 +36,12 @@ def _final_fit(fit: dict | None) -> list[str]:
     if not fit:
         return []
     if fit.get("refit"):
-        return [f"Final model: refit on train + validation, {fit.get('rows')} rows ({fit.get('first_day')} → "
-                f"{fit.get('last_day')}), {fit.get('rounds')} rounds chosen by early stopping on the validation "
-                "days; the validation metrics are the early-stopping model's.", ""]
+        return [
+            f"Final model: refit on train + validation, {fit.get('rows')} rows ({fit.get('first_day')} → "
+            f"{fit.get('last_day')}), {fit.get('rounds')} rounds chosen by early stopping on the validation "
+            "days; the validation metrics are the early-stopping model's.",
+            "",
+        ]
     return [f"Final model: the early-stopping model, trained on the training days ({fit.get('rows')} rows).", ""]
 
 
@@ -42,8 +49,11 @@ def _shap_sample(attrs: dict) -> list[str]:
     """On how many rows the attributions were computed: TreeSHAP costs grow with rows, so they are capped."""
     if "rows" not in attrs:
         return []
-    return [f"Mean absolute TreeSHAP contribution on {attrs['rows']} of {attrs['of_rows']} holdout rows "
-            f"(sample cap {attrs['cap']}).", ""]
+    return [
+        f"Mean absolute TreeSHAP contribution on {attrs['rows']} of {attrs['of_rows']} holdout rows "
+        f"(sample cap {attrs['cap']}).",
+        "",
+    ]
 
 
 def _classes(task: str, confusion: pd.DataFrame | None, most: int = 20) -> str:
@@ -64,29 +74,53 @@ def _unseen(unseen: dict[str, int], most: int = 10) -> list[str]:
         return []
     shown = ", ".join(f"{label}: {count}" for label, count in list(unseen.items())[:most])
     more = f", … ({len(unseen)} labels)" if len(unseen) > most else ""
-    return [f"{sum(unseen.values())} held-out rows carry a label never seen in training ({shown}{more}): left "
-            "out of the metrics.", ""]
+    return [
+        f"{sum(unseen.values())} held-out rows carry a label never seen in training ({shown}{more}): left "
+        "out of the metrics.",
+        "",
+    ]
 
 
 def _confusion(confusion: pd.DataFrame | None) -> list[str]:
     """A classifier's confusion matrix: every class, counts of actual (rows) by predicted (columns) label."""
     if confusion is None:
         return []
-    return ["## Confusion matrix (held-out slice)", markdown_table(confusion.reset_index()), "",
-            "Rows: the actual label; columns: the predicted one (binary: probability at least 0.5; multiclass: "
-            "the most probable class).", ""]
+    return [
+        "## Confusion matrix (held-out slice)",
+        markdown_table(confusion.reset_index()),
+        "",
+        "Rows: the actual label; columns: the predicted one (binary: probability at least 0.5; multiclass: "
+        "the most probable class).",
+        "",
+    ]
 
 
-def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gates: list[GateResult],
-               data: dict, plots: bool = True) -> str:
+def model_card(
+    spec: ModelSpec,
+    version: str | None,
+    evaluation: Evaluation,
+    gates: list[GateResult],
+    data: dict,
+    plots: bool = True,
+) -> str:
     """Purpose, owner, data window and versions, metrics against baseline and champion, a classifier's
     confusion matrix, slices, fairness, attributions, gates and known limits. Length: the card's sections in
     reading order, one block each."""
-    metrics = pd.DataFrame([{"metric": k, "model": v, "baseline": evaluation.baseline.get(k),
-                             "champion": (evaluation.champion or {}).get(k)} for k, v in evaluation.metrics.items()])
+    metrics = pd.DataFrame(
+        [
+            {
+                "metric": k,
+                "model": v,
+                "baseline": evaluation.baseline.get(k),
+                "champion": (evaluation.champion or {}).get(k),
+            }
+            for k, v in evaluation.metrics.items()
+        ]
+    )
     top = evaluation.attributions.head(10).rename("mean abs SHAP").reset_index().rename(columns={"index": "feature"})
-    gate_rows = pd.DataFrame([{"gate": g.name, "passed": "yes" if g.passed else "NO", "detail": g.detail}
-                              for g in gates])
+    gate_rows = pd.DataFrame(
+        [{"gate": g.name, "passed": "yes" if g.passed else "NO", "detail": g.detail} for g in gates]
+    )
     fairness = evaluation.fairness
     lines = [
         f"# Model card: {spec.name}" + (f" v{version}" if version else ""),
@@ -99,8 +133,11 @@ def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gat
         "",
         "## Data",
         f"Training window {data.get('window', '?')}; split by time: "
-        + ", ".join(f"{k} {v.get('rows')} rows ({v.get('first_day')} → {v.get('last_day')})"
-                    for k, v in data.get("splits", {}).items()) + ".",
+        + ", ".join(
+            f"{k} {v.get('rows')} rows ({v.get('first_day')} → {v.get('last_day')})"
+            for k, v in data.get("splits", {}).items()
+        )
+        + ".",
         "",
         *_final_fit(data.get("fit")),
         f"Upstream data versions: {len(data.get('data_versions', {}))} partitions of `{spec.name}/features` "
@@ -115,8 +152,12 @@ def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gat
         markdown_table(evaluation.slices),
         "",
         "## Fairness",
-        (f"Largest {fairness['metric']} gap across `{fairness['group']}`: **{fairness['gap']:.4f}** "
-         f"(best {fairness['best']}, worst {fairness['worst']})." if fairness else "No sensitive group assessed."),
+        (
+            f"Largest {fairness['metric']} gap across `{fairness['group']}`: **{fairness['gap']:.4f}** "
+            f"(best {fairness['best']}, worst {fairness['worst']})."
+            if fairness
+            else "No sensitive group assessed."
+        ),
         "",
         "## What drives predictions (TreeSHAP)",
         markdown_table(top),
@@ -132,6 +173,9 @@ def model_card(spec: ModelSpec, version: str | None, evaluation: Evaluation, gat
         "- Correlation, not causation: attributions explain the model, not the world.",
     ]
     if plots:
-        lines += ["", "## Plots",
-                  *[f"![{name}](data:image/png;base64,{png})" for name, png in evaluation.plots.items()]]
+        lines += [
+            "",
+            "## Plots",
+            *[f"![{name}](data:image/png;base64,{png})" for name, png in evaluation.plots.items()],
+        ]
     return "\n".join(lines)

@@ -16,21 +16,26 @@ import pandas as pd
 from ml_platform.core.evaluation import improvement, task_metrics
 from ml_platform.core.labels import UNKNOWN, Labels, probability_vectors
 
-
 LabelsOf = Callable[[str], "Labels | None"]  # a version's labels (None: regression, or a model without them)
 Scored = tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]
 
 
-def live_performance(served: pd.DataFrame, labels: pd.DataFrame, key: str | None, target: str, task: str,
-                     metric: str, labels_of: LabelsOf | None = None) -> dict:
+def live_performance(
+    served: pd.DataFrame,
+    labels: pd.DataFrame,
+    key: str | None,
+    target: str,
+    task: str,
+    metric: str,
+    labels_of: LabelsOf | None = None,
+) -> dict:
     """Metrics of the answering version(s) and of any shadowing challenger on the labelled rows.
 
     Outcomes may be text: each row's outcome is encoded with the labels of the version that scored it
     (`labels_of`); an outcome that version never saw is left out of its metrics and counted in `unseen_labels`.
     Without `labels_of`, outcomes are the numeric codes themselves."""
     empty = pd.DataFrame(columns=["role", "version", "rows", metric])
-    out = {"served": int(len(served)), "labelled": 0, "coverage": 0.0, "metrics": {}, "table": empty,
-           "unseen_labels": {}}
+    out = {"served": len(served), "labelled": 0, "coverage": 0.0, "metrics": {}, "table": empty, "unseen_labels": {}}
     if served.empty:
         return {**out, "status": "no traffic"}
     if not key or key not in served.columns:
@@ -38,15 +43,19 @@ def live_performance(served: pd.DataFrame, labels: pd.DataFrame, key: str | None
     if labels.empty or target not in labels.columns:
         return {**out, "status": "labels not arrived"}
     joined = served.merge(labels[[key, target]].drop_duplicates(key), on=key, how="inner")
-    out.update(labelled=int(len(joined)), coverage=round(len(joined) / len(served), 4))
+    out.update(labelled=len(joined), coverage=round(len(joined) / len(served), 4))
     if joined.empty:
         return {**out, "status": "labels not arrived"}
     answer = _answer_column(joined, task)
-    rows = [_metric_row("answer", version, part, target, task, metric, labels_of, "_version", answer)
-            for version, part in joined.groupby("_version")]
+    rows = [
+        _metric_row("answer", version, part, target, task, metric, labels_of, "_version", answer)
+        for version, part in joined.groupby("_version")
+    ]
     shadowed = joined.dropna(subset=["_shadow_prediction"])
-    rows += [_metric_row("shadow", version, part, target, task, metric, labels_of, "_shadow_version",
-                         "_shadow_prediction") for version, part in shadowed.groupby("_shadow_version")]
+    rows += [
+        _metric_row("shadow", version, part, target, task, metric, labels_of, "_shadow_version", "_shadow_prediction")
+        for version, part in shadowed.groupby("_shadow_version")
+    ]
     y, scores, usable, unseen = _scored(task, joined[target], joined[answer], joined["_version"], labels_of)
     metrics = {"answer": task_metrics(task, y[usable], scores[usable]) if usable.any() else {}}
     status = "complete" if out["coverage"] >= 0.99 else "partial labels"
@@ -58,15 +67,30 @@ def _answer_column(frame: pd.DataFrame, task: str) -> str:
     return "_probabilities" if task == "multiclass" and "_probabilities" in frame.columns else "prediction"
 
 
-def _metric_row(role: str, version, part: pd.DataFrame, target: str, task: str, metric: str,
-                labels_of: LabelsOf | None, version_column: str, score_column: str) -> dict:
+def _metric_row(
+    role: str,
+    version,
+    part: pd.DataFrame,
+    target: str,
+    task: str,
+    metric: str,
+    labels_of: LabelsOf | None,
+    version_column: str,
+    score_column: str,
+) -> dict:
     y, scores, usable, _ = _scored(task, part[target], part[score_column], part[version_column], labels_of)
     value = task_metrics(task, y[usable], scores[usable]).get(metric) if usable.any() else None
     return {"role": role, "version": str(version), "rows": int(usable.sum()), metric: value}
 
 
-def _scored(task: str, truth: pd.Series, scores: pd.Series, versions: pd.Series, labels_of: LabelsOf | None,
-            classes: list | None = None) -> Scored:
+def _scored(
+    task: str,
+    truth: pd.Series,
+    scores: pd.Series,
+    versions: pd.Series,
+    labels_of: LabelsOf | None,
+    classes: list | None = None,
+) -> Scored:
     """(y, scores, usable, unseen) of joined rows, each row under the labels of the version that scored it.
 
     `usable` leaves out rows whose outcome that version never saw (counted per label in `unseen`) and multiclass
@@ -116,15 +140,28 @@ def _version_rows(labels: Labels, truth: pd.Series, scores: pd.Series, classes: 
     return np.where((codes != UNKNOWN) & fits, on_classes, UNKNOWN), matrix
 
 
-def paired_comparison(served: pd.DataFrame, labels: pd.DataFrame, key: str | None, target: str, task: str,
-                      metric: str, labels_of: LabelsOf | None = None) -> pd.DataFrame:
+def paired_comparison(
+    served: pd.DataFrame,
+    labels: pd.DataFrame,
+    key: str | None,
+    target: str,
+    task: str,
+    metric: str,
+    labels_of: LabelsOf | None = None,
+) -> pd.DataFrame:
     """The champion against the other version scored on the same labelled requests: a challenger in shadow
     (scored beside the champion's answer) or canary (the champion scored beside the challenger's answer), or
     the previous champion scored beside a newly promoted one. `gain` > 0 means the other version did better.
     Both are scored on the rows whose outcome both know, multiclass on the union of their classes."""
     columns = ["champion", "other", "rows", "champion_value", "other_value", "gain"]
-    if served.empty or not key or key not in served.columns or labels.empty or target not in labels.columns \
-            or "_shadow_version" not in served.columns:
+    if (
+        served.empty
+        or not key
+        or key not in served.columns
+        or labels.empty
+        or target not in labels.columns
+        or "_shadow_version" not in served.columns
+    ):
         return pd.DataFrame(columns=columns)
     paired = served.dropna(subset=["_shadow_version", "_shadow_prediction"])
     paired = paired.merge(labels[[key, target]].drop_duplicates(key), on=key, how="inner")
@@ -132,31 +169,45 @@ def paired_comparison(served: pd.DataFrame, labels: pd.DataFrame, key: str | Non
         return pd.DataFrame(columns=columns)
     canary = (paired["_routed"] == "canary") if "_routed" in paired.columns else pd.Series(False, paired.index)
     answer = paired[_answer_column(paired, task)]
-    frame = pd.DataFrame({
-        "champion": paired["_shadow_version"].where(canary, paired["_version"]).astype(str),
-        "other": paired["_version"].where(canary, paired["_shadow_version"]).astype(str),
-        "champion_prediction": paired["_shadow_prediction"].where(canary, answer),
-        "other_prediction": answer.where(canary, paired["_shadow_prediction"]),
-        "y": paired[target]})
-    rows = [_pair_row(champion, other, part, task, metric, labels_of)
-            for (champion, other), part in frame.groupby(["champion", "other"])]
+    frame = pd.DataFrame(
+        {
+            "champion": paired["_shadow_version"].where(canary, paired["_version"]).astype(str),
+            "other": paired["_version"].where(canary, paired["_shadow_version"]).astype(str),
+            "champion_prediction": paired["_shadow_prediction"].where(canary, answer),
+            "other_prediction": answer.where(canary, paired["_shadow_prediction"]),
+            "y": paired[target],
+        }
+    )
+    rows = [
+        _pair_row(champion, other, part, task, metric, labels_of)
+        for (champion, other), part in frame.groupby(["champion", "other"])
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
-def _pair_row(champion: str, other: str, part: pd.DataFrame, task: str, metric: str,
-              labels_of: LabelsOf | None) -> dict:
+def _pair_row(
+    champion: str, other: str, part: pd.DataFrame, task: str, metric: str, labels_of: LabelsOf | None
+) -> dict:
     found = _labels_by_version(pd.Series([champion, other]), labels_of) if task == "multiclass" else None
     classes = union_of(found.values()) if found else None
-    y_old, old_scores, old_usable, _ = _scored(task, part["y"], part["champion_prediction"], part["champion"],
-                                               labels_of, classes)
-    y_new, new_scores, new_usable, _ = _scored(task, part["y"], part["other_prediction"], part["other"],
-                                               labels_of, classes)
+    y_old, old_scores, old_usable, _ = _scored(
+        task, part["y"], part["champion_prediction"], part["champion"], labels_of, classes
+    )
+    y_new, new_scores, new_usable, _ = _scored(
+        task, part["y"], part["other_prediction"], part["other"], labels_of, classes
+    )
     usable = old_usable & new_usable
     old = task_metrics(task, y_old[usable], old_scores[usable]).get(metric) if usable.any() else None
     new = task_metrics(task, y_new[usable], new_scores[usable]).get(metric) if usable.any() else None
     gain = None if old is None or new is None else improvement(metric, new, old)
-    return {"champion": champion, "other": other, "rows": int(usable.sum()),
-            "champion_value": old, "other_value": new, "gain": gain}
+    return {
+        "champion": champion,
+        "other": other,
+        "rows": int(usable.sum()),
+        "champion_value": old,
+        "other_value": new,
+        "gain": gain,
+    }
 
 
 def pooled(days: list[dict], field: str = "gain") -> tuple[int, float | None]:
@@ -168,7 +219,7 @@ def pooled(days: list[dict], field: str = "gain") -> tuple[int, float | None]:
 
 @dataclass(frozen=True)
 class Verdict:
-    decision: str          # "promote", "retire" or "wait" (challengers); "rollback", "keep" or "wait" (rollbacks)
+    decision: str  # "promote", "retire" or "wait" (challengers); "rollback", "keep" or "wait" (rollbacks)
     reason: str
     gain: float | None = None
     rows: int = 0
@@ -188,18 +239,28 @@ def judge_challenger(days: list[dict], trial_days: int, min_rows: int, min_impro
     rows, gain = pooled(window)
     names = tuple(d["day"] for d in window)
     if rows < min_rows:
-        return Verdict("wait", f"{rows} labelled paired rows over {names[0]}..{names[-1]}; need {min_rows}",
-                       rows=rows, days=names)
+        return Verdict(
+            "wait", f"{rows} labelled paired rows over {names[0]}..{names[-1]}; need {min_rows}", rows=rows, days=names
+        )
     wins = sum(1 for d in window if d["gain"] > 0)
-    summary = (f"gain {gain:+.4f} over {len(window)} days ({names[0]}..{names[-1]}, {rows} rows; better on "
-               f"{wins} of {len(window)} days); needed more than 0 and at least {min_improvement}")
+    summary = (
+        f"gain {gain:+.4f} over {len(window)} days ({names[0]}..{names[-1]}, {rows} rows; better on "
+        f"{wins} of {len(window)} days); needed more than 0 and at least {min_improvement}"
+    )
     if gain > 0 and gain >= min_improvement:
         return Verdict("promote", f"challenger wins: {summary}", gain, rows, names)
     return Verdict("retire", f"challenger does not win: {summary}", gain, rows, names)
 
 
-def judge_rollback(paired_days: list[dict], answered_days: list[dict], champion: str, previous: str, metric: str,
-                   tolerance: float, min_rows: int) -> Verdict:
+def judge_rollback(
+    paired_days: list[dict],
+    answered_days: list[dict],
+    champion: str,
+    previous: str,
+    metric: str,
+    tolerance: float,
+    min_rows: int,
+) -> Verdict:
     """Decide whether a fresh champion goes back to the previous one: "rollback", "keep" or "wait".
 
     `paired_days` are the daily paired comparisons of `champion` with `previous` (`day`, `rows`, `gain`: how
@@ -214,16 +275,31 @@ def judge_rollback(paired_days: list[dict], answered_days: list[dict], champion:
     if rows >= max(min_rows, 1):
         how = f"on the same {rows} labelled requests"
     else:  # no pairs: each version on the days it answered
-        (new_rows, new_value), (old_rows, old_value) = (pooled([a[v] for a in answered_days if v in a], metric)
-                                                        for v in (champion, previous))
+        (new_rows, new_value), (old_rows, old_value) = (
+            pooled([a[v] for a in answered_days if v in a], metric) for v in (champion, previous)
+        )
         if min(new_rows, old_rows) < max(min_rows, 1):
-            return Verdict("wait", f"not enough labelled live rows yet (paired: {rows}; v{champion}: {new_rows}, "
-                                   f"v{previous}: {old_rows}; need {min_rows})", rows=rows)
+            return Verdict(
+                "wait",
+                f"not enough labelled live rows yet (paired: {rows}; v{champion}: {new_rows}, "
+                f"v{previous}: {old_rows}; need {min_rows})",
+                rows=rows,
+            )
         previous_gain = improvement(metric, old_value, new_value)
         how = f"on the days each answered (v{champion}: {new_rows} rows, v{previous}: {old_rows} rows)"
         rows, days = new_rows + old_rows, ()
     if previous_gain <= tolerance:
-        return Verdict("keep", f"v{champion} kept: v{previous} does better by {previous_gain:+.4f} {metric} {how}, "
-                               f"within {tolerance}", previous_gain, rows, days)
-    return Verdict("rollback", f"live {metric} of v{champion} trails v{previous} by {previous_gain:.4f} > "
-                               f"{tolerance} {how}", previous_gain, rows, days)
+        return Verdict(
+            "keep",
+            f"v{champion} kept: v{previous} does better by {previous_gain:+.4f} {metric} {how}, within {tolerance}",
+            previous_gain,
+            rows,
+            days,
+        )
+    return Verdict(
+        "rollback",
+        f"live {metric} of v{champion} trails v{previous} by {previous_gain:.4f} > {tolerance} {how}",
+        previous_gain,
+        rows,
+        days,
+    )

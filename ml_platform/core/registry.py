@@ -7,16 +7,17 @@ order that never leaves the model without a champion: `previous` first, then `ch
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from ml_platform.core import mlflow_store
-from ml_platform.core.mlflow_store import CHALLENGER, CHAMPION, GATES_TAG, PREVIOUS  # noqa: F401 (re-exported)
+from ml_platform.core.mlflow_store import CHALLENGER, CHAMPION, GATES_TAG, PREVIOUS
 
 
 class RegistryError(RuntimeError):
@@ -32,10 +33,8 @@ class Registry:
         try:
             self.client.get_registered_model(self.name)
         except MlflowException:
-            try:
+            with contextlib.suppress(MlflowException):  # created concurrently
                 self.client.create_registered_model(self.name, description=description)
-            except MlflowException:  # created concurrently
-                pass
 
     def version_of(self, alias: str) -> str | None:
         return mlflow_store.version_of_alias(self.client, self.name, alias)
@@ -127,11 +126,18 @@ class Registry:
         except MlflowException:
             raise RegistryError(f"{self.name} has no version {version}") from None
 
-    def _audit(self, action: str, version: str | None, from_version: str | None, reason: str,
-               details: dict[str, Any]) -> dict:
-        now = datetime.now(timezone.utc)
-        record = {"action": action, "version": version, "from_version": from_version, "reason": reason,
-                  "at": now.isoformat(timespec="seconds"), **details}
+    def _audit(
+        self, action: str, version: str | None, from_version: str | None, reason: str, details: dict[str, Any]
+    ) -> dict:
+        now = datetime.now(UTC)
+        record = {
+            "action": action,
+            "version": version,
+            "from_version": from_version,
+            "reason": reason,
+            "at": now.isoformat(timespec="seconds"),
+            **details,
+        }
         text = json.dumps(record, default=str)
         if len(text) > 4900:  # MLflow tag values are bounded; keep the decision, trim the details
             record = {k: record[k] for k in ("action", "version", "from_version", "reason", "at")}

@@ -58,10 +58,13 @@ class RetrainCursor:
     def from_json(cls, text: str | None) -> RetrainCursor:
         state = json.loads(text) if text else {}
         pending = state.get("pending")
-        return cls(last_id={str(k): int(v) for k, v in state.get("last_id", {}).items()},
-                   last_retrain=float(state.get("last_retrain", 0.0)),
-                   pending={"request": str(pending["request"]), "before": float(pending.get("before", 0.0))}
-                   if pending else None)
+        return cls(
+            last_id={str(k): int(v) for k, v in state.get("last_id", {}).items()},
+            last_retrain=float(state.get("last_retrain", 0.0)),
+            pending={"request": str(pending["request"]), "before": float(pending.get("before", 0.0))}
+            if pending
+            else None,
+        )
 
     def to_json(self) -> str:
         state: dict[str, Any] = {"last_id": dict(self.last_id)}
@@ -118,8 +121,15 @@ class RetrainCursor:
 # --- no-op retrains ----------------------------------------------------------------------------------------
 
 # The modules whose code decides a trained model's bytes, given its training set and spec.
-_TRAINING_MODULES = ("training.py", "training_run.py", "model.py", "pyfunc_model.py", "training_set.py",
-                     "dask_training.py", "labels.py")
+_TRAINING_MODULES = (
+    "training.py",
+    "training_run.py",
+    "model.py",
+    "pyfunc_model.py",
+    "training_set.py",
+    "dask_training.py",
+    "labels.py",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -139,15 +149,18 @@ class RetrainInputs:
     """What a retrain's model is a function of: the content of each day of the training window, the spec and
     the training code. Registered versions carry it as tags, so a retrain can tell it would repeat one."""
 
-    data_versions_digest: str      # of the window's per-day content hashes (the MLflow run's tag of that name)
+    data_versions_digest: str  # of the window's per-day content hashes (the MLflow run's tag of that name)
     spec_digest: str
     training_code_version: str
     days: int = field(default=0, compare=False)
     versions: dict[str, str] = field(default_factory=dict, compare=False, repr=False)  # per day, for the run
 
     def tags(self) -> dict[str, str]:
-        return {"data_versions_digest": self.data_versions_digest, "spec_digest": self.spec_digest,
-                "training_code_version": self.training_code_version}
+        return {
+            "data_versions_digest": self.data_versions_digest,
+            "spec_digest": self.spec_digest,
+            "training_code_version": self.training_code_version,
+        }
 
 
 def retrain_inputs(spec: ModelSpec, training_set) -> RetrainInputs:
@@ -157,8 +170,9 @@ def retrain_inputs(spec: ModelSpec, training_set) -> RetrainInputs:
     from ml_platform.core.training_run import retrain_versions
 
     versions = retrain_versions(training_set, spec.timestamp)
-    return RetrainInputs(versions_digest(versions), spec.digest,
-                         training_code_version(), days=len(versions), versions=versions)
+    return RetrainInputs(
+        versions_digest(versions), spec.digest, training_code_version(), days=len(versions), versions=versions
+    )
 
 
 @dataclass(frozen=True)
@@ -195,8 +209,10 @@ def unchanged_version(client: MlflowClient, name: str, inputs: RetrainInputs) ->
     tags = dict(newest.tags or {})
     if any(tags.get(key) != value for key, value in inputs.tags().items()):
         return None
-    reason = (f"no-op retrain: the inputs equal those of the newest registered version v{newest.version} "
-              f"(partition {tags.get('partition', '?')}): the same {inputs.days} days of data "
-              f"(data versions digest {inputs.data_versions_digest}), spec digest {inputs.spec_digest} and "
-              f"training code {inputs.training_code_version}; nothing was trained or registered")
+    reason = (
+        f"no-op retrain: the inputs equal those of the newest registered version v{newest.version} "
+        f"(partition {tags.get('partition', '?')}): the same {inputs.days} days of data "
+        f"(data versions digest {inputs.data_versions_digest}), spec digest {inputs.spec_digest} and "
+        f"training code {inputs.training_code_version}; nothing was trained or registered"
+    )
     return UnchangedVersion(str(newest.version), newest.run_id, newest.source, tags, reason)

@@ -18,8 +18,8 @@ import lightgbm as lgb
 import numpy as np
 from lightgbm.basic import _LIB, _safe_call
 
-_PREDICT_NORMAL = 0    # C_API_PREDICT_NORMAL
-_FLOAT64 = 1           # C_API_DTYPE_FLOAT64
+_PREDICT_NORMAL = 0  # C_API_PREDICT_NORMAL
+_FLOAT64 = 1  # C_API_DTYPE_FLOAT64
 _PREDICT_ROW = _LIB.LGBM_BoosterPredictForMatSingleRowFast
 
 
@@ -38,10 +38,18 @@ class RowPredictor:
         handle = getattr(self._local, "handle", None)
         if handle is None:
             handle = ctypes.c_void_p()
-            _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-                self._booster._handle, ctypes.c_int(_PREDICT_NORMAL), ctypes.c_int(0),
-                ctypes.c_int(self._iterations), ctypes.c_int(_FLOAT64), ctypes.c_int32(self._features),
-                ctypes.c_char_p(b"num_threads=1"), ctypes.byref(handle)))
+            _safe_call(
+                _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+                    self._booster._handle,
+                    ctypes.c_int(_PREDICT_NORMAL),
+                    ctypes.c_int(0),
+                    ctypes.c_int(self._iterations),
+                    ctypes.c_int(_FLOAT64),
+                    ctypes.c_int32(self._features),
+                    ctypes.c_char_p(b"num_threads=1"),
+                    ctypes.byref(handle),
+                )
+            )
             weakref.finalize(self._local, _free, handle, self._booster)  # freed with the predictor
             self._local.handle = handle
             self._local.out_len = ctypes.c_int64()
@@ -56,8 +64,9 @@ class RowPredictor:
         row, row_step = matrix.ctypes.data, matrix.strides[0]
         out, out_step = result.ctypes.data, result.strides[0]
         for r in range(len(matrix)):
-            _safe_call(_PREDICT_ROW(handle, ctypes.c_void_p(row + r * row_step), out_len,
-                                    ctypes.c_void_p(out + r * out_step)))
+            _safe_call(
+                _PREDICT_ROW(handle, ctypes.c_void_p(row + r * row_step), out_len, ctypes.c_void_p(out + r * out_step))
+            )
         return result[:, 0] if self._outputs == 1 else result
 
 

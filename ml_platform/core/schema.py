@@ -18,8 +18,9 @@ from ml_platform.spec import ColumnExpectation, Expectations
 _DTYPES = {
     "int": pd.api.types.is_integer_dtype,
     "float": lambda d: pd.api.types.is_float_dtype(d) or pd.api.types.is_integer_dtype(d),
-    "str": lambda d: pd.api.types.is_object_dtype(d) or pd.api.types.is_string_dtype(d)
-    or isinstance(d, pd.CategoricalDtype),
+    "str": lambda d: (
+        pd.api.types.is_object_dtype(d) or pd.api.types.is_string_dtype(d) or isinstance(d, pd.CategoricalDtype)
+    ),
     "bool": pd.api.types.is_bool_dtype,
     "datetime": pd.api.types.is_datetime64_any_dtype,
 }
@@ -76,15 +77,27 @@ class ValidationReport:
     def table(self) -> pd.DataFrame:
         """One row per failed expectation, for a metadata table."""
         return pd.DataFrame(
-            [{"column": f.column, "expectation": f.expectation, "failures": f.count,
-              "partitions": ", ".join(f.partitions[:5]) + (" …" if len(f.partitions) > 5 else ""),
-              "sample values": ", ".join(str(s.get(f.column, s.get("value"))) for s in f.samples[:5])}
-             for f in self.failures],
-            columns=["column", "expectation", "failures", "partitions", "sample values"])
+            [
+                {
+                    "column": f.column,
+                    "expectation": f.expectation,
+                    "failures": f.count,
+                    "partitions": ", ".join(f.partitions[:5]) + (" …" if len(f.partitions) > 5 else ""),
+                    "sample values": ", ".join(str(s.get(f.column, s.get("value"))) for s in f.samples[:5]),
+                }
+                for f in self.failures
+            ],
+            columns=["column", "expectation", "failures", "partitions", "sample values"],
+        )
 
 
-def validate(frame: pd.DataFrame, expectations: Expectations, partition_of: pd.Series | None = None,
-             expected_partitions: list[str] | None = None, samples: int = 5) -> ValidationReport:
+def validate(
+    frame: pd.DataFrame,
+    expectations: Expectations,
+    partition_of: pd.Series | None = None,
+    expected_partitions: list[str] | None = None,
+    samples: int = 5,
+) -> ValidationReport:
     """Check a frame against the expectations; `partition_of` maps each row to its partition key.
 
     Row counts per partition are checked here (not in Pandera) so that an empty or short partition inside a
@@ -95,19 +108,28 @@ def validate(frame: pd.DataFrame, expectations: Expectations, partition_of: pd.S
         partition_of = pd.Series("", index=frame.index)
     try:
         with warnings.catch_warnings():  # pandera's own concat of failure cases (categorical columns); not ours
-            warnings.filterwarnings("ignore", "The behavior of DataFrame concatenation with empty or all-NA",
-                                    FutureWarning)
+            warnings.filterwarnings(
+                "ignore", "The behavior of DataFrame concatenation with empty or all-NA", FutureWarning
+            )
             build_schema(expectations).validate(frame, lazy=True)
     except SchemaErrors as errors:
         failures.extend(_failures(errors.failure_cases, frame, partition_of, samples))
     counts = partition_of.value_counts()
-    short = [(key, int(counts.get(key, 0))) for key in (expected_partitions or list(counts.index))
-             if counts.get(key, 0) < expectations.min_rows]
+    short = [
+        (key, int(counts.get(key, 0)))
+        for key in (expected_partitions or list(counts.index))
+        if counts.get(key, 0) < expectations.min_rows
+    ]
     if short:
-        failures.append(Failure(
-            column="(rows)", expectation=f"at least {expectations.min_rows} rows per partition",
-            count=len(short), partitions=[key for key, _ in short],
-            samples=[{"value": f"{key}: {n} rows"} for key, n in short[:samples]]))
+        failures.append(
+            Failure(
+                column="(rows)",
+                expectation=f"at least {expectations.min_rows} rows per partition",
+                count=len(short),
+                partitions=[key for key, _ in short],
+                samples=[{"value": f"{key}: {n} rows"} for key, n in short[:samples]],
+            )
+        )
     return ValidationReport(rows=len(frame), failures=failures)
 
 
@@ -130,10 +152,17 @@ def _failures(cases: pd.DataFrame, frame: pd.DataFrame, partition_of: pd.Series,
             expectation, count = _describe_check(check), len(group)
         sample_rows = frame.loc[rows.iloc[:samples]] if len(rows) else pd.DataFrame()
         partitions = sorted(set(partition_of.loc[rows])) if len(rows) else []
-        failures.append(Failure(
-            column=column, expectation=expectation, count=int(count), partitions=[p for p in partitions if p],
-            samples=_jsonable(sample_rows) if len(sample_rows) else
-            [{"value": v} for v in group["failure_case"].iloc[:samples].tolist()]))
+        failures.append(
+            Failure(
+                column=column,
+                expectation=expectation,
+                count=int(count),
+                partitions=[p for p in partitions if p],
+                samples=_jsonable(sample_rows)
+                if len(sample_rows)
+                else [{"value": v} for v in group["failure_case"].iloc[:samples].tolist()],
+            )
+        )
     return failures
 
 
@@ -142,5 +171,7 @@ def _describe_check(check: str) -> str:
 
 
 def _jsonable(rows: pd.DataFrame) -> list[dict]:
-    return [{k: (None if pd.isna(v) else v if isinstance(v, (int, float, str, bool)) else str(v))
-             for k, v in row.items()} for row in rows.to_dict(orient="records")]
+    return [
+        {k: (None if pd.isna(v) else v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in row.items()}
+        for row in rows.to_dict(orient="records")
+    ]

@@ -9,6 +9,7 @@ thread count, LightGBM's deterministic mode).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,12 +24,25 @@ from ml_platform.spec import ModelSpec
 
 # Parameters the platform owns: determinism and the objective follow from the spec, not from user params.
 _FIXED = {"deterministic": True, "force_col_wise": True, "num_threads": 2, "verbosity": -1}
-_OBJECTIVES = {"binary": ("binary", ["auc", "binary_logloss"]),
-               "multiclass": ("multiclass", ["multi_logloss", "multi_error"]),
-               "regression": ("regression", ["rmse", "l1"])}
+_OBJECTIVES = {
+    "binary": ("binary", ["auc", "binary_logloss"]),
+    "multiclass": ("multiclass", ["multi_logloss", "multi_error"]),
+    "regression": ("regression", ["rmse", "l1"]),
+}
 # LightGBM's names for the number of rounds: in params they would override the refit's rounds.
-_ROUNDS = {"num_iterations", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round", "num_rounds",
-           "nrounds", "num_boost_round", "n_estimators", "max_iter"}
+_ROUNDS = {
+    "num_iterations",
+    "num_iteration",
+    "n_iter",
+    "num_tree",
+    "num_trees",
+    "num_round",
+    "num_rounds",
+    "nrounds",
+    "num_boost_round",
+    "n_estimators",
+    "max_iter",
+}
 
 
 class TrainingError(ValueError):
@@ -47,8 +61,11 @@ class Split:
         out = {}
         for name, part in (("train", self.train), ("valid", self.valid), ("test", self.test)):
             stamps = part[timestamp]
-            info: dict[str, Any] = {"rows": len(part), "first_day": str(stamps.min().date()) if len(part) else None,
-                                    "last_day": str(stamps.max().date()) if len(part) else None}
+            info: dict[str, Any] = {
+                "rows": len(part),
+                "first_day": str(stamps.min().date()) if len(part) else None,
+                "last_day": str(stamps.max().date()) if len(part) else None,
+            }
             if task == "binary":
                 rate = positives(part[target], positive).mean()
                 info["positive_rate"] = round(float(rate), 4) if len(part) else None
@@ -63,14 +80,18 @@ class Split:
 def split_by_time(frame: pd.DataFrame, spec: ModelSpec) -> Split:
     """Train / validation / test by day: the newest `test_days` days are the held-out slice."""
     if frame.empty:
-        raise TrainingError(f"{spec.path or spec.name}: training.window_days: the window of "
-                            f"{spec.training.window_days} days has no feature rows; materialize features for it")
+        raise TrainingError(
+            f"{spec.path or spec.name}: training.window_days: the window of "
+            f"{spec.training.window_days} days has no feature rows; materialize features for it"
+        )
     valid_start, test_start = split_days(frame[spec.timestamp].dt.normalize().unique(), spec)
     order = frame.sort_values([spec.timestamp, *([spec.key] if spec.key else [])], kind="stable")
     stamp = order[spec.timestamp].dt.normalize()
-    return Split(train=order[stamp < valid_start].reset_index(drop=True),
-                 valid=order[(stamp >= valid_start) & (stamp < test_start)].reset_index(drop=True),
-                 test=order[stamp >= test_start].reset_index(drop=True))
+    return Split(
+        train=order[stamp < valid_start].reset_index(drop=True),
+        valid=order[(stamp >= valid_start) & (stamp < test_start)].reset_index(drop=True),
+        test=order[stamp >= test_start].reset_index(drop=True),
+    )
 
 
 def split_days(days, spec: ModelSpec) -> tuple[np.datetime64, np.datetime64]:
@@ -79,9 +100,11 @@ def split_days(days, spec: ModelSpec) -> tuple[np.datetime64, np.datetime64]:
     unique = np.unique(np.asarray(days, dtype="datetime64[ns]"))
     needed = training.validation_days + training.test_days + 1
     if len(unique) < needed:
-        raise TrainingError(f"{spec.path or spec.name}: training.window_days: the window holds {len(unique)} "
-                            f"day(s) of data, at least {needed} are needed (training.validation_days + "
-                            f"training.test_days + 1 for training)")
+        raise TrainingError(
+            f"{spec.path or spec.name}: training.window_days: the window holds {len(unique)} "
+            f"day(s) of data, at least {needed} are needed (training.validation_days + "
+            f"training.test_days + 1 for training)"
+        )
     return unique[-(training.test_days + training.validation_days)], unique[-training.test_days]
 
 
@@ -112,8 +135,14 @@ def classes_of(spec: ModelSpec, train, valid) -> list:
     (the validation rows, when the final model is refitted on them), or `target.classes` as declared; binary
     allows two, `(negative, positive)`."""
     try:
-        labels = Labels.fit(spec.task, train, valid, declared=spec.target.classes, positive=spec.target.positive,
-                            target=spec.target.name)
+        labels = Labels.fit(
+            spec.task,
+            train,
+            valid,
+            declared=spec.target.classes,
+            positive=spec.target.positive,
+            target=spec.target.name,
+        )
     except LabelError as error:
         raise TrainingError(f"{spec.path or spec.name}: {error}") from None
     return list(labels.classes)
@@ -140,15 +169,25 @@ def labels_left_out(counts: dict[str, int]) -> dict:
 def _fit_record(spec: ModelSpec, split: Split, fit_rows: pd.DataFrame, refit: bool, rounds: int) -> dict:
     """The manifest's `fit`: which rows the final model trained on, and where its number of rounds came from."""
     first_day, last_day = _days(fit_rows, spec.timestamp)
-    return {"refit": refit, "splits": ["train", "valid"] if refit else ["train"], "rows": len(fit_rows),
-            "first_day": first_day, "last_day": last_day, "rounds": rounds,
-            "rounds_chosen_by": f"early stopping on the validation days ({len(split.valid)} rows)",
-            "valid_metrics_from": ("the early-stopping model, trained on the training days only (the final "
-                                   "model has seen the validation days)") if refit else "the final model"}
+    return {
+        "refit": refit,
+        "splits": ["train", "valid"] if refit else ["train"],
+        "rows": len(fit_rows),
+        "first_day": first_day,
+        "last_day": last_day,
+        "rounds": rounds,
+        "rounds_chosen_by": f"early stopping on the validation days ({len(split.valid)} rows)",
+        "valid_metrics_from": (
+            "the early-stopping model, trained on the training days only (the final model has seen the validation days)"
+        )
+        if refit
+        else "the final model",
+    }
 
 
-def _refit(spec: ModelSpec, fit_rows: pd.DataFrame, labels: dict[str, np.ndarray], params: dict, rounds: int,
-           manifest: dict) -> Model:
+def _refit(
+    spec: ModelSpec, fit_rows: pd.DataFrame, labels: dict[str, np.ndarray], params: dict, rounds: int, manifest: dict
+) -> Model:
     """The final model on train + valid rows with the rounds early stopping chose. Categorical levels come from
     every row it sees, so a level new in the validation days is a level of the model rather than "missing"."""
     features = spec.features
@@ -166,12 +205,23 @@ def _days(frame: pd.DataFrame, timestamp: str) -> tuple[str | None, str | None]:
 
 def _dataset(encoder: FeatureEncoder, frame: pd.DataFrame, labels: np.ndarray, **kwargs) -> lgb.Dataset:
     categorical = list(range(len(encoder.numeric), len(encoder.names)))
-    return lgb.Dataset(encoder.transform(frame), labels, feature_name=encoder.names,
-                       categorical_feature=categorical, free_raw_data=False, **kwargs)
+    return lgb.Dataset(
+        encoder.transform(frame),
+        labels,
+        feature_name=encoder.names,
+        categorical_feature=categorical,
+        free_raw_data=False,
+        **kwargs,
+    )
 
 
-def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
-          extra_manifest: dict | None = None, refit: bool | None = None) -> TrainingResult:
+def train(
+    spec: ModelSpec,
+    split: Split,
+    params_override: dict | None = None,
+    extra_manifest: dict | None = None,
+    refit: bool | None = None,
+) -> TrainingResult:
     """Fit LightGBM on `split.train` with early stopping on `split.valid`; then, with refit (`training.refit`,
     unless `refit` says otherwise), fit the final model on train + valid with the rounds early stopping chose.
 
@@ -190,31 +240,58 @@ def train(spec: ModelSpec, split: Split, params_override: dict | None = None,
     valid_set = _dataset(encoder, split.valid, labels["valid"], reference=train_set)
     curve: dict[str, dict[str, list[float]]] = {}
     try:
-        booster = lgb.train(params, train_set, num_boost_round=spec.training.num_boost_round,
-                            valid_sets=[train_set, valid_set], valid_names=["train", "valid"],
-                            callbacks=[lgb.early_stopping(spec.training.early_stopping_rounds, verbose=False),
-                                       lgb.record_evaluation(curve)])
+        booster = lgb.train(
+            params,
+            train_set,
+            num_boost_round=spec.training.num_boost_round,
+            valid_sets=[train_set, valid_set],
+            valid_names=["train", "valid"],
+            callbacks=[
+                lgb.early_stopping(spec.training.early_stopping_rounds, verbose=False),
+                lgb.record_evaluation(curve),
+            ],
+        )
     except lgb.basic.LightGBMError as error:
-        raise TrainingError(f"{spec.path or spec.name}: training.params: LightGBM rejected the parameters: "
-                            f"{error}") from None
+        raise TrainingError(
+            f"{spec.path or spec.name}: training.params: LightGBM rejected the parameters: {error}"
+        ) from None
     rounds = booster.best_iteration or booster.current_iteration()
     fit_rows = pd.concat([split.train, split.valid], ignore_index=True) if refit else split.train
     fit = _fit_record(spec, split, fit_rows, refit, rounds)
-    manifest = manifest_of(spec, classes, params, {k: len(getattr(split, k)) for k in ("train", "valid", "test")},
-                           {"first_day": str(split.train[spec.timestamp].min().date()),
-                            "last_day": str(split.test[spec.timestamp].max().date())},
-                           fit, encoder.names, booster.best_iteration,
-                           {**(extra_manifest or {}), **labels_left_out(left_out)})
+    manifest = manifest_of(
+        spec,
+        classes,
+        params,
+        {k: len(getattr(split, k)) for k in ("train", "valid", "test")},
+        {
+            "first_day": str(split.train[spec.timestamp].min().date()),
+            "last_day": str(split.test[spec.timestamp].max().date()),
+        },
+        fit,
+        encoder.names,
+        booster.best_iteration,
+        {**(extra_manifest or {}), **labels_left_out(left_out)},
+    )
     from ml_platform.core.evaluation import encoded_target, task_metrics
 
     stopped = Model(booster=booster, encoder=encoder, manifest=manifest)
     valid = task_metrics(spec.task, encoded_target(stopped, split.valid), stopped.predict(split.valid), classes)
     model = _refit(spec, fit_rows, labels, params, rounds, manifest) if refit else stopped
     manifest["metrics"] = {f"valid_{k}": v for k, v in valid.items()}
-    logged = {**params, "refit": refit, "fit_rows": len(fit_rows),
-              "fit_window": f"{fit['first_day']} → {fit['last_day']}", "fit_rounds": rounds}
-    return TrainingResult(model=model, learning_curve=curve, best_iteration=booster.best_iteration,
-                          params=logged, seconds=time.perf_counter() - started)
+    logged = {
+        **params,
+        "refit": refit,
+        "fit_rows": len(fit_rows),
+        "fit_window": f"{fit['first_day']} → {fit['last_day']}",
+        "fit_rounds": rounds,
+    }
+    return TrainingResult(
+        model=model,
+        learning_curve=curve,
+        best_iteration=booster.best_iteration,
+        params=logged,
+        seconds=time.perf_counter() - started,
+    )
 
 
 # LightGBM's validation metrics that improve upwards (the others improve downwards).
@@ -243,8 +320,14 @@ def early_stopping_round(curve: dict[str, list[float]], patience: int) -> int:
 def lightgbm_params(spec: ModelSpec, classes: list | None, override: dict | None = None) -> dict:
     """The spec's LightGBM parameters with the objective, metrics and determinism the platform owns."""
     objective, metrics = _OBJECTIVES[spec.task]
-    params = {"objective": objective, "metric": metrics, "seed": spec.training.seed,
-              **spec.training.params, **(override or {}), **_FIXED}
+    params = {
+        "objective": objective,
+        "metric": metrics,
+        "seed": spec.training.seed,
+        **spec.training.params,
+        **(override or {}),
+        **_FIXED,
+    }
     if spec.task == "multiclass":
         params["num_class"] = len(classes or [])
     return params
@@ -255,18 +338,39 @@ def without_rounds(params: dict) -> dict:
     return {k: v for k, v in params.items() if k not in _ROUNDS}
 
 
-def manifest_of(spec: ModelSpec, classes: list | None, params: dict, rows: dict[str, int], window: dict,
-                fit: dict, features: list[str], best_iteration: int, extra: dict | None) -> dict:
+def manifest_of(
+    spec: ModelSpec,
+    classes: list | None,
+    params: dict,
+    rows: dict[str, int],
+    window: dict,
+    fit: dict,
+    features: list[str],
+    best_iteration: int,
+    extra: dict | None,
+) -> dict:
     """The model's manifest: what it predicts, from which rows, with which parameters and packages."""
     return {
-        "model": spec.name, "task": spec.task, "target": spec.target.name, "classes": classes,
+        "model": spec.name,
+        "task": spec.task,
+        "target": spec.target.name,
+        "classes": classes,
         **({"positive": classes[1]} if spec.task == "binary" and classes else {}),
-        "timestamp": spec.timestamp, "key": spec.key, "spec_digest": spec.digest,
-        "best_iteration": best_iteration, "params": dict(params), "rows": rows, "window": window, "fit": fit,
+        "timestamp": spec.timestamp,
+        "key": spec.key,
+        "spec_digest": spec.digest,
+        "best_iteration": best_iteration,
+        "params": dict(params),
+        "rows": rows,
+        "window": window,
+        "fit": fit,
         # The spec's data contract decides which features may be missing at scoring time.
-        "nullable": {name: spec.expectations.columns[name].nullable if name in spec.expectations.columns else True
-                     for name in features},
-        "package_versions": package_versions(), **(extra or {}),
+        "nullable": {
+            name: spec.expectations.columns[name].nullable if name in spec.expectations.columns else True
+            for name in features
+        },
+        "package_versions": package_versions(),
+        **(extra or {}),
     }
 
 
@@ -277,19 +381,23 @@ def tune(spec: ModelSpec, split: Split, score) -> tuple[dict, list[dict]]:
     tuning = spec.training.tuning
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-    def objective(trial: "optuna.Trial") -> float:
-        override = {"num_leaves": trial.suggest_int("num_leaves", 15, 255, log=True),
-                    "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
-                    "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 10, 200, log=True),
-                    "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
-                    "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True)}
+    def objective(trial: optuna.Trial) -> float:
+        override = {
+            "num_leaves": trial.suggest_int("num_leaves", 15, 255, log=True),
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+            "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 10, 200, log=True),
+            "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
+            "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True),
+        }
         result = train(spec, split, override, refit=False)  # judged on rows it has not seen
         return score(result.model, split.valid)
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=spec.training.seed))
     study.optimize(objective, n_trials=tuning.trials, timeout=tuning.timeout.total_seconds())
-    trials = sorted(({"number": t.number, "value": t.value, **t.params} for t in study.trials
-                     if t.value is not None), key=lambda t: -t["value"])
+    trials = sorted(
+        ({"number": t.number, "value": t.value, **t.params} for t in study.trials if t.value is not None),
+        key=lambda t: -t["value"],
+    )
     return study.best_params, trials
 
 
@@ -298,8 +406,6 @@ def package_versions() -> dict[str, str]:
 
     out = {}
     for name in ("ml_platform", "lightgbm", "pandas", "numpy", "dagster", "mlflow"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return out

@@ -34,15 +34,16 @@ class TrainedModel:
     """A model trained and logged in the active MLflow run, ready to be registered."""
 
     result: TrainingResult
-    model_uri: str                 # the pyfunc flavour's URI, what the registry registers
-    model_sha256: str              # of the native model file: the same rows and spec give the same bytes
-    valid: dict[str, float]        # validation metrics
+    model_uri: str  # the pyfunc flavour's URI, what the registry registers
+    model_sha256: str  # of the native model file: the same rows and spec give the same bytes
+    valid: dict[str, float]  # validation metrics
     trials: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per part (prepare, training, MLflow ...)
 
 
-def train_and_log(spec: ModelSpec, training_set, partition: str, versions: dict[str, str] | None = None,
-                  client=None) -> TrainedModel:
+def train_and_log(
+    spec: ModelSpec, training_set, partition: str, versions: dict[str, str] | None = None, client=None
+) -> TrainedModel:
     """Train on the training split (early stopping on validation) and log everything to the active run: the
     params, validation metrics, tags and learning curve in one `log_batch`, the data versions (and tuning
     trials) beside the model files in one artifact upload, then the pyfunc flavour. `versions` are the
@@ -77,14 +78,21 @@ def train_and_log(spec: ModelSpec, training_set, partition: str, versions: dict[
     valid = {k.removeprefix("valid_"): v for k, v in result.model.manifest["metrics"].items()}
     result.model.manifest["data_versions"] = versions
     window = result.model.manifest["window"]
-    log_batch(mlflow.active_run().info.run_id,
-              params={**{k: v for k, v in result.params.items() if k != "metric"},
-                      "window_days": spec.training.window_days, "partition": partition,
-                      "best_iteration": result.best_iteration},
-              metrics={f"valid_{k}": v for k, v in valid.items()},
-              tags={"data_versions_digest": versions_digest(versions),
-                    "window": f"{window['first_day']} → {window['last_day']}"},
-              steps=curve_metrics(result.learning_curve))
+    log_batch(
+        mlflow.active_run().info.run_id,
+        params={
+            **{k: v for k, v in result.params.items() if k != "metric"},
+            "window_days": spec.training.window_days,
+            "partition": partition,
+            "best_iteration": result.best_iteration,
+        },
+        metrics={f"valid_{k}": v for k, v in valid.items()},
+        tags={
+            "data_versions_digest": versions_digest(versions),
+            "window": f"{window['first_day']} → {window['last_day']}",
+        },
+        steps=curve_metrics(result.learning_curve),
+    )
     timings["mlflow_params_metrics"] = time.perf_counter() - started
     extra = {DATA_VERSIONS: versions, **({TUNING_TRIALS: {"trials": trials}} if trials else {})}
     model_uri, sha256 = log_model_files(result.model, extra, timings)
@@ -102,8 +110,9 @@ def retrain_versions(training_set, timestamp: str) -> dict[str, str]:
     return versions_by_day(training_set.drop(columns=SPLIT, errors="ignore"), timestamp)
 
 
-def log_model_files(model, extra_json: dict[str, object] | None = None,
-                    timings: dict[str, float] | None = None) -> tuple[str, str]:
+def log_model_files(
+    model, extra_json: dict[str, object] | None = None, timings: dict[str, float] | None = None
+) -> tuple[str, str]:
     """The native model files (and `extra_json`: run path → JSON-able object, written beside them) in one
     artifact upload, then the pyfunc flavour (logged as code), in the active run: (model URI, sha256).
     `timings`, when given, receives the seconds of each of the two uploads."""
@@ -124,10 +133,13 @@ def log_model_files(model, extra_json: dict[str, object] | None = None,
         timings["mlflow_artifacts"] = time.perf_counter() - started
         started = time.perf_counter()
         with _without_requirement_scan():
-            logged = mlflow.pyfunc.log_model(name="model",
-                                             python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-                                             artifacts={ARTIFACT: str(folder)}, pip_requirements=[],
-                                             input_example=None)
+            logged = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
+                artifacts={ARTIFACT: str(folder)},
+                pip_requirements=[],
+                input_example=None,
+            )
         timings["mlflow_pyfunc_model"] = time.perf_counter() - started
         # the evaluation reads this model back: from these very files, not through another download
         remember_model(mlflow.active_run().info.run_id, type(model).load(folder), mlflow.get_tracking_uri())
@@ -160,9 +172,12 @@ def curve_metrics(curve: dict[str, dict[str, list[float]]]) -> list:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
-    return [Metric(f"curve_{split}_{name}", float(value), now, step)
-            for split, by_name in curve.items() for name, values in by_name.items()
-            for step, value in enumerate(values)]
+    return [
+        Metric(f"curve_{split}_{name}", float(value), now, step)
+        for split, by_name in curve.items()
+        for name, values in by_name.items()
+        for step, value in enumerate(values)
+    ]
 
 
 def log_learning_curve(curve: dict[str, dict[str, list[float]]]) -> None:
@@ -172,5 +187,14 @@ def log_learning_curve(curve: dict[str, dict[str, list[float]]]) -> None:
     log_batch(mlflow.active_run().info.run_id, steps=curve_metrics(curve))
 
 
-__all__ = ["SPLIT", "TrainedModel", "TrainingError", "TrainingSet", "build_training_set", "log_model_files",
-           "metric_of", "split_of", "train_and_log"]
+__all__ = [
+    "SPLIT",
+    "TrainedModel",
+    "TrainingError",
+    "TrainingSet",
+    "build_training_set",
+    "log_model_files",
+    "metric_of",
+    "split_of",
+    "train_and_log",
+]

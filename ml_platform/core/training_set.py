@@ -23,19 +23,24 @@ _PARTS = ("train", "valid", "test")
 class TrainingSet:
     """A window of feature rows split by time, with what a user checks first about it."""
 
-    frame: Any                     # every row, with its split in the SPLIT column (a Dask DataFrame on Dask)
-    summary: dict[str, dict]       # rows, first and last day (and target balance) per split
-    versions: dict[str, str]       # content hash of each data partition of features in the window
+    frame: Any  # every row, with its split in the SPLIT column (a Dask DataFrame on Dask)
+    summary: dict[str, dict]  # rows, first and last day (and target balance) per split
+    versions: dict[str, str]  # content hash of each data partition of features in the window
 
     def metadata(self) -> dict:
-        return {"rows": sum(v["rows"] for v in self.summary.values()), **{f"rows_{k}": v["rows"] for k, v in self.summary.items()},
-                "window": f"{min(self.versions)} → {max(self.versions)}" if self.versions else "empty",
-                "splits": self.summary, "upstream_data_versions": self.versions,
-                "upstream_partitions": len(self.versions)}
+        return {
+            "rows": sum(v["rows"] for v in self.summary.values()),
+            **{f"rows_{k}": v["rows"] for k, v in self.summary.items()},
+            "window": f"{min(self.versions)} → {max(self.versions)}" if self.versions else "empty",
+            "splits": self.summary,
+            "upstream_data_versions": self.versions,
+            "upstream_partitions": len(self.versions),
+        }
 
 
-def build_training_set(features: pd.DataFrame, spec: ModelSpec,
-                       partitions: Sequence[str] | Mapping[str, tuple[datetime, datetime]]) -> TrainingSet:
+def build_training_set(
+    features: pd.DataFrame, spec: ModelSpec, partitions: Sequence[str] | Mapping[str, tuple[datetime, datetime]]
+) -> TrainingSet:
     """The window's rows split into train / validation / test; every data partition of the window must have rows.
 
     `partitions` are the window's data partitions: each key with its time window [start, end) in naive UTC
@@ -51,8 +56,9 @@ def build_training_set(features: pd.DataFrame, spec: ModelSpec,
     return TrainingSet(frame, summary, versions)
 
 
-def check_coverage(spec: ModelSpec, windows: Mapping[str, tuple[datetime, datetime]],
-                   versions: Mapping[str, str]) -> None:
+def check_coverage(
+    spec: ModelSpec, windows: Mapping[str, tuple[datetime, datetime]], versions: Mapping[str, str]
+) -> None:
     """Every data partition of the window must have rows (a version); the error lists those that do not."""
     keys = list(windows)
     missing = [key for key in keys if key not in versions]
@@ -62,14 +68,16 @@ def check_coverage(spec: ModelSpec, windows: Mapping[str, tuple[datetime, dateti
             f"training.window_days: the {spec.training.window_days}-day window {keys[0]} → "
             f"{keys[-1]} has features for {len(keys) - len(missing)} of {len(keys)} {unit}; "
             f"missing: {', '.join(missing[:7])}{' …' if len(missing) > 7 else ''}. Materialize {spec.name}/features "
-            f"for them (or shorten training.window_days in {spec.path}).")
+            f"for them (or shorten training.window_days in {spec.path})."
+        )
 
 
 _UNITS = {timedelta(hours=1): "hours", timedelta(days=1): "days", timedelta(days=7): "weeks"}
 
 
-def windows_of(partitions: Sequence[str] | Mapping[str, tuple[datetime, datetime]],
-             ) -> dict[str, tuple[datetime, datetime]]:
+def windows_of(
+    partitions: Sequence[str] | Mapping[str, tuple[datetime, datetime]],
+) -> dict[str, tuple[datetime, datetime]]:
     """Each partition key with its time window, oldest first; ISO days stand for daily partitions."""
     if isinstance(partitions, Mapping):
         return dict(sorted(partitions.items(), key=lambda item: item[1][0]))
@@ -79,5 +87,6 @@ def windows_of(partitions: Sequence[str] | Mapping[str, tuple[datetime, datetime
 
 def split_of(training_set: pd.DataFrame) -> Split:
     """The stored training set back into its three splits (without the SPLIT column)."""
-    return Split(*(training_set[training_set[SPLIT] == part].drop(columns=SPLIT).reset_index(drop=True)
-                   for part in _PARTS))
+    return Split(
+        *(training_set[training_set[SPLIT] == part].drop(columns=SPLIT).reset_index(drop=True) for part in _PARTS)
+    )

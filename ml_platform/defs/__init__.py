@@ -44,21 +44,34 @@ def build_model(spec: ModelSpec) -> dg.Definitions:
     source = open_source(spec, settings.home() / "replay")
     data = data_partitions(spec, source)
     training = training_partitions(spec, data)
-    stages = [build_data(spec, source, data), build_training(spec, training), build_serving(spec, data),
-              build_monitoring(spec, data)]
-    return dg.Definitions.merge(conventions.apply(dg.Definitions.merge(*stages), spec),
-                                build_sensors(spec, data, training))
+    stages = [
+        build_data(spec, source, data),
+        build_training(spec, training),
+        build_serving(spec, data),
+        build_monitoring(spec, data),
+    ]
+    return dg.Definitions.merge(
+        conventions.apply(dg.Definitions.merge(*stages), spec), build_sensors(spec, data, training)
+    )
 
 
 def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
     """Every model's graph, the sensors that serve all models, and the resources; state under ML_PLATFORM_HOME."""
     # Dagster's own automation sensor starts stopped; this one runs by default so the declared conditions act.
     automation = dg.AutomationConditionSensorDefinition(
-        "ml_platform_automation", target=dg.AssetSelection.all(), default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=30, description="Evaluates every asset's automation condition.")
+        "ml_platform_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=30,
+        description="Evaluates every asset's automation condition.",
+    )
     shared = dg.Definitions(
-        sensors=[alert_on_run_failure, automation], executor=dg.in_process_executor,
-        resources={conventions.IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url()),
-                   conventions.MLFLOW_RESOURCE_KEY: tracking_from_env(),
-                   conventions.DASK_RESOURCE_KEY: dask_from_env()})
+        sensors=[alert_on_run_failure, automation],
+        executor=dg.in_process_executor,
+        resources={
+            conventions.IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url()),
+            conventions.MLFLOW_RESOURCE_KEY: tracking_from_env(),
+            conventions.DASK_RESOURCE_KEY: dask_from_env(),
+        },
+    )
     return dg.Definitions.merge(*(build_model(spec) for spec in specs), shared)

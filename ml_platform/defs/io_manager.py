@@ -37,8 +37,13 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | Mapping[str, pd.DataFrame]) -> None:
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
-        dask_parts = {keys[0]: obj} if hasattr(obj, "to_delayed") else (
-            dict(obj) if isinstance(obj, Mapping) and any(hasattr(v, "to_delayed") for v in obj.values()) else None)
+        dask_parts = (
+            {keys[0]: obj}
+            if hasattr(obj, "to_delayed")
+            else (
+                dict(obj) if isinstance(obj, Mapping) and any(hasattr(v, "to_delayed") for v in obj.values()) else None
+            )
+        )
         if dask_parts is not None:  # Dask DataFrames: the workers write them
             return self._write_dask(context, keys, dask_parts)
         if isinstance(obj, Mapping):
@@ -49,8 +54,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         elif len(keys) == 1:
             parts = {keys[0]: obj}
         else:
-            raise dg.Failure(f"{context.asset_key.to_user_string()}: a run over {len(keys)} partitions must "
-                             "return {partition key: DataFrame}")
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()}: a run over {len(keys)} partitions must "
+                "return {partition key: DataFrame}"
+            )
         staged: list[tuple[UPath, UPath]] = []
         token = uuid.uuid4().hex[:8]
         try:
@@ -72,14 +79,15 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             raise
         rows = sum(len(parts[k]) for k in keys)
         folder = self._path(context.asset_key, keys[0]).parent
-        context.add_output_metadata({"storage": dg.MetadataValue.path(str(folder)),
-                                     "stored_rows": rows})
+        context.add_output_metadata({"storage": dg.MetadataValue.path(str(folder)), "stored_rows": rows})
 
     def _write_dask(self, context: dg.OutputContext, keys: list, parts: dict) -> None:
         """Each partition's Dask DataFrame as a folder of part files, staged and renamed into place."""
         if sorted(parts, key=str) != sorted(keys, key=str):
-            raise dg.Failure(f"output for {context.asset_key.to_user_string()} has partitions {sorted(parts)[:5]}, "
-                             f"the run has {keys[:5]}")
+            raise dg.Failure(
+                f"output for {context.asset_key.to_user_string()} has partitions {sorted(parts)[:5]}, "
+                f"the run has {keys[:5]}"
+            )
         rows = 0
         for key, frame in parts.items():
             final = self._path(context.asset_key, key)
@@ -110,8 +118,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             if not path.exists() and allow_missing:
                 continue  # the consumer checks coverage and says which partitions are missing
             if not path.exists():
-                raise dg.Failure(f"{asset_key.to_user_string()} has no stored partition {key!r} "
-                                 f"(expected {path}); materialize it first")
+                raise dg.Failure(
+                    f"{asset_key.to_user_string()} has no stored partition {key!r} "
+                    f"(expected {path}); materialize it first"
+                )
             paths.append(path)
             found.append(key)
         if metadata.get("engine") == "dask":

@@ -17,8 +17,13 @@ _TYPES = {"i": "int", "u": "int", "f": "float", "b": "bool", "M": "datetime", "O
 
 def schema_table(frame: pd.DataFrame) -> dg.MetadataValue:
     """The column schema (names and types), shown in the asset's overview."""
-    return dg.MetadataValue.table_schema(dg.TableSchema(columns=[
-        dg.TableColumn(str(name), _TYPES.get(dtype.kind, str(dtype))) for name, dtype in frame.dtypes.items()]))
+    return dg.MetadataValue.table_schema(
+        dg.TableSchema(
+            columns=[
+                dg.TableColumn(str(name), _TYPES.get(dtype.kind, str(dtype))) for name, dtype in frame.dtypes.items()
+            ]
+        )
+    )
 
 
 def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
@@ -33,20 +38,23 @@ def md_table(frame: pd.DataFrame) -> dg.MetadataValue:
 
 def records_table(frame: pd.DataFrame, columns: list[dg.TableColumn]) -> dg.MetadataValue:
     """A frame as a typed table; cells that are not scalars are shown as JSON."""
-    return dg.MetadataValue.table(records=[dg.TableRecord({k: _cell(v) for k, v in row.items()})
-                                           for row in frame.to_dict(orient="records")],
-                                  schema=dg.TableSchema(columns=columns))
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({k: _cell(v) for k, v in row.items()}) for row in frame.to_dict(orient="records")],
+        schema=dg.TableSchema(columns=columns),
+    )
 
 
-def partitioned_output(context: dg.AssetExecutionContext, parts: Mapping[str, pd.DataFrame],
-                       metadata: dict) -> dg.Output:
+def partitioned_output(
+    context: dg.AssetExecutionContext, parts: Mapping[str, pd.DataFrame], metadata: dict
+) -> dg.Output:
     """One partition: its frame with its content hash as the data version. Several (a backfill in one run):
     {key: frame}, with each partition's rows and content hash on its own materialization."""
     hashes = {key: content_hash(part) for key, part in parts.items()}
     if len(parts) == 1:
-        (key, part), = parts.items()
-        return dg.Output(part, metadata={**metadata, "content_hash": hashes[key]},
-                         data_version=dg.DataVersion(hashes[key]))
+        ((key, part),) = parts.items()
+        return dg.Output(
+            part, metadata={**metadata, "content_hash": hashes[key]}, data_version=dg.DataVersion(hashes[key])
+        )
     for key, part in parts.items():
         context.add_asset_metadata({"rows": len(part), "content_hash": hashes[key]}, partition_key=key)
     return dg.Output(dict(parts), metadata=metadata)

@@ -44,20 +44,34 @@ def _served(spec: ModelSpec, context: dg.AssetExecutionContext) -> pd.DataFrame:
 
 def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
     key, thresholds = conventions.key(spec, "drift"), spec.monitoring.drift
-    checks = [dg.AssetCheckSpec(DRIFT_WARN, asset=key, partitions_def=data, description=f"No feature or "
-                                f"prediction drifts past PSI {thresholds.warn} (warning)."),
-              dg.AssetCheckSpec(DRIFT_FAIL, asset=key, partitions_def=data, description=f"No feature or "
-                                f"prediction drifts past PSI {thresholds.fail} (error).")]
+    checks = [
+        dg.AssetCheckSpec(
+            DRIFT_WARN,
+            asset=key,
+            partitions_def=data,
+            description=f"No feature or prediction drifts past PSI {thresholds.warn} (warning).",
+        ),
+        dg.AssetCheckSpec(
+            DRIFT_FAIL,
+            asset=key,
+            partitions_def=data,
+            description=f"No feature or prediction drifts past PSI {thresholds.fail} (error).",
+        ),
+    ]
 
-    @dg.asset(key=key, partitions_def=data, io_manager_key=conventions.IO_MANAGER_KEY,
-              kinds={"pandas", "parquet"}, check_specs=checks,
-              description="Each feature's and the predictions' drift on the day against the champion's training "
-                          "reference: PSI, KS, chi-square, missing-rate shift, unseen categories.",
-              ins={"features": dg.AssetIn(conventions.key(spec, "features"), metadata=conventions.frame_input(spec))},
-              deps=[dg.AssetDep(conventions.key(spec, "champion"), partition_mapping=dg.AllPartitionMapping())],
-              automation_condition=conventions.daily_once_a_champion_exists(conventions.key(spec, "champion")))
-    def drift(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
-              features):
+    @dg.asset(
+        key=key,
+        partitions_def=data,
+        io_manager_key=conventions.IO_MANAGER_KEY,
+        kinds={"pandas", "parquet"},
+        check_specs=checks,
+        description="Each feature's and the predictions' drift on the day against the champion's training "
+        "reference: PSI, KS, chi-square, missing-rate shift, unseen categories.",
+        ins={"features": dg.AssetIn(conventions.key(spec, "features"), metadata=conventions.frame_input(spec))},
+        deps=[dg.AssetDep(conventions.key(spec, "champion"), partition_mapping=dg.AllPartitionMapping())],
+        automation_condition=conventions.daily_once_a_champion_exists(conventions.key(spec, "champion")),
+    )
+    def drift(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, features):
         version, run_id = mlflow_tracking.champion_run(spec.name)
         reference = mlflow_tracking.run_artifact(run_id, REFERENCE_PROFILE)
         live, left_out = _with_predicted_class(_served(spec, context), reference)
@@ -71,16 +85,23 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
         metadata = _drift_metadata(report, version, redacted)
         if left_out:
             metadata["prediction_vectors_left_out"] = left_out
-        yield dg.Output(report.table.assign(partition=context.partition_key, model_version=version),
-                        metadata=metadata)
-        for check, level, severity in ((DRIFT_WARN, "warn", dg.AssetCheckSeverity.WARN),
-                                       (DRIFT_FAIL, "fail", dg.AssetCheckSeverity.ERROR)):
+        yield dg.Output(report.table.assign(partition=context.partition_key, model_version=version), metadata=metadata)
+        for check, level, severity in (
+            (DRIFT_WARN, "warn", dg.AssetCheckSeverity.WARN),
+            (DRIFT_FAIL, "fail", dg.AssetCheckSeverity.ERROR),
+        ):
             over = report.over(level)
             yield dg.AssetCheckResult(
-                check_name=check, passed=not over, severity=severity,
+                check_name=check,
+                passed=not over,
+                severity=severity,
                 description="no rows to compare on this day" if live.empty else report.summary(),
-                metadata={"features_over_threshold": dg.MetadataValue.json(over), "rows": report.rows,
-                          "threshold": thresholds.warn if level == "warn" else thresholds.fail})
+                metadata={
+                    "features_over_threshold": dg.MetadataValue.json(over),
+                    "rows": report.rows,
+                    "threshold": thresholds.warn if level == "warn" else thresholds.fail,
+                },
+            )
 
     return drift
 
@@ -96,8 +117,9 @@ def _with_predicted_class(live: pd.DataFrame, reference: dict) -> tuple[pd.DataF
     return live.assign(prediction=names), wrong
 
 
-def _batch_scored(spec: ModelSpec, features, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
-                  run_id: str) -> tuple[pd.DataFrame, str, list]:
+def _batch_scored(
+    spec: ModelSpec, features, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, run_id: str
+) -> tuple[pd.DataFrame, str, list]:
     """Drift's live rows on a day without traffic: the day's features scored in batch (on the Dask workers for
     a Dask spec)."""
     if conventions.on_dask(spec):
@@ -115,17 +137,23 @@ def _batch_scored(spec: ModelSpec, features, mlflow_tracking: MlflowTracking, da
 
 def _drift_metadata(report: DayDrift, version: str, redacted: list[str]) -> dict:
     metadata = {
-        "rows": report.rows, "live_source": report.source, "model_version": version,
-        "max_psi": report.max_psi, "prediction_psi": report.prediction_psi,
+        "rows": report.rows,
+        "live_source": report.source,
+        "model_version": version,
+        "max_psi": report.max_psi,
+        "prediction_psi": report.prediction_psi,
         "top_drifted": dg.MetadataValue.json(report.scored.head(5)[["feature", "psi", "status"]].to_dict("records")),
-        "features": md_table(report.table)}
+        "features": md_table(report.table),
+    }
     if redacted:
         metadata["not_compared_redacted"] = dg.MetadataValue.md(
             f"{', '.join(f'`{name}`' for name in redacted)}: redacted in the prediction log (serving.log.redact: "
-            "stored as keyed hashes), so not compared with the training reference")
+            "stored as keyed hashes), so not compared with the training reference"
+        )
     if len(report.scored):
         metadata["chart"] = dg.MetadataValue.md(
-            f"![drift](data:image/png;base64,{psi_chart(report.table, report.warn, report.fail)})")
+            f"![drift](data:image/png;base64,{psi_chart(report.table, report.warn, report.fail)})"
+        )
     return metadata
 
 
@@ -135,33 +163,49 @@ def performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     metric = settings_.metric or DEFAULT_METRIC[spec.task]
     endpoint = conventions.key(spec, "endpoint")
 
-    @dg.asset(key=key, partitions_def=data, io_manager_key=conventions.IO_MANAGER_KEY,
-              kinds={"pandas", "parquet"},
-              check_specs=[dg.AssetCheckSpec(PERFORMANCE_FLOOR, asset=key, partitions_def=data,
-                                             description="Live metric on labelled predictions stays above "
-                                                         "monitoring.performance.floor.")],
-              description="Live task metrics of the day's served predictions, per answering (and shadowing) "
-                          f"version, joined by `{spec.key}` with the outcomes in `{spec.name}/features` (delayed "
-                          "labels; a lag is expected and shown), and the champion against the version scored "
-                          "beside it (a challenger in shadow or canary, or the previous champion) on the same "
-                          "outcomes.",
-              ins={"features": dg.AssetIn(conventions.key(spec, "features"),
-                                          metadata={"allow_missing_partitions": True})},
-              deps=[dg.AssetDep(endpoint)], automation_condition=conventions.when_labels_arrive(endpoint))
+    @dg.asset(
+        key=key,
+        partitions_def=data,
+        io_manager_key=conventions.IO_MANAGER_KEY,
+        kinds={"pandas", "parquet"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                PERFORMANCE_FLOOR,
+                asset=key,
+                partitions_def=data,
+                description="Live metric on labelled predictions stays above monitoring.performance.floor.",
+            )
+        ],
+        description="Live task metrics of the day's served predictions, per answering (and shadowing) "
+        f"version, joined by `{spec.key}` with the outcomes in `{spec.name}/features` (delayed "
+        "labels; a lag is expected and shown), and the champion against the version scored "
+        "beside it (a challenger in shadow or canary, or the previous champion) on the same "
+        "outcomes.",
+        ins={"features": dg.AssetIn(conventions.key(spec, "features"), metadata={"allow_missing_partitions": True})},
+        deps=[dg.AssetDep(endpoint)],
+        automation_condition=conventions.when_labels_arrive(endpoint),
+    )
     def performance(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, features: pd.DataFrame):
         served = _served(spec, context)
         labels_of = _labels_of(spec.name, mlflow_tracking) if spec.task != "regression" and len(served) else None
         result = live_performance(served, features, spec.key, spec.target.name, spec.task, metric, labels_of)
         paired = paired_comparison(served, features, spec.key, spec.target.name, spec.task, metric, labels_of)
         value, floor = result["metrics"].get("answer", {}).get(metric), settings_.floor
-        yield dg.Output(result["table"].assign(partition=context.partition_key),
-                        metadata={**_performance_metadata(result, metric, value), **_online_metadata(paired, metric)})
+        yield dg.Output(
+            result["table"].assign(partition=context.partition_key),
+            metadata={**_performance_metadata(result, metric, value), **_online_metadata(paired, metric)},
+        )
         yield dg.AssetCheckResult(
-            check_name=PERFORMANCE_FLOOR, passed=bool(value is None or floor is None or meets(metric, value, floor)),
+            check_name=PERFORMANCE_FLOOR,
+            passed=bool(value is None or floor is None or meets(metric, value, floor)),
             severity=dg.AssetCheckSeverity.ERROR,
-            description=(f"{result['status']}: nothing to judge yet" if value is None else
-                         f"live {metric} {value:.4f} vs floor {floor}"),
-            metadata={"status": result["status"], "labelled_rows": result["labelled"]})
+            description=(
+                f"{result['status']}: nothing to judge yet"
+                if value is None
+                else f"live {metric} {value:.4f} vs floor {floor}"
+            ),
+            metadata={"status": result["status"], "labelled_rows": result["labelled"]},
+        )
 
     return performance
 
@@ -179,26 +223,39 @@ def _labels_of(name: str, mlflow_tracking: MlflowTracking) -> Callable[[str], La
             run_id = mlflow_store.run_of(client, name, version) if version is not None else None
         except MlflowException:  # not a registered version
             return None
-        return Labels.of_manifest(mlflow_tracking.run_artifact(run_id, f"{MODEL_FILES}/{MANIFEST_FILE}")) \
-            if run_id else None
+        return (
+            Labels.of_manifest(mlflow_tracking.run_artifact(run_id, f"{MODEL_FILES}/{MANIFEST_FILE}"))
+            if run_id
+            else None
+        )
 
     @functools.cache
     def labels_of(version: str) -> Labels | None:
         return manifest_labels(version) or manifest_labels(
-            mlflow_store.version_of_alias(client, name, mlflow_store.CHAMPION))
+            mlflow_store.version_of_alias(client, name, mlflow_store.CHAMPION)
+        )
 
     return labels_of
 
 
 def _performance_metadata(result: dict, metric: str, value: float | None) -> dict:
     table = result["table"]
-    return {"status": result["status"], "served_rows": result["served"], "labelled_rows": result["labelled"],
-            "label_coverage": result["coverage"], metric: value if value is not None else float("nan"),
-            "unseen_labels": dg.MetadataValue.json(result.get("unseen_labels", {})),
-            "answered_by_version": dg.MetadataValue.json(
-                {str(r["version"]): {"rows": int(r["rows"]), metric: r[metric]}
-                 for r in table.to_dict("records") if r["role"] == "answer" and r[metric] == r[metric]}),
-            "by_version": md_table(table) if len(table) else dg.MetadataValue.md("_no labelled predictions_")}
+    return {
+        "status": result["status"],
+        "served_rows": result["served"],
+        "labelled_rows": result["labelled"],
+        "label_coverage": result["coverage"],
+        metric: value if value is not None else float("nan"),
+        "unseen_labels": dg.MetadataValue.json(result.get("unseen_labels", {})),
+        "answered_by_version": dg.MetadataValue.json(
+            {
+                str(r["version"]): {"rows": int(r["rows"]), metric: r[metric]}
+                for r in table.to_dict("records")
+                if r["role"] == "answer" and r[metric] == r[metric]
+            }
+        ),
+        "by_version": md_table(table) if len(table) else dg.MetadataValue.md("_no labelled predictions_"),
+    }
 
 
 def _online_metadata(paired: pd.DataFrame, metric: str) -> dict:
@@ -206,7 +263,10 @@ def _online_metadata(paired: pd.DataFrame, metric: str) -> dict:
     if not len(paired):
         return {}
     busiest = paired.sort_values("rows").iloc[-1]
-    return {"paired_comparison": dg.MetadataValue.json(paired.to_dict("records")),
-            "champion_vs_other": md_table(paired.rename(columns={
-                "champion_value": f"champion {metric}", "other_value": f"other {metric}"})),
-            "other_gain": float(busiest["gain"]) if busiest["gain"] is not None else float("nan")}
+    return {
+        "paired_comparison": dg.MetadataValue.json(paired.to_dict("records")),
+        "champion_vs_other": md_table(
+            paired.rename(columns={"champion_value": f"champion {metric}", "other_value": f"other {metric}"})
+        ),
+        "other_gain": float(busiest["gain"]) if busiest["gain"] is not None else float("nan"),
+    }

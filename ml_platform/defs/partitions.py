@@ -23,8 +23,9 @@ _FORMATS = {"hourly": "%Y-%m-%d-%H:%M"}
 
 def _weekly(start: date, end: date | None) -> dg.WeeklyPartitionsDefinition:
     """Weeks that begin on the start's weekday (Dagster's weeks begin on Sunday otherwise)."""
-    return dg.WeeklyPartitionsDefinition(start_date=start.isoformat(), day_offset=start.isoweekday() % 7,
-                                         end_date=end.isoformat() if end else None)
+    return dg.WeeklyPartitionsDefinition(
+        start_date=start.isoformat(), day_offset=start.isoweekday() % 7, end_date=end.isoformat() if end else None
+    )
 
 
 def data_partitions(spec: ModelSpec, source: DataSource) -> dg.TimeWindowPartitionsDefinition:
@@ -54,13 +55,15 @@ def training_partitions(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition
     window = spec.training.window_days
     if end is not None and first_data_day + timedelta(days=window) > end:
         days = (end - first_data_day).days
-        raise SpecError(f"{spec.path or spec.name}: training.window_days: found {window}; allowed: at most the "
-                        f"{days} days of data from {first_data_day} to {end - timedelta(days=1)} (partitions.start "
-                        f"or the replay's first day → partitions.end or the replay's last day): the first "
-                        f"{spec.training.cadence} retraining partition would end on "
-                        f"{first_data_day + timedelta(days=window - 1)}, after the data, so no model could ever "
-                        f"train; set partitions.end to {first_data_day + timedelta(days=window)} or later, or a "
-                        f"shorter training.window_days")
+        raise SpecError(
+            f"{spec.path or spec.name}: training.window_days: found {window}; allowed: at most the "
+            f"{days} days of data from {first_data_day} to {end - timedelta(days=1)} (partitions.start "
+            f"or the replay's first day → partitions.end or the replay's last day): the first "
+            f"{spec.training.cadence} retraining partition would end on "
+            f"{first_data_day + timedelta(days=window - 1)}, after the data, so no model could ever "
+            f"train; set partitions.end to {first_data_day + timedelta(days=window)} or later, or a "
+            f"shorter training.window_days"
+        )
     if spec.training.cadence == "weekly":
         return _weekly(first_data_day + timedelta(days=window - 7), end)
     start = first_data_day + timedelta(days=window - 1)
@@ -75,8 +78,9 @@ def window_mapping(spec: ModelSpec) -> dg.TimeWindowPartitionMapping:
     return dg.TimeWindowPartitionMapping(start_offset=-(periods - 1))
 
 
-def partition_windows(partitions_def: dg.TimeWindowPartitionsDefinition,
-                      keys: list[str]) -> dict[str, tuple[datetime, datetime]]:
+def partition_windows(
+    partitions_def: dg.TimeWindowPartitionsDefinition, keys: list[str]
+) -> dict[str, tuple[datetime, datetime]]:
     """Each partition key with its time window [start, end) as naive UTC datetimes."""
     windows = {}
     for key in keys:
@@ -96,11 +100,14 @@ def label_of(keys: list[str]) -> str:
     return keys[0] if len(keys) == 1 else f"{keys[0]}…{keys[-1]}"
 
 
-def split_by_partition(frame: pd.DataFrame, timestamp: str, keys: list[str],
-                       partitions_def: dg.TimeWindowPartitionsDefinition) -> tuple[pd.Series, dict[str, pd.DataFrame]]:
+def split_by_partition(
+    frame: pd.DataFrame, timestamp: str, keys: list[str], partitions_def: dg.TimeWindowPartitionsDefinition
+) -> tuple[pd.Series, dict[str, pd.DataFrame]]:
     """Which partition each row falls in (by event time), and the frame split into those partitions."""
-    starts = np.array([np.datetime64(partitions_def.time_window_for_partition_key(k).start.replace(tzinfo=None))
-                       for k in keys], dtype="datetime64[ns]")
+    starts = np.array(
+        [np.datetime64(partitions_def.time_window_for_partition_key(k).start.replace(tzinfo=None)) for k in keys],
+        dtype="datetime64[ns]",
+    )
     position = np.searchsorted(starts, frame[timestamp].to_numpy(dtype="datetime64[ns]"), side="right") - 1
     partition_of = pd.Series(np.asarray(keys, dtype=object)[np.clip(position, 0, None)], index=frame.index)
     groups = {key: part.reset_index(drop=True) for key, part in frame.groupby(partition_of, sort=False)}

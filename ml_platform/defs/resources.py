@@ -23,12 +23,16 @@ from ml_platform.core import mlflow_store
 class MlflowTracking(dg.ConfigurableResource):
     """Where runs, metrics, artifacts and registered models go. Configure with EnvVar in production."""
 
-    tracking_uri: str | None = Field(default=None, description="MLflow tracking URI; default a SQLite store "
-                                     "under ML_PLATFORM_HOME/mlflow")
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; default a SQLite store under ML_PLATFORM_HOME/mlflow"
+    )
     registry_uri: str | None = Field(default=None, description="Model registry URI; default the tracking URI")
-    artifact_root: str | None = Field(default=None, description="Where new experiments keep artifacts; "
-                                      "default the tracking server's own (served artifacts), or "
-                                      "ML_PLATFORM_HOME/mlflow/artifacts for a local store")
+    artifact_root: str | None = Field(
+        default=None,
+        description="Where new experiments keep artifacts; "
+        "default the tracking server's own (served artifacts), or "
+        "ML_PLATFORM_HOME/mlflow/artifacts for a local store",
+    )
     ui_url: str | None = Field(default=None, description="Base URL of the MLflow UI, for links in metadata")
 
     def resolved_tracking_uri(self) -> str:
@@ -81,8 +85,13 @@ class MlflowTracking(dg.ConfigurableResource):
             return client.get_experiment_by_name(name).experiment_id
 
     @contextlib.contextmanager
-    def start_run(self, context: dg.AssetExecutionContext, model: str, run_id: str | None = None,
-                  tags: dict[str, str] | None = None) -> Iterator:
+    def start_run(
+        self,
+        context: dg.AssetExecutionContext,
+        model: str,
+        run_id: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Iterator:
         """An MLflow run for this step (or `run_id` resumed), ended FINISHED or FAILED with the step."""
         import mlflow
 
@@ -90,17 +99,26 @@ class MlflowTracking(dg.ConfigurableResource):
             self.client()
             experiment_id = self.experiment_id(model)
         except Exception as error:
-            raise dg.Failure(f"MLflow tracking store {self.resolved_tracking_uri()!r} cannot be reached: "
-                             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+            raise dg.Failure(
+                f"MLflow tracking store {self.resolved_tracking_uri()!r} cannot be reached: "
+                f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            ) from None
         if mlflow.active_run() is not None:
             mlflow.end_run("KILLED")
-        run_tags = {"dagster_run_id": context.run_id, "dagster_job": context.job_name,
-                    "dagster_asset": context.asset_key.to_user_string(),
-                    **({"dagster_partition": context.partition_key} if context.has_partition_key else {}),
-                    **(tags or {})}
+        run_tags = {
+            "dagster_run_id": context.run_id,
+            "dagster_job": context.job_name,
+            "dagster_asset": context.asset_key.to_user_string(),
+            **({"dagster_partition": context.partition_key} if context.has_partition_key else {}),
+            **(tags or {}),
+        }
         label = context.partition_key if context.has_partition_key else "run"
-        run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                               run_name=None if run_id else f"{model}-{label}", tags=run_tags)
+        run = mlflow.start_run(
+            run_id=run_id,
+            experiment_id=None if run_id else experiment_id,
+            run_name=None if run_id else f"{model}-{label}",
+            tags=run_tags,
+        )
         try:
             yield run
         except BaseException:
@@ -122,10 +140,13 @@ class MlflowTracking(dg.ConfigurableResource):
 
 def tracking_from_env() -> MlflowTracking:
     """The resource as `definitions` configures it: EnvVar where the variable is set, defaults otherwise."""
-    fields = {"tracking_uri": "MLFLOW_TRACKING_URI", "registry_uri": "MLFLOW_REGISTRY_URI",
-              "artifact_root": "ML_PLATFORM_MLFLOW_ARTIFACTS", "ui_url": "ML_PLATFORM_MLFLOW_UI"}
+    fields = {
+        "tracking_uri": "MLFLOW_TRACKING_URI",
+        "registry_uri": "MLFLOW_REGISTRY_URI",
+        "artifact_root": "ML_PLATFORM_MLFLOW_ARTIFACTS",
+        "ui_url": "ML_PLATFORM_MLFLOW_UI",
+    }
     return MlflowTracking(**{field: dg.EnvVar(env) for field, env in fields.items() if os.environ.get(env)})
-
 
 
 class DaskCluster(dg.ConfigurableResource):
@@ -134,12 +155,16 @@ class DaskCluster(dg.ConfigurableResource):
     in a step and stays connected until the run's resources are torn down, so outputs are written by the same
     workers that computed them."""
 
-    address: str | None = Field(default=None, description="Dask scheduler, e.g. tcp://scheduler:8786; default "
-                                "a local cluster (one worker process per core), started once per process")
+    address: str | None = Field(
+        default=None,
+        description="Dask scheduler, e.g. tcp://scheduler:8786; default "
+        "a local cluster (one worker process per core), started once per process",
+    )
     n_workers: int | None = Field(default=None, description="Local cluster only: worker processes")
     memory_limit: str | None = Field(default=None, description="Local cluster only: memory per worker ('4GB')")
-    dashboard_url: str | None = Field(default=None, description="The dashboard's URL as users reach it; default "
-                                      "the one the scheduler reports")
+    dashboard_url: str | None = Field(
+        default=None, description="The dashboard's URL as users reach it; default the one the scheduler reports"
+    )
     _client: Any = PrivateAttr(default=None)
 
     def client(self):
@@ -161,9 +186,11 @@ class DaskCluster(dg.ConfigurableResource):
 
         client = self.client()
         link = self.dashboard_url or dask_cluster.dashboard_link(client)
-        return {**({"dask_dashboard": dg.MetadataValue.url(link)} if link else {}),
-                "dask_scheduler": client.scheduler.address if client.scheduler else "",
-                "dask_workers": len(dask_cluster.worker_memory(client))}
+        return {
+            **({"dask_dashboard": dg.MetadataValue.url(link)} if link else {}),
+            "dask_scheduler": client.scheduler.address if client.scheduler else "",
+            "dask_workers": len(dask_cluster.worker_memory(client)),
+        }
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:
@@ -175,8 +202,11 @@ def dask_from_env() -> DaskCluster:
     """The resource as `definitions` configures it: EnvVar where the variable is set, defaults otherwise."""
     from ml_platform.core import dask_cluster
 
-    fields = {"address": dask_cluster.ADDRESS_ENV, "memory_limit": dask_cluster.MEMORY_ENV,
-              "dashboard_url": "ML_PLATFORM_DASK_DASHBOARD"}
+    fields = {
+        "address": dask_cluster.ADDRESS_ENV,
+        "memory_limit": dask_cluster.MEMORY_ENV,
+        "dashboard_url": "ML_PLATFORM_DASK_DASHBOARD",
+    }
     values: dict[str, Any] = {field: dg.EnvVar(env) for field, env in fields.items() if os.environ.get(env)}
     if os.environ.get(dask_cluster.WORKERS_ENV):
         values["n_workers"] = dg.EnvVar.int(dask_cluster.WORKERS_ENV)

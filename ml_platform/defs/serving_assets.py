@@ -30,11 +30,14 @@ def build_serving(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> d
 def endpoint_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     name, serving = spec.name, spec.serving
 
-    @dg.asset(key=conventions.key(spec, "endpoint"), kinds={"http", "python"},
-              description=f"The HTTP endpoint serving the `champion` of {name} ({serving.target}, port "
-                          f"{serving.port}); verified by a smoke test of held-out rows on every deploy.",
-              deps=[dg.AssetDep(conventions.key(spec, "champion"), partition_mapping=dg.AllPartitionMapping())],
-              automation_condition=conventions.whenever_the_champion_moves())
+    @dg.asset(
+        key=conventions.key(spec, "endpoint"),
+        kinds={"http", "python"},
+        description=f"The HTTP endpoint serving the `champion` of {name} ({serving.target}, port "
+        f"{serving.port}); verified by a smoke test of held-out rows on every deploy.",
+        deps=[dg.AssetDep(conventions.key(spec, "champion"), partition_mapping=dg.AllPartitionMapping())],
+        automation_condition=conventions.whenever_the_champion_moves(),
+    )
     def endpoint(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking):
         version, offline, run_id = mlflow_tracking.champion(name)
         token = os.environ.get("ML_PLATFORM_API_TOKEN")
@@ -43,26 +46,45 @@ def endpoint_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         home = settings.home()
         expected = offline.predict(pd.DataFrame(rows))
         try:
-            deployed = deploy(serving.target, name, version, serving.port, home, rows, expected, headers,
-                              project_dir=PROJECT_DIR,
-                              model_folder=lambda: download_model_files(run_id, mlflow_tracking.client().tracking_uri),
-                              service_url=settings.endpoint_service(name) if serving.target == "local" else None,
-                              expected_labels=offline.labels.predicted(expected) if offline.labels else None)
+            deployed = deploy(
+                serving.target,
+                name,
+                version,
+                serving.port,
+                home,
+                rows,
+                expected,
+                headers,
+                project_dir=PROJECT_DIR,
+                model_folder=lambda: download_model_files(run_id, mlflow_tracking.client().tracking_uri),
+                service_url=settings.endpoint_service(name) if serving.target == "local" else None,
+                expected_labels=offline.labels.predicted(expected) if offline.labels else None,
+            )
         except (DeployError, ValueError) as error:
-            raise dg.Failure(f"deploy of {name} v{version} failed; the previous endpoint keeps serving: "
-                             f"{error}") from None
+            raise dg.Failure(
+                f"deploy of {name} v{version} failed; the previous endpoint keeps serving: {error}"
+            ) from None
         smoke = deployed.smoke
         if not smoke.passed:
-            raise dg.Failure(f"smoke test of {name} v{version} failed: {smoke.problem}"
-                             + ("" if smoke.label_mismatches else " (allowed 1e-9)"))
+            raise dg.Failure(
+                f"smoke test of {name} v{version} failed: {smoke.problem}"
+                + ("" if smoke.label_mismatches else " (allowed 1e-9)")
+            )
         details = {k: dg.MetadataValue.json(v) if isinstance(v, list) else v for k, v in deployed.details.items()}
         if serving.target == "local":
             details["prediction_log"] = str(log_path(home, name))
-        return dg.MaterializeResult(metadata={
-            "url": dg.MetadataValue.url(f"{deployed.url}/v1/models/{name}"), "version": version,
-            "smoke_test": dg.MetadataValue.json({"rows": smoke.rows, "max_abs_diff": smoke.max_abs_diff,
-                                                 "passed": smoke.passed}),
-            "p50_latency_ms": round(smoke.p50_ms, 3), "target": serving.target, **details})
+        return dg.MaterializeResult(
+            metadata={
+                "url": dg.MetadataValue.url(f"{deployed.url}/v1/models/{name}"),
+                "version": version,
+                "smoke_test": dg.MetadataValue.json(
+                    {"rows": smoke.rows, "max_abs_diff": smoke.max_abs_diff, "passed": smoke.passed}
+                ),
+                "p50_latency_ms": round(smoke.p50_ms, 3),
+                "target": serving.target,
+                **details,
+            }
+        )
 
     return endpoint
 
@@ -71,17 +93,21 @@ def predictions_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     name = spec.name
     champion = conventions.key(spec, "champion")
 
-    @dg.asset(key=conventions.key(spec, "predictions"), partitions_def=data,
-              io_manager_key=conventions.IO_MANAGER_KEY, kinds={conventions.frame_kind(spec), "parquet"},
-              backfill_policy=dg.BackfillPolicy.single_run(),
-              description=f"Batch scores of each day's features by the champion of {name}, with the model "
-                          "version beside each prediction"
-                          + (" (scored on the Dask workers)." if conventions.on_dask(spec) else "."),
-              ins={"features": dg.AssetIn(conventions.key(spec, "features"), metadata=conventions.frame_input(spec))},
-              deps=[dg.AssetDep(champion, partition_mapping=dg.AllPartitionMapping())],
-              automation_condition=conventions.daily_once_a_champion_exists(champion))
-    def predictions(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
-                    features):
+    @dg.asset(
+        key=conventions.key(spec, "predictions"),
+        partitions_def=data,
+        io_manager_key=conventions.IO_MANAGER_KEY,
+        kinds={conventions.frame_kind(spec), "parquet"},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        description=f"Batch scores of each day's features by the champion of {name}, with the model "
+        "version beside each prediction" + (" (scored on the Dask workers)." if conventions.on_dask(spec) else "."),
+        ins={"features": dg.AssetIn(conventions.key(spec, "features"), metadata=conventions.frame_input(spec))},
+        deps=[dg.AssetDep(champion, partition_mapping=dg.AllPartitionMapping())],
+        automation_condition=conventions.daily_once_a_champion_exists(champion),
+    )
+    def predictions(
+        context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, features
+    ):
         version, model, _ = mlflow_tracking.champion(name)
         if conventions.on_dask(spec):
             return _predictions_on_dask(context, dask_cluster, spec, features, model, version)
@@ -90,14 +116,17 @@ def predictions_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
         frame = features[keep].assign(**_prediction_columns(model, scores, features.index), model_version=version)
         keys = list(context.partition_keys)
         _, parts = split_by_partition(frame, spec.timestamp, keys, data)
-        return dg.Output(parts if len(keys) > 1 else frame, metadata={
-            "rows": len(frame), "model_version": version, **_scores_metadata(model, frame)})
+        return dg.Output(
+            parts if len(keys) > 1 else frame,
+            metadata={"rows": len(frame), "model_version": version, **_scores_metadata(model, frame)},
+        )
 
     return predictions
 
 
-def _predictions_on_dask(context: dg.AssetExecutionContext, dask_cluster: DaskCluster, spec: ModelSpec, features,
-                         model, version: str):
+def _predictions_on_dask(
+    context: dg.AssetExecutionContext, dask_cluster: DaskCluster, spec: ModelSpec, features, model, version: str
+):
     """The day(s) scored partition by partition on the workers and stored by them, one output per day."""
     from ml_platform.core.dask_scoring import score_on_dask
 
@@ -112,24 +141,32 @@ def _predictions_on_dask(context: dg.AssetExecutionContext, dask_cluster: DaskCl
         if missing:
             raise dg.Failure(f"{spec.name}/features has no stored partition {missing[0]}; materialize it first")
         rows = int(scored.map_partitions(len).sum().compute())
-        summary = (_scores_metadata(model, scored, compute=lambda values: values.compute()) if rows else
-                   _scores_metadata(model, scored._meta))
-    return dg.Output(parts if len(keys) > 1 else parts[keys[0]],
-                     metadata={"rows": rows, "model_version": version, **summary, **cluster})
+        summary = (
+            _scores_metadata(model, scored, compute=lambda values: values.compute())
+            if rows
+            else _scores_metadata(model, scored._meta)
+        )
+    return dg.Output(
+        parts if len(keys) > 1 else parts[keys[0]],
+        metadata={"rows": rows, "model_version": version, **summary, **cluster},
+    )
 
 
 def _prediction_columns(model, scores: np.ndarray, index: pd.Index) -> dict[str, pd.Series]:
     """The `prediction` (binary: P(positive); multiclass: the probabilities in class order; regression: the
     value) and, for a classifier, the `predicted_label` of scored rows."""
     if model.task == "multiclass":
-        prediction = pd.Series([row.tolist() for row in np.atleast_2d(scores)] if len(scores) else [],
-                               index=index, dtype=object)
+        prediction = pd.Series(
+            [row.tolist() for row in np.atleast_2d(scores)] if len(scores) else [], index=index, dtype=object
+        )
     else:
         prediction = pd.Series(scores, index=index, dtype=np.float64)
     if model.labels is None:
         return {"prediction": prediction}
-    return {"prediction": prediction, "predicted_label": pd.Series(model.labels.predicted(scores), index=index,
-                                                                   dtype=object)}
+    return {
+        "prediction": prediction,
+        "predicted_label": pd.Series(model.labels.predicted(scores), index=index, dtype=object),
+    }
 
 
 def _scores_metadata(model, frame, compute=lambda values: values) -> dict:
@@ -138,5 +175,7 @@ def _scores_metadata(model, frame, compute=lambda values: values) -> dict:
         mean = float(compute(frame["prediction"].mean()))  # NaN without rows
         return {"mean_prediction": mean if mean == mean else 0.0}
     counts = compute(frame["predicted_label"].value_counts())
-    return {"classes": dg.MetadataValue.json([str(c) for c in model.classes]),
-            "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()})}
+    return {
+        "classes": dg.MetadataValue.json([str(c) for c in model.classes]),
+        "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
+    }

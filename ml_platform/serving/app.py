@@ -21,23 +21,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-import secrets
-from importlib import metadata
 import logging
+import secrets
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
+from importlib import metadata
 
 import orjson
 
 from ml_platform.serving import openapi, v2
 from ml_platform.serving.config import ServeConfig
 from ml_platform.serving.http import (
-    bearer_ok, check_json_content_type, cors_headers, read_body, respond, respond_json, unauthorized_headers,
-    with_headers)
-from ml_platform.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, Metrics
+    bearer_ok,
+    check_json_content_type,
+    cors_headers,
+    read_body,
+    respond,
+    respond_json,
+    unauthorized_headers,
+    with_headers,
+)
+from ml_platform.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ml_platform.serving.metrics import Metrics
 from ml_platform.serving.prediction_log import PredictionLog
 from ml_platform.serving.protocols import V1, V2, Protocol, label_fields
 from ml_platform.serving.slot import RegistryState, RegistryUnreachable, Slot, next_slot, source_for
@@ -63,12 +71,18 @@ class ServingApp:
         self._scorer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
         model = config.model
         about = self._about_model
-        self._get = {"/health": self._health, "/ready": self._ready, "/metrics": self._metrics,
-                     f"/v1/models/{model}": partial(about, route="info", describe=self._info),
-                     "/openapi.json": partial(about, route="openapi", describe=self._openapi),
-                     "/v2": self._v2_server, "/v2/health/live": self._health, "/v2/health/ready": self._v2_ready,
-                     f"/v2/models/{model}": partial(about, route="v2", describe=self._v2_metadata),
-                     f"/v2/models/{model}/ready": self._v2_ready}
+        self._get = {
+            "/health": self._health,
+            "/ready": self._ready,
+            "/metrics": self._metrics,
+            f"/v1/models/{model}": partial(about, route="info", describe=self._info),
+            "/openapi.json": partial(about, route="openapi", describe=self._openapi),
+            "/v2": self._v2_server,
+            "/v2/health/live": self._health,
+            "/v2/health/ready": self._v2_ready,
+            f"/v2/models/{model}": partial(about, route="v2", describe=self._v2_metadata),
+            f"/v2/models/{model}/ready": self._v2_ready,
+        }
         self._post = {f"/v1/models/{model}/predict": V1, f"/v2/models/{model}/infer": V2}
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -76,8 +90,9 @@ class ServingApp:
     async def startup(self) -> None:
         config = self.config
         retention = timedelta(seconds=config.log_retention_s) if config.log_retention_s else None
-        self.prediction_log = PredictionLog(config.log_path, retention=retention, max_bytes=config.log_max_bytes,
-                                            fsync=config.log_fsync)
+        self.prediction_log = PredictionLog(
+            config.log_path, retention=retention, max_bytes=config.log_max_bytes, fsync=config.log_fsync
+        )
         await self.reload()
         self._tasks.append(asyncio.create_task(self._reload_forever()))
 
@@ -92,8 +107,12 @@ class ServingApp:
         """Load whatever the aliases point to now; swap the slot only when something changed. While the registry
         cannot be reached, the loaded models keep serving and `/ready` says since when and why."""
         try:
-            slot = await next_slot(self.slot, self.source, self.config,
-                                   lambda model: self.prediction_log.policy(model.manifest, self.config.log_redact))
+            slot = await next_slot(
+                self.slot,
+                self.source,
+                self.config,
+                lambda model: self.prediction_log.policy(model.manifest, self.config.log_redact),
+            )
         except RegistryUnreachable as error:
             self.registry.failed(error)
             return False
@@ -135,8 +154,9 @@ class ServingApp:
                 send = with_headers(send, cors[:2])
             if method.encode() not in allowed.split(b", "):
                 self.metrics.request("other", "405").inc()
-                return await respond_json(send, 405, {"error": f"{method} is not allowed here; use "
-                                                               f"{allowed.decode()}"}, [(b"allow", allowed)])
+                return await respond_json(
+                    send, 405, {"error": f"{method} is not allowed here; use {allowed.decode()}"}, [(b"allow", allowed)]
+                )
             if handler is None:
                 return await self._predict(scope, receive, send, self._post[path])
             await handler(scope, send, method == "HEAD")
@@ -165,8 +185,15 @@ class ServingApp:
     async def _predict(self, scope, receive, send, protocol: Protocol) -> None:
         started, arrived, request_id = time.perf_counter(), time.time(), f"{self._id_prefix}{next(self._ids):016x}"
         if self._in_flight >= self.config.max_in_flight:
-            error = RequestError(503, [{"field": "server", "error": f"{self._in_flight} requests in flight; "
-                                                                   "retry after the time in Retry-After"}])
+            error = RequestError(
+                503,
+                [
+                    {
+                        "field": "server",
+                        "error": f"{self._in_flight} requests in flight; retry after the time in Retry-After",
+                    }
+                ],
+            )
             return await self._refuse(scope, send, protocol, error, request_id, "overloaded", body_read=False)
         self._in_flight += 1
         self.metrics.in_flight.inc()
@@ -184,8 +211,7 @@ class ServingApp:
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError as error:
-                raise RequestError(400, [{"field": "body", "error": f"malformed JSON: {str(error)[:120]}"}]) \
-                    from None
+                raise RequestError(400, [{"field": "body", "error": f"malformed JSON: {str(error)[:120]}"}]) from None
             rows, explain, client_id = protocol.parse(payload, slot, self.config)
             scored = await self._score(slot, rows, explain)
             await self._answer(send, protocol, slot, rows, scored, client_id, request_id, arrived, started)
@@ -210,8 +236,7 @@ class ServingApp:
         loop = asyncio.get_running_loop()
         future = self._scorer.submit(_score, answer, shadow, rows, explain)
         try:
-            result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)),
-                                            self.config.scoring_timeout_s)
+            result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.config.scoring_timeout_s)
         except TimeoutError:
             future.cancel()  # not started yet: dropped; running: it ends on its own, then frees its slot
             future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
@@ -223,11 +248,21 @@ class ServingApp:
         answer, shadow, routed, outputs, explanations, shadow_outputs = scored
         predictions = outputs.tolist()
         try:
-            await self.prediction_log.append((
-                request_id, arrived, self.config.model, answer.version, len(rows),
-                orjson.dumps(slot.policy.view(rows)).decode(), orjson.dumps(predictions).decode(),
-                (time.perf_counter() - started) * 1000, shadow.version if shadow else None,
-                orjson.dumps(shadow_outputs).decode() if shadow_outputs is not None else None, routed))
+            await self.prediction_log.append(
+                (
+                    request_id,
+                    arrived,
+                    self.config.model,
+                    answer.version,
+                    len(rows),
+                    orjson.dumps(slot.policy.view(rows)).decode(),
+                    orjson.dumps(predictions).decode(),
+                    (time.perf_counter() - started) * 1000,
+                    shadow.version if shadow else None,
+                    orjson.dumps(shadow_outputs).decode() if shadow_outputs is not None else None,
+                    routed,
+                )
+            )
         except Exception as error:  # not logged means not answered: the promise of the log
             log.error("prediction log write failed: %s", error)
             self.metrics.error("log").inc()
@@ -239,8 +274,16 @@ class ServingApp:
         self.metrics.latency_of(protocol.route).observe(time.perf_counter() - started)
         self.metrics.request(protocol.route, "200").inc()
         explanations, fields = label_fields(answer.model, outputs, explanations)
-        body = protocol.answer(self.config.model, answer, predictions, explanations, client_id, request_id,
-                               slot.champion.model.manifest.get("task"), fields)
+        body = protocol.answer(
+            self.config.model,
+            answer,
+            predictions,
+            explanations,
+            client_id,
+            request_id,
+            slot.champion.model.manifest.get("task"),
+            fields,
+        )
         await respond_json(send, 200, body)
 
     async def _refuse(self, scope, send, protocol, error: RequestError, request_id, kind, body_read: bool):
@@ -265,7 +308,7 @@ class ServingApp:
         if self.config.rollout_mode == "shadow":
             return slot.champion, challenger, "champion"
         key = str(rows[0].get(self.config.rollout_key)) if self.config.rollout_key else uuid.uuid4().hex
-        bucket = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2 ** 64
+        bucket = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
         if bucket < self.config.canary_fraction:  # the champion scores these rows too: a paired comparison
             return challenger, slot.champion, "canary"
         return slot.champion, None, "champion"
@@ -273,19 +316,22 @@ class ServingApp:
     # --- read-only routes --------------------------------------------------------------------------------
 
     async def _health(self, scope, send, head):
-        await self._plain(send, 200, {"status": "ok"} if scope["path"] == "/health" else {"live": True},
-                          "health", head)
+        await self._plain(send, 200, {"status": "ok"} if scope["path"] == "/health" else {"live": True}, "health", head)
 
     async def _ready(self, scope, send, head):
         ready = self.slot.champion is not None
-        body = {"ready": ready, "version": self.slot.champion.version if ready else None,
-                "registry": self.registry.report(ready)}
+        body = {
+            "ready": ready,
+            "version": self.slot.champion.version if ready else None,
+            "registry": self.registry.report(ready),
+        }
         await self._plain(send, 200 if ready else 503, body, "ready", head)
 
     async def _metrics(self, scope, send, head):
         if not bearer_ok(scope, self.config.metrics_token):
-            return await self._plain(send, 401, {"error": "missing or wrong metrics bearer token"}, "metrics", head,
-                                     unauthorized_headers())
+            return await self._plain(
+                send, 401, {"error": "missing or wrong metrics bearer token"}, "metrics", head, unauthorized_headers()
+            )
         self.metrics.request("metrics", "200").inc()
         await respond(send, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE, head=head)
 
@@ -293,8 +339,9 @@ class ServingApp:
         """A route that describes the loaded model: behind the API token, 503 until a model is loaded."""
         if not bearer_ok(scope, self.config.token):
             self.metrics.error("unauthorized").inc()
-            return await self._plain(send, 401, {"error": "missing or wrong bearer token"}, route, head,
-                                     unauthorized_headers())
+            return await self._plain(
+                send, 401, {"error": "missing or wrong bearer token"}, route, head, unauthorized_headers()
+            )
         slot = self.slot
         if slot.champion is None:
             return await self._plain(send, 503, {"error": "no model loaded yet"}, route, head)
@@ -305,13 +352,24 @@ class ServingApp:
 
     def _openapi(self, slot: Slot) -> dict:
         besides = tuple(sorted(slot.allowed - slot.schema.features))  # the event time and key
-        return openapi.document(self.config.model, slot.schema, max_rows=self.config.max_rows,
-                                unknown_fields=self.config.unknown_fields, allowed=besides)
+        return openapi.document(
+            self.config.model,
+            slot.schema,
+            max_rows=self.config.max_rows,
+            unknown_fields=self.config.unknown_fields,
+            allowed=besides,
+        )
 
     def _v2_metadata(self, slot: Slot) -> dict:
         model = slot.champion.model
-        return v2.model_metadata(self.config.model, slot.champion.version, slot.schema, model.manifest.get("task"),
-                                 n_classes=len(model.classes) or None, labels=model.labels)
+        return v2.model_metadata(
+            self.config.model,
+            slot.champion.version,
+            slot.schema,
+            model.manifest.get("task"),
+            n_classes=len(model.classes) or None,
+            labels=model.labels,
+        )
 
     async def _v2_server(self, scope, send, head):
         await self._plain(send, 200, {"name": "ml_platform", "version": _VERSION, "extensions": []}, "v2", head)
@@ -339,8 +397,15 @@ def _score(answer, shadow, rows, explain):
 
 
 def _kind(status: int) -> str:
-    return {400: "malformed", 401: "unauthorized", 408: "slow_body", 413: "too_large", 415: "media_type",
-            422: "invalid", 503: "unavailable"}.get(status, str(status))
+    return {
+        400: "malformed",
+        401: "unauthorized",
+        408: "slow_body",
+        413: "too_large",
+        415: "media_type",
+        422: "invalid",
+        503: "unavailable",
+    }.get(status, str(status))
 
 
 def from_environment() -> ServingApp:

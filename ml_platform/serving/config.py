@@ -26,15 +26,15 @@ def _env(name: str) -> str | None:
 class ServeConfig:
     model: str
     log_path: str
-    model_dir: str | None = None        # serve this folder instead of the registry's champion
-    model_version: str | None = None    # the version to report for model_dir
+    model_dir: str | None = None  # serve this folder instead of the registry's champion
+    model_version: str | None = None  # the version to report for model_dir
     max_rows: int = 1000
     reload_interval_s: float = 5.0
-    rollout_mode: str = "none"          # none | shadow | canary
+    rollout_mode: str = "none"  # none | shadow | canary
     canary_fraction: float = 0.1
-    rollout_key: str | None = None      # a feature whose value makes canary routing sticky
-    previous_window_s: float = 0.0      # score `previous` beside a champion this new (seconds since promotion)
-    unknown_fields: str = "ignore"      # ignore | reject fields that are not the model's features
+    rollout_key: str | None = None  # a feature whose value makes canary routing sticky
+    previous_window_s: float = 0.0  # score `previous` beside a champion this new (seconds since promotion)
+    unknown_fields: str = "ignore"  # ignore | reject fields that are not the model's features
     cors_origins: tuple[str, ...] = ()
     # limits (the spec's serving.limits)
     max_body_bytes: int = 1_000_000
@@ -56,7 +56,7 @@ class ServeConfig:
         return json.dumps(values)
 
     @classmethod
-    def from_environment(cls) -> "ServeConfig":
+    def from_environment(cls) -> ServeConfig:
         text = os.environ.get(CONFIG_ENV)
         if not text:
             raise RuntimeError(f"{CONFIG_ENV} is not set: start the endpoint with `ml-platform serve`")
@@ -69,14 +69,22 @@ class ServeConfig:
 def from_spec(spec, **overrides) -> ServeConfig:
     """The endpoint's settings from a model spec (its `serving` and monitoring windows), then `overrides`."""
     serving, limits = spec.serving, spec.serving.limits
-    values = dict(
-        max_rows=serving.max_rows, rollout_mode=serving.rollout.mode, canary_fraction=serving.rollout.fraction,
-        rollout_key=serving.rollout.key,
-        previous_window_s=spec.monitoring.performance.rollback_window.total_seconds(),
-        unknown_fields=serving.unknown_fields, cors_origins=tuple(serving.cors_origins),
-        max_body_bytes=limits.body_bytes, body_timeout_s=limits.body_timeout.total_seconds(),
-        max_in_flight=limits.in_flight, scoring_timeout_s=limits.scoring_timeout.total_seconds(),
-        retry_after_s=limits.retry_after.total_seconds(),
-        log_redact=tuple(serving.log.redact), log_retention_s=serving.log.retention.total_seconds(),
-        log_max_bytes=serving.log.max_mb * 1024 * 1024, log_fsync=serving.log.fsync)
+    values = {
+        "max_rows": serving.max_rows,
+        "rollout_mode": serving.rollout.mode,
+        "canary_fraction": serving.rollout.fraction,
+        "rollout_key": serving.rollout.key,
+        "previous_window_s": spec.monitoring.performance.rollback_window.total_seconds(),
+        "unknown_fields": serving.unknown_fields,
+        "cors_origins": tuple(serving.cors_origins),
+        "max_body_bytes": limits.body_bytes,
+        "body_timeout_s": limits.body_timeout.total_seconds(),
+        "max_in_flight": limits.in_flight,
+        "scoring_timeout_s": limits.scoring_timeout.total_seconds(),
+        "retry_after_s": limits.retry_after.total_seconds(),
+        "log_redact": tuple(serving.log.redact),
+        "log_retention_s": serving.log.retention.total_seconds(),
+        "log_max_bytes": serving.log.max_mb * 1024 * 1024,
+        "log_fsync": serving.log.fsync,
+    }
     return ServeConfig(**{**values, **overrides})

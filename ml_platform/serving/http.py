@@ -28,9 +28,18 @@ def header(scope, name: bytes) -> bytes | None:
 
 async def respond(send, status: int, body: bytes, content_type: bytes = JSON, headers=(), head: bool = False):
     """One complete response; `head` sends the headers of the same response without its body."""
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*_BASE_HEADERS, (b"content-type", content_type),
-                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *_BASE_HEADERS,
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
@@ -62,8 +71,7 @@ def check_json_content_type(scope) -> None:
     media = value.split(b";", 1)[0].strip().lower()
     if media != JSON and not media.endswith(b"+json"):
         shown = media[:64].decode("latin-1")
-        raise RequestError(415, [{"field": "content-type",
-                                  "error": f"expected application/json, got {shown!r}"}])
+        raise RequestError(415, [{"field": "content-type", "error": f"expected application/json, got {shown!r}"}])
 
 
 async def read_body(scope, receive, limit: int, timeout_s: float) -> bytes:
@@ -87,8 +95,9 @@ async def read_body(scope, receive, limit: int, timeout_s: float) -> bytes:
                 if not message.get("more_body"):
                     return b"".join(chunks)
     except TimeoutError:
-        raise RequestError(408, [{"field": "body", "error": f"not received within {timeout_s:g} s "
-                                                            f"({size} bytes arrived)"}]) from None
+        raise RequestError(
+            408, [{"field": "body", "error": f"not received within {timeout_s:g} s ({size} bytes arrived)"}]
+        ) from None
 
 
 def cors_headers(scope, origins: tuple[str, ...], methods: bytes) -> list[tuple[bytes, bytes]]:
@@ -105,16 +114,21 @@ def cors_headers(scope, origins: tuple[str, ...], methods: bytes) -> list[tuple[
         allowed = origin
     else:
         return []
-    return [(b"access-control-allow-origin", allowed), (b"vary", b"Origin"),
-            (b"access-control-allow-methods", methods),
-            (b"access-control-allow-headers", b"authorization, content-type"),
-            (b"access-control-max-age", b"600")]
+    return [
+        (b"access-control-allow-origin", allowed),
+        (b"vary", b"Origin"),
+        (b"access-control-allow-methods", methods),
+        (b"access-control-allow-headers", b"authorization, content-type"),
+        (b"access-control-max-age", b"600"),
+    ]
 
 
 def with_headers(send, headers):
     """`send` that adds `headers` to the response it starts."""
+
     async def send_with(message):
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message["headers"], *headers]}
         await send(message)
+
     return send_with

@@ -7,6 +7,7 @@ gateway to MLflow), and a loaded model is plain `Model` (native LightGBM text + 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 from ml_platform.core import mlflow_store
@@ -41,14 +42,14 @@ class RegistrySource:
     def previous_beside(self, champion: str | None, window_s: float) -> str | None:
         """The previous champion, to score beside `champion` while that one is within `window_s` of its promotion
         (audit tag `last_promote`): a rollback decision then compares both on the same live outcomes."""
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         if champion is None or window_s <= 0:
             return None
         promoted = self.client.get_model_version(self.name, champion).tags.get("last_promote")
         if promoted is None:
             return None
-        if (datetime.now(timezone.utc) - datetime.fromisoformat(promoted)).total_seconds() > window_s:
+        if (datetime.now(UTC) - datetime.fromisoformat(promoted)).total_seconds() > window_s:
             return None
         previous = self.version(mlflow_store.PREVIOUS)
         return previous if previous != champion else None

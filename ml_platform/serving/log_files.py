@@ -21,10 +21,11 @@ FOLDER_MODE, FILE_MODE = 0o700, 0o600
 
 # --- private files -----------------------------------------------------------------------------------------
 
+
 def _tighten(path: Path, mode: int, fd: int | None = None) -> None:
     """`path` to `mode` when it is wider and ours (another user's file is left alone, with a warning)."""
     try:
-        found = (os.fstat(fd) if fd is not None else os.stat(path))
+        found = os.fstat(fd) if fd is not None else os.stat(path)
     except FileNotFoundError:
         return
     if not found.st_mode & 0o777 & ~mode:
@@ -71,7 +72,7 @@ class WriterLock:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         _tighten(self.path, FILE_MODE, self._fd)
 
-    def __enter__(self) -> "WriterLock":
+    def __enter__(self) -> WriterLock:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 

@@ -13,9 +13,9 @@ import threading
 import time
 from pathlib import Path
 
-PRUNE_ROWS = 2000          # rows deleted per pruning transaction at most (about 10 ms of lock)
-VACUUM_PAGES = 256         # pages given back per transaction at most (about 10-30 ms of lock)
-SIZE_TARGET = 0.9          # a log over its cap is cut back to this share of it (database and WAL together)
+PRUNE_ROWS = 2000  # rows deleted per pruning transaction at most (about 10 ms of lock)
+VACUUM_PAGES = 256  # pages given back per transaction at most (about 10-30 ms of lock)
+SIZE_TARGET = 0.9  # a log over its cap is cut back to this share of it (database and WAL together)
 
 
 def _wal_allowance(max_bytes: int) -> int:
@@ -38,15 +38,23 @@ def file_bytes(path: str | Path) -> int:
     return sum(os.stat(p).st_size for p in (str(path), f"{path}-wal") if os.path.exists(p))
 
 
-def prune(connection: sqlite3.Connection, path: Path, cutoff: float | None, max_bytes: int | None,
-          stopping: threading.Event, lock=contextlib.nullcontext()) -> dict:
+def prune(
+    connection: sqlite3.Connection,
+    path: Path,
+    cutoff: float | None,
+    max_bytes: int | None,
+    stopping: threading.Event,
+    lock: contextlib.AbstractContextManager | None = None,
+) -> dict:
     """Delete rows older than `cutoff` and, over `max_bytes`, the oldest; give the space back. Each
     transaction is taken under `lock` (the log's cross-process writer lock)."""
+    lock = lock if lock is not None else contextlib.nullcontext()
     expired = over_size = 0
     if cutoff is not None:
         while not stopping.is_set():
-            deleted = _delete(connection, lock, "SELECT seq FROM predictions WHERE ts < ? ORDER BY ts LIMIT ?",
-                              (cutoff, PRUNE_ROWS))
+            deleted = _delete(
+                connection, lock, "SELECT seq FROM predictions WHERE ts < ? ORDER BY ts LIMIT ?", (cutoff, PRUNE_ROWS)
+            )
             expired += deleted
             if deleted < PRUNE_ROWS:
                 break
@@ -59,14 +67,16 @@ def prune(connection: sqlite3.Connection, path: Path, cutoff: float | None, max_
         while not stopping.is_set():
             pages, free = (connection.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count"))
             live = (pages - free) * page_size
-            first, last = connection.execute("SELECT (SELECT min(seq) FROM predictions), "
-                                             "(SELECT max(seq) FROM predictions)").fetchone()
+            first, last = connection.execute(
+                "SELECT (SELECT min(seq) FROM predictions), (SELECT max(seq) FROM predictions)"
+            ).fetchone()
             if live <= target or first is None:
                 break
             rows = last - first + 1
             needed = -(-(live - target) * rows // live)  # rows of average size to go, rounded up
-            deleted = _delete(connection, lock, "SELECT seq FROM predictions ORDER BY seq LIMIT ?",
-                              (max(1, min(PRUNE_ROWS, needed)),))
+            deleted = _delete(
+                connection, lock, "SELECT seq FROM predictions ORDER BY seq LIMIT ?", (max(1, min(PRUNE_ROWS, needed)),)
+            )
             over_size += deleted
             if not deleted:
                 break

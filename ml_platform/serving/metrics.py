@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from ml_platform.serving.config import MULTIPROC_ENV
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST.encode()
-_LATENCY_BUCKETS = (.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class Metrics:
@@ -25,12 +25,22 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("ml_platform_requests", "HTTP requests", ["route", "code"], registry=self.registry)
         self.errors = Counter("ml_platform_errors", "Failed requests by kind", ["kind"], registry=self.registry)
-        self.predictions = Counter("ml_platform_predictions", "Rows scored", ["version", "role"],
-                                   registry=self.registry)
-        self.latency = Histogram("ml_platform_request_latency_seconds", "Predict latency", ["route"],
-                                 buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.in_flight = Gauge("ml_platform_in_flight_requests", "Predict requests being worked on",
-                               registry=self.registry, multiprocess_mode="livesum")
+        self.predictions = Counter(
+            "ml_platform_predictions", "Rows scored", ["version", "role"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "ml_platform_request_latency_seconds",
+            "Predict latency",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "ml_platform_in_flight_requests",
+            "Predict requests being worked on",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         # labelled children, looked up once per label values (labels() costs more than the increment)
         self.request = lru_cache(maxsize=512)(self.requests.labels)
         self.error = lru_cache(maxsize=64)(self.errors.labels)
@@ -44,4 +54,3 @@ class Metrics:
             MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
-

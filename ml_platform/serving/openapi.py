@@ -35,20 +35,25 @@ Label = str | int | float | bool  # a class as the model was trained on it: text
 class PredictResponse(BaseModel):
     predictions: list[float] | list[list[float]] = Field(
         description="One per row: the positive class's probability (binary), the value (regression), or one "
-                    "probability per class (multiclass).")
+        "probability per class (multiclass)."
+    )
     model: str
     version: str = Field(description="The model version that answered.")
     request_id: str = Field(description="The request's id in the prediction log.")
     labels: list[Label] | SkipJsonSchema[None] = _optional(
         description="Classifiers: the predicted class per row (binary: the positive class when its probability is "
-                    "at least 0.5; multiclass: the most probable class).")
+        "at least 0.5; multiclass: the most probable class)."
+    )
     probabilities: list[dict[str, float]] | SkipJsonSchema[None] = _optional(
-        description="Multiclass: each row's probabilities keyed by class name (the same numbers as `predictions`).")
+        description="Multiclass: each row's probabilities keyed by class name (the same numbers as `predictions`)."
+    )
     explanations: list[list[Contribution]] | SkipJsonSchema[None] = _optional(
-        description="With `explain: true`: each row's top features by absolute contribution, largest first.")
+        description="With `explain: true`: each row's top features by absolute contribution, largest first."
+    )
     explained_class: list[Label] | SkipJsonSchema[None] = _optional(
         description="Classifiers, with `explain: true`: the class each row's explanation is about (multiclass: the "
-                    "predicted class; binary: the positive class).")
+        "predicted class; binary: the positive class)."
+    )
 
 
 class FieldError(BaseModel):
@@ -76,9 +81,11 @@ class ModelInfo(BaseModel):
     task: str | None = None
     target: str | None = None
     classes: list[Label] | SkipJsonSchema[None] = _optional(
-        description="Classifiers: the classes in the model's order (the order of multiclass `predictions`).")
+        description="Classifiers: the classes in the model's order (the order of multiclass `predictions`)."
+    )
     positive: Label | SkipJsonSchema[None] = _optional(
-        description="Binary classifiers: the class whose probability `predictions` holds.")
+        description="Binary classifiers: the class whose probability `predictions` holds."
+    )
     features: list[FeatureInfo]
     training_window: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -103,8 +110,8 @@ class Ready(BaseModel):
     ready: bool
     version: str | None
     registry: Literal["ok"] | RegistryOutage = Field(
-        description="'ok', or since when and why the model registry cannot be asked (the loaded model keeps "
-                    "serving)")
+        description="'ok', or since when and why the model registry cannot be asked (the loaded model keeps serving)"
+    )
 
 
 _ERRORS = {
@@ -119,8 +126,7 @@ _ERRORS = {
 }
 
 
-def request_models(schema: Schema, max_rows: int = 1000, unknown_fields: str = "ignore",
-                   allowed: Iterable[str] = ()):
+def request_models(schema: Schema, max_rows: int = 1000, unknown_fields: str = "ignore", allowed: Iterable[str] = ()):
     """The model-specific request models: (Instance, InstancesRequest, DataframeSplitRequest). An instance
     holds every feature (a number or a string, null where nullable) and may hold the `allowed` fields that are
     not features (the spec's key and timestamp, logged with the row); anything else only when unknown fields
@@ -131,22 +137,29 @@ def request_models(schema: Schema, max_rows: int = 1000, unknown_fields: str = "
         fields[f"f{i}"] = (kind | None if name in schema.nullable else kind, Field(alias=name, title=name))
     for i, name in enumerate(sorted(set(allowed) - set(schema.numeric) - set(schema.categorical))):
         fields[f"a{i}"] = (Any, _optional(alias=name, title=name))
-    instance = create_model("Instance", __config__=ConfigDict(extra="forbid" if unknown_fields == "reject"
-                                                              else "ignore"), **fields)
+    instance = create_model(
+        "Instance", __config__=ConfigDict(extra="forbid" if unknown_fields == "reject" else "ignore"), **fields
+    )
     rows = {"min_length": 1, "max_length": max_rows}
     explain = (bool, Field(default=False, description="Add each row's top feature contributions (TreeSHAP)."))
     instances = create_model("InstancesRequest", instances=(list[instance], Field(**rows)), explain=explain)
     frame = create_model(
         "DataframeSplit",
         columns=(list[str], Field(description="Feature names, one per value in each row of `data`.")),
-        data=(list[list[float | str | None]], Field(description="Rows of values, in the order of `columns`.",
-                                                    **rows)))
+        data=(list[list[float | str | None]], Field(description="Rows of values, in the order of `columns`.", **rows)),
+    )
     split = create_model("DataframeSplitRequest", dataframe_split=(frame, ...), explain=explain)
     return instance, instances, split
 
 
-def document(model_name: str, schema: Schema, *, max_rows: int = 1000, unknown_fields: str = "ignore",
-             allowed: Iterable[str] = ()) -> dict:
+def document(
+    model_name: str,
+    schema: Schema,
+    *,
+    max_rows: int = 1000,
+    unknown_fields: str = "ignore",
+    allowed: Iterable[str] = (),
+) -> dict:
     """The OpenAPI 3.1 document of the v1 routes serving `model_name` with request schema `schema`, at most
     `max_rows` rows per request, unknown instance fields ignored or rejected (`unknown_fields`) but for the
     `allowed` ones."""
@@ -157,19 +170,31 @@ def document(model_name: str, schema: Schema, *, max_rows: int = 1000, unknown_f
     ref = {m: refs[(m, "validation")] for m in models}
     return {
         "openapi": OPENAPI_VERSION,
-        "info": {"title": f"{model_name} model endpoint", "version": "1",
-                 "description": f"Scores rows of `{model_name}`' features with the model version the registry's "
-                                f"champion alias points to; at most {max_rows} rows per request."},
+        "info": {
+            "title": f"{model_name} model endpoint",
+            "version": "1",
+            "description": f"Scores rows of `{model_name}`' features with the model version the registry's "
+            f"champion alias points to; at most {max_rows} rows per request.",
+        },
         "paths": _paths(model_name, ref, instances, split),
         "components": {
             "schemas": schemas,
-            "responses": {f"E{s}": {"description": text,
-                                    "content": {"application/json": {"schema": ref[ErrorResponse]}}}
-                          for s, text in _ERRORS.items()},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "Required when the endpoint has a token."},
-                                "metrics_bearer": {"type": "http", "scheme": "bearer",
-                                                   "description": "Required when the metrics have a token."}},
+            "responses": {
+                f"E{s}": {"description": text, "content": {"application/json": {"schema": ref[ErrorResponse]}}}
+                for s, text in _ERRORS.items()
+            },
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Required when the endpoint has a token.",
+                },
+                "metrics_bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Required when the metrics have a token.",
+                },
+            },
         },
     }
 
@@ -186,33 +211,84 @@ def _paths(model_name: str, ref: dict, instances, split) -> dict:
 
     predict = f"/v1/models/{model_name}/predict"
     return {
-        predict: {"post": {
-            "operationId": "predict", "summary": "Score rows", "security": bearer,
-            "requestBody": {"required": True, "content": {"application/json": {
-                "schema": {"anyOf": [ref[instances], ref[split]]}}}},
-            "responses": {"200": {"description": "The predictions, answered and logged by one model version.",
-                                  "content": json_content(PredictResponse)},
-                          **errors(400, 401, 405, 408, 413, 415, 422, 503)}}},
-        f"/v1/models/{model_name}": {"get": {
-            "operationId": "model_info", "summary": "The served version, its features, window and metrics",
-            "security": bearer,
-            "responses": {"200": {"description": "The model.", "content": json_content(ModelInfo)},
-                          **errors(401, 405, 503)}}},
-        "/health": {"get": {"operationId": "health", "summary": "Liveness", "security": [],
-                            "responses": {"200": {"description": "The process is up.",
-                                                  "content": json_content(Health)}, **errors(405)}}},
-        "/ready": {"get": {"operationId": "ready", "summary": "Readiness: a model is loaded", "security": [],
-                           "responses": {"200": {"description": "Ready.", "content": json_content(Ready)},
-                                         "503": {"description": "No model loaded yet.",
-                                                 "content": json_content(Ready)}, **errors(405)}}},
-        "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
-                             "security": [{"metrics_bearer": []}],
-                             "responses": {"200": {"description": "Prometheus text exposition.",
-                                                   "content": {"text/plain": {"schema": {"type": "string"}}}},
-                                           **errors(401, 405)}}},
-        "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document", "security": bearer,
-                                  "responses": {"200": {"description": "The OpenAPI document.",
-                                                        "content": {"application/json": {
-                                                            "schema": {"type": "object"}}}},
-                                                **errors(401, 405, 503)}}},
+        predict: {
+            "post": {
+                "operationId": "predict",
+                "summary": "Score rows",
+                "security": bearer,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"anyOf": [ref[instances], ref[split]]}}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "The predictions, answered and logged by one model version.",
+                        "content": json_content(PredictResponse),
+                    },
+                    **errors(400, 401, 405, 408, 413, 415, 422, 503),
+                },
+            }
+        },
+        f"/v1/models/{model_name}": {
+            "get": {
+                "operationId": "model_info",
+                "summary": "The served version, its features, window and metrics",
+                "security": bearer,
+                "responses": {
+                    "200": {"description": "The model.", "content": json_content(ModelInfo)},
+                    **errors(401, 405, 503),
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "Liveness",
+                "security": [],
+                "responses": {
+                    "200": {"description": "The process is up.", "content": json_content(Health)},
+                    **errors(405),
+                },
+            }
+        },
+        "/ready": {
+            "get": {
+                "operationId": "ready",
+                "summary": "Readiness: a model is loaded",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Ready.", "content": json_content(Ready)},
+                    "503": {"description": "No model loaded yet.", "content": json_content(Ready)},
+                    **errors(405),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "security": [{"metrics_bearer": []}],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **errors(401, 405),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "security": bearer,
+                "responses": {
+                    "200": {
+                        "description": "The OpenAPI document.",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    },
+                    **errors(401, 405, 503),
+                },
+            }
+        },
     }

@@ -39,8 +39,19 @@ from ml_platform.serving.log_pruning import prune, size_settings
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("request_id", "ts", "model", "version", "rows", "features", "outputs", "latency_ms",
-           "shadow_version", "shadow_outputs", "routed")
+COLUMNS = (
+    "request_id",
+    "ts",
+    "model",
+    "version",
+    "rows",
+    "features",
+    "outputs",
+    "latency_ms",
+    "shadow_version",
+    "shadow_outputs",
+    "routed",
+)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,6 +76,8 @@ _ROW = f"({', '.join('?' * len(COLUMNS))})"
 def _insert(rows: int) -> str:
     """One INSERT for a whole batch: one statement step (one release of the GIL), not one per row."""
     return f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES {', '.join([_ROW] * rows)}"
+
+
 HASH_CHARS = 16
 
 
@@ -96,13 +109,14 @@ def _secret(connection: sqlite3.Connection) -> bytes:
 
 # --- what a row keeps -------------------------------------------------------------------------------------
 
+
 class LogPolicy:
     """What of a request row the log stores: only `fields` (the model's features, its event-time and key
     columns); anything else a client sends (`ssn`, `email`) is dropped. Values of `redact` are replaced by a
     keyed hash (HMAC-SHA256 under the log's secret, first 16 hex characters; a non-string is hashed as its JSON
     text, None stays None), equal for equal values, so counts and joins on them still work."""
 
-    __slots__ = ("fields", "redact", "_keep", "_secret", "_cache")
+    __slots__ = ("_cache", "_keep", "_secret", "fields", "redact")
 
     def __init__(self, fields: Iterable[str | None], redact: Iterable[str], secret: bytes):
         self.fields = tuple(dict.fromkeys(name for name in fields if name))
@@ -146,11 +160,10 @@ class LogPolicy:
 # --- the writer and the pruner ----------------------------------------------------------------------------
 
 
-
 class _Batch:
     """The rows of one event loop waiting for the next commit, and the future that commit resolves."""
 
-    __slots__ = ("rows", "done")
+    __slots__ = ("done", "rows")
 
     def __init__(self, done: asyncio.Future):
         self.rows, self.done = [], done
@@ -174,8 +187,15 @@ class PredictionLog:
     transactions are short (≤ log_pruning.PRUNE_ROWS rows) and it waits between them as long as it held the lock, so
     writers, of this process or another, are never held up for more than one of them."""
 
-    def __init__(self, path: str | Path, max_batch: int = 512, retention: timedelta | None = None,
-                 max_bytes: int | None = None, prune_interval_s: float = 60, fsync: bool = True):
+    def __init__(
+        self,
+        path: str | Path,
+        max_batch: int = 512,
+        retention: timedelta | None = None,
+        max_bytes: int | None = None,
+        prune_interval_s: float = 60,
+        fsync: bool = True,
+    ):
         self.path = Path(path)
         self.retention, self.max_bytes, self.prune_interval_s = retention, max_bytes, prune_interval_s
         self._max_batch = max_batch
@@ -203,8 +223,16 @@ class PredictionLog:
         """What this log keeps of a model's request rows: the manifest's features, its `timestamp` and `key`;
         `redact` hashed under this log's secret."""
         features = manifest.get("features") or {}
-        return LogPolicy([*features.get("numeric", []), *features.get("categorical", []),
-                          manifest.get("timestamp"), manifest.get("key")], redact, self._secret)
+        return LogPolicy(
+            [
+                *features.get("numeric", []),
+                *features.get("categorical", []),
+                manifest.get("timestamp"),
+                manifest.get("key"),
+            ],
+            redact,
+            self._secret,
+        )
 
     async def append(self, row: tuple) -> None:
         """Return once `row` is committed. Rows that arrive while a commit runs share the next one, and one
@@ -242,14 +270,12 @@ class PredictionLog:
             try:
                 self._connection.execute("BEGIN IMMEDIATE")
                 for start in range(0, len(rows), self._max_batch):
-                    chunk = rows[start:start + self._max_batch]
+                    chunk = rows[start : start + self._max_batch]
                     self._connection.execute(_insert(len(chunk)), [value for row in chunk for value in row])
                 self._connection.execute("COMMIT")
             except BaseException:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     self._connection.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 raise
 
     def close(self) -> None:
@@ -285,11 +311,13 @@ class PredictionLog:
             try:
                 self.prune()
             except Exception as error:  # pruning is housekeeping: requests go on, the next pass retries
-                log.warning("prediction log %s: pruning failed, retried in %ss: %s", self.path,
-                            self.prune_interval_s, error)
+                log.warning(
+                    "prediction log %s: pruning failed, retried in %ss: %s", self.path, self.prune_interval_s, error
+                )
 
 
 # --- readers ------------------------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
@@ -316,22 +344,31 @@ def logged_rows(log_path, timestamp: str, start: datetime, end: datetime) -> pd.
     else the request's arrival time. No log yet, or no table yet, is no rows."""
     try:
         with _read_only(log_path) as connection:
-            requests = pd.read_sql_query("SELECT ts, features, outputs, version, shadow_version, shadow_outputs, "
-                                         "routed FROM predictions", connection)
+            requests = pd.read_sql_query(
+                "SELECT ts, features, outputs, version, shadow_version, shadow_outputs, routed FROM predictions",
+                connection,
+            )
     except (sqlite3.OperationalError, pd.errors.DatabaseError):
         return pd.DataFrame()
     rows = []
     for ts, features, outputs, version, shadow_version, shadow_outputs, routed in requests.itertuples(index=False):
         arrived = datetime.fromtimestamp(ts)
         shadows = json.loads(shadow_outputs) if shadow_outputs else None
-        for i, (row, output) in enumerate(zip(json.loads(features), json.loads(outputs))):
+        for i, (row, output) in enumerate(zip(json.loads(features), json.loads(outputs), strict=False)):
             event = pd.to_datetime(row.get(timestamp), errors="coerce") if timestamp in row else arrived
             if pd.isna(event):
                 event = arrived
             if start <= event < end:
                 vector = isinstance(output, list)  # a multiclass answer: probabilities in class order
-                rows.append({**row, "prediction": None if vector else output,
-                             "_probabilities": output if vector else None, "_version": version,
-                             "_shadow_version": shadow_version,
-                             "_shadow_prediction": shadows[i] if shadows else None, "_routed": routed})
+                rows.append(
+                    {
+                        **row,
+                        "prediction": None if vector else output,
+                        "_probabilities": output if vector else None,
+                        "_version": version,
+                        "_shadow_version": shadow_version,
+                        "_shadow_prediction": shadows[i] if shadows else None,
+                        "_routed": routed,
+                    }
+                )
     return pd.DataFrame(rows)

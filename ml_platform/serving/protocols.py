@@ -7,8 +7,9 @@ scores and logs the same way; they differ only in how a request and its answer a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from ml_platform.serving import v2
 from ml_platform.serving.validation import RequestError, instances_of, validate_rows
@@ -16,14 +17,14 @@ from ml_platform.serving.validation import RequestError, instances_of, validate_
 
 @dataclass(frozen=True)
 class Protocol:
-    route: str                     # the metrics label
-    parse: Callable                # (payload, slot, config) -> (validated rows, explain, client_id); v2's
-                                   #  client_id is a V2Request (the request's id and the outputs it named)
-    answer: Callable               # (model, loaded, predictions, explanations, client_id, request_id, task,
-                                   #  fields) -> dict; fields: a classifier's labels (`Labels.response`), plus
-                                   #  `explained_class` when explained
-    refusal: Callable              # (RequestError, request_id) -> dict
-    failure: Callable              # (message, request_id) -> dict
+    route: str  # the metrics label
+    parse: Callable  # (payload, slot, config) -> (validated rows, explain, client_id); v2's
+    #  client_id is a V2Request (the request's id and the outputs it named)
+    answer: Callable  # (model, loaded, predictions, explanations, client_id, request_id, task,
+    #  fields) -> dict; fields: a classifier's labels (`Labels.response`), plus
+    #  `explained_class` when explained
+    refusal: Callable  # (RequestError, request_id) -> dict
+    failure: Callable  # (message, request_id) -> dict
 
 
 def label_fields(model, outputs, explained) -> tuple[list | None, dict]:
@@ -62,8 +63,7 @@ def _v1_answer(model, loaded, predictions, explanations, client_id, request_id, 
 
 
 def _v1_refusal(error: RequestError, request_id: str) -> dict:
-    return {"error": "bad request" if error.status < 500 else "unavailable", **error.body(),
-            "request_id": request_id}
+    return {"error": "bad request" if error.status < 500 else "unavailable", **error.body(), "request_id": request_id}
 
 
 class V2Request(NamedTuple):
@@ -82,15 +82,26 @@ def _v2_parse(payload, slot, config):
 def _v2_answer(model, loaded, predictions, explanations, client_id, request_id, task, fields=None):
     request = client_id if isinstance(client_id, V2Request) else V2Request(client_id, None)
     labels = (fields or {}).get("labels")
-    return v2.infer_response(model, loaded.version, request.id or request_id, predictions, task, labels=labels,
-                             outputs=request.outputs)
+    return v2.infer_response(
+        model, loaded.version, request.id or request_id, predictions, task, labels=labels, outputs=request.outputs
+    )
 
 
 def _v2_refusal(error: RequestError, request_id: str) -> dict:
     return {**v2.error_body(error), "request_id": request_id}
 
 
-V1 = Protocol("predict", _v1_parse, _v1_answer, _v1_refusal,
-              lambda message, request_id: {"error": message, "request_id": request_id})
-V2 = Protocol("infer", _v2_parse, _v2_answer, _v2_refusal,
-              lambda message, request_id: {"error": message, "request_id": request_id})
+V1 = Protocol(
+    "predict",
+    _v1_parse,
+    _v1_answer,
+    _v1_refusal,
+    lambda message, request_id: {"error": message, "request_id": request_id},
+)
+V2 = Protocol(
+    "infer",
+    _v2_parse,
+    _v2_answer,
+    _v2_refusal,
+    lambda message, request_id: {"error": message, "request_id": request_id},
+)

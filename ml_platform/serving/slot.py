@@ -27,21 +27,26 @@ class Slot:
     schema: Schema | None = None
     previous: LoadedModel | None = None
     policy: object | None = None
-    allowed: frozenset[str] = frozenset()   # fields a request may carry besides the features (time, key)
+    allowed: frozenset[str] = frozenset()  # fields a request may carry besides the features (time, key)
 
     def describe(self, model: str, rollout: str) -> dict:
         """What `GET /v1/models/<model>` says: the champion's version, task, classes (classifiers), features,
         window and metrics."""
         manifest = self.champion.model.manifest
         return {
-            "model": model, "version": self.champion.version, "task": manifest.get("task"),
-            "target": manifest.get("target"), **_classes(self.champion.model.labels),
+            "model": model,
+            "version": self.champion.version,
+            "task": manifest.get("task"),
+            "target": manifest.get("target"),
+            **_classes(self.champion.model.labels),
             "features": self.schema.describe(),
             "training_window": manifest.get("window", {}),
-            "metrics": manifest.get("metrics", {}), "spec_digest": manifest.get("spec_digest"),
+            "metrics": manifest.get("metrics", {}),
+            "spec_digest": manifest.get("spec_digest"),
             "challenger": self.challenger.version if self.challenger else None,
             "previous_scored_beside": self.previous.version if self.previous else None,
-            "rollout": rollout}
+            "rollout": rollout,
+        }
 
 
 def _classes(labels) -> dict:
@@ -84,8 +89,12 @@ class RegistryState:
         if self.down is None:
             return "ok"
         since, why = self.down
-        return {"reachable": False, "since": round(since, 3), "error": why,
-                "serving": "the loaded model" if serving else "nothing yet"}
+        return {
+            "reachable": False,
+            "since": round(since, 3),
+            "error": why,
+            "serving": "the loaded model" if serving else "nothing yet",
+        }
 
 
 async def next_slot(current: Slot, source, config, policy_of) -> Slot | None:
@@ -94,16 +103,23 @@ async def next_slot(current: Slot, source, config, policy_of) -> Slot | None:
     try:
         champion_version = await asyncio.to_thread(source.version, "champion")
         # live traffic reaches a challenger only once it has passed its offline gates
-        challenger_version = (await asyncio.to_thread(source.version, "challenger", True)
-                              if config.rollout_mode != "none" else None)
-        previous_version = (await asyncio.to_thread(source.previous_beside, champion_version,
-                                                    config.previous_window_s)
-                            if challenger_version is None and config.previous_window_s > 0 else None)
+        challenger_version = (
+            await asyncio.to_thread(source.version, "challenger", True) if config.rollout_mode != "none" else None
+        )
+        previous_version = (
+            await asyncio.to_thread(source.previous_beside, champion_version, config.previous_window_s)
+            if challenger_version is None and config.previous_window_s > 0
+            else None
+        )
     except Exception as error:
-        raise RegistryUnreachable(f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
-                                  ) from error
-    changed = (champion_version != _version(current.champion) or challenger_version != _version(current.challenger)
-               or previous_version != _version(current.previous))
+        raise RegistryUnreachable(
+            f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+        ) from error
+    changed = (
+        champion_version != _version(current.champion)
+        or challenger_version != _version(current.challenger)
+        or previous_version != _version(current.previous)
+    )
     if not changed or champion_version is None:
         return None
     loaded = [m for m in (current.champion, current.challenger, current.previous) if m is not None]
@@ -117,9 +133,13 @@ async def next_slot(current: Slot, source, config, policy_of) -> Slot | None:
     champion = await load(champion_version)
     challenger = await load(challenger_version) if challenger_version != champion_version else None
     previous = await load(previous_version) if previous_version != champion_version else None
-    log.info("serving %s v%s%s%s", config.model, champion.version,
-             f" with challenger v{challenger.version} ({config.rollout_mode})" if challenger else "",
-             f", previous v{previous.version} scored beside it" if previous else "")
+    log.info(
+        "serving %s v%s%s%s",
+        config.model,
+        champion.version,
+        f" with challenger v{challenger.version} ({config.rollout_mode})" if challenger else "",
+        f", previous v{previous.version} scored beside it" if previous else "",
+    )
     policy = policy_of(champion.model)
     return Slot(champion, challenger, Schema.of(champion.model), previous, policy, frozenset(policy.fields))
 

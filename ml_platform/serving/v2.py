@@ -27,8 +27,11 @@ OUTPUT = "predict"
 LABEL = "label"  # a classifier's predicted class per row, as text (BYTES)
 PLATFORM = "lightgbm"
 BYTES = "BYTES"
-_INTEGERS = {f"{kind}{bits}": ((-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if kind == "INT" else (0, 2 ** bits - 1))
-             for kind in ("INT", "UINT") for bits in (8, 16, 32, 64)}
+_INTEGERS = {
+    f"{kind}{bits}": ((-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if kind == "INT" else (0, 2**bits - 1))
+    for kind in ("INT", "UINT")
+    for bits in (8, 16, 32, 64)
+}
 _FLOATS = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": sys.float_info.max}  # largest finite
 NUMERIC_DATATYPES = (*_FLOATS, *_INTEGERS)
 MAX_ID_CHARS = 256
@@ -36,23 +39,32 @@ MAX_ERROR_CHARS = 300
 _MAX_ERRORS = 50
 
 
-def model_metadata(name: str, version: str, schema: Schema, task: str, *, n_classes: int | None = None,
-                   labels: object = None) -> dict:
+def model_metadata(
+    name: str, version: str, schema: Schema, task: str, *, n_classes: int | None = None, labels: object = None
+) -> dict:
     """The model metadata response: the features as input tensors, the prediction as output `predict`
     (shape [-1] for binary and regression, [-1, n_classes] for multiclass; -1 when the count is not given), and
     for a classifier (`labels` given) the output `label`, so clients learn the class without the class order."""
-    inputs = ([{"name": n, "datatype": "FP64", "shape": [-1]} for n in schema.numeric]
-              + [{"name": n, "datatype": BYTES, "shape": [-1]} for n in schema.categorical])
+    inputs = [{"name": n, "datatype": "FP64", "shape": [-1]} for n in schema.numeric] + [
+        {"name": n, "datatype": BYTES, "shape": [-1]} for n in schema.categorical
+    ]
     shape = [-1, n_classes or -1] if task == "multiclass" else [-1]
     outputs = [{"name": OUTPUT, "datatype": "FP64", "shape": shape}]
     if labels is not None:
         outputs.append({"name": LABEL, "datatype": BYTES, "shape": [-1]})
-    return {"name": name, "versions": [str(version)], "platform": PLATFORM, "inputs": inputs,
-            "outputs": outputs}
+    return {"name": name, "versions": [str(version)], "platform": PLATFORM, "inputs": inputs, "outputs": outputs}
 
 
-def infer_response(name: str, version: str, request_id: str | None, predictions, task: str, *,
-                   labels: list | None = None, outputs: list[str] | None = None) -> dict:
+def infer_response(
+    name: str,
+    version: str,
+    request_id: str | None,
+    predictions,
+    task: str,
+    *,
+    labels: list | None = None,
+    outputs: list[str] | None = None,
+) -> dict:
     """The inference response of `predict_records`' output: shape [n] (binary: the positive class's probability;
     regression: the value) or [n, k] (multiclass: one probability per class), data flat in row-major order.
     With `labels` (a classifier's predicted class per row) a `label` tensor follows, its elements as text.
@@ -65,11 +77,16 @@ def infer_response(name: str, version: str, request_id: str | None, predictions,
     response = {"model_name": name, "model_version": str(version)}
     if request_id is not None:
         response["id"] = request_id
-    tensors = {OUTPUT: {"name": OUTPUT, "datatype": "FP64", "shape": list(values.shape),
-                        "data": values.ravel().tolist()}}
+    tensors = {
+        OUTPUT: {"name": OUTPUT, "datatype": "FP64", "shape": list(values.shape), "data": values.ravel().tolist()}
+    }
     if labels is not None:
-        tensors[LABEL] = {"name": LABEL, "datatype": BYTES, "shape": [len(labels)],
-                          "data": [str(label) for label in labels]}
+        tensors[LABEL] = {
+            "name": LABEL,
+            "datatype": BYTES,
+            "shape": [len(labels)],
+            "data": [str(label) for label in labels],
+        }
     wanted = tensors if not outputs else dict.fromkeys(outputs)
     response["outputs"] = [tensors[n] for n in wanted if n in tensors]
     return response
@@ -99,8 +116,9 @@ def error_body(error: RequestError) -> dict:
     return {"error": message}
 
 
-def rows_of(body: object, schema: Schema, max_rows: int,
-            outputs: tuple[str, ...] = (OUTPUT,)) -> tuple[list[dict], str | None]:
+def rows_of(
+    body: object, schema: Schema, max_rows: int, outputs: tuple[str, ...] = (OUTPUT,)
+) -> tuple[list[dict], str | None]:
     """The rows of an inference request (one dict per row, feature name -> value, as the v1 route scores them)
     and the request's `id`; `outputs` are the names the model answers (a request may ask for those only).
     Raises RequestError: 400 when the body is not a request object or carries binary data, 413 past `max_rows`
@@ -117,13 +135,19 @@ def rows_of(body: object, schema: Schema, max_rows: int,
     errors += _outputs_errors(body.get("outputs"), outputs)
     inputs = body.get("inputs")
     if not isinstance(inputs, list):
-        errors.append({"field": "inputs", "error": "missing: send a list of input tensors, one per feature"
-                       if inputs is None else "expected a list of input tensors"})
+        errors.append(
+            {
+                "field": "inputs",
+                "error": "missing: send a list of input tensors, one per feature"
+                if inputs is None
+                else "expected a list of input tensors",
+            }
+        )
         raise RequestError(422, errors)
     if not inputs:
-        raise RequestError(422, errors + [{"field": "inputs", "error": "no inputs: send one tensor per feature"}])
+        raise RequestError(422, [*errors, {"field": "inputs", "error": "no inputs: send one tensor per feature"}])
 
-    kinds = {n: "number" for n in schema.numeric} | {n: "string" for n in schema.categorical}
+    kinds = dict.fromkeys(schema.numeric, "number") | dict.fromkeys(schema.categorical, "string")
     columns: dict[str, list] = {}
     rows_seen: tuple[int, int] | None = None  # (row count, index of the input that set it)
     for k, tensor in enumerate(inputs):
@@ -136,9 +160,14 @@ def rows_of(body: object, schema: Schema, max_rows: int,
             if rows_seen is None:
                 rows_seen = (len(values), k)
             elif len(values) != rows_seen[0]:
-                errors.append({"field": f"{where}.shape", "error": f"{len(values)} rows; inputs[{rows_seen[1]}] "
-                                                                    f"has {rows_seen[0]}: every input holds one "
-                                                                    "value per row"})
+                errors.append(
+                    {
+                        "field": f"{where}.shape",
+                        "error": f"{len(values)} rows; inputs[{rows_seen[1]}] "
+                        f"has {rows_seen[0]}: every input holds one "
+                        "value per row",
+                    }
+                )
             columns[name] = values
         if len(errors) > _MAX_ERRORS:
             break
@@ -146,9 +175,13 @@ def rows_of(body: object, schema: Schema, max_rows: int,
         raise RequestError(422, errors)
     missing = [n for n in kinds if n not in columns]
     if missing:
-        raise RequestError(422, [{"field": "inputs", "error": f"missing input '{n}' "
-                                                              f"({'BYTES' if kinds[n] == 'string' else 'FP64'})"}
-                                 for n in missing])
+        raise RequestError(
+            422,
+            [
+                {"field": "inputs", "error": f"missing input '{n}' ({'BYTES' if kinds[n] == 'string' else 'FP64'})"}
+                for n in missing
+            ],
+        )
     count = rows_seen[0] if rows_seen else 0
     if count == 0:
         raise RequestError(422, [{"field": "inputs[0].shape", "error": "no rows to score"}])
@@ -164,22 +197,27 @@ def _outputs_errors(outputs: object, names: tuple[str, ...] = (OUTPUT,)) -> list
         return []
     if not isinstance(outputs, list):
         return [{"field": "outputs", "error": f"expected a list of {{'name': '{OUTPUT}'}}"}]
-    known = (f"the model's only output is '{names[0]}'" if len(names) == 1
-             else "the model's outputs are " + ", ".join(f"'{n}'" for n in names))
+    known = (
+        f"the model's only output is '{names[0]}'"
+        if len(names) == 1
+        else "the model's outputs are " + ", ".join(f"'{n}'" for n in names)
+    )
     errors = []
     for i, output in enumerate(outputs):
         if not isinstance(output, dict):
             errors.append({"field": f"outputs[{i}]", "error": "expected an object with a 'name'"})
         elif output.get("name") not in names:
-            errors.append({"field": f"outputs[{i}].name",
-                           "error": f"unknown output {_shown(output.get('name'))}; {known}"})
+            errors.append(
+                {"field": f"outputs[{i}].name", "error": f"unknown output {_shown(output.get('name'))}; {known}"}
+            )
         elif "parameters" in output and not isinstance(output["parameters"], dict):
             errors.append({"field": f"outputs[{i}].parameters", "error": "expected an object"})
     return errors
 
 
-def _tensor(tensor: object, where: str, kinds: dict[str, str], nullable: frozenset[str], seen: dict,
-            max_rows: int) -> tuple[str, list] | dict:
+def _tensor(
+    tensor: object, where: str, kinds: dict[str, str], nullable: frozenset[str], seen: dict, max_rows: int
+) -> tuple[str, list] | dict:
     """(feature name, one value per row) of one input tensor, or the first error found in it."""
     if not isinstance(tensor, dict):
         return {"field": where, "error": "expected an object with name, shape, datatype and data"}
@@ -187,31 +225,46 @@ def _tensor(tensor: object, where: str, kinds: dict[str, str], nullable: frozens
     if not isinstance(name, str):
         return {"field": f"{where}.name", "error": "missing" if name is None else "expected a string"}
     if name not in kinds:
-        return {"field": f"{where}.name", "error": f"unknown input {_shown(name)}; the model's inputs are its "
-                                                   f"features: {', '.join(kinds)}"}
+        return {
+            "field": f"{where}.name",
+            "error": f"unknown input {_shown(name)}; the model's inputs are its features: {', '.join(kinds)}",
+        }
     if name in seen:
         return {"field": f"{where}.name", "error": f"duplicate input '{name}'"}
     datatype = tensor.get("datatype")
     accepted = NUMERIC_DATATYPES if kinds[name] == "number" else (BYTES,)
     if datatype not in accepted:
-        return {"field": f"{where}.datatype",
-                "error": f"{_shown(datatype)} does not fit {kinds[name]} feature '{name}': expected "
-                         + ("FP64 (or FP16, FP32, INT8..64, UINT8..64)" if kinds[name] == "number" else BYTES)}
+        return {
+            "field": f"{where}.datatype",
+            "error": f"{_shown(datatype)} does not fit {kinds[name]} feature '{name}': expected "
+            + ("FP64 (or FP16, FP32, INT8..64, UINT8..64)" if kinds[name] == "number" else BYTES),
+        }
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not shape or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
         return {"field": f"{where}.shape", "error": "expected a list of non-negative integers"}
     if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
         return {"field": f"{where}.shape", "error": f"{shape}: a feature holds one value per row, shape [n] or [n, 1]"}
     if shape[0] > max_rows:
-        raise RequestError(413, [{"field": f"{where}.shape", "error": f"{shape[0]} rows; at most {max_rows} "
-                                                                      "per request"}])
+        raise RequestError(
+            413, [{"field": f"{where}.shape", "error": f"{shape[0]} rows; at most {max_rows} per request"}]
+        )
     parameters = tensor.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         return {"field": f"{where}.parameters", "error": "expected an object"}
     if parameters and "binary_data_size" in parameters:
-        raise RequestError(400, [{"field": f"{where}.parameters.binary_data_size",
-                                  "error": "binary tensor data is not supported: send the values in 'data'"}])
+        raise RequestError(
+            400,
+            [
+                {
+                    "field": f"{where}.parameters.binary_data_size",
+                    "error": "binary tensor data is not supported: send the values in 'data'",
+                }
+            ],
+        )
     data = tensor.get("data")
     if not isinstance(data, list):
         return {"field": f"{where}.data", "error": "missing" if data is None else "expected a list"}

@@ -11,15 +11,15 @@ most a short preview, and a request with thousands of faults is answered with th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 from ml_platform.core.model import Model
 
-MAX_ERRORS = 50          # errors described in one answer; the rest are only counted
+MAX_ERRORS = 50  # errors described in one answer; the rest are only counted
 MAX_STRING_CHARS = 1000  # longest categorical value accepted
-PREVIEW_CHARS = 64       # longest piece of a user's value or key quoted back in an error
+PREVIEW_CHARS = 64  # longest piece of a user's value or key quoted back in an error
 UNKNOWN_MODES = ("ignore", "reject")
 
 
@@ -110,16 +110,20 @@ class Schema:
     nullable: frozenset[str]
 
     @classmethod
-    def of(cls, model: Model) -> "Schema":
+    def of(cls, model: Model) -> Schema:
         """The request schema of a model: its features, their types, and which may be null (manifest)."""
         encoder, nullable = model.encoder, model.manifest.get("nullable")
         names = encoder.names
-        return cls(tuple(encoder.numeric), tuple(encoder.categorical),
-                   frozenset(names if nullable is None else [n for n in names if nullable.get(n, True)]))
+        return cls(
+            tuple(encoder.numeric),
+            tuple(encoder.categorical),
+            frozenset(names if nullable is None else [n for n in names if nullable.get(n, True)]),
+        )
 
     def describe(self) -> list[dict]:
-        return ([{"name": n, "type": "number", "nullable": n in self.nullable} for n in self.numeric]
-                + [{"name": n, "type": "string", "nullable": n in self.nullable} for n in self.categorical])
+        return [{"name": n, "type": "number", "nullable": n in self.nullable} for n in self.numeric] + [
+            {"name": n, "type": "string", "nullable": n in self.nullable} for n in self.categorical
+        ]
 
     @cached_property
     def features(self) -> frozenset[str]:
@@ -128,11 +132,11 @@ class Schema:
 
 # --- the shape of the body -------------------------------------------------------------------------------
 
+
 def instances_of(body: object, max_rows: int) -> tuple[list[dict], bool]:
     """The rows of a request body (each a dict with str keys), and whether explanations were asked for."""
     if not isinstance(body, dict):
-        raise _fail(400, "body", "expected a JSON object with 'instances' or 'dataframe_split', got "
-                    + _shown(body))
+        raise _fail(400, "body", "expected a JSON object with 'instances' or 'dataframe_split', got " + _shown(body))
     explain = body.get("explain", False)
     if not isinstance(explain, bool):
         raise _fail(422, "explain", f"expected true or false, got {_shown(explain)}")
@@ -167,8 +171,11 @@ def _not_an_object(field: str, i: int, row: object) -> dict:
 
 def _split_rows(split: object, max_rows: int) -> list[dict]:
     """MLflow's `dataframe_split` as rows: distinct string columns, and every data row one value per column."""
-    if not isinstance(split, dict) or not isinstance(split.get("columns"), list) \
-            or not isinstance(split.get("data"), list):
+    if (
+        not isinstance(split, dict)
+        or not isinstance(split.get("columns"), list)
+        or not isinstance(split.get("data"), list)
+    ):
         raise _fail(422, "dataframe_split", "expected {'columns': [...], 'data': [[...], ...]}")
     columns, data = split["columns"], split["data"]
     if len(data) > max_rows:
@@ -185,7 +192,7 @@ def _split_rows(split: object, max_rows: int) -> list[dict]:
         if not isinstance(values, list) or len(values) != len(columns):
             errors.add(_ragged, i, values, len(columns))
     errors.raise_any()
-    return [dict(zip(columns, values)) for values in data]
+    return [dict(zip(columns, values, strict=True)) for values in data]
 
 
 def _duplicate_column(i: int, name: str, first: int) -> dict:
@@ -199,8 +206,14 @@ def _ragged(i: int, values: object, width: int) -> dict:
 
 # --- the rows against the schema -------------------------------------------------------------------------
 
-def validate_rows(rows: list[dict], schema: Schema, field: str = "instances", unknown: str = "ignore",
-                  allowed: frozenset[str] = frozenset()) -> None:
+
+def validate_rows(
+    rows: list[dict],
+    schema: Schema,
+    field: str = "instances",
+    unknown: str = "ignore",
+    allowed: frozenset[str] = frozenset(),
+) -> None:
     """Raise RequestError(422) counting every missing feature, wrong type, disallowed null, oversized or NUL
     string and (with unknown="reject") every key that is neither a feature nor in `allowed`; the first
     MAX_ERRORS are described. Valid rows take only the inline type checks: this runs on every request."""
@@ -218,23 +231,34 @@ def validate_rows(rows: list[dict], schema: Schema, field: str = "instances", un
         for name in numeric:
             value = row.get(name, _MISSING)
             kind = value.__class__
-            if (kind is float and math.isfinite(value)) or kind is int or (value is None and name in nullable) \
-                    or _fits(value, "number"):
+            if (
+                (kind is float and math.isfinite(value))
+                or kind is int
+                or (value is None and name in nullable)
+                or _fits(value, "number")
+            ):
                 continue
             errors = errors or _Errors()
             errors.add(_feature_error, field, i, name, value, "number")
         for name in categorical:
             value = row.get(name, _MISSING)
             kind = value.__class__
-            if (kind is str and len(value) <= MAX_STRING_CHARS and "\0" not in value) or kind is int \
-                    or (value is None and name in nullable) or _fits(value, "string"):
+            if (
+                (kind is str and len(value) <= MAX_STRING_CHARS and "\0" not in value)
+                or kind is int
+                or (value is None and name in nullable)
+                or _fits(value, "string")
+            ):
                 continue
             errors = errors or _Errors()
             errors.add(_feature_error, field, i, name, value, "string")
         for name in extras:
             value = row.get(name)
-            if value is None or (value.__class__ is str and len(value) <= MAX_STRING_CHARS and "\0" not in value) \
-                    or _fits(value, "number"):
+            if (
+                value is None
+                or (value.__class__ is str and len(value) <= MAX_STRING_CHARS and "\0" not in value)
+                or _fits(value, "number")
+            ):
                 continue
             errors = errors or _Errors()
             errors.add(_extra_error, field, i, name, value)
@@ -263,8 +287,11 @@ def _fits(value: object, kind: str) -> bool:
 
 
 def _extra_error(field: str, i: int, name: str, value: object) -> dict:
-    problem = _feature_problem(value, "string") if isinstance(value, str) else \
-        f"expected a string or a number, got {_shown(value)}"
+    problem = (
+        _feature_problem(value, "string")
+        if isinstance(value, str)
+        else f"expected a string or a number, got {_shown(value)}"
+    )
     return _error(f"{field}[{i}].{name}", problem)
 
 

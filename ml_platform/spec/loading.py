@@ -74,8 +74,10 @@ def load_specs(folder: str | Path | None = None) -> list[ModelSpec]:
     seen: dict[str, Path] = {}
     for spec in specs:
         if spec.name in seen:
-            errors.append(f"{spec.path}: name: found {spec.name!r}, already used by {seen[spec.name]}; "
-                          "allowed: a name no other spec uses")
+            errors.append(
+                f"{spec.path}: name: found {spec.name!r}, already used by {seen[spec.name]}; "
+                "allowed: a name no other spec uses"
+            )
         seen[spec.name] = spec.path
     if errors:
         raise SpecError("\n".join(errors))
@@ -95,8 +97,11 @@ def _describe(path: Path, error: ValidationError) -> str:
 
 def _problem(item: dict) -> rules.Problem:
     # pydantic puts the discriminator's value into the location (source.sql.query): the author wrote source.query
-    loc = [part for part in item["loc"] if part not in SOURCE_KINDS
-           or not isinstance(part, str) or item["loc"][0] != "source"]
+    loc = [
+        part
+        for part in item["loc"]
+        if part not in SOURCE_KINDS or not isinstance(part, str) or item["loc"][0] != "source"
+    ]
     field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
     kind, ctx = item["type"], item.get("ctx", {})
     if kind == "missing":

@@ -20,8 +20,19 @@ Problem = tuple[str, Any, str]
 def problems(spec: ModelSpec) -> list[Problem]:
     """Every cross-field problem of a spec, in the order of its sections."""
     found: list[Problem] = []
-    for rule in (target_and_features, target_task, metrics, source_columns, gates, monitoring, serving, partitions,
-                 training, cadences, training_range):
+    for rule in (
+        target_and_features,
+        target_task,
+        metrics,
+        source_columns,
+        gates,
+        monitoring,
+        serving,
+        partitions,
+        training,
+        cadences,
+        training_range,
+    ):
         found += rule(spec)
     return found
 
@@ -31,20 +42,33 @@ def target_and_features(spec: ModelSpec) -> list[Problem]:
     found: list[Problem] = []
     target, features = spec.target, spec.features
     if (target.column is None) == (target.expression is None):
-        found.append(("target", target.model_dump(exclude_defaults=True),
-                      "exactly one of 'target.column' or 'target.expression' (e.g. 'arr_delay > 15')"))
+        found.append(
+            (
+                "target",
+                target.model_dump(exclude_defaults=True),
+                "exactly one of 'target.column' or 'target.expression' (e.g. 'arr_delay > 15')",
+            )
+        )
     if not features.names:
         found.append(("features", "no features", "at least one of features.numeric, .categorical, .derived"))
     seen: set[str] = set()
-    for field, names in (("numeric", features.numeric), ("categorical", features.categorical),
-                         ("derived", [d.name for d in features.derived])):
+    for field, names in (
+        ("numeric", features.numeric),
+        ("categorical", features.categorical),
+        ("derived", [d.name for d in features.derived]),
+    ):
         for i, name in enumerate(names):
             if name in seen:
                 found.append((f"features.{field}[{i}]", name, "each feature listed once"))
             seen.add(name)
             if name == target.name or name in target.inputs:
-                found.append((f"features.{field}[{i}]", name,
-                              "a feature that is not the target or computed from it (that would leak it)"))
+                found.append(
+                    (
+                        f"features.{field}[{i}]",
+                        name,
+                        "a feature that is not the target or computed from it (that would leak it)",
+                    )
+                )
     return found + _derived_functions(spec)
 
 
@@ -54,8 +78,9 @@ def _derived_functions(spec: ModelSpec) -> list[Problem]:
         try:
             function = derived.load()
         except (ImportError, AttributeError) as error:
-            found.append((f"features.derived[{i}].function", derived.function,
-                          f"an importable 'module:function' ({error})"))
+            found.append(
+                (f"features.derived[{i}].function", derived.function, f"an importable 'module:function' ({error})")
+            )
             continue
         if not callable(function):
             found.append((f"features.derived[{i}].function", derived.function, "a callable"))
@@ -81,9 +106,15 @@ def source_columns(spec: ModelSpec) -> list[Problem]:
     for field, name in checks:
         if name not in columns:
             hint = difflib.get_close_matches(name, available, n=1)
-            found.append((field, name, f"a column of the {spec.source.kind} source"
-                          + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                          + f": {', '.join(available)}"))
+            found.append(
+                (
+                    field,
+                    name,
+                    f"a column of the {spec.source.kind} source"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f": {', '.join(available)}",
+                )
+            )
     return found
 
 
@@ -105,8 +136,9 @@ def monitoring(spec: ModelSpec) -> list[Problem]:
         if name not in [*names, "prediction"]:
             found.append((f"monitoring.drift.ignore[{i}]", name, f"a feature or 'prediction': {', '.join(names)}"))
     if drift.fail < drift.warn:
-        found.append(("monitoring.drift.fail", drift.fail,
-                      f"a threshold at least monitoring.drift.warn ({drift.warn})"))
+        found.append(
+            ("monitoring.drift.fail", drift.fail, f"a threshold at least monitoring.drift.warn ({drift.warn})")
+        )
     return found
 
 
@@ -115,15 +147,24 @@ def serving(spec: ModelSpec) -> list[Problem]:
     what monitoring reads (see `prediction_log`)."""
     found: list[Problem] = []
     if spec.serving.rollout.mode != "none" and spec.serving.target != "local":
-        found.append(("serving.rollout.mode", spec.serving.rollout.mode,
-                      "'none' when serving.target is docker (an image carries one model; use target: local "
-                      "for shadow or canary)"))
+        found.append(
+            (
+                "serving.rollout.mode",
+                spec.serving.rollout.mode,
+                "'none' when serving.target is docker (an image carries one model; use target: local "
+                "for shadow or canary)",
+            )
+        )
     return found + prediction_log(spec)
 
 
 # How long a data partition lasts: monitoring reads the log rows of one partition per run, once it is over.
-_PARTITION_SPAN = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1),
-                   "monthly": timedelta(days=31)}
+_PARTITION_SPAN = {
+    "hourly": timedelta(hours=1),
+    "daily": timedelta(days=1),
+    "weekly": timedelta(weeks=1),
+    "monthly": timedelta(days=31),
+}
 
 
 def log_lookback(spec: ModelSpec) -> tuple[timedelta, str]:
@@ -139,7 +180,8 @@ def log_lookback(spec: ModelSpec) -> tuple[timedelta, str]:
     span = _PARTITION_SPAN[cadence]
     return span + performance.label_delay + window, (
         f"one {cadence} partition ({_duration(span)}) + monitoring.performance.label_delay "
-        f"({_duration(performance.label_delay)}) + {field} ({_duration(window)})")
+        f"({_duration(performance.label_delay)}) + {field} ({_duration(window)})"
+    )
 
 
 def prediction_log(spec: ModelSpec) -> list[Problem]:
@@ -149,22 +191,41 @@ def prediction_log(spec: ModelSpec) -> list[Problem]:
     policy = spec.serving.log
     needed, why = log_lookback(spec)
     if policy.retention < needed:
-        found.append(("serving.log.retention", _duration(policy.retention),
-                      f"at least {_duration(needed)}: monitoring reads the prediction log that far back ({why}); "
-                      f"set serving.log.retention: {_duration(needed)} or more"))
+        found.append(
+            (
+                "serving.log.retention",
+                _duration(policy.retention),
+                f"at least {_duration(needed)}: monitoring reads the prediction log that far back ({why}); "
+                f"set serving.log.retention: {_duration(needed)} or more",
+            )
+        )
     names = spec.features.names
-    roles = {spec.timestamp: ("timestamp", "the log places each row on its day by it"),
-             spec.key: ("key", "live performance joins the delayed labels on it")}
+    roles = {
+        spec.timestamp: ("timestamp", "the log places each row on its day by it"),
+        spec.key: ("key", "live performance joins the delayed labels on it"),
+    }
     for i, name in enumerate(policy.redact):
         if name in roles:
             role, use = roles[name]
-            found.append((f"serving.log.redact[{i}]", name,
-                          f"a feature, not the spec's {role} ({use}, which a hash would break); remove it from "
-                          "serving.log.redact"))
+            found.append(
+                (
+                    f"serving.log.redact[{i}]",
+                    name,
+                    f"a feature, not the spec's {role} ({use}, which a hash would break); remove it from "
+                    "serving.log.redact",
+                )
+            )
         elif name not in names:
             hint = difflib.get_close_matches(name, names, n=1)
-            found.append((f"serving.log.redact[{i}]", name, "a feature of the spec"
-                          + (f" (did you mean {hint[0]!r}?)" if hint else "") + f": {', '.join(names)}"))
+            found.append(
+                (
+                    f"serving.log.redact[{i}]",
+                    name,
+                    "a feature of the spec"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                    + f": {', '.join(names)}",
+                )
+            )
     return found
 
 
@@ -193,14 +254,24 @@ def training(spec: ModelSpec) -> list[Problem]:
     found: list[Problem] = []
     window = spec.training.window_days
     if spec.training.cadence == "weekly" and window % 7:
-        found.append(("training.window_days", window,
-                      "a whole number of weeks (a multiple of 7) when training.cadence is weekly"))
+        found.append(
+            (
+                "training.window_days",
+                window,
+                "a whole number of weeks (a multiple of 7) when training.cadence is weekly",
+            )
+        )
     if spec.training.validation_days + spec.training.test_days >= window:
         found.append(("training.window_days", window, "more days than training.validation_days + training.test_days"))
     if spec.training.engine == "dask" and spec.training.tuning.trials:
-        found.append(("training.tuning.trials", spec.training.tuning.trials,
-                      "0 when training.engine is dask (tuning trains every trial in one process; tune with "
-                      "engine: local on a shorter window, then copy the parameters into training.params)"))
+        found.append(
+            (
+                "training.tuning.trials",
+                spec.training.tuning.trials,
+                "0 when training.engine is dask (tuning trains every trial in one process; tune with "
+                "engine: local on a shorter window, then copy the parameters into training.params)",
+            )
+        )
     return found
 
 
@@ -214,16 +285,26 @@ def cadences(spec: ModelSpec) -> list[Problem]:
     retraining, weekly data with weekly retraining; monthly data with neither."""
     data, retraining = spec.partitions.cadence, spec.training.cadence
     if data == "monthly":
-        return [("partitions.cadence", data,
-                 "'hourly', 'daily' or 'weekly' for a model that trains: training windows are whole days "
-                 f"(training.window_days: {spec.training.window_days}) ending with each {retraining} retraining "
-                 "partition, and a month cannot be cut at those bounds (set partitions.cadence: daily; a window "
-                 "of about a month is training.window_days: 28)")]
+        return [
+            (
+                "partitions.cadence",
+                data,
+                "'hourly', 'daily' or 'weekly' for a model that trains: training windows are whole days "
+                f"(training.window_days: {spec.training.window_days}) ending with each {retraining} retraining "
+                "partition, and a month cannot be cut at those bounds (set partitions.cadence: daily; a window "
+                "of about a month is training.window_days: 28)",
+            )
+        ]
     if retraining not in _TRAINING_CADENCES[data]:
-        return [("training.cadence", retraining,
-                 f"{' or '.join(repr(c) for c in _TRAINING_CADENCES[data])} when partitions.cadence is {data!r}: "
-                 f"a {retraining} retraining partition would take the whole {data} data partition around its day, "
-                 f"days after it included (set training.cadence: weekly, or partitions.cadence: daily)")]
+        return [
+            (
+                "training.cadence",
+                retraining,
+                f"{' or '.join(repr(c) for c in _TRAINING_CADENCES[data])} when partitions.cadence is {data!r}: "
+                f"a {retraining} retraining partition would take the whole {data} data partition around its day, "
+                f"days after it included (set training.cadence: weekly, or partitions.cadence: daily)",
+            )
+        ]
     return []
 
 
@@ -249,8 +330,12 @@ def training_range(spec: ModelSpec) -> list[Problem]:
     runs), or none at all."""
     window, retraining = spec.training.window_days, spec.training.cadence
     start, end, origin = data_range(spec)
-    if isinstance(spec.source, nycflights13.Nycflights13Source) and not spec.partitions.start \
-            and not spec.partitions.end and start is None:
+    if (
+        isinstance(spec.source, nycflights13.Nycflights13Source)
+        and not spec.partitions.start
+        and not spec.partitions.end
+        and start is None
+    ):
         days = (nycflights13.SOURCE_LAST_DAY - nycflights13.SOURCE_FIRST_DAY).days + 1
         where = f"the {days} days of the nycflights13 replay"
     elif start and end:
@@ -264,8 +349,10 @@ def training_range(spec: ModelSpec) -> list[Problem]:
     longest = days // period * period
     if start:
         last = start + timedelta(days=window - 1)
-        first = (f"the first {retraining} retraining partition ({last - timedelta(days=period - 1)}"
-                 f"{f' → {last}' if period > 1 else ''}) ends {(last - end).days + 1} day(s) after the data")
+        first = (
+            f"the first {retraining} retraining partition ({last - timedelta(days=period - 1)}"
+            f"{f' → {last}' if period > 1 else ''}) ends {(last - end).days + 1} day(s) after the data"
+        )
     else:
         first = f"the first {retraining} retraining partition would end on day {window} of the data"
     fixes = []
@@ -275,6 +362,11 @@ def training_range(spec: ModelSpec) -> list[Problem]:
         fixes.append(f"partitions.start to {end - timedelta(days=window)} or earlier")
     if longest > spec.training.validation_days + spec.training.test_days:
         fixes.append(f"training.window_days to {longest} or less")
-    return [("training.window_days", window,
-             f"at most {where}: {first}, so no model could ever train; set "
-             + (", or ".join(fixes) if fixes else "a longer partition range"))]
+    return [
+        (
+            "training.window_days",
+            window,
+            f"at most {where}: {first}, so no model could ever train; set "
+            + (", or ".join(fixes) if fixes else "a longer partition range"),
+        )
+    ]

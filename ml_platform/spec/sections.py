@@ -12,9 +12,10 @@ import ast
 import hashlib
 import importlib
 import re
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, WrapValidator, field_validator, model_validator
 
@@ -22,6 +23,7 @@ from ml_platform.core.sources import Source
 from ml_platform.fields import Duration, StrictModel
 
 # --- data layer ----------------------------------------------------------------------------------------
+
 
 class Freshness(StrictModel):
     warn_after: Duration | None = None
@@ -40,8 +42,7 @@ def _one_label(value: Any, handler: Callable[[Any], Any]) -> Any:
     try:
         return handler(value)
     except ValidationError:
-        raise ValueError("a class label: text (quoted when it reads as a boolean), an integer, or true/false") \
-            from None
+        raise ValueError("a class label: text (quoted when it reads as a boolean), an integer, or true/false") from None
 
 
 Label = Annotated[str | int | bool, WrapValidator(_one_label)]
@@ -50,17 +51,30 @@ Label = Annotated[str | int | bool, WrapValidator(_one_label)]
 class Target(StrictModel):
     """What the model predicts: a column as it is, or an expression over columns (`arr_delay > 15`)."""
 
-    name: str = Field(default="target", description=(
-        "The target's name in the features table, the model's manifest and the endpoint's model description; "
-        "defaults to `column` when a column is given, else `target`."))
+    name: str = Field(
+        default="target",
+        description=(
+            "The target's name in the features table, the model's manifest and the endpoint's model description; "
+            "defaults to `column` when a column is given, else `target`."
+        ),
+    )
     column: str | None = None
     expression: str | None = None
-    classes: list[Label] | None = Field(default=None, min_length=2, description=(
-        "The classes of a classifier, in the order the model's codes, probabilities and metrics use (multiclass; "
-        "defaults to sorted). For binary, the two classes."))
-    positive: Label | None = Field(default=None, description=(
-        "Binary: the class whose probability the model answers (required for a text target; quote it, since "
-        "YAML reads yes/no as booleans). Defaults to the larger of two numeric classes (1, True)."))
+    classes: list[Label] | None = Field(
+        default=None,
+        min_length=2,
+        description=(
+            "The classes of a classifier, in the order the model's codes, probabilities and metrics use (multiclass; "
+            "defaults to sorted). For binary, the two classes."
+        ),
+    )
+    positive: Label | None = Field(
+        default=None,
+        description=(
+            "Binary: the class whose probability the model answers (required for a text target; quote it, since "
+            "YAML reads yes/no as booleans). Defaults to the larger of two numeric classes (1, True)."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -138,6 +152,7 @@ class Expectations(StrictModel):
 
 # --- training and promotion ----------------------------------------------------------------------------
 
+
 class Tuning(StrictModel):
     trials: int = Field(default=0, ge=0)
     timeout: Duration = timedelta(minutes=10)
@@ -151,17 +166,25 @@ class Training(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
     num_boost_round: int = Field(default=500, ge=1)
     early_stopping_rounds: int = Field(default=50, ge=1)
-    refit: bool = Field(default=True, description=(
-        "After early stopping picks the number of rounds on the validation days, train the final model on the "
-        "training and validation days together with exactly that many rounds (the newest days before the "
-        "test days are often the most valuable). Test days stay held out for evaluation and the gates. "
-        "false: the final model is the early-stopping model, trained on the training days only."))
+    refit: bool = Field(
+        default=True,
+        description=(
+            "After early stopping picks the number of rounds on the validation days, train the final model on the "
+            "training and validation days together with exactly that many rounds (the newest days before the "
+            "test days are often the most valuable). Test days stay held out for evaluation and the gates. "
+            "false: the final model is the early-stopping model, trained on the training days only."
+        ),
+    )
     seed: int = 42
     tuning: Tuning = Field(default_factory=Tuning)
-    engine: Literal["local", "dask"] = Field(default="local", description=(
-        "local: the window is one frame in the step's process. dask: the window stays in Dask partitions on the "
-        "workers of a cluster (ML_PLATFORM_DASK_ADDRESS, else a local cluster sized to the machine), LightGBM "
-        "trains with lightgbm.dask, and evaluation and batch scoring run on the workers."))
+    engine: Literal["local", "dask"] = Field(
+        default="local",
+        description=(
+            "local: the window is one frame in the step's process. dask: the window stays in Dask partitions on the "
+            "workers of a cluster (ML_PLATFORM_DASK_ADDRESS, else a local cluster sized to the machine), LightGBM "
+            "trains with lightgbm.dask, and evaluation and batch scoring run on the workers."
+        ),
+    )
 
 
 class Fairness(StrictModel):
@@ -182,6 +205,7 @@ class Gates(StrictModel):
 
 
 # --- monitoring and serving ----------------------------------------------------------------------------
+
 
 class Drift(StrictModel):
     """PSI thresholds; `ignore` lists features (or `prediction`) that vary from day to day by nature."""
@@ -237,11 +261,13 @@ class Rollout(StrictModel):
         if not isinstance(data, dict) or "window_days" not in data:
             return data
         if "trial_days" in data:
-            raise ValueError("serving.rollout.trial_days alone; serving.rollout.window_days is its deprecated "
-                             "old name: remove it")
+            raise ValueError(
+                "serving.rollout.trial_days alone; serving.rollout.window_days is its deprecated old name: remove it"
+            )
         if isinstance(info.context, dict):
             info.context.setdefault("deprecations", []).append(
-                "serving.rollout.window_days is deprecated: rename it to serving.rollout.trial_days")
+                "serving.rollout.window_days is deprecated: rename it to serving.rollout.trial_days"
+            )
         data = dict(data)
         data["trial_days"] = data.pop("window_days")
         return data
@@ -297,6 +323,7 @@ class Serving(StrictModel):
 
 # --- the spec ------------------------------------------------------------------------------------------
 
+
 class ModelSpec(StrictModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str
@@ -324,11 +351,13 @@ class ModelSpec(StrictModel):
     def _owner(cls, owner: str) -> str:
         """Dagster's rule for asset owners, checked here so a wrong owner fails `ml-platform check` instead of
         the code location's load."""
-        if re.fullmatch(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}", owner) or \
-                (owner.startswith("team:") and len(owner) > 5):
+        if re.fullmatch(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,7}", owner) or (
+            owner.startswith("team:") and len(owner) > 5
+        ):
             return owner
-        raise ValueError("an email address (ml@example.com) or a team as 'team:name' (what Dagster accepts as an "
-                         "asset owner)")
+        raise ValueError(
+            "an email address (ml@example.com) or a team as 'team:name' (what Dagster accepts as an asset owner)"
+        )
 
     @property
     def digest(self) -> str:

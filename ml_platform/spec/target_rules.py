@@ -14,11 +14,13 @@ Problem = tuple[str, Any, str]
 
 # The metrics each task reports (core.evaluation.task_metrics, which a test keeps in step: importing it here
 # would pull LightGBM into `ml-platform check`).
-TASK_METRICS = {"binary": ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy"),
-                "multiclass": ("macro_f1", "log_loss", "accuracy"),
-                "regression": ("rmse", "mae", "r2")}
+TASK_METRICS = {
+    "binary": ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy"),
+    "multiclass": ("macro_f1", "log_loss", "accuracy"),
+    "regression": ("rmse", "mae", "r2"),
+}
 
-_QUOTE = "quoted, e.g. positive: \"yes\" (YAML reads unquoted yes/no/on/off/true/false as booleans)"
+_QUOTE = 'quoted, e.g. positive: "yes" (YAML reads unquoted yes/no/on/off/true/false as booleans)'
 
 
 def target_task(spec: ModelSpec) -> list[Problem]:
@@ -29,26 +31,49 @@ def target_task(spec: ModelSpec) -> list[Problem]:
     classes, positive = target.classes, target.positive
     text = _text_target(spec)
     if classes is not None and task == "regression":
-        found.append(("target.classes", classes, "only for task binary or multiclass (the classes of a "
-                      "classifier, in code order); remove it for task regression"))
+        found.append(
+            (
+                "target.classes",
+                classes,
+                "only for task binary or multiclass (the classes of a "
+                "classifier, in code order); remove it for task regression",
+            )
+        )
     if positive is not None and task != "binary":
-        found.append(("target.positive", positive, f"only for task binary (the class whose probability the model "
-                      f"answers); remove it for task {task}"))
+        found.append(
+            (
+                "target.positive",
+                positive,
+                f"only for task binary (the class whose probability the model answers); remove it for task {task}",
+            )
+        )
     if classes is not None and task != "regression":
         # 1 and True are one label to pandas, 1 and "1" one key of the endpoint's probabilities
         duplicates = [c for i, c in enumerate(classes) if any(c == d or str(c) == str(d) for d in classes[:i])]
         if duplicates:
-            found.append(("target.classes", classes, f"each class listed once, also as text (repeated: "
-                          f"{', '.join(repr(c) for c in duplicates)})"))
+            found.append(
+                (
+                    "target.classes",
+                    classes,
+                    f"each class listed once, also as text (repeated: {', '.join(repr(c) for c in duplicates)})",
+                )
+            )
         if task == "binary" and len(classes) != 2:
             found.append(("target.classes", classes, "exactly two classes for task binary (or task: multiclass)"))
         if text and any(isinstance(c, bool) for c in classes):
-            found.append(("target.classes", classes, f"the text labels of the target ({text}), each one quoted "
-                          "(YAML reads unquoted yes/no/on/off/true/false as booleans)"))
+            found.append(
+                (
+                    "target.classes",
+                    classes,
+                    f"the text labels of the target ({text}), each one quoted "
+                    "(YAML reads unquoted yes/no/on/off/true/false as booleans)",
+                )
+            )
         if positive is not None and task == "binary" and positive not in classes:
             hint = f", {_QUOTE}" if isinstance(positive, bool) and any(isinstance(c, str) for c in classes) else ""
-            found.append(("target.positive", positive,
-                          f"one of target.classes ({', '.join(repr(c) for c in classes)}){hint}"))
+            found.append(
+                ("target.positive", positive, f"one of target.classes ({', '.join(repr(c) for c in classes)}){hint}")
+            )
     if task == "multiclass" and target.expression and _yields_booleans(_parsed(target.expression)):
         found.append(("target.expression", target.expression, _trap(target.expression)))
     if task == "binary":
@@ -62,14 +87,25 @@ def _binary_positive(spec: ModelSpec, text: str | None) -> list[Problem]:
     text_classes = any(isinstance(c, str) for c in target.classes or ())
     if positive is None and (text or text_classes):
         why = text or "target.classes are text"
-        return [("target.positive", None, f"required when the target is text ({why}): the class whose probability "
-                 f"the model answers, {_QUOTE}")]
+        return [
+            (
+                "target.positive",
+                None,
+                f"required when the target is text ({why}): the class whose probability the model answers, {_QUOTE}",
+            )
+        ]
     if positive is not None and text and not isinstance(positive, str):
         return [("target.positive", positive, f"a text label of the target ({text}), {_QUOTE}")]
-    if positive is not None and target.expression and not target.classes \
-            and _yields_booleans(_parsed(target.expression)) and positive not in (True, False):
-        return [("target.positive", positive, f"true or false: target.expression {target.expression!r} yields "
-                 "booleans")]
+    if (
+        positive is not None
+        and target.expression
+        and not target.classes
+        and _yields_booleans(_parsed(target.expression))
+        and positive not in (True, False)
+    ):
+        return [
+            ("target.positive", positive, f"true or false: target.expression {target.expression!r} yields booleans")
+        ]
     return []
 
 
@@ -113,28 +149,36 @@ class _Counted(ast.NodeTransformer):
     def visit_BinOp(self, node: ast.BinOp) -> ast.BinOp:
         self.generic_visit(node)
         if isinstance(node.op, ast.Add):
-            node.left, node.right = (ast.BinOp(side, ast.Mult(), ast.Constant(1)) if _yields_booleans(side)
-                                     else side for side in (node.left, node.right))
+            node.left, node.right = (
+                ast.BinOp(side, ast.Mult(), ast.Constant(1)) if _yields_booleans(side) else side
+                for side in (node.left, node.right)
+            )
         return node
 
 
 def _trap(expression: str) -> str:
     """What to write instead of a multiclass expression that yields booleans."""
     counted = ast.unparse(_Counted().visit(ast.parse(expression, mode="eval")))
-    said = ("an expression that yields counts or labels for task multiclass: this one yields booleans "
-            "(True/False, at most two classes)")
+    said = (
+        "an expression that yields counts or labels for task multiclass: this one yields booleans "
+        "(True/False, at most two classes)"
+    )
     if counted == ast.unparse(ast.parse(expression, mode="eval")):
         return f"{said}; use task: binary, or an expression that yields more than two values"
-    return (f"{said}; in pandas `+` of two comparisons is a logical OR, not a count. Count with `* 1`: "
-            f"{counted}; or use task: binary")
+    return (
+        f"{said}; in pandas `+` of two comparisons is a logical OR, not a count. Count with `* 1`: "
+        f"{counted}; or use task: binary"
+    )
 
 
 def metrics(spec: ModelSpec) -> list[Problem]:
     """The gate's and the live metric are metrics the task reports."""
     allowed = TASK_METRICS[spec.task]
     found: list[Problem] = []
-    for field, metric in (("gates.metric", spec.gates.metric),
-                          ("monitoring.performance.metric", spec.monitoring.performance.metric)):
+    for field, metric in (
+        ("gates.metric", spec.gates.metric),
+        ("monitoring.performance.metric", spec.monitoring.performance.metric),
+    ):
         if metric is not None and metric not in allowed:
             found.append((field, metric, f"a metric of task {spec.task}: {', '.join(allowed)}"))
     return found

@@ -13,8 +13,9 @@ def test_a_down_webhook_is_retried_then_logged(caplog):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
     with caplog.at_level(logging.WARNING, logger="ml_platform.alerts"):
-        delivered = send_alert({"kind": "drift", "model": "m"}, url=f"http://127.0.0.1:{port}/hook", retries=3,
-                               backoff=0.01, timeout=1)
+        delivered = send_alert(
+            {"kind": "drift", "model": "m"}, url=f"http://127.0.0.1:{port}/hook", retries=3, backoff=0.01, timeout=1
+        )
     assert delivered is False
     messages = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("ALERT ") and '"kind": "drift"' in m for m in messages)

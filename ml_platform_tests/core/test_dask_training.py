@@ -36,8 +36,7 @@ def stored_features(features, spec, tmp_path_factory):
     return dask_frames.read_partitions([UPath(folder / f"{k}.parquet") for k in keys], keys), keys
 
 
-def test_the_training_set_and_its_versions_equal_the_local_engines(client, stored_features, features, spec,
-                                                                   tmp_path):
+def test_the_training_set_and_its_versions_equal_the_local_engines(client, stored_features, features, spec, tmp_path):
     stored, keys = stored_features
     assert stored.frame.npartitions == len(keys) == 56 and min(stored.sizes.values()) > 0
     on_dask = dask_training.build_training_set_on_dask(stored, spec, keys)
@@ -50,7 +49,8 @@ def test_the_training_set_and_its_versions_equal_the_local_engines(client, store
     assert len(list(folder.iterdir())) == 56
     written = dask_frames.read_partitions([folder])
     assert dask_training.versions_on_dask(written, spec.timestamp) == versions_by_day(
-        local.frame.drop(columns=SPLIT), spec.timestamp)
+        local.frame.drop(columns=SPLIT), spec.timestamp
+    )
     back = pd.read_parquet(tmp_path / "training_set.parquet")
     assert back[SPLIT].tolist() == local.frame[SPLIT].tolist()
 
@@ -77,8 +77,9 @@ def test_training_on_the_workers_matches_the_local_engine(client, stored_feature
     assert abs(curve["auc"][result.best_iteration - 1] - manifest["metrics"]["valid_roc_auc"]) < 2e-3
     local = train(spec, split_of(training_set))
     test = split_of(training_set).test
-    aucs = [task_metrics("binary", encoded_target(m, test), m.predict(test))["roc_auc"]
-            for m in (result.model, local.model)]
+    aucs = [
+        task_metrics("binary", encoded_target(m, test), m.predict(test))["roc_auc"] for m in (result.model, local.model)
+    ]
     print("rounds dask/local", result.best_iteration, local.best_iteration, "auc", aucs)
     # Not worse than the local engine. Not "equal within 0.02": the engines' early stopping picks different
     # rounds (the local one stops at 6 on this window; Dask's rows fall on workers differently each run and it
@@ -97,7 +98,7 @@ def test_an_unreachable_scheduler_names_its_address_and_the_variable():
 def test_a_partition_larger_than_a_worker_can_hold_is_refused_by_name(client):
     limit = min(dask_cluster.worker_memory(client).values())
     dask_cluster.check_partition_memory(client, {"small.parquet": limit // 10})
-    with pytest.raises(dask_cluster.ClusterError, match="partition big.parquet .*ML_PLATFORM_DASK_MEMORY_LIMIT"):
+    with pytest.raises(dask_cluster.ClusterError, match=r"partition big\.parquet .*ML_PLATFORM_DASK_MEMORY_LIMIT"):
         dask_cluster.check_partition_memory(client, {"small.parquet": 1, "big.parquet": limit})
 
 
@@ -108,8 +109,11 @@ def _target_of(features: pd.DataFrame, case: str, valid_day) -> pd.Series:
         return features["distance"] / 100 + features["sched_dep_time"] / 1000
     if case == "multiclass":
         return counts
-    text = (pd.Series(np.array(["lo", "mid", "hi"])[counts], index=features.index) if case == "multiclass_text"
-            else pd.Series(np.where(features["delayed"] == 1, "yes", "no"), index=features.index))
+    text = (
+        pd.Series(np.array(["lo", "mid", "hi"])[counts], index=features.index)
+        if case == "multiclass_text"
+        else pd.Series(np.where(features["delayed"] == 1, "yes", "no"), index=features.index)
+    )
     late = features[features["scheduled_departure"].dt.normalize() == valid_day].index[:25]
     return text.where(~text.index.isin(late), "never-seen")
 
@@ -124,8 +128,15 @@ def test_the_per_round_validation_curve_is_exact_for_every_task(client, features
     valid_day = days[-(spec.training.test_days + 1)]
     frame = features.assign(delayed=_target_of(features, case, valid_day))
     target = spec.target.model_copy(update={"positive": "yes"}) if case == "binary_text" else spec.target
-    changed = spec.model_copy(update={"task": task, "target": target, "training": spec.training.model_copy(
-        update={"num_boost_round": 60, "early_stopping_rounds": 10, "refit": False})})
+    changed = spec.model_copy(
+        update={
+            "task": task,
+            "target": target,
+            "training": spec.training.model_copy(
+                update={"num_boost_round": 60, "early_stopping_rounds": 10, "refit": False}
+            ),
+        }
+    )
     folder = tmp_path / "features"
     folder.mkdir()
     days = frame[spec.timestamp].dt.strftime("%Y-%m-%d")

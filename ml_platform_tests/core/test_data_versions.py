@@ -25,11 +25,18 @@ def test_versions_by_partition_follow_each_partition_time_window(features, spec)
 
     from ml_platform.core.data_versions import versions_by_partition
 
-    days = {(datetime(2013, 5, 1) + timedelta(days=i)).strftime("%Y-%m-%d"):
-            (datetime(2013, 5, 1) + timedelta(days=i), datetime(2013, 5, 2) + timedelta(days=i)) for i in range(56)}
+    days = {
+        (datetime(2013, 5, 1) + timedelta(days=i)).strftime("%Y-%m-%d"): (
+            datetime(2013, 5, 1) + timedelta(days=i),
+            datetime(2013, 5, 2) + timedelta(days=i),
+        )
+        for i in range(56)
+    }
     assert versions_by_partition(features, spec.timestamp, days) == versions_by_day(features, spec.timestamp)
-    hours = {f"2013-05-01-{h:02d}:00": (datetime(2013, 5, 1, h), datetime(2013, 5, 1, h) + timedelta(hours=1))
-             for h in reversed(range(24))}
+    hours = {
+        f"2013-05-01-{h:02d}:00": (datetime(2013, 5, 1, h), datetime(2013, 5, 1, h) + timedelta(hours=1))
+        for h in reversed(range(24))
+    }
     by_hour = versions_by_partition(features, spec.timestamp, hours)
     stamps = features[spec.timestamp]
     with_rows = sorted(k for k, (start, end) in hours.items() if ((stamps >= start) & (stamps < end)).any())

@@ -13,8 +13,13 @@ from ml_platform.core.drift import drift_table, reference_profile
 def _frames(shift: float = 0.0, extra_level: bool = False, n: int = 20_000, seed: int = 1):
     rng = np.random.default_rng(seed)
     levels = list("xyzw") if extra_level else list("xyz")
-    return pd.DataFrame({"a": rng.normal(shift, 1, n), "b": rng.integers(0, 20 + 5 * extra_level, n).astype(float),
-                         "c": rng.choice(levels, n)})
+    return pd.DataFrame(
+        {
+            "a": rng.normal(shift, 1, n),
+            "b": rng.integers(0, 20 + 5 * extra_level, n).astype(float),
+            "c": rng.choice(levels, n),
+        }
+    )
 
 
 REFERENCE = reference_profile(_frames(n=50_000, seed=0), ["a", "b"], ["c"])
@@ -75,8 +80,9 @@ def test_categorical_input_gives_the_same_profile_and_drift_as_text():
     levels = [list(profile["categorical"]["c"]["proportions"]) for profile in (category_profile, text_profile)]
     assert levels[0] == levels[1]  # the same order too (it orders the PSI sum)
     as_text = drift_table(live, text_profile, warn=0.1, fail=0.25)
-    as_categories = drift_table(_as_categories(live, ["c"], extra=("unused", "never")), text_profile,
-                                warn=0.1, fail=0.25)
+    as_categories = drift_table(
+        _as_categories(live, ["c"], extra=("unused", "never")), text_profile, warn=0.1, fail=0.25
+    )
     pd.testing.assert_frame_equal(as_categories, as_text, check_exact=True)
     row = as_text.set_index("feature").loc["c"]
     assert row["unseen_rate"] > 0.2 and row["missing_rate"] > 0.04 and row["psi"] > 0
@@ -86,14 +92,17 @@ def test_a_real_models_training_reference_is_the_same_for_categoricals_and_text(
     from ml_platform.core.drift import training_reference
 
     categorical = model.encoder.categorical
-    as_text = split.train.astype({name: object for name in categorical})
+    as_text = split.train.astype(dict.fromkeys(categorical, object))
     assert all(isinstance(split.train[name].dtype, pd.CategoricalDtype) for name in categorical)
     reference = training_reference(model, split.train)
     assert reference == training_reference(model, as_text)
     live = split.test
     table = drift_table(live, reference, warn=0.1, fail=0.25)
-    pd.testing.assert_frame_equal(table, drift_table(live.astype({n: object for n in categorical}), reference,
-                                                     warn=0.1, fail=0.25), check_exact=True)
+    pd.testing.assert_frame_equal(
+        table,
+        drift_table(live.astype(dict.fromkeys(categorical, object)), reference, warn=0.1, fail=0.25),
+        check_exact=True,
+    )
     scored = table.set_index("feature").loc[categorical]
     assert scored["psi"].notna().all() and scored["chi2_p"].notna().all()
 

@@ -4,6 +4,7 @@ the CLI; stale records (process gone, pid reused by another process) are reporte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,10 +29,8 @@ def _free_port() -> int:
 
 
 def _gone(pid: int) -> bool:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # our child once it exits: reap it
-    except ChildProcessError:
-        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -101,7 +100,7 @@ def test_a_deployed_endpoint_is_listed_and_stopped_by_the_cli(home, capsys):
 def test_a_server_stopped_on_its_own_removes_its_record(home, capsys):
     """SIGTERM from elsewhere (a terminal, a supervisor): the server shuts down and forgets its record."""
     port = _free_port()
-    url, pid = ensure_local_server("flight_delay", port, home, reload_interval=0.5)
+    _url, pid = ensure_local_server("flight_delay", port, home, reload_interval=0.5)
     assert [e.pid for e in list_endpoints(home, "flight_delay")] == [pid]
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
@@ -122,8 +121,18 @@ def test_stale_records_are_reported_and_no_other_process_is_signalled(home, caps
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         reused = records_folder(home) / "flight_delay-18002.json"
-        reused.write_text(json.dumps({"model": "flight_delay", "host": "127.0.0.1", "port": 18002,
-                                      "pid": bystander.pid, "proc_start": "1", "started_at": "then"}))
+        reused.write_text(
+            json.dumps(
+                {
+                    "model": "flight_delay",
+                    "host": "127.0.0.1",
+                    "port": 18002,
+                    "pid": bystander.pid,
+                    "proc_start": "1",
+                    "started_at": "then",
+                }
+            )
+        )
         states = {e.port: (e.state, e.version, e.alive) for e in list_endpoints(home)}
         assert states == {18001: ("dead", None, False), 18002: ("pid reused", None, False)}
 

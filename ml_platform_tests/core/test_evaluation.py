@@ -26,13 +26,18 @@ def evaluation(model, split) -> ev.Evaluation:
 
 # --- metrics on hand-made data ----------------------------------------------------------------------------
 
+
 def test_binary_metrics_equal_scikit_learn():
     y = np.array([0, 0, 1, 1, 0, 1, 0, 1])
     p = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9, 0.6, 0.55])
     got = ev.task_metrics("binary", y, p)
-    expected = {"roc_auc": skm.roc_auc_score(y, p), "pr_auc": skm.average_precision_score(y, p),
-                "log_loss": skm.log_loss(y, p), "brier": skm.brier_score_loss(y, p),
-                "accuracy": skm.accuracy_score(y, p >= 0.5)}
+    expected = {
+        "roc_auc": skm.roc_auc_score(y, p),
+        "pr_auc": skm.average_precision_score(y, p),
+        "log_loss": skm.log_loss(y, p),
+        "brier": skm.brier_score_loss(y, p),
+        "accuracy": skm.accuracy_score(y, p >= 0.5),
+    }
     assert got.keys() == expected.keys()
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, abs=1e-12), name
@@ -82,6 +87,7 @@ def test_baseline_predicts_the_training_prior():
 
 # --- slices, fairness, sanity -----------------------------------------------------------------------------
 
+
 def test_slices_skip_levels_with_fewer_than_30_rows(model, split):
     rows = split.test.head(29 + 30 + 41).copy()
     rows["origin"] = ["AAA"] * 29 + ["BBB"] * 30 + ["CCC"] * 41
@@ -106,16 +112,24 @@ def test_slices_leave_out_levels_where_the_metric_is_undefined(model, split):
 
 
 def test_fairness_gap_names_best_and_worst_levels():
-    slices = pd.DataFrame([
-        {"column": "origin", "level": "EWR", "rows": 100, "roc_auc": 0.70},
-        {"column": "origin", "level": "JFK", "rows": 100, "roc_auc": 0.75},
-        {"column": "origin", "level": "LGA", "rows": 100, "roc_auc": 0.66},
-        {"column": "carrier", "level": "AA", "rows": 100, "roc_auc": 0.95},
-        {"column": "carrier", "level": "UA", "rows": 100, "roc_auc": 0.40},
-    ])
+    slices = pd.DataFrame(
+        [
+            {"column": "origin", "level": "EWR", "rows": 100, "roc_auc": 0.70},
+            {"column": "origin", "level": "JFK", "rows": 100, "roc_auc": 0.75},
+            {"column": "origin", "level": "LGA", "rows": 100, "roc_auc": 0.66},
+            {"column": "carrier", "level": "AA", "rows": 100, "roc_auc": 0.95},
+            {"column": "carrier", "level": "UA", "rows": 100, "roc_auc": 0.40},
+        ]
+    )
     gap = ev.fairness_gap(slices, "origin", "roc_auc")
-    assert gap == {"group": "origin", "metric": "roc_auc", "gap": pytest.approx(0.09), "best": "JFK",
-                   "worst": "LGA", "levels": 3}
+    assert gap == {
+        "group": "origin",
+        "metric": "roc_auc",
+        "gap": pytest.approx(0.09),
+        "best": "JFK",
+        "worst": "LGA",
+        "levels": 3,
+    }
     assert ev.fairness_gap(slices[slices["level"] != "LGA"], "origin", "roc_auc")["gap"] == pytest.approx(0.05)
     assert ev.fairness_gap(slices[slices["level"] == "EWR"], "origin", "roc_auc") is None
     assert ev.fairness_gap(slices, "dest", "roc_auc") is None
@@ -145,6 +159,7 @@ def test_score_is_oriented_so_larger_is_better(model, split):
 
 
 # --- the real model -----------------------------------------------------------------------------------------
+
 
 def test_evaluate_a_real_model(evaluation, model, split, spec):
     assert evaluation.metric == "roc_auc" and evaluation.value == evaluation.metrics["roc_auc"] > 0.6
@@ -191,8 +206,9 @@ def test_evaluate_against_a_champion_and_without_plots(model, split):
 
 # --- categorical features as pandas Categoricals or as text: the same numbers -------------------------------
 
+
 def _as_text(model, frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype({name: object for name in model.encoder.categorical})
+    return frame.astype(dict.fromkeys(model.encoder.categorical, object))
 
 
 def test_slices_and_fairness_are_the_same_for_categoricals_and_text(model, split):
@@ -213,8 +229,15 @@ def test_slices_and_fairness_are_the_same_for_categoricals_and_text(model, split
 
 def test_evaluate_gives_the_same_numbers_for_categoricals_and_text(model, split):
     categorical = ev.evaluate(model, split.train, split.test, "roc_auc", ["origin", "carrier"], "origin", plots=False)
-    text = ev.evaluate(model, _as_text(model, split.train), _as_text(model, split.test), "roc_auc",
-                       ["origin", "carrier"], "origin", plots=False)
+    text = ev.evaluate(
+        model,
+        _as_text(model, split.train),
+        _as_text(model, split.test),
+        "roc_auc",
+        ["origin", "carrier"],
+        "origin",
+        plots=False,
+    )
     assert np.array_equal(categorical.predictions, text.predictions)
     assert categorical.metrics == text.metrics and categorical.baseline == text.baseline
     pd.testing.assert_frame_equal(categorical.slices, text.slices, check_exact=True)
@@ -224,6 +247,7 @@ def test_evaluate_gives_the_same_numbers_for_categoricals_and_text(model, split)
 
 
 # --- confusion matrix, and held-out labels a classifier never saw ------------------------------------------
+
 
 def _png_size(text: str) -> tuple[int, int]:
     data = base64.b64decode(text, validate=True)
@@ -307,9 +331,11 @@ def test_a_regression_has_no_confusion_matrix_and_keeps_every_row():
         rows["value"] = rows["speed"].round() - 1  # -1 is a value here, not an unknown label
     assert (test["value"] == -1).sum() > 0
     encoder = FeatureEncoder.fit(train, ["size"], [])
-    booster = lgb.train({"objective": "regression", "verbose": -1, "seed": 0, "num_leaves": 7},
-                        lgb.Dataset(encoder.transform(train), train["value"], feature_name=encoder.names),
-                        num_boost_round=10)
+    booster = lgb.train(
+        {"objective": "regression", "verbose": -1, "seed": 0, "num_leaves": 7},
+        lgb.Dataset(encoder.transform(train), train["value"], feature_name=encoder.names),
+        num_boost_round=10,
+    )
     model = Model(booster, encoder, {"task": "regression", "target": "value"})
     result = ev.evaluate(model, train, test, "rmse", [], None)
     assert result.confusion is None and result.unseen_labels == {}

@@ -23,12 +23,19 @@ def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, 
     with mlflow.start_run(run_id=run_id):
         log_evaluation(record, candidate)
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {MODEL_FILES, SMOKE_ROWS, REFERENCE_PROFILE, GATE_RESULTS, MODEL_CARD, CONFUSION_MATRIX,
-            "plots"} <= artifacts
+    assert {
+        MODEL_FILES,
+        SMOKE_ROWS,
+        REFERENCE_PROFILE,
+        GATE_RESULTS,
+        MODEL_CARD,
+        CONFUSION_MATRIX,
+        "plots",
+    } <= artifacts
     assert "confusion_matrix" in record.result.plots and "## Confusion matrix (held-out slice)" in record.card
     assert client.get_run(run_id).data.tags["gate.metric_floor"] == "passed"
     row = record.row({"version": version})
-    assert row["all_gates_passed"] and [g["name"] for g in json.loads(row["gates"])][0] == "metric_floor"
+    assert row["all_gates_passed"] and next(g["name"] for g in json.loads(row["gates"])) == "metric_floor"
 
 
 def test_a_second_version_is_compared_with_the_champion_on_the_same_rows(spec, store, logged_version, training_set):

@@ -84,9 +84,10 @@ def test_concat_partitions_unions_the_levels_of_each_day(real_day, flight_spec):
     joined = concat_partitions(days)
     assert isinstance(joined["dest"].dtype, pd.CategoricalDtype)
     assert list(joined["dest"].cat.categories) == sorted(set(days[0]["dest"].dropna()) | set(days[1]["dest"].dropna()))
-    pd.testing.assert_frame_equal(joined.astype({n: object for n in flight_spec.features.all_categorical}),
-                                  pd.concat(days, ignore_index=True).astype(
-                                      {n: object for n in flight_spec.features.all_categorical}))
+    pd.testing.assert_frame_equal(
+        joined.astype(dict.fromkeys(flight_spec.features.all_categorical, object)),
+        pd.concat(days, ignore_index=True).astype(dict.fromkeys(flight_spec.features.all_categorical, object)),
+    )
     assert not isinstance(pd.concat(days)["dest"].dtype, pd.CategoricalDtype)  # what plain concat would do
 
 
@@ -98,10 +99,14 @@ def test_a_feature_missing_from_the_data_names_the_spec_field(real_day, flight_s
 
 
 def test_regression_target_drops_unknown(real_day, flight_spec):
-    spec = flight_spec.model_copy(update={"task": "regression",
-                                          "target": flight_spec.target.model_copy(
-                                              update={"name": "arr_delay_min", "expression": None,
-                                                      "column": "arr_delay"})})
+    spec = flight_spec.model_copy(
+        update={
+            "task": "regression",
+            "target": flight_spec.target.model_copy(
+                update={"name": "arr_delay_min", "expression": None, "column": "arr_delay"}
+            ),
+        }
+    )
     frame, report = build_features(real_day, spec)
     assert frame["arr_delay_min"].notna().all()
     assert report.dropped_no_target == real_day["arr_delay"].isna().sum()
@@ -117,7 +122,7 @@ def test_a_days_content_hash_is_the_same_stored_alone_or_inside_the_joined_windo
     joined = concat_partitions(days)
     assert not joined["dest"].cat.categories.equals(days[0]["dest"].cat.categories)
     assert content_hash(joined.iloc[: len(days[0])].reset_index(drop=True)) == content_hash(days[0])
-    assert content_hash(joined.iloc[len(days[0]):].reset_index(drop=True)) == content_hash(days[1])
+    assert content_hash(joined.iloc[len(days[0]) :].reset_index(drop=True)) == content_hash(days[1])
     (version,) = versions_by_day(joined, flight_spec.timestamp).values()  # one calendar day
     assert version == content_hash(joined)
 
@@ -133,8 +138,9 @@ def test_a_boolean_target_for_multiclass_is_refused_with_the_count_hint(real_day
     spec = with_target(flight_spec, "multiclass", name="lateness", expression="(arr_delay > 15) + (arr_delay > 60)")
     with pytest.raises(FeatureError, match=r"target\.expression: .*booleans.*\* 1"):
         build_features(real_day, spec)
-    counted = with_target(flight_spec, "multiclass", name="lateness",
-                           expression="(arr_delay > 15) * 1 + (arr_delay > 60) * 1")
+    counted = with_target(
+        flight_spec, "multiclass", name="lateness", expression="(arr_delay > 15) * 1 + (arr_delay > 60) * 1"
+    )
     assert set(build_features(real_day, counted)[0]["lateness"]) == {0, 1, 2}
 
 
@@ -151,8 +157,9 @@ def test_a_binary_text_target_needs_its_positive_class(real_day, flight_spec):
         build_features(raw, with_target(flight_spec, "binary", name="outcome", column="outcome", positive=True))
     with pytest.raises(FeatureError, match=r"target\.positive: 'late' is not a value"):
         build_features(raw, with_target(flight_spec, "binary", name="outcome", column="outcome", positive="late"))
-    frame, report = build_features(raw, with_target(flight_spec, "binary", name="outcome", column="outcome",
-                                                      positive="yes"))
+    frame, report = build_features(
+        raw, with_target(flight_spec, "binary", name="outcome", column="outcome", positive="yes")
+    )
     assert set(frame["outcome"]) == {"yes", "no"} and report.dropped_no_target == raw["arr_delay"].isna().sum()
     assert ((frame["outcome"] == "yes") == (raw["arr_delay"].dropna() > 15).to_numpy()).all()
 
@@ -161,7 +168,8 @@ def test_a_binary_target_with_three_values_names_task(real_day, flight_spec):
     spec = with_target(flight_spec, "binary", name="airport", column="origin", positive="JFK")
     with pytest.raises(FeatureError, match=r"task: 'binary' but target\.column 'airport' has 3 values"):
         build_features(real_day, spec)
-    numeric = with_target(flight_spec, "binary", name="thirds",
-                           expression="(arr_delay > 15) * 0.5 + (arr_delay > 60) * 0.5")
+    numeric = with_target(
+        flight_spec, "binary", name="thirds", expression="(arr_delay > 15) * 0.5 + (arr_delay > 60) * 0.5"
+    )
     with pytest.raises(FeatureError, match=r"task: 'binary' .* 3 values"):
         build_features(real_day, numeric)

@@ -2,31 +2,58 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from ml_platform.core import evaluation as ev
-from ml_platform.core.gates import (FAIRNESS, GATE_NAMES, METRIC_FLOOR, NOT_WORSE, SANITY, fairness,
-                                    metric_floor, not_worse_than_champion, prediction_sanity, run_gates)
+from ml_platform.core.gates import (
+    FAIRNESS,
+    GATE_NAMES,
+    METRIC_FLOOR,
+    NOT_WORSE,
+    SANITY,
+    fairness,
+    metric_floor,
+    not_worse_than_champion,
+    prediction_sanity,
+    run_gates,
+)
 from ml_platform.core.model import Model
 from ml_platform.core.training import Split, train
 from ml_platform.spec import Fairness, Gates, ModelSpec
 
 
-def _evaluation(metric: str = "roc_auc", value: float = 0.8, champion: dict | None = None,
-                gap: float | None = None, predictions=(0.1, 0.5, 0.9), task: str = "binary") -> ev.Evaluation:
+def _evaluation(
+    metric: str = "roc_auc",
+    value: float = 0.8,
+    champion: dict | None = None,
+    gap: float | None = None,
+    predictions=(0.1, 0.5, 0.9),
+    task: str = "binary",
+) -> ev.Evaluation:
     """An Evaluation built by hand: only what the gates read is meaningful."""
     predictions = np.asarray(predictions, dtype=float)
-    fairness_gap = None if gap is None else {"group": "origin", "metric": metric, "gap": gap, "best": "LGA",
-                                             "worst": "EWR", "levels": 3}
-    return ev.Evaluation(metric=metric, metrics={metric: value}, baseline={}, slices=pd.DataFrame(),
-                         fairness=fairness_gap, attributions=pd.Series(dtype=float),
-                         sanity=ev.sanity(task, predictions), predictions=predictions, champion=champion)
+    fairness_gap = (
+        None
+        if gap is None
+        else {"group": "origin", "metric": metric, "gap": gap, "best": "LGA", "worst": "EWR", "levels": 3}
+    )
+    return ev.Evaluation(
+        metric=metric,
+        metrics={metric: value},
+        baseline={},
+        slices=pd.DataFrame(),
+        fairness=fairness_gap,
+        attributions=pd.Series(dtype=float),
+        sanity=ev.sanity(task, predictions),
+        predictions=predictions,
+        champion=champion,
+    )
 
 
 # --- each gate at its threshold -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("value", "passed"), [(0.65, True), (0.9, True), (0.6499, False), (0.5, False)])
 def test_metric_floor_for_a_higher_is_better_metric(value, passed):
@@ -60,12 +87,10 @@ def test_not_worse_passes_without_a_champion_and_says_why():
         assert result.detail == "no champion yet: nothing to compare against"
 
 
-@pytest.mark.parametrize(("new", "passed"), [(0.75, True), (0.875, True), (0.625, True), (0.6249, False),
-                                             (0.5, False)])
+@pytest.mark.parametrize(("new", "passed"), [(0.75, True), (0.875, True), (0.625, True), (0.6249, False), (0.5, False)])
 def test_not_worse_allows_the_tolerated_regression(new, passed):
     # binary fractions, so "worse by exactly the tolerance" is exact in floating point
-    result = not_worse_than_champion(_evaluation(value=new, champion={"roc_auc": 0.75}),
-                                     Gates(max_regression=0.125))
+    result = not_worse_than_champion(_evaluation(value=new, champion={"roc_auc": 0.75}), Gates(max_regression=0.125))
     assert result.passed is passed
     assert result.value == pytest.approx(0.75 - new) and result.threshold == 0.125
 
@@ -99,12 +124,15 @@ def test_fairness_passes_with_a_reason_when_nothing_can_be_compared():
     assert few_levels.passed and "fewer than two levels of origin" in few_levels.detail
 
 
-@pytest.mark.parametrize(("predictions", "passed", "problem"), [
-    ((0.1, 0.5, 0.9), True, None),
-    ((0.3, 0.3, 0.3), False, "constant"),
-    ((0.1, np.nan, 0.9), False, "not finite"),
-    ((0.1, 1.2, 0.9), False, "out of range"),
-])
+@pytest.mark.parametrize(
+    ("predictions", "passed", "problem"),
+    [
+        ((0.1, 0.5, 0.9), True, None),
+        ((0.3, 0.3, 0.3), False, "constant"),
+        ((0.1, np.nan, 0.9), False, "not finite"),
+        ((0.1, 1.2, 0.9), False, "out of range"),
+    ],
+)
 def test_prediction_sanity(predictions, passed, problem):
     result = prediction_sanity(_evaluation(predictions=predictions), Gates())
     assert result.name == SANITY and result.passed is passed
@@ -123,11 +151,12 @@ def test_run_gates_returns_every_gate_in_order():
 
 # --- real models on real days -------------------------------------------------------------------------------
 
-def _gates(model: Model, spec: ModelSpec, split: Split,
-           champion: Model | None = None) -> tuple[ev.Evaluation, dict]:
+
+def _gates(model: Model, spec: ModelSpec, split: Split, champion: Model | None = None) -> tuple[ev.Evaluation, dict]:
     gates = spec.gates
-    result = ev.evaluate(model, split.train, split.test, gates.metric, gates.slices, gates.fairness.group,
-                         champion=champion, plots=False)
+    result = ev.evaluate(
+        model, split.train, split.test, gates.metric, gates.slices, gates.fairness.group, champion=champion, plots=False
+    )
     return result, {g.name: g for g in run_gates(result, gates)}
 
 
@@ -136,8 +165,11 @@ def test_a_model_trained_on_shuffled_labels_is_stopped(spec, split, model):
     # each split's delay rate, which a refitted model learns from features that tell the weeks apart.
     rng = np.random.default_rng(7)
     labels = rng.permutation(np.concatenate([split.train["delayed"].to_numpy(), split.valid["delayed"].to_numpy()]))
-    shuffled = Split(train=split.train.assign(delayed=labels[:len(split.train)]),
-                     valid=split.valid.assign(delayed=labels[len(split.train):]), test=split.test)
+    shuffled = Split(
+        train=split.train.assign(delayed=labels[: len(split.train)]),
+        valid=split.valid.assign(delayed=labels[len(split.train) :]),
+        test=split.test,
+    )
     noise = train(spec, shuffled).model
     result, gates = _gates(noise, spec, split)
     assert abs(result.metrics["roc_auc"] - 0.5) < 0.05

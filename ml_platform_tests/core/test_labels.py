@@ -13,6 +13,7 @@ from ml_platform.core.labels import UNKNOWN, LabelError, Labels, as_labels, is_t
 
 # --- the classes a model trains on ------------------------------------------------------------------------------
 
+
 def test_multiclass_classes_are_sorted_or_in_the_declared_order():
     assert Labels.fit("multiclass", ["LGA", "EWR", None, "JFK"]).classes == ("EWR", "JFK", "LGA")
     assert Labels.fit("multiclass", ["LGA", "EWR"], ["JFK"]).classes == ("EWR", "JFK", "LGA")
@@ -67,7 +68,7 @@ def test_a_boolean_positive_class_against_text_labels_says_quote_it():
     """`positive: yes` unquoted loads as True, which never matches the text label "yes"."""
     with pytest.raises(LabelError, match=r"^target\.positive: True is not a value") as caught:
         Labels.fit("binary", ["yes", "no"], positive=True)
-    assert 'quote it' in str(caught.value) and 'positive: "yes"' in str(caught.value)
+    assert "quote it" in str(caught.value) and 'positive: "yes"' in str(caught.value)
 
 
 def test_a_text_binary_target_without_positive_names_target_positive():
@@ -76,6 +77,7 @@ def test_a_text_binary_target_without_positive_names_target_positive():
 
 
 # --- codes, predictions, answers --------------------------------------------------------------------------------
+
 
 def test_encode_gives_codes_and_unknown_for_unseen_and_missing_labels():
     labels = Labels("multiclass", ("EWR", "JFK", "LGA"))
@@ -88,8 +90,17 @@ def test_encode_gives_codes_and_unknown_for_unseen_and_missing_labels():
 
 def test_encode_of_legacy_integer_classes_takes_ints_floats_and_booleans():
     labels = Labels("binary", (0, 1))
-    assert labels.encode([0, 1, 1.0, 0.0, np.int64(1), np.float64(0), True, np.nan, 2]).tolist() == \
-        [0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, UNKNOWN, UNKNOWN]
+    assert labels.encode([0, 1, 1.0, 0.0, np.int64(1), np.float64(0), True, np.nan, 2]).tolist() == [
+        0.0,
+        1.0,
+        1.0,
+        0.0,
+        1.0,
+        0.0,
+        1.0,
+        UNKNOWN,
+        UNKNOWN,
+    ]
     assert labels.encode(pd.Series([1.0, np.nan, 0.0])).tolist() == [1.0, UNKNOWN, 0.0]
     assert labels.encode(pd.array([1, None, 0], dtype="Int64")).tolist() == [1.0, UNKNOWN, 0.0]
     assert Labels("binary", (False, True)).encode([False, True, None]).tolist() == [0.0, 1.0, UNKNOWN]
@@ -134,12 +145,12 @@ def test_the_response_is_json_ready_with_probabilities_by_class_name():
 def test_aligned_reorders_scores_and_fills_unknown_classes_with_zero():
     labels = Labels("multiclass", ("EWR", "JFK", "LGA"))
     scores = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
-    assert labels.aligned(scores, ["LGA", "BOS", "EWR", "JFK"]).tolist() == [[0.7, 0.0, 0.1, 0.2],
-                                                                            [0.1, 0.0, 0.6, 0.3]]
+    assert labels.aligned(scores, ["LGA", "BOS", "EWR", "JFK"]).tolist() == [[0.7, 0.0, 0.1, 0.2], [0.1, 0.0, 0.6, 0.3]]
     assert labels.aligned(scores, ("EWR", "JFK", "LGA")).tolist() == scores.tolist()
 
 
 # --- the manifest -----------------------------------------------------------------------------------------------
+
 
 def test_an_old_binary_manifest_without_positive_takes_the_second_class():
     labels = Labels.of_manifest({"task": "binary", "classes": [0, 1], "target": "delayed"})
@@ -152,9 +163,16 @@ def test_a_regression_manifest_or_one_without_classes_has_no_labels():
     assert Labels.of_manifest({"task": "multiclass"}) is None
 
 
-@pytest.mark.parametrize("labels", [Labels("binary", ("no", "yes")), Labels("binary", (1, 0)),
-                                    Labels("binary", (False, True)), Labels("multiclass", (3, 1, 2)),
-                                    Labels("multiclass", ("LGA", "EWR", "JFK"))])
+@pytest.mark.parametrize(
+    "labels",
+    [
+        Labels("binary", ("no", "yes")),
+        Labels("binary", (1, 0)),
+        Labels("binary", (False, True)),
+        Labels("multiclass", (3, 1, 2)),
+        Labels("multiclass", ("LGA", "EWR", "JFK")),
+    ],
+)
 def test_the_manifest_round_trip_keeps_classes_order_and_type(labels):
     manifest = {"task": labels.task, **labels.to_manifest()}
     assert ("positive" in manifest) == (labels.task == "binary")
@@ -164,18 +182,29 @@ def test_the_manifest_round_trip_keeps_classes_order_and_type(labels):
 
 
 def test_a_fitted_binary_manifest_names_its_positive_class():
-    assert Labels.fit("binary", ["no", "yes"], positive="yes").to_manifest() == {"classes": ["no", "yes"],
-                                                                                "positive": "yes"}
+    assert Labels.fit("binary", ["no", "yes"], positive="yes").to_manifest() == {
+        "classes": ["no", "yes"],
+        "positive": "yes",
+    }
     assert Labels.fit("multiclass", np.array([1, 0, 2])).to_manifest() == {"classes": [0, 1, 2]}
 
 
 # --- what counts as text ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("values, text", [
-    (pd.Series(["a", None]), True), (pd.Series(["a", "b"], dtype="string"), True),
-    (pd.Series(["a", "b"], dtype="category"), True), (pd.Series([1, 2]), False), (pd.Series([1.0, None]), False),
-    (pd.Series([True, False]), False), (pd.Series([1, 2], dtype="category"), False),
-    (pd.Series([1, 2], dtype=object), False)])
+
+@pytest.mark.parametrize(
+    "values, text",
+    [
+        (pd.Series(["a", None]), True),
+        (pd.Series(["a", "b"], dtype="string"), True),
+        (pd.Series(["a", "b"], dtype="category"), True),
+        (pd.Series([1, 2]), False),
+        (pd.Series([1.0, None]), False),
+        (pd.Series([True, False]), False),
+        (pd.Series([1, 2], dtype="category"), False),
+        (pd.Series([1, 2], dtype=object), False),
+    ],
+)
 def test_is_text(values, text):
     assert is_text(values) == text  # a numpy bool for object and string columns
 
@@ -189,6 +218,7 @@ def test_as_labels_makes_text_plain_str_and_keeps_missing_and_numbers():
 
 
 # --- known gaps, pinned until labels.py handles them ------------------------------------------------------------
+
 
 def test_aligned_takes_any_iterable_of_classes():
     labels = Labels("multiclass", ("EWR", "JFK", "LGA"))

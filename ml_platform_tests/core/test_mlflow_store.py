@@ -25,8 +25,18 @@ def _tiny_model(seed: int) -> tuple[Model, pd.DataFrame]:
     label = ((frame["x"] + (frame["color"] == "red") + rng.normal(scale=0.5, size=300)) > 0.5).astype(int)
     encoder = FeatureEncoder.fit(frame, ["x"], ["color"])
     data = lgb.Dataset(encoder.transform(frame), label, feature_name=encoder.names, categorical_feature=[1])
-    booster = lgb.train({"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 10, "verbose": -1,
-                         "seed": seed, "deterministic": True}, data, num_boost_round=10 + seed)
+    booster = lgb.train(
+        {
+            "objective": "binary",
+            "num_leaves": 4,
+            "min_data_in_leaf": 10,
+            "verbose": -1,
+            "seed": seed,
+            "deterministic": True,
+        },
+        data,
+        num_boost_round=10 + seed,
+    )
     return Model(booster, encoder, {"task": "binary", "classes": [0, 1], "version_seed": seed}), frame
 
 
@@ -56,8 +66,7 @@ def _log_and_register(client, experiment: str, model: Model, scratch: Path, smok
         mlflow.log_artifacts(str(model.save(scratch / mlflow_store.MODEL_FILES)), mlflow_store.MODEL_FILES)
         mlflow.log_dict({"rows": smoke}, mlflow_store.SMOKE_ROWS)
     Registry(client, NAME).ensure_model()
-    version = client.create_model_version(NAME, f"{run.info.artifact_uri}/{mlflow_store.MODEL_FILES}",
-                                          run.info.run_id)
+    version = client.create_model_version(NAME, f"{run.info.artifact_uri}/{mlflow_store.MODEL_FILES}", run.info.run_id)
     return str(version.version), run.info.run_id
 
 
@@ -124,8 +133,9 @@ def test_the_model_behind_an_alias_and_a_version_loads_back_exactly(store, tmp_p
     rows = models[0][1].head(50)
     smoke = rows.head(3).to_dict("records")
     assert mlflow_store.version_of_alias(client, NAME, mlflow_store.CHAMPION) is None, "nothing registered yet"
-    registered = [_log_and_register(client, experiment, model, tmp_path / f"v{i}", smoke)
-                  for i, (model, _) in enumerate(models)]
+    registered = [
+        _log_and_register(client, experiment, model, tmp_path / f"v{i}", smoke) for i, (model, _) in enumerate(models)
+    ]
     assert [v for v, _ in registered] == ["1", "2"]
     assert mlflow_store.version_of_alias(client, NAME, mlflow_store.CHAMPION) is None, "no champion alias yet"
     client.set_registered_model_alias(NAME, mlflow_store.CHAMPION, "2")
@@ -146,8 +156,9 @@ def test_the_model_behind_an_alias_and_a_version_loads_back_exactly(store, tmp_p
     assert np.array_equal(mlflow_store.load_version(client, NAME, "1").predict(rows), expected[0])
     assert np.array_equal(mlflow_store.load_model(registered[0][1], uri).predict(rows), expected[0])
     challenger = mlflow_store.version_of_alias(client, NAME, mlflow_store.CHALLENGER)
-    assert challenger == "1" and np.array_equal(mlflow_store.load_version(client, NAME, challenger).predict(rows),
-                                                expected[0])
+    assert challenger == "1" and np.array_equal(
+        mlflow_store.load_version(client, NAME, challenger).predict(rows), expected[0]
+    )
     folder = mlflow_store.download_model_files(registered[1][1], uri)
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.txt"]
     loaded = mlflow_store.load_json_artifact(registered[1][1], mlflow_store.SMOKE_ROWS, uri)
@@ -156,8 +167,8 @@ def test_the_model_behind_an_alias_and_a_version_loads_back_exactly(store, tmp_p
 
 
 def test_a_gated_alias_names_only_a_version_that_passed_its_gates(store, tmp_path):
-    uri, client, experiment = store
-    model, frame = _tiny_model(3)
+    _uri, client, experiment = store
+    model, _frame = _tiny_model(3)
     version, _ = _log_and_register(client, experiment, model, tmp_path, [])
     client.set_registered_model_alias(NAME, mlflow_store.CHALLENGER, version)
     registry = Registry(client, NAME)
@@ -171,9 +182,23 @@ def test_a_gated_alias_names_only_a_version_that_passed_its_gates(store, tmp_pat
 
 def test_the_artifact_names_are_the_ones_training_logs():
     assert (mlflow_store.MODEL_FILES, mlflow_store.SMOKE_ROWS, mlflow_store.REFERENCE_PROFILE) == (
-        "model_files", "smoke_rows.json", "reference_profile.json")
-    assert (mlflow_store.MODEL_CARD, mlflow_store.GATE_RESULTS, mlflow_store.DATA_VERSIONS,
-            mlflow_store.TUNING_TRIALS, mlflow_store.FEATURE_ATTRIBUTIONS, mlflow_store.SLICES) == (
-        "model_card.md", "gates.json", "data_versions.json", "tuning_trials.json", "feature_attributions.json",
-        "slices.csv")
+        "model_files",
+        "smoke_rows.json",
+        "reference_profile.json",
+    )
+    assert (
+        mlflow_store.MODEL_CARD,
+        mlflow_store.GATE_RESULTS,
+        mlflow_store.DATA_VERSIONS,
+        mlflow_store.TUNING_TRIALS,
+        mlflow_store.FEATURE_ATTRIBUTIONS,
+        mlflow_store.SLICES,
+    ) == (
+        "model_card.md",
+        "gates.json",
+        "data_versions.json",
+        "tuning_trials.json",
+        "feature_attributions.json",
+        "slices.csv",
+    )
     assert mlflow_store.plot_artifact("curves") == "plots/curves.png"

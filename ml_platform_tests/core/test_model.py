@@ -27,8 +27,9 @@ def test_save_and_load_predict_identically(model, saved, split):
 
 
 def test_the_folder_is_native_text_and_json_without_pickles(saved, model):
-    assert sorted(p.name for p in saved.iterdir()) == sorted([MODEL_FILE, MANIFEST_FILE]) == ["manifest.json",
-                                                                                               "model.txt"]
+    assert (
+        sorted(p.name for p in saved.iterdir()) == sorted([MODEL_FILE, MANIFEST_FILE]) == ["manifest.json", "model.txt"]
+    )
     assert (saved / MODEL_FILE).read_text().startswith("tree")
     manifest = json.loads((saved / MANIFEST_FILE).read_text())
     assert manifest["features"]["numeric"] == model.encoder.numeric
@@ -89,7 +90,7 @@ def test_a_numeric_feature_given_as_text_is_coerced(model, split):
 def _as_text(model: Model, frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with its categorical features as object text (missing stays NaN), as features were before
     they became pandas Categoricals."""
-    return frame.astype({name: object for name in model.encoder.categorical})
+    return frame.astype(dict.fromkeys(model.encoder.categorical, object))
 
 
 def test_features_reach_the_scorer_as_categoricals(model, split):
@@ -101,7 +102,7 @@ def test_categorical_features_in_pandas_dtypes_score_the_same(model, split, dtyp
     rows = _as_text(model, split.test.head(200))
     rows.loc[rows.index[:3], "carrier"] = "ZZZ"  # unseen levels stay missing whatever the dtype
     expected = model.predict(rows)
-    typed = rows.astype({name: dtype for name in model.encoder.categorical})
+    typed = rows.astype(dict.fromkeys(model.encoder.categorical, dtype))
     assert np.array_equal(model.predict(typed), expected)
     assert model.encoder.unseen(typed)["carrier"] == model.encoder.unseen(rows)["carrier"] >= 3
 
@@ -169,8 +170,10 @@ def test_the_encoder_learns_sorted_levels_from_training_rows_only(model, split):
 
 def test_records_encode_like_frames(model, split):
     rows = split.test.head(200)
-    records = [{k: (None if pd.isna(v) else v) for k, v in record.items()}
-               for record in rows[model.encoder.names].to_dict("records")]
+    records = [
+        {k: (None if pd.isna(v) else v) for k, v in record.items()}
+        for record in rows[model.encoder.names].to_dict("records")
+    ]
     records[0]["carrier"] = "ZZZ"
     frame = _as_text(model, rows)
     frame.loc[frame.index[0], "carrier"] = "ZZZ"

@@ -6,23 +6,27 @@ import base64
 import re
 
 import pytest
-from ml_platform_tests.markdown_tables import markdown_tables
 
 from ml_platform.core import evaluation as ev
 from ml_platform.core.gates import GATE_NAMES, GateResult, run_gates
 from ml_platform.core.model_card import model_card
 from ml_platform_tests.core.text_classifier import text_multiclass
+from ml_platform_tests.markdown_tables import markdown_tables
 
 
 @pytest.fixture(scope="module")
 def reviewed(spec, split, model):
     """A real model, its evaluation against itself as champion, its gates and the data summary of its run."""
     gates = spec.gates
-    evaluation = ev.evaluate(model, split.train, split.test, gates.metric, gates.slices, gates.fairness.group,
-                             champion=model)
-    data = {"window": "2013-05-01 → 2013-06-25", "splits": split.summary(spec.timestamp, "delayed", "binary"),
-            "data_versions": {f"2013-05-{d:02d}": f"v{d}" for d in range(1, 11)},
-            "fit": model.manifest["fit"]}
+    evaluation = ev.evaluate(
+        model, split.train, split.test, gates.metric, gates.slices, gates.fairness.group, champion=model
+    )
+    data = {
+        "window": "2013-05-01 → 2013-06-25",
+        "splits": split.summary(spec.timestamp, "delayed", "binary"),
+        "data_versions": {f"2013-05-{d:02d}": f"v{d}" for d in range(1, 11)},
+        "fit": model.manifest["fit"],
+    }
     return evaluation, run_gates(evaluation, gates), data
 
 
@@ -57,8 +61,10 @@ def test_the_card_describes_the_data(card):
 def test_the_card_says_which_rows_the_final_model_saw(card, model):
     fit = model.manifest["fit"]
     assert fit["refit"] and fit["rows"] == model.manifest["rows"]["train"] + model.manifest["rows"]["valid"]
-    assert (f"Final model: refit on train + validation, {fit['rows']} rows ({fit['first_day']} → "
-            f"{fit['last_day']}), {fit['rounds']} rounds chosen by early stopping") in _section(card, "Data")
+    assert (
+        f"Final model: refit on train + validation, {fit['rows']} rows ({fit['first_day']} → "
+        f"{fit['last_day']}), {fit['rounds']} rounds chosen by early stopping"
+    ) in _section(card, "Data")
 
 
 def test_the_card_has_the_metrics_table(card, reviewed):
@@ -97,16 +103,18 @@ def test_the_card_has_attributions_gates_and_limits(card, reviewed):
 
 def test_the_card_embeds_the_plots_as_png(card, reviewed):
     embedded = re.findall(r"!\[(\w+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", card)
-    assert {name for name, _ in embedded} == set(reviewed[0].plots) == {"feature_attributions", "curves",
-                                                                         "confusion_matrix"}
+    assert (
+        {name for name, _ in embedded}
+        == set(reviewed[0].plots)
+        == {"feature_attributions", "curves", "confusion_matrix"}
+    )
     for _, data in embedded:
         assert base64.b64decode(data, validate=True).startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_a_card_without_plots_version_or_fairness(spec, reviewed):
     evaluation, gates, _ = reviewed
-    plain = model_card(spec, None, ev.Evaluation(**{**evaluation.__dict__, "fairness": None}), gates, {},
-                       plots=False)
+    plain = model_card(spec, None, ev.Evaluation(**{**evaluation.__dict__, "fairness": None}), gates, {}, plots=False)
     assert plain.startswith("# Model card: flight_delay\n")
     assert "data:image/png;base64," not in plain and "## Plots" not in plain
     assert "No sensitive group assessed." in _section(plain, "Fairness")
@@ -132,7 +140,7 @@ def _assert_tables_intact(card: str, expected: int) -> list[list[list[str]]]:
     assert len(tables) == expected, f"{len(tables)} tables rendered, {expected} expected:\n{card[:3000]}"
     blocks = re.findall(r"^(\|.*\|)\n\|[-:| ]+\|\n((?:\|.*\|\n?)*)", card, flags=re.M)
     assert len(blocks) == expected
-    for (header, body), table in zip(blocks, tables):
+    for (header, body), table in zip(blocks, tables, strict=True):
         widths = {len(_cells(line)) for line in [header, *body.splitlines()]}
         assert widths == {len(table[0])}, (header, body)
         assert all(len(row) == len(table[0]) for row in table)
@@ -146,8 +154,13 @@ def test_every_table_of_the_card_renders_as_a_table(card, reviewed):
     metrics, confusion, slices, drivers, gate_table = _assert_tables_intact(card, 5)
     assert metrics[0] == ["metric", "model", "baseline", "champion"]
     assert [row[0] for row in metrics[1:]] == list(evaluation.metrics)
-    assert confusion == [["actual", "0", "1"], *[[name, *map(str, row)] for name, row in
-                                                  zip(["0", "1"], evaluation.confusion.to_numpy().tolist())]]
+    assert confusion == [
+        ["actual", "0", "1"],
+        *[
+            [name, *map(str, row)]
+            for name, row in zip(["0", "1"], evaluation.confusion.to_numpy().tolist(), strict=True)
+        ],
+    ]
     assert slices[0] == list(evaluation.slices.columns) and len(slices) == len(evaluation.slices) + 1
     assert drivers[0] == ["feature", "mean abs SHAP"]
     assert [row[0] for row in drivers[1:]] == list(evaluation.attributions.index[:10])
@@ -174,15 +187,15 @@ def test_pipes_backslashes_and_line_breaks_in_values_cannot_break_a_table(spec, 
 def test_the_card_says_on_how_many_rows_shap_ran(card, reviewed):
     attrs = reviewed[0].attributions.attrs
     assert attrs["rows"] <= attrs["cap"] and attrs["rows"] <= attrs["of_rows"]
-    assert (f"on {attrs['rows']} of {attrs['of_rows']} holdout rows (sample cap {attrs['cap']})"
-            in _section(card, "What drives predictions (TreeSHAP)"))
+    assert f"on {attrs['rows']} of {attrs['of_rows']} holdout rows (sample cap {attrs['cap']})" in _section(
+        card, "What drives predictions (TreeSHAP)"
+    )
 
 
 def test_a_binary_card_has_its_confusion_matrix_and_no_unseen_labels(card, reviewed):
     section = _section(card, "Confusion matrix (held-out slice)")
     assert "Rows: the actual label; columns: the predicted one" in section
-    assert card.index("## Metrics on the held-out slice") < card.index("## Confusion matrix") < card.index(
-        "## Slices")
+    assert card.index("## Metrics on the held-out slice") < card.index("## Confusion matrix") < card.index("## Slices")
     assert "never seen in training (" not in card
 
 
@@ -208,5 +221,6 @@ def test_a_multiclass_card_shows_its_classes_and_confusion_matrix(multiclass_car
 
 def test_a_card_says_how_many_held_out_rows_carry_an_unseen_label(multiclass_card):
     metrics = _section(multiclass_card[1], "Metrics on the held-out slice")
-    assert ("10 held-out rows carry a label never seen in training (huge: 7, (missing): 3): left out of the "
-            "metrics.") in metrics
+    assert (
+        "10 held-out rows carry a label never seen in training (huge: 7, (missing): 3): left out of the metrics."
+    ) in metrics

@@ -22,8 +22,13 @@ def multiclass() -> tuple[Model, pd.DataFrame]:
     and 120 other rows to score."""
     rng = np.random.default_rng(7)
     n = 520
-    frame = pd.DataFrame({"size": rng.normal(size=n), "speed": rng.uniform(0, 10, size=n),
-                          "shape": rng.choice(["round", "square", "flat"], size=n)})
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(size=n),
+            "speed": rng.uniform(0, 10, size=n),
+            "shape": rng.choice(["round", "square", "flat"], size=n),
+        }
+    )
     frame.loc[rng.choice(n, 30, replace=False), "speed"] = np.nan
     frame.loc[rng.choice(n, 30, replace=False), "shape"] = None
     score = frame["size"] + 0.3 * frame["speed"].fillna(5) + (frame["shape"] == "round") * 1.5
@@ -31,8 +36,19 @@ def multiclass() -> tuple[Model, pd.DataFrame]:
     train, rows = frame.iloc[:400], frame.iloc[400:].reset_index(drop=True)
     encoder = FeatureEncoder.fit(train, ["size", "speed"], ["shape"])
     data = lgb.Dataset(encoder.transform(train), label[:400], feature_name=encoder.names, categorical_feature=[2])
-    booster = lgb.train({"objective": "multiclass", "num_class": 3, "num_leaves": 7, "min_data_in_leaf": 10,
-                         "verbose": -1, "seed": 0, "deterministic": True}, data, num_boost_round=30)
+    booster = lgb.train(
+        {
+            "objective": "multiclass",
+            "num_class": 3,
+            "num_leaves": 7,
+            "min_data_in_leaf": 10,
+            "verbose": -1,
+            "seed": 0,
+            "deterministic": True,
+        },
+        data,
+        num_boost_round=30,
+    )
     return Model(booster, encoder, {"task": "multiclass", "classes": [0, 1, 2]}), rows
 
 
@@ -42,7 +58,7 @@ def _assert_explanations_are_the_top_contributions(model: Model, rows: pd.DataFr
     explanations = model.explain_records(_records(rows, names), top=top)
     contributions = model.contributions(rows).drop(columns="(bias)")
     assert len(explanations) == len(rows)
-    for explained, (_, offline) in zip(explanations, contributions.iterrows()):
+    for explained, (_, offline) in zip(explanations, contributions.iterrows(), strict=True):
         assert len(explained) == min(top, len(names)) == len({e["feature"] for e in explained})
         assert [e["contribution"] for e in explained] == [offline[e["feature"]] for e in explained]
         magnitudes = [abs(e["contribution"]) for e in explained]

@@ -14,23 +14,34 @@ from ml_platform.core.performance import judge_challenger, judge_rollback, live_
 RNG = np.random.default_rng(7)
 N = 400
 LABELS = pd.DataFrame({"id": [f"f{i}" for i in range(N)], "y": RNG.integers(0, 2, N)})
-GOOD = np.clip(LABELS["y"] * 0.6 + RNG.uniform(0, 0.4, N), 0, 1)   # ranks outcomes well
-NOISE = RNG.uniform(0, 1, N)                                         # ranks them at random
+GOOD = np.clip(LABELS["y"] * 0.6 + RNG.uniform(0, 0.4, N), 0, 1)  # ranks outcomes well
+NOISE = RNG.uniform(0, 1, N)  # ranks them at random
 
 
 def _served(answer, version="1", shadow=None, shadow_version=None, routed="champion") -> pd.DataFrame:
-    return pd.DataFrame({"id": LABELS["id"], "prediction": answer, "_version": version,
-                         "_shadow_version": shadow_version, "_shadow_prediction": shadow, "_routed": routed})
+    return pd.DataFrame(
+        {
+            "id": LABELS["id"],
+            "prediction": answer,
+            "_version": version,
+            "_shadow_version": shadow_version,
+            "_shadow_prediction": shadow,
+            "_routed": routed,
+        }
+    )
 
 
-@pytest.mark.parametrize("served, labels, status", [
-    (pd.DataFrame(), LABELS, "no traffic"),
-    (_served(GOOD).drop(columns="id"), LABELS, "no key"),
-    (_served(GOOD), LABELS.iloc[0:0], "labels not arrived"),
-    (_served(GOOD), LABELS.assign(id="other"), "labels not arrived"),
-    (_served(GOOD), LABELS.head(100), "partial labels"),
-    (_served(GOOD), LABELS, "complete"),
-])
+@pytest.mark.parametrize(
+    "served, labels, status",
+    [
+        (pd.DataFrame(), LABELS, "no traffic"),
+        (_served(GOOD).drop(columns="id"), LABELS, "no key"),
+        (_served(GOOD), LABELS.iloc[0:0], "labels not arrived"),
+        (_served(GOOD), LABELS.assign(id="other"), "labels not arrived"),
+        (_served(GOOD), LABELS.head(100), "partial labels"),
+        (_served(GOOD), LABELS, "complete"),
+    ],
+)
 def test_live_performance_statuses(served, labels, status):
     result = live_performance(served, labels, "id", "y", "binary", "roc_auc")
     assert result["status"].startswith(status)
@@ -47,8 +58,7 @@ def test_live_performance_scores_answer_and_shadow_per_version():
 def test_shadow_and_canary_pair_the_same_versions_the_same_way():
     """Shadow: v1 answers, v2 scores beside it. Canary: v2 answers, v1 scores beside it. Same outcome."""
     shadow = paired_comparison(_served(GOOD, "1", NOISE, "2"), LABELS, "id", "y", "binary", "roc_auc")
-    canary = paired_comparison(_served(NOISE, "2", GOOD, "1", routed="canary"), LABELS, "id", "y", "binary",
-                               "roc_auc")
+    canary = paired_comparison(_served(NOISE, "2", GOOD, "1", routed="canary"), LABELS, "id", "y", "binary", "roc_auc")
     for table in (shadow, canary):
         (row,) = table.to_dict("records")
         assert (row["champion"], row["other"], row["rows"]) == ("1", "2", N)
@@ -58,8 +68,9 @@ def test_shadow_and_canary_pair_the_same_versions_the_same_way():
 
 def test_a_mixed_day_pools_shadow_and_canary_rows_of_one_pair():
     half = N // 2
-    served = pd.concat([_served(GOOD, "1", NOISE, "2").head(half),
-                        _served(NOISE, "2", GOOD, "1", routed="canary").tail(N - half)])
+    served = pd.concat(
+        [_served(GOOD, "1", NOISE, "2").head(half), _served(NOISE, "2", GOOD, "1", routed="canary").tail(N - half)]
+    )
     (row,) = paired_comparison(served, LABELS, "id", "y", "binary", "roc_auc").to_dict("records")
     assert row["rows"] == N and row["champion_value"] == pytest.approx(roc_auc_score(LABELS["y"], GOOD))
 
@@ -67,16 +78,20 @@ def test_a_mixed_day_pools_shadow_and_canary_rows_of_one_pair():
 def test_a_lower_is_better_metric_gains_when_the_error_falls():
     labels = pd.DataFrame({"id": LABELS["id"], "y": RNG.normal(10, 2, N)})
     close, far = labels["y"] + RNG.normal(0, 0.1, N), labels["y"] + RNG.normal(0, 3, N)
-    (row,) = paired_comparison(_served(far, "1", close, "2"), labels, "id", "y", "regression",
-                               "rmse").to_dict("records")
+    (row,) = paired_comparison(_served(far, "1", close, "2"), labels, "id", "y", "regression", "rmse").to_dict(
+        "records"
+    )
     assert row["gain"] == pytest.approx(row["champion_value"] - row["other_value"]) and row["gain"] > 0
 
 
-@pytest.mark.parametrize("served, labels", [
-    (pd.DataFrame(), LABELS),
-    (_served(GOOD), LABELS),                       # no challenger on the day
-    (_served(GOOD, "1", NOISE, "2"), LABELS.iloc[0:0]),  # labels not arrived
-])
+@pytest.mark.parametrize(
+    "served, labels",
+    [
+        (pd.DataFrame(), LABELS),
+        (_served(GOOD), LABELS),  # no challenger on the day
+        (_served(GOOD, "1", NOISE, "2"), LABELS.iloc[0:0]),  # labels not arrived
+    ],
+)
 def test_nothing_to_compare_is_an_empty_table(served, labels):
     assert paired_comparison(served, labels, "id", "y", "binary", "roc_auc").empty
 
@@ -85,31 +100,39 @@ def _days(*gains, rows=300):
     return [{"day": f"2025-01-{i + 1:02d}", "rows": rows, "gain": g} for i, g in enumerate(gains)]
 
 
-@pytest.mark.parametrize("days, decision, words", [
-    (_days(0.05, 0.04), "wait", "2 of 3 days"),
-    (_days(0.05, 0.04, 0.03, rows=100), "wait", "need 500"),
-    (_days(0.05, 0.04, 0.03), "promote", "better on 3 of 3 days"),
-    (_days(-0.2, 0.05, 0.04, 0.03), "promote", "2025-01-02..2025-01-04"),  # only the newest window counts
-    (_days(0.02, -0.05, 0.01), "retire", "does not win"),
-    (_days(0.004, 0.004, 0.004), "retire", "at least 0.01"),
-    (_days(0.0, 0.0, 0.0), "retire", "more than 0"),
-])
+@pytest.mark.parametrize(
+    "days, decision, words",
+    [
+        (_days(0.05, 0.04), "wait", "2 of 3 days"),
+        (_days(0.05, 0.04, 0.03, rows=100), "wait", "need 500"),
+        (_days(0.05, 0.04, 0.03), "promote", "better on 3 of 3 days"),
+        (_days(-0.2, 0.05, 0.04, 0.03), "promote", "2025-01-02..2025-01-04"),  # only the newest window counts
+        (_days(0.02, -0.05, 0.01), "retire", "does not win"),
+        (_days(0.004, 0.004, 0.004), "retire", "at least 0.01"),
+        (_days(0.0, 0.0, 0.0), "retire", "more than 0"),
+    ],
+)
 def test_the_verdict_over_the_window(days, decision, words):
     verdict = judge_challenger(days, trial_days=3, min_rows=500, min_improvement=0.01 if "0.01" in words else 0)
     assert verdict.decision == decision and words in verdict.reason
 
 
 def test_the_gain_is_weighted_by_rows_and_days_without_rows_do_not_count():
-    days = [{"day": "a", "rows": 900, "gain": 0.01}, {"day": "b", "rows": 100, "gain": -0.05},
-            {"day": "c", "rows": 0, "gain": None}]
+    days = [
+        {"day": "a", "rows": 900, "gain": 0.01},
+        {"day": "b", "rows": 100, "gain": -0.05},
+        {"day": "c", "rows": 0, "gain": None},
+    ]
     verdict = judge_challenger(days, trial_days=2, min_rows=500, min_improvement=0)
     assert verdict.decision == "promote" and verdict.gain == pytest.approx(0.004) and verdict.days == ("a", "b")
 
 
 def _pairs(*gains, rows=300):
     """Daily paired comparisons of v2 (the new champion) with v1; `gain` > 0: v1 did better."""
-    return [{"day": f"2025-02-{i + 1:02d}", "champion": "2", "other": "1", "rows": rows, "gain": g}
-            for i, g in enumerate(gains)]
+    return [
+        {"day": f"2025-02-{i + 1:02d}", "champion": "2", "other": "1", "rows": rows, "gain": g}
+        for i, g in enumerate(gains)
+    ]
 
 
 def _answered(v2: tuple[int, float], v1: tuple[int, float], metric="roc_auc") -> dict:
@@ -182,8 +205,15 @@ def _probabilities(truth: pd.Series, classes: tuple, good: bool, seed: int) -> l
 
 def test_text_outcomes_of_a_binary_model_are_encoded_with_its_labels():
     outcomes = LABELS.assign(y=np.where(LABELS["y"] == 1, "yes", "no"))
-    result = live_performance(_served(GOOD, shadow=NOISE, shadow_version="2"), outcomes, "id", "y", "binary",
-                              "roc_auc", labels_of=lambda version: YES_NO)
+    result = live_performance(
+        _served(GOOD, shadow=NOISE, shadow_version="2"),
+        outcomes,
+        "id",
+        "y",
+        "binary",
+        "roc_auc",
+        labels_of=lambda version: YES_NO,
+    )
     table = result["table"].set_index(["role", "version"])["roc_auc"]
     assert table[("answer", "1")] == pytest.approx(roc_auc_score(LABELS["y"], GOOD))
     assert table[("shadow", "2")] == pytest.approx(roc_auc_score(LABELS["y"], NOISE))
@@ -194,8 +224,9 @@ def test_text_outcomes_of_a_binary_model_are_encoded_with_its_labels():
 def test_text_outcomes_of_a_multiclass_model_and_an_outcome_it_never_saw():
     truth = pd.Series(np.random.default_rng(3).choice(["a", "b", "c", "d"], N, p=[0.3, 0.3, 0.3, 0.1]))
     served = _served(None).assign(_probabilities=_probabilities(truth, ABC.classes, True, 1))
-    result = live_performance(served, LABELS.assign(y=truth), "id", "y", "multiclass", "macro_f1",
-                              labels_of=lambda version: ABC)
+    result = live_performance(
+        served, LABELS.assign(y=truth), "id", "y", "multiclass", "macro_f1", labels_of=lambda version: ABC
+    )
     known = (truth != "d").to_numpy()
     assert result["unseen_labels"] == {"d": int((~known).sum())} and result["status"] == "complete"
     scores = np.array(served["_probabilities"].tolist())[known]
@@ -209,10 +240,12 @@ def test_two_versions_with_different_classes_are_compared_on_the_union():
     """v1 knows a, b, c; v2 (in shadow) also d. The pair is scored on the rows both know, over a, b, c, d."""
     truth = pd.Series(np.random.default_rng(4).choice(["a", "b", "c", "d"], N))
     served = _served(None, "1", _probabilities(truth, ABCD.classes, True, 2), "2").assign(
-        _probabilities=_probabilities(truth, ABC.classes, False, 3))
+        _probabilities=_probabilities(truth, ABC.classes, False, 3)
+    )
     labels_of = {"1": ABC, "2": ABCD}.get
-    (row,) = paired_comparison(served, LABELS.assign(y=truth), "id", "y", "multiclass", "macro_f1",
-                               labels_of=labels_of).to_dict("records")
+    (row,) = paired_comparison(
+        served, LABELS.assign(y=truth), "id", "y", "multiclass", "macro_f1", labels_of=labels_of
+    ).to_dict("records")
     both = (truth != "d").to_numpy()
     assert (row["champion"], row["other"], row["rows"]) == ("1", "2", both.sum())
 

@@ -12,8 +12,14 @@ from ml_platform.core.registry import Registry
 
 def _evaluation(version: str, passed: bool) -> dict:
     gates = [{"name": "metric_floor", "passed": passed}, {"name": "prediction_sanity", "passed": True}]
-    return {"version": version, "gates": json.dumps(gates), "all_gates_passed": passed, "metric": "roc_auc",
-            "value": 0.7, "champion_value": None}
+    return {
+        "version": version,
+        "gates": json.dumps(gates),
+        "all_gates_passed": passed,
+        "metric": "roc_auc",
+        "value": 0.7,
+        "champion_value": None,
+    }
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -57,8 +57,9 @@ def store(tmp_path, monkeypatch):
 def _log(folder: Path, experiment: str) -> tuple[str, str]:
     """Log a saved model as the platform's pyfunc; return (model URI, run id)."""
     with mlflow.start_run(experiment_id=experiment) as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC), artifacts={"model": str(folder)},
-                                       pip_requirements=[])
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(PYFUNC), artifacts={"model": str(folder)}, pip_requirements=[]
+        )
     return info.model_uri, run.info.run_id
 
 
@@ -90,7 +91,7 @@ def test_promote_register_promote_and_rollback_twice(store, models):
     client, experiment = store
     folders, _ = models
     registry = Registry(client, NAME)
-    started = datetime.now(timezone.utc).replace(microsecond=0)
+    started = datetime.now(UTC).replace(microsecond=0)
 
     assert _register(registry, folders[0], experiment) == "1"
     first = registry.promote("1", "first model", {"gates": "passed"})
@@ -116,7 +117,7 @@ def test_promote_register_promote_and_rollback_twice(store, models):
         ("rollback", "2", "1", "undo the rollback"),
     ]
     for record in history:
-        assert started <= datetime.fromisoformat(record["at"]) <= datetime.now(timezone.utc)
+        assert started <= datetime.fromisoformat(record["at"]) <= datetime.now(UTC)
     assert history[0]["gates"] == "passed" and history[2]["live_roc_auc"] == 0.55
     assert "last_promote" in client.get_model_version(NAME, "2").tags
     assert "last_rollback" in client.get_model_version(NAME, "1").tags
@@ -126,10 +127,10 @@ def test_rollback_without_previous_raises(store, models):
     client, experiment = store
     registry = Registry(client, NAME)
     _register(registry, models[0][0], experiment)
-    with pytest.raises(RegistryError, match="no 'previous' version.*champion is None"):
+    with pytest.raises(RegistryError, match=r"no 'previous' version.*champion is None"):
         registry.rollback("nothing promoted yet", {})
     registry.promote("1", "first", {})
-    with pytest.raises(RegistryError, match="no 'previous' version.*champion is 1"):
+    with pytest.raises(RegistryError, match=r"no 'previous' version.*champion is 1"):
         registry.rollback("only one champion ever", {})
     assert registry.aliases() == {CHAMPION: "1"}
     assert [h["action"] for h in registry.history()] == ["promote"]
@@ -153,7 +154,9 @@ def test_a_failed_gate_is_recorded_and_moves_nothing(store, models):
     registry = Registry(client, NAME)
     _champion_and_challenger(registry, folders, experiment)
     before = registry.aliases()
-    record = registry.record("gate-failed", "2", "metric_floor: roc_auc 0.51 < 0.65", {"gates": {"metric_floor": False}})
+    record = registry.record(
+        "gate-failed", "2", "metric_floor: roc_auc 0.51 < 0.65", {"gates": {"metric_floor": False}}
+    )
     assert registry.aliases() == before == {CHAMPION: "1", CHALLENGER: "2"}
     assert (record["action"], record["version"], record["from_version"]) == ("gate-failed", "2", "1")
     last = registry.history()[-1]

@@ -30,9 +30,12 @@ def test_a_stored_cursor_keeps_its_shape():
 
 def test_failures_come_back_oldest_first_and_a_later_pass_does_not_hide_them():
     cursor = RetrainCursor()
-    failing = cursor.advance({
-        "drift": [CheckRecord(4, "SUCCEEDED"), CheckRecord(2, "FAILED"), CheckRecord(3, "FAILED")],
-        "performance": [CheckRecord(5, "FAILED")]})
+    failing = cursor.advance(
+        {
+            "drift": [CheckRecord(4, "SUCCEEDED"), CheckRecord(2, "FAILED"), CheckRecord(3, "FAILED")],
+            "performance": [CheckRecord(5, "FAILED")],
+        }
+    )
     assert _ids(failing) == [("drift", 2), ("drift", 3), ("performance", 5)]
     assert cursor.last_id == {"drift": 4, "performance": 5}
     assert cursor.advance({"drift": [CheckRecord(3, "FAILED"), CheckRecord(4, "SUCCEEDED")]}) == []
@@ -42,7 +45,8 @@ def test_an_evaluation_still_running_is_looked_at_again_and_one_never_evaluated_
     cursor = RetrainCursor({"drift": 1})
     running = [CheckRecord(2, "PLANNED", run_finished=False), CheckRecord(3, "FAILED")]
     assert cursor.advance({"drift": running, "performance": [CheckRecord(9, "FAILED")]}) == [
-        ("performance", CheckRecord(9, "FAILED"))]
+        ("performance", CheckRecord(9, "FAILED"))
+    ]
     assert cursor.last_id == {"drift": 1, "performance": 9}  # drift waits at the running evaluation
 
     died = [CheckRecord(2, "PLANNED", run_finished=True), CheckRecord(3, "FAILED")]
@@ -56,8 +60,7 @@ def test_the_caller_gets_its_own_record_back():
     assert record.source is original
 
 
-@pytest.mark.parametrize("last_retrain, now, due", [(0.0, 1.7e9, True), (100.0, 150.0, False),
-                                                     (100.0, 160.0, True)])
+@pytest.mark.parametrize("last_retrain, now, due", [(0.0, 1.7e9, True), (100.0, 150.0, False), (100.0, 160.0, True)])
 def test_a_retrain_is_due_once_the_cooldown_is_over(last_retrain, now, due):
     """Never retrained: the cooldown runs from the epoch, so the first failure retrains."""
     assert RetrainCursor(last_retrain=last_retrain).due(now, cooldown_s=60) is due
@@ -91,6 +94,7 @@ def test_a_requested_retrain_that_trained_or_failed_keeps_the_cooldown():
 
 
 # --- no-op retrains over a real MLflow registry --------------------------------------------------------------
+
 
 def _register(client, experiment, spec, model, tags: dict) -> str:
     import mlflow
@@ -126,8 +130,7 @@ def test_only_the_newest_version_with_the_same_recorded_inputs_is_unchanged(spec
 
     _register(client, experiment, spec, model, {"partition": "w1"})  # registered before inputs were recorded
     assert unchanged_version(client, spec.name, inputs) is None
-    version = _register(client, experiment, spec, model, {"partition": "w1", "model_sha256": "abc",
-                                                          **inputs.tags()})
+    version = _register(client, experiment, spec, model, {"partition": "w1", "model_sha256": "abc", **inputs.tags()})
     found = unchanged_version(client, spec.name, inputs)
     assert found is not None and found.version == version == "2"
     assert found.run_id == client.get_model_version(spec.name, "2").run_id and found.tags["model_sha256"] == "abc"

@@ -16,21 +16,20 @@ def _booster(objective: str, **params) -> tuple[lgb.Booster, np.ndarray]:
     x = rng.normal(size=(2000, 6))
     x[rng.random(x.shape) < 0.1] = np.nan  # missing values take the trees' default branches
     signal = np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 1]) ** 2
-    y = {"binary": signal > 0.5, "regression": signal,
-         "multiclass": np.digitize(signal, [0.0, 1.0])}[objective].astype(float)
+    y = {"binary": signal > 0.5, "regression": signal, "multiclass": np.digitize(signal, [0.0, 1.0])}[objective].astype(
+        float
+    )
     data = lgb.Dataset(x, y, categorical_feature=[5] if objective == "binary" else "auto")
-    booster = lgb.train({"objective": objective, "verbose": -1, "num_leaves": 15, **params}, data,
-                        num_boost_round=30)
+    booster = lgb.train({"objective": objective, "verbose": -1, "num_leaves": 15, **params}, data, num_boost_round=30)
     return lgb.Booster(model_str=booster.model_to_string()), x  # as served: loaded from its text
 
 
-@pytest.mark.parametrize("objective, params", [("binary", {}), ("regression", {}),
-                                               ("multiclass", {"num_class": 3})])
+@pytest.mark.parametrize("objective, params", [("binary", {}), ("regression", {}), ("multiclass", {"num_class": 3})])
 def test_the_same_numbers_as_booster_predict(objective, params):
     booster, x = _booster(objective, **params)
     predictor = RowPredictor(booster, x.shape[1])
     expected = booster.predict(x[:500], num_threads=1)
-    got = np.concatenate([predictor.predict(x[i:min(i + 7, 500)]) for i in range(0, 500, 7)])
+    got = np.concatenate([predictor.predict(x[i : min(i + 7, 500)]) for i in range(0, 500, 7)])
     assert got.shape == expected.shape
     assert np.array_equal(got, expected)
 
@@ -42,7 +41,7 @@ def test_each_thread_scores_with_its_own_handle():
     results: dict[int, np.ndarray] = {}
 
     def score(k: int) -> None:
-        results[k] = np.concatenate([predictor.predict(x[i:i + 1]) for i in range(len(x))])
+        results[k] = np.concatenate([predictor.predict(x[i : i + 1]) for i in range(len(x))])
 
     threads = [threading.Thread(target=score, args=(k,)) for k in range(4)]
     for thread in threads:

@@ -35,9 +35,9 @@ def test_a_real_day_passes(real_day, flight_spec):
 
 def test_injected_faults_are_each_named_and_counted(real_day, flight_spec):
     bad = real_day.copy()
-    bad.loc[bad.index[:4], "origin"] = None                     # nulls where not allowed
-    bad.loc[bad.index[10:12], "temp"] = 500.0                   # out of range
-    bad.loc[bad.index[20:23], "carrier"] = "ZZ"                 # unknown category
+    bad.loc[bad.index[:4], "origin"] = None  # nulls where not allowed
+    bad.loc[bad.index[10:12], "temp"] = 500.0  # out of range
+    bad.loc[bad.index[20:23], "carrier"] = "ZZ"  # unknown category
     bad.loc[bad.index[30], "flight_id"] = bad.loc[bad.index[31], "flight_id"]  # duplicate key
     report = validate(bad, flight_spec.expectations)
     assert not report.passed

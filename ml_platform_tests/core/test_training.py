@@ -33,8 +33,8 @@ def test_split_holds_out_the_newest_days(features, split, spec):
     assert len(all_days) == 56
     test_days, valid_days = spec.training.test_days, spec.training.validation_days
     assert _days(split.test) == all_days[-test_days:]
-    assert _days(split.valid) == all_days[-(test_days + valid_days):-test_days]
-    assert _days(split.train) == all_days[:-(test_days + valid_days)]
+    assert _days(split.valid) == all_days[-(test_days + valid_days) : -test_days]
+    assert _days(split.train) == all_days[: -(test_days + valid_days)]
     assert str(_days(split.test)[0]) == "2013-06-19" and str(_days(split.test)[-1]) == "2013-06-25"
 
 
@@ -104,7 +104,7 @@ def test_an_empty_window_names_window_days(features, spec):
 
 def test_too_few_days_names_window_days(features, spec):
     needed = spec.training.validation_days + spec.training.test_days + 1
-    days = _days(features)[:needed - 1]
+    days = _days(features)[: needed - 1]
     window = features[features["scheduled_departure"].dt.date <= days[-1]]
     with pytest.raises(TrainingError, match=r"training\.window_days") as caught:
         split_by_time(window, spec)
@@ -142,6 +142,7 @@ def test_tuning_runs_optuna_and_sorts_trials_best_first(spec, split):
 
 # --- refit: the final model trains on train + validation with the rounds early stopping chose ------------------
 
+
 @pytest.fixture(scope="module")
 def not_refitted(spec, split):
     return train(_with_training(spec, refit=False), split)
@@ -166,24 +167,35 @@ def test_refit_trains_best_iteration_rounds_on_train_and_valid_rows(spec, split,
     booster = trained.model.booster
     assert booster.num_trees() == trained.best_iteration == trained.model.manifest["best_iteration"] >= 1
     assert trained.model.manifest["fit"] == {
-        "refit": True, "splits": ["train", "valid"], "rows": len(fit_rows),
+        "refit": True,
+        "splits": ["train", "valid"],
+        "rows": len(fit_rows),
         "first_day": str(split.train["scheduled_departure"].min().date()),
-        "last_day": str(split.valid["scheduled_departure"].max().date()), "rounds": trained.best_iteration,
+        "last_day": str(split.valid["scheduled_departure"].max().date()),
+        "rounds": trained.best_iteration,
         "rounds_chosen_by": f"early stopping on the validation days ({len(split.valid)} rows)",
         "valid_metrics_from": "the early-stopping model, trained on the training days only (the final model has "
-                              "seen the validation days)"}
+        "seen the validation days)",
+    }
     assert trained.model.manifest["fit"]["last_day"] < str(split.test["scheduled_departure"].min().date())
     assert trained.params["refit"] is True and trained.params["fit_rows"] == len(fit_rows)
     assert trained.params["fit_rounds"] == trained.best_iteration
     assert trained.params["fit_window"] == "2013-05-01 → 2013-06-18"
     # The same booster as LightGBM's own API fitted on those rows for that many rounds, byte for byte.
     encoder = trained.model.encoder
-    assert encoder.levels == {name: sorted(fit_rows[name].dropna().astype(str).unique())
-                              for name in spec.features.all_categorical}
-    reference = lgb.train(_params(trained), lgb.Dataset(
-        encoder.transform(fit_rows), fit_rows["delayed"].to_numpy(dtype=np.float64), feature_name=encoder.names,
-        categorical_feature=list(range(len(encoder.numeric), len(encoder.names)))),
-        num_boost_round=trained.best_iteration)
+    assert encoder.levels == {
+        name: sorted(fit_rows[name].dropna().astype(str).unique()) for name in spec.features.all_categorical
+    }
+    reference = lgb.train(
+        _params(trained),
+        lgb.Dataset(
+            encoder.transform(fit_rows),
+            fit_rows["delayed"].to_numpy(dtype=np.float64),
+            feature_name=encoder.names,
+            categorical_feature=list(range(len(encoder.numeric), len(encoder.names))),
+        ),
+        num_boost_round=trained.best_iteration,
+    )
     assert booster.model_to_string() == reference.model_to_string()
 
 
@@ -191,19 +203,35 @@ def test_without_refit_the_model_is_the_early_stopping_model_as_before(spec, spl
     """refit: false is exactly the platform before refit: LightGBM early-stopped on the training rows."""
     encoder = not_refitted.model.encoder
     categorical = list(range(len(encoder.numeric), len(encoder.names)))
-    train_set = lgb.Dataset(encoder.transform(split.train), split.train["delayed"].to_numpy(dtype=np.float64),
-                            feature_name=encoder.names, categorical_feature=categorical, free_raw_data=False)
-    valid_set = lgb.Dataset(encoder.transform(split.valid), split.valid["delayed"].to_numpy(dtype=np.float64),
-                            reference=train_set, categorical_feature=categorical, free_raw_data=False)
-    reference = lgb.train(_params(not_refitted), train_set, num_boost_round=spec.training.num_boost_round,
-                          valid_sets=[train_set, valid_set], valid_names=["train", "valid"],
-                          callbacks=[lgb.early_stopping(spec.training.early_stopping_rounds, verbose=False)])
+    train_set = lgb.Dataset(
+        encoder.transform(split.train),
+        split.train["delayed"].to_numpy(dtype=np.float64),
+        feature_name=encoder.names,
+        categorical_feature=categorical,
+        free_raw_data=False,
+    )
+    valid_set = lgb.Dataset(
+        encoder.transform(split.valid),
+        split.valid["delayed"].to_numpy(dtype=np.float64),
+        reference=train_set,
+        categorical_feature=categorical,
+        free_raw_data=False,
+    )
+    reference = lgb.train(
+        _params(not_refitted),
+        train_set,
+        num_boost_round=spec.training.num_boost_round,
+        valid_sets=[train_set, valid_set],
+        valid_names=["train", "valid"],
+        callbacks=[lgb.early_stopping(spec.training.early_stopping_rounds, verbose=False)],
+    )
     assert reference.best_iteration == not_refitted.best_iteration
     reference_file = tmp_path / "reference.txt"
     reference.save_model(str(reference_file))
     assert _model_file(not_refitted.model, tmp_path / "platform") == reference_file.read_bytes()
-    assert encoder.levels == {name: sorted(split.train[name].dropna().astype(str).unique())
-                              for name in spec.features.all_categorical}
+    assert encoder.levels == {
+        name: sorted(split.train[name].dropna().astype(str).unique()) for name in spec.features.all_categorical
+    }
     fit = not_refitted.model.manifest["fit"]
     assert fit["refit"] is False and fit["rows"] == len(split.train) and fit["splits"] == ["train"]
     assert fit["last_day"] == str(split.train["scheduled_departure"].max().date())
@@ -216,15 +244,16 @@ def test_refit_keeps_the_early_stopping_curve_rounds_and_validation_metrics(trai
     assert trained.learning_curve == not_refitted.learning_curve
     assert trained.best_iteration == not_refitted.best_iteration
     assert trained.model.manifest["metrics"] == not_refitted.model.manifest["metrics"]
-    assert {k: v for k, v in _params(trained).items()} == _params(not_refitted)
+    assert dict(_params(trained).items()) == _params(not_refitted)
     refitted_valid = ev.score(trained.model, split.valid, "roc_auc")
     assert refitted_valid != trained.model.manifest["metrics"]["valid_roc_auc"]
 
 
 def test_refit_and_no_refit_are_judged_on_the_same_untouched_test_rows(spec, split, trained, not_refitted):
     """The split, hence the test rows, does not depend on refit; neither model trained on them."""
-    other = split_by_time(pd.concat([split.train, split.valid, split.test], ignore_index=True),
-                          _with_training(spec, refit=False))
+    other = split_by_time(
+        pd.concat([split.train, split.valid, split.test], ignore_index=True), _with_training(spec, refit=False)
+    )
     pd.testing.assert_frame_equal(other.test, split.test)
     test_first_day = str(split.test["scheduled_departure"].min().date())
     for result in (trained, not_refitted):
@@ -235,8 +264,7 @@ def test_refit_and_no_refit_are_judged_on_the_same_untouched_test_rows(spec, spl
 
 
 def test_refit_learns_categorical_levels_first_seen_in_the_validation_days(spec, split):
-    new_level = split.valid.assign(carrier=np.where(np.arange(len(split.valid)) % 5 == 0, "ZZ",
-                                                    split.valid["carrier"]))
+    new_level = split.valid.assign(carrier=np.where(np.arange(len(split.valid)) % 5 == 0, "ZZ", split.valid["carrier"]))
     shifted = Split(split.train, new_level, split.test)
     assert "ZZ" in train(spec, shifted).model.encoder.levels["carrier"]
     assert "ZZ" not in train(_with_training(spec, refit=False), shifted).model.encoder.levels["carrier"]
@@ -244,6 +272,7 @@ def test_refit_learns_categorical_levels_first_seen_in_the_validation_days(spec,
 
 def test_tuning_judges_trials_on_validation_rows_they_did_not_train_on(spec, split):
     """Trials never refit: a refitted trial would be scored on its own training rows."""
+
     def trials(refit: bool) -> list[dict]:
         tuned = _with_training(spec, refit=refit, tuning=spec.training.tuning.model_copy(update={"trials": 1}))
         return tune(tuned, split, lambda model, frame: ev.score(model, frame, "roc_auc"))[1]
@@ -264,15 +293,37 @@ def test_a_column_target_is_named_after_its_column_in_the_manifest(tmp_path):
     stamps = pd.Timestamp("2024-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 14 * 24, 1400)), unit="h")
     size = rng.uniform(20, 200, len(stamps))
     city = rng.choice(["a", "b", "c"], len(stamps))
-    raw = pd.DataFrame({"ts": stamps, "size": size, "city": city,
-                        "price": 3 * size + np.where(city == "a", 100, 0) + rng.normal(0, 5, len(stamps))})
+    raw = pd.DataFrame(
+        {
+            "ts": stamps,
+            "size": size,
+            "city": city,
+            "price": 3 * size + np.where(city == "a", 100, 0) + rng.normal(0, 5, len(stamps)),
+        }
+    )
     spec_file = tmp_path / "prices.yaml"
-    spec_file.write_text(yaml.safe_dump({
-        "name": "prices", "description": "d", "owner": "team:pricing", "task": "regression", "timestamp": "ts",
-        "source": {"kind": "files", "path": str(tmp_path / "prices.csv")}, "partitions": {"start": "2024-01-01"},
-        "target": {"column": "price"}, "features": {"numeric": ["size"], "categorical": ["city"]},
-        "training": {"window_days": 14, "validation_days": 2, "test_days": 2, "num_boost_round": 50,
-                     "early_stopping_rounds": 5}}))
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "prices",
+                "description": "d",
+                "owner": "team:pricing",
+                "task": "regression",
+                "timestamp": "ts",
+                "source": {"kind": "files", "path": str(tmp_path / "prices.csv")},
+                "partitions": {"start": "2024-01-01"},
+                "target": {"column": "price"},
+                "features": {"numeric": ["size"], "categorical": ["city"]},
+                "training": {
+                    "window_days": 14,
+                    "validation_days": 2,
+                    "test_days": 2,
+                    "num_boost_round": 50,
+                    "early_stopping_rounds": 5,
+                },
+            }
+        )
+    )
     spec = load_spec(spec_file)
     assert spec.target.name == "price"
     features, _ = build_features(raw, spec)
@@ -286,13 +337,23 @@ def test_the_early_stopping_replay_stops_where_lightgbm_stops(spec, split):
     """The Dask engine chooses its rounds by replaying LightGBM's early-stopping rule on recorded curves."""
     from ml_platform.core.training import early_stopping_round
 
-    never = spec.model_copy(update={"training": spec.training.model_copy(
-        update={"early_stopping_rounds": 10**6, "refit": False, "num_boost_round": 150})})
+    never = spec.model_copy(
+        update={
+            "training": spec.training.model_copy(
+                update={"early_stopping_rounds": 10**6, "refit": False, "num_boost_round": 150}
+            )
+        }
+    )
     curve = train(never, split).learning_curve["valid"]
     assert list(curve) == ["auc", "binary_logloss"] and len(curve["auc"]) == 150
     for patience in (3, 10, 30):
-        stopping = spec.model_copy(update={"training": spec.training.model_copy(
-            update={"early_stopping_rounds": patience, "refit": False, "num_boost_round": 150})})
+        stopping = spec.model_copy(
+            update={
+                "training": spec.training.model_copy(
+                    update={"early_stopping_rounds": patience, "refit": False, "num_boost_round": 150}
+                )
+            }
+        )
         assert early_stopping_round(curve, patience) == train(stopping, split).best_iteration
 
 
@@ -307,8 +368,9 @@ def test_a_multiclass_model_on_text_labels_keeps_them_in_its_manifest(spec, spli
     scores = model.predict(split.test)
     assert scores.shape == (len(split.test), 3)
     predicted = model.predict_labels(split.test)
-    assert set(predicted) <= {"EWR", "JFK", "LGA"} and predicted == [("EWR", "JFK", "LGA")[i] for i in
-                                                                    scores.argmax(axis=1)]
+    assert set(predicted) <= {"EWR", "JFK", "LGA"} and predicted == [
+        ("EWR", "JFK", "LGA")[i] for i in scores.argmax(axis=1)
+    ]
     y = ev.encoded_target(model, _as_airports(split).test)
     assert ev.task_metrics("multiclass", y, scores)["macro_f1"] > 0.5  # weather and routes tell airports apart
     declared = with_target(spec, "multiclass", name="airport", column="origin", classes=["LGA", "JFK", "EWR"])
@@ -316,8 +378,12 @@ def test_a_multiclass_model_on_text_labels_keeps_them_in_its_manifest(spec, spli
 
 
 def test_a_binary_model_on_text_labels_answers_the_positive_class(spec, split):
-    text = Split(*(part.assign(outcome=np.where(part["delayed"] == 1, "yes", "no"))
-                   for part in (split.train, split.valid, split.test)))
+    text = Split(
+        *(
+            part.assign(outcome=np.where(part["delayed"] == 1, "yes", "no"))
+            for part in (split.train, split.valid, split.test)
+        )
+    )
     yes = train(with_target(spec, "binary", name="outcome", column="outcome", positive="yes"), text).model
     assert yes.manifest["classes"] == ["no", "yes"] and yes.manifest["positive"] == "yes"
     # the same codes as the 0/1 target: the same model, scores and all
@@ -344,7 +410,11 @@ def test_a_class_first_seen_in_the_validation_days_is_left_out_and_counted(spec,
 
 
 def test_a_declared_positive_class_missing_from_the_window_names_target_positive(spec, split):
-    text = Split(*(part.assign(outcome=np.where(part["delayed"] == 1, "yes", "no"))
-                   for part in (split.train, split.valid, split.test)))
+    text = Split(
+        *(
+            part.assign(outcome=np.where(part["delayed"] == 1, "yes", "no"))
+            for part in (split.train, split.valid, split.test)
+        )
+    )
     with pytest.raises(TrainingError, match=r": target\.positive: 'late' is not a value of 'outcome'"):
         train(with_target(spec, "binary", name="outcome", column="outcome", positive="late"), text)

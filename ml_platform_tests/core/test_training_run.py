@@ -56,9 +56,13 @@ def test_hourly_partitions_are_covered_by_their_time_windows(features, spec):
 
     stamps = features[spec.timestamp]
     start = datetime(2013, 5, 1)
-    hours = {(start + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M"): (start + timedelta(hours=h),
-                                                                      start + timedelta(hours=h + 1))
-             for h in range(56 * 24)}
+    hours = {
+        (start + timedelta(hours=h)).strftime("%Y-%m-%d-%H:%M"): (
+            start + timedelta(hours=h),
+            start + timedelta(hours=h + 1),
+        )
+        for h in range(56 * 24)
+    }
     busy = {k: w for k, w in hours.items() if ((stamps >= w[0]) & (stamps < w[1])).any()}
     built = build_training_set(features, spec, busy)
     assert built.versions == versions_by_partition(features, spec.timestamp, busy)

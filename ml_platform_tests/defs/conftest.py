@@ -39,9 +39,10 @@ def data_home(tmp_path_factory):
         dagster_home.mkdir()
         with dg.DagsterInstance.local_temp(str(dagster_home)) as instance:
             result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-                instance=instance, asset_selection=[dg.AssetKey(["flight_delay", "raw"]),
-                                                    dg.AssetKey(["flight_delay", "features"])],
-                tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+                instance=instance,
+                asset_selection=[dg.AssetKey(["flight_delay", "raw"]), dg.AssetKey(["flight_delay", "features"])],
+                tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+            )
             assert result.success
     finally:
         if previous is None:
@@ -54,7 +55,7 @@ def data_home(tmp_path_factory):
 @pytest.fixture
 def platform(data_home, tmp_path, monkeypatch, write_spec):
     """A fresh home (own MLflow store) that shares the module's stored features; `make(overrides)` → defs."""
-    root, spec_file, shared = data_home
+    _root, spec_file, shared = data_home
     home = tmp_path / "home"
     shutil.copytree(shared, home)
     monkeypatch.setenv("ML_PLATFORM_HOME", str(home))

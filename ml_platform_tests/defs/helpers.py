@@ -21,8 +21,9 @@ def _partitions(defs: dg.Definitions) -> list[str]:
 
 
 def _retrain(defs, instance, partition, job: str = "flight_delay_retrain"):
-    return defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key=partition,
-                                                        raise_on_error=False)
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance, partition_key=partition, raise_on_error=False
+    )
 
 
 def _client(home: Path) -> MlflowClient:
@@ -48,21 +49,33 @@ def _metadata(result, stage: str) -> dict:
     return {k: v.value for k, v in event.step_materialization_data.materialization.metadata.items()}
 
 
-def _log_traffic(home: Path, request_id: str, rows: pd.DataFrame, outputs, version: str = "1",
-                 shadow: tuple[str, list] | None = None) -> None:
+def _log_traffic(
+    home: Path, request_id: str, rows: pd.DataFrame, outputs, version: str = "1", shadow: tuple[str, list] | None = None
+) -> None:
     """One answered request in the endpoint's prediction log: real feature rows (key, event time included)."""
     import json as json_module
 
     from ml_platform.serving.prediction_log import connect
 
-    payload = [{k: (None if pd.isna(v) else str(v) if k == "scheduled_departure" else v) for k, v in r.items()}
-               for r in rows.drop(columns=["delayed"]).to_dict("records")]
+    payload = [
+        {k: (None if pd.isna(v) else str(v) if k == "scheduled_departure" else v) for k, v in r.items()}
+        for r in rows.drop(columns=["delayed"]).to_dict("records")
+    ]
     connection = connect(home / "predictions" / "flight_delay.sqlite")
-    connection.execute("INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, latency_ms, "
-                       "shadow_version, shadow_outputs, routed) VALUES (?, 0, 'flight_delay', ?, ?, ?, ?, 1.0, ?, ?, "
-                       "'champion')",
-                       (request_id, version, len(payload), json_module.dumps(payload), json_module.dumps(list(outputs)),
-                        shadow[0] if shadow else None, json_module.dumps(list(shadow[1])) if shadow else None))
+    connection.execute(
+        "INSERT INTO predictions (request_id, ts, model, version, rows, features, outputs, latency_ms, "
+        "shadow_version, shadow_outputs, routed) VALUES (?, 0, 'flight_delay', ?, ?, ?, ?, 1.0, ?, ?, "
+        "'champion')",
+        (
+            request_id,
+            version,
+            len(payload),
+            json_module.dumps(payload),
+            json_module.dumps(list(outputs)),
+            shadow[0] if shadow else None,
+            json_module.dumps(list(shadow[1])) if shadow else None,
+        ),
+    )
     connection.close()
 
 
@@ -83,9 +96,14 @@ def _served_day(home: Path, day: str, answer: tuple[str, bool], shadow: tuple[st
     served = _day_features(home, day)
     scores = model.predict(served)
     (answer_version, answer_inverted), (shadow_version, shadow_inverted) = answer, shadow
-    _log_traffic(home, f"{day}-{shadow_version}", served, (1 - scores if answer_inverted else scores).tolist(),
-                 version=answer_version,
-                 shadow=(shadow_version, (1 - scores if shadow_inverted else scores).tolist()))
+    _log_traffic(
+        home,
+        f"{day}-{shadow_version}",
+        served,
+        (1 - scores if answer_inverted else scores).tolist(),
+        version=answer_version,
+        shadow=(shadow_version, (1 - scores if shadow_inverted else scores).tolist()),
+    )
 
 
 def ev_roc_auc(y, scores) -> float:
@@ -102,4 +120,5 @@ def _day(partition: str, offset: int) -> str:
 def _materialize(defs: dg.Definitions, instance: dg.DagsterInstance, stage: str, day: str | None = None, **kwargs):
     """One stage of flight_delay (for one day when partitioned), in process on the test instance."""
     return defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, partition_key=day, asset_selection=[dg.AssetKey(["flight_delay", stage])], **kwargs)
+        instance=instance, partition_key=day, asset_selection=[dg.AssetKey(["flight_delay", stage])], **kwargs
+    )

@@ -13,10 +13,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from ml_platform.core.sources import nycflights13
-from ml_platform.defs import build_definitions
 from ml_platform.core.data_versions import content_hash
 from ml_platform.core.features import build_features
+from ml_platform.core.sources import nycflights13
+from ml_platform.defs import build_definitions
 from ml_platform.defs.data_assets import SCHEMA_CHECK
 from ml_platform.spec import load_spec
 
@@ -31,10 +31,10 @@ def _day(source_day: date) -> str:
 
 def _run(defs: dg.Definitions, instance, partition: str | None = None, last: str | None = None):
     job = defs.resolve_job_def("flight_delay_data")
-    tags = ({"dagster/asset_partition_range_start": partition, "dagster/asset_partition_range_end": last}
-            if last else {})
-    return job.execute_in_process(instance=instance, partition_key=None if last else partition, tags=tags,
-                                  raise_on_error=False)
+    tags = {"dagster/asset_partition_range_start": partition, "dagster/asset_partition_range_end": last} if last else {}
+    return job.execute_in_process(
+        instance=instance, partition_key=None if last else partition, tags=tags, raise_on_error=False
+    )
 
 
 def _failure_message(result) -> str:
@@ -61,10 +61,13 @@ def _files_spec(tmp_path: Path, write_spec, days: dict[str, pd.DataFrame], fmt: 
             frame.to_csv(folder / f"{key}.csv", index=False)
         else:
             frame.to_parquet(folder / f"{key}.parquet", index=False)
-    path = write_spec(tmp_path / "specs", {
-        "source": {"kind": "files", "path": str(folder / ("{date}." + fmt))},
-        "partitions.start": _day(date(2013, 1, 1)),
-    })
+    path = write_spec(
+        tmp_path / "specs",
+        {
+            "source": {"kind": "files", "path": str(folder / ("{date}." + fmt))},
+            "partitions.start": _day(date(2013, 1, 1)),
+        },
+    )
     return load_spec(path)
 
 
@@ -124,8 +127,7 @@ def test_a_week_backfills_in_one_run(flight_defs, instance, home, flight_spec):
     result = _run(flight_defs, instance, first, last)
     assert result.success
     raw_events = [e for e in result.get_asset_materialization_events() if e.asset_key == RAW]
-    assert sorted(e.partition for e in raw_events) == [
-        _day(date(2013, 3, 4) + timedelta(days=i)) for i in range(7)]
+    assert sorted(e.partition for e in raw_events) == [_day(date(2013, 3, 4) + timedelta(days=i)) for i in range(7)]
     assert len(_stored(home, FEATURES)) == 7
     for event in raw_events:  # each partition carries its own row count and content hash
         metadata = event.step_materialization_data.materialization.metadata
@@ -133,8 +135,11 @@ def test_a_week_backfills_in_one_run(flight_defs, instance, home, flight_spec):
         assert metadata["content_hash"].value == content_hash(stored)
         assert metadata["rows"].value == len(stored)
     assert len(instance.get_runs()) == 1
-    features_events = {e.partition: e.step_materialization_data.materialization.metadata
-                       for e in result.get_asset_materialization_events() if e.asset_key == FEATURES}
+    features_events = {
+        e.partition: e.step_materialization_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == FEATURES
+    }
     levels = set()
     for partition, metadata in features_events.items():
         # each day is stored with its own levels, as if it had been materialized alone
@@ -153,8 +158,7 @@ def test_features_read_only_their_own_partition(flight_defs, instance, home):
     assert _run(flight_defs, instance, first, last).success
     (home / "storage" / "flight_delay" / "raw" / f"{first}.parquet").write_bytes(b"garbage")
     job = flight_defs.resolve_job_def("flight_delay_data")
-    result = job.execute_in_process(instance=instance, partition_key=_day(date(2013, 5, 2)),
-                                    asset_selection=[FEATURES])
+    result = job.execute_in_process(instance=instance, partition_key=_day(date(2013, 5, 2)), asset_selection=[FEATURES])
     assert result.success
 
 
@@ -214,11 +218,19 @@ def test_a_missing_source_file_fails_naming_partition_and_path(tmp_path, home, i
 def test_a_sql_error_fails_naming_the_partition(tmp_path, home, instance, write_spec):
     database = tmp_path / "flights.db"
     sqlite3.connect(database).close()
-    spec = load_spec(write_spec(tmp_path / "specs", {
-        "source": {"kind": "sql", "url": f"sqlite:///{database}",
-                   "query": "SELECT * FROM flights WHERE scheduled_departure >= :start "
-                            "AND scheduled_departure < :end"},
-        "partitions.start": "2026-01-01"}))
+    spec = load_spec(
+        write_spec(
+            tmp_path / "specs",
+            {
+                "source": {
+                    "kind": "sql",
+                    "url": f"sqlite:///{database}",
+                    "query": "SELECT * FROM flights WHERE scheduled_departure >= :start AND scheduled_departure < :end",
+                },
+                "partitions.start": "2026-01-01",
+            },
+        )
+    )
     result = _run(build_definitions([spec]), instance, "2026-01-05")
     assert not result.success
     message = _failure_message(result)
@@ -232,12 +244,21 @@ def test_a_sql_source_through_features(tmp_path, home, instance, write_spec):
     database = tmp_path / "flights.db"
     with sqlite3.connect(database) as connection:
         frame.assign(scheduled_departure=frame["scheduled_departure"].astype(str)).to_sql(
-            "flights", connection, index=False)
-    spec = load_spec(write_spec(tmp_path / "specs", {
-        "source": {"kind": "sql", "url": f"sqlite:///{database}",
-                   "query": "SELECT * FROM flights WHERE scheduled_departure >= :start "
-                            "AND scheduled_departure < :end"},
-        "partitions.start": "2020-01-01"}))
+            "flights", connection, index=False
+        )
+    spec = load_spec(
+        write_spec(
+            tmp_path / "specs",
+            {
+                "source": {
+                    "kind": "sql",
+                    "url": f"sqlite:///{database}",
+                    "query": "SELECT * FROM flights WHERE scheduled_departure >= :start AND scheduled_departure < :end",
+                },
+                "partitions.start": "2020-01-01",
+            },
+        )
+    )
     result = _run(build_definitions([spec]), instance, _day(day))
     assert result.success, _failure_message(result)
     assert len(pd.read_parquet(home / "storage" / "flight_delay" / "raw" / f"{_day(day)}.parquet")) == len(frame)
@@ -246,9 +267,16 @@ def test_a_sql_source_through_features(tmp_path, home, instance, write_spec):
 def test_a_new_file_materializes_its_day(tmp_path, home, instance, write_spec):
     day = date(2013, 8, 12)
     _files_spec(tmp_path, write_spec, {_day(day): _real_day(day)})  # lands one day's file
-    spec = load_spec(write_spec(tmp_path / "specs", {
-        "source": {"kind": "files", "path": str(tmp_path / "landing" / "{date}.csv")},
-        "partitions.start": _day(date(2013, 6, 1)), "partitions.end": _day(date(2013, 8, 20))}))  # room to train
+    spec = load_spec(
+        write_spec(
+            tmp_path / "specs",
+            {
+                "source": {"kind": "files", "path": str(tmp_path / "landing" / "{date}.csv")},
+                "partitions.start": _day(date(2013, 6, 1)),
+                "partitions.end": _day(date(2013, 8, 20)),
+            },
+        )
+    )  # room to train
     defs = build_definitions([spec])
     sensor = defs.resolve_sensor_def("flight_delay_new_data")
     result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))

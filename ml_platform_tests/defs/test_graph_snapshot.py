@@ -27,9 +27,14 @@ def _partitions(definition) -> dict | None:
     if definition is None:
         return None
     if isinstance(definition, dg.TimeWindowPartitionsDefinition):
-        return {"type": type(definition).__name__, "cron": definition.cron_schedule, "fmt": definition.fmt,
-                "start": definition.start.isoformat(), "end": definition.end.isoformat() if definition.end else None,
-                "timezone": definition.timezone}
+        return {
+            "type": type(definition).__name__,
+            "cron": definition.cron_schedule,
+            "fmt": definition.fmt,
+            "start": definition.start.isoformat(),
+            "end": definition.end.isoformat() if definition.end else None,
+            "timezone": definition.timezone,
+        }
     return {"type": type(definition).__name__, "repr": repr(definition)}
 
 
@@ -56,19 +61,23 @@ def graph_snapshot(defs: dg.Definitions, digest: str) -> dict:
         spec = spec_by_key[key]
         assets_def = graph.assets_def_for_key(key)
         assets[key.to_user_string()] = {
-            "deps": {dep.to_user_string(): _mapping(assets_def.get_partition_mapping(dep))
-                     for dep in sorted(node.parent_keys, key=lambda k: k.to_user_string())},
+            "deps": {
+                dep.to_user_string(): _mapping(assets_def.get_partition_mapping(dep))
+                for dep in sorted(node.parent_keys, key=lambda k: k.to_user_string())
+            },
             "partitions": _partitions(node.partitions_def),
-            "checks": {check.name: {"blocking": check.blocking,
-                                    "partitioned": check.partitions_def is not None}
-                       for check in sorted(assets_def.check_specs, key=lambda c: c.name)},
+            "checks": {
+                check.name: {"blocking": check.blocking, "partitioned": check.partitions_def is not None}
+                for check in sorted(assets_def.check_specs, key=lambda c: c.name)
+            },
             "group": spec.group_name,
             "owners": list(spec.owners),
             "kinds": sorted(spec.kinds),
             "tags": {k: v for k, v in sorted(spec.tags.items()) if not k.startswith("dagster/kind/")},
             "code_version": "<spec digest>" if spec.code_version == digest else spec.code_version,
             "io_manager_key": assets_def.get_io_manager_key_for_asset_key(key)
-            if key in assets_def.keys and assets_def.node_def is not None else None,
+            if key in assets_def.keys and assets_def.node_def is not None
+            else None,
             "backfill_policy": repr(node.backfill_policy) if node.backfill_policy else None,
             "freshness_policy": _freshness(getattr(spec, "freshness_policy", None)),
             "automation_condition": _condition(node.automation_condition),
@@ -77,40 +86,53 @@ def graph_snapshot(defs: dg.Definitions, digest: str) -> dict:
     for job in sorted(repository.get_all_jobs(), key=lambda j: j.name):
         if job.name.startswith("__ASSET_JOB"):
             continue
-        selected = sorted(k.to_user_string() for k in (job.asset_layer.selected_asset_keys
-                                                       if job.asset_layer else []))
-        jobs[job.name] = {"assets": selected, "ops": sorted(job.graph.node_dict) if not selected else [],
-                          "tags": dict(sorted(job.tags.items())),
-                          "partitions": _partitions(job.partitions_def)}
-    schedules = {s.name: {"cron": s.cron_schedule, "job": s.job_name, "default_status": s.default_status.value}
-                 for s in sorted(repository.schedule_defs, key=lambda s: s.name)}
+        selected = sorted(k.to_user_string() for k in (job.asset_layer.selected_asset_keys if job.asset_layer else []))
+        jobs[job.name] = {
+            "assets": selected,
+            "ops": sorted(job.graph.node_dict) if not selected else [],
+            "tags": dict(sorted(job.tags.items())),
+            "partitions": _partitions(job.partitions_def),
+        }
+    schedules = {
+        s.name: {"cron": s.cron_schedule, "job": s.job_name, "default_status": s.default_status.value}
+        for s in sorted(repository.schedule_defs, key=lambda s: s.name)
+    }
     sensors = {}
     for sensor in sorted(repository.sensor_defs, key=lambda s: s.name):
-        targets = []
-        for target in sensor.targets:
-            if target.has_job_def or getattr(target, "job_name", None):
-                targets.append(target.job_name)
-        sensors[sensor.name] = {"type": type(sensor).__name__, "default_status": sensor.default_status.value,
-                                "minimum_interval_seconds": sensor.minimum_interval_seconds,
-                                "targets": sorted(t for t in targets if not t.startswith("__ASSET_JOB")),
-                                "asset_targets": sorted(k.to_user_string() for k in
-                                                        (sensor.asset_selection.resolve(graph)
-                                                         if sensor.asset_selection is not None else []))}
+        targets = [
+            target.job_name for target in sensor.targets if target.has_job_def or getattr(target, "job_name", None)
+        ]
+        sensors[sensor.name] = {
+            "type": type(sensor).__name__,
+            "default_status": sensor.default_status.value,
+            "minimum_interval_seconds": sensor.minimum_interval_seconds,
+            "targets": sorted(t for t in targets if not t.startswith("__ASSET_JOB")),
+            "asset_targets": sorted(
+                k.to_user_string()
+                for k in (sensor.asset_selection.resolve(graph) if sensor.asset_selection is not None else [])
+            ),
+        }
     return {"assets": assets, "jobs": jobs, "schedules": schedules, "sensors": sensors}
 
 
 # Variants of the bundled spec that switch on the optional wiring (online rollout, approvals, a files source
 # with one file per day and its new-data sensor, no freshness policies).
 VARIANTS = {
-    "canary_with_approval": {"serving.rollout": {"mode": "canary", "fraction": 0.2, "key": "carrier"},
-                             "gates.require_approval": True},
-    "daily_files": {"source": {"kind": "files", "path": "/data/flights/{date}.csv"},
-                    "partitions": {"cadence": "daily", "start": "2024-01-01", "end": "2024-06-01"},
-                    "training.cadence": "daily", "monitoring.model_freshness": None,
-                    "monitoring.endpoint_freshness": None},
+    "canary_with_approval": {
+        "serving.rollout": {"mode": "canary", "fraction": 0.2, "key": "carrier"},
+        "gates.require_approval": True,
+    },
+    "daily_files": {
+        "source": {"kind": "files", "path": "/data/flights/{date}.csv"},
+        "partitions": {"cadence": "daily", "start": "2024-01-01", "end": "2024-06-01"},
+        "training.cadence": "daily",
+        "monitoring.model_freshness": None,
+        "monitoring.endpoint_freshness": None,
+    },
 }
 CASES = [(path.stem, path, None) for path in spec_files()] + [
-    (f"flight_delay_{name}", None, overrides) for name, overrides in VARIANTS.items()]
+    (f"flight_delay_{name}", None, overrides) for name, overrides in VARIANTS.items()
+]
 
 
 @pytest.mark.parametrize("name,spec_file,overrides", CASES, ids=[case[0] for case in CASES])
@@ -132,4 +154,5 @@ def test_asset_graph_matches_its_snapshot(name, spec_file, overrides, home, tmp_
     assert path.exists(), f"no snapshot for {spec_file.name}: run with {UPDATE_ENV}=1 once and commit it"
     assert json.loads(text) == json.loads(path.read_text()), (
         f"the asset graph of {spec_file.name} changed; if that is intended, regenerate with {UPDATE_ENV}=1 "
-        f"and review the diff of {path}")
+        f"and review the diff of {path}"
+    )

@@ -17,19 +17,23 @@ def _frame(n: int) -> pd.DataFrame:
 
 
 def _out(io: PartitionedParquetIOManager, start: str, end: str):
-    return dg.build_output_context(asset_key=KEY, asset_partitions_def=DAYS,
-                                   asset_partition_key_range=dg.PartitionKeyRange(start, end))
+    return dg.build_output_context(
+        asset_key=KEY, asset_partitions_def=DAYS, asset_partition_key_range=dg.PartitionKeyRange(start, end)
+    )
 
 
 def _in(start: str, end: str):
-    return dg.build_input_context(asset_key=KEY, asset_partitions_def=DAYS,
-                                  asset_partition_key_range=dg.PartitionKeyRange(start, end))
+    return dg.build_input_context(
+        asset_key=KEY, asset_partitions_def=DAYS, asset_partition_key_range=dg.PartitionKeyRange(start, end)
+    )
 
 
 def test_round_trip_one_file_per_partition(tmp_path):
     io = PartitionedParquetIOManager(base_path=str(tmp_path))
-    io.handle_output(_out(io, "2026-01-01", "2026-01-03"),
-                     {"2026-01-01": _frame(1), "2026-01-02": _frame(2), "2026-01-03": _frame(3)})
+    io.handle_output(
+        _out(io, "2026-01-01", "2026-01-03"),
+        {"2026-01-01": _frame(1), "2026-01-02": _frame(2), "2026-01-03": _frame(3)},
+    )
     files = sorted(p.name for p in (tmp_path / "model" / "stage").iterdir())
     assert files == ["2026-01-01.parquet", "2026-01-02.parquet", "2026-01-03.parquet"]
     assert len(io.load_input(_in("2026-01-02", "2026-01-02"))) == 2
@@ -52,7 +56,7 @@ def test_a_missing_partition_is_named(tmp_path):
 def test_a_failed_write_leaves_nothing_behind(tmp_path):
     io = PartitionedParquetIOManager(base_path=str(tmp_path))
     unwritable = pd.DataFrame({"x": [object(), object()]})  # pyarrow cannot store arbitrary objects
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whatever pyarrow raises; the point is what is left on disk
         io.handle_output(_out(io, "2026-01-01", "2026-01-02"), {"2026-01-01": _frame(1), "2026-01-02": unwritable})
     folder = tmp_path / "model" / "stage"
     assert not folder.exists() or list(folder.iterdir()) == []
@@ -79,9 +83,11 @@ def test_categorical_columns_stay_categorical_across_partitions_with_different_l
     """Each day keeps its own levels on disk; loaded together they share the sorted union of them (a plain
     pd.concat would fall back to object text), and every value and missing value is unchanged."""
     io = PartitionedParquetIOManager(base_path=str(tmp_path))
-    days = {"2026-01-01": _categorical_day(["b", "c"], ["c", "b", None]),
-            "2026-01-02": _categorical_day(["a"], ["a", "a"]),
-            "2026-01-03": _categorical_day([], [None])}  # all missing: Parquet stores the column untyped
+    days = {
+        "2026-01-01": _categorical_day(["b", "c"], ["c", "b", None]),
+        "2026-01-02": _categorical_day(["a"], ["a", "a"]),
+        "2026-01-03": _categorical_day([], [None]),
+    }  # all missing: Parquet stores the column untyped
     io.handle_output(_out(io, "2026-01-01", "2026-01-03"), days)
     one = io.load_input(_in("2026-01-01", "2026-01-01"))
     assert isinstance(one["c"].dtype, pd.CategoricalDtype) and list(one["c"].cat.categories) == ["b", "c"]
@@ -95,9 +101,10 @@ def test_categorical_columns_stay_categorical_across_partitions_with_different_l
 def test_partitions_stored_as_text_join_categorical_ones(tmp_path):
     """A day stored before features were categorical (object text) loads beside a categorical day."""
     io = PartitionedParquetIOManager(base_path=str(tmp_path))
-    io.handle_output(_out(io, "2026-01-01", "2026-01-02"),
-                     {"2026-01-01": pd.DataFrame({"x": [0, 1], "c": ["z", None]}),
-                      "2026-01-02": _categorical_day(["a"], ["a"])})
+    io.handle_output(
+        _out(io, "2026-01-01", "2026-01-02"),
+        {"2026-01-01": pd.DataFrame({"x": [0, 1], "c": ["z", None]}), "2026-01-02": _categorical_day(["a"], ["a"])},
+    )
     loaded = io.load_input(_in("2026-01-01", "2026-01-02"))
     assert list(loaded["c"].cat.categories) == ["a", "z"]
     assert loaded["c"].isna().tolist() == [False, True, False]

@@ -45,25 +45,33 @@ def _free_port() -> int:
 
 
 def _failure(result) -> str:
-    return "\n".join(str(e.event_specific_data.error.message) for e in result.all_events
-                     if e.event_type_value == "STEP_FAILURE")
+    return "\n".join(
+        str(e.event_specific_data.error.message) for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    )
 
 
 def _run(defs, instance, model: str, stages: list[str], **kwargs):
     result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey([model, s]) for s in stages], raise_on_error=False, **kwargs)
+        instance=instance, asset_selection=[dg.AssetKey([model, s]) for s in stages], raise_on_error=False, **kwargs
+    )
     assert result.success, _failure(result)
     return result
 
 
 def _backfill(defs, instance, model: str, first: str, last: str) -> None:
-    _run(defs, instance, model, ["raw", "features"],
-         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last})
+    _run(
+        defs,
+        instance,
+        model,
+        ["raw", "features"],
+        tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+    )
 
 
 def _retrain(defs, instance, model: str, partition: str):
     result = defs.resolve_job_def(f"{model}_retrain").execute_in_process(
-        instance=instance, partition_key=partition, raise_on_error=False)
+        instance=instance, partition_key=partition, raise_on_error=False
+    )
     assert result.success, _failure(result)
     return result
 
@@ -83,8 +91,9 @@ def _records(frame: pd.DataFrame, drop: str) -> list[dict]:
 
 
 def _post(port: int, model: str, rows: list[dict], **extra) -> dict:
-    response = requests.post(f"http://127.0.0.1:{port}/v1/models/{model}/predict",
-                             json={"instances": rows, **extra}, timeout=30)
+    response = requests.post(
+        f"http://127.0.0.1:{port}/v1/models/{model}/predict", json={"instances": rows, **extra}, timeout=30
+    )
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -96,8 +105,12 @@ def _pyfunc_matches(model: str, features: pd.DataFrame, answer: dict) -> None:
         assert np.allclose(np.asarray(frame, dtype=float), answer["predictions"], rtol=0, atol=1e-12)
         return
     assert frame["label"].tolist() == answer["labels"]
-    assert np.allclose(np.vstack(frame["prediction"].map(np.atleast_1d)),
-                       np.vstack([np.atleast_1d(p) for p in answer["predictions"]]), rtol=0, atol=1e-12)
+    assert np.allclose(
+        np.vstack(frame["prediction"].map(np.atleast_1d)),
+        np.vstack([np.atleast_1d(p) for p in answer["predictions"]]),
+        rtol=0,
+        atol=1e-12,
+    )
     if "probabilities" in answer:
         for got, sent in zip(frame["probabilities"], answer["probabilities"], strict=True):
             assert list(got) == list(sent) and got == pytest.approx(sent, rel=0, abs=1e-12)
@@ -140,7 +153,9 @@ def test_a_multiclass_model_on_text_labels_runs_from_raw_data_to_its_endpoint(fr
         rows = _records(features.head(300), "origin")
         answer = _post(port, model, rows[:40], explain=True)
         assert set(answer["labels"]) <= {"EWR", "JFK", "LGA"}
-        for probabilities, label, scores in zip(answer["probabilities"], answer["labels"], answer["predictions"]):
+        for probabilities, label, scores in zip(
+            answer["probabilities"], answer["labels"], answer["predictions"], strict=True
+        ):
             assert list(probabilities) == ["EWR", "JFK", "LGA"] and sum(probabilities.values()) == pytest.approx(1)
             assert max(probabilities, key=probabilities.get) == label and list(probabilities.values()) == scores
         assert answer["explained_class"] == answer["labels"]
@@ -180,25 +195,49 @@ def _events_csv(path: Path) -> None:
     stamps = pd.date_range("2024-03-01", "2024-03-11", freq="216s", inclusive="left")
     x, group = rng.normal(size=len(stamps)), rng.choice(["a", "b", "c"], len(stamps))
     churned = (x + (group == "a") + rng.normal(scale=0.7, size=len(stamps)) > 0.5).astype(int)
-    pd.DataFrame({"event_id": [f"e{i}" for i in range(len(stamps))], "event_time": stamps, "x": x, "group": group,
-                  "outcome": np.where(churned == 1, "yes", "no"), "churned": churned,
-                  "spend": 10 + 3 * x + 2 * (group == "b") + rng.normal(size=len(stamps))}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(len(stamps))],
+            "event_time": stamps,
+            "x": x,
+            "group": group,
+            "outcome": np.where(churned == 1, "yes", "no"),
+            "churned": churned,
+            "spend": 10 + 3 * x + 2 * (group == "b") + rng.normal(size=len(stamps)),
+        }
+    ).to_csv(path, index=False)
 
 
 def _events_spec(folder: Path, task: str, target: dict, port: int) -> Path:
     metric = {"binary": "roc_auc", "regression": "rmse"}[task]
-    (folder / f"{EVENTS}.yaml").write_text(yaml.safe_dump({
-        "name": EVENTS, "description": "Events on text labels", "owner": "team:ml", "task": task,
-        "timestamp": "event_time", "key": "event_id",
-        "source": {"kind": "files", "path": str(folder / "events.csv")},
-        "partitions": {"cadence": "daily", "start": "2024-03-01", "end": "2024-03-11"},
-        "target": target, "features": {"numeric": ["x"], "categorical": ["group"]},
-        "expectations": {"columns": {"outcome": {"dtype": "str", "allowed": ["yes", "no"]}}},
-        "training": {"cadence": "daily", "window_days": 6, "validation_days": 1, "test_days": 1,
-                     "num_boost_round": 40, "early_stopping_rounds": 5},
-        "gates": {"metric": metric, **({"min": 0.6} if task == "binary" else {"max": 10.0})},
-        "monitoring": {"performance": {"metric": metric}},
-        "serving": {"port": port}}))
+    (folder / f"{EVENTS}.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": EVENTS,
+                "description": "Events on text labels",
+                "owner": "team:ml",
+                "task": task,
+                "timestamp": "event_time",
+                "key": "event_id",
+                "source": {"kind": "files", "path": str(folder / "events.csv")},
+                "partitions": {"cadence": "daily", "start": "2024-03-01", "end": "2024-03-11"},
+                "target": target,
+                "features": {"numeric": ["x"], "categorical": ["group"]},
+                "expectations": {"columns": {"outcome": {"dtype": "str", "allowed": ["yes", "no"]}}},
+                "training": {
+                    "cadence": "daily",
+                    "window_days": 6,
+                    "validation_days": 1,
+                    "test_days": 1,
+                    "num_boost_round": 40,
+                    "early_stopping_rounds": 5,
+                },
+                "gates": {"metric": metric, **({"min": 0.6} if task == "binary" else {"max": 10.0})},
+                "monitoring": {"performance": {"metric": metric}},
+                "serving": {"port": port},
+            }
+        )
+    )
     return folder / f"{EVENTS}.yaml"
 
 
@@ -234,8 +273,9 @@ def test_a_binary_or_regression_model_runs_from_raw_data_to_its_endpoint(case, f
         assert np.allclose(answer["predictions"], trained.predict(offline), rtol=0, atol=1e-12)
         if task == "binary":
             positive = trained.labels.positive
-            assert answer["labels"] == [positive if p >= 0.5 else trained.labels.classes[0]
-                                        for p in answer["predictions"]]
+            assert answer["labels"] == [
+                positive if p >= 0.5 else trained.labels.classes[0] for p in answer["predictions"]
+            ]
             assert answer["explained_class"] == [positive] * 30
         else:
             assert "labels" not in answer and "probabilities" not in answer

@@ -4,7 +4,6 @@ from the endpoint's real prediction log.
 
 from __future__ import annotations
 
-
 import dagster as dg
 import mlflow
 import pandas as pd
@@ -12,8 +11,18 @@ import pandas as pd
 from ml_platform.core.drift import drift_table
 from ml_platform.core.mlflow_store import REFERENCE_PROFILE
 from ml_platform.core.model import Model
-from ml_platform_tests.defs.helpers import (_client, _day, _day_features, _log_drifted_traffic, _log_traffic,
-                                            _materialize, _metadata, _partitions, _retrain, ev_roc_auc)
+from ml_platform_tests.defs.helpers import (
+    _client,
+    _day,
+    _day_features,
+    _log_drifted_traffic,
+    _log_traffic,
+    _materialize,
+    _metadata,
+    _partitions,
+    _retrain,
+    ev_roc_auc,
+)
 
 
 def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, instance):
@@ -35,7 +44,7 @@ def test_drift_is_quiet_on_a_normal_day_and_fails_on_a_drifted_one(platform, ins
     model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
     features = pd.read_parquet(home / "storage" / "flight_delay" / "features" / f"{normal_day}.parquet")
     assert isinstance(features["carrier"].dtype, pd.CategoricalDtype)
-    as_text = features.astype({n: object for n in model.encoder.categorical})
+    as_text = features.astype(dict.fromkeys(model.encoder.categorical, object))
     as_text["prediction"] = model.predict(as_text)
     expected = drift_table(as_text, mlflow.artifacts.load_dict(f"runs:/{run_id}/{REFERENCE_PROFILE}"), 0.1, 0.25)
     expected = expected[expected["feature"].isin(stored["feature"])].reset_index(drop=True)  # the spec's ignore
@@ -81,7 +90,7 @@ def test_live_performance_joins_delayed_labels_by_key(platform, instance):
     expected = ev_roc_auc(served["delayed"], scores)
     assert abs(metadata["roc_auc"] - expected) < 1e-12
     table = pd.read_parquet(home / "storage" / "flight_delay" / "performance" / f"{day}.parquet")
-    assert set(zip(table["role"], table["version"])) == {("answer", "1"), ("shadow", "9")}
+    assert set(zip(table["role"], table["version"], strict=True)) == {("answer", "1"), ("shadow", "9")}
     shadow_auc = table.loc[table["role"] == "shadow", "roc_auc"].iloc[0]
     assert abs(shadow_auc - (1 - expected)) < 1e-9  # the inverted shadow is exactly as bad as the answer is good
     (check,) = result.get_asset_check_evaluations()
@@ -101,8 +110,9 @@ def test_live_performance_joins_delayed_labels_by_key(platform, instance):
 def test_logged_multiclass_probabilities_become_the_predicted_class_only_under_a_reference_that_lists_them():
     from ml_platform.defs.monitoring_assets import _with_predicted_class
 
-    live = pd.DataFrame({"x": [1, 2, 3, 4], "prediction": None,
-                         "_probabilities": [[0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.5, 0.5], None]})
+    live = pd.DataFrame(
+        {"x": [1, 2, 3, 4], "prediction": None, "_probabilities": [[0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.5, 0.5], None]}
+    )
     rows, left_out = _with_predicted_class(live, {"prediction_classes": ["EWR", "JFK", "LGA"]})
     assert rows["prediction"].tolist()[:2] == ["JFK", "EWR"] and rows["prediction"].iloc[2:].isna().all()
     assert left_out == 1  # the vector of two; a row without one is no vector at all

@@ -4,8 +4,15 @@ holds their keyed hashes, which a comparison with training values would flag as 
 import pandas as pd
 
 from ml_platform.serving.prediction_log import PredictionLog, log_path
-from ml_platform_tests.defs.helpers import (_day, _day_features, _log_traffic, _materialize, _metadata, _partitions,
-                                            _retrain)
+from ml_platform_tests.defs.helpers import (
+    _day,
+    _day_features,
+    _log_traffic,
+    _materialize,
+    _metadata,
+    _partitions,
+    _retrain,
+)
 
 
 def test_drift_on_the_log_skips_redacted_features_and_says_so(platform, instance):

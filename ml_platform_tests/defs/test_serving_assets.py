@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ml_platform.core.model import Model
-from ml_platform_tests.defs.helpers import _client, _day, _materialize, _metadata, _partitions, _retrain
 from ml_platform_tests.core.text_classifier import origin_model
+from ml_platform_tests.defs.helpers import _client, _day, _materialize, _metadata, _partitions, _retrain
 
 
 def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, instance):
@@ -50,22 +50,24 @@ def test_endpoint_deploys_the_champion_and_predictions_score_a_day(platform, ins
         run_id = _client(home).get_model_version("flight_delay", "1").run_id
         model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
         assert all(isinstance(features[n].dtype, pd.CategoricalDtype) for n in model.encoder.categorical)
-        as_text = features.astype({n: object for n in model.encoder.categorical})
+        as_text = features.astype(dict.fromkeys(model.encoder.categorical, object))
         assert np.array_equal(frame["prediction"].to_numpy(), model.predict(as_text))
     finally:
         stop_local_server("flight_delay", home)
 
 
 def test_automation_redeploys_the_endpoint_when_the_champion_moves(platform, instance):
-    make, home = platform
+    make, _home = platform
     defs = make()
     endpoint = dg.AssetKey(["flight_delay", "endpoint"])
-    before = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                               asset_selection=dg.AssetSelection.assets(endpoint))
+    before = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(endpoint)
+    )
     assert before.total_requested == 0  # no champion yet: nothing to deploy
     assert _retrain(defs, instance, _partitions(defs)[0]).success
-    after = dg.evaluate_automation_conditions(defs=defs, instance=instance,
-                                              asset_selection=dg.AssetSelection.assets(endpoint), cursor=before.cursor)
+    after = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=dg.AssetSelection.assets(endpoint), cursor=before.cursor
+    )
     assert after.total_requested == 1
     sensor_names = {s.name for s in defs.sensors}
     assert {"ml_platform_automation", "alert_on_run_failure", "flight_delay_retrain_on_monitoring"} <= sensor_names
@@ -82,10 +84,18 @@ def test_batch_predictions_of_a_multiclass_model_store_probabilities_and_the_pre
     from ml_platform.defs.serving_assets import predictions_asset
     from ml_platform.spec import load_spec
 
-    spec = load_spec(write_spec(tmp_path, {"task": "multiclass", "gates.metric": "macro_f1",
-                                           "monitoring.performance.metric": "macro_f1",
-                                           "target.expression": "(arr_delay > 15) * 1 + (arr_delay > 60) * 1"},
-                                drop=("gates.fairness",)))
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            {
+                "task": "multiclass",
+                "gates.metric": "macro_f1",
+                "monitoring.performance.metric": "macro_f1",
+                "target.expression": "(arr_delay > 15) * 1 + (arr_delay > 60) * 1",
+            },
+            drop=("gates.fairness",),
+        )
+    )
     raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 5, 9))
     features = build_features(raw, spec)[0]
     day = features[spec.timestamp].dt.strftime("%Y-%m-%d")
@@ -96,8 +106,12 @@ def test_batch_predictions_of_a_multiclass_model_store_probabilities_and_the_pre
             return "3", model, "run"
 
     asset = predictions_asset(spec, dg.DailyPartitionsDefinition(start_date="2013-05-01"))
-    output = asset(dg.build_asset_context(partition_key="2013-05-08"), mlflow_tracking=Champion(),
-                   dask_cluster=DaskCluster(), features=rows)
+    output = asset(
+        dg.build_asset_context(partition_key="2013-05-08"),
+        mlflow_tracking=Champion(),
+        dask_cluster=DaskCluster(),
+        features=rows,
+    )
     frame = output.value
     assert len(frame) == len(rows) > 500 and (frame["model_version"] == "3").all()
     probabilities = np.array(frame["prediction"].tolist())

@@ -19,13 +19,22 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yaml"
 SERVICES = {"postgres", "mlflow", "code-server", "webserver", "daemon", "endpoint", "prometheus"}
-SECRETS = {"ML_PLATFORM_POSTGRES_PASSWORD": "pg-secret-1", "ML_PLATFORM_MLFLOW_ADMIN_PASSWORD": "admin-secret-2",
-           "ML_PLATFORM_MLFLOW_PASSWORD": "mlflow-secret-3", "ML_PLATFORM_MLFLOW_SECRET_KEY": "flask-secret-4",
-           "ML_PLATFORM_API_TOKEN": "api-token-5"}
+SECRETS = {
+    "ML_PLATFORM_POSTGRES_PASSWORD": "pg-secret-1",
+    "ML_PLATFORM_MLFLOW_ADMIN_PASSWORD": "admin-secret-2",
+    "ML_PLATFORM_MLFLOW_PASSWORD": "mlflow-secret-3",
+    "ML_PLATFORM_MLFLOW_SECRET_KEY": "flask-secret-4",
+    "ML_PLATFORM_API_TOKEN": "api-token-5",
+}
 # what docker-compose.yaml gives every platform container (x-platform-env), as the daemon sees it
-INSTANCE_ENV = {"DAGSTER_POSTGRES_HOST": "db.internal", "DAGSTER_POSTGRES_PORT": "5433",
-                "DAGSTER_POSTGRES_USER": "dagster_user", "DAGSTER_POSTGRES_PASSWORD": "pg-secret-1",
-                "DAGSTER_POSTGRES_DB": "dagster", "ML_PLATFORM_MAX_CONCURRENT_RUNS": "3"}
+INSTANCE_ENV = {
+    "DAGSTER_POSTGRES_HOST": "db.internal",
+    "DAGSTER_POSTGRES_PORT": "5433",
+    "DAGSTER_POSTGRES_USER": "dagster_user",
+    "DAGSTER_POSTGRES_PASSWORD": "pg-secret-1",
+    "DAGSTER_POSTGRES_DB": "dagster",
+    "ML_PLATFORM_MAX_CONCURRENT_RUNS": "3",
+}
 
 
 def _dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -61,7 +70,8 @@ def test_dagster_yaml_is_a_valid_instance_with_docker_launcher_and_the_training_
     queue = coordinator.get_run_queue_config()
     assert queue.max_concurrent_runs == 3  # ML_PLATFORM_MAX_CONCURRENT_RUNS, resolved
     assert queue.tag_concurrency_limits == [
-        {"key": "ml_platform/training", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+        {"key": "ml_platform/training", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
 
     assert ref.settings["run_monitoring"]["enabled"] is True
     assert ref.settings["run_monitoring"]["start_timeout_seconds"] > 0
@@ -87,8 +97,12 @@ def test_dagster_yaml_storage_is_postgres_with_every_connection_field_from_the_e
     resolved = process_config(DagsterPostgresStorage.config_type(), postgres)
     assert resolved.success, resolved.errors
     assert {name: resolved.value["postgres_db"][name] for name in connection} == {
-        "hostname": "db.internal", "port": 5433, "username": "dagster_user", "password": "pg-secret-1",
-        "db_name": "dagster"}
+        "hostname": "db.internal",
+        "port": 5433,
+        "username": "dagster_user",
+        "password": "pg-secret-1",
+        "db_name": "dagster",
+    }
     monkeypatch.delenv("DAGSTER_POSTGRES_PASSWORD")
     missing = process_config(DagsterPostgresStorage.config_type(), postgres)
     assert not missing.success and "DAGSTER_POSTGRES_PASSWORD" in str([e.message for e in missing.errors])
@@ -114,14 +128,22 @@ def test_workspace_yaml_is_one_grpc_location_named_ml_platform_from_the_environm
 def _compose_config(tmp_path: Path, settings: dict[str, str]) -> subprocess.CompletedProcess:
     compose = shutil.which("docker-compose")
     if compose is None:
-        pytest.skip("!!! docker-compose is not installed (Debian: apt-get install docker-compose): "
-                    "deploy/docker-compose.yaml NOT checked")
+        pytest.skip(
+            "!!! docker-compose is not installed (Debian: apt-get install docker-compose): "
+            "deploy/docker-compose.yaml NOT checked"
+        )
     env_file = tmp_path / "stack.env"
     env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
     # only the settings file may decide: compose would substitute from its own environment first
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("ML_PLATFORM_", "COMPOSE_"))}
-    return subprocess.run([compose, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config"],
-                          capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=60)
+    return subprocess.run(
+        [compose, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        timeout=60,
+    )
 
 
 @pytest.fixture
@@ -179,9 +201,8 @@ def literal_secrets(path: Path, text: str) -> list[str]:
     """Lines of `text` that assign a literal value to a password, secret or token, or put one in a URL."""
     found = []
     for number, line in enumerate(text.splitlines(), 1):
-        for match in _URL_CREDENTIALS.finditer(line):
-            if not match.group(1).startswith("$"):
-                found.append(f"{path}:{number}: {line.strip()}")
+        if any(not m.group(1).startswith("$") for m in _URL_CREDENTIALS.finditer(line)):
+            found.append(f"{path}:{number}: {line.strip()}")
         for match in _SECRET_KEY.finditer(line):
             value = match.group(2).rstrip(",")
             if path.suffix == ".py":  # names and expressions are fine, string literals are not
@@ -196,20 +217,36 @@ def literal_secrets(path: Path, text: str) -> list[str]:
 
 
 def test_the_secret_scanner_finds_literals_and_accepts_references():
-    leaks = {"a.yaml": "password: hunter2", "b.yaml": "  postgresqlPassword: 'hunter2'",
-             "c.yml": "MLFLOW_TRACKING_PASSWORD: s3cret  # oops", "d.sh": "export API_TOKEN=abc",
-             "e.py": 'auth = {"password": "hunter2"}', "f.sh": 'db="postgresql://me:hunter2@host/db"'}
-    fine = {"a.yaml": "password: {env: DAGSTER_POSTGRES_PASSWORD}", "b.yaml": "postgresqlPassword: \"\"  # unused",
-            "c.yml": "POSTGRES_PASSWORD: ${ML_PLATFORM_POSTGRES_PASSWORD:?set it}", "e.py": 'password = pair[1]',
-            "d.sh": ': "${POSTGRES_PASSWORD:?must be set}"', "f.sh": 'db="postgresql://${U}:${P}@${H}"',
-            "g.yaml": "postgresqlSecretName: ml-platform-postgresql"}
+    leaks = {
+        "a.yaml": "password: hunter2",
+        "b.yaml": "  postgresqlPassword: 'hunter2'",
+        "c.yml": "MLFLOW_TRACKING_PASSWORD: s3cret  # oops",
+        "d.sh": "export API_TOKEN=abc",
+        "e.py": 'auth = {"password": "hunter2"}',
+        "f.sh": 'db="postgresql://me:hunter2@host/db"',
+    }
+    fine = {
+        "a.yaml": "password: {env: DAGSTER_POSTGRES_PASSWORD}",
+        "b.yaml": 'postgresqlPassword: ""  # unused',
+        "c.yml": "POSTGRES_PASSWORD: ${ML_PLATFORM_POSTGRES_PASSWORD:?set it}",
+        "e.py": "password = pair[1]",
+        "d.sh": ': "${POSTGRES_PASSWORD:?must be set}"',
+        "f.sh": 'db="postgresql://${U}:${P}@${H}"',
+        "g.yaml": "postgresqlSecretName: ml-platform-postgresql",
+    }
     assert all(literal_secrets(Path(name), text) for name, text in leaks.items())
     assert not [hit for name, text in fine.items() for hit in literal_secrets(Path(name), text)]
 
 
 def test_no_file_under_deploy_holds_a_literal_password():
-    files = [path for path in DEPLOY.rglob("*") if path.is_file() and not path.name.startswith(".env")
-             and path.name != ".env" and "__pycache__" not in path.parts]
+    files = [
+        path
+        for path in DEPLOY.rglob("*")
+        if path.is_file()
+        and not path.name.startswith(".env")
+        and path.name != ".env"
+        and "__pycache__" not in path.parts
+    ]
     assert len(files) >= 10
     found = [hit for path in files for hit in literal_secrets(path.relative_to(REPO), path.read_text(errors="replace"))]
     assert not found, "\n".join(found)
@@ -221,8 +258,7 @@ def test_no_file_under_deploy_holds_a_literal_password():
 def _promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("!!! promtool is not installed (Debian: apt-get install prometheus): "
-                    "deploy/prometheus NOT checked")
+        pytest.skip("!!! promtool is not installed (Debian: apt-get install prometheus): deploy/prometheus NOT checked")
     return subprocess.run([promtool, *args], capture_output=True, text=True, cwd=cwd, timeout=60)
 
 
@@ -236,8 +272,11 @@ def test_prometheus_config_is_valid_once_compose_fills_in_the_endpoint(tmp_path)
     assert "/etc/ml_platform/alerts.yml" in config
 
     shutil.copy(DEPLOY / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
-    filled = (config.replace("ENDPOINT_TARGET", "127.0.0.1:8080").replace("ENDPOINT_MODEL", "flight_delay")
-              .replace("/etc/ml_platform/alerts.yml", str(tmp_path / "alerts.yml")))
+    filled = (
+        config.replace("ENDPOINT_TARGET", "127.0.0.1:8080")
+        .replace("ENDPOINT_MODEL", "flight_delay")
+        .replace("/etc/ml_platform/alerts.yml", str(tmp_path / "alerts.yml"))
+    )
     (tmp_path / "prometheus.yml").write_text(filled)
     result = _promtool("check", "config", str(tmp_path / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,8 +63,9 @@ def registry_store(tmp_path, trained, monkeypatch):
     for folder in trained[1]:
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_artifacts(str(folder), "model_files")
-            info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC), artifacts={"model": str(folder)},
-                                           pip_requirements=[])
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(PYFUNC), artifacts={"model": str(folder)}, pip_requirements=[]
+            )
         registry.register(info.model_uri, run.info.run_id, tags={})
         registry.mark_gates(registry.version_of("challenger"), passed=True)
     registry.promote("1", "test setup", {})
@@ -80,10 +82,8 @@ class Server:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -96,16 +96,35 @@ def start_server(tmp_path):
     """`start_server(*args, env=...)` runs `ml-platform serve` in its own process group; all are stopped after."""
     servers: list[Server] = []
 
-    def start(*args: str, env: dict | None = None, log_path: Path | None = None, scheme: str = "http",
-              verify: bool | str = True) -> Server:
+    def start(
+        *args: str,
+        env: dict | None = None,
+        log_path: Path | None = None,
+        scheme: str = "http",
+        verify: bool | str = True,
+    ) -> Server:
         port = free_port()
         log_path = log_path or tmp_path / f"log-{port}.sqlite"
         output = tmp_path / f"server-{port}.out"
         process = subprocess.Popen(
-            [sys.executable, "-m", "ml_platform.cli", "serve", "--model", "flight_delay", "--port", str(port),
-             "--log", str(log_path), *args],
+            [
+                sys.executable,
+                "-m",
+                "ml_platform.cli",
+                "serve",
+                "--model",
+                "flight_delay",
+                "--port",
+                str(port),
+                "--log",
+                str(log_path),
+                *args,
+            ],
             env={**os.environ, "ML_PLATFORM_HOME": str(tmp_path / "home"), **(env or {})},
-            stdout=output.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=output.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         server = Server(process, f"{scheme}://127.0.0.1:{port}", log_path, output)
         servers.append(server)
         deadline = time.monotonic() + 60

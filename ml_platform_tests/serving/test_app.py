@@ -12,15 +12,18 @@ import requests
 from ml_platform.core.model import Model
 from ml_platform.serving.prediction_log import read_log
 
+
 def _records(frame):
     import pandas as pd
 
-    return [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in frame.to_dict(orient="records")]
+    return [
+        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in frame.to_dict(orient="records")
+    ]
 
 
 def test_online_equals_offline_alone_and_in_batches(trained, start_server):
-    spec, folders, holdout = trained
+    _spec, folders, holdout = trained
     server = start_server("--model-dir", str(folders[0]))
     model = Model.load(folders[0])
     rows = _records(holdout.head(200))
@@ -28,20 +31,27 @@ def test_online_equals_offline_alone_and_in_batches(trained, start_server):
     batch = requests.post(server.predict_url(), json={"instances": rows}, timeout=10).json()
     assert batch["version"] and len(batch["request_id"]) == 32
     assert np.max(np.abs(np.asarray(batch["predictions"]) - expected)) <= 1e-9
-    alone = [requests.post(server.predict_url(), json={"instances": [row]}, timeout=10).json()["predictions"][0]
-             for row in rows[:30]]
+    alone = [
+        requests.post(server.predict_url(), json={"instances": [row]}, timeout=10).json()["predictions"][0]
+        for row in rows[:30]
+    ]
     assert np.max(np.abs(np.asarray(alone) - expected[:30])) <= 1e-9
     columns = list(rows[0])
-    split = requests.post(server.predict_url(), json={"dataframe_split": {
-        "columns": columns, "data": [[row[c] for c in columns] for row in rows[:10]]}}, timeout=10).json()
+    split = requests.post(
+        server.predict_url(),
+        json={"dataframe_split": {"columns": columns, "data": [[row[c] for c in columns] for row in rows[:10]]}},
+        timeout=10,
+    ).json()
     assert np.max(np.abs(np.asarray(split["predictions"]) - expected[:10])) <= 1e-9
 
 
 def test_unknown_category_is_scored_like_missing(trained, start_server):
-    spec, folders, holdout = trained
+    _spec, folders, holdout = trained
     server = start_server("--model-dir", str(folders[0]))
     row = _records(holdout.head(1))[0]
-    unseen = requests.post(server.predict_url(), json={"instances": [{**row, "plane_manufacturer": "NEVER SEEN"}]}, timeout=10)
+    unseen = requests.post(
+        server.predict_url(), json={"instances": [{**row, "plane_manufacturer": "NEVER SEEN"}]}, timeout=10
+    )
     missing = requests.post(server.predict_url(), json={"instances": [{**row, "plane_manufacturer": None}]}, timeout=10)
     assert unseen.status_code == missing.status_code == 200
     assert unseen.json()["predictions"] == missing.json()["predictions"]
@@ -55,8 +65,9 @@ def test_info_health_ready_metrics_and_explain(trained, start_server):
     info = requests.get(f"{server.url}/v1/models/flight_delay", timeout=5).json()
     assert {f["name"] for f in info["features"]} == set(spec.features.names)
     assert info["training_window"]["first_day"] and "valid_roc_auc" in info["metrics"]
-    explained = requests.post(server.predict_url(), json={"instances": _records(holdout.head(2)), "explain": True},
-                              timeout=10).json()
+    explained = requests.post(
+        server.predict_url(), json={"instances": _records(holdout.head(2)), "explain": True}, timeout=10
+    ).json()
     assert len(explained["explanations"]) == 2 and len(explained["explanations"][0]) == 5
     contributions = Model.load(folders[0]).contributions(holdout.head(1)).iloc[0].drop("(bias)")
     top = explained["explanations"][0][0]
@@ -78,27 +89,36 @@ def _bad_cases(row: dict) -> list[tuple[str, object, int, str]]:
         ("empty instances", {"instances": []}, 422, "instances"),
         ("wrong type", {"instances": [{**row, "distance": "far"}]}, 422, "instances[0].distance"),
         ("bool as number", {"instances": [{**row, "temp": True}]}, 422, "instances[0].temp"),
-        ("missing feature", {"instances": [{k: v for k, v in row.items() if k != "carrier"}]}, 422,
-         "instances[0].carrier"),
+        (
+            "missing feature",
+            {"instances": [{k: v for k, v in row.items() if k != "carrier"}]},
+            422,
+            "instances[0].carrier",
+        ),
         ("null not allowed", {"instances": [{**row, "distance": None}]}, 422, "instances[0].distance"),
         ("number as category", {"instances": [{**row, "origin": 1.5}]}, 422, "instances[0].origin"),
         ("second row bad", {"instances": [row, {**row, "month": "June"}]}, 422, "instances[1].month"),
         ("too many rows", {"instances": [row] * 1001}, 413, "instances"),
-        ("bad dataframe_split", {"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}, 422,
-         "dataframe_split.data[0]"),
+        (
+            "bad dataframe_split",
+            {"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}},
+            422,
+            "dataframe_split.data[0]",
+        ),
         ("explain not bool", {"instances": [row], "explain": "yes"}, 422, "explain"),
     ]
 
 
 def test_bad_requests_get_a_4xx_naming_the_field(trained, start_server):
-    spec, folders, holdout = trained
+    _spec, folders, holdout = trained
     server = start_server("--model-dir", str(folders[0]))
     row = _records(holdout.head(1))[0]
     failures = []
     for case, body, status, field in _bad_cases(row):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        response = requests.post(server.predict_url(), data=data, headers={"Content-Type": "application/json"},
-                                 timeout=10)
+        response = requests.post(
+            server.predict_url(), data=data, headers={"Content-Type": "application/json"}, timeout=10
+        )
         fields = [e["field"] for e in response.json().get("errors", [])]
         if response.status_code != status or field not in fields:
             failures.append((case, response.status_code, fields))
@@ -111,7 +131,7 @@ def test_bad_requests_get_a_4xx_naming_the_field(trained, start_server):
 
 
 def test_bearer_token(trained, start_server):
-    spec, folders, holdout = trained
+    _spec, folders, holdout = trained
     server = start_server("--model-dir", str(folders[0]), env={"ML_PLATFORM_API_TOKEN": "s3cret"})
     body = {"instances": _records(holdout.head(1))}
     assert requests.post(server.predict_url(), json=body, timeout=5).status_code == 401
@@ -123,11 +143,12 @@ def test_bearer_token(trained, start_server):
 
 
 def test_the_log_holds_each_answered_request(trained, start_server):
-    spec, folders, holdout = trained
+    _spec, folders, holdout = trained
     server = start_server("--model-dir", str(folders[0]))
     rows = _records(holdout.head(3))
-    ids = [requests.post(server.predict_url(), json={"instances": rows}, timeout=5).json()["request_id"]
-           for _ in range(5)]
+    ids = [
+        requests.post(server.predict_url(), json={"instances": rows}, timeout=5).json()["request_id"] for _ in range(5)
+    ]
     log = read_log(server.log_path)
     assert log["request_id"].tolist() == ids
     assert (log["rows"] == 3).all() and (log["routed"] == "champion").all()
@@ -136,12 +157,14 @@ def test_the_log_holds_each_answered_request(trained, start_server):
 
 def test_champion_switch_under_load_fails_nothing(trained, start_server, registry_store):
     """Move the alias while clients hammer the endpoint: no failed request, each response names its version."""
-    spec, folders, holdout = trained
-    uri, registry = registry_store
+    _spec, folders, holdout = trained
+    _uri, registry = registry_store
     server = start_server("--reload-interval", "0.5")
     rows = _records(holdout.head(5))
-    expected = {"1": Model.load(folders[0]).predict(holdout.head(5)),
-                "2": Model.load(folders[1]).predict(holdout.head(5))}
+    expected = {
+        "1": Model.load(folders[0]).predict(holdout.head(5)),
+        "2": Model.load(folders[1]).predict(holdout.head(5)),
+    }
     results, stop = [], threading.Event()
 
     def client():
@@ -178,9 +201,10 @@ def _rollout_specs(tmp_path, write_spec, rollout: dict):
     return {"ML_PLATFORM_SPECS": str(folder)}
 
 
-def test_shadow_scores_the_challenger_but_answers_with_the_champion(trained, start_server, registry_store,
-                                                                     tmp_path, write_spec):
-    spec, folders, holdout = trained
+def test_shadow_scores_the_challenger_but_answers_with_the_champion(
+    trained, start_server, registry_store, tmp_path, write_spec
+):
+    _spec, folders, holdout = trained
     env = _rollout_specs(tmp_path, write_spec, {"mode": "shadow"})
     server = start_server(env=env)
     rows = _records(holdout.head(4))
@@ -193,12 +217,13 @@ def test_shadow_scores_the_challenger_but_answers_with_the_champion(trained, sta
     assert requests.get(f"{server.url}/v1/models/flight_delay", timeout=5).json()["challenger"] == "2"
 
 
-def test_a_new_champion_is_answered_with_the_previous_one_scored_beside_it(trained, start_server, registry_store,
-                                                                           tmp_path, write_spec):
+def test_a_new_champion_is_answered_with_the_previous_one_scored_beside_it(
+    trained, start_server, registry_store, tmp_path, write_spec
+):
     """Within monitoring.performance.rollback_window of a promotion, the previous champion scores every request
     too (logged, never returned), so a rollback decision compares both on the same outcomes."""
-    spec, folders, holdout = trained
-    uri, registry = registry_store
+    _spec, folders, holdout = trained
+    _uri, registry = registry_store
     registry.promote("2", "newer", {})
     server = start_server(env=_rollout_specs(tmp_path, write_spec, {"mode": "none"}))
     rows = _records(holdout.head(5))
@@ -211,24 +236,25 @@ def test_a_new_champion_is_answered_with_the_previous_one_scored_beside_it(train
     assert requests.get(f"{server.url}/v1/models/flight_delay", timeout=5).json()["previous_scored_beside"] == "1"
 
 
-def test_a_challenger_that_has_not_passed_its_gates_gets_no_traffic(trained, start_server, registry_store,
-                                                                    tmp_path, write_spec):
-    spec, folders, holdout = trained
-    uri, registry = registry_store
+def test_a_challenger_that_has_not_passed_its_gates_gets_no_traffic(
+    trained, start_server, registry_store, tmp_path, write_spec
+):
+    _spec, _folders, holdout = trained
+    _uri, registry = registry_store
     registry.mark_gates("2", passed=False)
     env = _rollout_specs(tmp_path, write_spec, {"mode": "canary", "fraction": 0.9})
     server = start_server(env=env)
     rows = _records(holdout.head(30))
-    answered = {requests.post(server.predict_url(), json={"instances": [r]}, timeout=10).json()["version"]
-                for r in rows}
+    answered = {
+        requests.post(server.predict_url(), json={"instances": [r]}, timeout=10).json()["version"] for r in rows
+    }
     assert answered == {"1"}
     assert read_log(server.log_path)["shadow_version"].isna().all()
     assert requests.get(f"{server.url}/v1/models/flight_delay", timeout=5).json()["challenger"] is None
 
 
-def test_canary_routes_a_sticky_fraction_to_the_challenger(trained, start_server, registry_store, tmp_path,
-                                                           write_spec):
-    spec, folders, holdout = trained
+def test_canary_routes_a_sticky_fraction_to_the_challenger(trained, start_server, registry_store, tmp_path, write_spec):
+    _spec, folders, holdout = trained
     env = _rollout_specs(tmp_path, write_spec, {"mode": "canary", "fraction": 0.5, "key": "dest"})
     server = start_server(env=env)
     rows = _records(holdout.drop_duplicates("dest").head(40))
@@ -241,7 +267,9 @@ def test_canary_routes_a_sticky_fraction_to_the_challenger(trained, start_server
     assert set(log.loc[log["version"] == "1", "routed"]) == {"champion"}
     # canary rows carry the champion's score too, so both are judged on the same outcomes
     canary = log[log["routed"] == "canary"]
-    assert set(canary["shadow_version"]) == {"1"} and log.loc[log["routed"] == "champion", "shadow_version"].isna().all()
+    assert (
+        set(canary["shadow_version"]) == {"1"} and log.loc[log["routed"] == "champion", "shadow_version"].isna().all()
+    )
     champion = Model.load(folders[0])
     for _, entry in canary.iterrows():
         (row,) = json.loads(entry["features"])
@@ -254,15 +282,32 @@ def test_simulate_replays_days_through_the_endpoint_with_event_time(trained, sta
     import subprocess
     import sys
 
-    spec, folders, holdout = trained
+    _spec, folders, _holdout = trained
     server = start_server("--model-dir", str(folders[0]), "--model-version", "7")
     folder = tmp_path / "specs"
     write_spec(folder, {"source.offset_weeks": 0}, name="flight_delay.yaml")
-    result = subprocess.run([sys.executable, "-m", "ml_platform.cli", "simulate", "--model", "flight_delay",
-                             "--days", "2", "--start", "2013-06-03", "--drift", "hot_weather", "--url", server.url],
-                            capture_output=True, text=True, timeout=300,
-                            env={**__import__("os").environ, "ML_PLATFORM_SPECS": str(folder),
-                                 "ML_PLATFORM_HOME": str(tmp_path / "home")})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ml_platform.cli",
+            "simulate",
+            "--model",
+            "flight_delay",
+            "--days",
+            "2",
+            "--start",
+            "2013-06-03",
+            "--drift",
+            "hot_weather",
+            "--url",
+            server.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "ML_PLATFORM_SPECS": str(folder), "ML_PLATFORM_HOME": str(tmp_path / "home")},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     days = [json.loads(line) for line in result.stdout.splitlines()]
     assert [d["day"] for d in days] == ["2013-06-03", "2013-06-04"]

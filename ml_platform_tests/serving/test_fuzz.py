@@ -20,7 +20,7 @@ BUDGET_S = 60
 
 
 def test_fuzzing_the_served_document_finds_no_5xx_and_logs_no_refusal(trained, start_server):
-    spec, folders, holdout = trained
+    _spec, folders, _holdout = trained
     server = start_server("--model-dir", str(folders[0]))
     served = requests.get(f"{server.url}/openapi.json", timeout=10).json()
     OpenAPIV31SpecValidator(served).validate()
@@ -28,16 +28,25 @@ def test_fuzzing_the_served_document_finds_no_5xx_and_logs_no_refusal(trained, s
     predict_path = "/v1/models/flight_delay/predict"
     predict = schema[predict_path]["POST"]
     # two parts in three on predict, bodies that fit the document and bodies that do not; the rest on any route
-    cases = st.one_of(predict.as_strategy(GenerationMode.POSITIVE), predict.as_strategy(GenerationMode.NEGATIVE),
-                      schema.as_strategy(GenerationMode.POSITIVE))
+    cases = st.one_of(
+        predict.as_strategy(GenerationMode.POSITIVE),
+        predict.as_strategy(GenerationMode.NEGATIVE),
+        schema.as_strategy(GenerationMode.POSITIVE),
+    )
     session = requests.Session()
     seen: dict[tuple[str, str, int], int] = {}
     started = time.monotonic()
 
     # derandomized: the same examples on every run, so CI is repeatable; deadline=None since a request's time
     # is the server's, bounded below by the request timeout and above by the whole test's budget
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=cases)
     def fuzz(case):
         if time.monotonic() - started > BUDGET_S:

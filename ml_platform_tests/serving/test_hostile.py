@@ -10,7 +10,7 @@ import socket
 import stat
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pandas as pd
@@ -19,14 +19,15 @@ import requests
 
 from ml_platform.serving.prediction_log import read_log
 
-LIMITS = {"header_timeout": "1s", "body_timeout": "1s", "in_flight": 2, "header_bytes": 16384,
-          "scoring_timeout": "1ms"}
+LIMITS = {"header_timeout": "1s", "body_timeout": "1s", "in_flight": 2, "header_bytes": 16384, "scoring_timeout": "1ms"}
 ORIGIN = "https://app.example"
 
 
 def _records(frame):
-    return [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in frame.to_dict(orient="records")]
+    return [
+        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in frame.to_dict(orient="records")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,12 @@ def limited(trained, start_server, tmp_path, write_spec):
     """A server under a spec with short time limits, a two-request in-flight cap and a private log folder."""
     folder = tmp_path / "specs"
     write_spec(folder, {"serving.limits": LIMITS, "serving.cors_origins": [ORIGIN]}, name="flight_delay.yaml")
-    return start_server("--model-dir", str(trained[1][0]), log_path=tmp_path / "private" / "log.sqlite",
-                        env={"ML_PLATFORM_SPECS": str(folder)})
+    return start_server(
+        "--model-dir",
+        str(trained[1][0]),
+        log_path=tmp_path / "private" / "log.sqlite",
+        env={"ML_PLATFORM_SPECS": str(folder)},
+    )
 
 
 def _nested(depth: int, leaf=1) -> bytes:
@@ -62,19 +67,37 @@ def _hostile_cases(row: dict) -> list[tuple[str, object, int, str]]:
     return [
         ("value nested 1000 deep", _with_raw(row, "distance", _nested(1000)), 422, "instances[0].distance"),
         ("category nested 1000 deep", _with_raw(row, "origin", _nested(1000, "JFK")), 422, "instances[0].origin"),
-        ("event time nested 300 deep", _with_raw(row, "scheduled_departure", _nested(300, "2013-06-01")), 422,
-         "instances[0].scheduled_departure"),
+        (
+            "event time nested 300 deep",
+            _with_raw(row, "scheduled_departure", _nested(300, "2013-06-01")),
+            422,
+            "instances[0].scheduled_departure",
+        ),
         ("object as value", {"instances": [{**row, "temp": {"a": {"b": 1}}}]}, 422, "instances[0].temp"),
-        ("list as column name", {"dataframe_split": {"columns": [[1]], "data": [[1]]}}, 422,
-         "dataframe_split.columns[0]"),
-        ("object as column name", {"dataframe_split": {"columns": [{"a": 1}, *columns], "data": [[1, *values]]}},
-         422, "dataframe_split.columns[0]"),
-        ("integer column name beside the features", {"dataframe_split": {"columns": [*columns, 7],
-                                                                          "data": [[*values, 1]]}}, 422,
-         f"dataframe_split.columns[{len(columns)}]"),
-        ("null column name beside the features", {"dataframe_split": {"columns": [*columns, None],
-                                                                       "data": [[*values, 1]]}}, 422,
-         f"dataframe_split.columns[{len(columns)}]"),
+        (
+            "list as column name",
+            {"dataframe_split": {"columns": [[1]], "data": [[1]]}},
+            422,
+            "dataframe_split.columns[0]",
+        ),
+        (
+            "object as column name",
+            {"dataframe_split": {"columns": [{"a": 1}, *columns], "data": [[1, *values]]}},
+            422,
+            "dataframe_split.columns[0]",
+        ),
+        (
+            "integer column name beside the features",
+            {"dataframe_split": {"columns": [*columns, 7], "data": [[*values, 1]]}},
+            422,
+            f"dataframe_split.columns[{len(columns)}]",
+        ),
+        (
+            "null column name beside the features",
+            {"dataframe_split": {"columns": [*columns, None], "data": [[*values, 1]]}},
+            422,
+            f"dataframe_split.columns[{len(columns)}]",
+        ),
         ("NUL in a category", {"instances": [{**row, "origin": "JF\x00K"}]}, 422, "instances[0].origin"),
         ("900 KB category", {"instances": [{**row, "carrier": "x" * 900_000}]}, 422, "instances[0].carrier"),
         ("instances of numbers", {"instances": [1, 2]}, 422, "instances[0]"),
@@ -85,8 +108,12 @@ def test_every_hostile_body_gets_a_4xx_naming_the_field(trained, start_server, r
     server = start_server("--model-dir", str(trained[1][0]))
     failures = []
     for case, body, status, field in _hostile_cases(row):
-        response = requests.post(server.predict_url(), data=body if isinstance(body, bytes) else orjson.dumps(body),
-                                 headers={"Content-Type": "application/json"}, timeout=10)
+        response = requests.post(
+            server.predict_url(),
+            data=body if isinstance(body, bytes) else orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
         answer = response.json()
         fields = [e["field"] for e in answer.get("errors", [])]
         if response.status_code != status or field not in fields:
@@ -115,8 +142,11 @@ def test_unknown_fields_are_never_stored_and_a_bad_batch_says_how_many_errors(tr
 
 
 def test_protocol_details(trained, start_server, row):
-    server = start_server("--model-dir", str(trained[1][0]), env={"ML_PLATFORM_API_TOKEN": "s3cret",
-                                                                   "ML_PLATFORM_METRICS_TOKEN": "scrape"})
+    server = start_server(
+        "--model-dir",
+        str(trained[1][0]),
+        env={"ML_PLATFORM_API_TOKEN": "s3cret", "ML_PLATFORM_METRICS_TOKEN": "scrape"},
+    )
     body = {"instances": [row]}
     refused = requests.post(server.predict_url(), json=body, timeout=5)
     assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
@@ -124,8 +154,9 @@ def test_protocol_details(trained, start_server, row):
     assert lower.status_code == 200, "the auth scheme is case-insensitive"
     assert lower.headers.get("server", "") == "", "no server banner"
     auth = {"Authorization": "Bearer s3cret"}
-    text = requests.post(server.predict_url(), data=orjson.dumps(body), timeout=5,
-                         headers={**auth, "Content-Type": "text/plain"})
+    text = requests.post(
+        server.predict_url(), data=orjson.dumps(body), timeout=5, headers={**auth, "Content-Type": "text/plain"}
+    )
     assert text.status_code == 415 and text.json()["errors"][0]["field"] == "content-type"
     wrong_method = requests.put(server.predict_url(), json=body, headers=auth, timeout=5)
     assert wrong_method.status_code == 405 and "POST" in wrong_method.headers["allow"]
@@ -171,16 +202,21 @@ def test_time_and_size_limits_close_what_they_refuse(limited, row):
     half.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n".encode())  # headers never finished
     assert _read_until_closed(half)[1] < 5
     short = _connect(limited)  # a body that promises more than it sends
-    short.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  f"Content-Length: 1000\r\n\r\n{{\"instances\": [".encode())
+    short.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f'Content-Length: 1000\r\n\r\n{{"instances": ['.encode()
+    )
     answer, took = _read_until_closed(short)
     assert answer.startswith(b"HTTP/1.1 408") and took < 5
     huge_header = _connect(limited)
     huge_header.sendall(f"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: {'a' * 200_000}\r\n\r\n".encode())
     assert _read_until_closed(huge_header)[0].startswith(b"HTTP/1.1 431")
     too_large = _connect(limited)  # 413 on a keep-alive connection: answered and closed, the rest never read
-    too_large.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      f"Content-Length: 100000000\r\n\r\n".encode() + b" " * 65536)
+    too_large.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: 100000000\r\n\r\n".encode()
+        + b" " * 65536
+    )
     answer, took = _read_until_closed(too_large)
     assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower() and took < 5
     assert requests.get(f"{limited.url}/health", timeout=5).status_code == 200
@@ -260,31 +296,47 @@ def test_heavy_requests_do_not_hold_up_health_checks(trained, start_server):
 
 def _self_signed(folder):
     """A certificate for 127.0.0.1 and its PKCS#8 key, made here (no network, no CA)."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .sign(key, hashes.SHA256()))
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
     certfile, keyfile = folder / "cert.pem", folder / "key.pem"
     certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    keyfile.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return certfile, keyfile
 
 
 def test_tls(trained, start_server, tmp_path, row):
     certfile, keyfile = _self_signed(tmp_path)
-    server = start_server("--model-dir", str(trained[1][0]), "--ssl-certfile", str(certfile),
-                          "--ssl-keyfile", str(keyfile), scheme="https", verify=str(certfile))
+    server = start_server(
+        "--model-dir",
+        str(trained[1][0]),
+        "--ssl-certfile",
+        str(certfile),
+        "--ssl-keyfile",
+        str(keyfile),
+        scheme="https",
+        verify=str(certfile),
+    )
     answer = requests.post(server.predict_url(), json={"instances": [row]}, timeout=5, verify=str(certfile))
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
     with pytest.raises(requests.exceptions.SSLError):

@@ -26,8 +26,13 @@ OLD_KEYS = ["predictions", "model", "version", "request_id"]
 
 def _frame(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"size": rng.normal(size=n), "speed": rng.uniform(0, 10, size=n),
-                          "shape": rng.choice(["round", "square", "flat"], size=n).astype(object)})
+    frame = pd.DataFrame(
+        {
+            "size": rng.normal(size=n),
+            "speed": rng.uniform(0, 10, size=n),
+            "shape": rng.choice(["round", "square", "flat"], size=n).astype(object),
+        }
+    )
     frame.loc[rng.choice(n, n // 15, replace=False), "speed"] = np.nan
     frame.loc[rng.choice(n, n // 15, replace=False), "shape"] = None
     return frame
@@ -42,8 +47,11 @@ def _save(folder, task: str, codes: np.ndarray, frame: pd.DataFrame, manifest: d
     encoder = FeatureEncoder.fit(frame, ["size", "speed"], ["shape"])
     objective = {"objective": "multiclass", "num_class": 3} if task == "multiclass" else {"objective": task}
     data = lgb.Dataset(encoder.transform(frame), codes, feature_name=encoder.names, categorical_feature=[2])
-    booster = lgb.train({**objective, "num_leaves": 7, "min_data_in_leaf": 10, "verbose": -1, "seed": 0,
-                         "deterministic": True}, data, num_boost_round=20)
+    booster = lgb.train(
+        {**objective, "num_leaves": 7, "min_data_in_leaf": 10, "verbose": -1, "seed": 0, "deterministic": True},
+        data,
+        num_boost_round=20,
+    )
     model = Model(booster, encoder, {"task": task, "target": "outcome", **manifest})
     model.save(folder)
     return Model.load(folder)
@@ -83,8 +91,7 @@ def _predict(server, rows: list[dict], **extra) -> requests.Response:
 
 def _validator(server, name: str) -> jsonschema.Draft202012Validator:
     doc = requests.get(f"{server.url}/openapi.json", timeout=5).json()
-    return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}",
-                                            "components": doc["components"]})
+    return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": doc["components"]})
 
 
 def test_multiclass_answers_labels_probabilities_and_the_explained_class(models, start_server):
@@ -95,7 +102,7 @@ def test_multiclass_answers_labels_probabilities_and_the_explained_class(models,
     assert plain["predictions"] == model.predict(rows).tolist()  # unchanged: class order, unnamed
     assert plain["labels"] == model.predict_labels(rows)
     assert set(plain["labels"]) == set(AIRPORTS), "every class is predicted for some row"
-    for row, probabilities, label in zip(plain["predictions"], plain["probabilities"], plain["labels"]):
+    for row, probabilities, label in zip(plain["predictions"], plain["probabilities"], plain["labels"], strict=True):
         assert list(probabilities) == AIRPORTS and list(probabilities.values()) == row
         assert abs(sum(row) - 1) < 1e-9 and max(probabilities, key=probabilities.get) == label
     explained = _predict(server, _records(rows), explain=True).json()
@@ -114,11 +121,17 @@ def test_multiclass_v2_metadata_and_infer_carry_a_label(models, start_server):
     model, rows = models[1]["multiclass"], models[2].dropna().head(7)
     server = start_server("--model-dir", _folder(models, "multiclass"))
     metadata = requests.get(f"{server.url}/v2/models/flight_delay", timeout=5).json()
-    assert metadata["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1, 3]},
-                                   {"name": "label", "datatype": "BYTES", "shape": [-1]}]
-    body = {"inputs": [{"name": "size", "datatype": "FP64", "shape": [7], "data": rows["size"].tolist()},
-                       {"name": "speed", "datatype": "FP64", "shape": [7], "data": rows["speed"].tolist()},
-                       {"name": "shape", "datatype": "BYTES", "shape": [7], "data": rows["shape"].tolist()}]}
+    assert metadata["outputs"] == [
+        {"name": "predict", "datatype": "FP64", "shape": [-1, 3]},
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+    ]
+    body = {
+        "inputs": [
+            {"name": "size", "datatype": "FP64", "shape": [7], "data": rows["size"].tolist()},
+            {"name": "speed", "datatype": "FP64", "shape": [7], "data": rows["speed"].tolist()},
+            {"name": "shape", "datatype": "BYTES", "shape": [7], "data": rows["shape"].tolist()},
+        ]
+    }
     url = f"{server.url}/v2/models/flight_delay/infer"
     both = requests.post(url, json=body, timeout=10).json()["outputs"]
     assert [o["name"] for o in both] == ["predict", "label"]
@@ -139,16 +152,21 @@ def test_pyfunc_answers_what_the_v1_route_answers(models, start_server, tmp_path
     server = start_server("--model-dir", _folder(models, "multiclass"))
     v1 = _predict(server, _records(rows)).json()
     path = tmp_path / "pyfunc"
-    mlflow.pyfunc.save_model(str(path), python_model=str(PYFUNC),
-                             artifacts={"model": _folder(models, "multiclass")}, pip_requirements=[])
+    mlflow.pyfunc.save_model(
+        str(path), python_model=str(PYFUNC), artifacts={"model": _folder(models, "multiclass")}, pip_requirements=[]
+    )
     answered = mlflow.pyfunc.load_model(str(path)).predict(rows)
     assert list(answered.columns) == ["prediction", "label", "probabilities"]
     assert answered["prediction"].tolist() == v1["predictions"]
     assert answered["label"].tolist() == v1["labels"]
     assert answered["probabilities"].tolist() == v1["probabilities"]
     for name in ("yes_no", "regression"):
-        mlflow.pyfunc.save_model(str(tmp_path / name), python_model=str(PYFUNC),
-                                 artifacts={"model": _folder(models, name)}, pip_requirements=[])
+        mlflow.pyfunc.save_model(
+            str(tmp_path / name),
+            python_model=str(PYFUNC),
+            artifacts={"model": _folder(models, name)},
+            pip_requirements=[],
+        )
     binary = mlflow.pyfunc.load_model(str(tmp_path / "yes_no")).predict(rows)
     assert list(binary.columns) == ["prediction", "label"]
     assert binary["prediction"].tolist() == models[1]["yes_no"].predict(rows).tolist()
@@ -162,8 +180,14 @@ def test_a_0_1_model_keeps_its_old_answer_byte_for_byte_and_adds_labels(models, 
     response = _predict(server, _records(rows))
     body = response.json()
     assert list(body) == [*OLD_KEYS, "labels"]
-    before = orjson.dumps({"predictions": model.predict(rows).tolist(), "model": "flight_delay",
-                           "version": body["version"], "request_id": body["request_id"]})
+    before = orjson.dumps(
+        {
+            "predictions": model.predict(rows).tolist(),
+            "model": "flight_delay",
+            "version": body["version"],
+            "request_id": body["request_id"],
+        }
+    )
     assert response.content.startswith(before[:-1] + b',"labels":[')
     assert body["labels"] == [int(p >= 0.5) for p in body["predictions"]]
     assert all(type(label) is int for label in body["labels"]) and set(body["labels"]) == {0, 1}
@@ -217,8 +241,11 @@ def test_hostile_explain_on_many_multiclass_rows_and_empty_instances(models, sta
     assert body["explained_class"] == body["labels"] == model.predict_labels(rows)
     one = _predict(server, _records(rows.head(1)), explain=True).json()
     assert one["labels"] == body["labels"][:1] and len(one["probabilities"]) == 1
-    for empty in ({"instances": []}, {"instances": [], "explain": True},
-                  {"dataframe_split": {"columns": ["size", "speed", "shape"], "data": []}}):
+    for empty in (
+        {"instances": []},
+        {"instances": [], "explain": True},
+        {"dataframe_split": {"columns": ["size", "speed", "shape"], "data": []}},
+    ):
         refused = requests.post(server.predict_url(), json=empty, timeout=10)
         assert refused.status_code == 422, (empty, refused.text)
         assert "labels" not in refused.json()

@@ -43,17 +43,20 @@ def test_the_instance_is_the_models_schema():
     assert doc["components"]["schemas"]["DataframeSplit"]["properties"]["data"]["maxItems"] == 50
 
 
-@pytest.mark.parametrize("body, valid", [
-    ({"instances": [{"distance": 1.0, "dep_hour": None, "carrier": "UA"}]}, True),
-    ({"instances": [{"distance": 1, "dep_hour": 9, "carrier": "UA"}], "explain": True}, True),
-    ({"dataframe_split": {"columns": ["distance", "dep_hour", "carrier"], "data": [[1.0, None, "UA"]]}}, True),
-    ({"instances": [{"distance": None, "dep_hour": 9, "carrier": "UA"}]}, False),
-    ({"instances": [{"distance": "far", "dep_hour": 9, "carrier": "UA"}]}, False),
-    ({"instances": [{"dep_hour": 9, "carrier": "UA"}]}, False),
-    ({"instances": []}, False),
-    ({"instances": [{"distance": 1.0, "dep_hour": 9, "carrier": "UA"}] * 51}, False),
-    ({"rows": []}, False),
-])
+@pytest.mark.parametrize(
+    "body, valid",
+    [
+        ({"instances": [{"distance": 1.0, "dep_hour": None, "carrier": "UA"}]}, True),
+        ({"instances": [{"distance": 1, "dep_hour": 9, "carrier": "UA"}], "explain": True}, True),
+        ({"dataframe_split": {"columns": ["distance", "dep_hour", "carrier"], "data": [[1.0, None, "UA"]]}}, True),
+        ({"instances": [{"distance": None, "dep_hour": 9, "carrier": "UA"}]}, False),
+        ({"instances": [{"distance": "far", "dep_hour": 9, "carrier": "UA"}]}, False),
+        ({"instances": [{"dep_hour": 9, "carrier": "UA"}]}, False),
+        ({"instances": []}, False),
+        ({"instances": [{"distance": 1.0, "dep_hour": 9, "carrier": "UA"}] * 51}, False),
+        ({"rows": []}, False),
+    ],
+)
 def test_the_request_schema_agrees_with_the_endpoints_validation(body, valid):
     doc = document("flight_delay", SCHEMA, max_rows=50)
     predict = doc["paths"]["/v1/models/flight_delay/predict"]["post"]
@@ -65,8 +68,14 @@ def test_the_request_schema_agrees_with_the_endpoints_validation(body, valid):
 
 def test_responses_security_and_routes():
     doc = document("flight_delay", SCHEMA)
-    assert set(doc["paths"]) == {"/v1/models/flight_delay/predict", "/v1/models/flight_delay", "/health", "/ready",
-                                 "/metrics", "/openapi.json"}
+    assert set(doc["paths"]) == {
+        "/v1/models/flight_delay/predict",
+        "/v1/models/flight_delay",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+    }
     assert doc["paths"]["/openapi.json"]["get"]["security"] == [{"bearer": []}]
     assert doc["paths"]["/health"]["get"]["security"] == []
     assert doc["paths"]["/metrics"]["get"]["security"] == [{"metrics_bearer": []}]
@@ -74,16 +83,26 @@ def test_responses_security_and_routes():
     assert set(predict["responses"]) == {"200", "400", "401", "405", "408", "413", "415", "422", "503"}
     assert predict["security"] == [{"bearer": []}]
     assert doc["components"]["securitySchemes"]["bearer"] == {
-        "type": "http", "scheme": "bearer", "description": "Required when the endpoint has a token."}
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Required when the endpoint has a token.",
+    }
     error = doc["components"]["schemas"]["ErrorResponse"]
     assert error["required"] == ["error"]
     assert set(error["properties"]) == {"error", "errors", "errors_total", "note", "request_id"}
     response = doc["components"]["schemas"]["PredictResponse"]
     assert set(response["required"]) == {"predictions", "model", "version", "request_id"}
     assert "default" not in response["properties"]["explanations"]
-    answer = {"predictions": [0.2], "model": "flight_delay", "version": "1", "request_id": "ab",
-              "explanations": [[{"feature": "distance", "contribution": 0.1}]]}
-    assert jsonschema.Draft202012Validator(_resolved(doc, {"$ref": "#/components/schemas/PredictResponse"})) \
-        .is_valid(answer)
-    assert not jsonschema.Draft202012Validator(_resolved(doc, {"$ref": "#/components/schemas/PredictResponse"})) \
-        .is_valid({**answer, "explanations": None})
+    answer = {
+        "predictions": [0.2],
+        "model": "flight_delay",
+        "version": "1",
+        "request_id": "ab",
+        "explanations": [[{"feature": "distance", "contribution": 0.1}]],
+    }
+    assert jsonschema.Draft202012Validator(_resolved(doc, {"$ref": "#/components/schemas/PredictResponse"})).is_valid(
+        answer
+    )
+    assert not jsonschema.Draft202012Validator(
+        _resolved(doc, {"$ref": "#/components/schemas/PredictResponse"})
+    ).is_valid({**answer, "explanations": None})

@@ -14,20 +14,39 @@ from pathlib import Path
 import pandas as pd
 
 from ml_platform.serving.log_pruning import file_bytes
-from ml_platform.serving.prediction_log import (COLUMNS, PredictionLog, connect, log_path, logged_rows,
-                                               read_log)
+from ml_platform.serving.prediction_log import COLUMNS, PredictionLog, connect, log_path, logged_rows, read_log
 
 DAY, NEXT_DAY = datetime(2013, 6, 3), datetime(2013, 6, 4)
 
 
-def _entry(request_id: str, arrived: datetime, rows: list[dict], outputs: list, version: str = "1",
-           shadow_version: str | None = None, shadow_outputs: list | None = None, routed: str = "champion") -> tuple:
-    return (request_id, arrived.timestamp(), "flight_delay", version, len(rows), json.dumps(rows),
-            json.dumps(outputs), 1.5, shadow_version, json.dumps(shadow_outputs) if shadow_outputs else None, routed)
+def _entry(
+    request_id: str,
+    arrived: datetime,
+    rows: list[dict],
+    outputs: list,
+    version: str = "1",
+    shadow_version: str | None = None,
+    shadow_outputs: list | None = None,
+    routed: str = "champion",
+) -> tuple:
+    return (
+        request_id,
+        arrived.timestamp(),
+        "flight_delay",
+        version,
+        len(rows),
+        json.dumps(rows),
+        json.dumps(outputs),
+        1.5,
+        shadow_version,
+        json.dumps(shadow_outputs) if shadow_outputs else None,
+        routed,
+    )
 
 
 def _write(path: Path, entries: list[tuple]) -> None:
     """Append through the server's writer: each append returns once its row is committed."""
+
     async def append_all() -> None:
         log = PredictionLog(path)
         try:
@@ -47,21 +66,48 @@ def test_the_log_lives_under_the_home_by_model(tmp_path):
 def test_rows_are_placed_by_event_time_else_arrival_within_the_window(tmp_path):
     path = log_path(tmp_path, "flight_delay")
     late_evening = datetime(2013, 6, 2, 23, 0)
-    _write(path, [
-        # replayed rows carry their event time: they land on their own day whenever they arrived
-        _entry("a", late_evening, [{"ts": "2013-06-03 00:00:00", "x": 1}, {"ts": "2013-06-04 00:00:00", "x": 2},
-                                   {"ts": "2013-06-03 23:59:59", "x": 3}], [0.1, 0.2, 0.3]),
-        # no event time, or one that does not parse: the arrival time decides
-        _entry("b", datetime(2013, 6, 3, 12), [{"x": 4}, {"ts": "not a time", "x": 5}], [0.4, 0.5]),
-        _entry("c", NEXT_DAY, [{"x": 6}], [0.6]),
-        # the other version scored beside the answer, and the route
-        _entry("d", late_evening, [{"ts": "2013-06-03 08:00:00", "x": 7}, {"ts": "2013-06-03 09:00:00", "x": 8}],
-               [0.7, 0.8], version="2", shadow_version="1", shadow_outputs=[0.71, 0.81], routed="canary"),
-    ])
+    _write(
+        path,
+        [
+            # replayed rows carry their event time: they land on their own day whenever they arrived
+            _entry(
+                "a",
+                late_evening,
+                [
+                    {"ts": "2013-06-03 00:00:00", "x": 1},
+                    {"ts": "2013-06-04 00:00:00", "x": 2},
+                    {"ts": "2013-06-03 23:59:59", "x": 3},
+                ],
+                [0.1, 0.2, 0.3],
+            ),
+            # no event time, or one that does not parse: the arrival time decides
+            _entry("b", datetime(2013, 6, 3, 12), [{"x": 4}, {"ts": "not a time", "x": 5}], [0.4, 0.5]),
+            _entry("c", NEXT_DAY, [{"x": 6}], [0.6]),
+            # the other version scored beside the answer, and the route
+            _entry(
+                "d",
+                late_evening,
+                [{"ts": "2013-06-03 08:00:00", "x": 7}, {"ts": "2013-06-03 09:00:00", "x": 8}],
+                [0.7, 0.8],
+                version="2",
+                shadow_version="1",
+                shadow_outputs=[0.71, 0.81],
+                routed="canary",
+            ),
+        ],
+    )
     rows = logged_rows(path, "ts", DAY, NEXT_DAY)
     assert rows["x"].tolist() == [1, 3, 4, 5, 7, 8], "[start, end): the start is in, the end is out"
-    assert list(rows.columns) == ["ts", "x", "prediction", "_probabilities", "_version", "_shadow_version",
-                                  "_shadow_prediction", "_routed"]
+    assert list(rows.columns) == [
+        "ts",
+        "x",
+        "prediction",
+        "_probabilities",
+        "_version",
+        "_shadow_version",
+        "_shadow_prediction",
+        "_routed",
+    ]
     assert rows["_probabilities"].isna().all()
     assert rows["prediction"].tolist() == [0.1, 0.3, 0.4, 0.5, 0.7, 0.8]
     assert rows["_version"].tolist() == ["1", "1", "1", "1", "2", "2"]
@@ -79,8 +125,10 @@ def test_multiclass_outputs_are_kept_out_of_the_prediction_column(tmp_path):
     path = tmp_path / "log.sqlite"
     connection = connect(path)
     columns = ", ".join(COLUMNS)
-    connection.execute(f"INSERT INTO predictions ({columns}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                       _entry("m", datetime(2013, 6, 3, 6), [{"x": 1}], [[0.2, 0.5, 0.3]]))
+    connection.execute(
+        f"INSERT INTO predictions ({columns}) VALUES ({', '.join('?' * len(COLUMNS))})",
+        _entry("m", datetime(2013, 6, 3, 6), [{"x": 1}], [[0.2, 0.5, 0.3]]),
+    )
     connection.close()
     rows = logged_rows(path, "ts", DAY, NEXT_DAY)
     assert rows["x"].tolist() == [1] and rows["prediction"].isna().all()
@@ -88,8 +136,19 @@ def test_multiclass_outputs_are_kept_out_of_the_prediction_column(tmp_path):
 
 def test_multiclass_probabilities_reach_monitoring_in_their_own_column(tmp_path):
     path = tmp_path / "log.sqlite"
-    _write(path, [_entry("m", datetime(2013, 6, 3, 6), [{"x": 1}, {"x": 2}], [[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]],
-                         shadow_version="2", shadow_outputs=[[0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])])
+    _write(
+        path,
+        [
+            _entry(
+                "m",
+                datetime(2013, 6, 3, 6),
+                [{"x": 1}, {"x": 2}],
+                [[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]],
+                shadow_version="2",
+                shadow_outputs=[[0.1, 0.8, 0.1], [0.3, 0.3, 0.4]],
+            )
+        ],
+    )
     rows = logged_rows(path, "ts", DAY, NEXT_DAY)
     assert rows["_probabilities"].tolist() == [[0.2, 0.5, 0.3], [0.6, 0.3, 0.1]]
     assert rows["prediction"].isna().all() and rows["_shadow_prediction"].tolist()[1] == [0.3, 0.3, 0.4]
@@ -107,10 +166,21 @@ def test_no_log_or_an_empty_log_is_no_rows(tmp_path):
 
 # --- private, whitelisted, bounded -------------------------------------------------------------------------------
 
-MANIFEST = {"features": {"numeric": ["distance", "temp"], "categorical": ["carrier", "dest"], "levels": {}},
-            "timestamp": "scheduled_departure", "key": "flight_id"}
-REQUEST = {"distance": 1400.0, "temp": 61, "carrier": "UA", "dest": "IAH", "scheduled_departure": "2013-06-03 05:15",
-           "flight_id": "UA1545", "ssn": "123-45-6789", "email": "someone@example.com"}
+MANIFEST = {
+    "features": {"numeric": ["distance", "temp"], "categorical": ["carrier", "dest"], "levels": {}},
+    "timestamp": "scheduled_departure",
+    "key": "flight_id",
+}
+REQUEST = {
+    "distance": 1400.0,
+    "temp": 61,
+    "carrier": "UA",
+    "dest": "IAH",
+    "scheduled_departure": "2013-06-03 05:15",
+    "flight_id": "UA1545",
+    "ssn": "123-45-6789",
+    "email": "someone@example.com",
+}
 
 
 def _mode(path) -> int:
@@ -119,9 +189,10 @@ def _mode(path) -> int:
 
 def _append_rows(log: PredictionLog, entries: list[tuple], at_once: int = 1) -> None:
     """Append `at_once` requests at a time (about one commit batch), each awaited until acknowledged."""
+
     async def append_all() -> None:
         for start in range(0, len(entries), at_once):
-            await asyncio.gather(*(log.append(entry) for entry in entries[start:start + at_once]))
+            await asyncio.gather(*(log.append(entry) for entry in entries[start : start + at_once]))
 
     asyncio.run(append_all())
 
@@ -161,8 +232,12 @@ def test_only_the_models_fields_are_stored_and_redacted_ones_as_keyed_hashes(tmp
         assert request[0] == REQUEST, "the request's rows are not changed"
         assert "ssn" not in first and "email" not in first, "unknown fields are never stored"
         assert list(first) == ["distance", "temp", "carrier", "dest", "scheduled_departure", "flight_id"]
-        assert {k: first[k] for k in ("distance", "carrier", "scheduled_departure", "flight_id")} == \
-            {"distance": 1400.0, "carrier": "UA", "scheduled_departure": "2013-06-03 05:15", "flight_id": "UA1545"}
+        assert {k: first[k] for k in ("distance", "carrier", "scheduled_departure", "flight_id")} == {
+            "distance": 1400.0,
+            "carrier": "UA",
+            "scheduled_departure": "2013-06-03 05:15",
+            "flight_id": "UA1545",
+        }
         assert re.fullmatch("[0-9a-f]{16}", first["dest"]) and re.fullmatch("[0-9a-f]{16}", first["temp"])
         assert first["dest"] == third["dest"] and first["temp"] != second["temp"], "equal values, equal hashes"
         assert second["dest"] is None, "a missing value stays missing"
@@ -196,8 +271,11 @@ def test_retention_deletes_rows_older_than_it_and_only_those(tmp_path):
     now = datetime.now()
     log = PredictionLog(path, retention=timedelta(days=30), prune_interval_s=3600)
     try:
-        _append_rows(log, [_entry(f"old{i}", now - timedelta(days=31 + i), [{"x": i}], [0.1]) for i in range(5)]
-                     + [_entry(f"new{i}", now - timedelta(days=29, hours=i), [{"x": i}], [0.1]) for i in range(5)])
+        _append_rows(
+            log,
+            [_entry(f"old{i}", now - timedelta(days=31 + i), [{"x": i}], [0.1]) for i in range(5)]
+            + [_entry(f"new{i}", now - timedelta(days=29, hours=i), [{"x": i}], [0.1]) for i in range(5)],
+        )
         result = log.prune()
         assert result["expired"] == 5 and result["over_size"] == 0
         assert sorted(read_log(path)["request_id"]) == [f"new{i}" for i in range(5)]
@@ -216,8 +294,9 @@ def test_the_size_cap_holds_the_file_under_it_while_appends_go_on(tmp_path):
         log.prune()  # the cap holds after each pass (between passes the file grows by what arrives)
         assert file_bytes(path) <= cap, f"{file_bytes(path)} bytes over the {cap}-byte cap"
         kept = read_log(path)["request_id"].tolist()
-        assert 0 < len(kept) < 5000 and kept == [f"r{i}" for i in range(5000 - len(kept), 5000)], \
+        assert 0 < len(kept) < 5000 and kept == [f"r{i}" for i in range(5000 - len(kept), 5000)], (
             "the oldest rows go first; the newest are kept"
+        )
         connection = sqlite3.connect(path)
         assert connection.execute("PRAGMA auto_vacuum").fetchone() == (2,), "a new log gives space back"
         connection.close()
@@ -233,8 +312,10 @@ def test_pruning_beside_two_writers_never_loses_an_acknowledged_recent_row(tmp_p
 
     async def traffic(log: PredictionLog, name: str) -> None:
         for i in range(600):  # old rows arrive too (as if replayed from long ago) and are pruned meanwhile
-            await asyncio.gather(log.append(_entry(f"{name}-new{i}", now, [{"x": i}], [0.5])),
-                                 log.append(_entry(f"{name}-old{i}", now - timedelta(days=2), [{"x": i}], [0.5])))
+            await asyncio.gather(
+                log.append(_entry(f"{name}-new{i}", now, [{"x": i}], [0.5])),
+                log.append(_entry(f"{name}-old{i}", now - timedelta(days=2), [{"x": i}], [0.5])),
+            )
 
     async def both() -> None:
         await asyncio.gather(traffic(one, "a"), traffic(two, "b"))
@@ -256,8 +337,10 @@ def test_an_older_log_without_meta_or_auto_vacuum_keeps_working(tmp_path):
     old = sqlite3.connect(path, isolation_level=None)
     old.execute("PRAGMA journal_mode=WAL")
     old.executescript(_OLD_SCHEMA)
-    old.executemany(f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-                    [_entry(f"o{i}", DAY, [{"x": i, "pad": "p" * 800}], [0.1]) for i in range(3000)])
+    old.executemany(
+        f"INSERT INTO predictions ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+        [_entry(f"o{i}", DAY, [{"x": i, "pad": "p" * 800}], [0.1]) for i in range(3000)],
+    )
     old.close()
     assert len(read_log(path)) == 3000 and len(logged_rows(path, "ts", DAY, NEXT_DAY)) == 3000
     before = file_bytes(path)

@@ -20,17 +20,32 @@ from ml_platform_tests.serving.conftest import free_port
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in frame.to_dict(orient="records")]
+    return [
+        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in frame.to_dict(orient="records")
+    ]
 
 
 def _tracking_server(store_uri: str, port: int, log: Path) -> subprocess.Popen:
     """`mlflow server` on the test's registry store, in its own process group, once it answers."""
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", store_uri,
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--backend-store-uri",
+            store_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+    )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         assert process.poll() is None, log.read_text()[-2000:]
@@ -53,28 +68,46 @@ def _ready(server) -> dict:
 
 
 def test_the_endpoint_keeps_serving_and_says_why_while_the_tracking_server_is_down(
-        trained, registry_store, start_server, tmp_path):
-    spec, folders, holdout = trained
+    trained, registry_store, start_server, tmp_path
+):
+    _spec, folders, holdout = trained
     store_uri, _ = registry_store
     port = free_port()
     tracking = _tracking_server(store_uri, port, tmp_path / "mlflow.log")
     try:
         url = f"http://127.0.0.1:{port}"  # the registry too: the fixture's SQLite URIs are in this environment
-        server = start_server("--reload-interval", "0.5", env={
-            "MLFLOW_TRACKING_URI": url, "MLFLOW_REGISTRY_URI": url, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-            "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"})
+        server = start_server(
+            "--reload-interval",
+            "0.5",
+            env={
+                "MLFLOW_TRACKING_URI": url,
+                "MLFLOW_REGISTRY_URI": url,
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": "3",
+            },
+        )
         assert _ready(server) == {"ready": True, "version": "1", "registry": "ok"}
 
         # the deploy step, given the service: verifies version and smoke rows, starts nothing
         rows = _records(holdout.head(5))
         expected = Model.load(folders[0]).predict(holdout.head(5))
-        deployed = deploy("local", "flight_delay", "1", 1, tmp_path / "deploy_home", rows, expected, {},
-                          service_url=server.url)
+        deployed = deploy(
+            "local", "flight_delay", "1", 1, tmp_path / "deploy_home", rows, expected, {}, service_url=server.url
+        )
         assert deployed.smoke.passed and deployed.details == {"process": "endpoint service"}
         assert not (tmp_path / "deploy_home").exists(), "nothing was started"
         with pytest.raises(DeployError, match="ML_PLATFORM_ENDPOINTS"):
-            deploy("local", "flight_delay", "1", 1, tmp_path / "deploy_home", rows, expected, {},
-                   service_url=f"http://127.0.0.1:{free_port()}")
+            deploy(
+                "local",
+                "flight_delay",
+                "1",
+                1,
+                tmp_path / "deploy_home",
+                rows,
+                expected,
+                {},
+                service_url=f"http://127.0.0.1:{free_port()}",
+            )
 
         _stop(tracking)
         deadline = time.monotonic() + 30

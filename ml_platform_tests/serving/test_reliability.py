@@ -18,8 +18,10 @@ from ml_platform.serving.prediction_log import read_log
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in frame.to_dict(orient="records")]
+    return [
+        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in frame.to_dict(orient="records")
+    ]
 
 
 async def _load(url: str, rows: list[dict], connections: int, seconds: float, on_started=None) -> dict:
@@ -40,7 +42,7 @@ async def _load(url: str, rows: list[dict], connections: int, seconds: float, on
                     payload = await response.json()
                     if response.status == 200:
                         answered.append(payload["request_id"])
-            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (TimeoutError, aiohttp.ClientError) as error:
                 errors.append(type(error).__name__)
                 await asyncio.sleep(0.05)
 
@@ -54,7 +56,7 @@ async def _load(url: str, rows: list[dict], connections: int, seconds: float, on
 
 
 def test_sixty_seconds_at_32_connections(trained, start_server):
-    spec, folders, holdout = trained
+    _spec, folders, holdout = trained
     server = start_server("--model-dir", str(folders[0]), "--workers", "2")
     result = asyncio.run(_load(server.predict_url(), _records(holdout.head(500)), connections=32, seconds=60))
     assert result["errors"] == []
@@ -66,30 +68,39 @@ def test_sixty_seconds_at_32_connections(trained, start_server):
 
 
 @pytest.mark.parametrize("workers, fsync", [(1, True), (2, True), (1, False)])
-def test_kill_minus_9_under_load_keeps_every_answered_prediction(trained, start_server, workers, fsync, tmp_path,
-                                                                 write_spec):
+def test_kill_minus_9_under_load_keeps_every_answered_prediction(
+    trained, start_server, workers, fsync, tmp_path, write_spec
+):
     """Every worker process commits a request's log row before answering it, so killing the whole server
     (main process and workers) loses no answered prediction; without fsync too (`serving.log.fsync: false`
     gives up only power-loss safety: a committed row is in the OS's cache)."""
-    spec, folders, holdout = trained
+    _spec, folders, holdout = trained
     folder = tmp_path / "specs"
     write_spec(folder, {"serving.log": {"fsync": fsync}}, name="flight_delay.yaml")
-    server = start_server("--model-dir", str(folders[0]), "--workers", str(workers),
-                          env={"ML_PLATFORM_SPECS": str(folder)})
+    server = start_server(
+        "--model-dir", str(folders[0]), "--workers", str(workers), env={"ML_PLATFORM_SPECS": str(folder)}
+    )
 
     async def kill_soon():
         await asyncio.sleep(3)
         server.stop(signal.SIGKILL)
 
-    result = asyncio.run(_load(server.predict_url(), _records(holdout.head(500)), connections=16, seconds=5,
-                               on_started=kill_soon))
+    result = asyncio.run(
+        _load(server.predict_url(), _records(holdout.head(500)), connections=16, seconds=5, on_started=kill_soon)
+    )
     assert result["answered"], "no request was answered before the kill"
     assert result["errors"], "the kill should have cut some requests"
     connection = sqlite3.connect(server.log_path)
     assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     connection.close()
-    restarted = start_server("--model-dir", str(folders[0]), "--workers", str(workers), log_path=server.log_path,
-                             env={"ML_PLATFORM_SPECS": str(folder)})
+    restarted = start_server(
+        "--model-dir",
+        str(folders[0]),
+        "--workers",
+        str(workers),
+        log_path=server.log_path,
+        env={"ML_PLATFORM_SPECS": str(folder)},
+    )
     log = read_log(restarted.log_path)
     missing = set(result["answered"]) - set(log["request_id"])
     assert missing == set(), f"{len(missing)} answered predictions are not in the log"
@@ -101,7 +112,7 @@ def test_a_killed_worker_is_replaced_and_its_answers_stay_logged(trained, start_
     log holds every answered request of both."""
     import os
 
-    spec, folders, holdout = trained
+    _spec, folders, holdout = trained
     server = start_server("--model-dir", str(folders[0]), "--workers", "2")
     workers = _children(server.process.pid)
     assert len(workers) == 2
@@ -110,13 +121,15 @@ def test_a_killed_worker_is_replaced_and_its_answers_stay_logged(trained, start_
         await asyncio.sleep(2)
         os.kill(workers[0], signal.SIGKILL)
 
-    result = asyncio.run(_load(server.predict_url(), _records(holdout.head(300)), connections=8, seconds=8,
-                               on_started=kill_one_worker))
+    result = asyncio.run(
+        _load(server.predict_url(), _records(holdout.head(300)), connections=8, seconds=8, on_started=kill_one_worker)
+    )
     assert result["statuses"].get(200, 0) > 100
     assert not any(status >= 500 and status != 503 for status in result["statuses"]), result["statuses"]
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (len(_children(server.process.pid)) < 2
-                                           or workers[0] in _children(server.process.pid)):
+    while time.monotonic() < deadline and (
+        len(_children(server.process.pid)) < 2 or workers[0] in _children(server.process.pid)
+    ):
         time.sleep(0.2)
     assert len(_children(server.process.pid)) == 2 and workers[0] not in _children(server.process.pid)
     log = read_log(server.log_path)

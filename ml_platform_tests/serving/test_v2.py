@@ -18,10 +18,14 @@ SCHEMA = Schema(numeric=("distance", "dep_hour"), categorical=("carrier",), null
 
 def _request(**overrides) -> dict:
     """A valid two-row request: one tensor per feature."""
-    body = {"id": "r-1", "inputs": [
-        {"name": "distance", "shape": [2], "datatype": "FP64", "data": [1400.0, 760.5]},
-        {"name": "dep_hour", "shape": [2, 1], "datatype": "INT32", "data": [[9], [None]]},
-        {"name": "carrier", "shape": [2], "datatype": "BYTES", "data": ["UA", "DL"]}]}
+    body = {
+        "id": "r-1",
+        "inputs": [
+            {"name": "distance", "shape": [2], "datatype": "FP64", "data": [1400.0, 760.5]},
+            {"name": "dep_hour", "shape": [2, 1], "datatype": "INT32", "data": [[9], [None]]},
+            {"name": "carrier", "shape": [2], "datatype": "BYTES", "data": ["UA", "DL"]},
+        ],
+    }
     body.update(overrides)
     return body
 
@@ -35,12 +39,17 @@ def _with_input(k: int, **fields) -> dict:
 def test_rows_of_a_valid_request_are_the_v1_rows():
     rows, request_id = rows_of(_request(), SCHEMA, max_rows=10)
     assert request_id == "r-1"
-    assert rows == [{"distance": 1400.0, "dep_hour": 9, "carrier": "UA"},
-                    {"distance": 760.5, "dep_hour": None, "carrier": "DL"}]
+    assert rows == [
+        {"distance": 1400.0, "dep_hour": 9, "carrier": "UA"},
+        {"distance": 760.5, "dep_hour": None, "carrier": "DL"},
+    ]
     flat = _with_input(1, data=[9, None])  # shape [2, 1] sent flat, row-major
     assert rows_of(flat, SCHEMA, 10)[0] == rows
-    reordered = _request(inputs=list(reversed(_request()["inputs"])), parameters={"priority": 1},
-                         outputs=[{"name": "predict", "parameters": {"binary_data": False}}])
+    reordered = _request(
+        inputs=list(reversed(_request()["inputs"])),
+        parameters={"priority": 1},
+        outputs=[{"name": "predict", "parameters": {"binary_data": False}}],
+    )
     del reordered["id"]
     assert rows_of(reordered, SCHEMA, 10) == (rows, None)
     for datatype in ("FP16", "FP32", "INT8", "INT64", "UINT8", "UINT64"):
@@ -110,8 +119,12 @@ MALFORMED = [
     ("outputs not a list", _request(outputs={"name": "predict"}), 422, "outputs"),
     ("unknown output", _request(outputs=[{"name": "probabilities"}]), 422, "outputs[0].name"),
     ("output not an object", _request(outputs=["predict"]), 422, "outputs[0]"),
-    ("no rows", {"inputs": [{**t, "shape": [0] if len(t["shape"]) == 1 else [0, 1], "data": []}
-                            for t in _request()["inputs"]]}, 422, "inputs[0].shape"),
+    (
+        "no rows",
+        {"inputs": [{**t, "shape": [0] if len(t["shape"]) == 1 else [0, 1], "data": []} for t in _request()["inputs"]]},
+        422,
+        "inputs[0].shape",
+    ),
     ("too many rows", _with_input(0, shape=[11], data=[1.0] * 11), 413, "inputs[0].shape"),
 ]
 
@@ -142,19 +155,28 @@ def test_error_body_is_bounded():
 def test_metadata_lists_one_input_per_feature():
     metadata = model_metadata("flight_delay", "3", SCHEMA, "binary")
     assert metadata == {
-        "name": "flight_delay", "versions": ["3"], "platform": "lightgbm",
-        "inputs": [{"name": "distance", "datatype": "FP64", "shape": [-1]},
-                   {"name": "dep_hour", "datatype": "FP64", "shape": [-1]},
-                   {"name": "carrier", "datatype": "BYTES", "shape": [-1]}],
-        "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}]}
+        "name": "flight_delay",
+        "versions": ["3"],
+        "platform": "lightgbm",
+        "inputs": [
+            {"name": "distance", "datatype": "FP64", "shape": [-1]},
+            {"name": "dep_hour", "datatype": "FP64", "shape": [-1]},
+            {"name": "carrier", "datatype": "BYTES", "shape": [-1]},
+        ],
+        "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
+    }
     assert model_metadata("m", "1", SCHEMA, "multiclass", n_classes=4)["outputs"][0]["shape"] == [-1, 4]
     assert model_metadata("m", "1", SCHEMA, "regression")["outputs"][0]["shape"] == [-1]
 
 
 def test_infer_response_per_task():
     binary = infer_response("m", "2", "r-1", np.array([0.25, 0.5]), "binary")
-    assert binary == {"model_name": "m", "model_version": "2", "id": "r-1",
-                      "outputs": [{"name": "predict", "datatype": "FP64", "shape": [2], "data": [0.25, 0.5]}]}
+    assert binary == {
+        "model_name": "m",
+        "model_version": "2",
+        "id": "r-1",
+        "outputs": [{"name": "predict", "datatype": "FP64", "shape": [2], "data": [0.25, 0.5]}],
+    }
     multi = infer_response("m", "2", None, np.array([[0.1, 0.9], [0.6, 0.4], [0.5, 0.5]]), "multiclass")
     assert "id" not in multi
     assert multi["outputs"][0]["shape"] == [3, 2] and multi["outputs"][0]["data"] == [0.1, 0.9, 0.6, 0.4, 0.5, 0.5]
@@ -167,12 +189,13 @@ def test_a_classifier_answers_a_label_tensor_unless_the_request_limits_its_outpu
     assert [o["name"] for o in both["outputs"]] == ["predict", "label"]
     assert both["outputs"][1] == {"name": "label", "datatype": "BYTES", "shape": [2], "data": ["yes", "no"]}
     plain = infer_response("m", "2", None, np.array([0.75, 0.25]), "binary")
-    assert infer_response("m", "2", None, np.array([0.75, 0.25]), "binary", labels=labels,
-                          outputs=["predict"]) == plain
+    assert infer_response("m", "2", None, np.array([0.75, 0.25]), "binary", labels=labels, outputs=["predict"]) == plain
     only = infer_response("m", "2", None, np.array([0.75, 0.25]), "binary", labels=[1, 0], outputs=["label"])
     assert only["outputs"] == [{"name": "label", "datatype": "BYTES", "shape": [2], "data": ["1", "0"]}]
     assert [o["name"] for o in model_metadata("m", "1", SCHEMA, "binary", labels=object())["outputs"]] == [
-        "predict", "label"]
+        "predict",
+        "label",
+    ]
     asked = _request(outputs=[{"name": "label"}, {"name": "predict"}])
     assert rows_of(asked, SCHEMA, 10, ("predict", "label"))[1] == "r-1"
     with pytest.raises(RequestError) as refused:  # a regressor has no label
@@ -184,8 +207,9 @@ def test_a_classifier_answers_a_label_tensor_unless_the_request_limits_its_outpu
 
 
 def _records(frame) -> list[dict]:
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in frame.to_dict(orient="records")]
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in frame.to_dict(orient="records")
+    ]
 
 
 def test_triton_client_scores_what_the_v1_route_scores(trained, start_server):
@@ -205,8 +229,10 @@ def test_triton_client_scores_what_the_v1_route_scores(trained, start_server):
         metadata = client.get_model_metadata("flight_delay")
         assert metadata["name"] == "flight_delay" and metadata["platform"] == "lightgbm"
         assert {t["name"] for t in metadata["inputs"]} == set(spec.features.names)
-        assert metadata["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1]},
-                                       {"name": "label", "datatype": "BYTES", "shape": [-1]}]
+        assert metadata["outputs"] == [
+            {"name": "predict", "datatype": "FP64", "shape": [-1]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        ]
         inputs = []
         for tensor in metadata["inputs"]:
             values = [row[tensor["name"]] for row in rows]
@@ -215,8 +241,12 @@ def test_triton_client_scores_what_the_v1_route_scores(trained, start_server):
             infer_input.set_data_from_numpy(array, binary_data=False)  # JSON tensors: no binary extension
             inputs.append(infer_input)
         before = len(read_log(server.log_path))
-        result = client.infer("flight_delay", inputs, request_id="triton-1",
-                              outputs=[triton.InferRequestedOutput("predict", binary_data=False)])
+        result = client.infer(
+            "flight_delay",
+            inputs,
+            request_id="triton-1",
+            outputs=[triton.InferRequestedOutput("predict", binary_data=False)],
+        )
     finally:
         client.close()
     predictions = result.as_numpy("predict")
@@ -232,8 +262,17 @@ def test_triton_client_scores_what_the_v1_route_scores(trained, start_server):
 
 def _v2_body(rows: list[dict], spec) -> dict:
     numeric = set(spec.features.all_numeric)
-    return {"inputs": [{"name": n, "shape": [len(rows)], "datatype": "FP64" if n in numeric else "BYTES",
-                        "data": [row[n] for row in rows]} for n in spec.features.names]}
+    return {
+        "inputs": [
+            {
+                "name": n,
+                "shape": [len(rows)],
+                "datatype": "FP64" if n in numeric else "BYTES",
+                "data": [row[n] for row in rows],
+            }
+            for n in spec.features.names
+        ]
+    }
 
 
 def test_malformed_v2_requests_get_a_4xx_naming_the_field(trained, start_server):
@@ -259,8 +298,12 @@ def test_malformed_v2_requests_get_a_4xx_naming_the_field(trained, start_server)
         ("unknown input", changed(carrier, name="colour"), 422, f"inputs[{carrier}].name"),
         ("duplicate input", {"inputs": valid["inputs"] + [valid["inputs"][0]]}, 422, f"inputs[{len(names)}].name"),
         ("missing input", {"inputs": valid["inputs"][1:]}, 422, "inputs"),
-        ("BYTES for a number", changed(distance, datatype="BYTES", data=["1", "2", "3"]), 422,
-         f"inputs[{distance}].datatype"),
+        (
+            "BYTES for a number",
+            changed(distance, datatype="BYTES", data=["1", "2", "3"]),
+            422,
+            f"inputs[{distance}].datatype",
+        ),
         ("shape and data disagree", changed(distance, shape=[4]), 422, f"inputs[{distance}].data"),
         ("rows differ", changed(carrier, shape=[1], data=["UA"]), 422, f"inputs[{carrier}].shape"),
         ("nested deeper than shape", changed(distance, data=[[1.0], [2.0], [3.0]]), 422, f"inputs[{distance}].data[0]"),

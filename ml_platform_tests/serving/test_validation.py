@@ -8,11 +8,20 @@ import random
 import orjson
 import pytest
 
-from ml_platform.serving.validation import (MAX_ERRORS, MAX_STRING_CHARS, PREVIEW_CHARS, RequestError, Schema,
-                                            instances_of, preview, validate_rows)
+from ml_platform.serving.validation import (
+    MAX_ERRORS,
+    MAX_STRING_CHARS,
+    PREVIEW_CHARS,
+    RequestError,
+    Schema,
+    instances_of,
+    preview,
+    validate_rows,
+)
 
-SCHEMA = Schema(numeric=("distance", "temp", "month"), categorical=("carrier", "meal"),
-                nullable=frozenset({"temp", "meal"}))
+SCHEMA = Schema(
+    numeric=("distance", "temp", "month"), categorical=("carrier", "meal"), nullable=frozenset({"temp", "meal"})
+)
 ROW = {"distance": 1089, "temp": 21.5, "month": 6, "carrier": "UA", "meal": "veg"}
 MAX_ROWS = 1000
 ORJSON_MAX_DEPTH = 1024
@@ -83,8 +92,12 @@ BAD = [
     pytest.param({"instances": [ROW], "explain": "yes"}, 422, "explain", id="explain a string"),
     pytest.param({"instances": [ROW], "explain": 1}, 422, "explain", id="explain a number"),
     pytest.param({"instances": [ROW], "explain": None}, 422, "explain", id="explain null"),
-    pytest.param(b'{"instances":[{}],"explain":' + _nested(ORJSON_MAX_DEPTH - 1) + b"}", 422, "explain",
-                 id="explain nested at orjson's maximum"),
+    pytest.param(
+        b'{"instances":[{}],"explain":' + _nested(ORJSON_MAX_DEPTH - 1) + b"}",
+        422,
+        "explain",
+        id="explain nested at orjson's maximum",
+    ),
     # instances
     pytest.param({"instances": {"a": 1}}, 422, "instances", id="instances an object"),
     pytest.param({"instances": "rows"}, 422, "instances", id="instances a string"),
@@ -95,8 +108,12 @@ BAD = [
     pytest.param({"instances": [ROW, [1, 2]]}, 422, "instances[1]", id="row a list"),
     pytest.param({"instances": [ROW, ROW, "UA"]}, 422, "instances[2]", id="row a string"),
     pytest.param({"instances": [ROW, None]}, 422, "instances[1]", id="row null"),
-    pytest.param(b'{"instances":[' + _nested(ORJSON_MAX_DEPTH - 2) + b"]}", 422, "instances[0]",
-                 id="row nested at orjson's maximum"),
+    pytest.param(
+        b'{"instances":[' + _nested(ORJSON_MAX_DEPTH - 2) + b"]}",
+        422,
+        "instances[0]",
+        id="row nested at orjson's maximum",
+    ),
     pytest.param({"instances": [{}]}, 422, "instances[0].distance", id="empty row"),
     # dataframe_split
     pytest.param({"dataframe_split": [COLUMNS, [VALUES]]}, 422, "dataframe_split", id="split a list"),
@@ -105,38 +122,53 @@ BAD = [
     pytest.param(_split(COLUMNS, []), 422, "instances", id="split without rows"),
     pytest.param(_split(COLUMNS, [VALUES] * (MAX_ROWS + 1)), 413, "dataframe_split.data", id="split too many rows"),
     pytest.param(_split(COLUMNS, [VALUES, VALUES[:2]]), 422, "dataframe_split.data[1]", id="split ragged row"),
-    pytest.param(_split(COLUMNS, [VALUES + [1]]), 422, "dataframe_split.data[0]", id="split row too long"),
+    pytest.param(_split(COLUMNS, [[*VALUES, 1]]), 422, "dataframe_split.data[0]", id="split row too long"),
     pytest.param(_split(COLUMNS, [dict(ROW)]), 422, "dataframe_split.data[0]", id="split row an object"),
     pytest.param(_split([[1]], [[1]]), 422, "dataframe_split.columns[0]", id="split column a list"),
-    pytest.param(_split(COLUMNS[:4] + [None], [VALUES]), 422, "dataframe_split.columns[4]", id="split column null"),
-    pytest.param(_split([7] + COLUMNS[1:], [VALUES]), 422, "dataframe_split.columns[0]", id="split column a number"),
-    pytest.param(_split(COLUMNS + ["month"], [VALUES + [7]]), 422, "dataframe_split.columns[5]",
-                 id="split duplicate column"),
-    pytest.param(b'{"dataframe_split":{"columns":[' + _nested(ORJSON_MAX_DEPTH - 3) + b'],"data":[[1]]}}', 422,
-                 "dataframe_split.columns[0]", id="split column nested at orjson's maximum"),
+    pytest.param(_split([*COLUMNS[:4], None], [VALUES]), 422, "dataframe_split.columns[4]", id="split column null"),
+    pytest.param(_split([7, *COLUMNS[1:]], [VALUES]), 422, "dataframe_split.columns[0]", id="split column a number"),
+    pytest.param(
+        _split([*COLUMNS, "month"], [[*VALUES, 7]]), 422, "dataframe_split.columns[5]", id="split duplicate column"
+    ),
+    pytest.param(
+        b'{"dataframe_split":{"columns":[' + _nested(ORJSON_MAX_DEPTH - 3) + b'],"data":[[1]]}}',
+        422,
+        "dataframe_split.columns[0]",
+        id="split column nested at orjson's maximum",
+    ),
     # feature values
     pytest.param({"instances": [{**ROW, "distance": "far"}]}, 422, "instances[0].distance", id="string as number"),
     pytest.param({"instances": [{**ROW, "temp": True}]}, 422, "instances[0].temp", id="true as number"),
     pytest.param({"instances": [{**ROW, "month": False}]}, 422, "instances[0].month", id="false as number"),
     pytest.param({"instances": [{**ROW, "carrier": True}]}, 422, "instances[0].carrier", id="bool as category"),
     pytest.param({"instances": [{**ROW, "carrier": 1.5}]}, 422, "instances[0].carrier", id="float as category"),
-    pytest.param(b'{"instances":[' + _row_json(carrier=b"1" + b"0" * 30) + b"]}", 422, "instances[0].carrier",
-                 id="int past 64 bits as category (orjson: a float)"),
+    pytest.param(
+        b'{"instances":[' + _row_json(carrier=b"1" + b"0" * 30) + b"]}",
+        422,
+        "instances[0].carrier",
+        id="int past 64 bits as category (orjson: a float)",
+    ),
     pytest.param({"instances": [{**ROW, "distance": [1]}]}, 422, "instances[0].distance", id="list as number"),
     pytest.param({"instances": [{**ROW, "distance": {"km": 1}}]}, 422, "instances[0].distance", id="object as number"),
     pytest.param({"instances": [{**ROW, "distance": None}]}, 422, "instances[0].distance", id="null not allowed"),
-    pytest.param({"instances": [{k: v for k, v in ROW.items() if k != "carrier"}]}, 422, "instances[0].carrier",
-                 id="missing feature"),
+    pytest.param(
+        {"instances": [{k: v for k, v in ROW.items() if k != "carrier"}]},
+        422,
+        "instances[0].carrier",
+        id="missing feature",
+    ),
     pytest.param({"instances": [ROW, {**ROW, "month": "June"}]}, 422, "instances[1].month", id="second row bad"),
     pytest.param({"instances": [{**ROW, "temp": float("nan")}]}, 422, "instances[0].temp", id="NaN (not from JSON)"),
     pytest.param({"instances": [{**ROW, "temp": float("-inf")}]}, 422, "instances[0].temp", id="inf (not from JSON)"),
     pytest.param(DEEP_ROW, 422, "instances[0].meal", id="category nested at orjson's maximum"),
     pytest.param(DEEP_NUMBER, 422, "instances[0].distance", id="number nested at orjson's maximum (objects)"),
-    pytest.param({"instances": [{**ROW, "meal": "x" * (MAX_STRING_CHARS + 1)}]}, 422, "instances[0].meal",
-                 id="category too long"),
+    pytest.param(
+        {"instances": [{**ROW, "meal": "x" * (MAX_STRING_CHARS + 1)}]}, 422, "instances[0].meal", id="category too long"
+    ),
     pytest.param({"instances": [{**ROW, "carrier": "U\0A"}]}, 422, "instances[0].carrier", id="NUL in category"),
-    pytest.param({"instances": [{**ROW, "distance": "9" * 100_000}]}, 422, "instances[0].distance",
-                 id="long string as number"),
+    pytest.param(
+        {"instances": [{**ROW, "distance": "9" * 100_000}]}, 422, "instances[0].distance", id="long string as number"
+    ),
 ]
 
 
@@ -167,14 +199,27 @@ def test_valid_bodies_pass(body):
 
 UNKNOWN = [
     pytest.param({"instances": [{**ROW, "colour": "red"}]}, "ignore", frozenset(), 200, None, id="ignored"),
-    pytest.param({"instances": [{**ROW, "colour": "red"}]}, "reject", frozenset(), 422, "instances[0].colour",
-                 id="rejected"),
+    pytest.param(
+        {"instances": [{**ROW, "colour": "red"}]}, "reject", frozenset(), 422, "instances[0].colour", id="rejected"
+    ),
     pytest.param({"instances": [{**ROW, "id": "r1"}]}, "reject", frozenset({"id"}), 200, None, id="allowed"),
-    pytest.param({"instances": [ROW, {**ROW, "id": 1, "x": 2}]}, "reject", frozenset({"id"}), 422,
-                 "instances[1].x", id="rejected beside an allowed one"),
+    pytest.param(
+        {"instances": [ROW, {**ROW, "id": 1, "x": 2}]},
+        "reject",
+        frozenset({"id"}),
+        422,
+        "instances[1].x",
+        id="rejected beside an allowed one",
+    ),
     pytest.param(DEEP_UNKNOWN, "reject", frozenset(), 422, "instances[0].junk", id="nested at orjson's maximum"),
-    pytest.param(_split(COLUMNS + ["extra"], [VALUES + [1]]), "reject", frozenset(), 422, "instances[0].extra",
-                 id="extra dataframe_split column"),
+    pytest.param(
+        _split([*COLUMNS, "extra"], [[*VALUES, 1]]),
+        "reject",
+        frozenset(),
+        422,
+        "instances[0].extra",
+        id="extra dataframe_split column",
+    ),
 ]
 
 
@@ -200,7 +245,7 @@ def test_a_long_category_is_refused_with_its_length_and_the_limit():
 def test_echoed_values_and_keys_are_short_previews_with_control_characters_escaped():
     error = _outcome({"instances": [{**ROW, "distance": "far\x1b[31m" + "a" * 10_000}]})[2]
     message = error.errors[0]["error"]
-    assert "\x1b" not in message and "\\x1b" in message and message.endswith("… (10008 chars)\"")
+    assert "\x1b" not in message and "\\x1b" in message and message.endswith('… (10008 chars)"')
     key = "k\n" * 5000
     error = _outcome({"instances": [{**ROW, key: 1}]}, unknown="reject")[2]
     field = error.errors[0]["field"]
@@ -215,8 +260,11 @@ def test_a_batch_of_bad_rows_counts_every_error_and_lists_the_first_fifty():
     bad = {"distance": True, "temp": "hot", "month": None, "carrier": ["UA"], "colour": 1}  # meal: missing
     error = _outcome({"instances": [bad] * MAX_ROWS}, unknown="reject")[2]
     assert error.status == 422 and error.total == 6 * MAX_ROWS and error.truncated
-    assert error.body() == {"errors": error.errors, "errors_total": 6 * MAX_ROWS,
-                            "note": f"showing the first {MAX_ERRORS} of {6 * MAX_ROWS} errors"}
+    assert error.body() == {
+        "errors": error.errors,
+        "errors_total": 6 * MAX_ROWS,
+        "note": f"showing the first {MAX_ERRORS} of {6 * MAX_ROWS} errors",
+    }
     assert len(error.errors) == MAX_ERRORS and error.errors[-1]["field"].startswith("instances[8].")
 
 
@@ -233,8 +281,9 @@ def test_request_error_body_without_truncation():
     assert error.body() == {"errors": [{"field": "x", "error": "y"}], "errors_total": 1}
     many = RequestError(422, [{"field": str(i), "error": "e"} for i in range(80)])
     assert (len(many.errors), many.total, many.truncated) == (MAX_ERRORS, 80, True)
-    assert RequestError(422, [{"field": "x", "error": "y"}], total=7).body()["note"] == \
-        "showing the first 1 of 7 errors"
+    assert (
+        RequestError(422, [{"field": "x", "error": "y"}], total=7).body()["note"] == "showing the first 1 of 7 errors"
+    )
 
 
 def _random_json(rng: random.Random, depth: int = 0) -> object:
@@ -255,8 +304,9 @@ def test_random_bodies_never_raise_anything_but_a_request_error(unknown):
     for _ in range(3000):
         body = _random_json(rng)
         if isinstance(body, dict) and rng.random() < 0.5:
-            body["instances"] = [dict(ROW, **body) if rng.random() < 0.5 else _random_json(rng, 2)
-                                 for _ in range(rng.randrange(3))]
+            body["instances"] = [
+                dict(ROW, **body) if rng.random() < 0.5 else _random_json(rng, 2) for _ in range(rng.randrange(3))
+            ]
         _outcome(orjson.loads(orjson.dumps(body)), unknown)
 
 
@@ -265,8 +315,12 @@ def test_the_deep_cases_are_at_orjsons_maximum_depth():
     for deep in (DEEP_ROW, DEEP_NUMBER, DEEP_UNKNOWN):
         orjson.loads(deep)
         with pytest.raises(orjson.JSONDecodeError):
-            orjson.loads(deep.replace(b"[[", b"[[[", 1).replace(b"]]", b"]]]", 1).replace(b'{"x":', b'{"x":{"x":', 1)
-                         .replace(b"}}", b"}}}", 1))
+            orjson.loads(
+                deep.replace(b"[[", b"[[[", 1)
+                .replace(b"]]", b"]]]", 1)
+                .replace(b'{"x":', b'{"x":{"x":', 1)
+                .replace(b"}}", b"}}}", 1)
+            )
 
 
 def test_validate_rows_alone_names_rows_that_are_not_objects():
@@ -276,9 +330,20 @@ def test_validate_rows_alone_names_rows_that_are_not_objects():
     assert [e["field"] for e in raised.value.errors] == ["rows[1]", "rows[2]"]
 
 
-@pytest.mark.parametrize("value, ok", [("2013-06-01T10:00", True), (17, True), (None, True), (1.5, True),
-                                       ([["2013"]], False), ({"a": 1}, False), ("x" * 1001, False),
-                                       ("a\0b", False), (True, False)])
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("2013-06-01T10:00", True),
+        (17, True),
+        (None, True),
+        (1.5, True),
+        ([["2013"]], False),
+        ({"a": 1}, False),
+        ("x" * 1001, False),
+        ("a\0b", False),
+        (True, False),
+    ],
+)
 def test_fields_kept_beside_the_features_are_scalars(value, ok):
     """The event time and key go to the log with the features: a nested value there must be refused here,
     not fail the log write (which would read as a log outage)."""

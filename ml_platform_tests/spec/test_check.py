@@ -26,8 +26,7 @@ def test_check_warns_about_a_deprecated_field_and_passes(tmp_path, write_spec, c
     assert cli_main(["check", str(old)]) == 0
     captured = capsys.readouterr()
     assert f"ok  {old}" in captured.out
-    assert (f"{old}: serving.rollout.window_days is deprecated: rename it to serving.rollout.trial_days"
-            in captured.err)
+    assert f"{old}: serving.rollout.window_days is deprecated: rename it to serving.rollout.trial_days" in captured.err
     assert cli_main(["check"]) == 0
     assert "deprecated" not in capsys.readouterr().err
 
@@ -41,8 +40,10 @@ def test_check_command_rejects_both_names(tmp_path, write_spec, capsys):
 
 def test_check_console_script_runs_without_dagster(tmp_path):
     """The console script validates specs and never imports Dagster (it must start fast)."""
-    code = ("import sys; from ml_platform.cli import main; rc = main(['check', sys.argv[1]]); "
-            "assert 'dagster' not in sys.modules, 'the CLI imported dagster'; sys.exit(rc)")
+    code = (
+        "import sys; from ml_platform.cli import main; rc = main(['check', sys.argv[1]]); "
+        "assert 'dagster' not in sys.modules, 'the CLI imported dagster'; sys.exit(rc)"
+    )
     result = subprocess.run([sys.executable, "-c", code, str(BUNDLED_SPECS)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "flight_delay" in result.stdout
@@ -53,8 +54,15 @@ def test_check_console_script_runs_without_dagster(tmp_path):
 
 
 def test_check_refuses_specs_that_cannot_train(tmp_path, write_spec, capsys):
-    short = write_spec(tmp_path, {"source": {"kind": "files", "path": "/data/{date}.csv"},
-                                  "partitions.start": "2024-01-01", "partitions.end": "2024-02-20"}, name="short.yaml")
+    short = write_spec(
+        tmp_path,
+        {
+            "source": {"kind": "files", "path": "/data/{date}.csv"},
+            "partitions.start": "2024-01-01",
+            "partitions.end": "2024-02-20",
+        },
+        name="short.yaml",
+    )
     monthly = write_spec(tmp_path, {"partitions.cadence": "monthly"}, name="monthly.yaml")
     assert cli_main(["check", str(short)]) == 1
     err = capsys.readouterr().err
@@ -67,10 +75,14 @@ def test_check_refuses_specs_that_cannot_train(tmp_path, write_spec, capsys):
 
 def test_check_refuses_a_multiclass_target_that_yields_booleans(tmp_path, write_spec, capsys):
     multiclass = {"task": "multiclass", "gates.metric": "macro_f1", "monitoring.performance.metric": "macro_f1"}
-    trap = write_spec(tmp_path, {**multiclass, "target.expression": "(arr_delay > 15) + (arr_delay > 60)"},
-                      name="trap.yaml")
-    counted = write_spec(tmp_path, {**multiclass, "target.expression": "(arr_delay > 15) * 1 + (arr_delay > 60) * 1"},
-                         name="counted.yaml")
+    trap = write_spec(
+        tmp_path, {**multiclass, "target.expression": "(arr_delay > 15) + (arr_delay > 60)"}, name="trap.yaml"
+    )
+    counted = write_spec(
+        tmp_path,
+        {**multiclass, "target.expression": "(arr_delay > 15) * 1 + (arr_delay > 60) * 1"},
+        name="counted.yaml",
+    )
     assert cli_main(["check", str(trap)]) == 1
     err = capsys.readouterr().err
     assert str(trap) in err and "target.expression: found '(arr_delay > 15) + (arr_delay > 60)'" in err
@@ -80,8 +92,12 @@ def test_check_refuses_a_multiclass_target_that_yields_booleans(tmp_path, write_
 
 
 def test_check_names_a_class_or_positive_that_is_no_label_once(tmp_path, write_spec, capsys):
-    multiclass = {"task": "multiclass", "gates.metric": "macro_f1", "monitoring.performance.metric": "macro_f1",
-                  "target": {"column": "origin", "classes": ["EWR", ["JFK"], 1.5]}}
+    multiclass = {
+        "task": "multiclass",
+        "gates.metric": "macro_f1",
+        "monitoring.performance.metric": "macro_f1",
+        "target": {"column": "origin", "classes": ["EWR", ["JFK"], 1.5]},
+    }
     binary = {"target": {"column": "origin", "positive": {"a": 1}}}
     for overrides, field in ((multiclass, "target.classes[1]"), (binary, "target.positive")):
         spec = write_spec(tmp_path, overrides)

@@ -63,8 +63,9 @@ def test_unknown_source_kind(tmp_path, write_spec):
 
 def test_source_errors_name_the_field_as_written(tmp_path, write_spec):
     """The source kinds come from the sources' union: hints, paths and the missing-kind message use them."""
-    typo = _error(write_spec(tmp_path, {"source": {"kind": "files", "pth": "/data/{date}.csv"},
-                                        "partitions.start": "2024-01-01"}))
+    typo = _error(
+        write_spec(tmp_path, {"source": {"kind": "files", "pth": "/data/{date}.csv"}, "partitions.start": "2024-01-01"})
+    )
     assert "source.pth: found \"unknown field 'pth'\"" in typo and "did you mean 'path'" in typo
     assert "source.path: found 'nothing'" in typo
     no_kind = _error(write_spec(tmp_path, {"source": {"path": "/data/x.csv"}}, name="b.yaml"))
@@ -81,8 +82,7 @@ def test_the_old_and_new_name_together_are_an_error(tmp_path, write_spec):
 def test_a_deprecated_field_loads_and_is_reported(tmp_path, write_spec, flight_spec):
     old = load_spec(write_spec(tmp_path, {"serving.rollout": {"mode": "shadow", "window_days": 5}}))
     assert old.serving.rollout.trial_days == 5
-    assert old.deprecations == (
-        "serving.rollout.window_days is deprecated: rename it to serving.rollout.trial_days",)
+    assert old.deprecations == ("serving.rollout.window_days is deprecated: rename it to serving.rollout.trial_days",)
     assert flight_spec.deprecations == ()
     assert "deprecations" not in old.model_dump()
 

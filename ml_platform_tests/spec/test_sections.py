@@ -46,10 +46,29 @@ def test_renaming_a_field_keeps_the_digest(tmp_path, write_spec, flight_spec):
 
 
 def test_target_name_defaults_to_its_column(tmp_path, write_spec, flight_spec):
-    column = load_spec(write_spec(tmp_path, {"task": "regression", "target": {"column": "dep_delay"},
-                                             "gates": {"metric": "rmse"}, "monitoring.performance": {}}))
-    named = load_spec(write_spec(tmp_path, {"task": "regression", "target": {"column": "dep_delay", "name": "late"},
-                                            "gates": {"metric": "rmse"}, "monitoring.performance": {}}, name="b.yaml"))
+    column = load_spec(
+        write_spec(
+            tmp_path,
+            {
+                "task": "regression",
+                "target": {"column": "dep_delay"},
+                "gates": {"metric": "rmse"},
+                "monitoring.performance": {},
+            },
+        )
+    )
+    named = load_spec(
+        write_spec(
+            tmp_path,
+            {
+                "task": "regression",
+                "target": {"column": "dep_delay", "name": "late"},
+                "gates": {"metric": "rmse"},
+                "monitoring.performance": {},
+            },
+            name="b.yaml",
+        )
+    )
     expression = load_spec(write_spec(tmp_path, {"target": {"expression": "arr_delay > 15"}}, name="c.yaml"))
     assert column.target.name == "dep_delay" and column.target.inputs == ["dep_delay"]
     assert named.target.name == "late"
@@ -62,15 +81,23 @@ def test_classes_and_positive_hash_only_when_set(tmp_path, write_spec, flight_sp
     assert unset.digest == flight_spec.digest == "3df42795137a16a5"
     positive = load_spec(write_spec(tmp_path, {"target.positive": True}, name="positive.yaml"))
     classes = load_spec(write_spec(tmp_path, {"target.classes": [False, True]}, name="classes.yaml"))
-    both = load_spec(write_spec(tmp_path, {"target.classes": [False, True], "target.positive": True},
-                                name="both.yaml"))
+    both = load_spec(write_spec(tmp_path, {"target.classes": [False, True], "target.positive": True}, name="both.yaml"))
     assert len({flight_spec.digest, positive.digest, classes.digest, both.digest}) == 4
     assert classes.target.classes == [False, True] and positive.target.positive is True
 
 
 def test_class_labels_keep_their_type(tmp_path, write_spec):
     """Text stays text, numbers numbers and booleans booleans: a label 1 and a label "1" are different classes."""
-    spec = load_spec(write_spec(tmp_path, {"task": "multiclass", "target.expression": "arr_delay // 30",
-                                           "target.classes": [2, "1", True], "gates": {},
-                                           "monitoring.performance": {}}))
+    spec = load_spec(
+        write_spec(
+            tmp_path,
+            {
+                "task": "multiclass",
+                "target.expression": "arr_delay // 30",
+                "target.classes": [2, "1", True],
+                "gates": {},
+                "monitoring.performance": {},
+            },
+        )
+    )
     assert [type(c) for c in spec.target.classes] == [int, str, bool]

@@ -24,16 +24,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-from ml_platform_tests.test_docker import start_engine  # noqa: E402
-
+from ml_platform_tests.test_docker import start_engine
 
 # deploy/stack.py, what `make up` runs (`deploy/` is not a package)
 stack_tool = types.SimpleNamespace(**runpy.run_path(str(REPO / "deploy" / "stack.py")))
 
 NAME = "mlp_stack_test"
 IMAGE = "ml-platform:stack-test"
-STANDINS = {"ML_PLATFORM_POSTGRES_IMAGE": ("ml-platform-standin/postgres:16", "postgres"),
-            "ML_PLATFORM_PROMETHEUS_IMAGE": ("ml-platform-standin/prometheus:latest", "prometheus")}
+STANDINS = {
+    "ML_PLATFORM_POSTGRES_IMAGE": ("ml-platform-standin/postgres:16", "postgres"),
+    "ML_PLATFORM_PROMETHEUS_IMAGE": ("ml-platform-standin/prometheus:latest", "prometheus"),
+}
 READER = ("reader", "reader-password-123")
 
 
@@ -71,31 +72,48 @@ class Webhook:
 
 def _engine() -> None:
     start_engine()
-    if not (shutil.which("docker-compose") or subprocess.run(["docker", "compose", "version"],
-                                                              capture_output=True).returncode == 0):
-        pytest.fail("neither docker-compose nor `docker compose` is installed: `make test` installs Debian's "
-                    "docker-compose; run it, or apt-get install docker-compose")
+    if not (
+        shutil.which("docker-compose")
+        or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
+        pytest.fail(
+            "neither docker-compose nor `docker compose` is installed: `make test` installs Debian's "
+            "docker-compose; run it, or apt-get install docker-compose"
+        )
 
 
 def _build(tag: str, context: Path) -> None:
-    subprocess.run(["docker", "build", "--network", "host", "-q", "-t", tag, str(context)], check=True,
-                   timeout=1800, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["docker", "build", "--network", "host", "-q", "-t", tag, str(context)],
+        check=True,
+        timeout=1800,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def _remove_everything(stack) -> None:
     """Run containers first (they hold the data volume), then the services and every volume."""
+
     def remove(label: str) -> None:
-        found = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True,
-                               text=True).stdout.split()
+        found = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True
+        ).stdout.split()
         if found:
             subprocess.run(["docker", "rm", "-f", *found], capture_output=True)
 
     remove(f"ml_platform/stack={NAME}")  # the services and the runs they launched
     stack.down(volumes=True)
     remove(f"ml_platform/stack={NAME}")  # a run launched while the services were stopping
-    subprocess.run(["docker", "volume", "rm", "-f", *(f"{NAME}_{v}" for v in
-                                                      ("data", "postgres", "mlflow_artifacts", "prometheus"))],
-                   capture_output=True)
+    subprocess.run(
+        [
+            "docker",
+            "volume",
+            "rm",
+            "-f",
+            *(f"{NAME}_{v}" for v in ("data", "postgres", "mlflow_artifacts", "prometheus")),
+        ],
+        capture_output=True,
+    )
 
 
 @pytest.fixture(scope="package")
@@ -114,9 +132,14 @@ def stack(tmp_path_factory, webhook):
         _build(tag, REPO / "deploy" / "images" / folder)
     env_file = tmp_path_factory.mktemp("stack") / "stack.env"
     settings = {name: str(free_port()) for name in stack_tool.DEFAULT_PORTS}
-    settings.update({name: tag for name, (tag, _) in STANDINS.items()}, ML_PLATFORM_STACK=NAME,
-                    ML_PLATFORM_IMAGE=IMAGE, ML_PLATFORM_MLFLOW_READERS=":".join(READER),
-                    ML_PLATFORM_ALERT_WEBHOOK=webhook.url, ML_PLATFORM_MAX_CONCURRENT_RUNS="2")
+    settings.update(
+        {name: tag for name, (tag, _) in STANDINS.items()},
+        ML_PLATFORM_STACK=NAME,
+        ML_PLATFORM_IMAGE=IMAGE,
+        ML_PLATFORM_MLFLOW_READERS=":".join(READER),
+        ML_PLATFORM_ALERT_WEBHOOK=webhook.url,
+        ML_PLATFORM_MAX_CONCURRENT_RUNS="2",
+    )
     settings["ML_PLATFORM_MLFLOW_UI"] = f"http://127.0.0.1:{settings['ML_PLATFORM_MLFLOW_PORT']}"
     stack_tool.write_env(env_file, settings)
     stack = stack_tool.Stack(env_file, NAME)
@@ -144,12 +167,42 @@ def _mechanics_spec(settings: dict) -> None:
 
     spec = yaml.safe_load((BUNDLED_SPECS / "flight_delay.yaml").read_text())
     spec["gates"].update(min=0.5, max_regression=1.0, fairness={"group": "origin", "max_gap": 1.0})
-    subprocess.run(["docker", "volume", "create", "--label", "com.docker.compose.project=" + NAME,
-                    "--label", "com.docker.compose.volume=data", f"{NAME}_data"], check=True, capture_output=True)
-    subprocess.run(["docker", "run", "--rm", "-i", "--user", "0", "--network", "host", "-v", f"{NAME}_data:/data",
-                    IMAGE, "sh", "-c", "mkdir -p /data/specs && cat > /data/specs/flight_delay.yaml && "
-                                       "chown -R 10001 /data"],
-                   input=yaml.safe_dump(spec, sort_keys=False), text=True, check=True, capture_output=True)
+    subprocess.run(
+        [
+            "docker",
+            "volume",
+            "create",
+            "--label",
+            "com.docker.compose.project=" + NAME,
+            "--label",
+            "com.docker.compose.volume=data",
+            f"{NAME}_data",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "-i",
+            "--user",
+            "0",
+            "--network",
+            "host",
+            "-v",
+            f"{NAME}_data:/data",
+            IMAGE,
+            "sh",
+            "-c",
+            "mkdir -p /data/specs && cat > /data/specs/flight_delay.yaml && chown -R 10001 /data",
+        ],
+        input=yaml.safe_dump(spec, sort_keys=False),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     settings["ML_PLATFORM_SPECS"] = "/var/lib/ml_platform/specs"
 
 
@@ -170,16 +223,23 @@ def mlflow_env(stack):
     env = stack.env
 
     def as_user(user: str, password: str) -> dict[str, str]:
-        return {"MLFLOW_TRACKING_URI": stack.url("ML_PLATFORM_MLFLOW_PORT"), "MLFLOW_TRACKING_USERNAME": user,
-                "MLFLOW_TRACKING_PASSWORD": password, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+        return {
+            "MLFLOW_TRACKING_URI": stack.url("ML_PLATFORM_MLFLOW_PORT"),
+            "MLFLOW_TRACKING_USERNAME": user,
+            "MLFLOW_TRACKING_PASSWORD": password,
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        }
 
-    return {"service": as_user(env.get("ML_PLATFORM_MLFLOW_USER", "ml_platform"), env["ML_PLATFORM_MLFLOW_PASSWORD"]),
-            "reader": as_user(*READER)}
+    return {
+        "service": as_user(env.get("ML_PLATFORM_MLFLOW_USER", "ml_platform"), env["ML_PLATFORM_MLFLOW_PASSWORD"]),
+        "reader": as_user(*READER),
+    }
 
 
 def run_in_env(code: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
     """Python in a child process with `env` on top of this one's (MLflow reads its credentials from the
     environment; a child keeps them out of this process)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=timeout
+    )

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from ml_platform_tests.stack.conftest import READER, run_in_env, wait_for
+from ml_platform_tests.stack.conftest import run_in_env, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -73,8 +73,12 @@ def _succeeds(stack, dagster, run_id: str, timeout: float = 600) -> None:
     """The run ends in SUCCESS; else the failure says what its failure events said."""
     status = _wait_run(dagster, run_id, timeout)
     if status != "SUCCESS":
-        events = _sql(stack, "SELECT event FROM event_logs WHERE run_id = %s AND dagster_event_type IN "
-                             "('STEP_FAILURE', 'RUN_FAILURE', 'ENGINE_EVENT') ORDER BY id", run_id)
+        events = _sql(
+            stack,
+            "SELECT event FROM event_logs WHERE run_id = %s AND dagster_event_type IN "
+            "('STEP_FAILURE', 'RUN_FAILURE', 'ENGINE_EVENT') ORDER BY id",
+            run_id,
+        )
         messages = [_message(json.loads(e)) for (e,) in events][-6:]
         raise AssertionError(f"run {run_id} ended {status}: {messages}")
 
@@ -89,19 +93,28 @@ def _sql(stack, query: str, *args) -> list[tuple]:
     import psycopg2
 
     env = stack.env
-    with psycopg2.connect(host="127.0.0.1", port=stack.port("ML_PLATFORM_POSTGRES_PORT"),
-                          user=env.get("ML_PLATFORM_POSTGRES_USER", "ml_platform"),
-                          password=env["ML_PLATFORM_POSTGRES_PASSWORD"], dbname="dagster", connect_timeout=5) as db:
-        with db.cursor() as cursor:
-            cursor.execute(query, args)
-            return cursor.fetchall()
+    with (
+        psycopg2.connect(
+            host="127.0.0.1",
+            port=stack.port("ML_PLATFORM_POSTGRES_PORT"),
+            user=env.get("ML_PLATFORM_POSTGRES_USER", "ml_platform"),
+            password=env["ML_PLATFORM_POSTGRES_PASSWORD"],
+            dbname="dagster",
+            connect_timeout=5,
+        ) as db,
+        db.cursor() as cursor,
+    ):
+        cursor.execute(query, args)
+        return cursor.fetchall()
 
 
 def _run_containers(run_id: str) -> list[dict]:
-    found = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=dagster/run_id={run_id}"],
-                           capture_output=True, text=True).stdout.split()
-    return [json.loads(subprocess.run(["docker", "inspect", c], capture_output=True, text=True).stdout)[0]
-            for c in found]
+    found = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=dagster/run_id={run_id}"], capture_output=True, text=True
+    ).stdout.split()
+    return [
+        json.loads(subprocess.run(["docker", "inspect", c], capture_output=True, text=True).stdout)[0] for c in found
+    ]
 
 
 def _registry(mlflow_env, user: str = "service") -> dict:
@@ -120,30 +133,59 @@ print(json.dumps({"aliases": model.aliases, "versions": versions}))
 
 
 def _predict(stack, rows: int = 3) -> requests.Response:
-    row = {"distance": 719.0, "sched_dep_time": 900, "temp": 71.1, "dewp": 55.9, "humid": 58.4, "wind_dir": 200.0,
-           "wind_speed": 9.2, "precip": 0.0, "pressure": 1015.2, "visib": 10.0, "plane_year": 2004.0,
-           "plane_seats": 149.0, "carrier": "UA", "origin": "EWR", "dest": "ORD", "plane_manufacturer": "BOEING",
-           "day_of_week": 2, "month": 6}
-    return requests.post(f"{stack.url('ML_PLATFORM_ENDPOINT_PORT')}/v1/models/flight_delay/predict",
-                         json={"instances": [row] * rows}, timeout=10,
-                         headers={"Authorization": f"Bearer {stack.env['ML_PLATFORM_API_TOKEN']}"})
+    row = {
+        "distance": 719.0,
+        "sched_dep_time": 900,
+        "temp": 71.1,
+        "dewp": 55.9,
+        "humid": 58.4,
+        "wind_dir": 200.0,
+        "wind_speed": 9.2,
+        "precip": 0.0,
+        "pressure": 1015.2,
+        "visib": 10.0,
+        "plane_year": 2004.0,
+        "plane_seats": 149.0,
+        "carrier": "UA",
+        "origin": "EWR",
+        "dest": "ORD",
+        "plane_manufacturer": "BOEING",
+        "day_of_week": 2,
+        "month": 6,
+    }
+    return requests.post(
+        f"{stack.url('ML_PLATFORM_ENDPOINT_PORT')}/v1/models/flight_delay/predict",
+        json={"instances": [row] * rows},
+        timeout=10,
+        headers={"Authorization": f"Bearer {stack.env['ML_PLATFORM_API_TOKEN']}"},
+    )
 
 
 def test_the_lifecycle_runs_each_step_in_its_own_container_on_postgres_and_the_tracking_server(
-        stack, dagster, mlflow_env):
+    stack, dagster, mlflow_env
+):
     # before any model exists the endpoint is not ready, and says the registry answers (basic-auth denies a
     # read of a model nobody registered yet: that is "no champion", not an outage)
     endpoint = stack.url("ML_PLATFORM_ENDPOINT_PORT")
-    ready = wait_for(lambda: (body := requests.get(f"{endpoint}/ready", timeout=5).json())["registry"] == "ok"
-                     and body, 60, "/ready seeing the registry before the first model")
+    ready = wait_for(
+        lambda: (body := requests.get(f"{endpoint}/ready", timeout=5).json())["registry"] == "ok" and body,
+        60,
+        "/ready seeing the registry before the first model",
+    )
     assert ready["ready"] is False and ready["version"] is None
     week_end = WEEK + timedelta(days=6)
-    data = dagster.submit_job_execution("flight_delay_data", **LOCATION, tags={
-        "dagster/asset_partition_range_start": (week_end - timedelta(days=62)).isoformat(),
-        "dagster/asset_partition_range_end": week_end.isoformat()})
+    data = dagster.submit_job_execution(
+        "flight_delay_data",
+        **LOCATION,
+        tags={
+            "dagster/asset_partition_range_start": (week_end - timedelta(days=62)).isoformat(),
+            "dagster/asset_partition_range_end": week_end.isoformat(),
+        },
+    )
     _succeeds(stack, dagster, data)
-    retrain = dagster.submit_job_execution("flight_delay_retrain", **LOCATION,
-                                           tags={"dagster/partition": WEEK.isoformat()})
+    retrain = dagster.submit_job_execution(
+        "flight_delay_retrain", **LOCATION, tags={"dagster/partition": WEEK.isoformat()}
+    )
     _succeeds(stack, dagster, retrain)
     deploy = dagster.submit_job_execution("__ASSET_JOB", **LOCATION, asset_selection=[["flight_delay", "endpoint"]])
     _succeeds(stack, dagster, deploy)
@@ -162,8 +204,9 @@ def test_the_lifecycle_runs_each_step_in_its_own_container_on_postgres_and_the_t
     # run history and event logs are rows in PostgreSQL
     rows = dict(_sql(stack, "SELECT run_id, status FROM runs WHERE run_id IN (%s, %s, %s)", data, retrain, deploy))
     assert rows == {data: "SUCCESS", retrain: "SUCCESS", deploy: "SUCCESS"}
-    events = dict(_sql(stack, "SELECT run_id, count(*) FROM event_logs WHERE run_id IN (%s, %s) GROUP BY run_id",
-                       retrain, deploy))
+    events = dict(
+        _sql(stack, "SELECT run_id, count(*) FROM event_logs WHERE run_id IN (%s, %s) GROUP BY run_id", retrain, deploy)
+    )
     assert events[retrain] > 20 and events[deploy] > 5
 
     # the tracking server holds the registered version, gated, with its aliases
@@ -173,8 +216,9 @@ def test_the_lifecycle_runs_each_step_in_its_own_container_on_postgres_and_the_t
     # the endpoint service answers through the stack with the champion, and refuses a caller without the token
     answer = _predict(stack)
     assert answer.status_code == 200 and answer.json()["version"] == "1" and len(answer.json()["predictions"]) == 3
-    anonymous = requests.post(f"{stack.url('ML_PLATFORM_ENDPOINT_PORT')}/v1/models/flight_delay/predict",
-                              json={"instances": []}, timeout=10)
+    anonymous = requests.post(
+        f"{stack.url('ML_PLATFORM_ENDPOINT_PORT')}/v1/models/flight_delay/predict", json={"instances": []}, timeout=10
+    )
     assert anonymous.status_code == 401
 
 
@@ -183,32 +227,46 @@ def test_prometheus_scrapes_the_endpoint(stack):
 
     def query(expression: str) -> list:
         return requests.get(f"{prometheus}/api/v1/query", params={"query": expression}, timeout=5).json()["data"][
-            "result"]
+            "result"
+        ]
 
     for _ in range(20):
         assert _predict(stack, rows=1).status_code == 200
-    served = wait_for(lambda: query('sum(ml_platform_requests_total{route="predict", code="200"}) >= 20'), 60,
-                      "Prometheus scraping 20 predict requests")
+    served = wait_for(
+        lambda: query('sum(ml_platform_requests_total{route="predict", code="200"}) >= 20'),
+        60,
+        "Prometheus scraping 20 predict requests",
+    )
     assert float(served[0]["value"][1]) >= 20
+
     def p99_now() -> list:
         # traffic between two scrapes: a rate needs the buckets to grow inside its window
         assert _predict(stack, rows=1).status_code == 200
-        return [r for r in query("histogram_quantile(0.99, sum by (le) "
-                                 "(rate(ml_platform_request_latency_seconds_bucket[1m])))")
-                if r["value"][1] not in ("NaN", "+Inf")]
+        return [
+            r
+            for r in query(
+                "histogram_quantile(0.99, sum by (le) (rate(ml_platform_request_latency_seconds_bucket[1m])))"
+            )
+            if r["value"][1] not in ("NaN", "+Inf")
+        ]
 
     p99 = wait_for(p99_now, 90, "a p99 latency from the histogram")
     assert 0 < float(p99[0]["value"][1]) < 5
     rules = requests.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
     assert {r["name"] for g in rules for r in g["rules"]} == {
-        "EndpointDown", "EndpointErrorRate", "EndpointP99Latency", "EndpointNoTraffic"}
+        "EndpointDown",
+        "EndpointErrorRate",
+        "EndpointP99Latency",
+        "EndpointNoTraffic",
+    }
     assert query('up{job="ml_platform_endpoint"}')[0]["value"][1] == "1"
 
 
 def test_a_read_only_user_browses_the_registry_but_cannot_move_the_champion(stack, mlflow_env):
     seen = _registry(mlflow_env, "reader")
     assert seen["aliases"].get("champion") == "1" and "1" in seen["versions"]
-    attempt = run_in_env("""
+    attempt = run_in_env(
+        """
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 client = MlflowClient()
@@ -220,23 +278,31 @@ for move in (lambda: client.set_registered_model_alias("flight_delay", "champion
         print("ALLOWED")
     except MlflowException as error:
         print(error.error_code)
-""", mlflow_env["reader"])
+""",
+        mlflow_env["reader"],
+    )
     assert attempt.returncode == 0, attempt.stderr[-2000:]
     assert attempt.stdout.split() == ["PERMISSION_DENIED"] * 3
     after = _registry(mlflow_env)
     assert after["aliases"].get("champion") == "1" and after["versions"]["1"] == "passed"
     # and a wrong password is no user at all
-    wrong = run_in_env("from mlflow import MlflowClient; MlflowClient().search_registered_models()",
-                       {**mlflow_env["reader"], "MLFLOW_TRACKING_PASSWORD": "wrong"})
+    wrong = run_in_env(
+        "from mlflow import MlflowClient; MlflowClient().search_registered_models()",
+        {**mlflow_env["reader"], "MLFLOW_TRACKING_PASSWORD": "wrong"},
+    )
     assert wrong.returncode != 0 and "401" in wrong.stderr
 
 
 def test_a_run_whose_container_is_killed_mid_training_fails_alerts_and_changes_nothing(
-        stack, dagster, mlflow_env, webhook):
+    stack, dagster, mlflow_env, webhook
+):
     before = _registry(mlflow_env)
     previous_week = WEEK - timedelta(days=7)
-    run = dagster.submit_job_execution("flight_delay_retrain", **LOCATION, tags={
-        "dagster/partition": previous_week.isoformat(), "dagster/max_retries": "0"})
+    run = dagster.submit_job_execution(
+        "flight_delay_retrain",
+        **LOCATION,
+        tags={"dagster/partition": previous_week.isoformat(), "dagster/max_retries": "0"},
+    )
     # mid-training: the model step has opened its MLflow run
     find = f"""
 from mlflow import MlflowClient
@@ -244,26 +310,37 @@ client = MlflowClient()
 experiment = client.get_experiment_by_name("ml_platform/flight_delay")
 print(len(client.search_runs([experiment.experiment_id], "tags.dagster_run_id = '{run}'")))
 """
-    wait_for(lambda: run_in_env(find, mlflow_env["service"]).stdout.strip() == "1", 300,
-             "the model step starting its MLflow run")
+    wait_for(
+        lambda: run_in_env(find, mlflow_env["service"]).stdout.strip() == "1",
+        300,
+        "the model step starting its MLflow run",
+    )
     (container,) = _run_containers(run)
     subprocess.run(["docker", "kill", container["Id"]], check=True, capture_output=True)
 
     assert _wait_run(dagster, run, timeout=180) == "FAILURE"
-    alert = wait_for(lambda: [a for a in webhook.received if a.get("run_id") == run], 120,
-                     "the failure alert reaching the webhook")
+    alert = wait_for(
+        lambda: [a for a in webhook.received if a.get("run_id") == run], 120, "the failure alert reaching the webhook"
+    )
     assert alert[0]["model"] == "flight_delay"
     assert _registry(mlflow_env) == before, "a killed training run must not register or move anything"
     assert _predict(stack).json()["version"] == before["aliases"]["champion"]
-    assert not _sql(stack, "SELECT run_id FROM run_tags WHERE key = 'dagster/parent_run_id' AND value = %s", run), \
+    assert not _sql(stack, "SELECT run_id FROM run_tags WHERE key = 'dagster/parent_run_id' AND value = %s", run), (
         "dagster/max_retries=0: no retry"
+    )
 
 
 def test_killing_the_daemon_loses_and_duplicates_no_run(stack, dagster, mlflow_env):
     champion = _registry(mlflow_env)["aliases"]["champion"]
     first, last = (WEEK - timedelta(days=days) for days in (100, 80))
-    in_flight = dagster.submit_job_execution("flight_delay_data", **LOCATION, tags={
-        "dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()})
+    in_flight = dagster.submit_job_execution(
+        "flight_delay_data",
+        **LOCATION,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+    )
     wait_for(lambda: _status(dagster, in_flight) == "STARTED", 120, "the data run starting", 0.5)
     daemon = f"{stack.project}_daemon_1"
     subprocess.run(["docker", "kill", daemon], check=True, capture_output=True)
@@ -277,8 +354,13 @@ def test_killing_the_daemon_loses_and_duplicates_no_run(stack, dagster, mlflow_e
     _succeeds(stack, dagster, in_flight)
     _succeeds(stack, dagster, queued)
     for key, value in (("dagster/asset_partition_range_start", first.isoformat()), ("dagster/partition", day)):
-        runs = _sql(stack, "SELECT r.run_id FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
-                           "WHERE r.pipeline_name = 'flight_delay_data' AND t.key = %s AND t.value = %s", key, value)
+        runs = _sql(
+            stack,
+            "SELECT r.run_id FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
+            "WHERE r.pipeline_name = 'flight_delay_data' AND t.key = %s AND t.value = %s",
+            key,
+            value,
+        )
         assert len(runs) == 1, f"one run for {key}={value}: {runs}"
     assert len(_run_containers(in_flight)) == 1 and len(_run_containers(queued)) == 1, "each launched exactly once"
     assert _registry(mlflow_env)["aliases"]["champion"] == champion
@@ -292,17 +374,24 @@ def test_a_postgres_restart_loses_no_tick_or_run_and_the_daemon_recovers_by_itse
     wait_for(lambda: _can_query(stack), 60, "PostgreSQL answering again")
     newest_at_restart = _sql(stack, "SELECT max(id) FROM job_ticks")[0][0]
     # the daemon goes on ticking sensors without anyone touching it
-    wait_for(lambda: _sql(stack, "SELECT count(*) FROM job_ticks WHERE id > %s", newest_at_restart)[0][0], 180,
-             "a sensor tick after the restart", 5)
+    wait_for(
+        lambda: _sql(stack, "SELECT count(*) FROM job_ticks WHERE id > %s", newest_at_restart)[0][0],
+        180,
+        "a sensor tick after the restart",
+        5,
+    )
     assert _sql(stack, "SELECT count(*) FROM job_ticks WHERE id <= %s", ticks_before[1])[0][0] == ticks_before[0]
     assert _sql(stack, "SELECT count(*) FROM runs")[0][0] == runs_before
     # the webserver too: the first launch after the restart works, and creates exactly one run
     tags = {"dagster/partition": (WEEK - timedelta(days=71)).isoformat()}
     run = dagster.submit_job_execution("flight_delay_data", **LOCATION, tags=tags)
     _succeeds(stack, dagster, run)
-    created = _sql(stack, "SELECT r.run_id FROM runs r JOIN run_tags t ON t.run_id = r.run_id WHERE "
-                          "r.pipeline_name = 'flight_delay_data' AND t.key = 'dagster/partition' AND t.value = %s",
-                   tags["dagster/partition"])
+    created = _sql(
+        stack,
+        "SELECT r.run_id FROM runs r JOIN run_tags t ON t.run_id = r.run_id WHERE "
+        "r.pipeline_name = 'flight_delay_data' AND t.key = 'dagster/partition' AND t.value = %s",
+        tags["dagster/partition"],
+    )
     assert created == [(run,)]
 
 
@@ -318,17 +407,22 @@ def test_with_the_tracking_server_down_the_endpoint_keeps_serving_and_says_why(s
     serving = _predict(stack).json()["version"]
     stack.compose("stop", "mlflow", capture=True)
     try:
-        ready = wait_for(lambda: (body := requests.get(f"{endpoint}/ready", timeout=5).json())["registry"] != "ok"
-                         and body, 90, "/ready reporting the registry down")
+        ready = wait_for(
+            lambda: (body := requests.get(f"{endpoint}/ready", timeout=5).json())["registry"] != "ok" and body,
+            90,
+            "/ready reporting the registry down",
+        )
         assert ready["ready"] is True and ready["version"] == serving
         assert ready["registry"]["reachable"] is False and ready["registry"]["error"]
         answer = _predict(stack)
         assert answer.status_code == 200 and answer.json()["version"] == serving
-        deploy = dagster.submit_job_execution("__ASSET_JOB", **LOCATION,
-                                              asset_selection=[["flight_delay", "endpoint"]])
+        deploy = dagster.submit_job_execution("__ASSET_JOB", **LOCATION, asset_selection=[["flight_delay", "endpoint"]])
         assert _wait_run(dagster, deploy, timeout=300) == "FAILURE"
         assert _predict(stack).json()["version"] == serving
     finally:
         stack.compose("start", "mlflow", capture=True)
-    wait_for(lambda: requests.get(f"{endpoint}/ready", timeout=5).json()["registry"] == "ok", 120,
-             "/ready seeing the registry again")
+    wait_for(
+        lambda: requests.get(f"{endpoint}/ready", timeout=5).json()["registry"] == "ok",
+        120,
+        "/ready seeing the registry again",
+    )

@@ -16,6 +16,7 @@ On a failure, a full-page screenshot of the test's page and the tail of the `dag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -38,8 +39,9 @@ STARTUP_S = 240
 def _chromium() -> str | None:
     """$ML_PLATFORM_CHROMIUM when set (and nothing else then), else Debian's /usr/bin/chromium or one on PATH."""
     chosen = os.environ.get("ML_PLATFORM_CHROMIUM")
-    candidates = [chosen] if chosen else ["/usr/bin/chromium", shutil.which("chromium"),
-                                          shutil.which("chromium-browser")]
+    candidates = (
+        [chosen] if chosen else ["/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")]
+    )
     return next((c for c in candidates if c and os.path.isfile(c) and os.access(c, os.X_OK)), None)
 
 
@@ -51,8 +53,7 @@ def _free_port() -> int:
 
 def _clean_env(**extra: str) -> dict:
     """The session's environment without an earlier test's Dagster, MLflow or platform settings."""
-    env = {k: v for k, v in os.environ.items()
-           if k != "DAGSTER_HOME" and not k.startswith(("MLFLOW_", "ML_PLATFORM_"))}
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME" and not k.startswith(("MLFLOW_", "ML_PLATFORM_"))}
     return {**env, **extra}
 
 
@@ -64,8 +65,10 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-NO_CHROMIUM = ("DAGSTER UI TESTS NOT RUN: no Chromium found ($ML_PLATFORM_CHROMIUM, /usr/bin/chromium, PATH). "
-               "Install Debian's package: `apt-get install -y chromium` (.ci/run does).")
+NO_CHROMIUM = (
+    "DAGSTER UI TESTS NOT RUN: no Chromium found ($ML_PLATFORM_CHROMIUM, /usr/bin/chromium, PATH). "
+    "Install Debian's package: `apt-get install -y chromium` (.ci/run does)."
+)
 _skipped_for_chromium: list[str] = []
 
 
@@ -90,8 +93,14 @@ def chromium() -> str:
 def small_graph(chromium, tmp_path_factory) -> tuple[Path, dict]:
     """The materialized graph's folder and the facts `small_graph.py` printed about it."""
     root = tmp_path_factory.mktemp("ui_graph")
-    result = subprocess.run([sys.executable, str(BUILDER), str(root), str(_free_port())], cwd=REPO,
-                            env=_clean_env(), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(BUILDER), str(root), str(_free_port())],
+        cwd=REPO,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, f"materializing the small graph failed:\n{result.stderr[-5000:]}"
     return root, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -110,14 +119,29 @@ def dagster_dev(small_graph) -> DagsterDev:
     webserver and daemon do not keep running through the rest of a `make test` session."""
     root, facts = small_graph
     home, port = root / "home", _free_port()
-    env = _clean_env(ML_PLATFORM_HOME=str(home), ML_PLATFORM_SPECS=str(root / "specs"),
-                     DAGSTER_HOME=str(home / "dagster"))
+    env = _clean_env(
+        ML_PLATFORM_HOME=str(home), ML_PLATFORM_SPECS=str(root / "specs"), DAGSTER_HOME=str(home / "dagster")
+    )
     log_path = root / "dagster_dev.log"
     server = DagsterDev(f"http://127.0.0.1:{port}", log_path, facts)
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
-             "-p", str(port)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(Path(sys.executable).with_name("dagster")),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             _wait_until_served(server, process)
             yield server
@@ -125,10 +149,8 @@ def dagster_dev(small_graph) -> DagsterDev:
             _end_group(process)
             # nothing here deploys an endpoint, but should the daemon have, it runs in its own session
             for pid_file in (home / "serving").glob("*.pid") if (home / "serving").exists() else []:
-                try:
+                with contextlib.suppress(ProcessLookupError, ValueError, PermissionError):
                     os.killpg(int(pid_file.read_text()), signal.SIGKILL)
-                except (ProcessLookupError, ValueError, PermissionError):
-                    pass
 
 
 def _end_group(process: subprocess.Popen) -> None:
@@ -139,10 +161,8 @@ def _end_group(process: subprocess.Popen) -> None:
         process.wait(timeout=3)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         pass
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait(timeout=30)
 
 
@@ -170,8 +190,9 @@ def browser(chromium):
     playwright = sync_playwright().start()
     try:
         # root in containers and CI: no user namespace for the sandbox, and a small /dev/shm
-        launched = playwright.chromium.launch(executable_path=chromium, headless=True,
-                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+        launched = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
         yield launched
         launched.close()
     finally:
@@ -188,8 +209,7 @@ def page(browser, dagster_dev, request):
     from playwright.sync_api import expect
 
     expect.set_options(timeout=30_000)  # two shared cores: a GraphQL answer can take seconds
-    skip = page.get_by_role("dialog").filter(has_text="Join the Dagster community").get_by_role("button",
-                                                                                                 name="Skip")
+    skip = page.get_by_role("dialog").filter(has_text="Join the Dagster community").get_by_role("button", name="Skip")
     page.add_locator_handler(skip, lambda button: button.click())
     yield page
     report = getattr(request.node, "report_call", None)

@@ -87,12 +87,20 @@ def build(root: Path, serving_port: int) -> dict:
     week = defs.resolve_assets_def(key("model")).partitions_def.get_partition_keys()[0]
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         job = defs.resolve_implicit_global_asset_job_def()
-        data = job.execute_in_process(instance=instance, asset_selection=[
-            key(stage, model) for model in (spec.name, multiclass.name) for stage in ("raw", "features")], tags={
-            "dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]})
+        data = job.execute_in_process(
+            instance=instance,
+            asset_selection=[
+                key(stage, model) for model in (spec.name, multiclass.name) for stage in ("raw", "features")
+            ],
+            tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
+        )
         assert data.success, "raw → features failed"
-        retrain, retrain_multiclass = (defs.resolve_job_def(f"{model}_retrain").execute_in_process(
-            instance=instance, partition_key=week, raise_on_error=False) for model in (spec.name, multiclass.name))
+        retrain, retrain_multiclass = (
+            defs.resolve_job_def(f"{model}_retrain").execute_in_process(
+                instance=instance, partition_key=week, raise_on_error=False
+            )
+            for model in (spec.name, multiclass.name)
+        )
         assert retrain.success, "training_set → champion failed"
         assert retrain_multiclass.success, f"{multiclass.name}: training_set → champion failed"
         drift = job.execute_in_process(instance=instance, partition_key=days[-1], asset_selection=[key("drift")])
@@ -104,25 +112,43 @@ def build(root: Path, serving_port: int) -> dict:
         "model": spec.name,
         "stages": sorted(k.path[-1] for k in ours),
         "edges": sorted([p.path[-1], k.path[-1]] for k in ours for p in graph.get(k).parent_keys),
-        "checks": sorted([c.asset_key.path[-1], c.name, graph.get_check_spec(c).blocking]
-                         for c in graph.asset_check_keys if c.asset_key.path[0] == spec.name),
-        "days": days, "week": week, "drift_day": days[-1],
-        "gates": [{"name": e.check_name, "passed": e.passed, "detail": e.description}
-                  for e in retrain.get_asset_check_evaluations() if e.asset_key == key("evaluation")],
-        "schema": [{"partition": e.partition, "passed": e.passed}
-                   for e in data.get_asset_check_evaluations() if e.check_name == "schema"
-                   and e.asset_key == key("raw")],
+        "checks": sorted(
+            [c.asset_key.path[-1], c.name, graph.get_check_spec(c).blocking]
+            for c in graph.asset_check_keys
+            if c.asset_key.path[0] == spec.name
+        ),
+        "days": days,
+        "week": week,
+        "drift_day": days[-1],
+        "gates": [
+            {"name": e.check_name, "passed": e.passed, "detail": e.description}
+            for e in retrain.get_asset_check_evaluations()
+            if e.asset_key == key("evaluation")
+        ],
+        "schema": [
+            {"partition": e.partition, "passed": e.passed}
+            for e in data.get_asset_check_evaluations()
+            if e.check_name == "schema" and e.asset_key == key("raw")
+        ],
         "version": str(evaluation["version"]),
         "model_card": evaluation["model_card"],
-        "drift": {"live_source": drift_metadata["live_source"], "features": drift_metadata["features"],
-                  "chart": drift_metadata.get("chart")},
+        "drift": {
+            "live_source": drift_metadata["live_source"],
+            "features": drift_metadata["features"],
+            "chart": drift_metadata.get("chart"),
+        },
         "multiclass": _multiclass_facts(multiclass.name, week, _metadata(retrain_multiclass, "evaluation")),
     }
 
 
 def _multiclass_facts(model: str, week: str, evaluation: dict) -> dict:
-    return {"model": model, "week": week, "version": str(evaluation["version"]),
-            "model_card": evaluation["model_card"], "confusion_matrix": evaluation.get("confusion_matrix")}
+    return {
+        "model": model,
+        "week": week,
+        "version": str(evaluation["version"]),
+        "model_card": evaluation["model_card"],
+        "confusion_matrix": evaluation.get("confusion_matrix"),
+    }
 
 
 if __name__ == "__main__":

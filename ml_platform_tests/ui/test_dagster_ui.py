@@ -12,13 +12,24 @@ from __future__ import annotations
 import time
 
 import pytest
-from ml_platform_tests.markdown_tables import markdown_tables
 from playwright.sync_api import expect
+
+from ml_platform_tests.markdown_tables import markdown_tables
 
 pytestmark = pytest.mark.ui
 
-STAGES = {"raw", "features", "training_set", "model", "evaluation", "champion", "endpoint", "predictions",
-          "drift", "performance"}
+STAGES = {
+    "raw",
+    "features",
+    "training_set",
+    "model",
+    "evaluation",
+    "champion",
+    "endpoint",
+    "predictions",
+    "drift",
+    "performance",
+}
 GATES = {"metric_floor", "not_worse_than_champion", "fairness_gap", "prediction_sanity"}
 
 
@@ -31,7 +42,8 @@ def _markdown_tables(markdown: str) -> list[list[list[str]]]:
 def _html_tables(container) -> list[list[list[str]]]:
     """The <table> elements in the container as rendered: rows of cell texts."""
     return container.locator("table").evaluate_all(
-        "tables => tables.map(t => [...t.rows].map(r => [...r.cells].map(c => c.innerText.trim())))")
+        "tables => tables.map(t => [...t.rows].map(r => [...r.cells].map(c => c.innerText.trim())))"
+    )
 
 
 def _decoded_images(container) -> list[dict]:
@@ -39,7 +51,8 @@ def _decoded_images(container) -> list[dict]:
     return container.locator("img").evaluate_all(
         """images => Promise.all(images.map(i => i.decode().then(
                () => ({alt: i.alt, width: i.naturalWidth, height: i.naturalHeight}),
-               () => ({alt: i.alt, width: 0, height: 0}))))""")
+               () => ({alt: i.alt, width: 0, height: 0}))))"""
+    )
 
 
 def _show_markdown(page, entry: str):
@@ -53,8 +66,7 @@ def _show_markdown(page, entry: str):
 
 def _settled_boxes(page, stages: list[str], within_s: float = 20) -> dict[str, dict]:
     """Each stage's node box on the lineage page, once the graph has stopped moving (it zooms to fit)."""
-    nodes = {stage: page.locator("foreignObject").filter(has=page.get_by_text(stage, exact=True))
-             for stage in stages}
+    nodes = {stage: page.locator("foreignObject").filter(has=page.get_by_text(stage, exact=True)) for stage in stages}
     for stage, node in nodes.items():
         expect(node, f"the {stage} node").to_have_count(1)
         expect(node, f"the {stage} node").to_be_visible()
@@ -79,8 +91,8 @@ def test_the_lineage_page_shows_every_stage_of_the_model(page, dagster_dev):
     viewport = page.viewport_size
     for stage, box in boxes.items():
         assert box["width"] > 0 and box["height"] > 0, stage
-        assert 0 <= box["x"] and box["x"] + box["width"] <= viewport["width"], f"{stage} off screen: {box}"
-        assert 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], f"{stage} off screen: {box}"
+        assert box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"], f"{stage} off screen: {box}"
+        assert box["y"] >= 0 and box["y"] + box["height"] <= viewport["height"], f"{stage} off screen: {box}"
     for upstream, downstream in facts["edges"]:
         assert boxes[upstream]["x"] + boxes[upstream]["width"] <= boxes[downstream]["x"], (upstream, downstream)
 
@@ -99,8 +111,16 @@ def test_the_model_card_renders_every_table_and_plot(page, dagster_dev):
     card = _show_markdown(page, "model_card")
     card.get_by_role("heading", name=f"Model card: {facts['model']} v{facts['version']}").wait_for()
     assert card.locator("h2").all_inner_texts() == [
-        "Data", "Metrics on the held-out slice", "Confusion matrix (held-out slice)", "Slices (roc_auc)", "Fairness",
-        "What drives predictions (TreeSHAP)", "Gates", "Limits", "Plots"]
+        "Data",
+        "Metrics on the held-out slice",
+        "Confusion matrix (held-out slice)",
+        "Slices (roc_auc)",
+        "Fairness",
+        "What drives predictions (TreeSHAP)",
+        "Gates",
+        "Limits",
+        "Plots",
+    ]
 
     card.locator("table").first.wait_for()
     raw_pipes = [text for text in card.locator("p, li").all_inner_texts() if text.lstrip().startswith("|")]
@@ -108,10 +128,12 @@ def test_the_model_card_renders_every_table_and_plot(page, dagster_dev):
     rendered = _html_tables(card)
     assert len(rendered) == 5, [table[0] for table in rendered]
     assert rendered == _markdown_tables(facts["model_card"])
-    for section, header in [("Metrics on the held-out slice", ["metric", "model", "baseline", "champion"]),
-                            ("Confusion matrix (held-out slice)", ["actual", "0", "1"]),
-                            ("What drives predictions (TreeSHAP)", ["feature", "mean abs SHAP"]),
-                            ("Gates", ["gate", "passed", "detail"])]:
+    for section, header in [
+        ("Metrics on the held-out slice", ["metric", "model", "baseline", "champion"]),
+        ("Confusion matrix (held-out slice)", ["actual", "0", "1"]),
+        ("What drives predictions (TreeSHAP)", ["feature", "mean abs SHAP"]),
+        ("Gates", ["gate", "passed", "detail"]),
+    ]:
         table = card.locator("h2", has_text=section).locator("xpath=following-sibling::*[1]")
         assert table.evaluate("n => n.tagName") == "TABLE", f"{section}: {table.inner_text()[:300]}"
         assert table.locator("th").all_inner_texts() == header

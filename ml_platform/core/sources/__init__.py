@@ -8,11 +8,10 @@ plus one entry in `Source`. Nothing here imports `ml_platform.spec`: the spec im
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Union, get_args
+from typing import TYPE_CHECKING, Annotated, get_args
 
 from pydantic import Field
 
-from ml_platform.core.sources import files, nycflights13, sql
 from ml_platform.core.sources.base import DataSource, SourceConfig, SourceError
 from ml_platform.core.sources.files import FilesSource
 from ml_platform.core.sources.nycflights13 import Nycflights13Source
@@ -21,15 +20,27 @@ from ml_platform.core.sources.sql import SqlSource
 if TYPE_CHECKING:
     from ml_platform.spec import ModelSpec
 
-__all__ = ["DataSource", "FilesSource", "Nycflights13Source", "SOURCE_KINDS", "Source", "SourceConfig",
-           "SourceError", "SqlSource", "known_columns", "open_source", "text_columns"]
+__all__ = [
+    "SOURCE_KINDS",
+    "DataSource",
+    "FilesSource",
+    "Nycflights13Source",
+    "Source",
+    "SourceConfig",
+    "SourceError",
+    "SqlSource",
+    "known_columns",
+    "open_source",
+    "text_columns",
+]
 
 #: The `source:` section of a spec, chosen by its `kind`: the one place a new source is added.
-Source = Annotated[Union[Nycflights13Source, FilesSource, SqlSource], Field(discriminator="kind")]
+Source = Annotated[Nycflights13Source | FilesSource | SqlSource, Field(discriminator="kind")]
 
 #: Each kind and its config, read off `Source` (error messages list them and look up their fields).
 SOURCE_KINDS: dict[str, type[SourceConfig]] = {
-    get_args(config.model_fields["kind"].annotation)[0]: config for config in get_args(get_args(Source)[0])}
+    get_args(config.model_fields["kind"].annotation)[0]: config for config in get_args(get_args(Source)[0])
+}
 
 
 def known_columns(source: SourceConfig) -> list[str] | None:

@@ -5,10 +5,11 @@ A separate module (not the package's `__init__`) so each source module can impor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import pandas as pd
 
@@ -69,8 +70,10 @@ class DataSource:
     def load(self, start: datetime, end: datetime) -> pd.DataFrame:
         frame = self.loader(start, end)
         if self.timestamp not in frame.columns:
-            raise SourceError(f"the source returned no timestamp column {self.timestamp!r}; "
-                              f"columns: {', '.join(map(str, frame.columns))}")
+            raise SourceError(
+                f"the source returned no timestamp column {self.timestamp!r}; "
+                f"columns: {', '.join(map(str, frame.columns))}"
+            )
         stamps = frame[self.timestamp]
         if not pd.api.types.is_datetime64_any_dtype(stamps):
             try:

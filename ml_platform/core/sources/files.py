@@ -28,9 +28,12 @@ class FilesSource(SourceConfig):
         return "parquet" if self.path.rstrip("*").endswith((".parquet", ".pq")) else "csv"
 
     def bind(self, model_name: str, timestamp: str, pin_dir: Path) -> DataSource:
-        return DataSource(self.kind, timestamp,
-                          lambda s, e: load(self.path, self.file_format, self.storage_options, timestamp, s, e),
-                          {"path": self.path})
+        return DataSource(
+            self.kind,
+            timestamp,
+            lambda s, e: load(self.path, self.file_format, self.storage_options, timestamp, s, e),
+            {"path": self.path},
+        )
 
 
 def _read(url: str, file_format: str, storage_options: dict) -> pd.DataFrame:
@@ -55,8 +58,9 @@ def paths_for(path: str, start: datetime, end: datetime, storage_options: dict) 
     return [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in sorted(paths)]
 
 
-def load(path: str, file_format: str, storage_options: dict, timestamp: str,
-         start: datetime, end: datetime) -> pd.DataFrame:
+def load(
+    path: str, file_format: str, storage_options: dict, timestamp: str, start: datetime, end: datetime
+) -> pd.DataFrame:
     """Rows of the files whose timestamp lies in [start, end); a missing file is an error, not an empty day."""
     urls = paths_for(path, start, end, storage_options)
     if not urls:
@@ -71,6 +75,7 @@ def load(path: str, file_format: str, storage_options: dict, timestamp: str,
             raise SourceError(f"cannot read {url} as {file_format}: {error}") from error
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if timestamp not in frame.columns:
-        raise SourceError(f"the timestamp column {timestamp!r} is not in {path!r}; "
-                          f"columns: {', '.join(map(str, frame.columns))}")
+        raise SourceError(
+            f"the timestamp column {timestamp!r} is not in {path!r}; columns: {', '.join(map(str, frame.columns))}"
+        )
     return frame

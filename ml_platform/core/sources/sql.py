@@ -31,8 +31,9 @@ class SqlSource(SourceConfig):
         return query
 
     def bind(self, model_name: str, timestamp: str, pin_dir: Path) -> DataSource:
-        return DataSource(self.kind, timestamp, lambda s, e: load(self.url, self.query, s, e),
-                          {"url": redacted(self.url)})
+        return DataSource(
+            self.kind, timestamp, lambda s, e: load(self.url, self.query, s, e), {"url": redacted(self.url)}
+        )
 
 
 @lru_cache(maxsize=8)

@@ -23,12 +23,17 @@ from ml_platform.spec import ModelSpec
 __all__ = ["alert_on_run_failure", "build_sensors"]
 
 
-def build_sensors(spec: ModelSpec, data_partitions: dg.TimeWindowPartitionsDefinition,
-                  training_partitions: dg.PartitionsDefinition) -> dg.Definitions:
+def build_sensors(
+    spec: ModelSpec, data_partitions: dg.TimeWindowPartitionsDefinition, training_partitions: dg.PartitionsDefinition
+) -> dg.Definitions:
     """The sensors of one model: retrain on monitoring and rollback always; the online challenger, staleness
     alerts and new-data sensor only when the spec asks for what they watch. `alert_on_run_failure` is not
     among them: it serves every model and is added once."""
     optional = (online_challenger_sensor(spec), staleness_sensor(spec), new_data_sensor(spec, data_partitions))
-    return dg.Definitions(sensors=[retrain_sensor(spec, training_partitions), rollback_sensor(spec),
-                                   *(sensor for sensor in optional if sensor is not None)])
-
+    return dg.Definitions(
+        sensors=[
+            retrain_sensor(spec, training_partitions),
+            rollback_sensor(spec),
+            *(sensor for sensor in optional if sensor is not None),
+        ]
+    )

@@ -9,8 +9,9 @@ from ml_platform.defs import conventions
 from ml_platform.spec import ModelSpec
 
 
-def new_data_sensor(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinition,
-                    lookback: int = 14) -> dg.SensorDefinition | None:
+def new_data_sensor(
+    spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinition, lookback: int = 14
+) -> dg.SensorDefinition | None:
     """A day's file appearing materializes that day; None for any other source (nothing to watch).
 
     Only the newest `lookback` days are looked at (older gaps are a backfill's business), and the run key carries
@@ -20,9 +21,13 @@ def new_data_sensor(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefiniti
         return None
     raw_key = conventions.key(spec, "raw")
 
-    @dg.sensor(name=f"{spec.name}_new_data", job_name=conventions.data_job_name(spec), minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"Materializes a day of {spec.name} when its file appears at {source.path}.")
+    @dg.sensor(
+        name=f"{spec.name}_new_data",
+        job_name=conventions.data_job_name(spec),
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Materializes a day of {spec.name} when its file appears at {source.path}.",
+    )
     def new_data(context: dg.SensorEvaluationContext):
         import fsspec
 
@@ -35,9 +40,17 @@ def new_data_sensor(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefiniti
             url = source.path.format(date=key[:10])
             fs, path = fsspec.core.url_to_fs(url, **source.storage_options)
             if fs.exists(path):
-                requests.append(dg.RunRequest(run_key=f"new-data-{key}-{fs.info(path).get('size')}", partition_key=key,
-                                              tags={conventions.REASON_TAG: "new data", conventions.TRIGGER_TAG: url,
-                                                    **conventions.model_tags(spec)}))
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"new-data-{key}-{fs.info(path).get('size')}",
+                        partition_key=key,
+                        tags={
+                            conventions.REASON_TAG: "new data",
+                            conventions.TRIGGER_TAG: url,
+                            **conventions.model_tags(spec),
+                        },
+                    )
+                )
         return requests or dg.SkipReason(f"no new files among the last {lookback} partitions")
 
     return new_data

@@ -6,7 +6,7 @@ aliases (audited), alert, and redeploy the endpoint so the version the registry 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -33,10 +33,14 @@ def rollback_sensor(spec: ModelSpec) -> dg.SensorDefinition:
     metric = settings.metric or DEFAULT_METRIC[spec.task]
     tolerance, window, min_rows = settings.rollback_tolerance, settings.rollback_window, settings.rollback_min_rows
 
-    @dg.sensor(name=f"{name}_rollback_on_regression", minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING, target=[conventions.key(spec, "endpoint")],
-               description=f"Rolls {name} back to `previous` when the new champion's live {metric} trails it by "
-                           f"more than {tolerance} within {window} of its promotion.")
+    @dg.sensor(
+        name=f"{name}_rollback_on_regression",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        target=[conventions.key(spec, "endpoint")],
+        description=f"Rolls {name} back to `previous` when the new champion's live {metric} trails it by "
+        f"more than {tolerance} within {window} of its promotion.",
+    )
     def rollback_on_regression(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking):
         registry = mlflow_tracking.registry(name)
         promotions = [r for r in registry.history() if r["action"] in ("promote", "rollback")]
@@ -47,22 +51,37 @@ def rollback_sensor(spec: ModelSpec) -> dg.SensorDefinition:
         judged = f"{champion}:{last['at']}"
         if context.cursor == judged:
             return dg.SkipReason(f"v{champion} already judged")
-        if datetime.now(timezone.utc) - datetime.fromisoformat(last["at"]) > window:
+        if datetime.now(UTC) - datetime.fromisoformat(last["at"]) > window:
             context.update_cursor(judged)
             return dg.SkipReason(f"v{champion} is past its first {window}")
         days = latest_per_day(context.instance, conventions.key(spec, "performance"))
-        verdict = judge_rollback(paired_days(days, champion, previous),
-                                 [d.get("answered_by_version", {}) for d in days.values()],
-                                 champion, previous, metric, tolerance, min_rows)
+        verdict = judge_rollback(
+            paired_days(days, champion, previous),
+            [d.get("answered_by_version", {}) for d in days.values()],
+            champion,
+            previous,
+            metric,
+            tolerance,
+            min_rows,
+        )
         if verdict.decision == "wait":
             return dg.SkipReason(verdict.reason)
         context.update_cursor(judged)
         if verdict.decision == "keep":
             return dg.SkipReason(verdict.reason)
         record = registry.rollback(verdict.reason, {"trigger": "rollback_on_regression", "metric": metric})
-        send_alert({"kind": "rollback", "model": name, "asset": _champion_asset(spec), "run_id": None,
-                    "from_version": champion, "to_version": record["version"], "reason": verdict.reason},
-                   logger=context.log)
+        send_alert(
+            {
+                "kind": "rollback",
+                "model": name,
+                "asset": _champion_asset(spec),
+                "run_id": None,
+                "from_version": champion,
+                "to_version": record["version"],
+                "reason": verdict.reason,
+            },
+            logger=context.log,
+        )
         return _redeploy(spec, "rollback", f"v{champion} → v{record['version']}: {verdict.reason}")
 
     return rollback_on_regression
@@ -80,11 +99,15 @@ def online_challenger_sensor(spec: ModelSpec) -> dg.SensorDefinition | None:
         return None
     name = spec.name
 
-    @dg.sensor(name=f"{name}_online_challenger", minimum_interval_seconds=60,
-               default_status=dg.DefaultSensorStatus.RUNNING, target=[conventions.key(spec, "endpoint")],
-               description=f"Promotes the {rollout.mode} challenger of {name} when it beats the champion on the "
-                           f"same live outcomes over {rollout.trial_days} days ({rollout.min_rows}+ labelled "
-                           f"rows, gain ≥ {rollout.min_improvement}); retires it when it does not.")
+    @dg.sensor(
+        name=f"{name}_online_challenger",
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        target=[conventions.key(spec, "endpoint")],
+        description=f"Promotes the {rollout.mode} challenger of {name} when it beats the champion on the "
+        f"same live outcomes over {rollout.trial_days} days ({rollout.min_rows}+ labelled "
+        f"rows, gain ≥ {rollout.min_improvement}); retires it when it does not.",
+    )
     def online_challenger(context: dg.SensorEvaluationContext, mlflow_tracking: MlflowTracking):
         registry = mlflow_tracking.registry(name)
         champion, challenger = registry.version_of("champion"), registry.version_of("challenger")
@@ -92,27 +115,63 @@ def online_challenger_sensor(spec: ModelSpec) -> dg.SensorDefinition | None:
             return dg.SkipReason("no challenger on trial")
         if context.cursor == f"{champion}:{challenger}":
             return dg.SkipReason(f"v{challenger} against v{champion} already decided")
-        paired = paired_days(latest_per_day(context.instance, conventions.key(spec, "performance")), champion,
-                             challenger)
+        paired = paired_days(
+            latest_per_day(context.instance, conventions.key(spec, "performance")), champion, challenger
+        )
         verdict = judge_challenger(paired, rollout.trial_days, rollout.min_rows, rollout.min_improvement)
         if verdict.decision == "wait":
             return dg.SkipReason(f"v{challenger} against v{champion}: {verdict.reason}")
         context.update_cursor(f"{champion}:{challenger}")
-        evidence = {"trigger": "online_challenger", "mode": rollout.mode, "gain": verdict.gain,
-                    "rows": verdict.rows, "days": list(verdict.days), "champion": champion}
+        evidence = {
+            "trigger": "online_challenger",
+            "mode": rollout.mode,
+            "gain": verdict.gain,
+            "rows": verdict.rows,
+            "days": list(verdict.days),
+            "champion": champion,
+        }
         if verdict.decision == "retire":
             record = registry.retire_challenger(verdict.reason, evidence)
-            send_alert({"kind": "challenger_retired", "model": name, "asset": _champion_asset(spec), "run_id": None,
-                        "version": challenger, "champion": champion, "reason": verdict.reason}, logger=context.log)
+            send_alert(
+                {
+                    "kind": "challenger_retired",
+                    "model": name,
+                    "asset": _champion_asset(spec),
+                    "run_id": None,
+                    "version": challenger,
+                    "champion": champion,
+                    "reason": verdict.reason,
+                },
+                logger=context.log,
+            )
             return dg.SkipReason(f"retired v{record['version']}: {verdict.reason}")
         try:
             record = registry.promote_gated(challenger, verdict.reason, evidence)
         except RegistryError as error:
-            send_alert({"kind": "challenger_blocked", "model": name, "asset": _champion_asset(spec), "run_id": None,
-                        "version": challenger, "reason": str(error)}, logger=context.log)
+            send_alert(
+                {
+                    "kind": "challenger_blocked",
+                    "model": name,
+                    "asset": _champion_asset(spec),
+                    "run_id": None,
+                    "version": challenger,
+                    "reason": str(error),
+                },
+                logger=context.log,
+            )
             return dg.SkipReason(str(error))
-        send_alert({"kind": "challenger_promoted", "model": name, "asset": _champion_asset(spec), "run_id": None,
-                    "version": challenger, "from_version": champion, "reason": verdict.reason}, logger=context.log)
+        send_alert(
+            {
+                "kind": "challenger_promoted",
+                "model": name,
+                "asset": _champion_asset(spec),
+                "run_id": None,
+                "version": challenger,
+                "from_version": champion,
+                "reason": verdict.reason,
+            },
+            logger=context.log,
+        )
         return _redeploy(spec, "online challenger won", f"v{champion} → v{record['version']}: {verdict.reason}")
 
     return online_challenger
@@ -122,16 +181,18 @@ def latest_per_day(instance: dg.DagsterInstance, key: dg.AssetKey, limit: int = 
     """The metadata of each partition's newest materialization: a day evaluated again counts once."""
     latest: dict[str, dict] = {}
     for record in instance.fetch_materializations(key, limit=limit).records:  # newest first
-        latest.setdefault(record.partition_key, {k: v.value for k, v in
-                                                 record.asset_materialization.metadata.items()})
+        latest.setdefault(record.partition_key, {k: v.value for k, v in record.asset_materialization.metadata.items()})
     return latest
 
 
 def paired_days(days: dict[str, dict], champion: str, other: str) -> list[dict]:
     """Each day's paired comparison of `champion` with `other` (from `<model>/performance`)."""
-    return [{"day": day, **entry} for day, metadata in days.items()
-            for entry in metadata.get("paired_comparison", [])
-            if (entry["champion"], entry["other"]) == (champion, other)]
+    return [
+        {"day": day, **entry}
+        for day, metadata in days.items()
+        for entry in metadata.get("paired_comparison", [])
+        if (entry["champion"], entry["other"]) == (champion, other)
+    ]
 
 
 def _champion_asset(spec: ModelSpec) -> str:
@@ -141,6 +202,7 @@ def _champion_asset(spec: ModelSpec) -> str:
 
 def _redeploy(spec: ModelSpec, reason: str, trigger: str) -> dg.RunRequest:
     """Deploy the champion the registry now names: the endpoint's smoke test proves it serves."""
-    return dg.RunRequest(asset_selection=[conventions.key(spec, "endpoint")],
-                         tags={conventions.REASON_TAG: reason, conventions.TRIGGER_TAG: trigger[:200],
-                               **conventions.model_tags(spec)})
+    return dg.RunRequest(
+        asset_selection=[conventions.key(spec, "endpoint")],
+        tags={conventions.REASON_TAG: reason, conventions.TRIGGER_TAG: trigger[:200], **conventions.model_tags(spec)},
+    )

@@ -33,25 +33,37 @@ def retrain_sensor(spec: ModelSpec, training: dg.PartitionsDefinition) -> dg.Sen
     A failure alerts every time (people want to know the episode goes on) but retrains at most once per
     cooldown; a requested retrain that turned out a no-op does not count."""
     name = spec.name
-    watched = {"drift": dg.AssetCheckKey(conventions.key(spec, "drift"), DRIFT_FAIL),
-               "performance": dg.AssetCheckKey(conventions.key(spec, "performance"), PERFORMANCE_FLOOR)}
+    watched = {
+        "drift": dg.AssetCheckKey(conventions.key(spec, "drift"), DRIFT_FAIL),
+        "performance": dg.AssetCheckKey(conventions.key(spec, "performance"), PERFORMANCE_FLOOR),
+    }
     cooldown = spec.monitoring.retrain_cooldown
     model_key = conventions.key(spec, "model")
 
-    @dg.sensor(name=f"{name}_retrain_on_monitoring", job_name=conventions.retrain_job_name(spec),
-               minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-               description=f"When {name}/drift fails `{DRIFT_FAIL}` or {name}/performance fails "
-                           f"`{PERFORMANCE_FLOOR}`: alert, and retrain the latest week (at most once per "
-                           f"{cooldown}).")
+    @dg.sensor(
+        name=f"{name}_retrain_on_monitoring",
+        job_name=conventions.retrain_job_name(spec),
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"When {name}/drift fails `{DRIFT_FAIL}` or {name}/performance fails "
+        f"`{PERFORMANCE_FLOOR}`: alert, and retrain the latest week (at most once per "
+        f"{cooldown}).",
+    )
     def retrain_on_monitoring(context: dg.SensorEvaluationContext):
         cursor = RetrainCursor.from_json(context.cursor)
         if cursor.pending:
-            request, outcome = cursor.pending["request"], _outcome(context.instance, cursor.pending["request"],
-                                                                   model_key)
+            request, outcome = (
+                cursor.pending["request"],
+                _outcome(context.instance, cursor.pending["request"], model_key),
+            )
             if cursor.settle(outcome) and outcome == "noop":
                 context.log.info(f"retrain {request} was a no-op (inputs unchanged): the cooldown is given back")
-        failing = cursor.advance({reason: _evaluations_since(context.instance, check_key, cursor.since(reason))
-                                  for reason, check_key in watched.items()})
+        failing = cursor.advance(
+            {
+                reason: _evaluations_since(context.instance, check_key, cursor.since(reason))
+                for reason, check_key in watched.items()
+            }
+        )
         if not failing:
             context.update_cursor(cursor.to_json())
             return dg.SkipReason("no new failing drift or performance evaluation")
@@ -59,22 +71,32 @@ def retrain_sensor(spec: ModelSpec, training: dg.PartitionsDefinition) -> dg.Sen
         now = time.time()
         retrain = cursor.due(now, cooldown.total_seconds())
         for kind, failed in failing:
-            action = ("retrain" if retrain and failed is latest else "cooldown" if not retrain
-                      else "retrain requested by a later failure")
+            action = (
+                "retrain"
+                if retrain and failed is latest
+                else "cooldown"
+                if not retrain
+                else "retrain requested by a later failure"
+            )
             _alert(spec, kind, failed.source, action, context.log)
         record = latest.source
         if not retrain:
             context.update_cursor(cursor.to_json())
-            return dg.SkipReason(f"{reason} failed on {record.partition}; retrain cooldown of "
-                                 f"{cooldown} still running")
+            return dg.SkipReason(f"{reason} failed on {record.partition}; retrain cooldown of {cooldown} still running")
         request = f"{reason}-{record.id}"
         cursor.retrained(now, request)
         context.update_cursor(cursor.to_json())
-        return dg.RunRequest(run_key=request, partition_key=training.get_last_partition_key(),
-                             tags={conventions.REASON_TAG: reason, REQUEST_TAG: request,
-                                   conventions.TRIGGER_TAG: f"{name}/{reason} {record.partition}",
-                                   **conventions.model_tags(spec),
-                                   conventions.DRIFTED_TAG: ",".join(_flagged_features(record))[:200]})
+        return dg.RunRequest(
+            run_key=request,
+            partition_key=training.get_last_partition_key(),
+            tags={
+                conventions.REASON_TAG: reason,
+                REQUEST_TAG: request,
+                conventions.TRIGGER_TAG: f"{name}/{reason} {record.partition}",
+                **conventions.model_tags(spec),
+                conventions.DRIFTED_TAG: ",".join(_flagged_features(record))[:200],
+            },
+        )
 
     return retrain_on_monitoring
 
@@ -83,9 +105,16 @@ def _evaluations_since(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey
     """The check's evaluations after record `since`, as the cursor reads them (Dagster's record kept as
     `source`). Only a planned one needs its run looked up: finished, it will never be evaluated."""
     history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=HISTORY_LIMIT)
-    return [CheckRecord(record.id, record.status.value,
-                        record.status.value != "PLANNED" or _run_finished(instance, record.run_id), record)
-            for record in history if record.id > since]
+    return [
+        CheckRecord(
+            record.id,
+            record.status.value,
+            record.status.value != "PLANNED" or _run_finished(instance, record.run_id),
+            record,
+        )
+        for record in history
+        if record.id > since
+    ]
 
 
 def _outcome(instance: dg.DagsterInstance, request: str, model_key: dg.AssetKey) -> str:
@@ -117,7 +146,16 @@ def _flagged_features(record) -> list:
 def _alert(spec: ModelSpec, kind: str, record, action: str, logger) -> None:
     """One alert per failing evaluation, saying what was done about it."""
     details = record.event.dagster_event.event_specific_data
-    send_alert({"kind": kind, "model": spec.name, "asset": conventions.key(spec, kind).to_user_string(),
-                "run_id": record.run_id, "partition": record.partition, "features": _flagged_features(record),
-                "reason": details.description, "action": action},
-               logger=logger)
+    send_alert(
+        {
+            "kind": kind,
+            "model": spec.name,
+            "asset": conventions.key(spec, kind).to_user_string(),
+            "run_id": record.run_id,
+            "partition": record.partition,
+            "features": _flagged_features(record),
+            "reason": details.description,
+            "action": action,
+        },
+        logger=logger,
+    )

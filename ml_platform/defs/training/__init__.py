@@ -26,14 +26,13 @@ STAGES = ("training_set", "model", "evaluation", "champion")
 
 def build_training(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.Definitions:
     """The four stages on the retraining partitions, the retrain job and its schedule, the registry jobs."""
-    assets = [build(spec, partitions) for build in (training_set_asset, model_asset, evaluation_asset,
-                                                    champion_asset)]
+    assets = [build(spec, partitions) for build in (training_set_asset, model_asset, evaluation_asset, champion_asset)]
     retrain = dg.define_asset_job(
         conventions.retrain_job_name(spec),
         selection=dg.AssetSelection.assets(*(conventions.key(spec, stage) for stage in STAGES)),
         description=f"Retrain {spec.name} for one {spec.training.cadence} partition: training_set → champion.",
         tags={**conventions.model_tags(spec), conventions.TRAINING_TAG: spec.name},
-        executor_def=dg.in_process_executor)
-    schedule = dg.build_schedule_from_partitioned_job(retrain, hour_of_day=3,
-                                                      name=f"{spec.name}_retrain_schedule")
+        executor_def=dg.in_process_executor,
+    )
+    schedule = dg.build_schedule_from_partitioned_job(retrain, hour_of_day=3, name=f"{spec.name}_retrain_schedule")
     return dg.Definitions(assets=assets, jobs=[retrain, *registry_jobs(spec)], schedules=[schedule])

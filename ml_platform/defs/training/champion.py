@@ -11,28 +11,55 @@ from ml_platform.spec import ModelSpec
 
 def _description(spec: ModelSpec) -> str:
     rollout = spec.serving.rollout
-    condition = (", after a person approves it with the approve job" if spec.gates.require_approval
-                 else f", after it beats the champion online ({rollout.mode})" if rollout.mode != "none" else "")
-    return (f"The registry alias `champion` of `{spec.name}`: moved to the new version when every gate passed "
-            f"(the old champion keeps `previous`){condition}. Every move is audited.")
+    condition = (
+        ", after a person approves it with the approve job"
+        if spec.gates.require_approval
+        else f", after it beats the champion online ({rollout.mode})"
+        if rollout.mode != "none"
+        else ""
+    )
+    return (
+        f"The registry alias `champion` of `{spec.name}`: moved to the new version when every gate passed "
+        f"(the old champion keeps `previous`){condition}. Every move is audited."
+    )
 
 
 def champion_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(key=conventions.key(spec, "champion"), partitions_def=partitions,
-              io_manager_key=conventions.IO_MANAGER_KEY, kinds={"mlflow"},
-              description=_description(spec), ins={"evaluation": dg.AssetIn(conventions.key(spec, "evaluation"))})
+    @dg.asset(
+        key=conventions.key(spec, "champion"),
+        partitions_def=partitions,
+        io_manager_key=conventions.IO_MANAGER_KEY,
+        kinds={"mlflow"},
+        description=_description(spec),
+        ins={"evaluation": dg.AssetIn(conventions.key(spec, "evaluation"))},
+    )
     def champion(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, evaluation: pd.DataFrame):
         registry = mlflow_tracking.registry(spec.name)
         row = evaluation.iloc[0].to_dict()
-        record = decide_promotion(spec, registry, row, {"dagster_run_id": context.run.run_id,
-                                                        "partition": context.partition_key})
+        record = decide_promotion(
+            spec, registry, row, {"dagster_run_id": context.run.run_id, "partition": context.partition_key}
+        )
         current = registry.aliases()
-        return dg.Output(pd.DataFrame([{"champion": current.get("champion"), "previous": current.get("previous"),
-                                        "challenger": current.get("challenger"), "action": record["action"],
-                                        "version": str(row["version"]), "at": record["at"]}]),
-                         metadata={"action": record["action"], "reason": record["reason"],
-                                   "champion_version": str(current.get("champion")),
-                                   "previous_version": str(current.get("previous")),
-                                   "audit": dg.MetadataValue.json(record)})
+        return dg.Output(
+            pd.DataFrame(
+                [
+                    {
+                        "champion": current.get("champion"),
+                        "previous": current.get("previous"),
+                        "challenger": current.get("challenger"),
+                        "action": record["action"],
+                        "version": str(row["version"]),
+                        "at": record["at"],
+                    }
+                ]
+            ),
+            metadata={
+                "action": record["action"],
+                "reason": record["reason"],
+                "champion_version": str(current.get("champion")),
+                "previous_version": str(current.get("previous")),
+                "audit": dg.MetadataValue.json(record),
+            },
+        )
 
     return champion

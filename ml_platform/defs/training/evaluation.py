@@ -18,7 +18,7 @@ from ml_platform.spec import ModelSpec
 GATE_DESCRIPTIONS = {
     "metric_floor": "The holdout metric meets the spec's floor (gates.min / gates.max).",
     "not_worse_than_champion": "Not worse than the current champion on the same holdout by more than "
-                               "gates.max_regression.",
+    "gates.max_regression.",
     "fairness_gap": "The metric's gap across the sensitive group stays under gates.fairness.max_gap.",
     "prediction_sanity": "Predictions are finite, in range and not constant.",
 }
@@ -26,23 +26,39 @@ GATE_DESCRIPTIONS = {
 
 def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     key = conventions.key(spec, "evaluation")
-    gates = [dg.AssetCheckSpec(gate, asset=key, blocking=True, partitions_def=partitions,
-                               description=GATE_DESCRIPTIONS[gate]) for gate in GATE_NAMES]
+    gates = [
+        dg.AssetCheckSpec(
+            gate, asset=key, blocking=True, partitions_def=partitions, description=GATE_DESCRIPTIONS[gate]
+        )
+        for gate in GATE_NAMES
+    ]
 
-    @dg.asset(key=key, partitions_def=partitions, io_manager_key=conventions.IO_MANAGER_KEY,
-              kinds={"mlflow", conventions.frame_kind(spec)}, check_specs=gates,
-              description="The new model on the held-out newest days: task metrics, a naive baseline, slices, "
-                          "fairness, TreeSHAP attributions, the current champion on the same rows, and the model "
-                          "card. The promotion gates are its blocking checks.",
-              ins={"model": dg.AssetIn(conventions.key(spec, "model")),
-                   "training_set": dg.AssetIn(conventions.key(spec, "training_set"),
-                                              metadata=conventions.frame_input(spec))})
-    def evaluation(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
-                   model: pd.DataFrame, training_set):
+    @dg.asset(
+        key=key,
+        partitions_def=partitions,
+        io_manager_key=conventions.IO_MANAGER_KEY,
+        kinds={"mlflow", conventions.frame_kind(spec)},
+        check_specs=gates,
+        description="The new model on the held-out newest days: task metrics, a naive baseline, slices, "
+        "fairness, TreeSHAP attributions, the current champion on the same rows, and the model "
+        "card. The promotion gates are its blocking checks.",
+        ins={
+            "model": dg.AssetIn(conventions.key(spec, "model")),
+            "training_set": dg.AssetIn(conventions.key(spec, "training_set"), metadata=conventions.frame_input(spec)),
+        },
+    )
+    def evaluation(
+        context: dg.AssetExecutionContext,
+        mlflow_tracking: MlflowTracking,
+        dask_cluster: DaskCluster,
+        model: pd.DataFrame,
+        training_set,
+    ):
         model_row = model.iloc[0].to_dict()
         registry = mlflow_tracking.registry(spec.name)
-        with (dask_step(dask_cluster, training_set) if conventions.on_dask(spec)
-              else contextlib.nullcontext((None, {}))) as (_, cluster):
+        with (
+            dask_step(dask_cluster, training_set) if conventions.on_dask(spec) else contextlib.nullcontext((None, {}))
+        ) as (_, cluster):
             record, candidate = evaluate_version(spec, str(model_row["version"]), training_set, registry)
         # A no-op retrain's version keeps the record of its own evaluation: its run, card and gate tags are
         # left as they were (re-logging would overwrite them with this run's); it is still judged here.
@@ -52,20 +68,39 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
             with mlflow_tracking.start_run(context, spec.name, run_id=model_row["run_id"]):
                 log_evaluation(record, candidate)
             registry.mark_gates(record.version, record.passed)
-            record.timings["mlflow_run_and_gates_tag"] = (time.perf_counter() - started
-                                                          - record.timings["mlflow_logging"]
-                                                          - record.timings["smoke_rows_drift_reference"])
-        yield dg.Output(pd.DataFrame([record.row(model_row)]), metadata={
-            **_metadata(record), **cluster, **({"mlflow_record": dg.MetadataValue.text(
-                f"kept: v{record.version} was evaluated when it was registered ({model_row.get('noop_reason')})")}
-                if recorded else {})})
+            record.timings["mlflow_run_and_gates_tag"] = (
+                time.perf_counter()
+                - started
+                - record.timings["mlflow_logging"]
+                - record.timings["smoke_rows_drift_reference"]
+            )
+        yield dg.Output(
+            pd.DataFrame([record.row(model_row)]),
+            metadata={
+                **_metadata(record),
+                **cluster,
+                **(
+                    {
+                        "mlflow_record": dg.MetadataValue.text(
+                            f"kept: v{record.version} was evaluated when it was registered ({model_row.get('noop_reason')})"
+                        )
+                    }
+                    if recorded
+                    else {}
+                ),
+            },
+        )
         for gate in record.gates:
-            yield dg.AssetCheckResult(check_name=gate.name, passed=gate.passed, description=gate.detail,
-                                      metadata={"detail": gate.detail,
-                                                **({"value": gate.value} if gate.value is not None
-                                                   and np.isfinite(gate.value) else {}),
-                                                **({"threshold": gate.threshold} if gate.threshold is not None
-                                                   else {})})
+            yield dg.AssetCheckResult(
+                check_name=gate.name,
+                passed=gate.passed,
+                description=gate.detail,
+                metadata={
+                    "detail": gate.detail,
+                    **({"value": gate.value} if gate.value is not None and np.isfinite(gate.value) else {}),
+                    **({"threshold": gate.threshold} if gate.threshold is not None else {}),
+                },
+            )
 
     return evaluation
 
@@ -75,16 +110,27 @@ def _metadata(record: EvaluationRecord) -> dict:
     and the held-out rows left out for a label never seen in training."""
     result, metric = record.result, record.result.metric
     shap = result.attributions.attrs
-    return {metric: result.value, **{f"test_{k}": v for k, v in result.metrics.items()},
-            **{f"baseline_{k}": v for k, v in result.baseline.items()},
-            **({f"champion_{metric}": result.champion[metric]} if result.champion else {}),
-            "version": record.version, "model_card": dg.MetadataValue.md(record.card),
-            "slices": md_table(result.slices),
-            **({"confusion_matrix": md_table(result.confusion.reset_index())} if result.confusion is not None
-               else {}),
-            **({"unseen_labels": dg.MetadataValue.json(result.unseen_labels)} if result.unseen_labels else {}),
-            "feature_attributions": dg.MetadataValue.json(
-                {k: round(float(v), 6) for k, v in result.attributions.head(20).items()}),
-            **({"shap_rows": dg.MetadataValue.text(f"{shap['rows']} of {shap['of_rows']} holdout rows "
-                                                   f"(TreeSHAP sample cap {shap['cap']})")} if "rows" in shap else {}),
-            "timings": dg.MetadataValue.json({k: round(v, 3) for k, v in record.timings.items()})}
+    return {
+        metric: result.value,
+        **{f"test_{k}": v for k, v in result.metrics.items()},
+        **{f"baseline_{k}": v for k, v in result.baseline.items()},
+        **({f"champion_{metric}": result.champion[metric]} if result.champion else {}),
+        "version": record.version,
+        "model_card": dg.MetadataValue.md(record.card),
+        "slices": md_table(result.slices),
+        **({"confusion_matrix": md_table(result.confusion.reset_index())} if result.confusion is not None else {}),
+        **({"unseen_labels": dg.MetadataValue.json(result.unseen_labels)} if result.unseen_labels else {}),
+        "feature_attributions": dg.MetadataValue.json(
+            {k: round(float(v), 6) for k, v in result.attributions.head(20).items()}
+        ),
+        **(
+            {
+                "shap_rows": dg.MetadataValue.text(
+                    f"{shap['rows']} of {shap['of_rows']} holdout rows (TreeSHAP sample cap {shap['cap']})"
+                )
+            }
+            if "rows" in shap
+            else {}
+        ),
+        "timings": dg.MetadataValue.json({k: round(v, 3) for k, v in record.timings.items()}),
+    }

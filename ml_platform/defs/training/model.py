@@ -11,7 +11,6 @@ import contextlib
 import dagster as dg
 import pandas as pd
 
-
 from ml_platform.core.retraining import RetrainInputs, UnchangedVersion, retrain_inputs, unchanged_version
 from ml_platform.core.training_run import TrainingError, metric_of, train_and_log
 from ml_platform.defs import conventions
@@ -25,28 +24,37 @@ def model_data_version(version: str, model_sha256: str) -> dg.DataVersion:
 
 
 def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(key=conventions.key(spec, "model"), partitions_def=partitions,
-              io_manager_key=conventions.IO_MANAGER_KEY,
-              kinds={"lightgbm", "mlflow", *({"dask"} if conventions.on_dask(spec) else set())},
-              description=f"LightGBM ({spec.task}): early stopping on the validation days picks the rounds"
-                          + ("; the final model is refit on training + validation days" if spec.training.refit
-                             else "")
-                          + f"; logged to MLflow and registered as a new version of `{spec.name}` with alias "
-                          "`challenger`. When the data, spec and training code equal the newest version's, "
-                          "nothing is trained: that version is reported again (a no-op retrain).",
-              ins={"training_set": dg.AssetIn(conventions.key(spec, "training_set"),
-                                              metadata=conventions.frame_input(spec))})
-    def model(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster,
-              training_set):  # a DataFrame, or StoredPartitions on Dask
-        with (dask_step(dask_cluster, training_set) if conventions.on_dask(spec)
-              else contextlib.nullcontext((None, {}))) as (client, cluster):
+    @dg.asset(
+        key=conventions.key(spec, "model"),
+        partitions_def=partitions,
+        io_manager_key=conventions.IO_MANAGER_KEY,
+        kinds={"lightgbm", "mlflow", *({"dask"} if conventions.on_dask(spec) else set())},
+        description=f"LightGBM ({spec.task}): early stopping on the validation days picks the rounds"
+        + ("; the final model is refit on training + validation days" if spec.training.refit else "")
+        + f"; logged to MLflow and registered as a new version of `{spec.name}` with alias "
+        "`challenger`. When the data, spec and training code equal the newest version's, "
+        "nothing is trained: that version is reported again (a no-op retrain).",
+        ins={"training_set": dg.AssetIn(conventions.key(spec, "training_set"), metadata=conventions.frame_input(spec))},
+    )
+    def model(
+        context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, training_set
+    ):  # a DataFrame, or StoredPartitions on Dask
+        with (
+            dask_step(dask_cluster, training_set) if conventions.on_dask(spec) else contextlib.nullcontext((None, {}))
+        ) as (client, cluster):
             return _train(context, mlflow_tracking, spec, training_set, client, cluster)
 
     return model
 
 
-def _train(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, spec: ModelSpec, training_set,
-           client, cluster: dict) -> dg.Output:
+def _train(
+    context: dg.AssetExecutionContext,
+    mlflow_tracking: MlflowTracking,
+    spec: ModelSpec,
+    training_set,
+    client,
+    cluster: dict,
+) -> dg.Output:
     """A new version trained, logged and registered as `challenger`; or the newest one, when it is unchanged.
     `client`: the Dask client on Dask (None locally); `cluster`: metadata about that cluster."""
     partition = context.partition_key
@@ -56,8 +64,9 @@ def _train(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, s
     if existing is not None:
         context.log.info(existing.reason)
         return _unchanged(mlflow_tracking, existing, spec, partition, cluster)
-    with mlflow_tracking.start_run(context, spec.name, tags={"spec_digest": spec.digest,
-                                                             "code_version": spec.digest}) as run:
+    with mlflow_tracking.start_run(
+        context, spec.name, tags={"spec_digest": spec.digest, "code_version": spec.digest}
+    ) as run:
         try:
             trained = train_and_log(spec, training_set, partition, versions=inputs.versions, client=client)
         except TrainingError as error:
@@ -65,51 +74,96 @@ def _train(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, s
         metric = metric_of(spec)
         result = trained.result
         version = registry.register(
-            trained.model_uri, run.info.run_id, description=spec.description,
-            tags={"dagster_run_id": context.run.run_id, "partition": partition,
-                  f"valid_{metric}": round(trained.valid.get(metric, float("nan")), 6),
-                  "model_sha256": trained.model_sha256, "best_iteration": result.best_iteration,
-                  **inputs.tags()})
-    row = {"model": spec.name, "version": version, "run_id": run.info.run_id,
-           "experiment_id": run.info.experiment_id, "model_uri": trained.model_uri, "partition": partition,
-           "spec_digest": spec.digest, "best_iteration": result.best_iteration,
-           "model_sha256": trained.model_sha256, "noop": False, "noop_reason": ""}
+            trained.model_uri,
+            run.info.run_id,
+            description=spec.description,
+            tags={
+                "dagster_run_id": context.run.run_id,
+                "partition": partition,
+                f"valid_{metric}": round(trained.valid.get(metric, float("nan")), 6),
+                "model_sha256": trained.model_sha256,
+                "best_iteration": result.best_iteration,
+                **inputs.tags(),
+            },
+        )
+    row = {
+        "model": spec.name,
+        "version": version,
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "model_uri": trained.model_uri,
+        "partition": partition,
+        "spec_digest": spec.digest,
+        "best_iteration": result.best_iteration,
+        "model_sha256": trained.model_sha256,
+        "noop": False,
+        "noop_reason": "",
+    }
     url = mlflow_tracking.run_url(run.info.experiment_id, run.info.run_id)
-    return dg.Output(pd.DataFrame([row]), data_version=model_data_version(version, trained.model_sha256),
-                     metadata={
-        "registered_version": version, "noop": False, "mlflow_run_id": run.info.run_id,
-        **({"mlflow_run": dg.MetadataValue.url(url)} if url else {}),
-        "mlflow_tracking_uri": mlflow_tracking.resolved_tracking_uri(),
-        "best_iteration": result.best_iteration, "train_seconds": round(result.seconds, 2),
-        **{f"valid_{k}": v for k, v in trained.valid.items()}, "model_sha256": trained.model_sha256,
-        **_inputs_metadata(inputs),
-        "timings": dg.MetadataValue.json({k: round(v, 3) for k, v in trained.timings.items()}),
-        **({"tuning_best_trials": dg.MetadataValue.json(trained.trials[:5])} if trained.trials else {}),
-        **cluster})
+    return dg.Output(
+        pd.DataFrame([row]),
+        data_version=model_data_version(version, trained.model_sha256),
+        metadata={
+            "registered_version": version,
+            "noop": False,
+            "mlflow_run_id": run.info.run_id,
+            **({"mlflow_run": dg.MetadataValue.url(url)} if url else {}),
+            "mlflow_tracking_uri": mlflow_tracking.resolved_tracking_uri(),
+            "best_iteration": result.best_iteration,
+            "train_seconds": round(result.seconds, 2),
+            **{f"valid_{k}": v for k, v in trained.valid.items()},
+            "model_sha256": trained.model_sha256,
+            **_inputs_metadata(inputs),
+            "timings": dg.MetadataValue.json({k: round(v, 3) for k, v in trained.timings.items()}),
+            **({"tuning_best_trials": dg.MetadataValue.json(trained.trials[:5])} if trained.trials else {}),
+            **cluster,
+        },
+    )
 
 
 def _inputs_metadata(inputs: RetrainInputs) -> dict:
     return {"data_versions_digest": inputs.data_versions_digest, "training_code_version": inputs.training_code_version}
 
 
-def _unchanged(mlflow_tracking: MlflowTracking, existing: UnchangedVersion, spec: ModelSpec,
-               partition: str, cluster: dict) -> dg.Output:
+def _unchanged(
+    mlflow_tracking: MlflowTracking, existing: UnchangedVersion, spec: ModelSpec, partition: str, cluster: dict
+) -> dg.Output:
     """The newest registered version again: the row evaluation and champion read, and why nothing was trained."""
     run = mlflow_tracking.client().get_run(existing.run_id)
     metric = metric_of(spec)
     tags, sha256 = existing.tags, existing.tags.get("model_sha256", "")
     best_iteration = int(tags.get("best_iteration") or run.data.params.get("best_iteration") or 0)
-    row = {"model": spec.name, "version": existing.version, "run_id": existing.run_id,
-           "experiment_id": run.info.experiment_id, "model_uri": existing.model_uri, "partition": partition,
-           "spec_digest": spec.digest, "best_iteration": best_iteration, "model_sha256": sha256, "noop": True,
-           "noop_reason": existing.reason}
+    row = {
+        "model": spec.name,
+        "version": existing.version,
+        "run_id": existing.run_id,
+        "experiment_id": run.info.experiment_id,
+        "model_uri": existing.model_uri,
+        "partition": partition,
+        "spec_digest": spec.digest,
+        "best_iteration": best_iteration,
+        "model_sha256": sha256,
+        "noop": True,
+        "noop_reason": existing.reason,
+    }
     url = mlflow_tracking.run_url(run.info.experiment_id, existing.run_id)
-    return dg.Output(pd.DataFrame([row]), data_version=model_data_version(existing.version, sha256), metadata={
-        "registered_version": existing.version, "noop": True, "noop_reason": existing.reason,
-        "mlflow_run_id": existing.run_id, **({"mlflow_run": dg.MetadataValue.url(url)} if url else {}),
-        "mlflow_tracking_uri": mlflow_tracking.resolved_tracking_uri(), "best_iteration": best_iteration,
-        "train_seconds": 0.0,
-        **({f"valid_{metric}": float(tags[f"valid_{metric}"])} if f"valid_{metric}" in tags else {}),
-        "model_sha256": sha256, "data_versions_digest": tags["data_versions_digest"],
-        "training_code_version": tags["training_code_version"],
-        "registered_by_dagster_run": tags.get("dagster_run_id", ""), **cluster})
+    return dg.Output(
+        pd.DataFrame([row]),
+        data_version=model_data_version(existing.version, sha256),
+        metadata={
+            "registered_version": existing.version,
+            "noop": True,
+            "noop_reason": existing.reason,
+            "mlflow_run_id": existing.run_id,
+            **({"mlflow_run": dg.MetadataValue.url(url)} if url else {}),
+            "mlflow_tracking_uri": mlflow_tracking.resolved_tracking_uri(),
+            "best_iteration": best_iteration,
+            "train_seconds": 0.0,
+            **({f"valid_{metric}": float(tags[f"valid_{metric}"])} if f"valid_{metric}" in tags else {}),
+            "model_sha256": sha256,
+            "data_versions_digest": tags["data_versions_digest"],
+            "training_code_version": tags["training_code_version"],
+            "registered_by_dagster_run": tags.get("dagster_run_id", ""),
+            **cluster,
+        },
+    )

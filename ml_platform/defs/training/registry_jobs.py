@@ -25,7 +25,8 @@ def registry_jobs(spec: ModelSpec) -> list[dg.JobDefinition]:
     @dg.op(name=f"{name}_rollback_champion")
     def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, mlflow_tracking: MlflowTracking):
         record = mlflow_tracking.registry(name).rollback(
-            config.reason, {"dagster_run_id": context.run.run_id, "requested_by": config.requested_by})
+            config.reason, {"dagster_run_id": context.run.run_id, "requested_by": config.requested_by}
+        )
         context.log.info(f"rolled back {name}: champion {record['from_version']} → {record['version']}")
         context.add_output_metadata({"audit": dg.MetadataValue.json(record)})
         return record
@@ -34,20 +35,26 @@ def registry_jobs(spec: ModelSpec) -> list[dg.JobDefinition]:
     def approve_challenger(context: dg.OpExecutionContext, config: ApproveConfig, mlflow_tracking: MlflowTracking):
         try:
             record = mlflow_tracking.registry(name).promote_gated(
-                config.version, config.reason, {"dagster_run_id": context.run.run_id,
-                                                "approved_by": config.approved_by})
+                config.version, config.reason, {"dagster_run_id": context.run.run_id, "approved_by": config.approved_by}
+            )
         except RegistryError as error:
             raise dg.Failure(str(error)) from None
         context.add_output_metadata({"audit": dg.MetadataValue.json(record)})
         return record
 
-    @dg.job(name=f"{name}_rollback", description=f"Move `champion` of {name} back to `previous` (audited).",
-            tags=conventions.model_tags(spec))
+    @dg.job(
+        name=f"{name}_rollback",
+        description=f"Move `champion` of {name} back to `previous` (audited).",
+        tags=conventions.model_tags(spec),
+    )
     def rollback_job():
         rollback_champion()
 
-    @dg.job(name=f"{name}_approve", description=f"Promote a gated `challenger` of {name} to `champion`.",
-            tags=conventions.model_tags(spec))
+    @dg.job(
+        name=f"{name}_approve",
+        description=f"Promote a gated `challenger` of {name} to `champion`.",
+        tags=conventions.model_tags(spec),
+    )
     def approve_job():
         approve_challenger()
 

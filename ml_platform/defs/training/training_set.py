@@ -14,15 +14,24 @@ def training_set_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
     training = spec.training
     refit = ", then the final model trains on them too (training.refit)" if training.refit else ""
 
-    @dg.asset(key=conventions.key(spec, "training_set"), partitions_def=partitions,
-              io_manager_key=conventions.IO_MANAGER_KEY, kinds={conventions.frame_kind(spec), "parquet"},
-              description=f"The last {training.window_days} days of features as of each retraining partition "
-                          f"({spec.partitions.cadence} data partitions), "
-                          f"split by time: train, validation ({training.validation_days} days: early stopping "
-                          f"picks the rounds{refit}), "
-                          f"test ({training.test_days} newest days, held out).",
-              ins={"features": dg.AssetIn(conventions.key(spec, "features"), partition_mapping=window_mapping(spec),
-                                          metadata=conventions.frame_input(spec, allow_missing_partitions=True))})
+    @dg.asset(
+        key=conventions.key(spec, "training_set"),
+        partitions_def=partitions,
+        io_manager_key=conventions.IO_MANAGER_KEY,
+        kinds={conventions.frame_kind(spec), "parquet"},
+        description=f"The last {training.window_days} days of features as of each retraining partition "
+        f"({spec.partitions.cadence} data partitions), "
+        f"split by time: train, validation ({training.validation_days} days: early stopping "
+        f"picks the rounds{refit}), "
+        f"test ({training.test_days} newest days, held out).",
+        ins={
+            "features": dg.AssetIn(
+                conventions.key(spec, "features"),
+                partition_mapping=window_mapping(spec),
+                metadata=conventions.frame_input(spec, allow_missing_partitions=True),
+            )
+        },
+    )
     def training_set(context: dg.AssetExecutionContext, dask_cluster: DaskCluster, features):
         try:
             keys = list(context.asset_partition_keys_for_input("features"))

@@ -8,12 +8,20 @@ from datetime import datetime
 
 import pandas as pd
 
-from ml_platform.core.sources import (SOURCE_KINDS, DataSource, FilesSource, Nycflights13Source, SqlSource,
-                                      known_columns, nycflights13, open_source)
+from ml_platform.core.sources import (
+    SOURCE_KINDS,
+    DataSource,
+    FilesSource,
+    Nycflights13Source,
+    SqlSource,
+    known_columns,
+    nycflights13,
+    open_source,
+)
 
 
 def test_the_kinds_come_from_the_union():
-    assert SOURCE_KINDS == {"nycflights13": Nycflights13Source, "files": FilesSource, "sql": SqlSource}
+    assert {"nycflights13": Nycflights13Source, "files": FilesSource, "sql": SqlSource} == SOURCE_KINDS
 
 
 def test_known_columns_only_without_reading_data():
@@ -27,8 +35,7 @@ def test_a_replay_is_typed_and_described(tmp_path, flight_spec):
     source = open_source(flight_spec, tmp_path)
     assert isinstance(source.replay, nycflights13.Replay)
     assert source.describe() == {"kind": "nycflights13", **source.replay.describe()}
-    assert source.coverage_hint() == (f" (the replay covers {source.replay.first_day} to "
-                                      f"{source.replay.last_day})")
+    assert source.coverage_hint() == (f" (the replay covers {source.replay.first_day} to {source.replay.last_day})")
 
 
 def test_other_sources_describe_where_their_data_is(tmp_path):

@@ -13,11 +13,19 @@ from ml_platform.spec import ModelSpec
 
 
 def _spec(path: str, **source) -> ModelSpec:
-    return ModelSpec.model_validate({
-        "name": "events", "description": "d", "owner": "me@example.com", "task": "binary",
-        "source": {"kind": "files", "path": path, **source}, "timestamp": "ts",
-        "partitions": {"start": "2024-01-01"}, "target": {"expression": "y > 0"},
-        "features": {"numeric": ["x"], "categorical": ["c"]}})
+    return ModelSpec.model_validate(
+        {
+            "name": "events",
+            "description": "d",
+            "owner": "me@example.com",
+            "task": "binary",
+            "source": {"kind": "files", "path": path, **source},
+            "timestamp": "ts",
+            "partitions": {"start": "2024-01-01"},
+            "target": {"expression": "y > 0"},
+            "features": {"numeric": ["x"], "categorical": ["c"]},
+        }
+    )
 
 
 def _day(day: str, n: int = 4) -> pd.DataFrame:
@@ -50,8 +58,11 @@ def test_single_file_and_glob_are_filtered_on_the_timestamp(tmp_path):
     _day("2024-01-01").to_csv(folder / "part-a.csv", index=False)
     _day("2024-01-02").to_csv(folder / "part-b.csv", index=False)
     glob = open_source(_spec(str(folder / "*.csv")), tmp_path).load(datetime(2024, 1, 1, 6), datetime(2024, 1, 2))
-    assert glob["ts"].tolist() == [pd.Timestamp("2024-01-01 06:00"), pd.Timestamp("2024-01-01 11:00"),
-                                   pd.Timestamp("2024-01-01 16:00")]
+    assert glob["ts"].tolist() == [
+        pd.Timestamp("2024-01-01 06:00"),
+        pd.Timestamp("2024-01-01 11:00"),
+        pd.Timestamp("2024-01-01 16:00"),
+    ]
 
 
 def test_fsspec_urls(tmp_path):
@@ -64,8 +75,9 @@ def test_fsspec_urls(tmp_path):
     assert len(memory.load(datetime(2024, 1, 4), datetime(2024, 1, 5))) == 4
     with fsspec.open("memory://glob/a.csv", "wt") as handle:
         _day("2024-01-04").to_csv(handle, index=False)
-    assert len(open_source(_spec("memory://glob/*.csv"), tmp_path).load(datetime(2024, 1, 4),
-                                                                         datetime(2024, 1, 5))) == 4
+    assert (
+        len(open_source(_spec("memory://glob/*.csv"), tmp_path).load(datetime(2024, 1, 4), datetime(2024, 1, 5))) == 4
+    )
 
 
 def test_a_missing_day_names_the_file(tmp_path):
@@ -84,15 +96,15 @@ def test_a_file_without_the_timestamp_column(tmp_path):
 
 def test_an_unreadable_file_names_it(tmp_path):
     (tmp_path / "2024-01-01.parquet").write_bytes(b"not parquet at all")
-    with pytest.raises(SourceError, match="cannot read .*2024-01-01.parquet as parquet"):
-        open_source(_spec(str(tmp_path / "{date}.parquet")), tmp_path).load(datetime(2024, 1, 1),
-                                                                            datetime(2024, 1, 2))
+    with pytest.raises(SourceError, match=r"cannot read .*2024-01-01\.parquet as parquet"):
+        open_source(_spec(str(tmp_path / "{date}.parquet")), tmp_path).load(datetime(2024, 1, 1), datetime(2024, 1, 2))
 
 
 def test_timezone_aware_timestamps_become_naive_utc(tmp_path):
     frame = _day("2024-01-01").assign(ts=lambda f: f["ts"].dt.tz_localize("America/New_York"))
     frame.to_parquet(tmp_path / "all.parquet")
-    loaded = open_source(_spec(str(tmp_path / "all.parquet")), tmp_path).load(datetime(2024, 1, 1),
-                                                                             datetime(2024, 1, 3))
+    loaded = open_source(_spec(str(tmp_path / "all.parquet")), tmp_path).load(
+        datetime(2024, 1, 1), datetime(2024, 1, 3)
+    )
     assert loaded["ts"].dt.tz is None
     assert loaded["ts"].iloc[0] == pd.Timestamp("2024-01-01 06:00")  # 01:00 in New York is 06:00 UTC

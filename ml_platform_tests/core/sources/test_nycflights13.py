@@ -34,8 +34,11 @@ def test_offset_from_the_spec_wins(tmp_path):
 def test_a_replayed_day_is_the_source_day_shifted(tmp_path):
     replay = nycflights13.Replay(offset_days=7 * 600)
     day = replay.first_day + timedelta(days=160)
-    frame = nycflights13.load(replay, datetime.combine(day, datetime.min.time()),
-                              datetime.combine(day + timedelta(days=1), datetime.min.time()))
+    frame = nycflights13.load(
+        replay,
+        datetime.combine(day, datetime.min.time()),
+        datetime.combine(day + timedelta(days=1), datetime.min.time()),
+    )
     source = nycflights13.source_table()
     source_day = replay.to_source(day)
     expected = source[source["scheduled_departure"].dt.date == source_day]

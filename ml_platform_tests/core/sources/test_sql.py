@@ -24,11 +24,19 @@ QUERY = "SELECT * FROM events WHERE ts >= :start AND ts < :end ORDER BY ts"
 
 
 def _spec(url: str, query: str = QUERY) -> ModelSpec:
-    return ModelSpec.model_validate({
-        "name": "events", "description": "d", "owner": "me@example.com", "task": "binary",
-        "source": {"kind": "sql", "url": url, "query": query}, "timestamp": "ts",
-        "partitions": {"start": "2024-01-01"}, "target": {"expression": "y > 0"},
-        "features": {"numeric": ["x"], "categorical": ["c"]}})
+    return ModelSpec.model_validate(
+        {
+            "name": "events",
+            "description": "d",
+            "owner": "me@example.com",
+            "task": "binary",
+            "source": {"kind": "sql", "url": url, "query": query},
+            "timestamp": "ts",
+            "partitions": {"start": "2024-01-01"},
+            "target": {"expression": "y > 0"},
+            "features": {"numeric": ["x"], "categorical": ["c"]},
+        }
+    )
 
 
 def _events() -> pd.DataFrame:
@@ -54,8 +62,13 @@ def test_a_database_error_is_a_source_error(tmp_path):
 
 
 def test_a_query_without_bind_parameters_is_a_spec_error(tmp_path, write_spec):
-    path = write_spec(tmp_path, {"source": {"kind": "sql", "url": "sqlite://", "query": "SELECT * FROM events"},
-                                 "partitions.start": "2024-01-01"})
+    path = write_spec(
+        tmp_path,
+        {
+            "source": {"kind": "sql", "url": "sqlite://", "query": "SELECT * FROM events"},
+            "partitions.start": "2024-01-01",
+        },
+    )
     with pytest.raises(SpecError) as caught:
         load_spec(path)
     assert "source.query" in str(caught.value) and ":start" in str(caught.value)
@@ -79,8 +92,14 @@ def postgres_url():
     if binaries is None:
         if os.geteuid() != 0 or not shutil.which("apt-get"):
             pytest.skip("PostgreSQL is not installed and cannot be installed here (needs root and apt-get)")
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql",
-                       shell=True, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+        subprocess.run(
+            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql",
+            shell=True,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=900,
+        )
         binaries = _postgres_bin()
     assert binaries is not None, "postgresql installed but initdb not found"
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -93,11 +112,29 @@ def postgres_url():
         shutil.chown(data, "postgres")
         shutil.chown(sockets, "postgres")
     port = _free_port()
-    subprocess.run([*as_postgres, str(binaries / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run([*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "server.log"), "-w",
-                    "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*as_postgres, str(binaries / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [
+            *as_postgres,
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "server.log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     try:
         deadline = time.monotonic() + 30
@@ -111,8 +148,11 @@ def postgres_url():
                 time.sleep(0.3)
         yield url
     finally:
-        subprocess.run([*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [*as_postgres, str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -4,7 +4,7 @@ daemon's own states.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -24,11 +24,18 @@ def test_a_failed_gate_leaves_the_champion_and_alerts(platform, instance, webhoo
     defs = make()
     sensor = defs.resolve_sensor_def("alert_on_run_failure")
     run = instance.get_run_by_id(failed.run_id)
-    failure = next(e for e in instance.all_logs(failed.run_id) if e.dagster_event
-                   and e.dagster_event.event_type_value == "PIPELINE_FAILURE")
-    context = dg.build_run_status_sensor_context(sensor_name="alert_on_run_failure", dagster_instance=instance,
-                                                 dagster_run=run, dagster_event=failure.dagster_event,
-                                                 context=None).for_run_failure()
+    failure = next(
+        e
+        for e in instance.all_logs(failed.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
+    )
+    context = dg.build_run_status_sensor_context(
+        sensor_name="alert_on_run_failure",
+        dagster_instance=instance,
+        dagster_run=run,
+        dagster_event=failure.dagster_event,
+        context=None,
+    ).for_run_failure()
     sensor(context)
     (alert,) = received
     assert alert["kind"] == "gate_failed" and alert["run_id"] == failed.run_id
@@ -44,8 +51,9 @@ def _evaluate_freshness(instance: dg.DagsterInstance, at: datetime) -> None:
     from dagster._core.workspace.load_target import ModuleTarget
     from dagster._daemon.freshness import FreshnessDaemon
 
-    target = ModuleTarget(module_name="ml_platform.definitions", attribute="defs", working_directory=None,
-                          location_name="ml_platform")
+    target = ModuleTarget(
+        module_name="ml_platform.definitions", attribute="defs", working_directory=None, location_name="ml_platform"
+    )
     with create_test_daemon_workspace_context(target, instance) as workspace, freeze_time(at):
         list(FreshnessDaemon().run_iteration(workspace))
 
@@ -59,14 +67,16 @@ def test_a_stale_asset_alerts_once_and_again_when_fresh(home, instance, tmp_path
     defs = build_definitions([load_spec(spec_file)])
     raw = dg.AssetKey(["flight_delay", "raw"])
     day = (date(2013, 1, 1) + timedelta(weeks=600, days=7)).isoformat()
-    materialize = lambda: defs.resolve_implicit_global_asset_job_def().execute_in_process(  # noqa: E731
-        instance=instance, partition_key=day, asset_selection=[raw])
+    materialize = lambda: defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, partition_key=day, asset_selection=[raw]
+    )
     assert materialize().success
     sensor = defs.resolve_sensor_def("flight_delay_staleness_alerts")
-    tick = lambda cursor=None: sensor.evaluate_tick(  # noqa: E731
-        dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs))
+    tick = lambda cursor=None: sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    )
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     _evaluate_freshness(instance, now)
     fresh = tick()
     assert received == [] and "no freshness change" in fresh.skip_message
@@ -76,12 +86,15 @@ def test_a_stale_asset_alerts_once_and_again_when_fresh(home, instance, tmp_path
     _evaluate_freshness(instance, now + timedelta(hours=60))
     failed = tick(warned.cursor)
     assert [(a["kind"], a["asset"], a["state"]) for a in received] == [
-        ("stale", "flight_delay/raw", "WARN"), ("stale", "flight_delay/raw", "FAIL")]
-    assert received[-1]["reason"].endswith("warns after 1 day, 2:00:00 and fails after 2 days, 2:00:00 without a "
-                                          "materialization")
+        ("stale", "flight_delay/raw", "WARN"),
+        ("stale", "flight_delay/raw", "FAIL"),
+    ]
+    assert received[-1]["reason"].endswith(
+        "warns after 1 day, 2:00:00 and fails after 2 days, 2:00:00 without a materialization"
+    )
     assert "no freshness change" in tick(failed.cursor).skip_message  # one alert per change
 
     assert materialize().success
-    _evaluate_freshness(instance, datetime.now(timezone.utc))
+    _evaluate_freshness(instance, datetime.now(UTC))
     tick(failed.cursor)
     assert [a["kind"] for a in received] == ["stale", "stale", "fresh_again"]

@@ -9,8 +9,18 @@ import mlflow
 
 from ml_platform.core.model import Model
 from ml_platform.core.registry import Registry
-from ml_platform_tests.defs.helpers import (_aliases, _client, _day, _day_features, _log_traffic, _materialize,
-                                            _metadata, _partitions, _retrain, _served_day)
+from ml_platform_tests.defs.helpers import (
+    _aliases,
+    _client,
+    _day,
+    _day_features,
+    _log_traffic,
+    _materialize,
+    _metadata,
+    _partitions,
+    _retrain,
+    _served_day,
+)
 
 
 def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, instance, webhook, monkeypatch):
@@ -55,15 +65,21 @@ def test_a_rollback_judges_both_champions_on_the_same_requests(platform, instanc
     url, received = webhook
     monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
     make, home = platform
-    defs = make({"gates.max_regression": 1.0, "monitoring.performance.rollback_tolerance": 0.0,
-                 "monitoring.performance.rollback_min_rows": 400})
+    defs = make(
+        {
+            "gates.max_regression": 1.0,
+            "monitoring.performance.rollback_tolerance": 0.0,
+            "monitoring.performance.rollback_min_rows": 400,
+        }
+    )
     partitions = _partitions(defs)
     assert _retrain(defs, instance, partitions[0]).success and _retrain(defs, instance, partitions[1]).success
     assert _aliases(home) == {"champion": "2", "previous": "1"}
     sensor = defs.resolve_sensor_def("flight_delay_rollback_on_regression")
     resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
-    tick = lambda: sensor.evaluate_tick(  # noqa: E731
-        dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
+    tick = lambda: sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+    )
     first, second = [_day(partitions[1], d) for d in (2, 3)]
 
     _served_day(home, first, answer=("2", False), shadow=("1", False))  # both score alike: keep v2
@@ -80,13 +96,13 @@ def test_a_rollback_judges_both_champions_on_the_same_requests(platform, instanc
     assert [a["kind"] for a in received] == ["rollback"]
 
 
-def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_it_loses(platform, instance,
-                                                                                         webhook, monkeypatch):
+def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_it_loses(
+    platform, instance, webhook, monkeypatch
+):
     url, received = webhook
     monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
     make, home = platform
-    defs = make({"gates.max_regression": 1.0,
-                 "serving.rollout": {"mode": "shadow", "trial_days": 2, "min_rows": 800}})
+    defs = make({"gates.max_regression": 1.0, "serving.rollout": {"mode": "shadow", "trial_days": 2, "min_rows": 800}})
     partitions = _partitions(defs)
     assert _retrain(defs, instance, partitions[0]).success  # the first model has nobody to beat: champion
     trial = _retrain(defs, instance, partitions[1])
@@ -96,8 +112,9 @@ def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_
 
     sensor = defs.resolve_sensor_def("flight_delay_online_challenger")
     resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
-    tick = lambda cursor=None: sensor.evaluate_tick(dg.build_sensor_context(  # noqa: E731
-        instance=instance, resources=resources, cursor=cursor, definitions=defs))
+    tick = lambda cursor=None: sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor, definitions=defs)
+    )
     assert "0 of 2 days" in tick().skip_message
 
     days = [_day(partitions[1], d) for d in (1, 2, 3, 4)]

@@ -26,8 +26,9 @@ def _first_drift_failure(platform, instance, webhook, monkeypatch):
 
 
 def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, webhook, monkeypatch):
-    defs, home, partition, sensor, first, second, received = _first_drift_failure(platform, instance, webhook,
-                                                                                   monkeypatch)
+    defs, home, _partition, sensor, first, second, received = _first_drift_failure(
+        platform, instance, webhook, monkeypatch
+    )
     context = dg.build_sensor_context(instance=instance, definitions=defs)
     result = sensor.evaluate_tick(context)
     (request,) = result.run_requests
@@ -40,32 +41,30 @@ def test_drift_alerts_and_starts_one_retrain_per_episode(platform, instance, web
     # The next drifted day of the same episode alerts again but does not start a second retrain.
     _log_drifted_traffic(home, second)
     assert _materialize(defs, instance, "drift", second).success
-    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
-                                                         cursor=result.cursor))
+    again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor))
     assert again.run_requests == [] and "cooldown" in again.skip_message
     assert [a["action"] for a in received] == ["retrain", "cooldown"]
     quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=again.cursor))
     assert quiet.run_requests == [] and "no new failing" in quiet.skip_message
 
 
-def test_sensors_tick_cleanly_before_any_model_and_past_checks_that_never_ran(platform, instance, webhook,
-                                                                              monkeypatch):
+def test_sensors_tick_cleanly_before_any_model_and_past_checks_that_never_ran(platform, instance, webhook, monkeypatch):
     """Before the first model the registry is empty; a drift run that failed before its checks ran leaves them
     planned forever. Neither may break a sensor, and a real failure after them is still acted on."""
-    url, received = webhook
+    url, _received = webhook
     monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
     make, home = platform
     defs = make()
     resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
     for name in ("flight_delay_rollback_on_regression", "flight_delay_retrain_on_monitoring"):
         result = defs.resolve_sensor_def(name).evaluate_tick(
-            dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
+            dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+        )
         assert result.run_requests == [] and result.skip_message
 
     partition = _partitions(defs)[0]
     early, later = [_day(partition, d) for d in (3, 4)]
-    no_champion = _materialize(defs, instance, "drift", early,
-                                         raise_on_error=False)
+    no_champion = _materialize(defs, instance, "drift", early, raise_on_error=False)
     assert not no_champion.success  # "no champion yet": the checks were planned, never evaluated
     sensor = defs.resolve_sensor_def("flight_delay_retrain_on_monitoring")
     quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
@@ -74,8 +73,9 @@ def test_sensors_tick_cleanly_before_any_model_and_past_checks_that_never_ran(pl
     assert _retrain(defs, instance, partition).success
     _log_drifted_traffic(home, later)
     assert _materialize(defs, instance, "drift", later).success
-    (request,) = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
-                                                              cursor=quiet.cursor)).run_requests
+    (request,) = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, definitions=defs, cursor=quiet.cursor)
+    ).run_requests
     assert request.tags["ml_platform/trigger"] == f"flight_delay/drift {later}"
 
 
@@ -86,15 +86,17 @@ def test_a_retrain_that_was_a_no_op_does_not_consume_the_cooldown(platform, inst
 
     from ml_platform_tests.defs.helpers import _metadata, _versions
 
-    defs, home, partition, sensor, first, second, received = _first_drift_failure(platform, instance, webhook,
-                                                                                   monkeypatch)
+    defs, home, partition, sensor, _first, second, received = _first_drift_failure(
+        platform, instance, webhook, monkeypatch
+    )
     result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
     (request,) = result.run_requests
     assert json.loads(result.cursor)["pending"]["request"] == request.run_key
 
     # The requested run (here on the week whose inputs are unchanged) is a no-op.
     run = defs.resolve_job_def("flight_delay_retrain").execute_in_process(
-        instance=instance, partition_key=partition, tags=request.tags, raise_on_error=False)
+        instance=instance, partition_key=partition, tags=request.tags, raise_on_error=False
+    )
     assert run.success and _metadata(run, "model")["noop"] is True and _versions(home) == ["1"]
 
     _log_drifted_traffic(home, second)

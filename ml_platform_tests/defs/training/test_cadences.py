@@ -32,13 +32,23 @@ def _events(path, start: str, end: str) -> None:
 
 def _spec(folder, cadence: str, end: str, training: dict):
     _events(folder / "events.csv", "2024-01-01", end)
-    (folder / f"{MODEL}.yaml").write_text(yaml.safe_dump({
-        "name": MODEL, "description": "Cadence demo", "owner": "team:ml", "task": "binary", "timestamp": "event_time",
-        "source": {"kind": "files", "path": str(folder / "events.csv")},
-        "partitions": {"cadence": cadence, "start": "2024-01-01", "end": end},
-        "target": {"column": "label"}, "features": {"numeric": ["x"], "categorical": ["group"]},
-        "training": {"num_boost_round": 30, "early_stopping_rounds": 5, **training},
-        "gates": {"metric": "roc_auc", "min": 0.6}}))
+    (folder / f"{MODEL}.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": MODEL,
+                "description": "Cadence demo",
+                "owner": "team:ml",
+                "task": "binary",
+                "timestamp": "event_time",
+                "source": {"kind": "files", "path": str(folder / "events.csv")},
+                "partitions": {"cadence": cadence, "start": "2024-01-01", "end": end},
+                "target": {"column": "label"},
+                "features": {"numeric": ["x"], "categorical": ["group"]},
+                "training": {"num_boost_round": 30, "early_stopping_rounds": 5, **training},
+                "gates": {"metric": "roc_auc", "min": 0.6},
+            }
+        )
+    )
     return load_spec(folder / f"{MODEL}.yaml")
 
 
@@ -56,13 +66,21 @@ def _metadata(result, stage: str) -> dict:
 
 CASES = {
     # 3-day windows of 72 hourly partitions, one retraining partition a day
-    "hourly_data_daily_retraining": ("hourly", "2024-01-04", {"cadence": "daily", "window_days": 3,
-                                                              "validation_days": 1, "test_days": 1},
-                                     ("2024-01-01-00:00", "2024-01-01-01:00", "2024-01-03"), 72),
+    "hourly_data_daily_retraining": (
+        "hourly",
+        "2024-01-04",
+        {"cadence": "daily", "window_days": 3, "validation_days": 1, "test_days": 1},
+        ("2024-01-01-00:00", "2024-01-01-01:00", "2024-01-03"),
+        72,
+    ),
     # 2-week windows of 2 weekly partitions, one retraining partition a week
-    "weekly_data_weekly_retraining": ("weekly", "2024-01-22", {"cadence": "weekly", "window_days": 14,
-                                                               "validation_days": 2, "test_days": 2},
-                                      ("2024-01-01", "2024-01-08", "2024-01-14"), 2),
+    "weekly_data_weekly_retraining": (
+        "weekly",
+        "2024-01-22",
+        {"cadence": "weekly", "window_days": 14, "validation_days": 2, "test_days": 2},
+        ("2024-01-01", "2024-01-08", "2024-01-14"),
+        2,
+    ),
 }
 
 
@@ -76,9 +94,10 @@ def test_a_cadence_trains_end_to_end(case, home, instance, tmp_path, monkeypatch
     data_keys = defs.resolve_assets_def(dg.AssetKey([MODEL, "raw"])).partitions_def.get_partition_keys()
     assert data_keys[:2] == [first_key, second_key]
     data = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, asset_selection=[dg.AssetKey([MODEL, "raw"]), dg.AssetKey([MODEL, "features"])],
-        tags={"dagster/asset_partition_range_start": data_keys[0],
-              "dagster/asset_partition_range_end": data_keys[-1]})
+        instance=instance,
+        asset_selection=[dg.AssetKey([MODEL, "raw"]), dg.AssetKey([MODEL, "features"])],
+        tags={"dagster/asset_partition_range_start": data_keys[0], "dagster/asset_partition_range_end": data_keys[-1]},
+    )
     assert data.success
 
     week = defs.resolve_assets_def(dg.AssetKey([MODEL, "model"])).partitions_def.get_partition_keys()[0]
@@ -87,17 +106,22 @@ def test_a_cadence_trains_end_to_end(case, home, instance, tmp_path, monkeypatch
     training_set = _metadata(result, "training_set")
     versions = training_set["upstream_data_versions"]
     assert training_set["upstream_partitions"] == len(versions) == partitions
-    assert list(versions)[0] == first_key and training_set["splits"]["test"]["last_day"] == last_day
+    assert next(iter(versions)) == first_key and training_set["splits"]["test"]["last_day"] == last_day
     model = _metadata(result, "model")
     assert model["registered_version"] == "1"
     assert _metadata(result, "evaluation")["test_roc_auc"] > 0.8
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
-        "metric_floor": True, "not_worse_than_champion": True, "fairness_gap": True, "prediction_sanity": True}
+        "metric_floor": True,
+        "not_worse_than_champion": True,
+        "fairness_gap": True,
+        "prediction_sanity": True,
+    }
     assert _metadata(result, "champion")["action"] == "promote"
 
     _client(home)  # the test home's MLflow store
-    manifest = Model.load(mlflow.artifacts.download_artifacts(run_id=model["mlflow_run_id"],
-                                                              artifact_path="model_files")).manifest
+    manifest = Model.load(
+        mlflow.artifacts.download_artifacts(run_id=model["mlflow_run_id"], artifact_path="model_files")
+    ).manifest
     splits = training_set["splits"]
     assert manifest["target"] == "label"  # target.name defaults to the column
     assert manifest["fit"]["refit"] is True
@@ -107,8 +131,9 @@ def test_a_cadence_trains_end_to_end(case, home, instance, tmp_path, monkeypatch
 
 def test_hourly_data_maps_each_retraining_partition_onto_its_hours(home, tmp_path):
     """Dagster offsets count downstream periods: a weekly 14-day window is 336 hourly keys, ending with the week."""
-    spec = _spec(tmp_path, "hourly", "2024-02-01", {"cadence": "weekly", "window_days": 14, "validation_days": 2,
-                                                    "test_days": 2})
+    spec = _spec(
+        tmp_path, "hourly", "2024-02-01", {"cadence": "weekly", "window_days": 14, "validation_days": 2, "test_days": 2}
+    )
     defs = _training_layer(spec)
     training_set = defs.resolve_assets_def(dg.AssetKey([MODEL, "training_set"]))
     features = defs.resolve_assets_def(dg.AssetKey([MODEL, "features"])).partitions_def
@@ -116,7 +141,8 @@ def test_hourly_data_maps_each_retraining_partition_onto_its_hours(home, tmp_pat
     assert weeks[:2] == ["2024-01-08", "2024-01-15"]
     mapping = training_set.get_partition_mapping(dg.AssetKey([MODEL, "features"]))
     mapped = mapping.get_upstream_mapped_partitions_result_for_partitions(
-        training_set.partitions_def.subset_with_partition_keys([weeks[1]]), training_set.partitions_def, features)
+        training_set.partitions_def.subset_with_partition_keys([weeks[1]]), training_set.partitions_def, features
+    )
     keys = sorted(mapped.partitions_subset.get_partition_keys())
     assert len(keys) == 14 * 24 and keys[0] == "2024-01-08-00:00" and keys[-1] == "2024-01-21-23:00"
 

@@ -13,15 +13,24 @@ import pandas as pd
 import pytest
 
 from ml_platform.core.model import Model
-from ml_platform_tests.defs.helpers import (_aliases, _client, _day, _materialize, _metadata, _partitions,
-                                            _retrain, _versions)
+from ml_platform_tests.defs.helpers import (
+    _aliases,
+    _client,
+    _day,
+    _materialize,
+    _metadata,
+    _partitions,
+    _retrain,
+    _versions,
+)
 
 DASK = {"training.engine": "dask"}
 
 
 def _failure(result) -> str:
-    return "\n".join(str(e.event_specific_data.error.message) for e in result.all_events
-                     if e.event_type_value == "STEP_FAILURE")
+    return "\n".join(
+        str(e.event_specific_data.error.message) for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    )
 
 
 def test_a_dask_spec_trains_gates_registers_serves_and_scores(platform, instance):
@@ -83,8 +92,9 @@ def test_a_dask_spec_trains_gates_registers_serves_and_scores(platform, instance
         assert (frame["model_version"] == version).all()
         assert np.array_equal(frame["prediction"].to_numpy(), champion.predict(features))
         pyfunc = mlflow.pyfunc.load_model("models:/flight_delay@champion")
-        assert np.array_equal(pyfunc.predict(features.head(200))["prediction"].to_numpy(),
-                              champion.predict(features.head(200)))
+        assert np.array_equal(
+            pyfunc.predict(features.head(200))["prediction"].to_numpy(), champion.predict(features.head(200))
+        )
         drift = _materialize(defs, instance, "drift", day)
         assert "Dask workers" in _metadata(drift, "drift")["live_source"]
     finally:
@@ -112,10 +122,17 @@ def small_workers(monkeypatch):
     import dask
     from distributed import LocalCluster
 
-    with dask.config.set({"distributed.worker.memory.terminate": False, "distributed.worker.memory.pause": False,
-                          "distributed.worker.memory.spill": False, "distributed.worker.memory.target": False}):
-        cluster = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
-                               memory_limit="64KB")
+    with dask.config.set(
+        {
+            "distributed.worker.memory.terminate": False,
+            "distributed.worker.memory.pause": False,
+            "distributed.worker.memory.spill": False,
+            "distributed.worker.memory.target": False,
+        }
+    ):
+        cluster = LocalCluster(
+            n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, memory_limit="64KB"
+        )
     monkeypatch.setenv("ML_PLATFORM_DASK_ADDRESS", cluster.scheduler_address)
     yield cluster
     cluster.close()
@@ -162,18 +179,26 @@ def _training_started(dask_scheduler) -> bool:
 
 
 def test_a_worker_killed_mid_training_fails_the_run_and_leaves_registry_and_cluster_usable(
-        platform, instance, two_workers, no_leftover_tails):
+    platform, instance, two_workers, no_leftover_tails
+):
     import os
     import signal
     import threading
     import time
 
-    cluster, client = two_workers
+    _cluster, client = two_workers
     make, home = platform
     # Enough rounds that training lasts a few seconds: early stopping never stops a slow learner.
-    defs = make({**DASK, "training.num_boost_round": 300, "training.early_stopping_rounds": 300,
-                 "training.params": {"learning_rate": 0.005, "num_leaves": 15}, "gates.min": 0.5,
-                 "gates.max_regression": 1.0})
+    defs = make(
+        {
+            **DASK,
+            "training.num_boost_round": 300,
+            "training.early_stopping_rounds": 300,
+            "training.params": {"learning_rate": 0.005, "num_leaves": 15},
+            "gates.min": 0.5,
+            "gates.max_regression": 1.0,
+        }
+    )
     first, second = _partitions(defs)[:2]
     assert _retrain(defs, instance, first).success
     assert _aliases(home) == {"champion": "1"}
@@ -219,14 +244,21 @@ def test_a_launched_dask_retrain_starts_its_own_cluster_and_links_its_dashboard(
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    done = _launch(["asset", "materialize", "--select", SELECTION, "--partition", partition], home,
-                   tmp_path / "specs", dagster_home)
+    done = _launch(
+        ["asset", "materialize", "--select", SELECTION, "--partition", partition],
+        home,
+        tmp_path / "specs",
+        dagster_home,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run, events = _last_run(dagster_home)
     assert run.status == dg.DagsterRunStatus.SUCCESS
-    links = {e.step_key.split("__")[-1]: e.event_specific_data.materialization.metadata["dask_dashboard"].value
-             for e in events if e.event_type_value == "ASSET_MATERIALIZATION"
-             and "dask_dashboard" in e.event_specific_data.materialization.metadata}
+    links = {
+        e.step_key.split("__")[-1]: e.event_specific_data.materialization.metadata["dask_dashboard"].value
+        for e in events
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+        and "dask_dashboard" in e.event_specific_data.materialization.metadata
+    }
     assert set(links) == {"training_set", "model", "evaluation"}
     assert all(link.startswith("http://127.0.0.1:") for link in links.values())
     assert _aliases(home) == {"champion": "1"}

@@ -23,12 +23,22 @@ SELECTION = ",".join(f"flight_delay/{stage}" for stage in ("training_set", "mode
 
 
 def _launch(command: list[str], home: Path, specs: Path, dagster_home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "ML_PLATFORM_HOME": str(home),
-           "ML_PLATFORM_SPECS": str(specs)}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "ML_PLATFORM_HOME": str(home),
+        "ML_PLATFORM_SPECS": str(specs),
+    }
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         env.pop(variable, None)
-    return subprocess.run([DAGSTER, *command, "-m", "ml_platform.definitions"], env=env, cwd=home,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [DAGSTER, *command, "-m", "ml_platform.definitions"],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def _last_run(dagster_home: Path) -> tuple[dg.DagsterRun, list]:
@@ -50,8 +60,9 @@ def test_a_launched_retrain_runs_in_process_and_a_failed_step_fails_the_run(plat
     specs = tmp_path / "specs"
 
     # The UI's "Materialize" on the four stages: the implicit asset job, with the Definitions' executor.
-    done = _launch(["asset", "materialize", "--select", SELECTION, "--partition", partitions[0]], home, specs,
-                   dagster_home)
+    done = _launch(
+        ["asset", "materialize", "--select", SELECTION, "--partition", partitions[0]], home, specs, dagster_home
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run, events = _last_run(dagster_home)
     assert run.status == dg.DagsterRunStatus.SUCCESS
@@ -63,8 +74,12 @@ def test_a_launched_retrain_runs_in_process_and_a_failed_step_fails_the_run(plat
 
     # The retrain job, launched for another week, whose training step fails.
     make({"training.params": {"num_leaves": -5}})
-    done = _launch(["job", "execute", "-j", "flight_delay_retrain", "--tags",
-                    json.dumps({"dagster/partition": partitions[1]})], home, specs, dagster_home)
+    done = _launch(
+        ["job", "execute", "-j", "flight_delay_retrain", "--tags", json.dumps({"dagster/partition": partitions[1]})],
+        home,
+        specs,
+        dagster_home,
+    )
     assert done.returncode != 0
     run, events = _last_run(dagster_home)
     assert run.status == dg.DagsterRunStatus.FAILURE and run.tags["dagster/partition"] == partitions[1]

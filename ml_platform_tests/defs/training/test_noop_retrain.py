@@ -37,8 +37,11 @@ def test_retraining_an_unchanged_week_reports_the_existing_version(platform, ins
     assert model["registered_by_dagster_run"] == first.run_id
     assert _versions(home) == ["1"]
     # Dagster sees the same model: the same data version as the materialization that registered it.
-    assert (_model_event(again).tags["dagster/data_version"] == _model_event(first).tags["dagster/data_version"]
-            == f"v1-{registered['model_sha256'][:16]}")
+    assert (
+        _model_event(again).tags["dagster/data_version"]
+        == _model_event(first).tags["dagster/data_version"]
+        == f"v1-{registered['model_sha256'][:16]}"
+    )
     # The stored row downstream stages read says the same.
     (row,) = pd.read_parquet(home / "storage" / "flight_delay" / "model" / f"{partition}.parquet").to_dict("records")
     assert row["version"] == "1" and bool(row["noop"]) and row["noop_reason"] == model["noop_reason"]
@@ -91,8 +94,9 @@ def test_changed_data_or_a_changed_spec_retrains(platform, instance):
     assert model["noop"] is False and model["registered_version"] == "2"
 
     # A spec change with the same data is a reason to retrain too.
-    respecified = make({"training.params": {"learning_rate": 0.07, "num_leaves": 63, "min_data_in_leaf": 50,
-                                         "feature_fraction": 0.8}})
+    respecified = make(
+        {"training.params": {"learning_rate": 0.07, "num_leaves": 63, "min_data_in_leaf": 50, "feature_fraction": 0.8}}
+    )
     other = _metadata(_retrain(respecified, instance, partition), "model")
     assert other["noop"] is False and other["registered_version"] == "3"
     assert _versions(home) == ["1", "2", "3"]

@@ -31,8 +31,10 @@ def test_the_chain_trains_registers_gates_and_promotes(platform, instance):
     assert result.success
     training = _metadata(result, "training_set")
     assert training["upstream_partitions"] == 56 and len(training["upstream_data_versions"]) == 56
-    assert training["rows_test"] > 0 and training["splits"]["test"]["last_day"] == (
-        date.fromisoformat(partition) + timedelta(days=6)).isoformat()
+    assert (
+        training["rows_test"] > 0
+        and training["splits"]["test"]["last_day"] == (date.fromisoformat(partition) + timedelta(days=6)).isoformat()
+    )
     model = _metadata(result, "model")
     assert model["registered_version"] == "1"
     run = _client(home).get_run(model["mlflow_run_id"])
@@ -48,8 +50,12 @@ def test_the_chain_trains_registers_gates_and_promotes(platform, instance):
     assert evaluation["test_roc_auc"] > 0.6
     assert "data:image/png;base64," in evaluation["model_card"]
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"metric_floor": True, "not_worse_than_champion": True, "fairness_gap": True,
-                      "prediction_sanity": True}
+    assert checks == {
+        "metric_floor": True,
+        "not_worse_than_champion": True,
+        "fairness_gap": True,
+        "prediction_sanity": True,
+    }
     champion = _metadata(result, "champion")
     assert champion["action"] == "promote" and champion["champion_version"] == "1"
     assert champion["audit"]["dagster_run_id"] == result.run_id
@@ -106,8 +112,13 @@ def test_rollback_and_approval_jobs_are_audited(platform, instance):
     assert _retrain(defs, instance, partitions[1]).success
     assert _aliases(home) == {"champion": "2", "previous": "1"}
     rollback = defs.resolve_job_def("flight_delay_rollback").execute_in_process(
-        instance=instance, run_config={"ops": {"flight_delay_rollback_champion": {
-            "config": {"reason": "bad live numbers", "requested_by": "oncall"}}}})
+        instance=instance,
+        run_config={
+            "ops": {
+                "flight_delay_rollback_champion": {"config": {"reason": "bad live numbers", "requested_by": "oncall"}}
+            }
+        },
+    )
     assert rollback.success
     assert _aliases(home) == {"champion": "1", "previous": "2"}
 
@@ -116,13 +127,21 @@ def test_rollback_and_approval_jobs_are_audited(platform, instance):
     assert result.success and _metadata(result, "champion")["action"] == "awaiting-approval"
     assert _aliases(home) == {"champion": "1", "previous": "2", "challenger": "3"}
     approve = gated.resolve_job_def("flight_delay_approve").execute_in_process(
-        instance=instance, run_config={"ops": {"flight_delay_approve_challenger": {
-            "config": {"version": "3", "approved_by": "reviewer"}}}})
+        instance=instance,
+        run_config={
+            "ops": {"flight_delay_approve_challenger": {"config": {"version": "3", "approved_by": "reviewer"}}}
+        },
+    )
     assert approve.success
     assert _aliases(home) == {"champion": "3", "previous": "1"}
     history = [(r["action"], r["version"]) for r in Registry(_client(home), "flight_delay").history()]
-    assert history == [("promote", "1"), ("promote", "2"), ("rollback", "1"), ("awaiting-approval", "3"),
-                       ("promote", "3")]
+    assert history == [
+        ("promote", "1"),
+        ("promote", "2"),
+        ("rollback", "1"),
+        ("awaiting-approval", "3"),
+        ("promote", "3"),
+    ]
 
 
 def test_mlflow_runs_end_whatever_job_launched_them(platform, instance):
@@ -133,12 +152,15 @@ def test_mlflow_runs_end_whatever_job_launched_them(platform, instance):
     defs = make()
     partitions = _partitions(defs)
     implicit = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, partition_key=partitions[0], asset_selection=KEYS)
+        instance=instance, partition_key=partitions[0], asset_selection=KEYS
+    )
     hooked_job = dg.define_asset_job("hooked_retrain", selection=KEYS, hooks={end_mlflow_on_run_finished})
-    hooked_defs = dg.Definitions(assets=list(defs.assets), jobs=[hooked_job],
-                                 resources={**defs.resources, "mlflow": MlflowTracking()})
+    hooked_defs = dg.Definitions(
+        assets=list(defs.assets), jobs=[hooked_job], resources={**defs.resources, "mlflow": MlflowTracking()}
+    )
     hooked = hooked_defs.resolve_job_def("hooked_retrain").execute_in_process(
-        instance=instance, partition_key=partitions[1])
+        instance=instance, partition_key=partitions[1]
+    )
     for result in (implicit, hooked):
         assert result.success
         run_id = _metadata(result, "model")["mlflow_run_id"]
@@ -171,7 +193,7 @@ def test_a_window_without_data_names_the_spec_field(platform, instance):
 
 
 def test_an_unreachable_mlflow_store_fails_clearly(platform, instance, monkeypatch):
-    make, home = platform
+    make, _home = platform
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
@@ -193,25 +215,31 @@ def test_an_interrupted_training_leaves_the_registry_as_it_was(platform, instanc
     before = (_aliases(home), _versions(home))
     make({"training.tuning": {"trials": 500, "timeout": "10m"}})  # rewrites the spec file used below
     script = tmp_path / "retrain.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import dagster as dg
         from ml_platform.defs import build_definitions
         from ml_platform.spec import load_spec
-        defs = build_definitions([load_spec({str(tmp_path / 'specs' / 'spec.yaml')!r})])
+        defs = build_definitions([load_spec({str(tmp_path / "specs" / "spec.yaml")!r})])
         with dg.DagsterInstance.ephemeral() as instance:
             defs.resolve_job_def("flight_delay_retrain").execute_in_process(
                 instance=instance, partition_key={partitions[1]!r}, raise_on_error=False)
-    """))
-    process = subprocess.Popen([sys.executable, str(script)], env={**os.environ, "ML_PLATFORM_HOME": str(home)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    """)
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)],
+        env={**os.environ, "ML_PLATFORM_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         running = []
         while time.monotonic() < deadline and not running:
             time.sleep(0.5)
             experiment = _client(home).get_experiment_by_name("ml_platform/flight_delay")
-            running = [r for r in _client(home).search_runs([experiment.experiment_id])
-                       if r.info.status == "RUNNING"]
+            running = [r for r in _client(home).search_runs([experiment.experiment_id]) if r.info.status == "RUNNING"]
         assert running, "the training step never started its MLflow run"
         time.sleep(2)  # well inside the Optuna search
         os.killpg(process.pid, signal.SIGINT)
