@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export ML_PLATFORM_HOME
 
-.PHONY: dev test test-ui browser stack-tools install install-test check backfill-benchmark up down clean
+.PHONY: dev test lint test-ui browser stack-tools install install-test check backfill-benchmark up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,lint]'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
@@ -51,8 +51,14 @@ stack-tools:
 	  || echo "!!! could not install$$need: the stack tests will fail or skip"; \
 	fi
 
+# The code's guards: formatting, lint and types (configured in pyproject.toml).
+lint: install-test
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
 # Everything, the browser tests of the Dagster UI and the production stack included.
-test: install-test browser stack-tools
+test: install-test browser stack-tools lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Only the browser tests (screenshots of failures in test-artifacts/ui/).
