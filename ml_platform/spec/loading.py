@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from ml_platform.core.sources import SOURCE_KINDS
 from ml_platform.spec import rules
@@ -71,7 +72,7 @@ def load_specs(folder: str | Path | None = None) -> list[ModelSpec]:
             specs.append(load_spec(path))
         except SpecError as error:
             errors.append(str(error))
-    seen: dict[str, Path] = {}
+    seen: dict[str, Path | None] = {}
     for spec in specs:
         if spec.name in seen:
             errors.append(
@@ -95,7 +96,7 @@ def _describe(path: Path, error: ValidationError) -> str:
     return _format(path, [_problem(item) for item in error.errors(include_url=False)])
 
 
-def _problem(item: dict) -> rules.Problem:
+def _problem(item: ErrorDetails) -> rules.Problem:
     # pydantic puts the discriminator's value into the location (source.sql.query): the author wrote source.query
     loc = [
         part
@@ -104,6 +105,7 @@ def _problem(item: dict) -> rules.Problem:
     ]
     field = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
     kind, ctx = item["type"], item.get("ctx", {})
+    found: Any
     if kind == "missing":
         found, allowed = "nothing", "this field is required"
     elif kind == "extra_forbidden":
@@ -123,7 +125,7 @@ def _problem(item: dict) -> rules.Problem:
     return (field or "(top level)", found, allowed)
 
 
-def _known_fields(parent_loc: tuple, full_loc: tuple) -> list[str]:
+def _known_fields(parent_loc: tuple[int | str, ...], full_loc: tuple[int | str, ...]) -> list[str]:
     """The field names allowed at a location, for 'did you mean' hints."""
     model: Any = ModelSpec
     for part in parent_loc:

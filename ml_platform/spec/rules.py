@@ -89,10 +89,10 @@ def _derived_functions(spec: ModelSpec) -> list[Problem]:
 
 def source_columns(spec: ModelSpec) -> list[Problem]:
     """Every column the spec names exists, when the source knows its columns without reading data."""
-    columns = known_columns(spec.source)
-    if columns is None:
+    known = known_columns(spec.source)
+    if known is None:
         return []
-    columns = set(columns)
+    columns = set(known)
     available = sorted(columns)
     target, features = spec.target, spec.features
     checks = [(f"features.numeric[{i}]", n) for i, n in enumerate(features.numeric)]
@@ -347,7 +347,7 @@ def training_range(spec: ModelSpec) -> list[Problem]:
         return []  # an empty range is partitions' problem
     period = 7 if retraining == "weekly" else 1
     longest = days // period * period
-    if start:
+    if start and end:  # start without end happens only in the replay branch above, where start is None
         last = start + timedelta(days=window - 1)
         first = (
             f"the first {retraining} retraining partition ({last - timedelta(days=period - 1)}"

@@ -15,12 +15,15 @@ import re
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, WrapValidator, field_validator, model_validator
 
 from ml_platform.core.sources import Source
 from ml_platform.fields import Duration, StrictModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # --- data layer ----------------------------------------------------------------------------------------
 
@@ -111,9 +114,10 @@ class DerivedFeature(StrictModel):
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     type: Literal["numeric", "categorical"] = "numeric"
 
-    def load(self) -> Callable:
+    def load(self) -> Callable[[pd.DataFrame], pd.Series]:
         module, _, attribute = self.function.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        function: Callable[[pd.DataFrame], pd.Series] = getattr(importlib.import_module(module), attribute)
+        return function
 
 
 class Features(StrictModel):
@@ -365,7 +369,10 @@ class ModelSpec(StrictModel):
         # by_alias: renamed fields hash under their old names, so a rename does not change every asset's version
         # training.engine hashes only when it is not the default, so adding the field kept every digest
         # likewise target.classes and target.positive only when they are set
-        exclude: dict = {"path": True, **({"training": {"engine"}} if self.training.engine == "local" else {})}
+        exclude: dict[str, Any] = {
+            "path": True,
+            **({"training": {"engine"}} if self.training.engine == "local" else {}),
+        }
         unset = {field for field in ("classes", "positive") if getattr(self.target, field) is None}
         if unset:
             exclude["target"] = unset
