@@ -10,6 +10,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ml_platform.spec.sections import ModelSpec
 
 CONFIG_ENV = "ML_PLATFORM_SERVE_CONFIG"
 TOKEN_ENV = "ML_PLATFORM_API_TOKEN"
@@ -66,10 +70,10 @@ class ServeConfig:
         return cls(**values)
 
 
-def from_spec(spec, **overrides) -> ServeConfig:
+def from_spec(spec: ModelSpec, **overrides: Any) -> ServeConfig:
     """The endpoint's settings from a model spec (its `serving` and monitoring windows), then `overrides`."""
     serving, limits = spec.serving, spec.serving.limits
-    values = {
+    values: dict[str, Any] = {
         "max_rows": serving.max_rows,
         "rollout_mode": serving.rollout.mode,
         "canary_fraction": serving.rollout.fraction,

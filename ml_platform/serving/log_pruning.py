@@ -12,10 +12,19 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import TypedDict
 
 PRUNE_ROWS = 2000  # rows deleted per pruning transaction at most (about 10 ms of lock)
 VACUUM_PAGES = 256  # pages given back per transaction at most (about 10-30 ms of lock)
 SIZE_TARGET = 0.9  # a log over its cap is cut back to this share of it (database and WAL together)
+
+
+class PruneResult(TypedDict):
+    """What one pruning pass did: rows deleted for their age and for the size cap, and the log's bytes after."""
+
+    expired: int
+    over_size: int
+    bytes: int
 
 
 def _wal_allowance(max_bytes: int) -> int:
@@ -44,22 +53,22 @@ def prune(
     cutoff: float | None,
     max_bytes: int | None,
     stopping: threading.Event,
-    lock: contextlib.AbstractContextManager | None = None,
-) -> dict:
+    lock: contextlib.AbstractContextManager[object] | None = None,
+) -> PruneResult:
     """Delete rows older than `cutoff` and, over `max_bytes`, the oldest; give the space back. Each
     transaction is taken under `lock` (the log's cross-process writer lock)."""
-    lock = lock if lock is not None else contextlib.nullcontext()
+    held: contextlib.AbstractContextManager[object] = lock if lock is not None else contextlib.nullcontext()
     expired = over_size = 0
     if cutoff is not None:
         while not stopping.is_set():
             deleted = _delete(
-                connection, lock, "SELECT seq FROM predictions WHERE ts < ? ORDER BY ts LIMIT ?", (cutoff, PRUNE_ROWS)
+                connection, held, "SELECT seq FROM predictions WHERE ts < ? ORDER BY ts LIMIT ?", (cutoff, PRUNE_ROWS)
             )
             expired += deleted
             if deleted < PRUNE_ROWS:
                 break
     over = max_bytes is not None and file_bytes(path) > max_bytes
-    if over:
+    if max_bytes is not None and over:
         # Live bytes (pages in use), not the file's size: an older log without auto_vacuum never shrinks, and
         # must not be emptied for it (its freed pages are reused instead).
         target = int(max_bytes * SIZE_TARGET) - _wal_allowance(max_bytes)
@@ -75,17 +84,22 @@ def prune(
             rows = last - first + 1
             needed = -(-(live - target) * rows // live)  # rows of average size to go, rounded up
             deleted = _delete(
-                connection, lock, "SELECT seq FROM predictions ORDER BY seq LIMIT ?", (max(1, min(PRUNE_ROWS, needed)),)
+                connection, held, "SELECT seq FROM predictions ORDER BY seq LIMIT ?", (max(1, min(PRUNE_ROWS, needed)),)
             )
             over_size += deleted
             if not deleted:
                 break
     if expired or over:
-        _reclaim(connection, stopping, lock)
+        _reclaim(connection, stopping, held)
     return {"expired": expired, "over_size": over_size, "bytes": file_bytes(path)}
 
 
-def _delete(connection: sqlite3.Connection, lock, select: str, parameters: tuple) -> int:
+def _delete(
+    connection: sqlite3.Connection,
+    lock: contextlib.AbstractContextManager[object],
+    select: str,
+    parameters: tuple[object, ...],
+) -> int:
     """One short transaction; then as long a pause, so writers get the lock at least half the time."""
     started = time.perf_counter()
     with lock:
@@ -100,7 +114,9 @@ def _delete(connection: sqlite3.Connection, lock, select: str, parameters: tuple
     return deleted
 
 
-def _reclaim(connection: sqlite3.Connection, stopping: threading.Event, lock) -> None:
+def _reclaim(
+    connection: sqlite3.Connection, stopping: threading.Event, lock: contextlib.AbstractContextManager[object]
+) -> None:
     """Give freed pages back to the file system (logs created with auto_vacuum=INCREMENTAL; older ones reuse
     them in place), in short steps; then copy the WAL into the database without
     waiting for anyone (PASSIVE), and truncate the WAL if that is possible at once."""

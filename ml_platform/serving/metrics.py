@@ -21,7 +21,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("ml_platform_requests", "HTTP requests", ["route", "code"], registry=self.registry)
         self.errors = Counter("ml_platform_errors", "Failed requests by kind", ["kind"], registry=self.registry)
@@ -51,6 +51,6 @@ class Metrics:
         """The Prometheus text of every worker (multiprocess mode) or of this process."""
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves its __init__ unannotated
             return generate_latest(registry)
         return generate_latest(self.registry)
