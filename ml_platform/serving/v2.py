@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml_platform.serving.validation import RequestError, Schema, validate_rows
+from ml_platform.serving.validation import ErrorItem, RequestError, Row, Schema, validate_rows
+
+if TYPE_CHECKING:
+    from ml_platform.core.labels import Labels
 
 OUTPUT = "predict"
 LABEL = "label"  # a classifier's predicted class per row, as text (BYTES)
@@ -40,8 +44,14 @@ _MAX_ERRORS = 50
 
 
 def model_metadata(
-    name: str, version: str, schema: Schema, task: str, *, n_classes: int | None = None, labels: object = None
-) -> dict:
+    name: str,
+    version: str,
+    schema: Schema,
+    task: str | None,
+    *,
+    n_classes: int | None = None,
+    labels: Labels | None = None,
+) -> dict[str, Any]:
     """The model metadata response: the features as input tensors, the prediction as output `predict`
     (shape [-1] for binary and regression, [-1, n_classes] for multiclass; -1 when the count is not given), and
     for a classifier (`labels` given) the output `label`, so clients learn the class without the class order."""
@@ -59,12 +69,12 @@ def infer_response(
     name: str,
     version: str,
     request_id: str | None,
-    predictions,
-    task: str,
+    predictions: list[float] | list[list[float]],
+    task: str | None,
     *,
-    labels: list | None = None,
+    labels: list[Any] | None = None,
     outputs: list[str] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The inference response of `predict_records`' output: shape [n] (binary: the positive class's probability;
     regression: the value) or [n, k] (multiclass: one probability per class), data flat in row-major order.
     With `labels` (a classifier's predicted class per row) a `label` tensor follows, its elements as text.
@@ -74,10 +84,10 @@ def infer_response(
     values = np.asarray(predictions, dtype=np.float64)
     if task == "multiclass" and values.ndim == 1:  # one row's class probabilities
         values = values.reshape(1, -1)
-    response = {"model_name": name, "model_version": str(version)}
+    response: dict[str, Any] = {"model_name": name, "model_version": str(version)}
     if request_id is not None:
         response["id"] = request_id
-    tensors = {
+    tensors: dict[str, dict[str, Any]] = {
         OUTPUT: {"name": OUTPUT, "datatype": "FP64", "shape": list(values.shape), "data": values.ravel().tolist()}
     }
     if labels is not None:
@@ -87,23 +97,23 @@ def infer_response(
             "shape": [len(labels)],
             "data": [str(label) for label in labels],
         }
-    wanted = tensors if not outputs else dict.fromkeys(outputs)
+    wanted: Iterable[str] = tensors if not outputs else dict.fromkeys(outputs)
     response["outputs"] = [tensors[n] for n in wanted if n in tensors]
     return response
 
 
-def output_names(labels: object) -> tuple[str, ...]:
+def output_names(labels: Labels | None) -> tuple[str, ...]:
     """The outputs a model answers: `predict`, and `label` for a classifier (`labels` not None)."""
     return (OUTPUT,) if labels is None else (OUTPUT, LABEL)
 
 
-def requested_outputs(body: dict) -> list[str] | None:
+def requested_outputs(body: dict[str, Any]) -> list[str] | None:
     """The output names a (validated) request asks for, in its order; None when it names none (all of them)."""
     outputs = body.get("outputs")
     return [output["name"] for output in outputs] if outputs else None
 
 
-def error_body(error: RequestError) -> dict:
+def error_body(error: RequestError) -> dict[str, str]:
     """The protocol's error response: `{"error": "<field>: <message>"}` of the first error, bounded in length,
     saying how many more there are."""
     errors = error.errors or [{"field": "request", "error": "rejected"}]
@@ -118,7 +128,7 @@ def error_body(error: RequestError) -> dict:
 
 def rows_of(
     body: object, schema: Schema, max_rows: int, outputs: tuple[str, ...] = (OUTPUT,)
-) -> tuple[list[dict], str | None]:
+) -> tuple[list[Row], str | None]:
     """The rows of an inference request (one dict per row, feature name -> value, as the v1 route scores them)
     and the request's `id`; `outputs` are the names the model answers (a request may ask for those only).
     Raises RequestError: 400 when the body is not a request object or carries binary data, 413 past `max_rows`
@@ -126,7 +136,7 @@ def rows_of(
     Length: every check of the request's shape in the order the protocol defines it, each naming its field."""
     if not isinstance(body, dict):
         raise RequestError(400, [{"field": "body", "error": "expected a JSON object with 'inputs'"}])
-    errors: list[dict] = []
+    errors: list[ErrorItem] = []
     request_id = body.get("id")
     if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_ID_CHARS):
         errors.append({"field": "id", "error": f"expected a string of at most {MAX_ID_CHARS} characters"})
@@ -148,7 +158,7 @@ def rows_of(
         raise RequestError(422, [*errors, {"field": "inputs", "error": "no inputs: send one tensor per feature"}])
 
     kinds = dict.fromkeys(schema.numeric, "number") | dict.fromkeys(schema.categorical, "string")
-    columns: dict[str, list] = {}
+    columns: dict[str, list[Any]] = {}
     rows_seen: tuple[int, int] | None = None  # (row count, index of the input that set it)
     for k, tensor in enumerate(inputs):
         where = f"inputs[{k}]"
@@ -190,7 +200,7 @@ def rows_of(
     return rows, request_id
 
 
-def _outputs_errors(outputs: object, names: tuple[str, ...] = (OUTPUT,)) -> list[dict]:
+def _outputs_errors(outputs: object, names: tuple[str, ...] = (OUTPUT,)) -> list[ErrorItem]:
     """Requested outputs: absent, or a list of `{"name": <one of names>, "parameters"?}`. Asking for binary output
     data is allowed and answered in JSON (the binary-data extension is optional for a server)."""
     if outputs is None:
@@ -202,7 +212,7 @@ def _outputs_errors(outputs: object, names: tuple[str, ...] = (OUTPUT,)) -> list
         if len(names) == 1
         else "the model's outputs are " + ", ".join(f"'{n}'" for n in names)
     )
-    errors = []
+    errors: list[ErrorItem] = []
     for i, output in enumerate(outputs):
         if not isinstance(output, dict):
             errors.append({"field": f"outputs[{i}]", "error": "expected an object with a 'name'"})
@@ -216,8 +226,13 @@ def _outputs_errors(outputs: object, names: tuple[str, ...] = (OUTPUT,)) -> list
 
 
 def _tensor(
-    tensor: object, where: str, kinds: dict[str, str], nullable: frozenset[str], seen: dict, max_rows: int
-) -> tuple[str, list] | dict:
+    tensor: object,
+    where: str,
+    kinds: dict[str, str],
+    nullable: frozenset[str],
+    seen: dict[str, list[Any]],
+    max_rows: int,
+) -> tuple[str, list[Any]] | ErrorItem:
     """(feature name, one value per row) of one input tensor, or the first error found in it."""
     if not isinstance(tensor, dict):
         return {"field": where, "error": "expected an object with name, shape, datatype and data"}
@@ -280,7 +295,7 @@ def _tensor(
     return name, values
 
 
-def _flat(data: list, shape: list[int], where: str) -> list | dict:
+def _flat(data: list[Any], shape: list[int], where: str) -> list[Any] | ErrorItem:
     """The values of `data` in row-major order: data either flat (shape's product of scalars) or nested exactly
     as the shape says; or the error."""
     size = math.prod(shape)
@@ -293,7 +308,7 @@ def _flat(data: list, shape: list[int], where: str) -> list | dict:
         return {"field": f"{where}[{i}]", "error": f"nested deeper than shape {shape}: expected a scalar"}
     if len(data) != shape[0]:
         return {"field": where, "error": f"{len(data)} rows; shape {shape} holds {shape[0]}"}
-    values = []
+    values: list[Any] = []
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != shape[1]:
             return {"field": f"{where}[{i}]", "error": f"expected a list of {shape[1]} value (shape {shape})"}

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, Literal, NotRequired, TypedDict, TypeVarTuple
 
 from ml_platform.core.model import Model
 
@@ -22,11 +23,35 @@ MAX_STRING_CHARS = 1000  # longest categorical value accepted
 PREVIEW_CHARS = 64  # longest piece of a user's value or key quoted back in an error
 UNKNOWN_MODES = ("ignore", "reject")
 
+Row = dict[str, Any]  # one request row: field name -> whatever JSON value the client sent
+_Args = TypeVarTuple("_Args")
+
+
+class ErrorItem(TypedDict):
+    """One problem of a request, by the field at fault (`instances[3].distance`)."""
+
+    field: str
+    error: str
+
+
+class ErrorsBody(TypedDict):
+    """The errors part of a refusal: the first MAX_ERRORS problems, how many there were, and a note when cut."""
+
+    errors: list[ErrorItem]
+    errors_total: int
+    note: NotRequired[str]
+
+
+class FeatureDescription(TypedDict):
+    name: str
+    type: Literal["number", "string"]
+    nullable: bool
+
 
 class RequestError(Exception):
     """A bad request: an HTTP status, the fields at fault (at most MAX_ERRORS), and how many were found."""
 
-    def __init__(self, status: int, errors: list[dict], total: int | None = None):
+    def __init__(self, status: int, errors: list[ErrorItem], total: int | None = None):
         self.status = status
         self.errors = errors[:MAX_ERRORS]
         self.total = max(len(errors), total or 0)
@@ -36,9 +61,9 @@ class RequestError(Exception):
     def truncated(self) -> bool:
         return self.total > len(self.errors)
 
-    def body(self) -> dict:
+    def body(self) -> ErrorsBody:
         """The errors part of the answer, saying so when more were found than are listed."""
-        body = {"errors": self.errors, "errors_total": self.total}
+        body: ErrorsBody = {"errors": self.errors, "errors_total": self.total}
         if self.truncated:
             body["note"] = f"showing the first {len(self.errors)} of {self.total} errors"
         return body
@@ -49,11 +74,11 @@ class _Errors:
 
     __slots__ = ("items", "total")
 
-    def __init__(self):
-        self.items: list[dict] = []
+    def __init__(self) -> None:
+        self.items: list[ErrorItem] = []
         self.total = 0
 
-    def add(self, describe: Callable[..., dict], *args) -> None:
+    def add(self, describe: Callable[[*_Args], ErrorItem], *args: *_Args) -> None:
         """Count one problem; `describe(*args)` builds its entry, and runs only while under the cap."""
         self.total += 1
         if self.total <= MAX_ERRORS:
@@ -64,7 +89,7 @@ class _Errors:
             raise RequestError(status, self.items, total=self.total)
 
 
-def _error(field: str, error: str) -> dict:
+def _error(field: str, error: str) -> ErrorItem:
     return {"field": field, "error": error}
 
 
@@ -77,7 +102,8 @@ def preview(text: str) -> str:
     characters with "…" and the full length, so an echo can neither flood a response nor a terminal."""
     if len(text) <= PREVIEW_CHARS and text.isprintable():
         return text
-    shown, width = [], 0
+    shown: list[str] = []
+    width = 0
     for char in text:
         piece = char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
         if width + len(piece) > PREVIEW_CHARS:
@@ -120,10 +146,14 @@ class Schema:
             frozenset(names if nullable is None else [n for n in names if nullable.get(n, True)]),
         )
 
-    def describe(self) -> list[dict]:
-        return [{"name": n, "type": "number", "nullable": n in self.nullable} for n in self.numeric] + [
+    def describe(self) -> list[FeatureDescription]:
+        numbers: list[FeatureDescription] = [
+            {"name": n, "type": "number", "nullable": n in self.nullable} for n in self.numeric
+        ]
+        strings: list[FeatureDescription] = [
             {"name": n, "type": "string", "nullable": n in self.nullable} for n in self.categorical
         ]
+        return numbers + strings
 
     @cached_property
     def features(self) -> frozenset[str]:
@@ -133,7 +163,7 @@ class Schema:
 # --- the shape of the body -------------------------------------------------------------------------------
 
 
-def instances_of(body: object, max_rows: int) -> tuple[list[dict], bool]:
+def instances_of(body: object, max_rows: int) -> tuple[list[Row], bool]:
     """The rows of a request body (each a dict with str keys), and whether explanations were asked for."""
     if not isinstance(body, dict):
         raise _fail(400, "body", "expected a JSON object with 'instances' or 'dataframe_split', got " + _shown(body))
@@ -151,7 +181,7 @@ def instances_of(body: object, max_rows: int) -> tuple[list[dict], bool]:
     return rows, explain
 
 
-def _instances(rows: object, max_rows: int) -> list[dict]:
+def _instances(rows: object, max_rows: int) -> list[Row]:
     """`instances`: a list of at most max_rows objects; every element that is not one is named."""
     if not isinstance(rows, list):
         raise _fail(422, "instances", f"expected a list of objects, got {_shown(rows)}")
@@ -165,11 +195,11 @@ def _instances(rows: object, max_rows: int) -> list[dict]:
     return rows
 
 
-def _not_an_object(field: str, i: int, row: object) -> dict:
+def _not_an_object(field: str, i: int, row: object) -> ErrorItem:
     return _error(f"{field}[{i}]", f"expected an object of features, got {_shown(row)}")
 
 
-def _split_rows(split: object, max_rows: int) -> list[dict]:
+def _split_rows(split: object, max_rows: int) -> list[Row]:
     """MLflow's `dataframe_split` as rows: distinct string columns, and every data row one value per column."""
     if (
         not isinstance(split, dict)
@@ -180,7 +210,7 @@ def _split_rows(split: object, max_rows: int) -> list[dict]:
     columns, data = split["columns"], split["data"]
     if len(data) > max_rows:
         raise _fail(413, "dataframe_split.data", f"{len(data)} rows; at most {max_rows} per request")
-    errors, first = _Errors(), {}
+    errors, first = _Errors(), dict[str, int]()
     for i, name in enumerate(columns):
         if not isinstance(name, str):
             errors.add(_error, f"dataframe_split.columns[{i}]", f"expected a column name, got {_shown(name)}")
@@ -195,11 +225,11 @@ def _split_rows(split: object, max_rows: int) -> list[dict]:
     return [dict(zip(columns, values, strict=True)) for values in data]
 
 
-def _duplicate_column(i: int, name: str, first: int) -> dict:
+def _duplicate_column(i: int, name: str, first: int) -> ErrorItem:
     return _error(f"dataframe_split.columns[{i}]", f'duplicate column "{preview(name)}" (also columns[{first}])')
 
 
-def _ragged(i: int, values: object, width: int) -> dict:
+def _ragged(i: int, values: object, width: int) -> ErrorItem:
     got = f"{len(values)} values" if isinstance(values, list) else _shown(values)
     return _error(f"dataframe_split.data[{i}]", f"expected a list of {width} values, got {got}")
 
@@ -208,7 +238,7 @@ def _ragged(i: int, values: object, width: int) -> dict:
 
 
 def validate_rows(
-    rows: list[dict],
+    rows: list[Row],
     schema: Schema,
     field: str = "instances",
     unknown: str = "ignore",
@@ -222,7 +252,7 @@ def validate_rows(
     known = schema.features | allowed if unknown == "reject" else None
     extras = allowed - schema.features  # kept in the log beside the features (event time, key): scalars only
     numeric, categorical, nullable = schema.numeric, schema.categorical, schema.nullable
-    errors = None
+    errors: _Errors | None = None
     for i, row in enumerate(rows):
         if row.__class__ is not dict and not isinstance(row, dict):  # instances_of sorts these out first
             errors = errors or _Errors()
@@ -286,7 +316,7 @@ def _fits(value: object, kind: str) -> bool:
     return isinstance(value, int)
 
 
-def _extra_error(field: str, i: int, name: str, value: object) -> dict:
+def _extra_error(field: str, i: int, name: str, value: object) -> ErrorItem:
     problem = (
         _feature_problem(value, "string")
         if isinstance(value, str)
@@ -295,7 +325,7 @@ def _extra_error(field: str, i: int, name: str, value: object) -> dict:
     return _error(f"{field}[{i}].{name}", problem)
 
 
-def _feature_error(field: str, i: int, name: str, value: object, kind: str) -> dict:
+def _feature_error(field: str, i: int, name: str, value: object, kind: str) -> ErrorItem:
     return _error(f"{field}[{i}].{name}", _feature_problem(value, kind))
 
 
@@ -316,5 +346,5 @@ def _feature_problem(value: object, kind: str) -> str:
     return f"expected a string, got {_shown(value)}"
 
 
-def _unknown_field(field: str, i: int, key: str) -> dict:
+def _unknown_field(field: str, i: int, key: str) -> ErrorItem:
     return _error(f"{field}[{i}].{preview(key)}", "unknown field; expected one of the model's features")
