@@ -1,0 +1,220 @@
+"""The benchmark guard: runs each guarded benchmark's `--quick` form and fails when a figure got more than 2x
+worse than its baseline (`benchmarks/baseline.json`), when a benchmark crashes, or when a baseline figure is
+missing from its output. `make test` runs it after lint and before the tests; `make bench` runs the full forms
+with `--full --record` and rewrites the baseline on purpose.
+
+Each figure line's `ratio` is compared (contract.py: value over a peer measured in the same run, so the machine's
+speed and load cancel): for `better: lower` a figure fails when now > 2 x baseline, for `higher` when now <
+baseline / 2. A figure the baseline does not hold yet is reported with a loud warning line and passes (it is
+recorded by the next `--record`); a figure line marked `"guard": false` (a difference whose ratio sits near
+zero, where 2x is noise) is printed by its benchmark but neither recorded nor compared.
+
+Guarded, quick forms run one after the other (well under a minute each): label_fields.py, refit.py,
+serving_parts.py, serving.py, training.py, monitoring.py, backfill.py.
+Left out of the guard, run by `make bench` only (`--full`):
+- stack.py: needs a Docker engine and docker-compose, builds the project image and brings the production stack
+  up (minutes);
+- test_suite.py: runs CI (`bash .ci/run`: install and the whole test suite) on fresh clones of two commits;
+  run inside `make test` it would run the tests it is part of;
+- scale.py: retrains at millions of rows per window (its quick form alone takes minutes).
+serving_floor.py (the floor app serving.py serves) and scale_data.py (scale.py's data) are parts of those
+benchmarks, not benchmarks.
+
+    python benchmarks/guard.py [--full] [--record] [--only NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+BASELINE = HERE / "baseline.json"
+WORSE_FACTOR = 2.0
+
+#: Run by `make test` (quick forms) and `make bench` (full forms), in this order.
+GUARDED = (
+    "label_fields.py",
+    "refit.py",
+    "serving_parts.py",
+    "serving.py",
+    "training.py",
+    "monitoring.py",
+    "backfill.py",
+)
+#: Run by `make bench` only (see the docstring for why).
+HEAVY = ("scale.py", "stack.py", "test_suite.py")
+QUICK_TIMEOUT_S = 300
+FULL_TIMEOUT_S = 4 * 3600
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One figure line of a benchmark's output, as the guard keys and compares it."""
+
+    key: str
+    benchmark: str
+    ratio: float
+    better: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One figure's comparison: `factor` is how many times worse than the baseline (below 1: better)."""
+
+    figure: str
+    benchmark: str | None
+    baseline: float | None
+    now: float | None
+    factor: float | None
+    ok: bool
+    note: str = ""
+
+
+def key_of(line: dict[str, Any]) -> str:
+    """The guard's name for a figure line: `figure`, or `figure/case` for a figure measured in cases."""
+    return f"{line['figure']}/{line['case']}" if line.get("case") is not None else str(line["figure"])
+
+
+def parse_figures(benchmark: str, stdout: str) -> list[Observed]:
+    """The guarded figure lines of one benchmark's output (other JSON lines and plain text are skipped)."""
+    found = []
+    for text in stdout.splitlines():
+        if not text.startswith("{"):
+            continue
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(line, dict) or "figure" not in line or line.get("guard") is False:
+            continue
+        if not isinstance(line.get("ratio"), int | float) or line.get("better") not in ("lower", "higher"):
+            continue  # a line outside the contract is reported as missing when the baseline expects it
+        found.append(Observed(key_of(line), benchmark, float(line["ratio"]), line["better"]))
+    return found
+
+
+def worse_factor(baseline: float, now: float, better: str) -> float:
+    """How many times worse `now` is than `baseline` (1: the same, below 1: better)."""
+    if better == "lower":
+        return now / baseline if baseline > 0 else (1.0 if now <= baseline else float("inf"))
+    return baseline / now if now > 0 else (1.0 if now >= baseline else float("inf"))
+
+
+def compare(
+    baseline: dict[str, dict[str, Any]], observed: list[Observed], crashed: dict[str, str], ran: list[str]
+) -> list[Verdict]:
+    """Every figure's verdict: each baseline figure of a benchmark that ran against its observed ratio, every
+    observed figure the baseline lacks (ok, with a warning note), and one failed verdict per crashed benchmark.
+    `ran`: the benchmarks run this time (baseline figures of others are not expected)."""
+    verdicts = []
+    seen = {figure.key: figure for figure in observed}
+    for name, expected in sorted(baseline.items()):
+        benchmark = expected.get("benchmark")
+        if benchmark is not None and benchmark not in ran:
+            continue
+        now = seen.get(name)
+        if now is None:
+            note = f"missing from the output of {benchmark}" + (" (it crashed)" if benchmark in crashed else "")
+            verdicts.append(Verdict(name, benchmark, expected["ratio"], None, None, False, note))
+            continue
+        better = expected.get("better", now.better)
+        factor = worse_factor(float(expected["ratio"]), now.ratio, better)
+        ok = factor <= WORSE_FACTOR
+        note = "" if ok else f"more than {WORSE_FACTOR:g}x worse than the baseline (better: {better})"
+        verdicts.append(Verdict(name, now.benchmark, expected["ratio"], now.ratio, round(factor, 3), ok, note))
+    for figure in observed:
+        if figure.key not in baseline:
+            note = "WARNING: not in the baseline, not compared; record it (make bench, or guard.py --record)"
+            verdicts.append(Verdict(figure.key, figure.benchmark, None, figure.ratio, None, True, note))
+    for benchmark, reason in sorted(crashed.items()):
+        verdicts.append(Verdict(f"{benchmark} run", benchmark, None, None, None, False, reason))
+    return verdicts
+
+
+def recorded(observed: list[Observed]) -> dict[str, dict[str, Any]]:
+    """A baseline section from one run's figures."""
+    return {
+        figure.key: {"ratio": figure.ratio, "better": figure.better, "benchmark": figure.benchmark}
+        for figure in sorted(observed, key=lambda figure: figure.key)
+    }
+
+
+@dataclass(frozen=True)
+class Run:
+    benchmark: str
+    seconds: float
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run(benchmark: str, full: bool) -> Run:
+    command = [sys.executable, str(HERE / benchmark), *([] if full else ["--quick"])]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=FULL_TIMEOUT_S if full else QUICK_TIMEOUT_S
+        )
+        code, stdout, stderr = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired as timeout:
+        code, stdout = -1, _text(timeout.stdout)
+        stderr = f"{_text(timeout.stderr)}\ntimed out after {timeout.timeout:g} s"
+    return Run(benchmark, round(time.perf_counter() - started, 1), code, stdout, stderr)
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--full", action="store_true", help="the full forms, the heavy benchmarks too (make bench)")
+    parser.add_argument("--record", action="store_true", help="rewrite this form's baseline from this run")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="only these benchmarks (file names)")
+    args = parser.parse_args(argv)
+    form = "full" if args.full else "quick"
+    benchmarks = [*GUARDED, *HEAVY] if args.full else list(GUARDED)
+    if args.only:
+        benchmarks = [name for name in benchmarks if name in args.only or name.removesuffix(".py") in args.only]
+    stored = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+    began = time.perf_counter()
+    observed: list[Observed] = []
+    crashed: dict[str, str] = {}
+    for benchmark in benchmarks:
+        result = run(benchmark, args.full)
+        figures = parse_figures(benchmark, result.stdout)
+        observed += figures
+        print(json.dumps({"benchmark": benchmark, "seconds": result.seconds, "figures": len(figures)}), flush=True)
+        if result.exit_code != 0:
+            crashed[benchmark] = f"exit code {result.exit_code}: {result.stderr.strip()[-1500:]}"
+    verdicts = compare(stored.get(form, {}), observed, crashed, benchmarks)
+    for verdict in verdicts:
+        print(json.dumps(asdict(verdict)), flush=True)
+    failed = [verdict for verdict in verdicts if not verdict.ok]
+    if args.record:
+        section = {
+            key: value
+            for key, value in stored.get(form, {}).items()
+            if value.get("benchmark") not in benchmarks or value.get("benchmark") in crashed
+        }  # a crashed benchmark keeps its old figures
+        section.update(recorded([figure for figure in observed if figure.benchmark not in crashed]))
+        stored[form] = dict(sorted(section.items()))
+        BASELINE.write_text(json.dumps(stored, indent=2) + "\n")
+        failed = [verdict for verdict in failed if verdict.benchmark in crashed]  # a new baseline: only crashes fail
+    seconds = round(time.perf_counter() - began, 1)
+    print(
+        json.dumps({"guard": form, "seconds": seconds, "figures": len(observed), "failed": [v.figure for v in failed]}),
+        flush=True,
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
