@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
-from pydantic.json_schema import SkipJsonSchema, models_json_schema
+from pydantic.json_schema import JsonDict, JsonSchemaValue, SkipJsonSchema, models_json_schema
 
 from ml_platform.serving.validation import Schema
 
@@ -19,9 +19,13 @@ OPENAPI_VERSION = "3.1.0"
 _REF = "#/components/schemas/{model}"
 
 
-def _optional(**kwargs) -> Any:
+def _optional(**kwargs: Any) -> Any:
     """An optional field that is absent, never null, when not sent (no `default: null` in the document)."""
-    return Field(default=None, json_schema_extra=lambda schema: schema.pop("default", None), **kwargs)
+    return Field(default=None, json_schema_extra=_without_default, **kwargs)
+
+
+def _without_default(schema: JsonDict) -> None:
+    schema.pop("default", None)
 
 
 class Contribution(BaseModel):
@@ -126,7 +130,9 @@ _ERRORS = {
 }
 
 
-def request_models(schema: Schema, max_rows: int = 1000, unknown_fields: str = "ignore", allowed: Iterable[str] = ()):
+def request_models(
+    schema: Schema, max_rows: int = 1000, unknown_fields: str = "ignore", allowed: Iterable[str] = ()
+) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
     """The model-specific request models: (Instance, InstancesRequest, DataframeSplitRequest). An instance
     holds every feature (a number or a string, null where nullable) and may hold the `allowed` fields that are
     not features (the spec's key and timestamp, logged with the row); anything else only when unknown fields
@@ -140,13 +146,17 @@ def request_models(schema: Schema, max_rows: int = 1000, unknown_fields: str = "
     instance = create_model(
         "Instance", __config__=ConfigDict(extra="forbid" if unknown_fields == "reject" else "ignore"), **fields
     )
-    rows = {"min_length": 1, "max_length": max_rows}
     explain = (bool, Field(default=False, description="Add each row's top feature contributions (TreeSHAP)."))
-    instances = create_model("InstancesRequest", instances=(list[instance], Field(**rows)), explain=explain)
+    instances = create_model(
+        "InstancesRequest", instances=(list[instance], Field(min_length=1, max_length=max_rows)), explain=explain
+    )
     frame = create_model(
         "DataframeSplit",
         columns=(list[str], Field(description="Feature names, one per value in each row of `data`.")),
-        data=(list[list[float | str | None]], Field(description="Rows of values, in the order of `columns`.", **rows)),
+        data=(
+            list[list[float | str | None]],
+            Field(description="Rows of values, in the order of `columns`.", min_length=1, max_length=max_rows),
+        ),
     )
     split = create_model("DataframeSplitRequest", dataframe_split=(frame, ...), explain=explain)
     return instance, instances, split
@@ -159,12 +169,21 @@ def document(
     max_rows: int = 1000,
     unknown_fields: str = "ignore",
     allowed: Iterable[str] = (),
-) -> dict:
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the v1 routes serving `model_name` with request schema `schema`, at most
     `max_rows` rows per request, unknown instance fields ignored or rejected (`unknown_fields`) but for the
     `allowed` ones."""
     instance, instances, split = request_models(schema, max_rows, unknown_fields, allowed)
-    models = [instance, instances, split, PredictResponse, ErrorResponse, ModelInfo, Health, Ready]
+    models: list[type[BaseModel]] = [
+        instance,
+        instances,
+        split,
+        PredictResponse,
+        ErrorResponse,
+        ModelInfo,
+        Health,
+        Ready,
+    ]
     refs, definitions = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     schemas = definitions["$defs"]
     ref = {m: refs[(m, "validation")] for m in models}
@@ -199,14 +218,19 @@ def document(
     }
 
 
-def _paths(model_name: str, ref: dict, instances, split) -> dict:
+def _paths(
+    model_name: str,
+    ref: dict[type[BaseModel], JsonSchemaValue],
+    instances: type[BaseModel],
+    split: type[BaseModel],
+) -> dict[str, Any]:
     """The v1 routes: what each takes, answers and requires (`ref`: each model's schema reference)."""
-    bearer = [{"bearer": []}]
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}]
 
-    def json_content(model) -> dict:
+    def json_content(model: type[BaseModel]) -> dict[str, Any]:
         return {"application/json": {"schema": ref[model]}}
 
-    def errors(*statuses: int) -> dict:
+    def errors(*statuses: int) -> dict[str, dict[str, str]]:
         return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
 
     predict = f"/v1/models/{model_name}/predict"
