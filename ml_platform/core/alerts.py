@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import time
+from typing import Any
 
 import requests
 
@@ -17,7 +18,7 @@ log = logging.getLogger("ml_platform.alerts")
 
 
 def send_alert(
-    payload: dict,
+    payload: dict[str, Any],
     url: str | None = None,
     retries: int = 3,
     timeout: float = 5.0,

@@ -10,14 +10,17 @@ import pandas as pd
 
 def hour_of_day(frame: pd.DataFrame, timestamp: str) -> pd.Series:
     """Hour of the event, 0-23."""
-    return frame[timestamp].dt.hour
+    values: pd.Series = frame[timestamp].dt.hour
+    return values
 
 
 def day_of_week(frame: pd.DataFrame, timestamp: str) -> pd.Series:
     """Day of the week, Monday=0."""
-    return frame[timestamp].dt.dayofweek
+    values: pd.Series = frame[timestamp].dt.dayofweek
+    return values
 
 
 def month(frame: pd.DataFrame, timestamp: str) -> pd.Series:
     """Month of the year, 1-12 (seasonality)."""
-    return frame[timestamp].dt.month
+    values: pd.Series = frame[timestamp].dt.month
+    return values

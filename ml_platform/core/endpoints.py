@@ -15,9 +15,11 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ALIVE, DEAD, REUSED = "alive", "dead", "pid reused"
 
@@ -137,11 +139,11 @@ class Endpoint:
     def alive(self) -> bool:
         return self.state == ALIVE
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "url": self.url, "alive": self.alive}
 
 
-def _state(record: dict) -> str:
+def _state(record: dict[str, Any]) -> str:
     pid = int(record["pid"])
     argv = _cmdline(pid) if _running(pid) else None
     if argv is None:
@@ -235,7 +237,7 @@ def _terminate(endpoint: Endpoint, timeout: float) -> None:
         group = os.getpgid(pid) == pid  # a session of its own: the server and anything it started
     except ProcessLookupError:
         return
-    kill = (lambda sig: os.killpg(pid, sig)) if group else (lambda sig: os.kill(pid, sig))
+    kill: Callable[[int], None] = (lambda sig: os.killpg(pid, sig)) if group else (lambda sig: os.kill(pid, sig))
     try:
         kill(signal.SIGTERM)
     except ProcessLookupError:

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 CURVE_POINTS = 400  # ROC and precision-recall curves are drawn through at most this many of their points
 SCATTER_POINTS = 5000  # the residual plot shows a fixed random sample of at most this many rows
@@ -28,7 +32,7 @@ def attributions_plot(importance: pd.Series) -> str:
     figure = Figure(figsize=(6, 4), dpi=80)
     axis = figure.subplots()
     figure.subplots_adjust(left=min(0.1 + 0.012 * width, 0.45), right=0.97, top=0.92, bottom=0.1)
-    axis.barh([str(name) for name in top.index], top.values, color="#4f46e5")
+    axis.barh([str(name) for name in top.index], top.to_numpy(), color="#4f46e5")
     axis.set_title("Mean |SHAP contribution| on the holdout")
     return _png(figure)
 
@@ -134,7 +138,7 @@ def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def _png(figure) -> str:
+def _png(figure: Figure) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80, pil_kwargs={"compress_level": 1})
     return base64.b64encode(buffer.getvalue()).decode()

@@ -11,6 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ml_platform.core.deploy import smoke_rows
 from ml_platform.core.drift import training_reference
@@ -25,6 +26,7 @@ from ml_platform.core.mlflow_store import (
     REFERENCE_PROFILE,
     SLICES,
     SMOKE_ROWS,
+    active_run_id,
     log_batch,
     plot_artifact,
 )
@@ -33,6 +35,11 @@ from ml_platform.core.model_card import model_card
 from ml_platform.core.registry import Registry
 from ml_platform.core.training_run import metric_of
 from ml_platform.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml_platform.core.dask_frames import StoredPartitions
 
 CONFUSION_MATRIX = "confusion_matrix.csv"  # a classifier's run artifact: actual (rows) by predicted (columns)
 
@@ -53,7 +60,7 @@ class EvaluationRecord:
     def passed(self) -> bool:
         return all(gate.passed for gate in self.gates)
 
-    def row(self, model_row: dict) -> dict:
+    def row(self, model_row: dict[str, Any]) -> dict[str, Any]:
         """What the evaluation stage stores: the model's row plus the verdict the champion stage reads."""
         return {
             **model_row,
@@ -66,7 +73,9 @@ class EvaluationRecord:
         }
 
 
-def evaluate_version(spec: ModelSpec, version: str, training_set, registry: Registry) -> tuple[EvaluationRecord, Model]:
+def evaluate_version(
+    spec: ModelSpec, version: str, training_set: pd.DataFrame | StoredPartitions, registry: Registry
+) -> tuple[EvaluationRecord, Model]:
     """Evaluate a registered `version` on the training set's test days against the current champion. The plots
     are rendered once, here; the model card, the Dagster metadata and the MLflow run reuse the same PNGs.
     A training set stored by the Dask engine (`StoredPartitions`) is scored on the workers of the current
@@ -123,6 +132,8 @@ def log_evaluation(record: EvaluationRecord, candidate: Model) -> None:
     result = record.result
     started = time.perf_counter()
     holdout = record.holdout
+    if holdout is None:
+        raise ValueError(f"version {record.version}: the record has no holdout to log (evaluate_version keeps it)")
     documents = {
         GATE_RESULTS: {"gates": [g.as_dict() for g in record.gates]},
         FEATURE_ATTRIBUTIONS: result.attributions.to_dict(),
@@ -147,7 +158,7 @@ def log_evaluation(record: EvaluationRecord, candidate: Model) -> None:
             else {}
         ),
     }
-    log_batch(mlflow.active_run().info.run_id, metrics=metrics, tags=tags)
+    log_batch(active_run_id(), metrics=metrics, tags=tags)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         (root / MODEL_CARD).write_text(record.card, encoding="utf-8")

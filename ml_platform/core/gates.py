@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from ml_platform.core.evaluation import HIGHER_IS_BETTER, Evaluation, improvement, meets
 from ml_platform.spec import Gates
@@ -29,7 +30,7 @@ class GateResult:
     value: float | None = None
     threshold: float | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 

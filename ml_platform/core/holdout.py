@@ -4,6 +4,7 @@ section."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ class Holdout:
     train: pd.DataFrame
     test: pd.DataFrame
     explain: pd.DataFrame  # test rows with every feature
-    data: dict  # the model card's data section
+    data: dict[str, Any]  # the model card's data section
     predictions: np.ndarray | None = None  # the candidate's on `test` (None: scored by evaluate)
     champion_predictions: np.ndarray | None = None
 
@@ -37,19 +38,19 @@ class Holdout:
         )
 
 
-def _data_section(training_set: pd.DataFrame, timestamp: str, candidate: Model) -> dict:
+def _data_section(training_set: pd.DataFrame, timestamp: str, candidate: Model) -> dict[str, Any]:
     """The model card's data section of a training set frame."""
     summary = training_set.groupby(SPLIT)[timestamp].agg(["min", "max", "count"])
     return data_section(
         {
-            k: {"rows": int(r["count"]), "first_day": str(r["min"].date()), "last_day": str(r["max"].date())}
+            str(k): {"rows": int(r["count"]), "first_day": str(r["min"].date()), "last_day": str(r["max"].date())}
             for k, r in summary.iterrows()
         },
         candidate,
     )
 
 
-def data_section(splits: dict[str, dict], candidate: Model) -> dict:
+def data_section(splits: dict[str, dict[str, Any]], candidate: Model) -> dict[str, Any]:
     """The model card's data section: window, rows and days per split, data versions, the fitted rows."""
     splits = {
         k: {"rows": v["rows"], "first_day": v["first_day"], "last_day": v["last_day"]}

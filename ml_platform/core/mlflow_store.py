@@ -22,6 +22,7 @@ from ml_platform import settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Metric
 
     from ml_platform.core.model import Model
 
@@ -129,12 +130,23 @@ def _quiet() -> None:
 _BATCH_TOTAL, _BATCH_METRICS, _BATCH_PARAMS, _BATCH_TAGS = 1000, 1000, 100, 100
 
 
+def active_run_id() -> str:
+    """The id of the run this process logs to; the training and evaluation runs start it before logging."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run: start one (mlflow.start_run) before logging to it")
+    run_id: str = run.info.run_id
+    return run_id
+
+
 def log_batch(
     run_id: str,
     metrics: dict[str, float] | None = None,
     params: dict[str, Any] | None = None,
     tags: dict[str, Any] | None = None,
-    steps: list | None = None,
+    steps: list[Metric] | None = None,
     client: MlflowClient | None = None,
 ) -> int:
     """Metrics, params and tags of a run in as few `log_batch` requests as MLflow's limits allow (one for a
@@ -244,7 +256,10 @@ def load_model(run_id: str, tracking_uri: str | None = None) -> Model:
 
 def load_version(client: MlflowClient, name: str, version: str) -> Model:
     """The `Model` of a registered version, read from the client's tracking store."""
-    return load_model(run_of(client, name, version), client.tracking_uri)
+    run_id = run_of(client, name, version)
+    if run_id is None:
+        raise ValueError(f"{name} version {version} has no training run to load its model from")
+    return load_model(run_id, client.tracking_uri)
 
 
 def load_json_artifact(run_id: str, name: str, tracking_uri: str | None = None) -> Any:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Mapping
+from typing import Any
+
 import pandas as pd
 
 from ml_platform.core.evaluation import Evaluation
@@ -9,7 +12,7 @@ from ml_platform.core.gates import GateResult
 from ml_platform.spec import ModelSpec
 
 
-def _cell(value):
+def _cell(value: object) -> object:
     """A header or cell that cannot break its Markdown table: backslashes and pipes escaped (GFM renders
     `\\|` as `|` inside a cell), line breaks folded into spaces; numbers left for `floatfmt`."""
     if not isinstance(value, str):
@@ -31,7 +34,7 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".4f") -> str:
     return safe.to_markdown(index=False, floatfmt=floatfmt)
 
 
-def _final_fit(fit: dict | None) -> list[str]:
+def _final_fit(fit: dict[str, Any] | None) -> list[str]:
     """Which rows the final model saw: with refit, training and validation days (the test days never)."""
     if not fit:
         return []
@@ -45,7 +48,7 @@ def _final_fit(fit: dict | None) -> list[str]:
     return [f"Final model: the early-stopping model, trained on the training days ({fit.get('rows')} rows).", ""]
 
 
-def _shap_sample(attrs: dict) -> list[str]:
+def _shap_sample(attrs: Mapping[Hashable | None, Any]) -> list[str]:
     """On how many rows the attributions were computed: TreeSHAP costs grow with rows, so they are capped."""
     if "rows" not in attrs:
         return []
@@ -100,7 +103,7 @@ def model_card(
     version: str | None,
     evaluation: Evaluation,
     gates: list[GateResult],
-    data: dict,
+    data: dict[str, Any],
     plots: bool = True,
 ) -> str:
     """Purpose, owner, data window and versions, metrics against baseline and champion, a classifier's

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 from ml_platform.core.registry import Registry
 from ml_platform.spec import ModelSpec
 
 
-def decide_promotion(spec: ModelSpec, registry: Registry, evaluation: dict, details: dict) -> dict:
+def decide_promotion(
+    spec: ModelSpec, registry: Registry, evaluation: dict[str, Any], details: dict[str, Any]
+) -> dict[str, Any]:
     """Act on an evaluation row (version, gates, metric, value) and return the audit record written."""
     rollout = spec.serving.rollout
     gates = json.loads(evaluation["gates"])
@@ -47,7 +50,7 @@ def decide_promotion(spec: ModelSpec, registry: Registry, evaluation: dict, deta
     return registry.promote(version, f"every gate passed ({evaluation['metric']} {evaluation['value']:.4f})", details)
 
 
-def _standing_decision(registry: Registry, version: str, noop: bool) -> dict | None:
+def _standing_decision(registry: Registry, version: str, noop: bool) -> dict[str, Any] | None:
     """A decision record (not written: nothing changed) when `version` is already decided, else None."""
     at = datetime.now(UTC).isoformat(timespec="seconds")
     if registry.version_of("champion") == version:

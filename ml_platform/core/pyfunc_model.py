@@ -12,7 +12,7 @@ Each logged version carries its own copy of this file, so versions logged before
 
 import mlflow
 import pandas as pd
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from ml_platform.core.model import Model
 
@@ -20,10 +20,11 @@ ARTIFACT = "model"
 
 
 class PlatformModel(PythonModel):
-    def load_context(self, context):
+    def load_context(self, context: PythonModelContext) -> None:
         self.model = Model.load(context.artifacts[ARTIFACT])
 
-    def predict(self, context, model_input, params=None):
+    # MLflow reads predict's type hints to validate its input; unannotated, it accepts any shape
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # see the line above
         # Without a signature, MLflow's server hands over "instances" as a dict of columns or a list of rows.
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         outputs = self.model.predict(frame)

@@ -11,13 +11,16 @@ import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from ml_platform.core import mlflow_store
 from ml_platform.core.mlflow_store import CHALLENGER, CHAMPION, GATES_TAG, PREVIOUS
+
+if TYPE_CHECKING:
+    from ml_platform.core.model import Model
 
 
 class RegistryError(RuntimeError):
@@ -39,7 +42,7 @@ class Registry:
     def version_of(self, alias: str) -> str | None:
         return mlflow_store.version_of_alias(self.client, self.name, alias)
 
-    def model(self, version: str):
+    def model(self, version: str) -> Model:
         """The platform `Model` of a version (its training run's model files), e.g. the champion to compare with."""
         return mlflow_store.load_version(self.client, self.name, version)
 
@@ -59,7 +62,7 @@ class Registry:
         self.client.set_registered_model_alias(self.name, CHALLENGER, version.version)
         return str(version.version)
 
-    def promote(self, version: str, reason: str, details: dict[str, Any]) -> dict:
+    def promote(self, version: str, reason: str, details: dict[str, Any]) -> dict[str, Any]:
         """`champion` moves to `version`; the old champion keeps `previous`."""
         self._require(version)
         old = self.version_of(CHAMPION)
@@ -83,14 +86,14 @@ class Registry:
         tags = self.client.get_run(run_id).data.tags if run_id else {}
         return {k.removeprefix("gate."): v for k, v in tags.items() if k.startswith("gate.")}
 
-    def promote_gated(self, version: str, reason: str, details: dict[str, Any]) -> dict:
+    def promote_gated(self, version: str, reason: str, details: dict[str, Any]) -> dict[str, Any]:
         """`promote`, only for a version that passed every offline gate: approvals and online wins alike."""
         gates = self.gates_of(version)
         if not gates or any(v != "passed" for v in gates.values()):
             raise RegistryError(f"{self.name} v{version} cannot be promoted: its gates are {gates or 'not run'}")
         return self.promote(version, reason, {**details, "gates": gates})
 
-    def retire_challenger(self, reason: str, details: dict[str, Any]) -> dict:
+    def retire_challenger(self, reason: str, details: dict[str, Any]) -> dict[str, Any]:
         """The `challenger` alias is removed (the version stays registered), audited."""
         version = self.version_of(CHALLENGER)
         if version is None:
@@ -98,7 +101,7 @@ class Registry:
         self.client.delete_registered_model_alias(self.name, CHALLENGER)
         return self._audit("retire-challenger", version, self.version_of(CHAMPION), reason, details)
 
-    def rollback(self, reason: str, details: dict[str, Any]) -> dict:
+    def rollback(self, reason: str, details: dict[str, Any]) -> dict[str, Any]:
         """`champion` goes back to `previous`; the two swap, so a second rollback undoes the first."""
         previous, current = self.version_of(PREVIOUS), self.version_of(CHAMPION)
         if previous is None:
@@ -108,11 +111,11 @@ class Registry:
             self.client.set_registered_model_alias(self.name, PREVIOUS, current)
         return self._audit("rollback", previous, current, reason, details)
 
-    def record(self, action: str, version: str | None, reason: str, details: dict[str, Any]) -> dict:
+    def record(self, action: str, version: str | None, reason: str, details: dict[str, Any]) -> dict[str, Any]:
         """An audit record for a decision that moved nothing (a failed gate, waiting for approval)."""
         return self._audit(action, version, self.version_of(CHAMPION), reason, details)
 
-    def history(self) -> list[dict]:
+    def history(self) -> list[dict[str, Any]]:
         """Every audit record, oldest first (none before the first version is registered)."""
         try:
             tags = self.client.get_registered_model(self.name).tags or {}
@@ -128,7 +131,7 @@ class Registry:
 
     def _audit(
         self, action: str, version: str | None, from_version: str | None, reason: str, details: dict[str, Any]
-    ) -> dict:
+    ) -> dict[str, Any]:
         now = datetime.now(UTC)
         record = {
             "action": action,

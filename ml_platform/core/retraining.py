@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
+    from ml_platform.core.dask_frames import StoredPartitions
     from ml_platform.spec import ModelSpec
 
 
@@ -163,7 +166,7 @@ class RetrainInputs:
         }
 
 
-def retrain_inputs(spec: ModelSpec, training_set) -> RetrainInputs:
+def retrain_inputs(spec: ModelSpec, training_set: pd.DataFrame | StoredPartitions) -> RetrainInputs:
     """The inputs of a retrain on this stored training set (a frame, or partitions stored by the Dask engine),
     hashed the way the training run logs them."""
     from ml_platform.core.data_versions import versions_digest
@@ -186,7 +189,7 @@ class UnchangedVersion:
     reason: str
 
 
-def newest_version(client: MlflowClient, name: str):
+def newest_version(client: MlflowClient, name: str) -> ModelVersion | None:
     """The registered model's newest version (highest number), or None before the first."""
     from mlflow.exceptions import MlflowException
 
@@ -204,7 +207,7 @@ def unchanged_version(client: MlflowClient, name: str, inputs: RetrainInputs) ->
     registers it again, as a retrain on it always did. A version registered before its inputs were recorded
     never matches."""
     newest = newest_version(client, name)
-    if newest is None:
+    if newest is None or newest.run_id is None or newest.source is None:  # no run to reuse the model of
         return None
     tags = dict(newest.tags or {})
     if any(tags.get(key) != value for key, value in inputs.tags().items()):

@@ -13,15 +13,32 @@ import hashlib
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ml_platform.core.data_versions import versions_by_day, versions_digest
 from ml_platform.core.evaluation import DEFAULT_METRIC, score
-from ml_platform.core.mlflow_store import DATA_VERSIONS, MODEL_FILES, TUNING_TRIALS, log_batch, remember_model
+from ml_platform.core.mlflow_store import (
+    DATA_VERSIONS,
+    MODEL_FILES,
+    TUNING_TRIALS,
+    active_run_id,
+    log_batch,
+    remember_model,
+)
 from ml_platform.core.training import TrainingError, TrainingResult, train, tune
 from ml_platform.core.training_set import SPLIT, TrainingSet, build_training_set, split_of
 from ml_platform.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from distributed import Client
+    from mlflow.entities import Metric
+
+    from ml_platform.core.dask_frames import StoredPartitions
+    from ml_platform.core.model import Model
 
 
 def metric_of(spec: ModelSpec) -> str:
@@ -37,12 +54,16 @@ class TrainedModel:
     model_uri: str  # the pyfunc flavour's URI, what the registry registers
     model_sha256: str  # of the native model file: the same rows and spec give the same bytes
     valid: dict[str, float]  # validation metrics
-    trials: list[dict] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per part (prepare, training, MLflow ...)
 
 
 def train_and_log(
-    spec: ModelSpec, training_set, partition: str, versions: dict[str, str] | None = None, client=None
+    spec: ModelSpec,
+    training_set: pd.DataFrame | StoredPartitions,
+    partition: str,
+    versions: dict[str, str] | None = None,
+    client: Client | None = None,
 ) -> TrainedModel:
     """Train on the training split (early stopping on validation) and log everything to the active run: the
     params, validation metrics, tags and learning curve in one `log_batch`, the data versions (and tuning
@@ -50,24 +71,23 @@ def train_and_log(
     training set's per-day data versions when the caller has computed them already (`versions_by_day` of the
     training set without its SPLIT column); hashing every day again costs a tenth of a second per retrain.
     A training set stored by the Dask engine (`StoredPartitions`) trains on the cluster of `client`."""
-    import mlflow
 
     from ml_platform.core.dask_frames import StoredPartitions
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    on_dask = isinstance(training_set, StoredPartitions)
     if versions is None:
         versions = retrain_versions(training_set, spec.timestamp)
     timings["prepare"] = time.perf_counter() - started
-    override, trials = None, []
-    if spec.training.tuning.trials and not on_dask:
+    override: dict[str, Any] | None = None
+    trials: list[dict[str, Any]] = []
+    if spec.training.tuning.trials and not isinstance(training_set, StoredPartitions):
         started = time.perf_counter()
         metric = metric_of(spec)
         override, trials = tune(spec, split_of(training_set), lambda model, frame: score(model, frame, metric))
         timings["tuning"] = time.perf_counter() - started
     started = time.perf_counter()
-    if on_dask:
+    if isinstance(training_set, StoredPartitions):
         from ml_platform.core.dask_training import train_on_dask
 
         result = train_on_dask(spec, training_set, client, extra_manifest={"partition": partition})
@@ -79,7 +99,7 @@ def train_and_log(
     result.model.manifest["data_versions"] = versions
     window = result.model.manifest["window"]
     log_batch(
-        mlflow.active_run().info.run_id,
+        active_run_id(),
         params={
             **{k: v for k, v in result.params.items() if k != "metric"},
             "window_days": spec.training.window_days,
@@ -99,7 +119,7 @@ def train_and_log(
     return TrainedModel(result, model_uri, sha256, valid, trials, timings)
 
 
-def retrain_versions(training_set, timestamp: str) -> dict[str, str]:
+def retrain_versions(training_set: pd.DataFrame | StoredPartitions, timestamp: str) -> dict[str, str]:
     """Each day's data version of a stored training set (a frame, or partitions stored by the Dask engine)."""
     from ml_platform.core.dask_frames import StoredPartitions
 
@@ -111,7 +131,7 @@ def retrain_versions(training_set, timestamp: str) -> dict[str, str]:
 
 
 def log_model_files(
-    model, extra_json: dict[str, object] | None = None, timings: dict[str, float] | None = None
+    model: Model, extra_json: dict[str, object] | None = None, timings: dict[str, float] | None = None
 ) -> tuple[str, str]:
     """The native model files (and `extra_json`: run path → JSON-able object, written beside them) in one
     artifact upload, then the pyfunc flavour (logged as code), in the active run: (model URI, sha256).
@@ -142,12 +162,12 @@ def log_model_files(
             )
         timings["mlflow_pyfunc_model"] = time.perf_counter() - started
         # the evaluation reads this model back: from these very files, not through another download
-        remember_model(mlflow.active_run().info.run_id, type(model).load(folder), mlflow.get_tracking_uri())
+        remember_model(active_run_id(), type(model).load(folder), mlflow.get_tracking_uri())
     return logged.model_uri, sha256
 
 
 @contextlib.contextmanager
-def _without_requirement_scan():
+def _without_requirement_scan() -> Iterator[None]:
     """MLflow checks a logged model's pip requirements against the installed packages; the first check in a
     process scans every installed distribution (about 1 s, most of a launched retrain's first `log_model`).
     The flavour's only requirement is MLflow at the running version (`pip_requirements=[]`), which this
@@ -159,14 +179,18 @@ def _without_requirement_scan():
     if original is None:
         yield
         return
-    environment.warn_dependency_requirement_mismatches = lambda requirements: None
+    environment.warn_dependency_requirement_mismatches = _no_requirement_check
     try:
         yield
     finally:
         environment.warn_dependency_requirement_mismatches = original
 
 
-def curve_metrics(curve: dict[str, dict[str, list[float]]]) -> list:
+def _no_requirement_check(model_requirements: list[str]) -> None:
+    """Stands in for MLflow's requirement check while `_without_requirement_scan` is active."""
+
+
+def curve_metrics(curve: dict[str, dict[str, list[float]]]) -> list[Metric]:
     """Every round's train and validation metrics as MLflow metric steps (`curve_<split>_<metric>`), so the
     MLflow UI plots the learning curve."""
     from mlflow.entities import Metric
@@ -182,9 +206,7 @@ def curve_metrics(curve: dict[str, dict[str, list[float]]]) -> list:
 
 def log_learning_curve(curve: dict[str, dict[str, list[float]]]) -> None:
     """The learning curve alone into the active run (`train_and_log` sends it with the run's other scalars)."""
-    import mlflow
-
-    log_batch(mlflow.active_run().info.run_id, steps=curve_metrics(curve))
+    log_batch(active_run_id(), steps=curve_metrics(curve))
 
 
 __all__ = [

@@ -24,10 +24,10 @@ class TrainingSet:
     """A window of feature rows split by time, with what a user checks first about it."""
 
     frame: Any  # every row, with its split in the SPLIT column (a Dask DataFrame on Dask)
-    summary: dict[str, dict]  # rows, first and last day (and target balance) per split
+    summary: dict[str, dict[str, Any]]  # rows, first and last day (and target balance) per split
     versions: dict[str, str]  # content hash of each data partition of features in the window
 
-    def metadata(self) -> dict:
+    def metadata(self) -> dict[str, Any]:
         return {
             "rows": sum(v["rows"] for v in self.summary.values()),
             **{f"rows_{k}": v["rows"] for k, v in self.summary.items()},

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
@@ -54,10 +54,10 @@ class DataSource:
     kind: str
     timestamp: str
     loader: Callable[[datetime, datetime], pd.DataFrame]
-    facts: dict = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict[str, Any])
     replay: Replay | None = None
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Where the data comes from, as flat metadata: the kind, then the replay calendar or the facts."""
         return {"kind": self.kind, **(self.replay.describe() if self.replay else {}), **self.facts}
 

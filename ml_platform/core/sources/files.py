@@ -36,7 +36,7 @@ class FilesSource(SourceConfig):
         )
 
 
-def _read(url: str, file_format: str, storage_options: dict) -> pd.DataFrame:
+def _read(url: str, file_format: str, storage_options: dict[str, Any]) -> pd.DataFrame:
     with fsspec.open(url, "rb", **storage_options) as handle:
         return pd.read_parquet(handle) if file_format == "parquet" else pd.read_csv(handle)
 
@@ -49,7 +49,7 @@ def _days(start: datetime, end: datetime) -> list[str]:
     return days
 
 
-def paths_for(path: str, start: datetime, end: datetime, storage_options: dict) -> list[str]:
+def paths_for(path: str, start: datetime, end: datetime, storage_options: dict[str, Any]) -> list[str]:
     """The files that hold [start, end): one per day for a `{date}` template, else the glob's matches."""
     if "{date}" in path:
         return [path.format(date=day) for day in _days(start, end)]
@@ -59,7 +59,7 @@ def paths_for(path: str, start: datetime, end: datetime, storage_options: dict) 
 
 
 def load(
-    path: str, file_format: str, storage_options: dict, timestamp: str, start: datetime, end: datetime
+    path: str, file_format: str, storage_options: dict[str, Any], timestamp: str, start: datetime, end: datetime
 ) -> pd.DataFrame:
     """Rows of the files whose timestamp lies in [start, end); a missing file is an error, not an empty day."""
     urls = paths_for(path, start, end, storage_options)
