@@ -36,7 +36,9 @@ def meets(metric: str, value: float, bound: float) -> bool:
     return value >= bound if metric in HIGHER_IS_BETTER else value <= bound
 
 
-def task_metrics(task: str, y_true: np.ndarray, y_score: np.ndarray, classes: list | None = None) -> dict[str, float]:
+def task_metrics(
+    task: str, y_true: np.ndarray, y_score: np.ndarray, classes: list[Any] | None = None
+) -> dict[str, float]:
     """The standard metrics of a task; a metric that is undefined on this data (one class) is left out."""
     out: dict[str, float] = {}
     if task == "binary":
@@ -62,7 +64,7 @@ def task_metrics(task: str, y_true: np.ndarray, y_score: np.ndarray, classes: li
 
 def encoded_target(model: Model, frame: pd.DataFrame) -> np.ndarray:
     """The target as the model's codes (classifiers: -1 for a missing label or one never seen in training)."""
-    target = frame[model.manifest["target"]]
+    target: pd.Series = frame[model.manifest["target"]]
     if model.labels is not None:
         return model.labels.encode(target)
     return target.to_numpy(dtype=np.float64)
@@ -74,7 +76,8 @@ def known(model: Model, y: np.ndarray) -> np.ndarray:
     log loss); every row for regression, where -1 is a value like any other."""
     if model.labels is None:
         return np.ones(len(y), dtype=bool)
-    return y != UNKNOWN
+    rows: np.ndarray = y != UNKNOWN
+    return rows
 
 
 def held_out(model: Model, frame: pd.DataFrame, predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +174,8 @@ def fairness_gap(slices: pd.DataFrame, group: str, metric: str) -> dict[str, Any
     part = slices[slices["column"] == group]
     if len(part) < 2:
         return None
-    best, worst = part.loc[part[metric].idxmax()], part.loc[part[metric].idxmin()]
+    values = part[metric]
+    best, worst = part.iloc[values.argmax()], part.iloc[values.argmin()]
     return {
         "group": group,
         "metric": metric,

@@ -30,7 +30,7 @@ def is_text(values: pd.Series) -> bool:
         return values.cat.categories.inferred_type in ("string", "mixed")
     if pd.api.types.is_string_dtype(values.dtype):
         present = values.dropna()
-        return len(present) == 0 or present.map(lambda v: isinstance(v, str)).any()
+        return len(present) == 0 or bool(present.map(lambda v: isinstance(v, str)).any())
     return False
 
 
@@ -66,12 +66,12 @@ def _rows(scores: np.ndarray) -> list[list[float]]:
     return np.atleast_2d(scores).tolist() if len(scores) else []
 
 
-def _distinct(values: Iterable) -> list:
+def _distinct(values: Iterable[Any]) -> list[Any]:
     present = pd.Series(list(values), dtype=object).dropna()
     return [scalar(v) for v in pd.unique(present)]
 
 
-def _sorted(values: Iterable) -> list:
+def _sorted(values: Iterable[Any]) -> list[Any]:
     values = list(values)
     try:
         return sorted(values)
@@ -79,7 +79,7 @@ def _sorted(values: Iterable) -> list:
         return sorted(values, key=lambda v: (type(v).__name__, str(v)))
 
 
-def _shown(values: list, most: int = 5) -> str:
+def _shown(values: list[Any], most: int = 5) -> str:
     more = f", … ({len(values)} in all)" if len(values) > most else ""
     return ", ".join(repr(v) for v in values[:most]) + more
 
@@ -89,7 +89,7 @@ class Labels:
     """The classes of a classifier in code order (code i is `classes[i]`)."""
 
     task: str
-    classes: tuple
+    classes: tuple[Any, ...]
 
     @property
     def positive(self) -> Any:
@@ -100,10 +100,10 @@ class Labels:
     def fit(
         cls,
         task: str,
-        train: Iterable,
-        valid: Iterable = (),
+        train: Iterable[Any],
+        valid: Iterable[Any] = (),
         *,
-        declared: list | None = None,
+        declared: list[Any] | None = None,
         positive: Any = None,
         target: str = "target",
     ) -> Labels:
@@ -130,7 +130,7 @@ class Labels:
         return cls(task, tuple(classes))
 
     @staticmethod
-    def _binary(classes: list, positive: Any, target: str) -> tuple:
+    def _binary(classes: list[Any], positive: Any, target: str) -> tuple[Any, ...]:
         if len(classes) > 2:
             raise LabelError(
                 f"task: 'binary' but {target!r} has {len(classes)} classes ({_shown(classes)}); "
@@ -154,24 +154,25 @@ class Labels:
         return (others[0], match[0])
 
     @classmethod
-    def of_manifest(cls, manifest: dict) -> Labels | None:
+    def of_manifest(cls, manifest: dict[str, Any]) -> Labels | None:
         """A model's labels from its manifest; None for regression (or a manifest without classes)."""
         classes = manifest.get("classes")
         if manifest.get("task") not in ("binary", "multiclass") or not classes:
             return None
         return cls(manifest["task"], tuple(classes))
 
-    def to_manifest(self) -> dict:
-        out: dict = {"classes": list(self.classes)}
+    def to_manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"classes": list(self.classes)}
         if self.task == "binary":
             out["positive"] = self.positive
         return out
 
     @property
     def _index(self) -> pd.Index:
-        return pd.Index(list(self.classes), dtype=object)
+        index: pd.Index = pd.Index(list(self.classes), dtype=object)
+        return index
 
-    def encode(self, values: Iterable) -> np.ndarray:
+    def encode(self, values: Iterable[Any]) -> np.ndarray:
         """Float codes of labels, `UNKNOWN` (-1) for a missing label or one outside the classes."""
         values = pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values.astype(object)
         codes = self._index.get_indexer(pd.Index(values.to_numpy(dtype=object), dtype=object))
@@ -179,7 +180,7 @@ class Labels:
         codes[codes < 0] = UNKNOWN
         return codes
 
-    def unseen(self, values: Iterable) -> dict[str, int]:
+    def unseen(self, values: Iterable[Any]) -> dict[str, int]:
         """How many present labels fall outside the classes, per label (text keys, most frequent first)."""
         values = pd.Series(values, dtype=object).dropna()
         outside = values[self.encode(values) == UNKNOWN]
@@ -192,7 +193,7 @@ class Labels:
             return (scores >= 0.5).astype(np.int64)
         return np.atleast_2d(scores).argmax(axis=1) if len(scores) else np.empty(0, dtype=np.int64)
 
-    def predicted(self, scores: np.ndarray) -> list:
+    def predicted(self, scores: np.ndarray) -> list[Any]:
         """The predicted label per row (binary at 0.5, multiclass the argmax, ties to the first class), as Python
         scalars (safe for JSON). Plain Python over `tolist()`: on the endpoint's few-row requests numpy's
         per-call overhead would cost more than the work."""
@@ -206,7 +207,7 @@ class Labels:
         """Multiclass probabilities keyed by class name (text), one dict per row."""
         return self._named(_rows(np.asarray(scores, dtype=np.float64)))
 
-    def response(self, scores: np.ndarray) -> dict[str, list]:
+    def response(self, scores: np.ndarray) -> dict[str, list[Any]]:
         """The label fields every output shares (the endpoint, pyfunc and batch predictions): `labels`, and for
         multiclass `probabilities` by class name."""
         if self.task == "binary":
@@ -214,7 +215,7 @@ class Labels:
         rows = _rows(np.asarray(scores, dtype=np.float64))
         return {"labels": self._argmax(rows), "probabilities": self._named(rows)}
 
-    def _argmax(self, rows: list[list[float]]) -> list:
+    def _argmax(self, rows: list[list[float]]) -> list[Any]:
         classes = self.classes
         return [classes[row.index(max(row))] for row in rows]
 
@@ -226,14 +227,14 @@ class Labels:
     def _names(self) -> list[str]:
         return [str(c) for c in self.classes]
 
-    def aligned(self, scores: np.ndarray, classes: Iterable) -> np.ndarray:
+    def aligned(self, scores: np.ndarray, classes: Iterable[Any]) -> np.ndarray:
         """Multiclass scores in another class order (`classes`), 0 for a class this model does not know."""
         classes = list(classes)
         scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
         out = np.zeros((len(scores), len(classes)))
         index = self._index
         for j, label in enumerate(classes):
-            i = index.get_indexer([label])[0]
+            i = index.get_indexer(pd.Index([label]))[0]  # the Index pandas would build of [label]
             if i >= 0:
                 out[:, j] = scores[:, i]
         return out

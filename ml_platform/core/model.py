@@ -12,10 +12,11 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ml_platform.core.labels import Labels
@@ -80,7 +81,7 @@ class FeatureEncoder:
     def _codes(self) -> dict[str, dict[str, float]]:
         return {name: {level: float(i) for i, level in enumerate(levels)} for name, levels in self.levels.items()}
 
-    def transform_records(self, records: list[dict]) -> np.ndarray:
+    def transform_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """The same matrix as `transform`, straight from dicts (no DataFrame): the fast path for serving.
 
         Values must already be validated: numbers (or None) for numeric features, text (or None) for
@@ -107,6 +108,12 @@ class FeatureEncoder:
         return counts
 
 
+def _dense(scores: Any) -> npt.NDArray[np.float64]:
+    """Booster.predict's answer for a dense matrix: its stubs also allow the sparse and list answers of
+    sparse input and pred_contrib, which the platform never asks for here."""
+    return cast("npt.NDArray[np.float64]", scores)
+
+
 FEW_ROWS = 16  # up to this many rows, one single-row call each beats Booster.predict's set-up
 
 
@@ -125,36 +132,44 @@ class Model:
 
     @property
     def task(self) -> str:
-        return self.manifest["task"]
+        task: str = self.manifest["task"]
+        return task
 
     @property
-    def classes(self) -> list:
-        return self.manifest.get("classes") or []
+    def classes(self) -> list[Any]:
+        classes: list[Any] = self.manifest.get("classes") or []
+        return classes
 
     @cached_property
     def labels(self) -> Labels | None:
         """A classifier's labels (code ↔ class, from the manifest); None for regression."""
         return Labels.of_manifest(self.manifest)
 
-    def predict_labels(self, frame: pd.DataFrame) -> list:
+    def _classifier_labels(self) -> Labels:
+        """The labels, for what only a classifier has."""
+        if self.labels is None:
+            raise ValueError(f"a {self.task} model has no classes")
+        return self.labels
+
+    def predict_labels(self, frame: pd.DataFrame) -> list[Any]:
         """The predicted class of each row (binary at probability 0.5), as Python scalars."""
-        return self.labels.predicted(self.predict(frame))
+        return self._classifier_labels().predicted(self.predict(frame))
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Binary: probability of the positive class; multiclass: one column per class; regression: value."""
         missing = [name for name in self.encoder.names if name not in frame.columns]
         if missing:
             raise KeyError(f"features missing from the rows to score: {', '.join(missing)}")
-        return self.booster.predict(self.encoder.transform(frame, order="F"), num_threads=_threads(len(frame)))
+        return _dense(self.booster.predict(self.encoder.transform(frame, order="F"), num_threads=_threads(len(frame))))
 
-    def predict_records(self, records: list[dict]) -> np.ndarray:
+    def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """`predict` for validated dict rows (the endpoint's path: no DataFrame, one thread per request); the
         same numbers as `predict` on the same rows. Missing keys score as missing values. A few rows go through
         LightGBM's single-row API (no per-call set-up), more through Booster.predict."""
         matrix = self.encoder.transform_records(records)
         if len(records) <= FEW_ROWS:
             return self._row_predictor.predict(matrix)
-        return self.booster.predict(matrix, num_threads=1)
+        return _dense(self.booster.predict(matrix, num_threads=1))
 
     @cached_property
     def _row_predictor(self) -> RowPredictor:
@@ -169,18 +184,18 @@ class Model:
         values, _ = self._contributions(self.encoder.transform(frame), _threads(len(frame)))
         return pd.DataFrame(values, columns=columns, index=frame.index)
 
-    def explained(self, frame: pd.DataFrame) -> list:
+    def explained(self, frame: pd.DataFrame) -> list[Any]:
         """The class each row of `contributions(frame)` explains: multiclass, the predicted class; binary, the
         positive class (the contributions add up to its log-odds); regression, None."""
         if len(frame) == 0:
             return []
         return self._contributions(self.encoder.transform(frame), _threads(len(frame)))[1]
 
-    def explain_records(self, records: list[dict], top: int = 5) -> list[list[dict]]:
+    def explain_records(self, records: list[dict[str, Any]], top: int = 5) -> list[list[dict[str, Any]]]:
         """Each row's `top` features by absolute contribution (`{"feature", "contribution"}`, largest first)."""
         return self.explanations(records, top)[0]
 
-    def explanations(self, records: list[dict], top: int = 5) -> tuple[list[list[dict]], list]:
+    def explanations(self, records: list[dict[str, Any]], top: int = 5) -> tuple[list[list[dict[str, Any]]], list[Any]]:
         """The endpoint's explanations, and the class each row's explanation is about (see `explained`). They
         are `contributions` of the same rows, so online and offline agree, for multiclass too."""
         if not records:
@@ -194,7 +209,7 @@ class Model:
             explanations.append([{"feature": names[i], "contribution": float(features[i])} for i in order])
         return explanations, explained
 
-    def _contributions(self, matrix: np.ndarray, threads: int) -> tuple[np.ndarray, list]:
+    def _contributions(self, matrix: np.ndarray, threads: int) -> tuple[np.ndarray, list[Any]]:
         """TreeSHAP of encoded rows: one row of feature contributions plus the bias per input row, and the class
         each row explains. LightGBM gives a multiclass model one such block per class; the block of the row's
         top class is the one kept. A binary model's block explains the positive class."""
@@ -202,8 +217,9 @@ class Model:
         labels = self.labels
         if self.task == "multiclass":
             blocks = values.reshape(len(matrix), len(self.classes), len(self.encoder.names) + 1)
-            top = self.booster.predict(matrix, num_threads=threads).argmax(axis=1)
-            return blocks[np.arange(len(matrix)), top], [labels.classes[i] for i in top]
+            top = _dense(self.booster.predict(matrix, num_threads=threads)).argmax(axis=1)
+            classes = self._classifier_labels().classes
+            return blocks[np.arange(len(matrix)), top], [classes[i] for i in top]
         return values, [labels.positive] * len(matrix) if labels else [None] * len(matrix)
 
     def save(self, folder: str | Path) -> Path:

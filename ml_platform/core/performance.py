@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,14 +29,21 @@ def live_performance(
     task: str,
     metric: str,
     labels_of: LabelsOf | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Metrics of the answering version(s) and of any shadowing challenger on the labelled rows.
 
     Outcomes may be text: each row's outcome is encoded with the labels of the version that scored it
     (`labels_of`); an outcome that version never saw is left out of its metrics and counted in `unseen_labels`.
     Without `labels_of`, outcomes are the numeric codes themselves."""
     empty = pd.DataFrame(columns=["role", "version", "rows", metric])
-    out = {"served": len(served), "labelled": 0, "coverage": 0.0, "metrics": {}, "table": empty, "unseen_labels": {}}
+    out: dict[str, Any] = {
+        "served": len(served),
+        "labelled": 0,
+        "coverage": 0.0,
+        "metrics": {},
+        "table": empty,
+        "unseen_labels": {},
+    }
     if served.empty:
         return {**out, "status": "no traffic"}
     if not key or key not in served.columns:
@@ -69,7 +77,7 @@ def _answer_column(frame: pd.DataFrame, task: str) -> str:
 
 def _metric_row(
     role: str,
-    version,
+    version: object,
     part: pd.DataFrame,
     target: str,
     task: str,
@@ -77,7 +85,7 @@ def _metric_row(
     labels_of: LabelsOf | None,
     version_column: str,
     score_column: str,
-) -> dict:
+) -> dict[str, Any]:
     y, scores, usable, _ = _scored(task, part[target], part[score_column], part[version_column], labels_of)
     value = task_metrics(task, y[usable], scores[usable]).get(metric) if usable.any() else None
     return {"role": role, "version": str(version), "rows": int(usable.sum()), metric: value}
@@ -89,7 +97,7 @@ def _scored(
     scores: pd.Series,
     versions: pd.Series,
     labels_of: LabelsOf | None,
-    classes: list | None = None,
+    classes: list[Any] | None = None,
 ) -> Scored:
     """(y, scores, usable, unseen) of joined rows, each row under the labels of the version that scored it.
 
@@ -105,7 +113,7 @@ def _scored(
     classes = list(classes or union_of(found.values()))
     y = np.full(len(truth), UNKNOWN)
     matrix = np.zeros(len(truth)) if task == "binary" else np.zeros((len(truth), len(classes)))
-    unseen: Counter = Counter()
+    unseen: Counter[str] = Counter()
     for version, labels in found.items():
         rows = (versions == version).to_numpy()
         y[rows], matrix[rows] = _version_rows(labels, truth[rows], scores[rows], classes)
@@ -113,19 +121,23 @@ def _scored(
     return y, matrix, y != UNKNOWN, dict(unseen.most_common())
 
 
-def _labels_by_version(versions: pd.Series, labels_of: LabelsOf | None) -> dict | None:
+def _labels_by_version(versions: pd.Series, labels_of: LabelsOf | None) -> dict[Any, Labels] | None:
+    """The labels of each version in `versions` (by its value there); None when any version has none."""
     if labels_of is None:
         return None
     found = {version: labels_of(str(version)) for version in pd.unique(versions)}
-    return None if any(labels is None for labels in found.values()) else found
+    labelled = {version: labels for version, labels in found.items() if labels is not None}
+    return labelled if len(labelled) == len(found) else None
 
 
-def union_of(labels: Iterable[Labels]) -> list:
+def union_of(labels: Iterable[Labels]) -> list[Any]:
     """The classes of several versions, in the order they first appear."""
     return list(dict.fromkeys(c for one in labels for c in one.classes))
 
 
-def _version_rows(labels: Labels, truth: pd.Series, scores: pd.Series, classes: list) -> tuple[np.ndarray, np.ndarray]:
+def _version_rows(
+    labels: Labels, truth: pd.Series, scores: pd.Series, classes: list[Any]
+) -> tuple[np.ndarray, np.ndarray]:
     """One version's rows: outcome codes (UNKNOWN where it cannot be scored) and scores, on `classes`."""
     codes = labels.encode(truth)
     if labels.task == "binary":
@@ -179,7 +191,7 @@ def paired_comparison(
         }
     )
     rows = [
-        _pair_row(champion, other, part, task, metric, labels_of)
+        _pair_row(str(champion), str(other), part, task, metric, labels_of)
         for (champion, other), part in frame.groupby(["champion", "other"])
     ]
     return pd.DataFrame(rows, columns=columns)
@@ -187,7 +199,7 @@ def paired_comparison(
 
 def _pair_row(
     champion: str, other: str, part: pd.DataFrame, task: str, metric: str, labels_of: LabelsOf | None
-) -> dict:
+) -> dict[str, Any]:
     found = _labels_by_version(pd.Series([champion, other]), labels_of) if task == "multiclass" else None
     classes = union_of(found.values()) if found else None
     y_old, old_scores, old_usable, _ = _scored(
@@ -210,7 +222,7 @@ def _pair_row(
     }
 
 
-def pooled(days: list[dict], field: str = "gain") -> tuple[int, float | None]:
+def pooled(days: list[dict[str, Any]], field: str = "gain") -> tuple[int, float | None]:
     """Rows and the row-weighted mean of `field` over daily results (each with `rows`)."""
     usable = [d for d in days if d.get("rows") and d.get(field) is not None]
     rows = sum(int(d["rows"]) for d in usable)
@@ -226,7 +238,7 @@ class Verdict:
     days: tuple[str, ...] = ()
 
 
-def judge_challenger(days: list[dict], trial_days: int, min_rows: int, min_improvement: float) -> Verdict:
+def judge_challenger(days: list[dict[str, Any]], trial_days: int, min_rows: int, min_improvement: float) -> Verdict:
     """Decide on a challenger from its daily paired comparisons (`day`, `rows`, `gain`) with the champion.
 
     The newest `trial_days` days with a comparison are pooled (row-weighted mean gain). Too few days or rows:
@@ -238,7 +250,7 @@ def judge_challenger(days: list[dict], trial_days: int, min_rows: int, min_impro
     window = usable[-trial_days:]
     rows, gain = pooled(window)
     names = tuple(d["day"] for d in window)
-    if rows < min_rows:
+    if rows < min_rows or gain is None:  # no gain: no rows
         return Verdict(
             "wait", f"{rows} labelled paired rows over {names[0]}..{names[-1]}; need {min_rows}", rows=rows, days=names
         )
@@ -253,8 +265,8 @@ def judge_challenger(days: list[dict], trial_days: int, min_rows: int, min_impro
 
 
 def judge_rollback(
-    paired_days: list[dict],
-    answered_days: list[dict],
+    paired_days: list[dict[str, Any]],
+    answered_days: list[dict[str, Any]],
     champion: str,
     previous: str,
     metric: str,
@@ -272,13 +284,13 @@ def judge_rollback(
     """
     rows, previous_gain = pooled(paired_days)
     days = tuple(sorted(d["day"] for d in paired_days if d.get("rows") and d.get("gain") is not None))
-    if rows >= max(min_rows, 1):
+    if rows >= max(min_rows, 1) and previous_gain is not None:  # rows, so a gain
         how = f"on the same {rows} labelled requests"
     else:  # no pairs: each version on the days it answered
         (new_rows, new_value), (old_rows, old_value) = (
             pooled([a[v] for a in answered_days if v in a], metric) for v in (champion, previous)
         )
-        if min(new_rows, old_rows) < max(min_rows, 1):
+        if min(new_rows, old_rows) < max(min_rows, 1) or new_value is None or old_value is None:
             return Verdict(
                 "wait",
                 f"not enough labelled live rows yet (paired: {rows}; v{champion}: {new_rows}, "
