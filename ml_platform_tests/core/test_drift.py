@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
 
-from ml_platform.core.drift import drift_table, reference_profile
+from ml_platform.core.drift import ReferenceProfile, drift_table, reference_profile
 
 
 def _frames(shift: float = 0.0, extra_level: bool = False, n: int = 20_000, seed: int = 1):
@@ -131,3 +131,162 @@ def test_a_multiclass_reference_holds_the_predicted_class_as_a_categorical(origi
     table = drift_table(live.assign(prediction=names.to_numpy()), reference, 0.1, 0.25).set_index("feature")
     assert table.loc["prediction", "type"] == "categorical" and table.loc["prediction", "unseen_rate"] == 0
     assert table.loc["prediction", "psi"] >= 0 and table.loc["prediction", "missing_rate"] == pytest.approx(1 / 300)
+
+
+def _plain_figures(live: pd.DataFrame, profile: ReferenceProfile) -> dict[str, dict[str, float | None]]:
+    """Each feature's figures computed the plain way, as a check on the counting shortcuts: numeric values sorted
+    and the reference's cut points looked up in them, categorical values each converted to text."""
+    from collections import Counter
+
+    from scipy.stats import chi2
+
+    figures: dict[str, dict[str, float | None]] = {}
+    for name, numeric in profile["numeric"].items():
+        values = pd.to_numeric(live[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        ordered = np.sort(values[~np.isnan(values)])
+        n = len(ordered)
+        below_edges = np.searchsorted(ordered, numeric["edges"], side="left")  # how many are < each edge
+        bins = np.diff(np.concatenate([[0], below_edges, [n]]))
+        at_or_below_grid = np.searchsorted(ordered, numeric["grid"], side="right")
+        figures[name] = {
+            "missing_rate": 1 - n / len(values),
+            "psi": _plain_psi(np.asarray(numeric["proportions"]), bins / n) if n else None,
+            "ks": float(np.max(np.abs(at_or_below_grid / n - np.asarray(numeric["cdf"])))) if n else None,
+            "chi2_p": None,
+            "unseen_rate": None,
+        }
+    for name, categorical in profile["categorical"].items():
+        text = Counter(live[name].dropna().astype(str))
+        n, levels = text.total(), list(categorical["proportions"])
+        known = np.asarray([text[level] for level in levels], dtype=float)
+        unseen = float(n - known.sum())
+        actual = np.append(known, unseen) / n
+        expected = np.append(np.asarray([categorical["proportions"][level] for level in levels]), 0.0)
+        clipped = np.clip(expected, 1e-4, None) * n
+        statistic = float(np.sum((actual * n - clipped) ** 2 / clipped))
+        figures[name] = {
+            "missing_rate": 1 - n / len(live),
+            "psi": _plain_psi(expected, actual),
+            "ks": None,
+            "chi2_p": float(chi2.sf(statistic, max(len(levels), 1))),
+            "unseen_rate": unseen / n,
+        }
+    return figures
+
+
+def _plain_psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    expected, actual = np.clip(expected, 1e-4, None), np.clip(actual, 1e-4, None)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def _assert_same_figures(live: pd.DataFrame, profile: ReferenceProfile) -> pd.DataFrame:
+    table = drift_table(live, profile, warn=0.1, fail=0.25).set_index("feature")
+    plain = _plain_figures(live, profile)
+    assert set(table.index) == set(plain)
+    for name, figures in plain.items():
+        for figure, expected in figures.items():
+            got = table[figure].astype(float)[name]
+            if expected is None:
+                assert np.isnan(got), (name, figure, got)
+            else:
+                assert got == expected, (name, figure, got, expected)  # the same counts: the same floats
+    return table
+
+
+@pytest.fixture(scope="module")
+def flights(split, spec):
+    """Real flight features with a prediction column: (training rows, later rows, numeric and categorical names).
+    `month_level` is a categorical with numeric levels (the reference names them "5", "6")."""
+    rng = np.random.default_rng(7)
+    numeric, categorical = [*spec.features.all_numeric, "prediction"], [*spec.features.all_categorical, "month_level"]
+
+    def with_extras(frame: pd.DataFrame) -> pd.DataFrame:
+        month = frame["scheduled_departure"].dt.month
+        return frame.assign(prediction=rng.random(len(frame)), month_level=pd.Categorical(month))
+
+    return with_extras(split.train), with_extras(split.test), numeric, categorical
+
+
+def _tricky(live: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    """Levels never seen in training, missing values, categories that no row has, infinities and a column with
+    no values at all."""
+    out = live.copy()
+    every = out.index[::7]
+    for name in categorical:
+        position = np.arange(len(out))
+        column = out[name].cat.add_categories(["ZZ never in training", "unused"])
+        out[name] = column.mask(position % 13 == 0, "ZZ never in training").mask(position % 11 == 0)
+    out.loc[every, "temp"] = np.nan
+    out.loc[out.index[::17], "distance"] = np.inf
+    out.loc[out.index[::19], "dewp"] = -np.inf
+    return out.assign(precip=np.nan)
+
+
+def test_drift_equals_a_plain_computation_on_real_flights_for_every_input_type(flights):
+    """Categoricals (counted by codes), object and string text (hashed), numeric values (hashed when they repeat,
+    placed by binary search when not): every figure is the one of the plain computation, exactly."""
+    train, test, numeric, categorical = flights
+    profile = reference_profile(train, numeric, categorical)
+    assert set(profile["categorical"]["month_level"]["proportions"]) == {"5", "6"}
+    for live in (test, _tricky(test, categorical)):
+        assert all(isinstance(live[name].dtype, pd.CategoricalDtype) for name in categorical)
+        tables = [
+            _assert_same_figures(live, profile),
+            _assert_same_figures(live.astype(dict.fromkeys(categorical, object)), profile),
+            _assert_same_figures(live.astype(dict.fromkeys(categorical, "string")), profile),
+        ]
+        for table in tables[1:]:
+            pd.testing.assert_frame_equal(table, tables[0], check_exact=True)
+    tricky = tables[0]
+    assert tricky.loc["carrier", "unseen_rate"] > 0.05 and tricky.loc["carrier", "missing_rate"] > 0.05
+    assert tricky.loc["precip", "status"] == "no data" and tricky.loc["temp", "missing_rate"] > 0.1
+    assert np.isfinite(tricky.loc["distance", "psi"]) and np.isfinite(tricky.loc["prediction", "ks"])
+
+
+def test_levels_named_alike_are_one_level_and_numeric_levels_are_named_as_text(flights):
+    """A Categorical's categories 5 and "5" are both the level "5"; float categories are "5.0", not "5"; integer
+    and float columns as categorical features are named as their text."""
+    train, test, numeric, categorical = flights
+    month = test["scheduled_departure"].dt.month
+    profile = reference_profile(
+        train.assign(month_int=train["month_level"].astype(int)), numeric, [*categorical, "month_int"]
+    )
+    mixed = pd.Categorical(
+        [m if i % 2 else str(m) for i, m in enumerate(month)], categories=[5, "5", 6, "6", 7, "never"]
+    )
+    variants = {
+        "mixed": test.assign(month_level=mixed, month_int=month),
+        "floats": test.assign(month_level=pd.Categorical(month.astype(float)), month_int=month.astype(float)),
+        "object": test.assign(month_level=month.astype(object), month_int=month.astype("Int64")),
+    }
+    tables = {kind: _assert_same_figures(live, profile) for kind, live in variants.items()}
+    assert tables["mixed"].loc["month_level", "unseen_rate"] == 0
+    assert (
+        tables["floats"].loc["month_level", "unseen_rate"] == 1
+        and tables["floats"].loc["month_int", "unseen_rate"] == 1
+    )
+    assert tables["object"].loc["month_int", "unseen_rate"] == 0
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in subtract:RuntimeWarning")  # quantiles of inf
+def test_infinite_training_values_give_the_same_figures(flights):
+    """A feature with infinities in training has infinite (and NaN) cut points; it is counted the direct way."""
+    train, test, numeric, categorical = flights
+    train = train.copy()
+    train.loc[train.index[::40], "distance"] = np.inf
+    train.loc[train.index[::30], "temp"] = -np.inf
+    profile = reference_profile(train, numeric, categorical)
+    assert not np.isfinite(profile["numeric"]["distance"]["grid"]).all()
+    assert not np.isfinite(profile["numeric"]["temp"]["grid"]).all()
+    table = _assert_same_figures(_tricky(test, categorical), profile)
+    assert table.loc["distance", "psi"] > 0
+
+
+def test_the_chi_square_p_value_is_scipys():
+    from scipy.stats import chi2
+
+    from ml_platform.core.drift import chdtrc
+
+    for statistic in (0.0, 0.5, 3.0, 40.0, 1e4, np.inf):
+        for levels in (1, 2, 15, 93):
+            assert chdtrc(levels, statistic) == chi2.sf(statistic, levels)
