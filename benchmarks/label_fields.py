@@ -10,19 +10,24 @@ times, in µs of this thread's CPU per request, the best of 5 slices:
   `probabilities` by class name);
 - `body_before` / `body_after`: `orjson.dumps` of the v1 answer without and with the label fields.
 
-Run: `.venv/bin/python benchmarks/label_fields.py`. Each line is JSON: the figure, the peer measured in the same
-run and their ratio.
+The data is pinned (2013-05-01 → 2013-05-14, the 2013 calendar itself).
+
+Run: `.venv/bin/python benchmarks/label_fields.py [--quick]`. Each line is a figure in the contract's form
+(benchmarks/contract.py), one per case `<task>/<rows>`: the label fields' µs, the peer `predict_records` measured
+in the same run, their ratio. `--quick` (the guard's form): a tenth of the calls per slice; the same figures.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
 import time
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
+from contract import figure, quick_option
 
 from ml_platform.core.features import build_features
 from ml_platform.core.sources import nycflights13
@@ -59,36 +64,46 @@ def _records(frame: pd.DataFrame, names: list[str]) -> list[dict]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    quick_option(parser, "a tenth of the calls per timed slice")
+    quick = parser.parse_args().quick
     raw = nycflights13.load(nycflights13.Replay(offset_days=0), datetime(2013, 5, 1), datetime(2013, 5, 15))
     for task in ("binary", "multiclass"):
         spec = _spec(task)
         split = split_by_time(build_features(raw, spec)[0], spec)
         model = train(spec, split).model
+        labels = model.labels
+        assert labels is not None, "a classifier's model has labels"
         for rows in (1, 100):
             records = _records(split.test.head(rows), model.encoder.names)
             scores = model.predict_records(records)
-            number = 2000 if rows == 1 else 200
+            number = (2000 if rows == 1 else 200) // (10 if quick else 1)
             predict = _cpu_us(lambda: model.predict_records(records), number)
-            fields = _cpu_us(lambda: model.labels.response(scores), number)
-            before = {"predictions": scores.tolist(), "model": spec.name, "version": "1", "request_id": "r" * 32}
-            after = {**before, **model.labels.response(scores)}
+            fields = _cpu_us(lambda: labels.response(scores), number)
+            before: dict[str, Any] = {
+                "predictions": scores.tolist(),
+                "model": spec.name,
+                "version": "1",
+                "request_id": "r" * 32,
+            }
+            after = {**before, **labels.response(scores)}
             body_before = _cpu_us(lambda: orjson.dumps(before), number)
             body_after = _cpu_us(lambda: orjson.dumps(after), number)
-            print(
-                json.dumps(
-                    {
-                        "figure": "label_fields_us",
-                        "task": task,
-                        "rows": rows,
-                        "value": round(fields, 2),
-                        "peer": "predict_records_us",
-                        "peer_value": round(predict, 2),
-                        "ratio": round(fields / predict, 4),
-                        "body_us": {"before": round(body_before, 2), "after": round(body_after, 2)},
-                        "body_bytes": {"before": len(orjson.dumps(before)), "after": len(orjson.dumps(after))},
-                        "classes": [str(c) for c in model.classes],
-                    }
-                )
+            figure(
+                "label_fields_us",
+                case=f"{task}/{rows}",
+                value=fields,
+                unit="us",
+                peer="predict_records_us (the endpoint's scoring of the same rows)",
+                peer_value=predict,
+                better="lower",
+                goal=0.25,  # the label fields cost at most a quarter of the scoring
+                task=task,
+                rows=rows,
+                calls_per_slice=number,
+                body_us={"before": round(body_before, 2), "after": round(body_after, 2)},
+                body_bytes={"before": len(orjson.dumps(before)), "after": len(orjson.dumps(after))},
+                classes=[str(c) for c in model.classes],
             )
 
 
