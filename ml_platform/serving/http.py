@@ -8,10 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, NotRequired, TypedDict
 
 import orjson
 
 from ml_platform.serving.validation import RequestError
+
+
+class Scope(TypedDict):
+    """What the app reads of an ASGI connection scope (servers send more); a lifespan scope has only `type`."""
+
+    type: str
+    path: NotRequired[str]
+    method: NotRequired[str]
+    headers: NotRequired[Iterable[tuple[bytes, bytes]]]
+
+
+Message = dict[str, Any]  # an ASGI event, received or sent
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = Sequence[tuple[bytes, bytes]]  # response headers, sent as they are
 
 # An empty Server header: the server would otherwise announce itself on every response.
 _BASE_HEADERS = [(b"server", b"")]
@@ -19,14 +36,16 @@ JSON = b"application/json"
 REALM = b'Bearer realm="ml_platform"'
 
 
-def header(scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
             return value
     return None
 
 
-async def respond(send, status: int, body: bytes, content_type: bytes = JSON, headers=(), head: bool = False):
+async def respond(
+    send: Send, status: int, body: bytes, content_type: bytes = JSON, headers: Headers = (), head: bool = False
+) -> None:
     """One complete response; `head` sends the headers of the same response without its body."""
     await send(
         {
@@ -43,11 +62,13 @@ async def respond(send, status: int, body: bytes, content_type: bytes = JSON, he
     await send({"type": "http.response.body", "body": b"" if head else body})
 
 
-async def respond_json(send, status: int, payload: dict, headers=(), head: bool = False):
+async def respond_json(
+    send: Send, status: int, payload: Mapping[str, object], headers: Headers = (), head: bool = False
+) -> None:
     await respond(send, status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), JSON, headers, head)
 
 
-def bearer_ok(scope, token: str | None) -> bool:
+def bearer_ok(scope: Scope, token: str | None) -> bool:
     """`Authorization: Bearer <token>`; the scheme is case-insensitive (RFC 9110), the token compared in
     constant time. No token configured: open."""
     if not token:
@@ -63,7 +84,7 @@ def unauthorized_headers() -> list[tuple[bytes, bytes]]:
     return [(b"www-authenticate", REALM)]
 
 
-def check_json_content_type(scope) -> None:
+def check_json_content_type(scope: Scope) -> None:
     """A POST body must be JSON; a missing Content-Type is read as JSON (many clients omit it)."""
     value = header(scope, b"content-type")
     if value is None:
@@ -74,13 +95,14 @@ def check_json_content_type(scope) -> None:
         raise RequestError(415, [{"field": "content-type", "error": f"expected application/json, got {shown!r}"}])
 
 
-async def read_body(scope, receive, limit: int, timeout_s: float) -> bytes:
+async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
     """The whole body, refusing one larger than `limit` (413) or slower than `timeout_s` to arrive (408).
     Both close the connection: the rest of the body is never read."""
     length = header(scope, b"content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise RequestError(413, [{"field": "body", "error": f"{int(length)} bytes; at most {limit}"}])
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     try:
         async with asyncio.timeout(timeout_s):
             while True:
@@ -100,7 +122,7 @@ async def read_body(scope, receive, limit: int, timeout_s: float) -> bytes:
         ) from None
 
 
-def cors_headers(scope, origins: tuple[str, ...], methods: bytes) -> list[tuple[bytes, bytes]]:
+def cors_headers(scope: Scope, origins: tuple[str, ...], methods: bytes) -> list[tuple[bytes, bytes]]:
     """CORS is off unless origins are configured; then an allowed Origin is echoed back (or `*`)."""
     if not origins:
         return []
@@ -123,10 +145,10 @@ def cors_headers(scope, origins: tuple[str, ...], methods: bytes) -> list[tuple[
     ]
 
 
-def with_headers(send, headers):
+def with_headers(send: Send, headers: Headers) -> Send:
     """`send` that adds `headers` to the response it starts."""
 
-    async def send_with(message):
+    async def send_with(message: Message) -> None:
         if message["type"] == "http.response.start":
             message = {**message, "headers": [*message["headers"], *headers]}
         await send(message)

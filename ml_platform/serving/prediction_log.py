@@ -31,11 +31,15 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from ml_platform.serving.log_files import LOG_FOLDER, WriterLock, private_file, private_folder
-from ml_platform.serving.log_pruning import prune, size_settings
+from ml_platform.serving.log_pruning import PruneResult, prune, size_settings
+
+if TYPE_CHECKING:
+    from ml_platform.serving.validation import Row
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,8 @@ CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _ROW = f"({', '.join('?' * len(COLUMNS))})"
+# One logged request, in COLUMNS' order: a plain tuple (built per request, handed to SQLite as it is).
+LogRow = tuple[str, float, str, str, int, str, str, float, str | None, str | None, str]
 
 
 def _insert(rows: int) -> str:
@@ -125,7 +131,7 @@ class LogPolicy:
         self._secret = secret
         self._cache: dict[str, str] = {}
 
-    def view(self, rows: list[dict]) -> list[dict]:
+    def view(self, rows: list[Row]) -> list[Row]:
         """The rows as the log stores them (new dicts; the request's rows are untouched)."""
         keep = self._keep
         views = [{name: value for name, value in row.items() if name in keep} for row in rows]
@@ -137,7 +143,7 @@ class LogPolicy:
                         row[name] = self.hashed(value)
         return views
 
-    def hashed(self, value) -> str:
+    def hashed(self, value: Any) -> str:
         """The stored form of a redacted value: its text's keyed hash (memoized: levels and numbers repeat)."""
         kind = type(value)
         if kind is str:
@@ -164,12 +170,14 @@ class _Batch:
     """The rows of one event loop waiting for the next commit, and the future that commit resolves."""
 
     __slots__ = ("done", "rows")
+    rows: list[LogRow]
+    done: asyncio.Future[None]
 
-    def __init__(self, done: asyncio.Future):
+    def __init__(self, done: asyncio.Future[None]):
         self.rows, self.done = [], done
 
 
-def _resolve(future: asyncio.Future, error: Exception | None) -> None:
+def _resolve(future: asyncio.Future[None], error: Exception | None) -> None:
     if future.done():
         return
     if error is None:
@@ -214,12 +222,12 @@ class PredictionLog:
         self._prune_connection: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._write_loop, name="prediction-log", daemon=True)
         self._thread.start()
-        self._pruner = None
+        self._pruner: threading.Thread | None = None
         if retention is not None or max_bytes is not None:
             self._pruner = threading.Thread(target=self._prune_loop, name="prediction-log-prune", daemon=True)
             self._pruner.start()
 
-    def policy(self, manifest: dict, redact: Iterable[str]) -> LogPolicy:
+    def policy(self, manifest: dict[str, Any], redact: Iterable[str]) -> LogPolicy:
         """What this log keeps of a model's request rows: the manifest's features, its `timestamp` and `key`;
         `redact` hashed under this log's secret."""
         features = manifest.get("features") or {}
@@ -234,7 +242,7 @@ class PredictionLog:
             self._secret,
         )
 
-    async def append(self, row: tuple) -> None:
+    async def append(self, row: LogRow) -> None:
         """Return once `row` is committed. Rows that arrive while a commit runs share the next one, and one
         future: a batch costs one wake-up of the writer thread and one wake-up back, whatever its size."""
         loop = asyncio.get_running_loop()
@@ -264,7 +272,7 @@ class PredictionLog:
             for loop, batch in pending.items():
                 loop.call_soon_threadsafe(_resolve, batch.done, error)
 
-    def _commit(self, rows: list[tuple]) -> None:
+    def _commit(self, rows: list[LogRow]) -> None:
         """One transaction for the rows, in INSERTs of at most max_batch rows (one statement step each)."""
         with self._lock:  # other processes writing this log wait here, woken as soon as it is released
             try:
@@ -293,7 +301,7 @@ class PredictionLog:
                 self._prune_connection.close()
                 self._prune_connection = None
 
-    def prune(self) -> dict:
+    def prune(self) -> PruneResult:
         """One pruning pass now (the pruning thread runs one every `prune_interval_s`): rows deleted as
         `expired` (older than `retention`) and `over_size`, and the file's `bytes` (database + WAL) after."""
         with self._pruning:
@@ -335,7 +343,7 @@ def read_log(path: str | Path) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM predictions ORDER BY seq", connection)
 
 
-def logged_rows(log_path, timestamp: str, start: datetime, end: datetime) -> pd.DataFrame:
+def logged_rows(log_path: str | Path, timestamp: str, start: datetime, end: datetime) -> pd.DataFrame:
     """The logged input rows whose event time falls in [start, end), each with the prediction returned, the
     version that answered, the route, and the other version scored beside it (shadow or canary), if any.
     A multiclass answer (a list of probabilities in class order) is in `_probabilities`, its `prediction` None.
@@ -350,7 +358,7 @@ def logged_rows(log_path, timestamp: str, start: datetime, end: datetime) -> pd.
             )
     except (sqlite3.OperationalError, pd.errors.DatabaseError):
         return pd.DataFrame()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ts, features, outputs, version, shadow_version, shadow_outputs, routed in requests.itertuples(index=False):
         arrived = datetime.fromtimestamp(ts)
         shadows = json.loads(shadow_outputs) if shadow_outputs else None
