@@ -25,16 +25,22 @@ import logging
 import secrets
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
 from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ml_platform.serving import openapi, v2
 from ml_platform.serving.config import ServeConfig
 from ml_platform.serving.http import (
+    Headers,
+    Receive,
+    Scope,
+    Send,
     bearer_ok,
     check_json_content_type,
     cors_headers,
@@ -47,9 +53,22 @@ from ml_platform.serving.http import (
 from ml_platform.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ml_platform.serving.metrics import Metrics
 from ml_platform.serving.prediction_log import PredictionLog
-from ml_platform.serving.protocols import V1, V2, Protocol, label_fields
+from ml_platform.serving.protocols import V1, V2, Body, Explained, Protocol, V2Request, label_fields
 from ml_platform.serving.slot import RegistryState, RegistryUnreachable, Slot, next_slot, source_for
-from ml_platform.serving.validation import RequestError
+from ml_platform.serving.validation import RequestError, Row
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ml_platform.core.model import Model
+    from ml_platform.serving.loader import LoadedModel, ModelSource
+    from ml_platform.serving.prediction_log import LogPolicy
+
+    Handler = Callable[[Scope, Send, bool], Awaitable[None]]  # a GET route: (scope, send, head)
+    # the numbers of one request: the answer's outputs, its explanations, the outputs of the model scored beside it
+    Scores = tuple[np.ndarray, Explained | None, list[Any] | None]
+    # (answering model, model scored beside it, route) and then its Scores
+    Scored = tuple[LoadedModel, LoadedModel | None, str, np.ndarray, Explained | None, list[Any] | None]
 
 log = logging.getLogger("ml_platform.serving")
 _VERSION = metadata.version("ml_platform")
@@ -57,21 +76,21 @@ INLINE_ROWS = 16  # up to this many rows (no explanations) are scored on the eve
 
 
 class ServingApp:
-    def __init__(self, config: ServeConfig, source=None):
+    def __init__(self, config: ServeConfig, source: ModelSource | None = None):
         self.config = config
         self.source = source if source is not None else source_for(config)
-        self.slot = Slot(None)
+        self.slot: Slot | None = None  # None until the first model is loaded
         self.registry = RegistryState()
         self.prediction_log: PredictionLog | None = None
         self.metrics = Metrics()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = 0
         # request ids: unique per process (a random prefix made in the worker) and cheap (a counter)
         self._id_prefix, self._ids = secrets.token_hex(8), itertools.count()
         self._scorer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
         model = config.model
         about = self._about_model
-        self._get = {
+        self._get: dict[str, Handler] = {
             "/health": self._health,
             "/ready": self._ready,
             "/metrics": self._metrics,
@@ -107,12 +126,7 @@ class ServingApp:
         """Load whatever the aliases point to now; swap the slot only when something changed. While the registry
         cannot be reached, the loaded models keep serving and `/ready` says since when and why."""
         try:
-            slot = await next_slot(
-                self.slot,
-                self.source,
-                self.config,
-                lambda model: self.prediction_log.policy(model.manifest, self.config.log_redact),
-            )
+            slot = await next_slot(self.slot, self.source, self.config, self._policy_of)
         except RegistryUnreachable as error:
             self.registry.failed(error)
             return False
@@ -121,6 +135,11 @@ class ServingApp:
             return False
         self.slot = slot
         return True
+
+    def _policy_of(self, model: Model) -> LogPolicy:
+        if self.prediction_log is None:
+            raise RuntimeError("the prediction log is opened at startup, before the first model is loaded")
+        return self.prediction_log.policy(model.manifest, self.config.log_redact)
 
     async def _reload_forever(self) -> None:
         while True:
@@ -132,13 +151,14 @@ class ServingApp:
 
     # --- ASGI ------------------------------------------------------------------------------------------
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        handler: Handler | None
         try:
             if path in self._post:
                 allowed, handler = b"POST, OPTIONS", None
@@ -165,7 +185,7 @@ class ServingApp:
             self.metrics.error("internal").inc()
             await respond_json(send, 500, {"error": "internal error"}, [(b"connection", b"close")])
 
-    async def _lifespan(self, receive, send) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -182,7 +202,7 @@ class ServingApp:
 
     # --- predict (v1 and v2 alike) -----------------------------------------------------------------------
 
-    async def _predict(self, scope, receive, send, protocol: Protocol) -> None:
+    async def _predict(self, scope: Scope, receive: Receive, send: Send, protocol: Protocol) -> None:
         started, arrived, request_id = time.perf_counter(), time.time(), f"{self._id_prefix}{next(self._ids):016x}"
         if self._in_flight >= self.config.max_in_flight:
             error = RequestError(
@@ -197,14 +217,14 @@ class ServingApp:
             return await self._refuse(scope, send, protocol, error, request_id, "overloaded", body_read=False)
         self._in_flight += 1
         self.metrics.in_flight.inc()
-        release = self._release
+        release: Callable[[], None] | None = self._release
         body_read = False
         try:
             if not bearer_ok(scope, self.config.token):
                 raise RequestError(401, [{"field": "authorization", "error": "missing or wrong bearer token"}])
             check_json_content_type(scope)
             slot = self.slot
-            if slot.champion is None:
+            if slot is None:
                 raise RequestError(503, [{"field": "model", "error": "no model loaded yet"}])
             body = await read_body(scope, receive, self.config.max_body_bytes, self.config.body_timeout_s)
             body_read = True
@@ -228,7 +248,7 @@ class ServingApp:
         self._in_flight -= 1
         self.metrics.in_flight.dec()
 
-    async def _score(self, slot: Slot, rows: list[dict], explain: bool):
+    async def _score(self, slot: Slot, rows: list[Row], explain: bool) -> Scored:
         """(answer, shadow, route, outputs, explanations, shadow outputs); past the scoring timeout a 503."""
         answer, shadow, routed = self._route(slot, rows)
         if len(rows) <= INLINE_ROWS and not explain:
@@ -244,9 +264,22 @@ class ServingApp:
             raise _ScoringTimeout(503, [{"field": "scoring", "error": f"not scored within {limit:g} s"}]) from None
         return (answer, shadow, routed, *result)
 
-    async def _answer(self, send, protocol, slot, rows, scored, client_id, request_id, arrived, started):
-        answer, shadow, routed, outputs, explanations, shadow_outputs = scored
+    async def _answer(
+        self,
+        send: Send,
+        protocol: Protocol,
+        slot: Slot,
+        rows: list[Row],
+        scored: Scored,
+        client_id: V2Request | None,
+        request_id: str,
+        arrived: float,
+        started: float,
+    ) -> None:
+        answer, shadow, routed, outputs, explained, shadow_outputs = scored
         predictions = outputs.tolist()
+        if TYPE_CHECKING:  # startup opens the log before the first model loads, so a scored request has one
+            assert self.prediction_log is not None
         try:
             await self.prediction_log.append(
                 (
@@ -273,7 +306,7 @@ class ServingApp:
             self.metrics.predicted(shadow.version, "shadow").inc(len(rows))
         self.metrics.latency_of(protocol.route).observe(time.perf_counter() - started)
         self.metrics.request(protocol.route, "200").inc()
-        explanations, fields = label_fields(answer.model, outputs, explanations)
+        explanations, fields = label_fields(answer.model, outputs, explained)
         body = protocol.answer(
             self.config.model,
             answer,
@@ -286,11 +319,20 @@ class ServingApp:
         )
         await respond_json(send, 200, body)
 
-    async def _refuse(self, scope, send, protocol, error: RequestError, request_id, kind, body_read: bool):
+    async def _refuse(
+        self,
+        scope: Scope,
+        send: Send,
+        protocol: Protocol,
+        error: RequestError,
+        request_id: str,
+        kind: str | None,
+        body_read: bool,
+    ) -> None:
         """A 4xx/503 naming the field. Unread body bytes may still be on the wire: then the connection closes."""
         self.metrics.error(kind or _kind(error.status)).inc()
         self.metrics.request(protocol.route, str(error.status)).inc()
-        headers = []
+        headers: list[tuple[bytes, bytes]] = []
         if error.status == 401:
             headers += unauthorized_headers()
         if error.status == 503:
@@ -299,7 +341,7 @@ class ServingApp:
             headers.append((b"connection", b"close"))
         await respond_json(send, error.status, protocol.refusal(error, request_id), headers)
 
-    def _route(self, slot: Slot, rows: list[dict]):
+    def _route(self, slot: Slot, rows: list[Row]) -> tuple[LoadedModel, LoadedModel | None, str]:
         """(answering model, model scored beside it for the log, route). In shadow and canary alike the
         champion and the challenger both score the rows they are compared on."""
         challenger = slot.challenger
@@ -315,19 +357,20 @@ class ServingApp:
 
     # --- read-only routes --------------------------------------------------------------------------------
 
-    async def _health(self, scope, send, head):
+    async def _health(self, scope: Scope, send: Send, head: bool) -> None:
         await self._plain(send, 200, {"status": "ok"} if scope["path"] == "/health" else {"live": True}, "health", head)
 
-    async def _ready(self, scope, send, head):
-        ready = self.slot.champion is not None
+    async def _ready(self, scope: Scope, send: Send, head: bool) -> None:
+        slot = self.slot
+        ready = slot is not None
         body = {
             "ready": ready,
-            "version": self.slot.champion.version if ready else None,
+            "version": slot.champion.version if slot is not None else None,
             "registry": self.registry.report(ready),
         }
         await self._plain(send, 200 if ready else 503, body, "ready", head)
 
-    async def _metrics(self, scope, send, head):
+    async def _metrics(self, scope: Scope, send: Send, head: bool) -> None:
         if not bearer_ok(scope, self.config.metrics_token):
             return await self._plain(
                 send, 401, {"error": "missing or wrong metrics bearer token"}, "metrics", head, unauthorized_headers()
@@ -335,7 +378,9 @@ class ServingApp:
         self.metrics.request("metrics", "200").inc()
         await respond(send, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE, head=head)
 
-    async def _about_model(self, scope, send, head, route: str, describe) -> None:
+    async def _about_model(
+        self, scope: Scope, send: Send, head: bool, route: str, describe: Callable[[Slot], Body]
+    ) -> None:
         """A route that describes the loaded model: behind the API token, 503 until a model is loaded."""
         if not bearer_ok(scope, self.config.token):
             self.metrics.error("unauthorized").inc()
@@ -343,14 +388,14 @@ class ServingApp:
                 send, 401, {"error": "missing or wrong bearer token"}, route, head, unauthorized_headers()
             )
         slot = self.slot
-        if slot.champion is None:
+        if slot is None:
             return await self._plain(send, 503, {"error": "no model loaded yet"}, route, head)
         await self._plain(send, 200, describe(slot), route, head)
 
-    def _info(self, slot: Slot) -> dict:
+    def _info(self, slot: Slot) -> Body:
         return slot.describe(self.config.model, self.config.rollout_mode)
 
-    def _openapi(self, slot: Slot) -> dict:
+    def _openapi(self, slot: Slot) -> Body:
         besides = tuple(sorted(slot.allowed - slot.schema.features))  # the event time and key
         return openapi.document(
             self.config.model,
@@ -360,7 +405,7 @@ class ServingApp:
             allowed=besides,
         )
 
-    def _v2_metadata(self, slot: Slot) -> dict:
+    def _v2_metadata(self, slot: Slot) -> Body:
         model = slot.champion.model
         return v2.model_metadata(
             self.config.model,
@@ -371,14 +416,16 @@ class ServingApp:
             labels=model.labels,
         )
 
-    async def _v2_server(self, scope, send, head):
+    async def _v2_server(self, scope: Scope, send: Send, head: bool) -> None:
         await self._plain(send, 200, {"name": "ml_platform", "version": _VERSION, "extensions": []}, "v2", head)
 
-    async def _v2_ready(self, scope, send, head):
-        ready = self.slot.champion is not None
+    async def _v2_ready(self, scope: Scope, send: Send, head: bool) -> None:
+        ready = self.slot is not None
         await self._plain(send, 200 if ready else 503, {"ready": ready}, "v2", head)
 
-    async def _plain(self, send, status, payload, route, head, headers=()):
+    async def _plain(
+        self, send: Send, status: int, payload: Body, route: str, head: bool, headers: Headers = ()
+    ) -> None:
         self.metrics.request(route, str(status)).inc()
         await respond_json(send, status, payload, headers, head)
 
@@ -387,7 +434,7 @@ class _ScoringTimeout(RequestError):
     """Scoring took longer than the limit; its thread may still be running."""
 
 
-def _score(answer, shadow, rows, explain):
+def _score(answer: LoadedModel, shadow: LoadedModel | None, rows: list[Row], explain: bool) -> Scores:
     """The numbers of one request: the answer, its explanations (with the class each explains), and the model
     scored beside it."""
     outputs = answer.model.predict_records(rows)

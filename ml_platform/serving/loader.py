@@ -9,15 +9,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from ml_platform.core import mlflow_store
 from ml_platform.core.model import Model
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     model: Model
     version: str
+
+
+class ModelSource(Protocol):
+    """Where the endpoint asks which versions the aliases name, and loads them: the registry or a folder."""
+
+    def version(self, alias: str, gated: bool = False) -> str | None: ...
+
+    def previous_beside(self, champion: str | None, window_s: float) -> str | None: ...
+
+    def load(self, version: str) -> LoadedModel: ...
 
 
 class RegistrySource:
@@ -27,10 +41,10 @@ class RegistrySource:
     def __init__(self, name: str, tracking_uri: str | None = None, registry_uri: str | None = None):
         self.name = name
         self.tracking_uri, self.registry_uri = mlflow_store.resolve_uris(tracking_uri, registry_uri)
-        self._client = None
+        self._client: MlflowClient | None = None
 
     @property
-    def client(self):
+    def client(self) -> MlflowClient:
         if self._client is None:
             self._client = mlflow_store.use_store(self.tracking_uri, self.registry_uri)
         return self._client

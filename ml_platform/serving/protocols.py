@@ -9,25 +9,63 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Protocol as Signature
 
 from ml_platform.serving import v2
-from ml_platform.serving.validation import RequestError, instances_of, validate_rows
+from ml_platform.serving.validation import RequestError, Row, instances_of, validate_rows
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ml_platform.core.model import Model
+    from ml_platform.serving.config import ServeConfig
+    from ml_platform.serving.loader import LoadedModel
+    from ml_platform.serving.slot import Slot
+
+Explanations = list[list[dict[str, Any]]]  # each row's top feature contributions (`Model.explanations`)
+Explained = tuple[Explanations, list[Any]]  # ... and the class each row's explanation is about
+LabelFields = dict[str, list[Any]]  # a classifier's `labels` (`Labels.response`), `explained_class` when explained
+Body = dict[str, Any]  # a JSON response body
+
+
+class V2Request(NamedTuple):
+    """What a v2 answer needs from its request besides the rows: the client's id and the outputs it named."""
+
+    id: str | None
+    outputs: list[str] | None
+
+
+class Answer(Signature):
+    """The 200 body: the predictions of `loaded` (answering for `model`), with the request's own details."""
+
+    def __call__(
+        self,
+        model: str,
+        loaded: LoadedModel,
+        predictions: list[Any],
+        explanations: Explanations | None,
+        client_id: V2Request | None,
+        request_id: str,
+        task: str | None,
+        fields: LabelFields | None = None,
+    ) -> Body: ...
 
 
 @dataclass(frozen=True)
 class Protocol:
     route: str  # the metrics label
-    parse: Callable  # (payload, slot, config) -> (validated rows, explain, client_id); v2's
-    #  client_id is a V2Request (the request's id and the outputs it named)
-    answer: Callable  # (model, loaded, predictions, explanations, client_id, request_id, task,
-    #  fields) -> dict; fields: a classifier's labels (`Labels.response`), plus
-    #  `explained_class` when explained
-    refusal: Callable  # (RequestError, request_id) -> dict
-    failure: Callable  # (message, request_id) -> dict
+    # (payload: the body as orjson.loads gave it, slot, config) -> (validated rows, explain, client_id); v2's
+    # client_id is a V2Request (the request's id and the outputs it named), v1's None
+    parse: Callable[[Any, Slot, ServeConfig], tuple[list[Row], bool, V2Request | None]]
+    answer: Answer
+    refusal: Callable[[RequestError, str], Body]  # (error, request_id) -> body
+    failure: Callable[[str, str], Body]  # (message, request_id) -> body
 
 
-def label_fields(model, outputs, explained) -> tuple[list | None, dict]:
+def label_fields(
+    model: Model, outputs: np.ndarray, explained: Explained | None
+) -> tuple[Explanations | None, LabelFields]:
     """(explanations, a classifier's label fields). The labels come from the answering model's own scores (the
     ndarray, before `tolist`), so they agree with `predictions` and with offline `predict_labels`; regression
     gets no fields."""
@@ -41,16 +79,25 @@ def label_fields(model, outputs, explained) -> tuple[list | None, dict]:
     return explanations, fields
 
 
-def _v1_parse(payload, slot, config):
+def _v1_parse(payload: Any, slot: Slot, config: ServeConfig) -> tuple[list[Row], bool, None]:
     rows, explain = instances_of(payload, config.max_rows)
     validate_rows(rows, slot.schema, "instances", config.unknown_fields, slot.allowed)
     return rows, explain, None
 
 
-def _v1_answer(model, loaded, predictions, explanations, client_id, request_id, task, fields=None):
+def _v1_answer(
+    model: str,
+    loaded: LoadedModel,
+    predictions: list[Any],
+    explanations: Explanations | None,
+    client_id: V2Request | None,
+    request_id: str,
+    task: str | None,
+    fields: LabelFields | None = None,
+) -> Body:
     """The four keys clients have always read, in their order; a classifier's labels (and multiclass
     probabilities by class name) after them, so nothing a client parsed before moves."""
-    body = {"predictions": predictions, "model": model, "version": loaded.version, "request_id": request_id}
+    body: Body = {"predictions": predictions, "model": model, "version": loaded.version, "request_id": request_id}
     fields = fields or {}
     for key in ("labels", "probabilities"):
         if key in fields:
@@ -62,24 +109,26 @@ def _v1_answer(model, loaded, predictions, explanations, client_id, request_id, 
     return body
 
 
-def _v1_refusal(error: RequestError, request_id: str) -> dict:
+def _v1_refusal(error: RequestError, request_id: str) -> Body:
     return {"error": "bad request" if error.status < 500 else "unavailable", **error.body(), "request_id": request_id}
 
 
-class V2Request(NamedTuple):
-    """What a v2 answer needs from its request besides the rows: the client's id and the outputs it named."""
-
-    id: str | None
-    outputs: list[str] | None
-
-
-def _v2_parse(payload, slot, config):
+def _v2_parse(payload: Any, slot: Slot, config: ServeConfig) -> tuple[list[Row], bool, V2Request]:
     names = v2.output_names(slot.champion.model.labels)
     rows, client_id = v2.rows_of(payload, slot.schema, config.max_rows, names)  # validates the rows too
-    return rows, False, V2Request(client_id, v2.requested_outputs(payload))
+    return rows, False, V2Request(client_id, v2.requested_outputs(payload))  # rows_of refused all but a dict
 
 
-def _v2_answer(model, loaded, predictions, explanations, client_id, request_id, task, fields=None):
+def _v2_answer(
+    model: str,
+    loaded: LoadedModel,
+    predictions: list[Any],
+    explanations: Explanations | None,
+    client_id: V2Request | None,
+    request_id: str,
+    task: str | None,
+    fields: LabelFields | None = None,
+) -> Body:
     request = client_id if isinstance(client_id, V2Request) else V2Request(client_id, None)
     labels = (fields or {}).get("labels")
     return v2.infer_response(
@@ -87,7 +136,7 @@ def _v2_answer(model, loaded, predictions, explanations, client_id, request_id, 
     )
 
 
-def _v2_refusal(error: RequestError, request_id: str) -> dict:
+def _v2_refusal(error: RequestError, request_id: str) -> Body:
     return {**v2.error_body(error), "request_id": request_id}
 
 

@@ -9,27 +9,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
 
-from ml_platform.serving.loader import FolderSource, LoadedModel, RegistrySource
+from ml_platform.serving.loader import FolderSource, LoadedModel, ModelSource, RegistrySource
 from ml_platform.serving.validation import Schema
+
+if TYPE_CHECKING:
+    from ml_platform.core.labels import Labels
+    from ml_platform.core.model import Model
+    from ml_platform.serving.config import ServeConfig
+    from ml_platform.serving.prediction_log import LogPolicy
 
 log = logging.getLogger("ml_platform.serving")
 
 
 @dataclass(frozen=True)
 class Slot:
-    """The champion; the challenger when a rollout is on; and, otherwise, the previous champion while the
-    champion is new (scored beside it and logged, never returned). `policy` says what the log keeps of a row."""
+    """The champion, with its request schema; the challenger when a rollout is on; and, otherwise, the previous
+    champion while the champion is new (scored beside it and logged, never returned). `policy` says what the log
+    keeps of a row. Before the first model is loaded there is no slot at all."""
 
-    champion: LoadedModel | None
+    champion: LoadedModel
+    schema: Schema
+    policy: LogPolicy
     challenger: LoadedModel | None = None
-    schema: Schema | None = None
     previous: LoadedModel | None = None
-    policy: object | None = None
     allowed: frozenset[str] = frozenset()  # fields a request may carry besides the features (time, key)
 
-    def describe(self, model: str, rollout: str) -> dict:
+    def describe(self, model: str, rollout: str) -> dict[str, Any]:
         """What `GET /v1/models/<model>` says: the champion's version, task, classes (classifiers), features,
         window and metrics."""
         manifest = self.champion.model.manifest
@@ -49,7 +58,7 @@ class Slot:
         }
 
 
-def _classes(labels) -> dict:
+def _classes(labels: Labels | None) -> dict[str, Any]:
     """A classifier's classes in code order, and a binary one's positive class (an old binary manifest has no
     `positive`: it is the second class); nothing for regression, so its description is unchanged."""
     if labels is None:
@@ -59,7 +68,7 @@ def _classes(labels) -> dict:
     return {"classes": list(labels.classes)}
 
 
-def source_for(config):
+def source_for(config: ServeConfig) -> ModelSource:
     """The model folder when one is given, else the registry's aliases for the model."""
     if config.model_dir:
         return FolderSource(config.model_dir, config.model_version)
@@ -70,10 +79,19 @@ class RegistryUnreachable(RuntimeError):
     """The registry did not answer which versions the aliases name: keep serving what is loaded."""
 
 
+class RegistryOutage(TypedDict):
+    """`/ready`'s `registry` while the registry cannot be asked."""
+
+    reachable: bool
+    since: float
+    error: str
+    serving: str
+
+
 class RegistryState:
     """Whether the last reload could ask the registry; while it cannot, since when and why (for `/ready`)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.down: tuple[float, str] | None = None
 
     def failed(self, error: Exception) -> None:
@@ -85,7 +103,7 @@ class RegistryState:
     def answered(self) -> None:
         self.down = None
 
-    def report(self, serving: bool) -> str | dict:
+    def report(self, serving: bool) -> str | RegistryOutage:
         if self.down is None:
             return "ok"
         since, why = self.down
@@ -97,9 +115,12 @@ class RegistryState:
         }
 
 
-async def next_slot(current: Slot, source, config, policy_of) -> Slot | None:
-    """The slot the aliases ask for now, or None when nothing changed; `RegistryUnreachable` when the registry
-    cannot be asked. `policy_of(model)` builds the log policy of a champion."""
+async def next_slot(
+    current: Slot | None, source: ModelSource, config: ServeConfig, policy_of: Callable[[Model], LogPolicy]
+) -> Slot | None:
+    """The slot the aliases ask for now (`current` is None before the first model), or None when nothing changed;
+    `RegistryUnreachable` when the registry cannot be asked. `policy_of(model)` builds the log policy of a
+    champion."""
     try:
         champion_version = await asyncio.to_thread(source.version, "champion")
         # live traffic reaches a challenger only once it has passed its offline gates
@@ -115,24 +136,28 @@ async def next_slot(current: Slot, source, config, policy_of) -> Slot | None:
         raise RegistryUnreachable(
             f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
         ) from error
-    changed = (
-        champion_version != _version(current.champion)
+    changed = current is None or (
+        champion_version != current.champion.version
         or challenger_version != _version(current.challenger)
         or previous_version != _version(current.previous)
     )
     if not changed or champion_version is None:
         return None
-    loaded = [m for m in (current.champion, current.challenger, current.previous) if m is not None]
+    loaded = (
+        [m for m in (current.champion, current.challenger, current.previous) if m is not None]
+        if current is not None
+        else []
+    )
 
-    async def load(version: str | None) -> LoadedModel | None:
-        if not version:
-            return None
+    async def load(version: str) -> LoadedModel:
         reuse = next((m for m in loaded if m.version == version), None)
-        return reuse or await asyncio.to_thread(source.load, version)
+        return reuse if reuse is not None else await asyncio.to_thread(source.load, version)
 
     champion = await load(champion_version)
-    challenger = await load(challenger_version) if challenger_version != champion_version else None
-    previous = await load(previous_version) if previous_version != champion_version else None
+    challenger = (
+        await load(challenger_version) if challenger_version and challenger_version != champion_version else None
+    )
+    previous = await load(previous_version) if previous_version and previous_version != champion_version else None
     log.info(
         "serving %s v%s%s%s",
         config.model,
@@ -141,7 +166,14 @@ async def next_slot(current: Slot, source, config, policy_of) -> Slot | None:
         f", previous v{previous.version} scored beside it" if previous else "",
     )
     policy = policy_of(champion.model)
-    return Slot(champion, challenger, Schema.of(champion.model), previous, policy, frozenset(policy.fields))
+    return Slot(
+        champion,
+        Schema.of(champion.model),
+        policy,
+        challenger=challenger,
+        previous=previous,
+        allowed=frozenset(policy.fields),
+    )
 
 
 def _version(model: LoadedModel | None) -> str | None:
