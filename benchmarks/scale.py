@@ -26,7 +26,7 @@ when another process takes a core, so time only on a quiet machine. The Dask eng
 is within that noise.
 
     python benchmarks/scale.py                            # 1M, 3M, 10M rows; local and dask
-    python benchmarks/scale.py --rows 200000,400000       # quick form
+    python benchmarks/scale.py --quick                    # 200k and 400k rows (--rows 200000,400000)
     python benchmarks/scale.py --rows 1000000 --engines dask [--workdir DIR] [--keep] [--max-total-mb N]
 
 Prints JSON lines: per size {"step": "setup", ...}, per (size, engine) {"step": "retrain", "engine", "rows",
@@ -34,10 +34,13 @@ Prints JSON lines: per size {"step": "setup", ...}, per (size, engine) {"step": 
 failed or was killed, {"step": "retrain", ..., "stopped": true, "exit_code", "signal", "reason", "last_lines"}
 (an engine that stopped at one size is not tried at larger sizes); then the figures: per engine
 {"figure": "time_exponent", ...} (least-squares slope of log wall against log rows over the sizes that
-finished; goal at most 1), per size {"figure": "auc_gap", ...} (|AUC dask - AUC local|, goal 0.005),
-{"figure": "dask_step_process_peak_mb", "by_rows", "growth_ratio"} and last {"figure":
-"dask_10m_peak_rss_ratio", "value": total peak dask / total peak local at 10M (or the largest size both
-engines finished, named in "rows"), "goal": 1.5, "met", ...}.
+finished; goal at most 1), per size {"figure": "auc_dask_vs_local", ...} (dask's holdout AUC against local's;
+goal: |gap| at most 0.005), {"figure": "dask_step_process_peak_mb", ...} (the step process's peak at the
+largest size against the smallest: goal, growing no faster than the rows) and last {"figure":
+"dask_10m_peak_rss_ratio", ...}: total peak dask against total peak local at 10M (or the largest size both
+engines finished, named in "rows"), goal 1.5. Figures are in the contract's form (benchmarks/contract.py: value,
+peer, peer_value, ratio, better); a figure that cannot be computed (an engine stopped) is a step line instead.
+The data is pinned: replicated 2013 flights on the 2013 calendar, a fixed seed.
 
 Runs are children started in a session of their own with oom_score_adj 1000, so the kernel's OOM killer takes
 them first; `--max-total-mb` kills a run whose summed RSS passes a bound.
@@ -66,6 +69,8 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+
+from contract import figure, quick_option
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.1
@@ -139,7 +144,7 @@ def one_setup(config: dict) -> dict:
     run_s = time.perf_counter() - run_started
     materialized: dict[str, int] = {}
     for event in result.get_asset_materialization_events():
-        stage = event.asset_key.path[-1]
+        stage = event.asset_key.path[-1] if event.asset_key else "?"
         materialized[stage] = materialized.get(stage, 0) + 1
     instance.dispose()
     return {
@@ -181,7 +186,8 @@ def one_retrain(config: dict) -> dict:
         event = instance.get_latest_materialization_event(dg.AssetKey([spec.name, stage]))
         if event is None or event.run_id != result.run_id:
             return {}
-        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        materialization = event.asset_materialization
+        return {k: v.value for k, v in materialization.metadata.items()} if materialization else {}
 
     training, model, evaluation, champion = (metadata(stage) for stage in STAGES)
     gates = {e.check_name: bool(e.passed) for e in result.get_asset_check_evaluations()}
@@ -233,7 +239,7 @@ def _sample(process) -> tuple[int, int, int]:
     its parent's is a fork that has not yet exec'd (Dagster's `tail -F` compute-log watchers, each Dask
     worker's spawn, are started by fork + exec): for that instant it shows its parent's whole RSS, pages the
     two share, so it is left out rather than counted twice."""
-    import psutil
+    import psutil  # type: ignore[import-untyped]  # no stubs installed
 
     gone = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
     try:
@@ -403,6 +409,7 @@ def base_env(scratch: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", default="1000000,3000000,10000000", help="rows per training window, comma list")
+    quick_option(parser, "200k and 400k rows per window (minutes)")
     parser.add_argument("--engines", default="local,dask", help="training.engine values, comma list")
     parser.add_argument("--window-days", type=int, default=56)
     parser.add_argument("--workdir", type=Path, default=None, help="where the temporary data goes (default: $TMPDIR)")
@@ -420,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("psutil") is None:
         parser.error("psutil samples the runs' memory: install it (dask[distributed] brings it)")
 
+    if args.quick:
+        args.rows = "200000,400000"
     sizes = [int(value) for value in args.rows.split(",") if value.strip()]
     engines = [value.strip() for value in args.engines.split(",") if value.strip()]
     results: dict[str, dict[int, dict]] = {engine: {} for engine in engines}
@@ -547,60 +556,74 @@ def main(argv: list[str] | None = None) -> int:
     for engine in engines:
         finished = sorted(results[engine].items())
         value = slope([(rows, line["wall_s"]) for rows, line in finished])
-        emit(
-            figure="time_exponent",
+        sizes, walls = [rows for rows, _ in finished], [line["wall_s"] for _, line in finished]
+        if value is None:
+            emit(step="time_exponent", engine=engine, note="fewer than two sizes finished", sizes=sizes, wall_s=walls)
+            continue
+        figure(
+            "time_exponent",
+            case=engine,
+            value=value,
+            unit="slope of log wall against log rows",
+            peer="linear scaling (exponent 1)",
+            peer_value=1.0,
+            better="lower",
+            goal=1.0,
             engine=engine,
-            value=None if value is None else round(value, 3),
-            goal="<= 1",
-            met=None if value is None else bool(value <= 1),
-            sizes=[rows for rows, _ in finished],
-            wall_s=[line["wall_s"] for _, line in finished],
+            sizes=sizes,
+            wall_s=walls,
         )
     local, dask = results.get("local", {}), results.get("dask", {})
     both = sorted(set(local) & set(dask))
     for rows in both:
         gap = abs(dask[rows]["roc_auc"] - local[rows]["roc_auc"])
-        emit(
-            figure="auc_gap",
-            rows=rows,
-            value=round(gap, 5),
-            goal=0.005,
+        figure(
+            "auc_dask_vs_local",
+            case=str(rows),
+            value=dask[rows]["roc_auc"],
+            unit="roc_auc",
+            peer="training.engine local, the same rows",
+            peer_value=local[rows]["roc_auc"],
+            better="higher",
+            goal="|gap| at most 0.005",
             met=bool(gap <= 0.005),
-            dask=dask[rows]["roc_auc"],
-            local=local[rows]["roc_auc"],
+            gap=round(gap, 5),
+            rows=rows,
         )
-    if dask:
+    if len(dask) > 1:
         peaks = {rows: line["step_process_peak_mb"] for rows, line in sorted(dask.items())}
-        ends = list(peaks.values())
-        emit(
-            figure="dask_step_process_peak_mb",
+        smallest, largest = min(peaks), max(peaks)
+        figure(
+            "dask_step_process_peak_mb",
+            value=peaks[largest],
+            unit="MB",
+            peer=f"the same at the smallest size ({smallest} rows)",
+            peer_value=peaks[smallest],
+            better="lower",
+            goal="growing no faster than the rows",
+            met=bool(peaks[largest] / peaks[smallest] <= largest / smallest),
             by_rows={str(k): v for k, v in peaks.items()},
-            growth_ratio=round(ends[-1] / ends[0], 3) if len(ends) > 1 else None,
-            rows_growth=round(max(peaks) / min(peaks), 3) if len(ends) > 1 else None,
+            rows_growth=round(largest / smallest, 3),
         )
     target = 10_000_000
     at = next((rows for rows in both if rows >= target), both[-1] if both else None)
     if at is None:
         emit(
-            figure="dask_10m_peak_rss_ratio",
-            value=None,
-            goal=1.5,
-            met=None,
-            rows=None,
+            step="dask_10m_peak_rss_ratio",
             note="no size finished with both engines",
             total_s=round(time.perf_counter() - began, 1),
         )
     else:
-        ratio = dask[at]["total_peak_mb"] / local[at]["total_peak_mb"]
-        emit(
-            figure="dask_10m_peak_rss_ratio",
-            value=round(ratio, 3),
+        figure(
+            "dask_10m_peak_rss_ratio",
+            value=dask[at]["total_peak_mb"],
+            unit="MB",
+            peer="training.engine local, the same rows (summed RSS of the run and its descendants)",
+            peer_value=local[at]["total_peak_mb"],
+            better="lower",
             goal=1.5,
-            met=bool(ratio <= 1.5),
-            dask_mb=dask[at]["total_peak_mb"],
-            local_mb=local[at]["total_peak_mb"],
             rows=at,
-            **({} if at >= target else {"note": "10M rows not run: the largest size both engines finished"}),
+            note=None if at >= target else "10M rows not run: the largest size both engines finished",
             total_s=round(time.perf_counter() - began, 1),
         )
     return 0

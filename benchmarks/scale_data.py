@@ -38,6 +38,7 @@ import sys
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -120,7 +121,7 @@ def column_stats() -> dict:
     numeric = {"sched_dep_time": (table["sched_dep_time"] // 100) * 60 + table["sched_dep_time"] % 100}
     for column in [*bundled_spec()["features"]["numeric"], "arr_delay"]:
         numeric.setdefault(column, table[column])
-    stats = {}
+    stats: dict[str, Any] = {}
     for column, values in numeric.items():
         rule = expectations.get(column, {})
         low, high = max(values.min(), rule.get("min", -np.inf)), min(values.max(), rule.get("max", np.inf))

@@ -46,7 +46,7 @@ def create_app(folder: str | Path | None = None):
             for j, (name, levels) in enumerate(codes, start=len(numeric)):
                 value = row.get(name)
                 values[j] = math.nan if value is None else levels.get(str(value), math.nan)
-        return booster.predict(matrix, num_threads=1).tolist()
+        return np.asarray(booster.predict(matrix, num_threads=1)).tolist()
 
     async def app(scope, receive, send) -> None:
         if scope["type"] == "lifespan":

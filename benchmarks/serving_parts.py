@@ -46,13 +46,19 @@ requests share one commit, and so on the concurrency and the disk. Inside the ap
 requests than are in flight (`requests_per_commit`), and the writer thread's wake-ups and GIL hand-offs land
 between the loop's work, so the log costs a request there more than `log_append_c*` alone suggests.
 
-    python benchmarks/serving_parts.py
+The data is pinned: the model trains on 2013-05-01 → 2013-06-25 (the 2013 calendar itself).
 
-Prints one JSON line per part, then {"figure": "serving_cost_breakdown_us", "parts": {...}, ...}.
+    python benchmarks/serving_parts.py [--quick]
+
+Prints one JSON line per part, then the figure in the contract's form (benchmarks/contract.py):
+`serving_cost_breakdown_us`, our whole app's CPU µs per request at 8 concurrent requests against the floor app's
+(`floor_app_c8`), with every part beside it. `--quick` (the guard's form): a model of 21 days (2013-05-01 →
+2013-05-21) and a fifth of the calls per part; the same figure.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
@@ -65,11 +71,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
+from contract import figure, quick_option
 from serving import json_rows, stored_features
 from serving_floor import create_app as floor_app
 
 MODEL = "flight_delay"
 REPEATS = 3
+#: The share of each part's calls that runs (the quick form runs a fifth).
+CALLS = {"share": 1.0}
+
+
+def calls(n: int) -> int:
+    return max(int(n * CALLS["share"]), 50)
 
 
 def emit(**fields) -> None:
@@ -79,6 +92,7 @@ def emit(**fields) -> None:
 def timed_sync(call, n: int, chunks: int = 5) -> dict:
     """µs per call of `call()`, this thread's CPU and wall: REPEATS runs of `n` calls (after a warm-up), each timed
     in `chunks` slices; the best slice counts (a burst of other work on the machine spoils a slice, not the part)."""
+    n = calls(n)
     for _ in range(min(n, 200)):
         call()
     size = n // chunks
@@ -95,6 +109,7 @@ def timed_sync(call, n: int, chunks: int = 5) -> dict:
 async def timed_async(run_once, n: int, concurrency: int) -> dict:
     """µs per call of `await run_once()`, `concurrency` tasks calling it until `n` calls are done: the process's
     CPU (all threads), the event loop thread's CPU and wall, the best (by CPU) of REPEATS runs, after a warm-up."""
+    n = calls(n)
 
     async def drive(total: int) -> None:
         left = [total]
@@ -119,6 +134,7 @@ async def timed_async(run_once, n: int, concurrency: int) -> dict:
         }
         if best is None or run["cpu_us"] < best["cpu_us"]:
             best = run
+    assert best is not None
     return {**best, "calls": n, "concurrency": concurrency}
 
 
@@ -179,7 +195,8 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
     )
     app = ServingApp(config)
     await app.startup()
-    slot = app.slot
+    slot, prediction_log = app.slot, app.prediction_log
+    assert slot is not None and prediction_log is not None, "the app loaded its model and opened its log"
     model: Model = slot.champion.model
     parts: dict[str, dict] = {}
 
@@ -256,10 +273,11 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
         commit(self, rows)
 
     def per_commit(n: int) -> float:  # rows (requests) per commit over the warm-up and the repeats
+        n = calls(n)
         return round((min(n, 500) + n * REPEATS) / max(commits[0], 1), 1)
 
     call = AsgiCall(app, f"/v1/models/{MODEL}/predict", body)
-    PredictionLog._commit = counted
+    PredictionLog._commit = counted  # type: ignore[method-assign]
     try:
         for concurrency, n in ((8, 3000), (64, 8000)):
             log = PredictionLog(scratch / f"log_c{concurrency}.sqlite")
@@ -280,18 +298,18 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
             result = await timed_async(call, n, concurrency)
             part(f"app_c{concurrency}", result, requests_per_commit=per_commit(n))
     finally:
-        PredictionLog._commit = commit
-    real_append = app.prediction_log.append
+        PredictionLog._commit = commit  # type: ignore[method-assign]
+    real_append = prediction_log.append
 
     async def no_append(row) -> None:
         return None
 
-    app.prediction_log.append = no_append
+    prediction_log.append = no_append  # type: ignore[method-assign]
     try:
         for concurrency in (8, 64):
             part(f"app_without_log_c{concurrency}", await timed_async(call, 10_000, concurrency))
     finally:
-        app.prediction_log.append = real_append
+        prediction_log.append = real_append  # type: ignore[method-assign]
     assert set(call.statuses) == {200}, call.statuses
 
     floor = floor_app(folder)
@@ -302,8 +320,14 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
     # --- the summary -----------------------------------------------------------------------------------------
     sync = ("loads", "validate", "predict_records", "log_row", "answer_body", "metrics")
     sum_of_parts = round(sum(parts[name]["cpu_us"] for name in sync), 2)
-    emit(
-        figure="serving_cost_breakdown_us",
+    figure(
+        "serving_cost_breakdown_us",
+        value=parts["app_c8"]["cpu_us"],
+        unit="us",
+        peer="the floor app (benchmarks/serving_floor.py) through ASGI the same way, 8 at once",
+        peer_value=parts["floor_app_c8"]["cpu_us"],
+        better="lower",
+        goal=None,  # the goal is serving.py's serving_rps_vs_floor, over HTTP
         parts={name: result["cpu_us"] for name, result in parts.items()},
         sum_of_parts_cpu_us=sum_of_parts,
         sum_of_parts=list(sync),
@@ -324,18 +348,24 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    quick_option(parser, "a 21-day model, a fifth of the calls per part")
+    quick = parser.parse_args().quick
+    if quick:
+        CALLS["share"] = 0.2
     from ml_platform.core.sources import nycflights13
     from ml_platform.core.training import split_by_time, train
     from ml_platform.spec import BUNDLED_SPECS, load_spec
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="ml_platform_serving_parts_") as scratch:
-        scratch = Path(scratch)
+    with tempfile.TemporaryDirectory(prefix="ml_platform_serving_parts_") as folder:
+        scratch = Path(folder)
         spec = load_spec(BUNDLED_SPECS / "flight_delay.yaml")
-        raw = nycflights13.load(nycflights13.Replay(0), datetime(2013, 5, 1), datetime(2013, 6, 26))
+        last_day = datetime(2013, 5, 22) if quick else datetime(2013, 6, 26)
+        raw = nycflights13.load(nycflights13.Replay(0), datetime(2013, 5, 1), last_day)
         split = split_by_time(stored_features(raw, spec), spec)
         model = train(spec, split).model
-        folder = model.save(scratch / "model")
+        saved = model.save(scratch / "model")
         body = orjson.dumps({"instances": json_rows(split.test[spec.features.names].iloc[:1])})
         prediction = float(model.predict(split.test.iloc[:1])[0])
         emit(
@@ -351,7 +381,7 @@ def main() -> int:
         except ImportError:
             loop_factory = None
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(measure(folder, scratch, body, prediction))
+            runner.run(measure(saved, scratch, body, prediction))
     emit(step="done", seconds=round(time.perf_counter() - started, 1), loop="uvloop" if loop_factory else "asyncio")
     return 0
 
