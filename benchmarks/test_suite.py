@@ -47,9 +47,7 @@ def run_ci(ref: str, scratch: Path, quick: bool = False) -> dict:
     subprocess.run(["git", "-C", str(clone), "checkout", "--quiet", commit], check=True)
     log = scratch / f"{commit[:12]}.log"
     started = time.perf_counter()
-    command = (
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *QUICK_TESTS] if quick else ["bash", ".ci/run"]
-    )
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *QUICK_TESTS] if quick else ["bash", ".ci/run"]
     with log.open("wb") as output:
         code = subprocess.run(command, cwd=clone, stdout=output, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - started
