@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 3000
 export ML_PLATFORM_HOME
 
-.PHONY: dev test lint test-ui browser stack-tools install install-test check backfill-benchmark up down clean
+.PHONY: dev test lint bench test-ui browser stack-tools install install-test check backfill-benchmark up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,9 +57,16 @@ lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# Everything, the browser tests of the Dagster UI and the production stack included.
+# Everything, the browser tests of the Dagster UI and the production stack included; first the benchmark guard
+# (each benchmark's quick form against benchmarks/baseline.json: fails on a figure more than 2x worse).
 test: install-test browser stack-tools lint
+	$(BIN)/python benchmarks/guard.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Every benchmark's full form (the heavy ones too: scale, the Docker stack, the suite on two commits); rewrites
+# the full baseline in benchmarks/baseline.json on purpose.
+bench: install-test
+	$(BIN)/python benchmarks/guard.py --full --record
 
 # Only the browser tests (screenshots of failures in test-artifacts/ui/).
 test-ui: install-test browser
