@@ -8,7 +8,9 @@ fails, Dagster skips everything downstream in the run.
 import dagster as dg
 import pandas as pd
 
+from ml_platform.core.data_versions import content_hashes
 from ml_platform.core.features import FeatureError, build_features, target_summary
+from ml_platform.core.phases import PhaseTimes
 from ml_platform.core.schema import ValidationReport, validate
 from ml_platform.core.sources import DataSource, SourceError
 from ml_platform.defs import conventions
@@ -29,8 +31,8 @@ def build_data(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPar
         tags=conventions.model_tags(spec),
     )
     # Daily and coarser data loads at 02:00 for the day before; hourly data loads each hour as it closes.
-    at = {} if spec.partitions.cadence == "hourly" else {"hour_of_day": 2}
-    schedule = dg.build_schedule_from_partitioned_job(job, name=f"{spec.name}_data_schedule", **at)
+    hour_of_day = None if spec.partitions.cadence == "hourly" else 2
+    schedule = dg.build_schedule_from_partitioned_job(job, name=f"{spec.name}_data_schedule", hour_of_day=hour_of_day)
     return dg.Definitions(
         assets=[raw_asset(spec, source, partitions), features_asset(spec, partitions)], jobs=[job], schedules=[schedule]
     )
@@ -60,11 +62,14 @@ def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPart
     )
     def raw(context: dg.AssetExecutionContext):
         keys = list(context.partition_keys)
+        phases = PhaseTimes()
         try:
-            frame = source.load(*window_of(context))
+            with phases.phase("source_read"):
+                frame = source.load(*window_of(context))
         except SourceError as error:
             raise dg.Failure(f"partition {label_of(keys)}: {error}") from None
-        partition_of, parts = split_by_partition(frame, spec.timestamp, keys, partitions)
+        with phases.phase("split_and_versions"):
+            partition_of, parts = split_by_partition(frame, spec.timestamp, keys, partitions)
         empty = [k for k, part in parts.items() if part.empty]
         if empty:
             raise dg.Failure(
@@ -73,12 +78,12 @@ def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPart
                 f"{source.coverage_hint()}; nothing was stored",
                 metadata={"empty_partitions": len(empty)},
             )
-        report = validate(frame, spec.expectations, partition_of, keys)
-        stamps = frame[spec.timestamp]
-        yield partitioned_output(
-            context,
-            parts,
-            {
+        with phases.phase("validation"):  # once over the range; failures name their partitions
+            report = validate(frame, spec.expectations, partition_of, keys)
+        with phases.phase("split_and_versions"):
+            hashes = content_hashes(frame, partition_of, keys)
+            stamps = frame[spec.timestamp]
+            metadata = {
                 "rows": len(frame),
                 "columns": len(frame.columns),
                 "partitions": len(keys),
@@ -86,7 +91,9 @@ def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPart
                 "schema": schema_table(frame),
                 "preview": preview(frame),
                 "source": dg.MetadataValue.json(source.describe()),
-            },
+            }
+        yield partitioned_output(
+            context, parts, {**metadata, "phase_seconds": dg.MetadataValue.json(phases.rounded())}, hashes
         )
         yield _schema_check(report)
 
@@ -137,13 +144,18 @@ def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinitio
     )
     def features(context: dg.AssetExecutionContext, raw: pd.DataFrame):
         keys = list(context.partition_keys)
+        phases = PhaseTimes()
         try:
-            frame, report = build_features(raw, spec)
+            with phases.phase("features"):
+                frame, report = build_features(raw, spec)
         except FeatureError as error:
             raise dg.Failure(f"partition {label_of(keys)}: {error}") from None
-        _, parts = split_by_partition(frame, spec.timestamp, keys, partitions)
-        parts = {key: _own_levels(part) for key, part in parts.items()}
-        summary = target_summary(frame[spec.target.name], spec.task, spec.target.positive)
+        with phases.phase("split_and_versions"):
+            partition_of, parts = split_by_partition(frame, spec.timestamp, keys, partitions)
+            parts = {key: _own_levels(part) for key, part in parts.items()}
+            hashes = content_hashes(frame, partition_of, keys)  # a level set does not change a hash
+        with phases.phase("features"):
+            summary = target_summary(frame[spec.target.name], spec.task, spec.target.positive)
         return partitioned_output(
             context,
             parts,
@@ -155,7 +167,9 @@ def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinitio
                 **{k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in summary.items()},
                 "schema": schema_table(frame),
                 "preview": preview(frame),
+                "phase_seconds": dg.MetadataValue.json(phases.rounded()),
             },
+            hashes,
         )
 
     return features
@@ -164,5 +178,5 @@ def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinitio
 def _own_levels(part: pd.DataFrame) -> pd.DataFrame:
     """A partition's categorical columns with only the levels that occur in it, so a stored partition is the same
     whether it was materialized alone or inside a range."""
-    categorical = [name for name, dtype in part.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)]
+    categorical = [str(name) for name, dtype in part.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)]
     return part.assign(**{name: part[name].cat.remove_unused_categories() for name in categorical})

@@ -45,19 +45,27 @@ def records_table(frame: pd.DataFrame, columns: list[dg.TableColumn]) -> dg.Meta
 
 
 def partitioned_output(
-    context: dg.AssetExecutionContext, parts: Mapping[str, pd.DataFrame], metadata: dict
+    context: dg.AssetExecutionContext,
+    parts: Mapping[str, pd.DataFrame],
+    metadata: dict,
+    hashes: Mapping[str, str] | None = None,
 ) -> dg.Output:
     """One partition: its frame with its content hash as the data version. Several (a backfill in one run):
-    {key: frame}, with each partition's rows and content hash on its own materialization."""
-    hashes = {key: content_hash(part) for key, part in parts.items()}
+    {key: frame}, with each partition's rows and content hash on its own materialization and the run's
+    `metadata` (about the whole range) on the newest partition's only: copied onto every partition it described
+    other days' rows and cost each of hundreds of events its serialization. `hashes`: the partitions' content
+    hashes when the caller already has them (`content_hashes`, one pass over the range)."""
+    hashes = hashes if hashes is not None else {key: content_hash(part) for key, part in parts.items()}
     if len(parts) == 1:
         ((key, part),) = parts.items()
         return dg.Output(
             part, metadata={**metadata, "content_hash": hashes[key]}, data_version=dg.DataVersion(hashes[key])
         )
+    newest = list(parts)[-1]
     for key, part in parts.items():
-        context.add_asset_metadata({"rows": len(part), "content_hash": hashes[key]}, partition_key=key)
-    return dg.Output(dict(parts), metadata=metadata)
+        own = {"rows": len(part), "content_hash": hashes[key]}
+        context.add_asset_metadata({**metadata, **own} if key == newest else own, partition_key=key)
+    return dg.Output(dict(parts))
 
 
 def _cell(value):

@@ -134,6 +134,11 @@ def test_a_week_backfills_in_one_run(flight_defs, instance, home, flight_spec):
         stored = pd.read_parquet(home / "storage" / "flight_delay" / "raw" / f"{event.partition}.parquet")
         assert metadata["content_hash"].value == content_hash(stored)
         assert metadata["rows"].value == len(stored)
+        # the range's own metadata (schema, preview, phases) sits on the newest day only
+        assert ("preview" in metadata) == (event.partition == last)
+    newest = max(raw_events, key=lambda e: e.partition).step_materialization_data.materialization.metadata
+    assert newest["time_range"].value.startswith(first) and newest["partitions"].value == 7
+    assert {"source_read", "validation", "split_and_versions"} <= set(newest["phase_seconds"].value)
     assert len(instance.get_runs()) == 1
     features_events = {
         e.partition: e.step_materialization_data.materialization.metadata
@@ -151,6 +156,8 @@ def test_a_week_backfills_in_one_run(flight_defs, instance, home, flight_spec):
         assert metadata["content_hash"].value == content_hash(stored)
         levels.add(tuple(stored["dest"].cat.categories))
     assert len(levels) > 1  # the days differ in their destinations
+    assert "features" in features_events[last]["phase_seconds"].value
+    assert set(features_events[last]["write_seconds"].value) == {"s", "cpu_s"}
 
 
 def test_features_read_only_their_own_partition(flight_defs, instance, home):

