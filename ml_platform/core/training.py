@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ml_platform.core.labels import UNKNOWN, LabelError, Labels, positives
@@ -55,7 +57,7 @@ class Split:
     valid: pd.DataFrame
     test: pd.DataFrame
 
-    def summary(self, timestamp: str, target: str, task: str, positive: Any = None) -> dict[str, dict]:
+    def summary(self, timestamp: str, target: str, task: str, positive: Any = None) -> dict[str, dict[str, Any]]:
         """Rows and days per split, and the target: the positive rate (binary; the share of `positive` when
         the labels are text), the mean (regression) or the class counts (multiclass)."""
         out = {}
@@ -94,7 +96,7 @@ def split_by_time(frame: pd.DataFrame, spec: ModelSpec) -> Split:
     )
 
 
-def split_days(days, spec: ModelSpec) -> tuple[np.datetime64, np.datetime64]:
+def split_days(days: npt.ArrayLike, spec: ModelSpec) -> tuple[np.datetime64, np.datetime64]:
     """The first validation day and the first test day, from the distinct days (midnights) of a window."""
     training = spec.training
     unique = np.unique(np.asarray(days, dtype="datetime64[ns]"))
@@ -115,10 +117,10 @@ class TrainingResult:
     best_iteration: int
     params: dict[str, Any]
     seconds: float
-    trials: list[dict] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _labels(spec: ModelSpec, split: Split, refit: bool) -> tuple[list | None, dict[str, np.ndarray]]:
+def _labels(spec: ModelSpec, split: Split, refit: bool) -> tuple[list[Any] | None, dict[str, np.ndarray]]:
     """The target of each split as LightGBM labels (codes; -1 for a label outside the classes), and the classes
     (of the rows the final model trains on: the training rows, plus the validation rows when it is refitted on
     them, in the order `target.classes` gives)."""
@@ -130,7 +132,7 @@ def _labels(spec: ModelSpec, split: Split, refit: bool) -> tuple[list | None, di
     return classes, {k: labels.encode(getattr(split, k)[target]) for k in ("train", "valid", "test")}
 
 
-def classes_of(spec: ModelSpec, train, valid) -> list:
+def classes_of(spec: ModelSpec, train: Iterable[Any], valid: Iterable[Any]) -> list[Any]:
     """A classifier's classes: those of the training rows (a classifier needs two), plus those of `valid`
     (the validation rows, when the final model is refitted on them), or `target.classes` as declared; binary
     allows two, `(negative, positive)`."""
@@ -161,12 +163,12 @@ def _labelled(split: Split, labels: dict[str, np.ndarray]) -> tuple[Split, dict[
     return Split(kept["train"], kept["valid"], kept["test"]), labels, left_out
 
 
-def labels_left_out(counts: dict[str, int]) -> dict:
+def labels_left_out(counts: dict[str, int]) -> dict[str, Any]:
     """The manifest's record of rows left out of training for their label (only when there were any)."""
     return {"labels_unseen": counts} if any(counts.values()) else {}
 
 
-def _fit_record(spec: ModelSpec, split: Split, fit_rows: pd.DataFrame, refit: bool, rounds: int) -> dict:
+def _fit_record(spec: ModelSpec, split: Split, fit_rows: pd.DataFrame, refit: bool, rounds: int) -> dict[str, Any]:
     """The manifest's `fit`: which rows the final model trained on, and where its number of rounds came from."""
     first_day, last_day = _days(fit_rows, spec.timestamp)
     return {
@@ -186,7 +188,12 @@ def _fit_record(spec: ModelSpec, split: Split, fit_rows: pd.DataFrame, refit: bo
 
 
 def _refit(
-    spec: ModelSpec, fit_rows: pd.DataFrame, labels: dict[str, np.ndarray], params: dict, rounds: int, manifest: dict
+    spec: ModelSpec,
+    fit_rows: pd.DataFrame,
+    labels: dict[str, np.ndarray],
+    params: dict[str, Any],
+    rounds: int,
+    manifest: dict[str, Any],
 ) -> Model:
     """The final model on train + valid rows with the rounds early stopping chose. Categorical levels come from
     every row it sees, so a level new in the validation days is a level of the model rather than "missing"."""
@@ -203,7 +210,7 @@ def _days(frame: pd.DataFrame, timestamp: str) -> tuple[str | None, str | None]:
     return str(frame[timestamp].min().date()), str(frame[timestamp].max().date())
 
 
-def _dataset(encoder: FeatureEncoder, frame: pd.DataFrame, labels: np.ndarray, **kwargs) -> lgb.Dataset:
+def _dataset(encoder: FeatureEncoder, frame: pd.DataFrame, labels: np.ndarray, **kwargs: Any) -> lgb.Dataset:
     categorical = list(range(len(encoder.numeric), len(encoder.names)))
     return lgb.Dataset(
         encoder.transform(frame),
@@ -218,8 +225,8 @@ def _dataset(encoder: FeatureEncoder, frame: pd.DataFrame, labels: np.ndarray, *
 def train(
     spec: ModelSpec,
     split: Split,
-    params_override: dict | None = None,
-    extra_manifest: dict | None = None,
+    params_override: dict[str, Any] | None = None,
+    extra_manifest: dict[str, Any] | None = None,
     refit: bool | None = None,
 ) -> TrainingResult:
     """Fit LightGBM on `split.train` with early stopping on `split.valid`; then, with refit (`training.refit`,
@@ -317,7 +324,9 @@ def early_stopping_round(curve: dict[str, list[float]], patience: int) -> int:
     return rounds
 
 
-def lightgbm_params(spec: ModelSpec, classes: list | None, override: dict | None = None) -> dict:
+def lightgbm_params(
+    spec: ModelSpec, classes: list[Any] | None, override: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The spec's LightGBM parameters with the objective, metrics and determinism the platform owns."""
     objective, metrics = _OBJECTIVES[spec.task]
     params = {
@@ -333,22 +342,22 @@ def lightgbm_params(spec: ModelSpec, classes: list | None, override: dict | None
     return params
 
 
-def without_rounds(params: dict) -> dict:
+def without_rounds(params: dict[str, Any]) -> dict[str, Any]:
     """The parameters without LightGBM's names for the number of rounds (the caller sets the rounds)."""
     return {k: v for k, v in params.items() if k not in _ROUNDS}
 
 
 def manifest_of(
     spec: ModelSpec,
-    classes: list | None,
-    params: dict,
+    classes: list[Any] | None,
+    params: dict[str, Any],
     rows: dict[str, int],
-    window: dict,
-    fit: dict,
+    window: dict[str, Any],
+    fit: dict[str, Any],
     features: list[str],
     best_iteration: int,
-    extra: dict | None,
-) -> dict:
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
     """The model's manifest: what it predicts, from which rows, with which parameters and packages."""
     return {
         "model": spec.name,
@@ -374,7 +383,9 @@ def manifest_of(
     }
 
 
-def tune(spec: ModelSpec, split: Split, score) -> tuple[dict, list[dict]]:
+def tune(
+    spec: ModelSpec, split: Split, score: Callable[[Model, pd.DataFrame], float]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Optuna search over a few LightGBM parameters on the validation slice; returns the best and the trials."""
     import optuna
 

@@ -90,6 +90,8 @@ def train_and_log(
     if isinstance(training_set, StoredPartitions):
         from ml_platform.core.dask_training import train_on_dask
 
+        if client is None:
+            raise TrainingError("a training set stored by the Dask engine trains on a Dask client; none was given")
         result = train_on_dask(spec, training_set, client, extra_manifest={"partition": partition})
     else:
         result = train(spec, split_of(training_set), override, extra_manifest={"partition": partition})
