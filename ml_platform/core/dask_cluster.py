@@ -13,8 +13,14 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
+
+T = TypeVar("T")
 
 ADDRESS_ENV = "ML_PLATFORM_DASK_ADDRESS"
 WORKERS_ENV = "ML_PLATFORM_DASK_WORKERS"
@@ -46,11 +52,11 @@ class ClusterSettings:
         )
 
 
-_LOCAL: dict[tuple, object] = {}
+_LOCAL: dict[tuple[int | None, str | None], LocalCluster] = {}
 _LOCK = threading.Lock()
 
 
-def local_cluster(settings: ClusterSettings):
+def local_cluster(settings: ClusterSettings) -> LocalCluster:
     """This process's local cluster for these settings (started on first use, closed when the process exits):
     one single-threaded worker process per core, each with its share of the machine's memory."""
     from distributed import LocalCluster
@@ -71,7 +77,7 @@ def local_cluster(settings: ClusterSettings):
     return cluster
 
 
-def connect(settings: ClusterSettings):
+def connect(settings: ClusterSettings) -> Client:
     """A client of the named scheduler, or of the local cluster; set as the process's default, so Dask
     collections and lightgbm.dask compute on it until it is closed."""
     from distributed import Client
@@ -88,14 +94,14 @@ def connect(settings: ClusterSettings):
         ) from None
 
 
-def dashboard_link(client) -> str | None:
+def dashboard_link(client: Client) -> str | None:
     try:
         return client.dashboard_link or None
     except Exception:  # a scheduler without the dashboard service
         return None
 
 
-def worker_memory(client) -> dict[str, int]:
+def worker_memory(client: Client) -> dict[str, int]:
     """Each worker's memory limit in bytes (0: none)."""
     return {
         address: int(info.get("memory_limit") or 0)
@@ -103,7 +109,7 @@ def worker_memory(client) -> dict[str, int]:
     }
 
 
-def check_partition_memory(client, partition_bytes: dict[str, int]) -> None:
+def check_partition_memory(client: Client, partition_bytes: dict[str, int]) -> None:
     """Refuse before any work when the largest stored partition cannot fit a worker: the nanny would kill the
     worker over and over, and Dask would give up with a KilledWorker that does not say why."""
     limits = [limit for limit in worker_memory(client).values() if limit]
@@ -133,7 +139,7 @@ def _mb(size: float) -> str:
     return f"{size / 2**20:,.0f} MB" if size >= 2**20 else f"{size / 1024:,.0f} KB"
 
 
-def watched(client, fit):
+def watched(client: Client, fit: Callable[[], T]) -> T:
     """Run `fit` while watching the workers. When one disappears (killed, out of memory), the fit fails with a
     ClusterError at once, and the workers that took part are restarted: lightgbm.dask would otherwise wait for
     the lost worker forever, and the others would stay blocked in LightGBM's network wait (a training fit on
@@ -141,7 +147,7 @@ def watched(client, fit):
     workers = set(worker_memory(client))
     outcome: dict[str, Any] = {}
 
-    def run():
+    def run() -> None:
         try:
             outcome["value"] = fit()
         except BaseException as error:  # handed to the caller's thread
@@ -164,17 +170,18 @@ def watched(client, fit):
         if isinstance(outcome["error"], KilledWorker):
             raise explain_lost_workers(outcome["error"]) from None
         raise outcome["error"]
-    return outcome["value"]
+    value: T = outcome["value"]
+    return value
 
 
-def _workers_after_a_moment(client) -> list[str]:
+def _workers_after_a_moment(client: Client) -> list[str]:
     """The workers still there once the scheduler has had a moment to notice a death (a failed fit returns
     before the scheduler has removed the dead worker)."""
     time.sleep(1.0)
     return list(worker_memory(client))
 
 
-def _lost_during_training(client, workers: set[str], lost: set[str]) -> ClusterError:
+def _lost_during_training(client: Client, workers: set[str], lost: set[str]) -> ClusterError:
     """The workers that took part and survived are restarted, so none stays blocked in LightGBM's network
     wait; the error says which left and what to change."""
     with contextlib.suppress(Exception):
@@ -187,7 +194,7 @@ def _lost_during_training(client, workers: set[str], lost: set[str]) -> ClusterE
     )
 
 
-def killed_workers_explained(function, *args):
+def killed_workers_explained(function: Callable[..., T], *args: Any) -> T:
     """Run `function(*args)`; workers that kept dying under it become a ClusterError that says what to change."""
     from distributed import KilledWorker
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from upath import UPath
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
 
 PART_PREFIX = "part-"
 
@@ -28,10 +31,11 @@ class StoredPartitions:
     sizes: dict[str, int] = field(default_factory=dict)
     keys: list[str | None] = field(default_factory=list)  # the partition key of each Dask partition
 
-    def of_key(self, frame, key: str | None):
+    def of_key(self, frame: dd.DataFrame, key: str | None) -> dd.DataFrame:
         """The Dask partitions of `frame` (this frame, or one computed from it partition by partition) that
         came from the stored partition `key`."""
-        return frame.partitions[[i for i, k in enumerate(self.keys) if k == key]]
+        partitions: dd.DataFrame = frame.partitions[[i for i, k in enumerate(self.keys) if k == key]]
+        return partitions
 
 
 def partition_files(path: UPath) -> list[UPath]:
@@ -84,7 +88,7 @@ def write_part(part: pd.DataFrame, path: UPath) -> int:
     return len(part)
 
 
-def write_partitions(frame, folder: UPath) -> int:
+def write_partitions(frame: dd.DataFrame, folder: UPath) -> int:
     """Each Dask partition of `frame` as one part file under `folder`, written by the workers; the row count."""
     folder.mkdir(parents=True, exist_ok=True)
     counts = per_partition(
@@ -93,7 +97,9 @@ def write_partitions(frame, folder: UPath) -> int:
     return int(sum(counts))
 
 
-def per_partition(frame, function: Callable, *args, paths: list | None = None) -> list:
+def per_partition(
+    frame: dd.DataFrame, function: Callable[..., Any], *args: Any, paths: list[UPath] | None = None
+) -> list[Any]:
     """`function(partition, *args)` on every partition, on the workers (the i-th call also gets `paths[i]`);
     the results in partition order. Only what the function returns comes back to this process."""
     import dask
@@ -104,7 +110,7 @@ def per_partition(frame, function: Callable, *args, paths: list | None = None) -
     return list(dask.compute(*calls))
 
 
-def sample(frame, rows: int, total: int, seed: int) -> pd.DataFrame:
+def sample(frame: dd.DataFrame, rows: int, total: int, seed: int) -> pd.DataFrame:
     """A uniform sample of about `rows` rows (every partition sampled at the same rate), in partition order."""
     fraction = min(1.0, rows / max(total, 1))
     if fraction >= 1.0:

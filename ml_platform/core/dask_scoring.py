@@ -8,6 +8,8 @@ rows, and the drift reference and the naive baseline a uniform sample of `REFERE
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
@@ -19,11 +21,18 @@ from ml_platform.core.holdout import Holdout, data_section
 from ml_platform.core.training_set import SPLIT
 from ml_platform.spec import ModelSpec
 
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+
+    from ml_platform.core.model import Model
+
 REFERENCE_ROWS = 100_000
 PREDICTION, CHAMPION = "__prediction__", "__champion__"
 
 
-def holdout_on_dask(spec: ModelSpec, stored: StoredPartitions, candidate, champion=None) -> Holdout:
+def holdout_on_dask(
+    spec: ModelSpec, stored: StoredPartitions, candidate: Model, champion: Model | None = None
+) -> Holdout:
     """The held-out days scored on the workers by the candidate (and the champion), with the samples
     evaluation reads features from."""
     frame, seed = stored.frame, spec.training.seed
@@ -51,7 +60,7 @@ def holdout_on_dask(spec: ModelSpec, stored: StoredPartitions, candidate, champi
     )
 
 
-def _scored(part: pd.DataFrame, candidate, champion, columns: list[str]) -> pd.DataFrame:
+def _scored(part: pd.DataFrame, candidate: Model, champion: Model | None, columns: list[str]) -> pd.DataFrame:
     out = part[columns].reset_index(drop=True)
     for name, model in ((PREDICTION, candidate), (CHAMPION, champion)):
         if model is not None and len(part):
@@ -73,7 +82,7 @@ def _column(scored: pd.DataFrame, name: str) -> np.ndarray:
     return scored[[c for c in scored.columns if c.startswith(name)]].to_numpy(dtype=np.float64)
 
 
-def score_on_dask(stored: StoredPartitions, model, version: str, keep: list[str]):
+def score_on_dask(stored: StoredPartitions, model: Model, version: str, keep: list[str]) -> dd.DataFrame:
     """The `predictions` rows of stored feature partitions, scored on the workers: a lazy Dask DataFrame (the
     key, timestamp and target columns kept, the prediction, a classifier's predicted label and the model version
     beside them)."""
@@ -82,10 +91,11 @@ def score_on_dask(stored: StoredPartitions, model, version: str, keep: list[str]
     if model.labels is not None:
         columns["predicted_label"] = pd.Series(dtype=object)
     meta = frame._meta[keep].assign(**columns, model_version=pd.Series(dtype=object))
-    return frame.map_partitions(_predictions, model, version, keep, meta=meta)
+    scored: dd.DataFrame = frame.map_partitions(_predictions, model, version, keep, meta=meta)
+    return scored
 
 
-def _predictions(part: pd.DataFrame, model, version: str, keep: list[str]) -> pd.DataFrame:
+def _predictions(part: pd.DataFrame, model: Model, version: str, keep: list[str]) -> pd.DataFrame:
     scores = model.predict(part) if len(part) else np.empty(0)
     out = part[keep].reset_index(drop=True)
     out["prediction"] = pd.Series(
@@ -97,7 +107,7 @@ def _predictions(part: pd.DataFrame, model, version: str, keep: list[str]) -> pd
     return out.assign(model_version=version)
 
 
-def features_with_predictions(stored: StoredPartitions, model) -> pd.DataFrame:
+def features_with_predictions(stored: StoredPartitions, model: Model) -> pd.DataFrame:
     """Stored feature partitions with the model's `prediction` column (multiclass: the predicted label), scored
     on the workers and gathered: drift's batch fallback for a day without traffic."""
     if stored.frame is None:
@@ -106,7 +116,7 @@ def features_with_predictions(stored: StoredPartitions, model) -> pd.DataFrame:
     return concat_partitions(parts).reset_index(drop=True)
 
 
-def _with_prediction(part: pd.DataFrame, model) -> pd.DataFrame:
+def _with_prediction(part: pd.DataFrame, model: Model) -> pd.DataFrame:
     if not len(part):
         return part
     return part.assign(prediction=model.predict_labels(part) if model.task == "multiclass" else model.predict(part))

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
 import lightgbm as lgb
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ml_platform.core.dask_cluster import killed_workers_explained, watched, worker_memory
@@ -44,11 +47,17 @@ from ml_platform.core.training import (
 from ml_platform.core.training_set import SPLIT, TrainingSet, check_coverage, windows_of
 from ml_platform.spec import ModelSpec
 
+if TYPE_CHECKING:
+    import dask.dataframe as dd
+    from distributed import Client
+
 LABEL = "__label__"
 BINS = 2048  # score histogram resolution of the validation AUC per round
 
 
-def build_training_set_on_dask(stored: StoredPartitions, spec: ModelSpec, partitions) -> TrainingSet:
+def build_training_set_on_dask(
+    stored: StoredPartitions, spec: ModelSpec, partitions: Sequence[str] | Mapping[str, tuple[datetime, datetime]]
+) -> TrainingSet:
     """`build_training_set` on the window's stored feature partitions, on the workers."""
     windows = windows_of(partitions)
     versions: dict[str, str] = {}
@@ -65,20 +74,22 @@ def build_training_set_on_dask(stored: StoredPartitions, spec: ModelSpec, partit
     return TrainingSet(frame, split_summary(frame, spec), versions)
 
 
-def _days_of(part: pd.DataFrame, timestamp: str) -> set:
+def _days_of(part: pd.DataFrame, timestamp: str) -> set[pd.Timestamp]:
     return set(part[timestamp].dt.normalize().unique()) if len(part) else set()
 
 
-def _with_split(part: pd.DataFrame, timestamp: str, key: str | None, valid_start, test_start) -> pd.DataFrame:
+def _with_split(
+    part: pd.DataFrame, timestamp: str, key: str | None, valid_start: np.datetime64, test_start: np.datetime64
+) -> pd.DataFrame:
     """A partition in time order (then key, as the local engine sorts the window) with each row's split."""
     part = part.sort_values([timestamp, *([key] if key else [])], kind="stable").reset_index(drop=True)
     day = part[timestamp].dt.normalize()
     return part.assign(**{SPLIT: np.where(day < valid_start, "train", np.where(day < test_start, "valid", "test"))})
 
 
-def split_summary(frame, spec: ModelSpec) -> dict[str, dict]:
+def split_summary(frame: dd.DataFrame, spec: ModelSpec) -> dict[str, dict[str, Any]]:
     """`Split.summary` of a Dask training set: rows, first and last day, target balance per split."""
-    merged: dict[str, dict] = {}
+    merged: dict[str, dict[str, Any]] = {}
     for part in per_partition(frame, _split_stats, spec.timestamp, spec.target.name, spec.task, spec.target.positive):
         for split, stats in part.items():
             into = merged.setdefault(split, {"rows": 0, "first": None, "last": None, "sum": 0.0, "classes": {}})
@@ -106,15 +117,15 @@ def split_summary(frame, spec: ModelSpec) -> dict[str, dict]:
     return out
 
 
-def _day(stamp) -> str | None:
+def _day(stamp: pd.Timestamp | None) -> str | None:
     return str(pd.Timestamp(stamp).date()) if stamp is not None else None
 
 
-def _split_stats(part: pd.DataFrame, timestamp: str, target: str, task: str, positive: Any = None) -> dict:
-    out = {}
+def _split_stats(part: pd.DataFrame, timestamp: str, target: str, task: str, positive: Any = None) -> dict[str, Any]:
+    out: dict[str, dict[str, Any]] = {}
     for split, rows in part.groupby(SPLIT, sort=False):
         values = positives(rows[target], positive) if task == "binary" else rows[target]
-        out[split] = {
+        out[str(split)] = {
             "rows": len(rows),
             "first": rows[timestamp].min(),
             "last": rows[timestamp].max(),
@@ -136,7 +147,7 @@ def versions_on_dask(stored: StoredPartitions, timestamp: str) -> dict[str, str]
 
 
 def train_on_dask(
-    spec: ModelSpec, stored: StoredPartitions, client, extra_manifest: dict | None = None
+    spec: ModelSpec, stored: StoredPartitions, client: Client, extra_manifest: dict[str, Any] | None = None
 ) -> TrainingResult:
     """The model of a stored Dask training set, trained on the workers (see the module's docstring)."""
     started = time.perf_counter()
@@ -203,7 +214,9 @@ def train_on_dask(
     )
 
 
-def _validation_curve(rows, booster, encoder: FeatureEncoder, spec: ModelSpec, classes) -> dict[str, list[float]]:
+def _validation_curve(
+    rows: dd.DataFrame, booster: lgb.Booster, encoder: FeatureEncoder, spec: ModelSpec, classes: list[Any] | None
+) -> dict[str, list[float]]:
     """The validation metrics LightGBM's early stopping watches, after every round, on every validation row:
     additive per-round sums from each partition (on the workers), combined here."""
     parts = [
@@ -227,7 +240,9 @@ def _validation_curve(rows, booster, encoder: FeatureEncoder, spec: ModelSpec, c
     return {"rmse": list(np.sqrt(total["squares"] / n)), "l1": list(total["absolute"] / n)}
 
 
-def _round_sums(part: pd.DataFrame, booster, encoder: FeatureEncoder, target: str, classes, task: str) -> dict:
+def _round_sums(
+    part: pd.DataFrame, booster: lgb.Booster, encoder: FeatureEncoder, target: str, classes: list[Any] | None, task: str
+) -> dict[str, Any]:
     """Per-round sums of one partition's validation rows: the raw score grows by one round's trees at a time."""
     if not len(part):
         return {}
@@ -238,7 +253,7 @@ def _round_sums(part: pd.DataFrame, booster, encoder: FeatureEncoder, target: st
             return {}
     matrix = encoder.transform(part)
     rounds = booster.current_iteration()
-    raw = 0.0
+    raw: npt.NDArray[np.float64] = np.zeros(())  # broadcasts as 0.0 would: then one raw score (per class) per row
     out: dict[str, Any] = {
         "rows": len(part),
         "logloss": np.zeros(rounds),
@@ -249,7 +264,11 @@ def _round_sums(part: pd.DataFrame, booster, encoder: FeatureEncoder, target: st
         "negative": np.zeros((rounds, BINS)),
     }
     for i in range(rounds):
-        raw = raw + booster.predict(matrix, raw_score=True, start_iteration=i, num_iteration=1)
+        # lightgbm's stubs allow the sparse and list answers of sparse input and pred_contrib too
+        scores = cast(
+            "npt.NDArray[np.float64]", booster.predict(matrix, raw_score=True, start_iteration=i, num_iteration=1)
+        )
+        raw = raw + scores
         if task == "binary":
             p = np.clip(1.0 / (1.0 + np.exp(-raw)), 1e-15, 1 - 1e-15)
             out["logloss"][i] = -np.sum(y * np.log(p) + (1 - y) * np.log(1 - p))
@@ -268,7 +287,7 @@ def _round_sums(part: pd.DataFrame, booster, encoder: FeatureEncoder, target: st
     return out
 
 
-def _codes(values: pd.Series, classes: list | None) -> np.ndarray:
+def _codes(values: pd.Series, classes: list[Any] | None) -> np.ndarray:
     """The target as LightGBM labels: class codes (-1 outside the classes), or the value for regression."""
     if classes is None:
         return values.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -284,7 +303,7 @@ def _binned_auc(positive: np.ndarray, negative: np.ndarray) -> float:
     return float((np.sum(positive * below) + 0.5 * np.sum(positive * negative)) / pairs)
 
 
-def _metrics_of(rows, model: Model, spec: ModelSpec) -> dict[str, float]:
+def _metrics_of(rows: dd.DataFrame, model: Model, spec: ModelSpec) -> dict[str, float]:
     """A model's task metrics on rows scored on the workers (a prediction and a label per row come back)."""
     parts = per_partition(rows, _scored_labels, model, spec.target.name)
     scored = pd.concat([p for p in parts if len(p)], ignore_index=True) if any(len(p) for p in parts) else None
@@ -306,14 +325,14 @@ def _scored_labels(part: pd.DataFrame, model: Model, target: str) -> pd.DataFram
 
 
 def _encoder_and_classes(
-    frame, spec: ModelSpec, splits: list[str]
-) -> tuple[FeatureEncoder, list | None, dict[str, int]]:
+    frame: dd.DataFrame, spec: ModelSpec, splits: list[str]
+) -> tuple[FeatureEncoder, list[Any] | None, dict[str, int]]:
     """The encoder with every categorical level of the rows the model is fitted on, the classes, and how many
     training and validation rows carry a label outside them (left out, as the local engine leaves them out),
     all collected on the workers (the local engine's `FeatureEncoder.fit` and `classes_of` on the same rows)."""
     features, target = spec.features, spec.target.name
-    levels: dict[str, set] = {name: set() for name in features.all_categorical}
-    found: dict[str, Counter] = {"train": Counter(), "valid": Counter()}
+    levels: dict[str, set[str]] = {name: set() for name in features.all_categorical}
+    found: dict[str, Counter[Any]] = {"train": Counter(), "valid": Counter()}
     for part in per_partition(frame, _distinct, features.all_categorical, target, splits, spec.task):
         for name, values in part["levels"].items():
             levels[name] |= values
@@ -333,7 +352,7 @@ def _encoder_and_classes(
     return encoder, classes, left_out
 
 
-def _distinct(part: pd.DataFrame, categorical: list[str], target: str, splits: list[str], task: str) -> dict:
+def _distinct(part: pd.DataFrame, categorical: list[str], target: str, splits: list[str], task: str) -> dict[str, Any]:
     """A partition's categorical levels (of the rows the model is fitted on) and its label counts per split."""
     rows = part[part[SPLIT].isin(splits)]
     return {
@@ -344,12 +363,12 @@ def _distinct(part: pd.DataFrame, categorical: list[str], target: str, splits: l
     }
 
 
-def _threads(client) -> int:
-    threads = [info.get("nthreads", 1) for info in client.scheduler_info(n_workers=-1)["workers"].values()]
+def _threads(client: Client) -> int:
+    threads: list[int] = [info.get("nthreads", 1) for info in client.scheduler_info(n_workers=-1)["workers"].values()]
     return max(1, min(threads or [1]))
 
 
-def _encoded(part: pd.DataFrame, encoder: FeatureEncoder, target: str, classes: list | None) -> pd.DataFrame:
+def _encoded(part: pd.DataFrame, encoder: FeatureEncoder, target: str, classes: list[Any] | None) -> pd.DataFrame:
     """A partition as LightGBM's float matrix plus the label (class index, or the value for regression)."""
     labels = _codes(part[target], classes)
     if classes is not None:  # as the local engine: a label outside the classes is not trained on
@@ -358,7 +377,15 @@ def _encoded(part: pd.DataFrame, encoder: FeatureEncoder, target: str, classes: 
     return frame.assign(**{LABEL: labels})
 
 
-def _fit(client, spec: ModelSpec, params: dict, rounds: int, rows, encoder: FeatureEncoder, classes) -> Any:
+def _fit(
+    client: Client,
+    spec: ModelSpec,
+    params: dict[str, Any],
+    rounds: int,
+    rows: dd.DataFrame,
+    encoder: FeatureEncoder,
+    classes: list[Any] | None,
+) -> lgb.Booster:
     """lightgbm.dask on the encoded rows (persisted on the workers), watched: a worker lost mid-training fails
     the fit at once, instead of leaving it waiting for a worker that is gone."""
     import lightgbm.dask as lgb_dask
@@ -373,4 +400,5 @@ def _fit(client, spec: ModelSpec, params: dict, rounds: int, rows, encoder: Feat
     fitted = watched(
         client, lambda: estimator.fit(encoded[encoder.names], encoded[LABEL], categorical_feature=categorical)
     )
-    return fitted.to_local().booster_
+    booster: lgb.Booster = fitted.to_local().booster_
+    return booster
