@@ -13,8 +13,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -22,12 +24,18 @@ import requests
 
 from ml_platform.core.labels import scalar
 
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.images import Image
 
-def smoke_rows(model, test: pd.DataFrame, count: int = 50) -> list[dict]:
+    from ml_platform.core.model import Model
+
+
+def smoke_rows(model: Model, test: pd.DataFrame, count: int = 50) -> list[dict[str, Any]]:
     """A fixed sample of held-out rows (features only, JSON-safe) that every deployment must score exactly."""
     sample = test.sample(min(count, len(test)), random_state=0)[model.encoder.names]
     return [
-        {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        {str(k): (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
         for row in sample.to_dict(orient="records")
     ]
 
@@ -42,7 +50,7 @@ class SmokeResult:
     max_abs_diff: float
     p50_ms: float
     passed: bool
-    label_mismatches: list[dict] = field(default_factory=list)  # {"row", "expected", "got"}, at most a few
+    label_mismatches: list[dict[str, Any]] = field(default_factory=list)  # {"row", "expected", "got"}, at most a few
 
     @property
     def problem(self) -> str:
@@ -64,7 +72,7 @@ class Deployment:
 
     url: str
     smoke: SmokeResult
-    details: dict
+    details: dict[str, Any]
 
 
 def deploy(
@@ -73,13 +81,13 @@ def deploy(
     version: str,
     port: int,
     home: Path,
-    smoke_rows: list[dict],
+    smoke_rows: list[dict[str, Any]],
     expected: np.ndarray,
-    headers: dict,
-    model_folder=None,
+    headers: dict[str, Any],
+    model_folder: Callable[[], str | Path] | None = None,
     project_dir: Path | None = None,
     service_url: str | None = None,
-    expected_labels: list | None = None,
+    expected_labels: list[Any] | None = None,
 ) -> Deployment:
     """Serve `version` of `model` and prove it: locally, the long-lived process follows the registry alias
     (started when none answers); with Docker, an image with the model baked in replaces the old container
@@ -98,6 +106,8 @@ def deploy(
     if target == "docker":
         if project_dir is None or not (project_dir / "Dockerfile").exists():
             raise DeployError(f"no Dockerfile at {project_dir}: docker deploys run from a project checkout")
+        if model_folder is None:
+            raise DeployError("docker deploys bake the version's model files into the image: model_folder is needed")
         deployed = deploy_docker(
             model,
             version,
@@ -124,7 +134,7 @@ def deploy(
     )
 
 
-def _get(url: str, timeout: float = 2.0) -> dict | None:
+def _get(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     try:
         response = requests.get(url, timeout=timeout)
         return response.json() if response.status_code == 200 else None
@@ -197,7 +207,7 @@ def stop_local_server(model: str, home: Path) -> None:
         pid_file.unlink(missing_ok=True)
 
 
-def wait_for_version(url: str, model: str, version: str, headers: dict, timeout: float = 60.0) -> None:
+def wait_for_version(url: str, model: str, version: str, headers: dict[str, Any], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     served = None
     while time.monotonic() < deadline:
@@ -214,11 +224,11 @@ def wait_for_version(url: str, model: str, version: str, headers: dict, timeout:
 def smoke_test(
     url: str,
     model: str,
-    rows: list[dict],
+    rows: list[dict[str, Any]],
     expected: np.ndarray,
-    headers: dict,
+    headers: dict[str, Any],
     tolerance: float = 1e-9,
-    expected_labels: list | None = None,
+    expected_labels: list[Any] | None = None,
 ) -> SmokeResult:
     """Each row alone through HTTP must match offline scoring; also measures single-row latency. With
     `expected_labels` (offline `labels.predicted(expected)`), each row's answered label must be that one too:
@@ -247,7 +257,7 @@ def smoke_test(
     )
 
 
-def _label_mismatches(got: list, expected: list | None) -> list[dict]:
+def _label_mismatches(got: list[Any], expected: list[Any] | None) -> list[dict[str, Any]]:
     """The rows whose answered label is not the expected one; none when nothing is expected. A bool label must
     not pass for 1 (Python's True == 1), so that difference counts too."""
     if expected is None:
@@ -265,14 +275,16 @@ def _label_mismatches(got: list, expected: list | None) -> list[dict]:
 # --- Docker: blue/green on two host ports (host networking has no bridge to put a proxy behind) ------------
 
 
-def _build_model_image(client, model: str, version: str, model_folder: Path, project_dir: Path, base_tag: str):
+def _build_model_image(
+    client: DockerClient, model: str, version: str, model_folder: Path, project_dir: Path, base_tag: str
+) -> Image:
     """The project image, then a thin image on top with the version's model files baked in and labelled."""
     import shutil
     import tempfile
 
     client.images.build(path=str(project_dir), tag=base_tag, network_mode="host", rm=True)
-    with tempfile.TemporaryDirectory() as context:
-        context = Path(context)
+    with tempfile.TemporaryDirectory() as scratch:
+        context = Path(scratch)
         shutil.copytree(model_folder, context / "model")
         (context / "Dockerfile").write_text(
             f"FROM {base_tag}\nCOPY --chown=app model /opt/model\n"
@@ -294,13 +306,13 @@ def deploy_docker(
     port: int,
     project_dir: Path,
     log_dir: Path,
-    expected_rows: list[dict],
+    expected_rows: list[dict[str, Any]],
     expected: np.ndarray,
-    headers: dict,
+    headers: dict[str, Any],
     base_tag: str = "ml-platform:latest",
     health_timeout: float = 120.0,
-    expected_labels: list | None = None,
-) -> dict:
+    expected_labels: list[Any] | None = None,
+) -> dict[str, Any]:
     """Build an image with the model baked in, run it beside the live one, verify it, then retire the old one.
 
     The two slots are `port` and `port + 1`; the new container takes the free one. If it fails its health
