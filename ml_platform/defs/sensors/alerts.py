@@ -23,9 +23,9 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext):
     run = context.dagster_run
     assets = sorted(key.to_user_string() for key in (run.asset_selection or []))
     failures = [
-        f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
+        f"{event.step_key}: {error.message.strip()}"
         for event in context.get_step_failure_events()
-        if event.event_specific_data and getattr(event.event_specific_data, "error", None)
+        if (error := getattr(event.event_specific_data, "error", None))
     ]
     reason = "; ".join(failures) or (context.failure_event.message or "run failed")
     send_alert(

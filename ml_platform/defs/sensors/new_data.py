@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ml_platform.defs import conventions
-from ml_platform.spec import ModelSpec
+from ml_platform.spec import FilesSource, ModelSpec
 
 
 def new_data_sensor(
@@ -17,7 +17,7 @@ def new_data_sensor(
     Only the newest `lookback` days are looked at (older gaps are a backfill's business), and the run key carries
     the file's size, so a file rewritten with other contents loads again while an unchanged one does not."""
     source = spec.source
-    if getattr(source, "kind", None) != "files" or "{date}" not in source.path:
+    if not isinstance(source, FilesSource) or "{date}" not in source.path:
         return None
     raw_key = conventions.key(spec, "raw")
 

@@ -181,7 +181,10 @@ def latest_per_day(instance: dg.DagsterInstance, key: dg.AssetKey, limit: int = 
     """The metadata of each partition's newest materialization: a day evaluated again counts once."""
     latest: dict[str, dict] = {}
     for record in instance.fetch_materializations(key, limit=limit).records:  # newest first
-        latest.setdefault(record.partition_key, {k: v.value for k, v in record.asset_materialization.metadata.items()})
+        materialization = record.asset_materialization
+        if record.partition_key is None or materialization is None:  # not a day's materialization
+            continue
+        latest.setdefault(record.partition_key, {k: v.value for k, v in materialization.metadata.items()})
     return latest
 
 
