@@ -39,7 +39,7 @@ def md_table(frame: pd.DataFrame) -> dg.MetadataValue:
 def records_table(frame: pd.DataFrame, columns: list[dg.TableColumn]) -> dg.MetadataValue:
     """A frame as a typed table; cells that are not scalars are shown as JSON."""
     return dg.MetadataValue.table(
-        records=[dg.TableRecord({k: _cell(v) for k, v in row.items()}) for row in frame.to_dict(orient="records")],
+        records=[dg.TableRecord({str(k): _cell(v) for k, v in row.items()}) for row in frame.to_dict(orient="records")],
         schema=dg.TableSchema(columns=columns),
     )
 

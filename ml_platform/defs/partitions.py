@@ -31,7 +31,9 @@ def _weekly(start: date, end: date | None) -> dg.WeeklyPartitionsDefinition:
 def data_partitions(spec: ModelSpec, source: DataSource) -> dg.TimeWindowPartitionsDefinition:
     """The partitions of `raw` and `features`; a replay bounds them to the days it covers."""
     replay = source.replay
-    start: date = spec.partitions.start or replay.first_day
+    start = spec.partitions.start or (replay.first_day if replay else None)
+    if start is None:  # the spec's rules ask for partitions.start when the source has no calendar of its own
+        raise ValueError(f"{spec.name}: partitions.start is required for a {source.kind} source")
     end: date | None = spec.partitions.end or (replay.last_day + timedelta(days=1) if replay else None)
     cadence = spec.partitions.cadence
     if cadence == "weekly":

@@ -59,7 +59,10 @@ class MlflowTracking(dg.ConfigurableResource):
         version = mlflow_store.version_of_alias(client, model, mlflow_store.CHAMPION)
         if version is None:
             raise dg.Failure(f"{model} has no champion yet: materialize {model}/champion first")
-        return version, mlflow_store.run_of(client, model, version)
+        run_id = mlflow_store.run_of(client, model, version)
+        if run_id is None:
+            raise dg.Failure(f"{model} v{version} has no training run: register versions through {model}/model")
+        return version, run_id
 
     def champion(self, model: str):
         """(version, Model, training run id) of the champion."""
@@ -226,3 +229,10 @@ def dask_step(resource: DaskCluster, *stored) -> Iterator[tuple[Any, dict]]:
         yield client, resource.metadata()
     except dask_cluster.ClusterError as error:
         raise dg.Failure(str(error)) from None
+
+
+def optional_dask_step(
+    resource: DaskCluster, on_dask: bool, *stored: Any
+) -> contextlib.AbstractContextManager[tuple[Any, dict[str, Any]]]:
+    """`dask_step` for a Dask spec; otherwise no client and no cluster metadata: (None, {})."""
+    return dask_step(resource, *stored) if on_dask else contextlib.nullcontext((None, {}))

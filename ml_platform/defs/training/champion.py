@@ -35,7 +35,7 @@ def champion_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.A
     )
     def champion(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, evaluation: pd.DataFrame):
         registry = mlflow_tracking.registry(spec.name)
-        row = evaluation.iloc[0].to_dict()
+        row = {str(k): v for k, v in evaluation.iloc[0].to_dict().items()}  # column names are text
         record = decide_promotion(
             spec, registry, row, {"dagster_run_id": context.run.run_id, "partition": context.partition_key}
         )

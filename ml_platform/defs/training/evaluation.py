@@ -1,7 +1,6 @@
 """`<model>/evaluation`: the new version on the held-out newest days; the promotion gates are its blocking
 checks, so a version that fails one never reaches `champion` in the same run."""
 
-import contextlib
 import time
 
 import dagster as dg
@@ -12,7 +11,7 @@ from ml_platform.core.evaluation_run import EvaluationRecord, evaluate_version, 
 from ml_platform.core.gates import GATE_NAMES
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import md_table
-from ml_platform.defs.resources import DaskCluster, MlflowTracking, dask_step
+from ml_platform.defs.resources import DaskCluster, MlflowTracking, optional_dask_step
 from ml_platform.spec import ModelSpec
 
 GATE_DESCRIPTIONS = {
@@ -54,11 +53,9 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
         model: pd.DataFrame,
         training_set,
     ):
-        model_row = model.iloc[0].to_dict()
+        model_row = {str(k): v for k, v in model.iloc[0].to_dict().items()}  # column names are text
         registry = mlflow_tracking.registry(spec.name)
-        with (
-            dask_step(dask_cluster, training_set) if conventions.on_dask(spec) else contextlib.nullcontext((None, {}))
-        ) as (_, cluster):
+        with optional_dask_step(dask_cluster, conventions.on_dask(spec), training_set) as (_, cluster):
             record, candidate = evaluate_version(spec, str(model_row["version"]), training_set, registry)
         # A no-op retrain's version keeps the record of its own evaluation: its run, card and gate tags are
         # left as they were (re-logging would overwrite them with this run's); it is still judged here.
@@ -121,7 +118,7 @@ def _metadata(record: EvaluationRecord) -> dict:
         **({"confusion_matrix": md_table(result.confusion.reset_index())} if result.confusion is not None else {}),
         **({"unseen_labels": dg.MetadataValue.json(result.unseen_labels)} if result.unseen_labels else {}),
         "feature_attributions": dg.MetadataValue.json(
-            {k: round(float(v), 6) for k, v in result.attributions.head(20).items()}
+            {str(k): round(float(v), 6) for k, v in result.attributions.head(20).items()}
         ),
         **(
             {

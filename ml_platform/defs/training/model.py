@@ -6,15 +6,13 @@ step trains nothing and registers no copy; it reports that version, with the rea
 version as the materialization that registered it. With `training.engine: dask` it trains on the cluster.
 """
 
-import contextlib
-
 import dagster as dg
 import pandas as pd
 
 from ml_platform.core.retraining import RetrainInputs, UnchangedVersion, retrain_inputs, unchanged_version
 from ml_platform.core.training_run import TrainingError, metric_of, train_and_log
 from ml_platform.defs import conventions
-from ml_platform.defs.resources import DaskCluster, MlflowTracking, dask_step
+from ml_platform.defs.resources import DaskCluster, MlflowTracking, optional_dask_step
 from ml_platform.spec import ModelSpec
 
 
@@ -39,9 +37,7 @@ def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
     def model(
         context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, training_set
     ):  # a DataFrame, or StoredPartitions on Dask
-        with (
-            dask_step(dask_cluster, training_set) if conventions.on_dask(spec) else contextlib.nullcontext((None, {}))
-        ) as (client, cluster):
+        with optional_dask_step(dask_cluster, conventions.on_dask(spec), training_set) as (client, cluster):
             return _train(context, mlflow_tracking, spec, training_set, client, cluster)
 
     return model
