@@ -108,15 +108,15 @@ class Target(StrictModel):
 
 
 class DerivedFeature(StrictModel):
-    """A feature computed by a named Python function `module:function(frame) -> Series`."""
+    """A feature computed by a named Python function `module:function(frame, timestamp=...) -> Series`."""
 
     name: str
     function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     type: Literal["numeric", "categorical"] = "numeric"
 
-    def load(self) -> Callable[[pd.DataFrame], pd.Series]:
+    def load(self) -> Callable[..., pd.Series]:
         module, _, attribute = self.function.partition(":")
-        function: Callable[[pd.DataFrame], pd.Series] = getattr(importlib.import_module(module), attribute)
+        function: Callable[..., pd.Series] = getattr(importlib.import_module(module), attribute)
         return function
 
 
