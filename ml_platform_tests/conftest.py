@@ -135,3 +135,20 @@ def make_dev(tmp_path):
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
         log.close()
+
+
+# Modules that share one Docker engine and build the project image: one worker runs them, one after the other.
+_DOCKER_MODULES = ("ml_platform_tests/test_docker.py", "ml_platform_tests/stack/")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), a module's tests stay on one worker: they
+    share its module fixtures (a trained model, a started server, a materialized graph), which would otherwise
+    be built once per worker. The Docker modules share one group."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        path = item.nodeid.split("::")[0]
+        group = "docker" if path.startswith(_DOCKER_MODULES) else path
+        item.add_marker(pytest.mark.xdist_group(group))
