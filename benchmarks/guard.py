@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -158,11 +159,16 @@ class Run:
 
 
 def run(benchmark: str, full: bool) -> Run:
+    """One benchmark as a subprocess. Quick forms run with OpenMP threads that sleep while they wait
+    (OMP_WAIT_POLICY=PASSIVE, unless set): with the default spinning, LightGBM's two threads trained the same
+    window 4x to 20x slower whenever other processes held the cores (0.9-2.3 s passive, 4-25 s spinning, on a
+    2-core machine at load 7), which swung training.py's ratios 3x from run to run."""
     command = [sys.executable, str(HERE / benchmark), *([] if full else ["--quick"])]
+    env = dict(os.environ) if full else {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     started = time.perf_counter()
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=FULL_TIMEOUT_S if full else QUICK_TIMEOUT_S
+            command, env=env, capture_output=True, text=True, timeout=FULL_TIMEOUT_S if full else QUICK_TIMEOUT_S
         )
         code, stdout, stderr = done.returncode, done.stdout, done.stderr
     except subprocess.TimeoutExpired as timeout:
