@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 ML_PLATFORM_HOME ?= $(CURDIR)/.ml_platform
 DAGSTER_HOME := $(ML_PLATFORM_HOME)/dagster
 HOST ?= 127.0.0.1
+# Test processes: many tests wait on servers, runs and containers more than they compute, so one more than the
+# cores keeps both busy (ml_platform_tests/conftest.py keeps a module on one worker, longest first).
+TEST_WORKERS ?= 3
 PORT ?= 3000
 export ML_PLATFORM_HOME
 
@@ -61,7 +64,7 @@ lint: install-test
 # (each benchmark's quick form against benchmarks/baseline.json: fails on a figure more than 2x worse).
 test: install-test browser stack-tools lint
 	$(BIN)/python benchmarks/guard.py
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Every benchmark's full form (the heavy ones too: scale, the Docker stack, the suite on two commits); rewrites
 # the full baseline in benchmarks/baseline.json on purpose.

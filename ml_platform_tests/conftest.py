@@ -139,16 +139,36 @@ def make_dev(tmp_path):
 
 # Modules that share one Docker engine and build the project image: one worker runs them, one after the other.
 _DOCKER_MODULES = ("ml_platform_tests/test_docker.py", "ml_platform_tests/stack/")
+# The longest groups (minutes each, from `--durations`) start first, so the run does not end waiting on one.
+_LONGEST_FIRST = (
+    "docker",
+    "ml_platform_tests/test_closed_loop.py",
+    "ml_platform_tests/defs/training/test_dask_engine.py",
+    "ml_platform_tests/defs/training/test_training_layer.py",
+    "ml_platform_tests/ui/test_dagster_ui.py",
+    "ml_platform_tests/serving/test_reliability.py",
+    "ml_platform_tests/serving/test_app.py",
+    "ml_platform_tests/defs/training/test_noop_retrain.py",
+    "ml_platform_tests/test_make_dev.py",
+    "ml_platform_tests/serving/test_registry_outage.py",
+)
+
+
+def _group(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("xdist_group")
+    if marker is not None:
+        return str(marker.args[0] if marker.args else marker.kwargs.get("name", "default"))
+    path = item.nodeid.split("::")[0]
+    return "docker" if path.startswith(_DOCKER_MODULES) else path
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), a module's tests stay on one worker: they
+    """Under pytest-xdist (`make test` runs `-n 3 --dist loadgroup`), a module's tests stay on one worker: they
     share its module fixtures (a trained model, a started server, a materialized graph), which would otherwise
-    be built once per worker. The Docker modules share one group."""
+    be built once per worker. The Docker modules share one group. The longest groups go first."""
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        path = item.nodeid.split("::")[0]
-        group = "docker" if path.startswith(_DOCKER_MODULES) else path
-        item.add_marker(pytest.mark.xdist_group(group))
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(_group(item)))
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))
