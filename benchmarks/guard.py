@@ -1,6 +1,7 @@
 """The benchmark guard: runs each guarded benchmark's `--quick` form and fails when a figure got more than 2x
 worse than its baseline (`benchmarks/baseline.json`), when a benchmark crashes, or when a baseline figure is
-missing from its output. `make test` runs it after lint and before the tests; `make bench` runs the full forms
+missing from its output; a benchmark that fails is run once more and judged on its better attempt, so a
+regression must show twice. `make test` runs it after lint and before the tests; `make bench` runs the full forms
 with `--full --record` and rewrites the baseline on purpose.
 
 Each figure line's `ratio` is compared (contract.py: value over a peer measured in the same run, so the machine's
@@ -141,6 +142,17 @@ def compare(
     return verdicts
 
 
+def best_of(first: list[Observed], second: list[Observed]) -> list[Observed]:
+    """Two attempts' figures merged, each figure at its better ratio: a benchmark that failed is run once more,
+    so a regression must show twice while a noisy round (another process taking the cores) passes."""
+    best = {figure.key: figure for figure in first}
+    for figure in second:
+        kept = best.get(figure.key)
+        if kept is None or worse_factor(kept.ratio, figure.ratio, figure.better) < 1:
+            best[figure.key] = figure
+    return list(best.values())
+
+
 def recorded(observed: list[Observed]) -> dict[str, dict[str, Any]]:
     """A baseline section from one run's figures."""
     return {
@@ -203,6 +215,22 @@ def main(argv: list[str] | None = None) -> int:
         if result.exit_code != 0:
             crashed[benchmark] = f"exit code {result.exit_code}: {result.stderr.strip()[-1500:]}"
     verdicts = compare(stored.get(form, {}), observed, crashed, benchmarks)
+    again = sorted(
+        {v.benchmark for v in verdicts if not v.ok and v.benchmark is not None and v.benchmark in benchmarks}
+    )
+    if again and not args.record:
+        for benchmark in again:
+            print(json.dumps({"benchmark": benchmark, "note": "failed; run once more, judged on its better attempt"}))
+            result = run(benchmark, args.full)
+            figures = parse_figures(benchmark, result.stdout)
+            mine = [figure for figure in observed if figure.benchmark == benchmark]
+            observed = [figure for figure in observed if figure.benchmark != benchmark] + best_of(mine, figures)
+            print(json.dumps({"benchmark": benchmark, "seconds": result.seconds, "figures": len(figures)}), flush=True)
+            if result.exit_code == 0 and benchmark in crashed:
+                del crashed[benchmark]
+            elif result.exit_code != 0:
+                crashed[benchmark] = f"exit code {result.exit_code}: {result.stderr.strip()[-1500:]}"
+        verdicts = compare(stored.get(form, {}), observed, crashed, benchmarks)
     for verdict in verdicts:
         print(json.dumps(asdict(verdict)), flush=True)
     failed = [verdict for verdict in verdicts if not verdict.ok]
