@@ -12,6 +12,7 @@ levels it is given to its training levels (`FeatureEncoder`), so predictions do 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,7 @@ def build_features(raw: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, Fe
 
 
 def _require(raw: pd.DataFrame, spec: ModelSpec) -> None:
-    where = {}
+    where: dict[str, str] = {}
     for field in ("numeric", "categorical"):
         for i, name in enumerate(getattr(spec.features, field)):
             where.setdefault(name, f"features.{field}[{i}]")
@@ -84,7 +85,8 @@ def _target(raw: pd.DataFrame, spec: ModelSpec) -> tuple[pd.Series, pd.Series]:
     if spec.target.column:
         values = raw[spec.target.column]
     else:
-        values = raw.eval(spec.target.expression)
+        assert spec.target.expression is not None, "the spec rules require target.column or target.expression"
+        values = cast(pd.Series, raw.eval(spec.target.expression))  # an expression over columns: one per row
     if spec.task == "binary":
         values = _binary_target(values, known, spec)
     elif spec.task == "multiclass":
@@ -143,7 +145,7 @@ def _binary_target(values: pd.Series, known: pd.Series, spec: ModelSpec) -> pd.S
     return values
 
 
-def target_summary(values: pd.Series, task: str, positive=None) -> dict:
+def target_summary(values: pd.Series, task: str, positive: str | int | bool | None = None) -> dict[str, Any]:
     """What the target looks like: the positive rate (binary), the class counts (multiclass), the mean."""
     if task == "binary":
         if len(values) == 0:
@@ -184,7 +186,7 @@ def concat_partitions(frames: list[pd.DataFrame]) -> pd.DataFrame:
         return pd.concat(frames, ignore_index=True)
     dtypes = {}
     for name in names:
-        levels: set = set()
+        levels: set[Any] = set()
         for frame in frames:
             if name in frame.columns:
                 column = frame[name]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
@@ -62,7 +63,7 @@ class Failure:
     expectation: str
     count: int
     partitions: list[str] = field(default_factory=list)
-    samples: list[dict] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -136,9 +137,10 @@ def validate(
 def _failures(cases: pd.DataFrame, frame: pd.DataFrame, partition_of: pd.Series, samples: int) -> list[Failure]:
     failures = []
     missing_column = cases["check"].astype(str).eq("column_in_dataframe")
-    column = cases["column"].where(~missing_column, cases["failure_case"])
-    cases = cases.assign(column=column.fillna("(table)").astype(str), check=cases["check"].astype(str))
-    for (column, check), group in cases.groupby(["column", "check"], sort=False):
+    columns = cases["column"].where(~missing_column, cases["failure_case"])
+    cases = cases.assign(column=columns.fillna("(table)").astype(str), check=cases["check"].astype(str))
+    for (column_label, check_label), group in cases.groupby(["column", "check"], sort=False):
+        column, check = str(column_label), str(check_label)  # both made text by the `assign` above
         rows = group["index"].dropna()
         rows = rows[rows.isin(frame.index)] if len(rows) else rows
         if check.startswith("column_in_dataframe"):
@@ -170,8 +172,11 @@ def _describe_check(check: str) -> str:
     return {"not_nullable": "no nulls", "field_uniqueness": "unique values"}.get(check, check)
 
 
-def _jsonable(rows: pd.DataFrame) -> list[dict]:
+def _jsonable(rows: pd.DataFrame) -> list[dict[str, Any]]:
     return [
-        {k: (None if pd.isna(v) else v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in row.items()}
+        {
+            str(k): (None if pd.isna(v) else v if isinstance(v, (int, float, str, bool)) else str(v))
+            for k, v in row.items()
+        }  # column names are text (Parquet stores them so)
         for row in rows.to_dict(orient="records")
     ]
