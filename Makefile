@@ -6,7 +6,10 @@ ML_PLATFORM_HOME ?= $(CURDIR)/.ml_platform
 DAGSTER_HOME := $(ML_PLATFORM_HOME)/dagster
 HOST ?= 127.0.0.1
 # Test processes: many tests wait on servers, runs and containers more than they compute, so one more than the
-# cores keeps both busy (ml_platform_tests/conftest.py keeps a module on one worker, longest first).
+# cores keeps both busy (ml_platform_tests/conftest.py keeps a module on one worker, longest first). The Docker
+# tests run alone afterwards: the stack picks its seven ports before minutes of image builds, and other tests'
+# servers took them meanwhile; its services also started past their deadline with two other workers busy.
+# (`|| [ $$? -eq 5 ]`: a PYTEST_ARGS that selects no Docker test is not a failure.)
 TEST_WORKERS ?= 3
 PORT ?= 3000
 export ML_PLATFORM_HOME
@@ -64,7 +67,8 @@ lint: install-test
 # (each benchmark's quick form against benchmarks/baseline.json: fails on a figure more than 2x worse).
 test: install-test browser stack-tools lint
 	$(BIN)/python benchmarks/guard.py
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not docker" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m docker $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # Every benchmark's full form (the heavy ones too: scale, the Docker stack, the suite on two commits); rewrites
 # the full baseline in benchmarks/baseline.json on purpose.
