@@ -12,6 +12,9 @@ HOST ?= 127.0.0.1
 # (`|| [ $$? -eq 5 ]`: a PYTEST_ARGS that selects no Docker test is not a failure.)
 TEST_WORKERS ?= 3
 PORT ?= 3000
+# The code locations `make dev` loads: the one of every spec in ML_PLATFORM_SPECS, or one per team folder
+# (`ml-platform workspace > teams.yaml`, then `make dev WORKSPACE=teams.yaml`; README "Many models").
+WORKSPACE ?= workspace.yaml
 export ML_PLATFORM_HOME
 
 .PHONY: dev test lint bench test-ui browser stack-tools install install-test check backfill-benchmark up down clean
@@ -33,7 +36,7 @@ install-test: $(VENV)/.installed-test
 dev: install
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -w $(WORKSPACE) -h $(HOST) -p $(PORT)
 
 # The browser tests of the Dagster UI drive Debian's chromium (Playwright's own download does not work
 # offline): installed when missing and apt-get can (as root or through sudo); else those tests skip, loudly.

@@ -2,6 +2,9 @@
 
 ml-platform check [PATH]   validate one spec file or a folder of specs (default: ML_PLATFORM_SPECS or the
                            bundled specs) without starting Dagster; exit status 1 on any error
+ml-platform workspace [ROOT] [--output FILE]
+                           workspace.yaml with one code location per team folder of specs under ROOT (default:
+                           ML_PLATFORM_SPECS), so a broken spec fails its own team's location only
 ml-platform serve --model NAME [--host 127.0.0.1] [--port N] [--workers N] [--ssl-certfile F --ssl-keyfile F]
                            serve the model's `champion` over HTTP(S); reloads when the alias moves
 ml-platform endpoints [--json]
@@ -60,11 +63,30 @@ def check(path: str | None) -> int:
     return 1 if failed else 0
 
 
+def workspace(root: str | None, output: str | None) -> int:
+    from ml_platform import locations
+
+    try:
+        text = locations.workspace_yaml(Path(root) if root else locations.specs_root())
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return 1
+    if output:
+        Path(output).write_text(text)
+        print(f"wrote {output}: {text.count('location_name:')} code locations")
+    else:
+        print(text, end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ml-platform", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     check_parser = commands.add_parser("check", help="validate model specs without starting Dagster")
     check_parser.add_argument("path", nargs="?", help="a spec file or a folder of specs")
+    workspace_parser = commands.add_parser("workspace", help="workspace.yaml: one code location per team folder")
+    workspace_parser.add_argument("root", nargs="?", help="the folder of team folders (default: ML_PLATFORM_SPECS)")
+    workspace_parser.add_argument("--output", help="write it to this file instead of printing it")
     serve_parser = commands.add_parser("serve", help="serve a model's champion over HTTP")
     serve_parser.add_argument("--model", required=True, help="the model's name (its spec's `name`)")
     serve_parser.add_argument("--host", default="127.0.0.1")
@@ -101,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return simulate_command(args)
     if args.command == "check":
         return check(args.path)
+    if args.command == "workspace":
+        return workspace(args.root, args.output)
     if args.command == "serve":
         return serve(args)
     if args.command == "endpoints":

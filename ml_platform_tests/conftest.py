@@ -108,7 +108,8 @@ def webhook():
 
 @pytest.fixture
 def make_dev(tmp_path):
-    """`make_dev(port, env)` starts the README's `make dev` in its own process group; all are ended after."""
+    """`make_dev(port, env, *make_args)` starts the README's `make dev` in its own process group; all are ended
+    after."""
     import os
     import signal
     import subprocess
@@ -116,12 +117,12 @@ def make_dev(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     started = []
 
-    def start(port: int, env: dict) -> subprocess.Popen:
+    def start(port: int, env: dict, *make_args: str) -> subprocess.Popen:
         log = (tmp_path / f"dagster_dev_{port}.log").open("w")
         # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; an earlier test's store must not leak in
         env = {k: v for k, v in env.items() if k != "DAGSTER_HOME" and not k.startswith("MLFLOW_")}
         process = subprocess.Popen(
-            ["make", "--no-print-directory", "dev", f"PORT={port}"],
+            ["make", "--no-print-directory", "dev", f"PORT={port}", *make_args],
             cwd=repo,
             env=env,
             stdout=log,
