@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,20 +22,16 @@ import pytest
 import requests
 import yaml
 
+from ml_platform_tests.waiting import free_port, wait_for
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def platform(request, tmp_path, webhook, make_dev):
     """`make dev` on a free port with a spec whose endpoint port is free too; stopped with its process group.
     Indirect parameters override spec sections (`{"serving": {"rollout": ...}}`)."""
-    ui_port, api_port = _free_port(), _free_port()
+    ui_port, api_port = free_port(), free_port()
     home = tmp_path / "home"
     specs = tmp_path / "specs"
     specs.mkdir()
@@ -129,16 +124,6 @@ def _simulate(env: dict, endpoint: str, day: date, drift: str | None = None) -> 
 
 def _info(endpoint: str) -> dict:
     return requests.get(f"{endpoint}/v1/models/flight_delay", timeout=5).json()
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(2)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
 
 
 def _sensor_story(home: Path, name: str, last: int = 8) -> list[str]:
@@ -257,7 +242,7 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
         assert {"metric_floor", "not_worse_than_champion", "fairness_gap", "prediction_sanity"} <= checks
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.SUCCESS
 
-    _wait_for(lambda: _info(endpoint)["version"] == "2", 120, "the endpoint serving the retrained version")
+    wait_for(lambda: _info(endpoint)["version"] == "2", 120, "the endpoint serving the retrained version")
     # for its first days the new champion is answered with v1 scored beside it: rollback compares like with like
     assert _info(endpoint)["previous_scored_beside"] == "1"
     if os.environ.get("ML_PLATFORM_SCENARIO_TIMINGS"):  # read by benchmarks/monitoring.py --scenario
@@ -325,7 +310,7 @@ def test_a_shadow_challenger_is_judged_online_and_promoted_or_retired(platform, 
     registry = Registry(MlflowClient(tracking_uri=uri, registry_uri=uri), "flight_delay")
     assert registry.aliases() == {"champion": "1", "challenger": "2"}
     assert registry.history()[-1]["action"] == "online-trial"
-    _wait_for(lambda: _info(endpoint)["challenger"] == "2", 60, "the endpoint loading the gated challenger")
+    wait_for(lambda: _info(endpoint)["challenger"] == "2", 60, "the endpoint loading the gated challenger")
 
     _simulate(env, endpoint, week_end)  # the day's outcomes are in its features already (replayed history)
     run(
@@ -334,7 +319,7 @@ def test_a_shadow_challenger_is_judged_online_and_promoted_or_retired(platform, 
         tags={"dagster/partition": week_end.isoformat()},
     )
     try:
-        decision = _wait_for(
+        decision = wait_for(
             lambda: next((r for r in reversed(registry.history()) if r.get("trigger") == "online_challenger"), None),
             180,
             "the online challenger decision",
@@ -349,7 +334,7 @@ def test_a_shadow_challenger_is_judged_online_and_promoted_or_retired(platform, 
     if decision["action"] == "promote":
         assert decision["version"] == "2" and set(decision["gates"]) >= {"metric_floor", "not_worse_than_champion"}
         assert decision["gain"] > 0
-        _wait_for(lambda: _info(endpoint)["version"] == "2", 180, "the endpoint serving the promoted challenger")
+        wait_for(lambda: _info(endpoint)["version"] == "2", 180, "the endpoint serving the promoted challenger")
         with DagsterInstance.from_config(str(home / "dagster")) as instance:
             (redeploy,) = list(instance.get_runs(RunsFilter(tags={"ml_platform/reason": "online challenger won"})))
             assert _wait_run(client, redeploy.run_id, home) == "SUCCESS"
@@ -357,7 +342,7 @@ def test_a_shadow_challenger_is_judged_online_and_promoted_or_retired(platform, 
     else:
         assert decision["action"] == "retire-challenger" and decision["gain"] <= 0
         assert registry.aliases() == {"champion": "1"}
-        _wait_for(lambda: _info(endpoint)["challenger"] is None, 60, "the endpoint dropping the retired challenger")
+        wait_for(lambda: _info(endpoint)["challenger"] is None, 60, "the endpoint dropping the retired challenger")
         kind = "challenger_retired"
     assert [a["kind"] for a in alerts if a["kind"].startswith("challenger")] == [kind]
     _assert_sensors_ticked_cleanly(home, {"flight_delay_online_challenger", "flight_delay_rollback_on_regression"})

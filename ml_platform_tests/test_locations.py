@@ -4,10 +4,8 @@ location while the other team's location loads, ticks and runs."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import yaml
 
 from ml_platform import locations
 from ml_platform.spec import SpecError
+from ml_platform_tests.waiting import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = yaml.safe_load((REPO / "ml_platform" / "specs" / "flight_delay.yaml").read_text())
@@ -29,12 +28,6 @@ def _spec(folder: Path, name: str, port: int, **changes: dict) -> Path:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_workspace_has_one_location_per_team_folder_with_specs(tmp_path):
@@ -106,12 +99,12 @@ def test_a_broken_spec_fails_its_own_location_while_the_other_ticks_and_runs(tmp
     from dagster_graphql import DagsterGraphQLClient
 
     root, home = tmp_path / "specs", tmp_path / "home"
-    _spec(root / "alpha", "alpha_ok", _free_port())
-    broken = _spec(root / "alpha", "alpha_broken", _free_port(), partitions={"cadence": "fortnightly"})
-    _spec(root / "beta", "beta_ok", _free_port())
+    _spec(root / "alpha", "alpha_ok", free_port())
+    broken = _spec(root / "alpha", "alpha_broken", free_port(), partitions={"cadence": "fortnightly"})
+    _spec(root / "beta", "beta_ok", free_port())
     workspace = tmp_path / "teams.yaml"
     workspace.write_text(locations.workspace_yaml(root))
-    ui_port = _free_port()
+    ui_port = free_port()
     env = {**_environ(), "ML_PLATFORM_HOME": str(home), "ML_PLATFORM_SPECS": str(root)}
     process = make_dev(ui_port, env, f"WORKSPACE={workspace}")
 
@@ -124,7 +117,7 @@ def test_a_broken_spec_fails_its_own_location_while_the_other_ticks_and_runs(tmp
         found = {e["name"]: e for e in answer.json()["data"]["workspaceOrError"]["locationEntries"]}
         return found if all(e["loadStatus"] == "LOADED" for e in found.values()) else None
 
-    loaded = _wait_for(entries, 300, "both locations loading")
+    loaded = wait_for(entries, 300, "both locations loading")
     alpha, beta = loaded["alpha"]["locationOrLoadError"], loaded["beta"]["locationOrLoadError"]
     assert beta["__typename"] == "RepositoryLocation", beta
     assert alpha["__typename"] == "PythonError", alpha
@@ -148,7 +141,7 @@ def test_a_broken_spec_fails_its_own_location_while_the_other_ticks_and_runs(tmp
         status = client.get_run_status(run_id).value
         return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
 
-    assert _wait_for(finished, 300, "beta's run") == "SUCCESS", process.log_path.read_text()[-3000:]
+    assert wait_for(finished, 300, "beta's run") == "SUCCESS", process.log_path.read_text()[-3000:]
 
     # beta's sensors tick under the daemon; alpha has none to tick
     def ticked_locations() -> set[str] | None:
@@ -160,7 +153,7 @@ def test_a_broken_spec_fails_its_own_location_while_the_other_ticks_and_runs(tmp
             }
         return ticked or None
 
-    assert _wait_for(ticked_locations, 180, "a sensor tick") == {"beta"}
+    assert wait_for(ticked_locations, 180, "a sensor tick") == {"beta"}
 
 
 LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
@@ -171,13 +164,3 @@ def _environ() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ML_PLATFORM_"))}
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(2)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
