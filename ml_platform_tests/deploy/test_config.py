@@ -125,7 +125,7 @@ def test_workspace_yaml_is_one_grpc_location_named_ml_platform_from_the_environm
 # --- deploy/docker-compose.yaml ------------------------------------------------------------------------
 
 
-def _compose_config(tmp_path: Path, settings: dict[str, str]) -> subprocess.CompletedProcess:
+def _compose_config(tmp_path: Path, settings: dict[str, str], *overlays: Path) -> subprocess.CompletedProcess:
     compose = shutil.which("docker-compose")
     if compose is None:
         pytest.skip(
@@ -136,8 +136,9 @@ def _compose_config(tmp_path: Path, settings: dict[str, str]) -> subprocess.Comp
     env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
     # only the settings file may decide: compose would substitute from its own environment first
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("ML_PLATFORM_", "COMPOSE_"))}
+    files = [arg for path in (COMPOSE_FILE, *overlays) for arg in ("-f", str(path))]
     return subprocess.run(
-        [compose, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config"],
+        [compose, *files, "--env-file", str(env_file), "config"],
         capture_output=True,
         text=True,
         env=environment,
@@ -180,6 +181,39 @@ def test_compose_run_containers_get_the_stacks_data_volume(tmp_path):
     assert config["volumes"]["data"]["name"] == "staging_data"
     context = json.loads(config["services"]["code-server"]["environment"]["DAGSTER_CONTAINER_CONTEXT"])
     assert "staging_data:/var/lib/ml_platform" in context["docker"]["container_kwargs"]["volumes"]
+
+
+def test_the_teams_overlay_serves_each_team_folder_from_its_own_code_server(tmp_path, monkeypatch):
+    """deploy/teams: two code servers (`ml_platform.locations`, one team folder each) with the same settings, and
+    the workspace the webserver and the daemon read names both."""
+    from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+    overlay = DEPLOY / "teams" / "docker-compose.teams.yaml"
+    result = _compose_config(tmp_path, {**SECRETS, "ML_PLATFORM_SPECS": "/var/lib/ml_platform/specs"}, overlay)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert set(services) == SERVICES | {"code-server-team-b"}
+    servers = {}
+    for name in ("code-server", "code-server-team-b"):
+        command = services[name]["command"]
+        assert command[command.index("--module-name") + 1] == "ml_platform.locations"
+        servers[command[command.index("--location-name") + 1]] = command[command.index("--port") + 1]
+        assert command[command.index("--attribute") + 1] == command[command.index("--location-name") + 1]
+    assert servers == {"team_a": "4000", "team_b": "4001"}
+    # the second server's settings are the first's (the overlay cannot reuse the base file's anchors)
+    assert services["code-server-team-b"]["environment"] == services["code-server"]["environment"]
+    for name in ("webserver", "daemon"):
+        mounted = [v for v in services[name]["volumes"] if str(v).endswith("/opt/dagster/workspace.yaml:ro")]
+        assert mounted and all("teams/workspace.yaml" in str(v) for v in mounted), mounted
+    # the workspace they mount: both locations, on the servers' ports
+    monkeypatch.setenv("ML_PLATFORM_CODE_SERVER_HOST", "127.0.0.1")
+    monkeypatch.setenv("ML_PLATFORM_CODE_SERVER_PORT", "4000")
+    monkeypatch.setenv("ML_PLATFORM_TEAM_B_CODE_SERVER_PORT", "4001")
+    origins = location_origins_from_yaml_paths([str(DEPLOY / "teams" / "workspace.yaml")])
+    assert {(o.location_name, str(o.port)) for o in origins} == set(servers.items())  # type: ignore[attr-defined]
+    # without the folder of team folders the overlay refuses to render, naming the variable
+    refused = _compose_config(tmp_path, SECRETS, overlay)
+    assert refused.returncode != 0 and "ML_PLATFORM_SPECS" in refused.stderr
 
 
 @pytest.mark.parametrize("secret", sorted(SECRETS))
@@ -336,3 +370,21 @@ def test_helm_values_run_the_project_image_with_the_same_instance_settings():
     workspace = yaml.safe_load((DEPLOY / "workspace.yaml").read_text())["load_from"][0]["grpc_server"]
     assert server["name"] == workspace["location_name"] == args[args.index("--location-name") + 1]
     assert (server["host"], server["port"]) == (deployment["name"], deployment["port"])
+
+
+def test_helm_teams_values_give_each_team_folder_its_own_deployment_with_the_base_settings():
+    base = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())["dagster-user-deployments"]["deployments"][0]
+    teams = yaml.safe_load((DEPLOY / "helm" / "values-teams.yaml").read_text())
+    deployments = teams["dagster-user-deployments"]["deployments"]
+    servers = teams["dagsterWebserver"]["workspace"]["servers"]
+    assert len(deployments) == len(servers) == 2
+    for deployment, server in zip(deployments, servers, strict=True):
+        args = deployment["codeServerArgs"]
+        location = args[args.index("--location-name") + 1]
+        assert args[args.index("--module-name") + 1] == "ml_platform.locations"
+        assert args[args.index("--attribute") + 1] == location == server["name"]
+        assert (server["host"], server["port"]) == (deployment["name"], deployment["port"])
+        # Helm replaces lists whole: each deployment carries values.yaml's settings, plus the folder of teams
+        assert {k: v for k, v in deployment["env"].items() if k != "ML_PLATFORM_SPECS"} == base["env"]
+        assert deployment["envSecrets"] == base["envSecrets"] and deployment["image"] == base["image"]
+        assert deployment["includeConfigInLaunchedRuns"] == base["includeConfigInLaunchedRuns"]

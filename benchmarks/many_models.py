@@ -1,0 +1,263 @@
+"""What a model costs when an instance holds many: loading the code location, starting a run, the idle daemon.
+
+N copies of the bundled spec (distinct names and ports, the replay pinned: `contract.REPLAY_OFFSET_WEEKS`) in a
+fresh specs folder and a fresh ML_PLATFORM_HOME / DAGSTER_HOME (the repository's dagster.yaml). Each measure is
+taken in fresh processes, as Dagster takes them:
+
+- `definitions_load_s` (case N specs): a new Python imports `ml_platform.definitions` and builds the repository
+  snapshot a code server serves (every job, sensor and schedule resolved). Peer: the same at 1 spec.
+- `run_start_extra_s_100`: `dagster asset materialize` of one raw partition of one model, whose process loads
+  the whole code location first; at 100 specs minus at 1 spec, alternated. Guarded as the ratio of the two.
+- `idle_daemon_cores_100`: CPU cores used by `dagster-daemon run` and the code server it starts, with 100 specs
+  and nothing to do, over a window after a warm-up (sensors tick, automation evaluates). Peer: 1 spec.
+- `sensors_per_model` and `schedules_at_same_minute` (at 100 specs): counts read off the loaded repository.
+
+    python benchmarks/many_models.py [--quick]
+
+`--quick`: load at 1 and 100 specs, one run each, a 20 s idle window after 20 s (full: 1, 10, 100, 300 specs;
+3 runs each; 60 s warm-up, 150 s window).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import yaml
+from contract import REPLAY_OFFSET_WEEKS, emit, figure, quick_option
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DAY = "2013-06-03"  # the raw partition every run materializes (the pinned replay's calendar)
+GOALS = {"definitions_load_s": {100: 3.0, 300: 6.0}, "run_start_extra_s_100": 1.0, "idle_daemon_cores_100": 0.15}
+
+LOAD = """
+import json, sys, time
+start = time.perf_counter()
+import ml_platform.definitions as location
+imported = time.perf_counter()
+from dagster._core.remote_representation.external_data import RepositorySnap
+repository = location.defs.get_repository_def()
+snap = RepositorySnap.from_def(repository)
+done = time.perf_counter()
+minutes = [s.cron_schedule.split()[:2] for s in repository.schedule_defs if isinstance(s.cron_schedule, str)]
+print(json.dumps({"import_s": imported - start, "load_s": done - start, "sensors": len(repository.sensor_defs),
+                  "schedules": len(repository.schedule_defs), "jobs": len(snap.job_datas or snap.job_refs or []),
+                  "minutes": minutes}))
+"""
+
+
+def write_specs(folder: Path, count: int) -> Path:
+    """`count` copies of the bundled spec, m000 …, each its own port, the replay pinned."""
+    data = yaml.safe_load((REPO / "ml_platform" / "specs" / "flight_delay.yaml").read_text())
+    data["source"]["offset_weeks"] = REPLAY_OFFSET_WEEKS
+    folder.mkdir(parents=True)
+    for i in range(count):
+        copy = {**data, "name": f"m{i:03d}", "serving": {**data["serving"], "port": 21000 + i}}
+        (folder / f"m{i:03d}.yaml").write_text(yaml.safe_dump(copy))
+    return folder
+
+
+def environment(scratch: Path, specs: Path) -> dict[str, str]:
+    """A fresh home per specs folder; the repository's dagster.yaml in its DAGSTER_HOME."""
+    home = scratch / f"home_{specs.name}"
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ML_PLATFORM_", "DAGSTER_"))}
+    return {**env, "ML_PLATFORM_HOME": str(home), "ML_PLATFORM_SPECS": str(specs), "DAGSTER_HOME": str(dagster_home)}
+
+
+def load(env: dict[str, str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD], env=env, cwd=REPO, capture_output=True, text=True, timeout=900, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"loading the code location failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def run_one_partition(env: dict[str, str]) -> float:
+    """Wall seconds of `dagster asset materialize` of m000's raw partition DAY, load included."""
+    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "ml_platform.definitions"]
+    start = time.perf_counter()
+    done = subprocess.run(
+        [*command, "--select", "m000/raw", "--partition", DAY],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"the run failed:\n{done.stderr[-3000:]}")
+    return seconds
+
+
+def idle_cores(env: dict[str, str], scratch: Path, warm_up: float, window: float) -> float:
+    """CPU seconds per second of the daemon and every process it started, over `window` after `warm_up`."""
+    workspace = scratch / "workspace.yaml"
+    shutil.copy(REPO / "workspace.yaml", workspace)
+    log = (scratch / f"daemon_{Path(env['ML_PLATFORM_SPECS']).name}.log").open("w")
+    daemon = subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(warm_up)
+        if daemon.poll() is not None:
+            raise SystemExit(f"the daemon stopped: see {log.name}")
+        before, start = cpu_seconds(daemon.pid), time.perf_counter()
+        time.sleep(window)
+        after, elapsed = cpu_seconds(daemon.pid), time.perf_counter() - start
+    finally:
+        with_group(daemon, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with_group(daemon, signal.SIGKILL)
+            daemon.wait(timeout=30)
+        log.close()
+    # a process alive in both samples counts its difference; one born in the window counts all it used
+    used = sum(after[pid] - before.get(pid, 0.0) for pid in after)
+    return used / elapsed
+
+
+def cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of the process and all its descendants, by pid."""
+    root = psutil.Process(pid)
+    found = {}
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        found[process.pid] = times.user + times.system
+    return found
+
+
+def with_group(process: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    quick_option(parser, "load at 1 and 100 specs, one run each, a 20 s idle window after a 20 s warm-up")
+    args = parser.parse_args()
+    counts = (1, 100) if args.quick else (1, 10, 100, 300)
+    runs = 1 if args.quick else 3
+    warm_up, window = (20.0, 20.0) if args.quick else (60.0, 150.0)
+
+    with tempfile.TemporaryDirectory(prefix="ml_platform_many_") as folder:
+        scratch = Path(folder)
+        envs = {n: environment(scratch, write_specs(scratch / f"specs_{n}", n)) for n in counts}
+        loads = {}
+        for n in counts:
+            loads[n] = load(envs[n])
+            emit(
+                step="load",
+                specs=n,
+                **{k: round(v, 3) if isinstance(v, float) else v for k, v in loads[n].items() if k != "minutes"},
+            )
+        for n in counts[1:]:
+            goal = GOALS["definitions_load_s"].get(n)
+            figure(
+                "definitions_load_s",
+                case=f"{n} specs",
+                value=loads[n]["load_s"],
+                unit="s",
+                peer="the same load at 1 spec, same run",
+                peer_value=loads[1]["load_s"],
+                better="lower",
+                goal=f"<= {goal} s" if goal else None,
+                met=loads[n]["load_s"] <= goal if goal else None,
+                import_s=round(loads[n]["import_s"], 3),
+                peer_import_s=round(loads[1]["import_s"], 3),
+            )
+        figure(
+            "definitions_import_s",
+            value=loads[1]["import_s"],
+            unit="s",
+            peer="the whole load (import + repository snapshot) at 1 spec",
+            peer_value=loads[1]["load_s"],
+            better="lower",
+            goal="<= 1.5 s",
+            met=loads[1]["import_s"] <= 1.5,
+            guarded=False,
+        )
+        at_100 = loads[100]
+        sensors_per_model = (at_100["sensors"] - loads[1]["sensors"]) / 99
+        same_minute = max(Counter(tuple(m) for m in at_100["minutes"]).values(), default=0)
+        emit(
+            figure="sensors_per_model",
+            value=round(sensors_per_model, 3),
+            sensors_at_1=loads[1]["sensors"],
+            sensors_at_100=at_100["sensors"],
+            goal=0,
+            met=sensors_per_model == 0,
+            guard=False,
+        )
+        emit(
+            figure="schedules_at_same_minute",
+            value=same_minute,
+            schedules_at_100=at_100["schedules"],
+            goal="<= 2",
+            met=same_minute <= 2,
+            guard=False,
+        )
+
+        small, large = [], []
+        for _ in range(runs):  # alternated, so a slow minute of the machine hits both sides
+            small.append(run_one_partition(envs[1]))
+            large.append(run_one_partition(envs[100]))
+        emit(step="runs", one_spec_s=[round(s, 2) for s in small], hundred_specs_s=[round(s, 2) for s in large])
+        best_small, best_large = min(small), min(large)
+        figure(
+            "run_start_extra_s_100",
+            value=best_large,
+            unit="s",
+            peer="the same run with 1 spec, same run (value: at 100 specs; extra = value - peer)",
+            peer_value=best_small,
+            better="lower",
+            goal=f"extra <= {GOALS['run_start_extra_s_100']} s",
+            met=best_large - best_small <= GOALS["run_start_extra_s_100"],
+            extra_s=round(best_large - best_small, 2),
+        )
+
+        idle_small = idle_cores(envs[1], scratch, warm_up, window)
+        idle_large = idle_cores(envs[100], scratch, warm_up, window)
+        figure(
+            "idle_daemon_cores_100",
+            value=idle_large,
+            unit="cores",
+            peer="the same daemon with 1 spec, same run",
+            peer_value=idle_small,
+            better="lower",
+            goal=f"<= {GOALS['idle_daemon_cores_100']} cores",
+            met=idle_large <= GOALS["idle_daemon_cores_100"],
+            window_s=window,
+            warm_up_s=warm_up,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
