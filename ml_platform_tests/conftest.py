@@ -153,6 +153,7 @@ _LONGEST_FIRST = (
     "ml_platform_tests/defs/training/test_dask_engine.py",
     "ml_platform_tests/defs/training/test_training_layer.py",
     "ml_platform_tests/ui/test_dagster_ui.py",
+    "ml_platform_tests/ui/test_many_models_ui.py",
     "ml_platform_tests/serving/test_reliability.py",
     "ml_platform_tests/serving/test_app.py",
     "ml_platform_tests/defs/training/test_noop_retrain.py",
