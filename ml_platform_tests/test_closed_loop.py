@@ -256,9 +256,9 @@ def test_drift_triggers_retrain_gates_and_redeploy(platform, webhook, monkeypatc
     _assert_sensors_ticked_cleanly(
         home,
         {
-            "flight_delay_retrain_on_monitoring",
-            "flight_delay_rollback_on_regression",
-            "flight_delay_staleness_alerts",
+            "retrain_on_monitoring",
+            "rollback_on_regression",
+            "staleness_alerts",
             "alert_on_run_failure",
             "ml_platform_automation",
         },
@@ -328,7 +328,7 @@ def test_a_shadow_challenger_is_judged_online_and_promoted_or_retired(platform, 
         with DagsterInstance.from_config(str(home / "dagster")) as instance:
             retrains = [r.tags for r in instance.get_runs(RunsFilter(job_name="flight_delay_retrain"))]
         raise AssertionError(
-            f"{error}; sensor ticks: {_sensor_story(home, 'flight_delay_online_challenger')}; retrain runs: {retrains}"
+            f"{error}; sensor ticks: {_sensor_story(home, 'online_challenger')}; retrain runs: {retrains}"
         ) from None
     assert decision["days"] == [week_end.isoformat()] and decision["rows"] >= 100
     if decision["action"] == "promote":
@@ -345,4 +345,4 @@ def test_a_shadow_challenger_is_judged_online_and_promoted_or_retired(platform, 
         wait_for(lambda: _info(endpoint)["challenger"] is None, 60, "the endpoint dropping the retired challenger")
         kind = "challenger_retired"
     assert [a["kind"] for a in alerts if a["kind"].startswith("challenger")] == [kind]
-    _assert_sensors_ticked_cleanly(home, {"flight_delay_online_challenger", "flight_delay_rollback_on_regression"})
+    _assert_sensors_ticked_cleanly(home, {"online_challenger", "rollback_on_regression"})

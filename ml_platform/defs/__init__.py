@@ -27,7 +27,7 @@ from ml_platform.defs.io_manager import PartitionedParquetIOManager
 from ml_platform.defs.monitoring_assets import build_monitoring
 from ml_platform.defs.partitions import data_partitions, training_partitions
 from ml_platform.defs.resources import dask_from_env, tracking_from_env
-from ml_platform.defs.sensors import alert_on_run_failure, build_sensors
+from ml_platform.defs.sensors import Watched, alert_on_run_failure, build_sensors
 from ml_platform.defs.serving_assets import build_serving
 from ml_platform.defs.training import build_training
 from ml_platform.spec import ModelSpec
@@ -39,8 +39,9 @@ warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec
 warnings.filterwarnings("ignore", message=".*map_resolved_asset_specs.*", category=dg.PreviewWarning)
 
 
-def build_model(spec: ModelSpec) -> dg.Definitions:
-    """Every stage of one model, with the platform's conventions applied."""
+def build_model(spec: ModelSpec) -> tuple[dg.Definitions, Watched]:
+    """Every stage of one model, with the platform's conventions applied, and the model as the shared sensors
+    watch it."""
     source = open_source(spec, settings.home() / "replay")
     data = data_partitions(spec, source)
     training = training_partitions(spec, data)
@@ -50,9 +51,8 @@ def build_model(spec: ModelSpec) -> dg.Definitions:
         build_serving(spec, data),
         build_monitoring(spec, data),
     ]
-    return dg.Definitions.merge(
-        conventions.apply(dg.Definitions.merge(*stages), spec), build_sensors(spec, data, training)
-    )
+    defs = conventions.apply(dg.Definitions.merge(*stages), spec)
+    return defs, Watched.of(spec, data, training, defs)
 
 
 def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
@@ -65,8 +65,9 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
         minimum_interval_seconds=30,
         description="Evaluates every asset's automation condition.",
     )
+    models = [build_model(spec) for spec in specs]
     shared = dg.Definitions(
-        sensors=[alert_on_run_failure, automation],
+        sensors=[alert_on_run_failure, automation, *build_sensors([watched for _defs, watched in models])],
         executor=dg.in_process_executor,
         resources={
             conventions.IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url()),
@@ -74,4 +75,4 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
             conventions.DASK_RESOURCE_KEY: dask_from_env(),
         },
     )
-    return dg.Definitions.merge(*(build_model(spec) for spec in specs), shared)
+    return dg.Definitions.merge(*(defs for defs, _watched in models), shared)

@@ -285,7 +285,7 @@ def test_a_new_file_materializes_its_day(tmp_path, home, instance, write_spec):
         )
     )  # room to train
     defs = build_definitions([spec])
-    sensor = defs.resolve_sensor_def("flight_delay_new_data")
+    sensor = defs.resolve_sensor_def("new_data")
     result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
     (request,) = result.run_requests
     assert request.partition_key == _day(day) and request.tags["ml_platform/reason"] == "new data"

@@ -101,7 +101,7 @@ def test_live_performance_joins_delayed_labels_by_key(platform, instance):
     failing = _materialize(strict, instance, "performance", day)
     (check,) = failing.get_asset_check_evaluations()
     assert not check.passed and "vs floor 0.99" in check.description
-    sensor = strict.resolve_sensor_def("flight_delay_retrain_on_monitoring")
+    sensor = strict.resolve_sensor_def("retrain_on_monitoring")
     (request,) = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=strict)).run_requests
     assert request.tags["ml_platform/reason"] == "performance"
     assert request.tags["ml_platform/trigger"] == f"flight_delay/performance {day}"

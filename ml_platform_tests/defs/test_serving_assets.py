@@ -70,7 +70,7 @@ def test_automation_redeploys_the_endpoint_when_the_champion_moves(platform, ins
     )
     assert after.total_requested == 1
     sensor_names = {s.name for s in defs.sensors}
-    assert {"ml_platform_automation", "alert_on_run_failure", "flight_delay_retrain_on_monitoring"} <= sensor_names
+    assert {"ml_platform_automation", "alert_on_run_failure", "retrain_on_monitoring"} <= sensor_names
 
 
 def test_batch_predictions_of_a_multiclass_model_store_probabilities_and_the_predicted_label(tmp_path, write_spec):

@@ -3,13 +3,15 @@ under its freshness policy and later fresh again. They only tell people; they ne
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 
 from ml_platform.core.alerts import send_alert
 from ml_platform.defs import conventions
-from ml_platform.spec import Freshness, ModelSpec
+from ml_platform.defs.sensors.per_model import Looked, Watched, look_at_each
+from ml_platform.spec import Freshness
 
 
 @dg.run_failure_sensor(
@@ -42,58 +44,79 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext):
     )
 
 
-def staleness_sensor(spec: ModelSpec) -> dg.SensorDefinition | None:
-    """Alerts when `raw`, `model` or `endpoint` turns stale (WARN or FAIL under its freshness policy) and when
-    it is fresh again; None when the spec watches none of them.
+def staleness_sensor(models: Sequence[Watched]) -> dg.SensorDefinition | None:
+    """Alerts when a model's `raw`, `model` or `endpoint` turns stale (WARN or FAIL under its freshness policy)
+    and when it is fresh again, for every model; None when no spec watches any of them.
 
-    The states are Dagster's own, written by the freshness daemon, so this sensor judges nothing itself; the
-    cursor remembers the last state change alerted per asset, so each change alerts once."""
-    name = spec.name
+    The states are Dagster's own, written by the freshness daemon (read for every model in one query), so this
+    sensor judges nothing itself; each model's cursor remembers the last state change alerted per asset, so
+    each change alerts once."""
     policies = {
-        conventions.key(spec, stage): policy
-        for stage, policy in conventions.freshness_by_stage(spec).items()
-        if policy is not None
+        model.name: {
+            conventions.key(model.spec, stage): policy
+            for stage, policy in conventions.freshness_by_stage(model.spec).items()
+            if policy is not None
+        }
+        for model in models
     }
-    keys = list(policies)
-    if not keys:
+    watching = [model for model in models if policies[model.name]]
+    if not watching:
         return None
+    keys = [key for model in watching for key in policies[model.name]]
 
     @dg.sensor(
-        name=f"{name}_staleness_alerts",
+        name="staleness_alerts",
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Alerts when {', '.join(k.to_user_string() for k in keys)} go stale under their "
-        "freshness policies, and when they are fresh again.",
+        description=f"For each model with freshness policies ({len(watching)}): alerts when <model>/raw, "
+        "<model>/model or <model>/endpoint go stale under their policies, and when they are fresh again.",
     )
     def staleness_alerts(context: dg.SensorEvaluationContext):
-        seen = json.loads(context.cursor) if context.cursor else {}
-        sent = []
-        for key, record in context.instance.get_freshness_state_records(keys).items():
-            asset = key.to_user_string()
-            state = record.freshness_state.value
-            mark = f"{state}@{record.updated_at.isoformat()}"
-            before = seen.get(asset, "").split("@")[0]
-            if seen.get(asset) == mark:
-                continue
-            seen[asset] = mark
-            if state in ("WARN", "FAIL") or (state == "PASS" and before in ("WARN", "FAIL")):
-                send_alert(
-                    {
-                        "kind": "stale" if state != "PASS" else "fresh_again",
-                        "model": name,
-                        "asset": asset,
-                        "run_id": None,
-                        "state": state,
-                        "since": record.updated_at.isoformat(),
-                        "reason": _staleness_reason(asset, state, policies[key]),
-                    },
-                    logger=context.log,
-                )
-                sent.append(f"{asset} {state}")
-        context.update_cursor(json.dumps(seen))
-        return dg.SkipReason(f"alerted: {', '.join(sent)}" if sent else "no freshness change to alert")
+        records = context.instance.get_freshness_state_records(keys)
+        return look_at_each(
+            context,
+            watching,
+            lambda model, seen: _alert_changes(context, model.name, policies[model.name], records, seen or {}),
+        )
 
     return staleness_alerts
+
+
+def _alert_changes(
+    context: dg.SensorEvaluationContext,
+    name: str,
+    policies: Mapping[dg.AssetKey, Freshness],
+    records: Mapping[dg.AssetKey, Any],
+    seen: dict[str, str],
+) -> Looked:
+    """One model's freshness changes since its cursor (`{asset: "STATE@since"}`), each alerted once."""
+    sent = []
+    for key, policy in policies.items():
+        record = records.get(key)
+        if record is None:
+            continue
+        asset = key.to_user_string()
+        state = record.freshness_state.value
+        mark = f"{state}@{record.updated_at.isoformat()}"
+        before = seen.get(asset, "").split("@")[0]
+        if seen.get(asset) == mark:
+            continue
+        seen[asset] = mark
+        if state in ("WARN", "FAIL") or (state == "PASS" and before in ("WARN", "FAIL")):
+            send_alert(
+                {
+                    "kind": "stale" if state != "PASS" else "fresh_again",
+                    "model": name,
+                    "asset": asset,
+                    "run_id": None,
+                    "state": state,
+                    "since": record.updated_at.isoformat(),
+                    "reason": _staleness_reason(asset, state, policy),
+                },
+                logger=context.log,
+            )
+            sent.append(f"{asset} {state}")
+    return Looked(seen or None, f"alerted: {', '.join(sent)}" if sent else "no freshness change to alert")
 
 
 def _staleness_reason(asset: str, state: str, policy: Freshness) -> str:

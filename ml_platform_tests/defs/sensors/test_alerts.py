@@ -4,6 +4,7 @@ daemon's own states.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -71,7 +72,7 @@ def test_a_stale_asset_alerts_once_and_again_when_fresh(home, instance, tmp_path
         instance=instance, partition_key=day, asset_selection=[raw]
     )
     assert materialize().success
-    sensor = defs.resolve_sensor_def("flight_delay_staleness_alerts")
+    sensor = defs.resolve_sensor_def("staleness_alerts")
     tick = lambda cursor=None: sensor.evaluate_tick(
         dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
     )
@@ -79,7 +80,7 @@ def test_a_stale_asset_alerts_once_and_again_when_fresh(home, instance, tmp_path
     now = datetime.now(UTC)
     _evaluate_freshness(instance, now)
     fresh = tick()
-    assert received == [] and "no freshness change" in fresh.skip_message
+    assert received == [] and fresh.skip_message == "flight_delay: no freshness change to alert"
 
     _evaluate_freshness(instance, now + timedelta(hours=30))  # raw warns after 26h, fails after 50h
     warned = tick(fresh.cursor)
@@ -93,6 +94,8 @@ def test_a_stale_asset_alerts_once_and_again_when_fresh(home, instance, tmp_path
         "warns after 1 day, 2:00:00 and fails after 2 days, 2:00:00 without a materialization"
     )
     assert "no freshness change" in tick(failed.cursor).skip_message  # one alert per change
+    cursor = json.loads(failed.cursor)  # keyed by model: the model's own cursor
+    assert list(cursor) == ["flight_delay"] and cursor["flight_delay"]["flight_delay/raw"].startswith("FAIL@")
 
     assert materialize().success
     _evaluate_freshness(instance, datetime.now(UTC))

@@ -1,14 +1,18 @@
 """Registry decisions on live outcomes against a real Dagster instance and MLflow registry: rollback of a
-regressing champion, online champion/challenger.
+regressing champion (beside a model whose registry cannot be read), online champion/challenger.
 """
 
 from __future__ import annotations
+
+import json
 
 import dagster as dg
 import mlflow
 
 from ml_platform.core.model import Model
 from ml_platform.core.registry import Registry
+from ml_platform.defs import build_definitions
+from ml_platform.spec import load_spec
 from ml_platform_tests.defs.helpers import (
     _aliases,
     _client,
@@ -23,7 +27,11 @@ from ml_platform_tests.defs.helpers import (
 )
 
 
-def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, instance, webhook, monkeypatch):
+def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(
+    platform, instance, webhook, monkeypatch, tmp_path, write_spec
+):
+    """Beside it in the code location, a model whose registry holds an audit record nobody can read: it is
+    named and logged on every tick, and the rollback of the other goes ahead."""
     url, received = webhook
     monkeypatch.setenv("ML_PLATFORM_ALERT_WEBHOOK", url)
     make, home = platform
@@ -32,10 +40,18 @@ def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, in
     assert _retrain(defs, instance, partitions[0]).success
     assert _retrain(defs, instance, partitions[1]).success
     assert _aliases(home) == {"champion": "2", "previous": "1"}
-    sensor = defs.resolve_sensor_def("flight_delay_rollback_on_regression")
+    broken = write_spec(
+        tmp_path / "specs", {"name": "broken"}, name="broken.yaml", base=tmp_path / "specs" / "spec.yaml"
+    )
+    client = _client(home)
+    client.create_registered_model("broken")
+    client.set_registered_model_tag("broken", "audit.20260101T000000.000000.promote", "{not json")
+    defs = build_definitions([load_spec(tmp_path / "specs" / "spec.yaml"), load_spec(broken)])
+    sensor = defs.resolve_sensor_def("rollback_on_regression")
     resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
     waiting = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources))
-    assert "not enough labelled live rows" in waiting.skip_message
+    assert "flight_delay: not enough labelled live rows" in waiting.skip_message
+    assert waiting.skip_message.splitlines()[0].startswith("broken: FAILED (JSONDecodeError")
 
     run_id = _client(home).get_model_version("flight_delay", "1").run_id
     model = Model.load(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files"))
@@ -47,7 +63,10 @@ def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, in
         assert _materialize(defs, instance, "performance", day).success
     judged = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, definitions=defs))
     (redeploy,) = judged.run_requests  # the endpoint's smoke test proves the restored version serves
+    assert redeploy.job_name == "flight_delay_deploy"
     assert redeploy.asset_selection == [dg.AssetKey(["flight_delay", "endpoint"])]
+    assert redeploy.tags["ml_platform/model"] == "flight_delay"
+    assert set(json.loads(judged.cursor)["_failed"]) == {"broken"}  # still unreadable, still named
     assert redeploy.tags["ml_platform/reason"] == "rollback"
     assert redeploy.tags["ml_platform/trigger"].startswith("v2 → v1")
     assert _aliases(home) == {"champion": "1", "previous": "2"}
@@ -56,7 +75,19 @@ def test_a_new_champion_worse_live_than_the_previous_is_rolled_back(platform, in
     (alert,) = [a for a in received if a["kind"] == "rollback"]
     assert alert["from_version"] == "2" and alert["to_version"] == "1"
     again = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=judged.cursor))
-    assert "no fresh promotion" in again.skip_message and _aliases(home)["champion"] == "1"
+    assert "flight_delay: no fresh promotion" in again.skip_message and _aliases(home)["champion"] == "1"
+    # Nothing moved since: the next tick repeats the finding without reading flight_delay's registry, which is
+    # made unreadable here (only a read would notice); once the last look is old enough, it is read again.
+    client.set_registered_model_tag("flight_delay", "audit.29990101T000000.000000.note", "{not json")
+    quiet = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, resources=resources, cursor=again.cursor))
+    assert quiet.skip_message == again.skip_message
+    assert json.loads(quiet.cursor)["flight_delay"] == json.loads(again.cursor)["flight_delay"]
+    aged = json.loads(quiet.cursor)
+    aged["flight_delay"]["at"] -= 3600
+    reread = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=resources, cursor=json.dumps(aged))
+    )
+    assert set(json.loads(reread.cursor)["_failed"]) == {"broken", "flight_delay"}
 
 
 def test_a_rollback_judges_both_champions_on_the_same_requests(platform, instance, webhook, monkeypatch):
@@ -75,7 +106,7 @@ def test_a_rollback_judges_both_champions_on_the_same_requests(platform, instanc
     partitions = _partitions(defs)
     assert _retrain(defs, instance, partitions[0]).success and _retrain(defs, instance, partitions[1]).success
     assert _aliases(home) == {"champion": "2", "previous": "1"}
-    sensor = defs.resolve_sensor_def("flight_delay_rollback_on_regression")
+    sensor = defs.resolve_sensor_def("rollback_on_regression")
     resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
     tick = lambda: sensor.evaluate_tick(
         dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
@@ -110,7 +141,7 @@ def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_
     assert _aliases(home) == {"champion": "1", "challenger": "2"}
     assert _client(home).get_model_version("flight_delay", "2").tags["gates"] == "passed"
 
-    sensor = defs.resolve_sensor_def("flight_delay_online_challenger")
+    sensor = defs.resolve_sensor_def("online_challenger")
     resources = {"mlflow_tracking": defs.resources["mlflow_tracking"]}
     tick = lambda cursor=None: sensor.evaluate_tick(
         dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor, definitions=defs)
@@ -126,6 +157,7 @@ def test_a_challenger_on_trial_is_promoted_when_it_wins_online_and_retired_when_
         assert compared["gain"] > 0
     decided = tick()
     (request,) = decided.run_requests
+    assert request.job_name == "flight_delay_deploy"
     assert request.asset_selection == [dg.AssetKey(["flight_delay", "endpoint"])]
     assert request.tags["ml_platform/reason"] == "online challenger won"
     assert _aliases(home) == {"champion": "2", "previous": "1"}
