@@ -1,8 +1,9 @@
 """The Dagster wiring: one lineage graph per model spec, built stage by stage from the pure logic in `core`.
 
-Each stage's builder returns the `dg.Definitions` of one model's stage (data, training, serving, monitoring,
-sensors); they are merged, and the platform's conventions (group, owner, tags, code version, freshness, IO
-manager) are stamped once over the result by `conventions.apply`.
+Each stage's builder returns the `dg.Definitions` of one model's stage (data, training, serving, monitoring);
+they are merged, and the platform's conventions (group, owner, tags, code version, freshness, IO manager) are
+stamped once over the result by `conventions.apply`. The sensors are built once for every model (`sensors`:
+one per family, each model with its own cursor).
 
 Executor: every job, and the implicit asset job behind the UI's "Materialize" button, runs its steps in the
 run's own process (`dg.in_process_executor`, the Definitions' default). Each model's graph is a chain (raw →
