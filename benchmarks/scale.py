@@ -239,7 +239,7 @@ def _sample(process) -> tuple[int, int, int]:
     its parent's is a fork that has not yet exec'd (Dagster's `tail -F` compute-log watchers, each Dask
     worker's spawn, are started by fork + exec): for that instant it shows its parent's whole RSS, pages the
     two share, so it is left out rather than counted twice."""
-    import psutil  # type: ignore[import-untyped]  # no stubs installed
+    import psutil
 
     gone = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
     try:
