@@ -11,8 +11,6 @@ import os
 import time
 from typing import Any
 
-import requests
-
 WEBHOOK_ENV = "ML_PLATFORM_ALERT_WEBHOOK"
 log = logging.getLogger("ml_platform.alerts")
 
@@ -31,6 +29,8 @@ def send_alert(
     logger.warning("ALERT %s", json.dumps(payload, default=str, sort_keys=True))
     if not url:
         return True
+    import requests  # only when a webhook is set: the sensors that alert import this module
+
     for attempt in range(1, retries + 1):
         try:
             response = requests.post(url, json=payload, timeout=timeout)

@@ -5,7 +5,10 @@ Each takes the raw frame and the name of its timestamp column and returns one va
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def hour_of_day(frame: pd.DataFrame, timestamp: str) -> pd.Series:

@@ -18,22 +18,15 @@ from sklearn import metrics as skm
 
 from ml_platform.core import evaluation_plots
 from ml_platform.core.labels import UNKNOWN, Labels
+from ml_platform.core.metric_rules import DEFAULT_METRIC as DEFAULT_METRIC
+from ml_platform.core.metric_rules import HIGHER_IS_BETTER as HIGHER_IS_BETTER
+from ml_platform.core.metric_rules import improvement
+from ml_platform.core.metric_rules import meets as meets
 from ml_platform.core.model import Model
 
-#: Metrics where larger is better; the others (losses, errors) are better when smaller.
-HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "r2", "macro_f1", "accuracy"}
-DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
+# DEFAULT_METRIC, HIGHER_IS_BETTER and meets live in metric_rules; they stay importable from here too.
+
 MIN_SLICE_ROWS = 30
-
-
-def improvement(metric: str, new: float, old: float) -> float:
-    """How much better `new` is than `old` on `metric` (negative when worse), whichever way the metric points."""
-    return new - old if metric in HIGHER_IS_BETTER else old - new
-
-
-def meets(metric: str, value: float, bound: float) -> bool:
-    """Whether `value` is on the good side of `bound`: at least it for roc_auc, at most it for rmse."""
-    return value >= bound if metric in HIGHER_IS_BETTER else value <= bound
 
 
 def task_metrics(

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ml_platform.core.evaluation import HIGHER_IS_BETTER, Evaluation, improvement, meets
-from ml_platform.spec import Gates
+from ml_platform.core.metric_rules import HIGHER_IS_BETTER, improvement, meets
+
+if TYPE_CHECKING:
+    from ml_platform.core.evaluation import Evaluation
+    from ml_platform.spec import Gates
 
 METRIC_FLOOR, NOT_WORSE, FAIRNESS, SANITY = (
     "metric_floor",

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ml_platform.core.evaluation import Evaluation
-from ml_platform.core.gates import GateResult
-from ml_platform.spec import ModelSpec
+if TYPE_CHECKING:  # annotations only: the data steps' previews use markdown_table without scikit-learn
+    from ml_platform.core.evaluation import Evaluation
+    from ml_platform.core.gates import GateResult
+    from ml_platform.spec import ModelSpec
 
 
 def _cell(value: object) -> object:

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml_platform.core.evaluation import improvement, task_metrics
+from ml_platform.core.evaluation import task_metrics
 from ml_platform.core.labels import UNKNOWN, Labels, probability_vectors
+from ml_platform.core.metric_rules import improvement
 
 LabelsOf = Callable[[str], "Labels | None"]  # a version's labels (None: regression, or a model without them)
 Scored = tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]

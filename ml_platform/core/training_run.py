@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ml_platform.core.data_versions import versions_by_day, versions_digest
-from ml_platform.core.evaluation import DEFAULT_METRIC, score
+from ml_platform.core.evaluation import score
+from ml_platform.core.metric_rules import DEFAULT_METRIC
 from ml_platform.core.mlflow_store import (
     DATA_VERSIONS,
     MODEL_FILES,

@@ -3,20 +3,27 @@
 Both are time-partitioned by the spec's cadence and backfill a whole range in one run. The schema check is
 declared on `raw` itself so it validates the rows already in memory, per partition, in the same step; when it
 fails, Dagster skips everything downstream in the run.
+
+The steps import pandas, Pandera and the feature code when they run, not when the definitions load (every run
+re-imports the code location); so the step functions' inputs carry no pandas annotation either, since Dagster
+resolves those annotations while building the definitions.
 """
 
-import dagster as dg
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from ml_platform.core.data_versions import content_hashes
-from ml_platform.core.features import FeatureError, build_features, target_summary
+import dagster as dg
+
 from ml_platform.core.phases import PhaseTimes
-from ml_platform.core.schema import ValidationReport, validate
 from ml_platform.core.sources import DataSource, SourceError
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import partitioned_output, preview, records_table, schema_table
 from ml_platform.defs.partitions import label_of, split_by_partition, window_of
 from ml_platform.spec import ModelSpec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml_platform.core.schema import ValidationReport
 
 SCHEMA_CHECK = "schema"
 
@@ -61,6 +68,9 @@ def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPart
         automation_condition=conventions.each_morning(),
     )
     def raw(context: dg.AssetExecutionContext):
+        from ml_platform.core.data_versions import content_hashes
+        from ml_platform.core.schema import validate
+
         keys = list(context.partition_keys)
         phases = PhaseTimes()
         try:
@@ -100,7 +110,7 @@ def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPart
     return raw
 
 
-def _schema_check(report: ValidationReport) -> dg.AssetCheckResult:
+def _schema_check(report: "ValidationReport") -> dg.AssetCheckResult:
     """The schema check's verdict with every failed expectation counted and sampled."""
     return dg.AssetCheckResult(
         check_name=SCHEMA_CHECK,
@@ -142,7 +152,10 @@ def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinitio
         ins={"raw": dg.AssetIn(conventions.key(spec, "raw"))},
         automation_condition=conventions.once_upstream_passed_its_checks(),
     )
-    def features(context: dg.AssetExecutionContext, raw: pd.DataFrame):
+    def features(context: dg.AssetExecutionContext, raw):  # a DataFrame
+        from ml_platform.core.data_versions import content_hashes
+        from ml_platform.core.features import FeatureError, build_features, target_summary
+
         keys = list(context.partition_keys)
         phases = PhaseTimes()
         try:
@@ -175,8 +188,10 @@ def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinitio
     return features
 
 
-def _own_levels(part: pd.DataFrame) -> pd.DataFrame:
+def _own_levels(part: "pd.DataFrame") -> "pd.DataFrame":
     """A partition's categorical columns with only the levels that occur in it, so a stored partition is the same
     whether it was materialized alone or inside a range."""
+    import pandas as pd
+
     categorical = [str(name) for name, dtype in part.dtypes.items() if isinstance(dtype, pd.CategoricalDtype)]
     return part.assign(**{name: part[name].cat.remove_unused_categories() for name in categorical})

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
-from upath import UPath
 
-from ml_platform.core import dask_frames
-from ml_platform.core.features import concat_partitions
 from ml_platform.core.phases import PhaseTimes
+
+if TYPE_CHECKING:  # pandas, UPath (fsspec) and the Dask helpers are imported by the steps that store or load
+    import pandas as pd
+    from upath import UPath
 
 DASK_INPUT = {"engine": "dask"}  # an input's metadata that asks for a lazy Dask DataFrame
 
@@ -33,6 +34,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     base_path: str
 
     def _path(self, asset_key: dg.AssetKey, partition_key: str | None) -> UPath:
+        from upath import UPath
+
         folder = UPath(self.base_path).joinpath(*asset_key.path)
         return folder / f"{partition_key or '__all__'}.parquet"
 
@@ -93,6 +96,8 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     def _write_dask(self, context: dg.OutputContext, keys: list, parts: dict) -> None:
         """Each partition's Dask DataFrame as a folder of part files, staged and renamed into place."""
+        from ml_platform.core import dask_frames
+
         if sorted(parts, key=str) != sorted(keys, key=str):
             raise dg.Failure(
                 f"output for {context.asset_key.to_user_string()} has partitions {sorted(parts)[:5]}, "
@@ -118,6 +123,11 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"storage": dg.MetadataValue.path(str(folder)), "stored_rows": rows})
 
     def load_input(self, context: dg.InputContext):
+        import pandas as pd
+
+        from ml_platform.core import dask_frames
+        from ml_platform.core.features import concat_partitions
+
         asset_key = context.asset_key
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
         metadata = context.definition_metadata or {}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 
-from ml_platform.core.data_versions import content_hash
-from ml_platform.core.model_card import markdown_table
+if TYPE_CHECKING:
+    import pandas as pd
 
 _TYPES = {"i": "int", "u": "int", "f": "float", "b": "bool", "M": "datetime", "O": "string"}
 
@@ -28,11 +28,15 @@ def schema_table(frame: pd.DataFrame) -> dg.MetadataValue:
 
 def preview(frame: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     """The first rows as a Markdown table."""
+    from ml_platform.core.model_card import markdown_table
+
     return dg.MetadataValue.md(markdown_table(frame.head(rows), floatfmt="g"))
 
 
 def md_table(frame: pd.DataFrame) -> dg.MetadataValue:
     """A whole (small) frame as a Markdown table, or `_none_`; no cell can break the table."""
+    from ml_platform.core.model_card import markdown_table
+
     return dg.MetadataValue.md(markdown_table(frame))
 
 
@@ -55,7 +59,10 @@ def partitioned_output(
     `metadata` (about the whole range) on the newest partition's only: copied onto every partition it described
     other days' rows and cost each of hundreds of events its serialization. `hashes`: the partitions' content
     hashes when the caller already has them (`content_hashes`, one pass over the range)."""
-    hashes = hashes if hashes is not None else {key: content_hash(part) for key, part in parts.items()}
+    if hashes is None:
+        from ml_platform.core.data_versions import content_hash
+
+        hashes = {key: content_hash(part) for key, part in parts.items()}
     if len(parts) == 1:
         ((key, part),) = parts.items()
         return dg.Output(

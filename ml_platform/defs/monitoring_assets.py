@@ -10,24 +10,25 @@ hashes) are left out of drift on logged traffic, and the drift metadata says so.
 
 import functools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 
 from ml_platform import settings
 from ml_platform.core import mlflow_store
-from ml_platform.core.drift import DayDrift, day_drift, predicted_class, psi_chart, without
-from ml_platform.core.evaluation import DEFAULT_METRIC, meets
-from ml_platform.core.labels import Labels
+from ml_platform.core.metric_rules import DEFAULT_METRIC, meets
 from ml_platform.core.mlflow_store import MODEL_FILES, REFERENCE_PROFILE
-from ml_platform.core.model import MANIFEST_FILE
-from ml_platform.core.performance import live_performance, paired_comparison
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import md_table
 from ml_platform.defs.partitions import window_of
 from ml_platform.defs.resources import DaskCluster, MlflowTracking, dask_step
-from ml_platform.serving.prediction_log import log_path, logged_rows
 from ml_platform.spec import ModelSpec
+
+if TYPE_CHECKING:  # the steps import pandas, the drift and performance code (SciPy) when they run
+    import pandas as pd
+
+    from ml_platform.core.drift import DayDrift
+    from ml_platform.core.labels import Labels
 
 DRIFT_WARN, DRIFT_FAIL = "drift_warn", "drift_fail"
 PERFORMANCE_FLOOR = "performance_floor"
@@ -37,8 +38,10 @@ def build_monitoring(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -
     return dg.Definitions(assets=[drift_asset(spec, data), performance_asset(spec, data)])
 
 
-def _served(spec: ModelSpec, context: dg.AssetExecutionContext) -> pd.DataFrame:
+def _served(spec: ModelSpec, context: dg.AssetExecutionContext) -> "pd.DataFrame":
     """The day's logged requests, one row per scored input."""
+    from ml_platform.serving.prediction_log import log_path, logged_rows
+
     return logged_rows(log_path(settings.home(), spec.name), spec.timestamp, *window_of(context))
 
 
@@ -72,6 +75,8 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
         automation_condition=conventions.daily_once_a_champion_exists(conventions.key(spec, "champion")),
     )
     def drift(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, features):
+        from ml_platform.core.drift import day_drift, without
+
         version, run_id = mlflow_tracking.champion_run(spec.name)
         reference = mlflow_tracking.run_artifact(run_id, REFERENCE_PROFILE)
         live, left_out = _with_predicted_class(_served(spec, context), reference)
@@ -106,10 +111,12 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
     return drift
 
 
-def _with_predicted_class(live: pd.DataFrame, reference: dict) -> tuple[pd.DataFrame, int]:
+def _with_predicted_class(live: "pd.DataFrame", reference: dict) -> "tuple[pd.DataFrame, int]":
     """A multiclass log's `prediction`: the class of each row's largest logged probability, under the
     reference's `prediction_classes` (a reference without them does not compare predictions). Returns the rows
     and how many vectors were not of the reference's length (left out of the predicted classes)."""
+    from ml_platform.core.drift import predicted_class
+
     classes = reference.get("prediction_classes")
     if not classes or "_probabilities" not in live.columns:
         return live, 0
@@ -119,7 +126,7 @@ def _with_predicted_class(live: pd.DataFrame, reference: dict) -> tuple[pd.DataF
 
 def _batch_scored(
     spec: ModelSpec, features, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, run_id: str
-) -> tuple[pd.DataFrame, str, list]:
+) -> "tuple[pd.DataFrame, str, list]":
     """Drift's live rows on a day without traffic: the day's features scored in batch (on the Dask workers for
     a Dask spec)."""
     if conventions.on_dask(spec):
@@ -135,7 +142,9 @@ def _batch_scored(
     return live, "features (batch scored)", []
 
 
-def _drift_metadata(report: DayDrift, version: str, redacted: list[str]) -> dict:
+def _drift_metadata(report: "DayDrift", version: str, redacted: list[str]) -> dict:
+    from ml_platform.core.drift import psi_chart
+
     metadata = {
         "rows": report.rows,
         "live_source": report.source,
@@ -185,7 +194,9 @@ def performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
         deps=[dg.AssetDep(endpoint)],
         automation_condition=conventions.when_labels_arrive(endpoint),
     )
-    def performance(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, features: pd.DataFrame):
+    def performance(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, features):  # a DataFrame
+        from ml_platform.core.performance import live_performance, paired_comparison
+
         served = _served(spec, context)
         labels_of = _labels_of(spec.name, mlflow_tracking) if spec.task != "regression" and len(served) else None
         result = live_performance(served, features, spec.key, spec.target.name, spec.task, metric, labels_of)
@@ -210,10 +221,13 @@ def performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     return performance
 
 
-def _labels_of(name: str, mlflow_tracking: MlflowTracking) -> Callable[[str], Labels | None]:
+def _labels_of(name: str, mlflow_tracking: MlflowTracking) -> "Callable[[str], Labels | None]":
     """A version's labels, from its manifest (read once per version); the champion's for a version the registry
     does not know."""
     from mlflow.exceptions import MlflowException
+
+    from ml_platform.core.labels import Labels
+    from ml_platform.core.model import MANIFEST_FILE
 
     client = mlflow_tracking.client()
 
@@ -258,7 +272,7 @@ def _performance_metadata(result: dict, metric: str, value: float | None) -> dic
     }
 
 
-def _online_metadata(paired: pd.DataFrame, metric: str) -> dict:
+def _online_metadata(paired: "pd.DataFrame", metric: str) -> dict:
     """The champion against the version scored beside it, per pair; `other_gain` is what the UI charts."""
     if not len(paired):
         return {}

@@ -4,13 +4,16 @@ window that maps a retraining partition onto the data partitions it trains on.""
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
-from ml_platform.core.sources import DataSource
 from ml_platform.spec import ModelSpec, SpecError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ml_platform.core.sources import DataSource
 
 _DEFINITIONS = {
     "hourly": dg.HourlyPartitionsDefinition,
@@ -106,6 +109,9 @@ def split_by_partition(
     frame: pd.DataFrame, timestamp: str, keys: list[str], partitions_def: dg.TimeWindowPartitionsDefinition
 ) -> tuple[pd.Series, dict[str, pd.DataFrame]]:
     """Which partition each row falls in (by event time), and the frame split into those partitions."""
+    import numpy as np
+    import pandas as pd
+
     starts = np.array(
         [np.datetime64(partitions_def.time_window_for_partition_key(k).start.replace(tzinfo=None)) for k in keys],
         dtype="datetime64[ns]",

@@ -6,19 +6,20 @@ it succeeds only when the endpoint serves that version and its smoke test matche
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
 from ml_platform import settings
-from ml_platform.core.deploy import DeployError, deploy
 from ml_platform.core.mlflow_store import SMOKE_ROWS, download_model_files
 from ml_platform.defs import conventions
 from ml_platform.defs.partitions import split_by_partition
 from ml_platform.defs.resources import DaskCluster, MlflowTracking, dask_step
-from ml_platform.serving.prediction_log import log_path
 from ml_platform.spec import ModelSpec
+
+if TYPE_CHECKING:  # the steps import numpy, pandas and the deploy code when they run
+    import numpy as np
+    import pandas as pd
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]  # a checkout's Dockerfile, for docker deploys
 
@@ -39,6 +40,11 @@ def endpoint_asset(spec: ModelSpec) -> dg.AssetsDefinition:
         automation_condition=conventions.whenever_the_champion_moves(),
     )
     def endpoint(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking):
+        import pandas as pd
+
+        from ml_platform.core.deploy import DeployError, deploy
+        from ml_platform.serving.prediction_log import log_path
+
         version, offline, run_id = mlflow_tracking.champion(name)
         token = os.environ.get("ML_PLATFORM_API_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -108,6 +114,8 @@ def predictions_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     def predictions(
         context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, features
     ):
+        import numpy as np
+
         version, model, _ = mlflow_tracking.champion(name)
         if conventions.on_dask(spec):
             return _predictions_on_dask(context, dask_cluster, spec, features, model, version)
@@ -152,9 +160,12 @@ def _predictions_on_dask(
     )
 
 
-def _prediction_columns(model, scores: np.ndarray, index: pd.Index) -> dict[str, pd.Series]:
+def _prediction_columns(model, scores: "np.ndarray", index: "pd.Index") -> "dict[str, pd.Series]":
     """The `prediction` (binary: P(positive); multiclass: the probabilities in class order; regression: the
     value) and, for a classifier, the `predicted_label` of scored rows."""
+    import numpy as np
+    import pandas as pd
+
     if model.task == "multiclass":
         prediction = pd.Series(
             [row.tolist() for row in np.atleast_2d(scores)] if len(scores) else [], index=index, dtype=object

@@ -11,11 +11,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import pandas as pd
-
 from ml_platform.fields import StrictModel
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ml_platform.core.sources.nycflights13 import Replay
 
 
@@ -68,6 +68,8 @@ class DataSource:
         return f" (the replay covers {self.replay.first_day} to {self.replay.last_day})"
 
     def load(self, start: datetime, end: datetime) -> pd.DataFrame:
+        import pandas as pd
+
         frame = self.loader(start, end)
         if self.timestamp not in frame.columns:
             raise SourceError(

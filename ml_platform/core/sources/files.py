@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import fsspec
-import pandas as pd
 from pydantic import Field
 
 from ml_platform.core.sources.base import DataSource, SourceConfig, SourceError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class FilesSource(SourceConfig):
@@ -37,6 +38,9 @@ class FilesSource(SourceConfig):
 
 
 def _read(url: str, file_format: str, storage_options: dict[str, Any]) -> pd.DataFrame:
+    import fsspec
+    import pandas as pd
+
     with fsspec.open(url, "rb", **storage_options) as handle:
         return pd.read_parquet(handle) if file_format == "parquet" else pd.read_csv(handle)
 
@@ -51,6 +55,8 @@ def _days(start: datetime, end: datetime) -> list[str]:
 
 def paths_for(path: str, start: datetime, end: datetime, storage_options: dict[str, Any]) -> list[str]:
     """The files that hold [start, end): one per day for a `{date}` template, else the glob's matches."""
+    import fsspec
+
     if "{date}" in path:
         return [path.format(date=day) for day in _days(start, end)]
     fs, _, paths = fsspec.get_fs_token_paths(path, storage_options=storage_options)
@@ -62,6 +68,8 @@ def load(
     path: str, file_format: str, storage_options: dict[str, Any], timestamp: str, start: datetime, end: datetime
 ) -> pd.DataFrame:
     """Rows of the files whose timestamp lies in [start, end); a missing file is an error, not an empty day."""
+    import pandas as pd
+
     urls = paths_for(path, start, end, storage_options)
     if not urls:
         raise SourceError(f"no file matches {path!r}")

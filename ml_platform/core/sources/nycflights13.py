@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import numpy as np
-import pandas as pd
 from pydantic import Field
 
 from ml_platform.core.sources.base import DataSource, SourceConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 SOURCE_FIRST_DAY = date(2013, 1, 1)
 SOURCE_LAST_DAY = date(2013, 12, 31)
@@ -163,6 +165,9 @@ def source_table() -> pd.DataFrame:
     """All 2013 flights joined with weather (origin, scheduled hour) and planes, sorted by departure: the columns
     of a replayed day but its key. Built column by column from index look-ups into one frame: merging and
     re-blocking the wide frames cost more than reading the files."""
+    import numpy as np
+    import pandas as pd
+
     flights = pd.read_csv(_data_file("flights.csv.zip"), usecols=["year", "month", "day", "time_hour", *_FLIGHTS])
     weather = pd.read_csv(_data_file("weather.csv"), usecols=["origin", "time_hour", *_WEATHER])
     weather = weather.drop_duplicates(["origin", "time_hour"]).set_index(["origin", "time_hour"])
@@ -190,6 +195,9 @@ def source_table() -> pd.DataFrame:
 
 def load(replay: Replay, start: datetime, end: datetime) -> pd.DataFrame:
     """Replayed flights whose scheduled departure falls in [start, end) of the replay calendar."""
+    import numpy as np
+    import pandas as pd
+
     table = source_table()
     shift = pd.Timedelta(days=replay.offset_days)
     lo, hi = np.searchsorted(
@@ -205,6 +213,9 @@ def load(replay: Replay, start: datetime, end: datetime) -> pd.DataFrame:
 
 def _iso_days(stamps: pd.Series) -> pd.Series:
     """Each timestamp's day as `YYYY-MM-DD` text: formatted once per distinct day, not once per row."""
+    import numpy as np
+    import pandas as pd
+
     days, positions = np.unique(stamps.to_numpy(dtype="datetime64[ns]").astype("datetime64[D]"), return_inverse=True)
     text = np.datetime_as_string(days, unit="D").astype(object)
     return pd.Series(text[positions.reshape(-1)], index=stamps.index, dtype=object)

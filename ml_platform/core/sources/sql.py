@@ -6,13 +6,15 @@ import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
-import sqlalchemy as sa
 from pydantic import field_validator
 
 from ml_platform.core.sources.base import DataSource, SourceConfig, SourceError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
 
 
 class SqlSource(SourceConfig):
@@ -38,11 +40,16 @@ class SqlSource(SourceConfig):
 
 @lru_cache(maxsize=8)
 def _engine(url: str) -> sa.Engine:
+    import sqlalchemy as sa
+
     return sa.create_engine(url, pool_pre_ping=True)
 
 
 def load(url: str, query: str, start: datetime, end: datetime) -> pd.DataFrame:
     """The query's rows for [start, end); database errors become a SourceError that says what failed."""
+    import pandas as pd
+    import sqlalchemy as sa
+
     try:
         with _engine(url).connect() as connection:
             return pd.read_sql_query(sa.text(query), connection, params={"start": start, "end": end})
@@ -52,7 +59,9 @@ def load(url: str, query: str, start: datetime, end: datetime) -> pd.DataFrame:
 
 
 def redacted(url: str) -> str:
-    """A database URL without its password, for metadata."""
+    """A database URL without its password, for metadata (SQL specs only pay for importing SQLAlchemy)."""
+    import sqlalchemy as sa
+
     try:
         return sa.make_url(url).render_as_string(hide_password=True)
     except Exception:

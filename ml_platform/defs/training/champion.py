@@ -1,9 +1,7 @@
 """`<model>/champion`: the registry alias `champion`, moved to a new version only when every gate passed."""
 
 import dagster as dg
-import pandas as pd
 
-from ml_platform.core.promotion import decide_promotion
 from ml_platform.defs import conventions
 from ml_platform.defs.resources import MlflowTracking
 from ml_platform.spec import ModelSpec
@@ -33,7 +31,11 @@ def champion_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.A
         description=_description(spec),
         ins={"evaluation": dg.AssetIn(conventions.key(spec, "evaluation"))},
     )
-    def champion(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, evaluation: pd.DataFrame):
+    def champion(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, evaluation):  # a DataFrame
+        import pandas as pd
+
+        from ml_platform.core.promotion import decide_promotion
+
         registry = mlflow_tracking.registry(spec.name)
         row = {str(k): v for k, v in evaluation.iloc[0].to_dict().items()}  # column names are text
         record = decide_promotion(

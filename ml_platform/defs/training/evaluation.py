@@ -2,17 +2,18 @@
 checks, so a version that fails one never reaches `champion` in the same run."""
 
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 
-from ml_platform.core.evaluation_run import EvaluationRecord, evaluate_version, log_evaluation
 from ml_platform.core.gates import GATE_NAMES
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import md_table
 from ml_platform.defs.resources import DaskCluster, MlflowTracking, optional_dask_step
 from ml_platform.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from ml_platform.core.evaluation_run import EvaluationRecord
 
 GATE_DESCRIPTIONS = {
     "metric_floor": "The holdout metric meets the spec's floor (gates.min / gates.max).",
@@ -50,9 +51,14 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
         context: dg.AssetExecutionContext,
         mlflow_tracking: MlflowTracking,
         dask_cluster: DaskCluster,
-        model: pd.DataFrame,
+        model,  # a one-row DataFrame
         training_set,
     ):
+        import numpy as np
+        import pandas as pd
+
+        from ml_platform.core.evaluation_run import evaluate_version, log_evaluation
+
         model_row = {str(k): v for k, v in model.iloc[0].to_dict().items()}  # column names are text
         registry = mlflow_tracking.registry(spec.name)
         with optional_dask_step(dask_cluster, conventions.on_dask(spec), training_set) as (_, cluster):
@@ -102,7 +108,7 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
     return evaluation
 
 
-def _metadata(record: EvaluationRecord) -> dict:
+def _metadata(record: "EvaluationRecord") -> dict:
     """What the asset's page shows at a glance: the metrics, the card, slices, a classifier's confusion matrix
     and the held-out rows left out for a label never seen in training."""
     result, metric = record.result, record.result.metric

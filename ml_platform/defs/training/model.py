@@ -7,10 +7,8 @@ version as the materialization that registered it. With `training.engine: dask` 
 """
 
 import dagster as dg
-import pandas as pd
 
 from ml_platform.core.retraining import RetrainInputs, UnchangedVersion, retrain_inputs, unchanged_version
-from ml_platform.core.training_run import TrainingError, metric_of, train_and_log
 from ml_platform.defs import conventions
 from ml_platform.defs.resources import DaskCluster, MlflowTracking, optional_dask_step
 from ml_platform.spec import ModelSpec
@@ -53,6 +51,10 @@ def _train(
 ) -> dg.Output:
     """A new version trained, logged and registered as `challenger`; or the newest one, when it is unchanged.
     `client`: the Dask client on Dask (None locally); `cluster`: metadata about that cluster."""
+    import pandas as pd
+
+    from ml_platform.core.training_run import TrainingError, metric_of, train_and_log
+
     partition = context.partition_key
     inputs = retrain_inputs(spec, training_set)
     registry = mlflow_tracking.registry(spec.name)
@@ -125,6 +127,10 @@ def _unchanged(
     mlflow_tracking: MlflowTracking, existing: UnchangedVersion, spec: ModelSpec, partition: str, cluster: dict
 ) -> dg.Output:
     """The newest registered version again: the row evaluation and champion read, and why nothing was trained."""
+    import pandas as pd
+
+    from ml_platform.core.training_run import metric_of
+
     run = mlflow_tracking.client().get_run(existing.run_id)
     metric = metric_of(spec)
     tags, sha256 = existing.tags, existing.tags.get("model_sha256", "")

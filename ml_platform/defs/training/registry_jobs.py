@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from ml_platform.core.registry import RegistryError
 from ml_platform.defs import conventions
 from ml_platform.defs.resources import MlflowTracking
 from ml_platform.spec import ModelSpec
@@ -33,6 +32,8 @@ def registry_jobs(spec: ModelSpec) -> list[dg.JobDefinition]:
 
     @dg.op(name=f"{name}_approve_challenger")
     def approve_challenger(context: dg.OpExecutionContext, config: ApproveConfig, mlflow_tracking: MlflowTracking):
+        from ml_platform.core.registry import RegistryError  # MLflow: imported when the op runs
+
         try:
             record = mlflow_tracking.registry(name).promote_gated(
                 config.version, config.reason, {"dagster_run_id": context.run.run_id, "approved_by": config.approved_by}

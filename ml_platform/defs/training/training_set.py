@@ -3,7 +3,6 @@ With `training.engine: dask` the window is split on the workers and stored by th
 
 import dagster as dg
 
-from ml_platform.core.training_run import TrainingError, build_training_set
 from ml_platform.defs import conventions
 from ml_platform.defs.partitions import partition_windows, window_mapping
 from ml_platform.defs.resources import DaskCluster, dask_step
@@ -33,6 +32,8 @@ def training_set_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
         },
     )
     def training_set(context: dg.AssetExecutionContext, dask_cluster: DaskCluster, features):
+        from ml_platform.core.training_run import TrainingError, build_training_set
+
         try:
             keys = list(context.asset_partition_keys_for_input("features"))
             windows = partition_windows(context.asset_partitions_def_for_input("features"), keys)
