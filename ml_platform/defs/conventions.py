@@ -9,6 +9,8 @@ Named automation conditions and freshness policies live here so each is written 
 
 from __future__ import annotations
 
+import hashlib
+
 import dagster as dg
 
 from ml_platform.spec import Freshness, ModelSpec
@@ -60,6 +62,15 @@ def data_job_name(spec: ModelSpec) -> str:
     return f"{spec.name}_data"
 
 
+def schedule_minute(spec: ModelSpec) -> int:
+    """The minute past the hour at which the model's schedules and its morning load fire: `schedule.minute`, else
+    one derived from the model's name by SHA-256 (the same in every process and on every machine, unlike Python's
+    salted `hash`), so the models of a location spread over the hour instead of all starting runs at once."""
+    if spec.schedule.minute is not None:
+        return spec.schedule.minute
+    return int(hashlib.sha256(spec.name.encode()).hexdigest(), 16) % 60
+
+
 def freshness_by_stage(spec: ModelSpec) -> dict[str, Freshness | None]:
     """The stages whose staleness users watch, with the spec's policy for each (None: not watched)."""
     return {
@@ -97,9 +108,9 @@ def apply(defs: dg.Definitions, spec: ModelSpec) -> dg.Definitions:
 # --- named automation conditions --------------------------------------------------------------------------
 
 
-def each_morning() -> dg.AutomationCondition:
-    """Load the newest complete day every morning."""
-    return dg.AutomationCondition.on_cron("0 2 * * *")
+def each_morning(minute: int) -> dg.AutomationCondition:
+    """Load the newest complete day every morning, at 02:`minute` (`schedule_minute`)."""
+    return dg.AutomationCondition.on_cron(f"{minute} 2 * * *")
 
 
 def once_upstream_passed_its_checks() -> dg.AutomationCondition:

@@ -37,9 +37,15 @@ def build_data(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPar
         description=f"Load, validate and featurize {spec.name}'s data for a partition or a range (one run).",
         tags=conventions.model_tags(spec),
     )
-    # Daily and coarser data loads at 02:00 for the day before; hourly data loads each hour as it closes.
+    # Daily and coarser data loads at 02:MM for the day before; hourly data loads each hour as it closes, at :MM
+    # (MM: the model's own minute, so many models do not all start at once).
     hour_of_day = None if spec.partitions.cadence == "hourly" else 2
-    schedule = dg.build_schedule_from_partitioned_job(job, name=f"{spec.name}_data_schedule", hour_of_day=hour_of_day)
+    schedule = dg.build_schedule_from_partitioned_job(
+        job,
+        name=f"{spec.name}_data_schedule",
+        hour_of_day=hour_of_day,
+        minute_of_hour=conventions.schedule_minute(spec),
+    )
     return dg.Definitions(
         assets=[raw_asset(spec, source, partitions), features_asset(spec, partitions)], jobs=[job], schedules=[schedule]
     )
@@ -65,7 +71,7 @@ def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPart
         description=f"{spec.description}\n\nOne {spec.partitions.cadence} partition of source data "
         f"({source.kind}), selected by `{spec.timestamp}`.",
         check_specs=[check],
-        automation_condition=conventions.each_morning(),
+        automation_condition=conventions.each_morning(conventions.schedule_minute(spec)),
     )
     def raw(context: dg.AssetExecutionContext):
         from ml_platform.core.data_versions import content_hashes

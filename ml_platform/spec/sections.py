@@ -17,7 +17,15 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, WrapValidator, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
 
 from ml_platform.core.sources import Source
 from ml_platform.fields import Duration, StrictModel
@@ -325,6 +333,29 @@ class Serving(StrictModel):
     rollout: Rollout = Field(default_factory=Rollout)
 
 
+# --- schedules -----------------------------------------------------------------------------------------
+
+
+def _minute(value: Any) -> Any:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 59):
+        return value
+    raise ValueError(
+        "a minute past the hour from 0 to 59; leave schedule.minute out and the model's name picks one, which "
+        "spreads a location's models over the hour"
+    )
+
+
+class Schedule(StrictModel):
+    """When the model's timed work starts within its hour: the data schedule (02:MM, hourly data every hour at
+    :MM), the morning load of `raw` (02:MM) and the retrain schedule (03:MM)."""
+
+    minute: Annotated[int | None, BeforeValidator(_minute)] = Field(
+        default=None,
+        description="The minute past the hour; default: derived from the model's name (the same minute on every "
+        "load, a different one for most models), so many models do not all start their runs at once.",
+    )
+
+
 # --- the spec ------------------------------------------------------------------------------------------
 
 
@@ -344,6 +375,7 @@ class ModelSpec(StrictModel):
     gates: Gates = Field(default_factory=Gates)
     monitoring: Monitoring = Field(default_factory=Monitoring)
     serving: Serving = Field(default_factory=Serving)
+    schedule: Schedule = Field(default_factory=Schedule)
 
     # Where the spec came from, for error messages and lineage; not part of the YAML.
     path: Path | None = Field(default=None, exclude=True)
@@ -369,8 +401,10 @@ class ModelSpec(StrictModel):
         # by_alias: renamed fields hash under their old names, so a rename does not change every asset's version
         # training.engine hashes only when it is not the default, so adding the field kept every digest
         # likewise target.classes and target.positive only when they are set
+        # schedule: when runs start, not what they produce, so never hashed
         exclude: dict[str, Any] = {
             "path": True,
+            "schedule": True,
             **({"training": {"engine"}} if self.training.engine == "local" else {}),
         }
         unset = {field for field in ("classes", "positive") if getattr(self.target, field) is None}

@@ -34,5 +34,11 @@ def build_training(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.D
         tags={**conventions.model_tags(spec), conventions.TRAINING_TAG: spec.name},
         executor_def=dg.in_process_executor,
     )
-    schedule = dg.build_schedule_from_partitioned_job(retrain, hour_of_day=3, name=f"{spec.name}_retrain_schedule")
+    # 03:MM, an hour after the data schedule (02:MM), at the model's own minute MM
+    schedule = dg.build_schedule_from_partitioned_job(
+        retrain,
+        hour_of_day=3,
+        minute_of_hour=conventions.schedule_minute(spec),
+        name=f"{spec.name}_retrain_schedule",
+    )
     return dg.Definitions(assets=assets, jobs=[retrain, *registry_jobs(spec)], schedules=[schedule])
