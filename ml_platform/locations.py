@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ml_platform.spec import SPECS_ENV, SpecError, load_specs, spec_files
+from ml_platform.spec.loading import parse_yaml
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -53,11 +54,12 @@ def team_definitions(team: str, root: Path | None = None) -> dg.Definitions:
             f"(workspace.yaml's attribute names the folder)"
         )
     specs = load_specs(folder)
+    elsewhere = _names_elsewhere(root, team)  # once: every other team's files are read once per load, not per spec
     clashes = [
         f"{spec.path}: name: found {spec.name!r}, already used by {other} (location {other.parent.name}); "
         "allowed: a name no spec of any location uses (locations share storage, the registry and the endpoints)"
         for spec in specs
-        for other in _names_elsewhere(root, team).get(spec.name, [])
+        for other in elsewhere.get(spec.name, [])
     ]
     if clashes:
         raise SpecError("\n".join(clashes))
@@ -77,7 +79,7 @@ def _names_elsewhere(root: Path, team: str) -> dict[str, list[Path]]:
             continue
         for path in spec_files(root / other):
             try:
-                data = yaml.safe_load(path.read_text())
+                data = parse_yaml(path.read_text())
             except (OSError, UnicodeDecodeError, yaml.YAMLError):
                 continue
             if isinstance(data, dict) and isinstance(data.get("name"), str):

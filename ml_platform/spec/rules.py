@@ -52,6 +52,7 @@ def target_and_features(spec: ModelSpec) -> list[Problem]:
     if not features.names:
         found.append(("features", "no features", "at least one of features.numeric, .categorical, .derived"))
     seen: set[str] = set()
+    inputs = set(target.inputs)  # parsed once, not once per feature
     for field, names in (
         ("numeric", features.numeric),
         ("categorical", features.categorical),
@@ -61,7 +62,7 @@ def target_and_features(spec: ModelSpec) -> list[Problem]:
             if name in seen:
                 found.append((f"features.{field}[{i}]", name, "each feature listed once"))
             seen.add(name)
-            if name == target.name or name in target.inputs:
+            if name == target.name or name in inputs:
                 found.append(
                     (
                         f"features.{field}[{i}]",
