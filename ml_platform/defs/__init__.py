@@ -1,9 +1,9 @@
 """The Dagster wiring: one lineage graph per model spec, built stage by stage from the pure logic in `core`.
 
-Each stage's builder returns the `dg.Definitions` of one model's stage (data, training, serving, monitoring);
-they are merged, and the platform's conventions (group, owner, tags, code version, freshness, IO manager) are
-stamped once over the result by `conventions.apply`. The sensors are built once for every model (`sensors`:
-one per family, each model with its own cursor).
+Each stage's builder returns the `dg.Definitions` of one model's stage (data, training, serving, monitoring),
+its assets declared with `conventions.asset`, which adds the platform's conventions (key, group, owner, tags,
+code version, freshness); they are merged and the model's jobs resolved against its own graph. The sensors are
+built once for every model (`sensors`: one per family, each model with its own cursor).
 
 Executor: every job, and the implicit asset job behind the UI's "Materialize" button, runs its steps in the
 run's own process (`dg.in_process_executor`, the Definitions' default). Each model's graph is a chain (raw →
@@ -17,8 +17,16 @@ have independent heavy steps can still declare `executor_def=dg.multiprocess_exe
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
+
+# Not exported by `dagster`: the asset graph a model's own jobs are resolved against (`_resolved`), and the two
+# unresolved kinds it resolves.
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+from dagster._core.definitions.partitions.partitioned_schedule import UnresolvedPartitionedAssetScheduleDefinition
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ml_platform import settings
 from ml_platform.core.sources import open_source
@@ -37,12 +45,11 @@ from ml_platform.spec import ModelSpec
 # deliberate choices here, so their warnings are noise for users.
 warnings.filterwarnings("ignore", message=".*(backfill_policy|data_version).*", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
-warnings.filterwarnings("ignore", message=".*map_resolved_asset_specs.*", category=dg.PreviewWarning)
 
 
-def build_model(spec: ModelSpec) -> tuple[dg.Definitions, Watched]:
-    """Every stage of one model, with the platform's conventions applied, and the model as the shared sensors
-    watch it."""
+def build_model(spec: ModelSpec, resources: Mapping[str, Any]) -> tuple[dg.Definitions, Watched]:
+    """Every stage of one model, its jobs resolved (with the code location's `resources`), and the model as the
+    shared sensors watch it."""
     source = open_source(spec, settings.home() / "replay")
     data = data_partitions(spec, source)
     training = training_partitions(spec, data)
@@ -52,8 +59,37 @@ def build_model(spec: ModelSpec) -> tuple[dg.Definitions, Watched]:
         build_serving(spec, data),
         build_monitoring(spec, data),
     ]
-    defs = conventions.apply(dg.Definitions.merge(*stages), spec)
+    defs = _resolved(dg.Definitions.merge(*stages), resources)
     return defs, Watched.of(spec, data, training, defs)
+
+
+def _resolved(defs: dg.Definitions, resources: Mapping[str, Any]) -> dg.Definitions:
+    """The model's asset jobs resolved against the model's own assets, and its schedules built on them.
+
+    Left to the repository, every asset job is resolved against every asset of the code location, each job
+    scanning all of them: N models cost N² (at 300 models, two thirds of the load; paid again by every run, which
+    rebuilds the repository, whose schedules resolve their jobs). A model's jobs select only its own stages, so
+    its own graph resolves them to the same jobs, and the cost grows linearly with the number of models."""
+    graph = AssetGraph.from_assets([a for a in defs.assets or () if isinstance(a, dg.AssetsDefinition)])
+    jobs = {
+        job.name: job.resolve(asset_graph=graph, default_executor_def=dg.in_process_executor, resource_defs=resources)
+        if isinstance(job, UnresolvedAssetJobDefinition)
+        else job
+        for job in defs.jobs or ()
+    }
+    schedules = [
+        schedule.resolve(jobs[schedule.job.name])
+        if isinstance(schedule, UnresolvedPartitionedAssetScheduleDefinition)
+        else schedule
+        for schedule in defs.schedules or ()
+    ]
+    return dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=list(jobs.values()),
+        schedules=schedules,
+        sensors=defs.sensors,
+    )
 
 
 def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
@@ -66,14 +102,15 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
         minimum_interval_seconds=30,
         description="Evaluates every asset's automation condition.",
     )
-    models = [build_model(spec) for spec in specs]
+    resources = {
+        conventions.IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url()),
+        conventions.MLFLOW_RESOURCE_KEY: tracking_from_env(),
+        conventions.DASK_RESOURCE_KEY: dask_from_env(),
+    }
+    models = [build_model(spec, resources) for spec in specs]
     shared = dg.Definitions(
         sensors=[alert_on_run_failure, automation, *build_sensors([watched for _defs, watched in models])],
         executor=dg.in_process_executor,
-        resources={
-            conventions.IO_MANAGER_KEY: PartitionedParquetIOManager(base_path=settings.storage_url()),
-            conventions.MLFLOW_RESOURCE_KEY: tracking_from_env(),
-            conventions.DASK_RESOURCE_KEY: dask_from_env(),
-        },
+        resources=resources,
     )
     return dg.Definitions.merge(*(defs for defs, _watched in models), shared)

@@ -2,14 +2,16 @@
 
 Asset keys are `<model>/<stage>`; every asset of a model carries the model's group, owner, tag and code
 version (the spec's digest), and every stored asset (partitioned) goes through the Parquet IO manager
-(`IO_MANAGER_KEY`). Stage
-builders declare only what is particular to a stage; `apply` stamps the rest over the resolved specs once.
+(`IO_MANAGER_KEY`). Stage builders declare their assets with `asset`, which adds the rest, and pass only what is
+particular to a stage.
 Named automation conditions and freshness policies live here so each is written once and reads as a sentence.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 
@@ -87,22 +89,24 @@ def freshness(policy: Freshness | None) -> dg.FreshnessPolicy | None:
     return dg.FreshnessPolicy.time_window(fail_window=policy.fail_after, warn_window=policy.warn_after)
 
 
-def apply(defs: dg.Definitions, spec: ModelSpec) -> dg.Definitions:
-    """Group, owner, model tag, freshness policy and code version (spec-versioned stages) on every asset of
-    the model. (The IO manager key is declared on each stored asset: `AssetSpec.with_io_manager_key` here
-    would show in the graph but not reach the step's output.)"""
-    policies = {key(spec, stage): freshness(policy) for stage, policy in freshness_by_stage(spec).items()}
-    versioned = {key(spec, stage) for stage in SPEC_VERSIONED}
+def asset(spec: ModelSpec, stage: str, **attributes: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """`dg.asset` for one stage of a model, with what every asset of the model carries declared here once: the
+    key `<model>/<stage>`, the model's group, owner and tag, the spec's freshness policy for the stages users
+    watch, and the spec's digest as code version for the stages whose content is a function of the spec. Stage
+    builders pass only what is particular to their stage (partitions, inputs, checks, kinds, the IO manager key
+    of a stored asset, automation).
 
-    def stamp(asset: dg.AssetSpec) -> dg.AssetSpec:
-        asset = asset.replace_attributes(
-            group_name=spec.name,
-            freshness_policy=policies.get(asset.key),
-            code_version=spec.digest if asset.key in versioned else None,
-        )
-        return asset.merge_attributes(owners=[spec.owner], tags=model_tags(spec))
-
-    return defs.map_resolved_asset_specs(func=stamp)
+    Declared on the decorator rather than stamped over the merged definitions afterwards
+    (`Definitions.map_resolved_asset_specs`), which rebuilt every asset once more: a third of a model's build."""
+    return dg.asset(
+        key=key(spec, stage),
+        group_name=spec.name,
+        owners=[spec.owner],
+        tags={**model_tags(spec), **attributes.pop("tags", {})},
+        code_version=spec.digest if stage in SPEC_VERSIONED else None,
+        freshness_policy=freshness(freshness_by_stage(spec).get(stage)),
+        **attributes,
+    )
 
 
 # --- named automation conditions --------------------------------------------------------------------------

@@ -62,8 +62,9 @@ def raw_asset(spec: ModelSpec, source: DataSource, partitions: dg.TimeWindowPart
         "allowed values, uniqueness, minimum rows.",
     )
 
-    @dg.asset(
-        key=key,
+    @conventions.asset(
+        spec,
+        "raw",
         partitions_def=partitions,
         io_manager_key=conventions.IO_MANAGER_KEY,
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -147,8 +148,9 @@ def _schema_check(report: "ValidationReport") -> dg.AssetCheckResult:
 
 
 def features_asset(spec: ModelSpec, partitions: dg.TimeWindowPartitionsDefinition):
-    @dg.asset(
-        key=conventions.key(spec, "features"),
+    @conventions.asset(
+        spec,
+        "features",
         partitions_def=partitions,
         io_manager_key=conventions.IO_MANAGER_KEY,
         kinds={"pandas", "parquet"},

@@ -62,8 +62,9 @@ def drift_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.
         ),
     ]
 
-    @dg.asset(
-        key=key,
+    @conventions.asset(
+        spec,
+        "drift",
         partitions_def=data,
         io_manager_key=conventions.IO_MANAGER_KEY,
         kinds={"pandas", "parquet"},
@@ -172,8 +173,9 @@ def performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     metric = settings_.metric or DEFAULT_METRIC[spec.task]
     endpoint = conventions.key(spec, "endpoint")
 
-    @dg.asset(
-        key=key,
+    @conventions.asset(
+        spec,
+        "performance",
         partitions_def=data,
         io_manager_key=conventions.IO_MANAGER_KEY,
         kinds={"pandas", "parquet"},

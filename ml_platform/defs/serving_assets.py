@@ -31,8 +31,9 @@ def build_serving(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> d
 def endpoint_asset(spec: ModelSpec) -> dg.AssetsDefinition:
     name, serving = spec.name, spec.serving
 
-    @dg.asset(
-        key=conventions.key(spec, "endpoint"),
+    @conventions.asset(
+        spec,
+        "endpoint",
         kinds={"http", "python"},
         description=f"The HTTP endpoint serving the `champion` of {name} ({serving.target}, port "
         f"{serving.port}); verified by a smoke test of held-out rows on every deploy.",
@@ -99,8 +100,9 @@ def predictions_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     name = spec.name
     champion = conventions.key(spec, "champion")
 
-    @dg.asset(
-        key=conventions.key(spec, "predictions"),
+    @conventions.asset(
+        spec,
+        "predictions",
         partitions_def=data,
         io_manager_key=conventions.IO_MANAGER_KEY,
         kinds={conventions.frame_kind(spec), "parquet"},

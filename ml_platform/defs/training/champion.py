@@ -23,8 +23,9 @@ def _description(spec: ModelSpec) -> str:
 
 
 def champion_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=conventions.key(spec, "champion"),
+    @conventions.asset(
+        spec,
+        "champion",
         partitions_def=partitions,
         io_manager_key=conventions.IO_MANAGER_KEY,
         kinds={"mlflow"},

@@ -33,8 +33,9 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
         for gate in GATE_NAMES
     ]
 
-    @dg.asset(
-        key=key,
+    @conventions.asset(
+        spec,
+        "evaluation",
         partitions_def=partitions,
         io_manager_key=conventions.IO_MANAGER_KEY,
         kinds={"mlflow", conventions.frame_kind(spec)},

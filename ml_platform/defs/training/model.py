@@ -20,8 +20,9 @@ def model_data_version(version: str, model_sha256: str) -> dg.DataVersion:
 
 
 def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=conventions.key(spec, "model"),
+    @conventions.asset(
+        spec,
+        "model",
         partitions_def=partitions,
         io_manager_key=conventions.IO_MANAGER_KEY,
         kinds={"lightgbm", "mlflow", *({"dask"} if conventions.on_dask(spec) else set())},

@@ -13,8 +13,9 @@ def training_set_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
     training = spec.training
     refit = ", then the final model trains on them too (training.refit)" if training.refit else ""
 
-    @dg.asset(
-        key=conventions.key(spec, "training_set"),
+    @conventions.asset(
+        spec,
+        "training_set",
         partitions_def=partitions,
         io_manager_key=conventions.IO_MANAGER_KEY,
         kinds={conventions.frame_kind(spec), "parquet"},
