@@ -46,6 +46,9 @@ from ml_platform.spec import ModelSpec
 warnings.filterwarnings("ignore", message=".*(backfill_policy|data_version).*", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
 
+# The Definitions' default executor, also given to each model's jobs when they are resolved (`_resolved`).
+EXECUTOR = dg.in_process_executor
+
 
 def build_model(spec: ModelSpec, resources: Mapping[str, Any]) -> tuple[dg.Definitions, Watched]:
     """Every stage of one model, its jobs resolved (with the code location's `resources`), and the model as the
@@ -72,7 +75,7 @@ def _resolved(defs: dg.Definitions, resources: Mapping[str, Any]) -> dg.Definiti
     its own graph resolves them to the same jobs, and the cost grows linearly with the number of models."""
     graph = AssetGraph.from_assets([a for a in defs.assets or () if isinstance(a, dg.AssetsDefinition)])
     jobs = {
-        job.name: job.resolve(asset_graph=graph, default_executor_def=dg.in_process_executor, resource_defs=resources)
+        job.name: job.resolve(asset_graph=graph, default_executor_def=EXECUTOR, resource_defs=resources)
         if isinstance(job, UnresolvedAssetJobDefinition)
         else job
         for job in defs.jobs or ()
@@ -89,6 +92,10 @@ def _resolved(defs: dg.Definitions, resources: Mapping[str, Any]) -> dg.Definiti
         jobs=list(jobs.values()),
         schedules=schedules,
         sensors=defs.sensors,
+        resources=defs.resources,
+        executor=defs.executor,
+        loggers=defs.loggers,
+        metadata=defs.metadata,
     )
 
 
@@ -110,7 +117,7 @@ def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
     models = [build_model(spec, resources) for spec in specs]
     shared = dg.Definitions(
         sensors=[alert_on_run_failure, automation, *build_sensors([watched for _defs, watched in models])],
-        executor=dg.in_process_executor,
+        executor=EXECUTOR,
         resources=resources,
     )
     return dg.Definitions.merge(*(defs for defs, _watched in models), shared)
