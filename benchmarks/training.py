@@ -195,15 +195,16 @@ class Parts:
 
 
 def instrument() -> Parts:
+    from ml_platform.core import training_run
     from ml_platform.core.registry import Registry
     from ml_platform.defs import io_manager
-    from ml_platform.defs.training import model, training_set
 
     parts = Parts()
     parts.wrap(io_manager.PartitionedParquetIOManager, "load_input", "reading_inputs")
     parts.wrap(io_manager.PartitionedParquetIOManager, "handle_output", "writing_outputs")
-    parts.wrap(training_set, "build_training_set", "training_set.assemble_window")
-    parts.wrap(model, "train_and_log", "model", inner_timings=True)
+    # the steps import these from core when they run (the code location does not import training)
+    parts.wrap(training_run, "build_training_set", "training_set.assemble_window")
+    parts.wrap(training_run, "train_and_log", "model", inner_timings=True)
     parts.wrap(Registry, "register", "model.registration")
     return parts
 
