@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,11 +119,17 @@ def dagster_dev(small_graph) -> DagsterDev:
     """`dagster dev` on the small graph's Dagster home, up with its code location loaded; per module, so its
     webserver and daemon do not keep running through the rest of a `make test` session."""
     root, facts = small_graph
-    home, port = root / "home", _free_port()
-    env = _clean_env(
-        ML_PLATFORM_HOME=str(home), ML_PLATFORM_SPECS=str(root / "specs"), DAGSTER_HOME=str(home / "dagster")
-    )
-    log_path = root / "dagster_dev.log"
+    with served(root / "specs", root / "home", root / "dagster_dev.log", facts) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def served(specs: Path, home: Path, log_path: Path, facts: dict) -> Iterator[DagsterDev]:
+    """`dagster dev` (workspace.yaml at the repo root) over the specs folder, Dagster's home in `home/dagster`,
+    on a free port of 127.0.0.1 in its own process group; up with its code location loaded, ended as a whole."""
+    port = _free_port()
+    (home / "dagster").mkdir(parents=True, exist_ok=True)
+    env = _clean_env(ML_PLATFORM_HOME=str(home), ML_PLATFORM_SPECS=str(specs), DAGSTER_HOME=str(home / "dagster"))
     server = DagsterDev(f"http://127.0.0.1:{port}", log_path, facts)
     with log_path.open("w") as log:
         process = subprocess.Popen(

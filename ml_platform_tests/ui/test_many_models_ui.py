@@ -9,23 +9,13 @@ printed; the pages' own timeouts bound them.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 from playwright.sync_api import expect
 
-from ml_platform_tests.ui.conftest import (
-    REPO,
-    DagsterDev,
-    _clean_env,
-    _end_group,
-    _free_port,
-    _wait_until_served,
-)
+from ml_platform_tests.ui.conftest import REPO, DagsterDev, served
 from ml_platform_tests.ui.test_dagster_ui import STAGES, _settled_boxes
 
 pytestmark = pytest.mark.ui
@@ -43,25 +33,8 @@ def dagster_dev(chromium, tmp_path_factory) -> DagsterDev:
     for i in range(MODELS):
         spec = {**bundled, "name": f"m{i:03d}", "serving": {**bundled["serving"], "port": 22000 + i}}
         (specs / f"m{i:03d}.yaml").write_text(yaml.safe_dump(spec))
-    home, port = root / "home", _free_port()
-    (home / "dagster").mkdir(parents=True)
-    env = _clean_env(ML_PLATFORM_HOME=str(home), ML_PLATFORM_SPECS=str(specs), DAGSTER_HOME=str(home / "dagster"))
-    log_path = root / "dagster_dev.log"
-    server = DagsterDev(f"http://127.0.0.1:{port}", log_path, {})
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml", "-p", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            _wait_until_served(server, process)
-            yield server
-        finally:
-            _end_group(process)
+    with served(specs, root / "home", root / "dagster_dev.log", {}) as server:
+        yield server
 
 
 def _timed(record_property, name: str, started: float) -> float:
