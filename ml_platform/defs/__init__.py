@@ -36,6 +36,7 @@ from ml_platform.defs.io_manager import PartitionedParquetIOManager
 from ml_platform.defs.monitoring_assets import build_monitoring
 from ml_platform.defs.partitions import data_partitions, training_partitions
 from ml_platform.defs.resources import dask_from_env, tracking_from_env
+from ml_platform.defs.run_scope import models_of_this_run
 from ml_platform.defs.sensors import Watched, alert_on_run_failure, build_sensors
 from ml_platform.defs.serving_assets import build_serving
 from ml_platform.defs.training import build_training
@@ -100,7 +101,10 @@ def _resolved(defs: dg.Definitions, resources: Mapping[str, Any]) -> dg.Definiti
 
 
 def build_definitions(specs: list[ModelSpec]) -> dg.Definitions:
-    """Every model's graph, the sensors that serve all models, and the resources; state under ML_PLATFORM_HOME."""
+    """Every model's graph, the sensors that serve all models, and the resources; state under ML_PLATFORM_HOME.
+    Their minutes are spread over the whole location; then a run worker that knows its run builds only that run's
+    models (`run_scope`)."""
+    specs = models_of_this_run(conventions.spread_minutes(specs))
     # Dagster's own automation sensor starts stopped; this one runs by default so the declared conditions act.
     automation = dg.AutomationConditionSensorDefinition(
         "ml_platform_automation",

@@ -10,7 +10,9 @@ Named automation conditions and freshness policies live here so each is written 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
@@ -65,12 +67,40 @@ def data_job_name(spec: ModelSpec) -> str:
 
 
 def schedule_minute(spec: ModelSpec) -> int:
-    """The minute past the hour at which the model's schedules and its morning load fire: `schedule.minute`, else
-    one derived from the model's name by SHA-256 (the same in every process and on every machine, unlike Python's
-    salted `hash`), so the models of a location spread over the hour instead of all starting runs at once."""
+    """The minute past the hour at which the model's schedules and its morning load fire: `schedule.minute` (the
+    spec's, or the one `spread_minutes` gave it), else one derived from the model's name by SHA-256 (the same in
+    every process and on every machine, unlike Python's salted `hash`)."""
     if spec.schedule.minute is not None:
         return spec.schedule.minute
     return int(hashlib.sha256(spec.name.encode()).hexdigest(), 16) % 60
+
+
+# At most this many of a location's models start at one minute, while the location holds up to 60 times as many.
+MODELS_PER_MINUTE = 2
+
+
+def spread_minutes(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
+    """The location's specs, each that leaves `schedule.minute` out given one: its name's minute
+    (`schedule_minute`), or the next minute after it that holds fewer than `MODELS_PER_MINUTE` of the location's
+    models (a minute a spec sets counts too), taken in order of name minute then name.
+
+    Hashing alone is uneven: 100 models put 5 at one minute. This holds every minute to 2 models up to 120 models
+    (to ceil(N / 60) beyond), the same in every process, each model at its name's minute or a few minutes after
+    it (at most 3 for 100 models); a newcomer may push the models after it in a crowded stretch on by a minute."""
+    per_minute = max(MODELS_PER_MINUTE, math.ceil(len(specs) / 60))
+    taken = Counter(spec.schedule.minute for spec in specs if spec.schedule.minute is not None)
+    chosen: dict[str, int] = {}
+    for spec in sorted((s for s in specs if s.schedule.minute is None), key=lambda s: (schedule_minute(s), s.name)):
+        start = schedule_minute(spec)
+        minute = next((m % 60 for m in range(start, start + 60) if taken[m % 60] < per_minute), start)
+        taken[minute] += 1
+        chosen[spec.name] = minute
+    return [
+        spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"minute": chosen[spec.name]})})
+        if spec.name in chosen
+        else spec
+        for spec in specs
+    ]
 
 
 def freshness_by_stage(spec: ModelSpec) -> dict[str, Freshness | None]:

@@ -20,12 +20,29 @@ from ml_platform.spec import ModelSpec
 if TYPE_CHECKING:  # the steps import numpy, pandas and the deploy code when they run
     import numpy as np
     import pandas as pd
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]  # a checkout's Dockerfile, for docker deploys
 
 
 def build_serving(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.Definitions:
-    return dg.Definitions(assets=[endpoint_asset(spec), predictions_asset(spec, data)])
+    return dg.Definitions(assets=[endpoint_asset(spec), predictions_asset(spec, data)], jobs=[deploy_job(spec)])
+
+
+def deploy_job_name(spec: ModelSpec) -> str:
+    return f"{spec.name}_deploy"
+
+
+def deploy_job(spec: ModelSpec) -> "UnresolvedAssetJobDefinition":
+    """`<model>_deploy`: the endpoint alone, which the registry decisions (rollback, online challenger) run after
+    moving the champion."""
+    return dg.define_asset_job(
+        deploy_job_name(spec),
+        selection=dg.AssetSelection.assets(conventions.key(spec, "endpoint")),
+        description=f"Deploy the version {spec.name}'s registry names champion; the endpoint's smoke test proves "
+        "it serves (started by the rollback and online challenger sensors).",
+        tags=conventions.model_tags(spec),
+    )
 
 
 def endpoint_asset(spec: ModelSpec) -> dg.AssetsDefinition:

@@ -352,7 +352,8 @@ class Schedule(StrictModel):
     minute: Annotated[int | None, BeforeValidator(_minute)] = Field(
         default=None,
         description="The minute past the hour; default: derived from the model's name (the same minute on every "
-        "load, a different one for most models), so many models do not all start their runs at once.",
+        "load) and moved on past minutes that already hold two of the location's models, so many models do not all "
+        "start their runs at once.",
     )
 
 

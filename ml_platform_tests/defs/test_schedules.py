@@ -1,6 +1,6 @@
 """Schedules spread over the hour: each model's data schedule, morning load and retrain schedule fire at the
-model's own minute (a stable hash of its name, or `schedule.minute`), so a location's models do not all start
-their runs at the same minute."""
+model's own minute (`schedule.minute`, else a stable hash of its name, moved on past minutes that already hold
+two of the location's models), so a location's models do not all start their runs at the same minute."""
 
 from __future__ import annotations
 
@@ -54,10 +54,42 @@ def test_two_models_fire_at_different_minutes_each_at_its_own(home, tmp_path, wr
 
 def test_many_models_spread_over_the_hour():
     names = [f"model_{i:03d}" for i in range(100)]
-    minutes = [conventions.schedule_minute(load_spec_named(name)) for name in names]
-    assert all(0 <= m <= 59 for m in minutes)
-    assert len(set(minutes)) >= 40  # 100 models at the same minute was the thundering herd
-    assert max(minutes.count(m) for m in set(minutes)) <= 6
+    hashed = [conventions.schedule_minute(load_spec_named(name)) for name in names]
+    assert max(hashed.count(m) for m in set(hashed)) == 5  # the name alone: 5 models at one minute
+
+    spread = conventions.spread_minutes([load_spec_named(name) for name in names])
+    minutes = [spec.schedule.minute for spec in spread]
+    assert all(m is not None and 0 <= m <= 59 for m in minutes)
+    assert max(minutes.count(m) for m in set(minutes)) == conventions.MODELS_PER_MINUTE == 2
+    moved = [(m - h) % 60 for m, h in zip(minutes, hashed, strict=True)]
+    assert max(moved) <= 3  # each at its name's minute or a few minutes after it
+    # whatever order the files come in
+    shuffled = conventions.spread_minutes([load_spec_named(name) for name in reversed(names)])
+    assert {s.name: s.schedule.minute for s in shuffled} == dict(zip(names, minutes, strict=True))
+    # beyond 120 models, ceil(N / 60) a minute
+    many = [s.schedule.minute for s in conventions.spread_minutes([load_spec_named(f"m{i}") for i in range(300)])]
+    assert max(many.count(m) for m in set(many)) == 5 and len(set(many)) == 60
+
+
+def test_a_crowded_minute_moves_the_next_model_on_and_a_set_minute_stays(home, tmp_path, write_spec):
+    by_minute: dict[int, list[str]] = {}
+    for i in range(200):
+        by_minute.setdefault(conventions.schedule_minute(load_spec_named(f"model_{i:03d}")), []).append(
+            f"model_{i:03d}"
+        )
+    minute, (first, second, *_) = next((m, n) for m, n in sorted(by_minute.items()) if len(n) >= 2 and m < 59)
+    specs = [
+        load_spec(write_spec(tmp_path, {"name": "fixed", "schedule": {"minute": minute}}, name="0.yaml")),
+        load_spec(write_spec(tmp_path, {"name": first, "serving.port": 8091}, name="1.yaml")),
+        load_spec(write_spec(tmp_path, {"name": second, "serving.port": 8092}, name="2.yaml")),
+    ]
+    from ml_platform.defs import build_definitions
+
+    crons = {s.name: s.cron_schedule for s in build_definitions(specs).get_repository_def().schedule_defs}
+    assert crons["fixed_data_schedule"] == f"{minute} 2 * * *"  # the spec's own minute is never moved
+    assert crons[f"{first}_data_schedule"] == f"{minute} 2 * * *"
+    assert crons[f"{second}_data_schedule"] == f"{minute + 1} 2 * * *"  # the third at that minute moves on
+    assert crons[f"{second}_retrain_schedule"].startswith(f"{minute + 1} 3 * * ")
 
 
 def load_spec_named(name: str):

@@ -22,7 +22,7 @@ import dagster as dg
 from ml_platform.defs.sensors.alerts import alert_on_run_failure, staleness_sensor
 from ml_platform.defs.sensors.new_data import new_data_sensor
 from ml_platform.defs.sensors.per_model import Watched
-from ml_platform.defs.sensors.registry_decisions import deploy_job, online_challenger_sensor, rollback_sensor
+from ml_platform.defs.sensors.registry_decisions import online_challenger_sensor, rollback_sensor
 from ml_platform.defs.sensors.retraining import retrain_sensor
 
 __all__ = ["Watched", "alert_on_run_failure", "build_sensors"]
@@ -32,14 +32,13 @@ def build_sensors(models: Sequence[Watched]) -> list[dg.SensorDefinition]:
     """The sensors that serve every model: retrain on monitoring and rollback whenever there is a model; the
     online challenger, staleness alerts and new-data sensor only when some spec asks for what they watch.
     `alert_on_run_failure` is not among them: it needs no model and is added once. The rollback and online
-    challenger sensors redeploy through each model's `<model>_deploy` job, which they declare."""
+    challenger sensors redeploy through each model's `<model>_deploy` job (built with its serving stage)."""
     if not models:
         return []
-    deploy = {model.name: deploy_job(model.spec) for model in models}
     sensors = (
         retrain_sensor(models),
-        rollback_sensor(models, deploy),
-        online_challenger_sensor(models, deploy),
+        rollback_sensor(models),
+        online_challenger_sensor(models),
         staleness_sensor(models),
         new_data_sensor(models),
     )

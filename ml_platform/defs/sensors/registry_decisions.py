@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -20,11 +20,11 @@ import dagster as dg
 from ml_platform.core.alerts import send_alert
 from ml_platform.defs import conventions
 from ml_platform.defs.sensors.per_model import Looked, Watched, look_at_each
+from ml_platform.defs.serving_assets import deploy_job_name
 from ml_platform.spec import ModelSpec
 
 if TYPE_CHECKING:
     from ml_platform.defs.resources import MlflowTracking
-    from ml_platform.defs.sensors.per_model import Job
 
 # Each model's registry is read again within this time (seconds; 15 to 30 minutes, staggered by model name so the
 # models' re-reads spread over ticks) even when nothing moved in Dagster: an alias moved by hand is noticed.
@@ -32,21 +32,6 @@ REREAD_AFTER = 15 * 60
 # Whose newest materializations say whether a registry decision may have changed: a promotion materializes
 # `champion`, a redeploy `endpoint`, and the live evidence arrives with each day of `performance`.
 MARKED_STAGES = ("champion", "endpoint", "performance")
-
-
-def deploy_job_name(spec: ModelSpec) -> str:
-    return f"{spec.name}_deploy"
-
-
-def deploy_job(spec: ModelSpec) -> Job:
-    """`<model>_deploy`: the endpoint alone, which the registry decisions run after moving the champion."""
-    return dg.define_asset_job(
-        deploy_job_name(spec),
-        selection=dg.AssetSelection.assets(conventions.key(spec, "endpoint")),
-        description=f"Deploy the version {spec.name}'s registry names champion; the endpoint's smoke test proves "
-        "it serves (started by the rollback and online challenger sensors).",
-        tags=conventions.model_tags(spec),
-    )
 
 
 @dataclass
@@ -101,7 +86,6 @@ class _Memo:
 def _registry_sensor(
     name: str,
     models: Sequence[Watched],
-    deploy: Mapping[str, Job],
     description: str,
     judge: Callable[[dg.SensorEvaluationContext, MlflowTracking, ModelSpec, _Memo], Looked],
 ) -> dg.SensorDefinition:
@@ -110,7 +94,7 @@ def _registry_sensor(
 
     @dg.sensor(
         name=name,
-        jobs=[deploy[model.name] for model in models],
+        jobs=[model.job(deploy_job_name(model.spec)) for model in models],
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         required_resource_keys={conventions.MLFLOW_RESOURCE_KEY},
@@ -129,7 +113,7 @@ def _registry_sensor(
     return decide
 
 
-def rollback_sensor(models: Sequence[Watched], deploy: Mapping[str, Job]) -> dg.SensorDefinition:
+def rollback_sensor(models: Sequence[Watched]) -> dg.SensorDefinition:
     """Automatic rollback, for every model: a new champion whose live metric trails the previous champion's by
     more than `monitoring.performance.rollback_tolerance` within `rollback_window` of its promotion goes back
     to `previous`, audited and alerted, and `<model>_deploy` redeploys the endpoint.
@@ -143,7 +127,6 @@ def rollback_sensor(models: Sequence[Watched], deploy: Mapping[str, Job]) -> dg.
     return _registry_sensor(
         "rollback_on_regression",
         models,
-        deploy,
         f"For each model ({len(models)}): rolls back to `previous` when the new champion's live metric trails it "
         "by more than `monitoring.performance.rollback_tolerance` within `rollback_window` of its promotion, and "
         "redeploys the endpoint.",
@@ -204,7 +187,7 @@ def _judge_rollback(
     return memo.acted(f"rolled back {moved}", [_redeploy(spec, "rollback", moved)])
 
 
-def online_challenger_sensor(models: Sequence[Watched], deploy: Mapping[str, Job]) -> dg.SensorDefinition | None:
+def online_challenger_sensor(models: Sequence[Watched]) -> dg.SensorDefinition | None:
     """Online champion/challenger, for every model whose spec asks for it (`serving.rollout.mode` `shadow` or
     `canary`): a gated challenger served in shadow or canary is judged on the same live outcomes as the
     champion (`<model>/performance`'s paired comparison, per day). Over the spec's window it is promoted through
@@ -217,7 +200,6 @@ def online_challenger_sensor(models: Sequence[Watched], deploy: Mapping[str, Job
     return _registry_sensor(
         "online_challenger",
         trials,
-        deploy,
         f"For each model rolling out in shadow or canary ({len(trials)}): promotes the challenger when it beats "
         "the champion on the same live outcomes over `serving.rollout.trial_days` (with `min_rows` labelled rows "
         "and a gain of at least `min_improvement`); retires it when it does not.",

@@ -10,6 +10,7 @@ import dagster as dg
 
 from ml_platform.defs import conventions
 from ml_platform.defs.sensors import Watched
+from ml_platform.defs.serving_assets import deploy_job
 from ml_platform.spec import ModelSpec, load_spec
 
 DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-02-01")
@@ -17,7 +18,8 @@ WEEKS = dg.WeeklyPartitionsDefinition(start_date="2024-01-08", end_date="2024-02
 
 
 def stand_in(spec: ModelSpec) -> tuple[Watched, list[dg.AssetsDefinition]]:
-    """The model with stand-in `raw` (daily) and `model` (weekly) assets and its data and retrain jobs."""
+    """The model with stand-in `raw` (daily), `model` (weekly) and `endpoint` assets and its data, retrain and
+    deploy jobs."""
 
     @dg.asset(key=conventions.key(spec, "raw"), partitions_def=DAYS)
     def raw() -> None:
@@ -27,11 +29,16 @@ def stand_in(spec: ModelSpec) -> tuple[Watched, list[dg.AssetsDefinition]]:
     def model() -> None:
         """Stands in for the training stage."""
 
+    @dg.asset(key=conventions.key(spec, "endpoint"))
+    def endpoint() -> None:
+        """Stands in for the serving stage."""
+
     jobs = [
         dg.define_asset_job(conventions.data_job_name(spec), selection=[raw.key]),
         dg.define_asset_job(conventions.retrain_job_name(spec), selection=[model.key]),
+        deploy_job(spec),
     ]
-    return Watched(spec, DAYS, WEEKS, {job.name: job for job in jobs}), [raw, model]
+    return Watched(spec, DAYS, WEEKS, {job.name: job for job in jobs}), [raw, model, endpoint]
 
 
 def specs(folder: Path, write_spec, names: list[str], overrides: dict | None = None) -> list[ModelSpec]:
