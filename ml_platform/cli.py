@@ -12,6 +12,10 @@ ml-platform endpoints [--json]
                            port, pid, and whether the process is alive (stale records are shown as such)
 ml-platform stop --model NAME [--port N]
                            stop the model's local endpoint (its process group); exit status 1 if none
+ml-platform review (--base FOLDER | --base-ref GIT_REF) [--head FOLDER] [--markdown F] [--json F] [--plots DIR]
+                           judge a change to the specs before it merges: what it rebuilds, and each changed
+                           model trained and gated against its production champion, read-only; exit status 0
+                           pass, 1 a gate would fail, 2 a spec error, 3 production unreachable
 ml-platform simulate --model NAME --days N [--start DAY] [--drift hot_weather|late_departures|swap_carriers]
                            replay N days of real traffic through the endpoint (default: the N days before
                            yesterday's replayed day), optionally with an injected drift
@@ -118,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     simulate_parser.add_argument("--drift", choices=["hot_weather", "late_departures", "swap_carriers"])
     simulate_parser.add_argument("--url", help="endpoint base URL (default: http://127.0.0.1:<serving.port>)")
     simulate_parser.add_argument("--batch", type=int, default=50, help="rows per request")
+    _review_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "review":
+        return review_command(args)
     if args.command == "simulate":
         return simulate_command(args)
     if args.command == "check":
@@ -132,6 +139,60 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         return stop_command(args)
     return 2
+
+
+def _review_parser(commands) -> None:
+    review = commands.add_parser("review", help="judge a change to the specs against production, read-only")
+    base = review.add_mutually_exclusive_group(required=True)
+    base.add_argument("--base", help="the specs folder as production runs it")
+    base.add_argument("--base-ref", help="a git revision: the base is the head folder as that revision has it")
+    review.add_argument("--head", help="the changed specs folder (default: ML_PLATFORM_SPECS, else the bundled)")
+    review.add_argument("--markdown", help="write the Markdown report to this file (default: print it)")
+    review.add_argument("--json", dest="json_path", help="write the JSON report to this file")
+    review.add_argument("--plots", help="write the candidates' plots to this folder (the Markdown links them)")
+    review.add_argument("--changes-only", action="store_true", help="report the changes; train no candidate")
+
+
+def review_command(args) -> int:
+    """`ml-platform review`: the report on stdout (or --markdown), JSON beside it; the verdict as exit status."""
+    import os
+    import tempfile
+
+    from ml_platform import settings
+    from ml_platform.review import report
+    from ml_platform.review.changes import working_tree
+    from ml_platform.review.run import at_revision, run_review, specs_at_revision, stored_features_days
+    from ml_platform.spec.loading import BUNDLED_SPECS, SPECS_ENV
+
+    head = Path(args.head or os.environ.get(SPECS_ENV) or BUNDLED_SPECS)
+    with tempfile.TemporaryDirectory(prefix="ml_platform_base_") as scratch:
+        try:
+            if args.base_ref:
+                base = specs_at_revision(args.base_ref, head, Path(scratch) / "base")
+                read_base, label = at_revision(args.base_ref, head), f"{head} at {args.base_ref}"
+            else:
+                base, read_base, label = Path(args.base), working_tree, args.base
+            review = run_review(
+                base,
+                head,
+                read_base=read_base,
+                base_label=label,
+                candidates=not args.changes_only,
+                stored_days=stored_features_days(settings.storage_url()),
+            )
+        except SpecError as error:
+            print(error, file=sys.stderr)
+            return report.SPEC_ERROR
+    text = report.markdown(review, Path(args.plots) if args.plots else None)
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    else:
+        print(text, end="")
+    if args.json_path:
+        Path(args.json_path).write_text(report.dumps(review))
+    if review.unreachable:
+        print(f"production unreachable: {review.unreachable}", file=sys.stderr)
+    return review.exit_code
 
 
 def endpoints_command(args) -> int:
