@@ -1,0 +1,580 @@
+"""A changed spec's model trained and scored beside its champion, reading production and never writing to it.
+
+The champion's manifest says which days it trained on and the data version of each; the stored `features`
+partitions of those days are read from production storage and hash-checked against those versions (a day that
+changed since is named, and the review goes on with what is stored). When the change touches the data layer
+(the features table the spec describes is not the stored one), the window's features are rebuilt from the source
+into the scratch folder with the functions the `raw` and `features` assets run. The candidate is trained with the
+local engine in memory, both models are scored on the candidate's held-out test days, and the spec's gates judge
+the result. Nothing is logged to MLflow: the registry is only asked, the champion's files are downloaded into
+the scratch folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from ml_platform.core.data_versions import content_hash, versions_by_day
+from ml_platform.core.evaluation import attributions, evaluate, fairness_gap, slice_metrics
+from ml_platform.core.features import build_features, concat_partitions, feature_columns
+from ml_platform.core.gates import GateResult, run_gates
+from ml_platform.core.holdout import Holdout
+from ml_platform.core.mlflow_store import CHAMPION, MODEL_FILES, is_server, run_of, version_of_alias
+from ml_platform.core.model import Model
+from ml_platform.core.training import train
+from ml_platform.core.training_run import metric_of
+from ml_platform.core.training_set import build_training_set, split_of
+from ml_platform.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from upath import UPath
+
+TOP_MOVES = 10  # importance moves kept, largest first
+_PROBE_RETRIES = {  # a store that does not answer is reported in seconds, not after MLflow's minutes of retries
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+class ProductionUnreachable(Exception):
+    """The production tracking store, registry or storage cannot be read; the message names the URI or path."""
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One held-out metric of both models on the same rows (champion None: no champion)."""
+
+    name: str
+    champion: float | None
+    candidate: float
+    delta: float | None  # candidate - champion
+
+
+@dataclass(frozen=True)
+class SliceRow:
+    """The gate metric on one level of a sliced column, for both models on the same rows."""
+
+    column: str
+    level: str
+    rows: int
+    metric: str
+    champion: float | None
+    candidate: float
+    delta: float | None
+
+
+@dataclass(frozen=True)
+class FairnessGap:
+    """The gate metric's largest gap across the levels of the sensitive group, per model."""
+
+    group: str
+    metric: str
+    candidate: float
+    champion: float | None
+    best: str  # the candidate's best and worst level
+    worst: str
+
+
+@dataclass(frozen=True)
+class ImportanceMove:
+    """A feature's share of the total mean |SHAP contribution| on the held-out rows (None: not a feature)."""
+
+    feature: str
+    champion: float | None
+    candidate: float | None
+
+    @property
+    def move(self) -> float:
+        return (self.candidate or 0.0) - (self.champion or 0.0)
+
+
+@dataclass
+class CandidateReview:
+    """The verdict on a changed spec: its model beside the champion on the same held-out days, and the gates."""
+
+    model: str
+    champion_version: str | None  # None: no champion yet, the candidate alone and absolute gates only
+    days: tuple[str, str]  # first and last day of the window the candidate was trained and scored on
+    data_notes: list[str]
+    metrics: list[MetricRow]  # the gate metric first, then the task's other metrics
+    slices: list[SliceRow]
+    fairness: FairnessGap | None
+    gates: list[GateResult]
+    importance_moves: list[ImportanceMove]  # largest moves first, at most TOP_MOVES
+    plots: dict[str, bytes]  # the candidate's PNGs by name
+    features: list[str]  # the candidate's features, as its model uses them
+    test_days: tuple[str, str]  # the held-out days both models were scored on
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(gate.passed for gate in self.gates)
+
+
+def review_candidate(
+    head: ModelSpec, *, tracking_uri: str, registry_uri: str | None, storage_url: str, scratch: Path
+) -> CandidateReview:
+    """Train `head`'s model on its champion's days (the newest stored window without a champion), score both on
+    the same held-out days and run the gates. Production is only read; everything written goes under `scratch`.
+
+    Length: one linear story (champion, data, training, scoring); each step is a helper below.
+    """
+    started = time.perf_counter()
+    scratch = Path(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    client = _registry(tracking_uri, registry_uri or tracking_uri, head.name)
+    folder = _features_folder(storage_url, head.name)
+    stored_keys = _stored_keys(folder)
+    version = version_of_alias(client, head.name, CHAMPION)
+    champion = _champion(client, head.name, version, scratch) if version else None
+    notes: list[str] = []
+    if champion is not None:
+        window = champion.manifest["window"]
+        first, last = date.fromisoformat(window["first_day"]), date.fromisoformat(window["last_day"])
+    else:
+        first, last = _newest_window(head, stored_keys, folder)
+    windows = _windows(head.partitions.cadence, stored_keys, first, last)
+    stored = {key: _read(folder, key) for key in windows if key in stored_keys}
+    recorded = champion.manifest.get("data_versions", {}) if champion is not None else {}
+    if champion is not None:
+        notes += _version_notes(stored, champion.manifest, recorded)
+    change = _data_layer_change(head, champion, stored, recorded, scratch, storage_url)
+    if change is not None:
+        frames = _rebuild(head, windows, scratch, storage_url, notes)
+        notes.append(
+            f"features rebuilt from the source in a scratch store for {len(frames)} "
+            f"{_unit(head)} (the change touches the data layer: {change})"
+        )
+    else:
+        missing = [key for key in windows if key not in stored]
+        if missing:
+            notes.append(f"features {', '.join(missing[:7])}: not stored (the window is evaluated without them)")
+        frames = stored
+    features = concat_partitions([frames[key] for key in windows if key in frames])
+    training_set = build_training_set(features, head, {k: v for k, v in windows.items() if k in frames})
+    candidate = train(head, split_of(training_set.frame)).model
+    holdout = Holdout.of_frame(training_set.frame, candidate)
+    test = holdout.test
+    if champion is not None:
+        test = _with_champion_columns(test, champion, stored, notes)
+    metric = metric_of(head)
+    group = head.gates.fairness.group if head.gates.fairness else None
+    result = evaluate(candidate, holdout.train, test, metric, head.gates.slices, group, champion)
+    gates = run_gates(result, head.gates)
+    slices, fairness = _slices(head, candidate, champion, test, result, metric, group)
+    stamps = test[head.timestamp]
+    return CandidateReview(
+        model=head.name,
+        champion_version=version if champion is not None else None,
+        days=(first.isoformat(), last.isoformat()),
+        data_notes=notes,
+        metrics=_metric_rows(metric, result.metrics, result.champion),
+        slices=slices,
+        fairness=fairness,
+        gates=gates,
+        importance_moves=_importance_moves(result.attributions, champion, test),
+        plots={name: base64.b64decode(png) for name, png in result.plots.items()},
+        features=list(candidate.encoder.names),
+        test_days=(str(stamps.min().date()), str(stamps.max().date())),
+        seconds=time.perf_counter() - started,
+    )
+
+
+# --- production, read-only ---------------------------------------------------------------------------------
+
+
+def _registry(tracking_uri: str, registry_uri: str, name: str) -> MlflowClient:
+    """A client of the production store, once it has answered a read of the tracking store and the registry. A
+    local store must exist already: MLflow would create an empty one where the path points."""
+    from mlflow import MlflowClient
+
+    for uri in dict.fromkeys((tracking_uri, registry_uri)):
+        path = _local_store_path(uri)
+        if path is not None and not path.exists():
+            raise ProductionUnreachable(f"MLflow store {uri}: no such database or folder ({path})")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    with _environment(_PROBE_RETRIES):
+        for uri, ask in (
+            (tracking_uri, lambda: client.search_experiments(max_results=1)),
+            (registry_uri, lambda: version_of_alias(client, name, CHAMPION)),
+        ):
+            try:
+                ask()
+            except Exception as error:  # whatever the store's failure (refused, timed out, denied), say where
+                first_line = (str(error).splitlines() or [""])[0][:300]
+                raise ProductionUnreachable(
+                    f"MLflow {'tracking store' if uri == tracking_uri else 'registry'} {uri} cannot be read: "
+                    f"{type(error).__name__}: {first_line}"
+                ) from error
+    return client
+
+
+def _local_store_path(uri: str) -> Path | None:
+    """The file or folder behind a local store URI (sqlite:///..., file:..., a bare path); None for a server."""
+    if is_server(uri):
+        return None
+    scheme, _, rest = uri.partition(":")
+    if scheme == "sqlite":
+        path = rest.removeprefix("///").split("?")[0]
+        return None if path in ("", ":memory:") else Path(path)
+    if scheme == "file":
+        return Path(rest.removeprefix("//"))
+    if not rest or len(scheme) == 1:  # a bare path (or a Windows drive letter)
+        return Path(uri)
+    return None  # another database or scheme: asked, not checked on disk
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Environment variables set for a block and restored after it."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _champion(client: MlflowClient, name: str, version: str, scratch: Path) -> Model:
+    """The champion's model files, downloaded into the scratch folder (never next to the production store)."""
+    run_id = run_of(client, name, version)
+    if run_id is None:
+        raise ValueError(f"{name} champion v{version} has no training run to load its model from")
+    target = scratch / "champion" / f"v{version}"
+    try:
+        local = client.download_artifacts(run_id, MODEL_FILES, str(target))
+    except Exception as error:
+        raise ProductionUnreachable(
+            f"the artifacts of {name} v{version} (run {run_id}) at {client.tracking_uri} cannot be read: "
+            f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
+        ) from error
+    return Model.load(local)
+
+
+def _features_folder(storage_url: str, name: str) -> UPath:
+    """`<storage>/<model>/features`, where the IO manager stores the feature partitions."""
+    from upath import UPath
+
+    root = UPath(storage_url)
+    try:
+        exists = root.exists()
+    except Exception as error:
+        raise ProductionUnreachable(f"storage {storage_url} cannot be read: {type(error).__name__}: {error}") from error
+    if not exists:
+        raise ProductionUnreachable(f"storage {storage_url}: no such folder")
+    folder = root / name / "features"
+    if not folder.exists():
+        raise ProductionUnreachable(f"storage {storage_url}: no features stored for {name} (expected {folder})")
+    return folder
+
+
+def _stored_keys(folder: UPath) -> list[str]:
+    """The partition keys stored in a features folder (files, or folders written by the Dask engine)."""
+    return sorted(
+        path.name.removesuffix(".parquet")
+        for path in folder.iterdir()
+        if path.name.endswith(".parquet") and not path.name.startswith(".")
+    )
+
+
+def _read(folder: UPath, key: str) -> pd.DataFrame:
+    from ml_platform.core.dask_frames import partition_files, read_file
+
+    return concat_partitions([read_file(path) for path in partition_files(folder / f"{key}.parquet")])
+
+
+# --- which partitions -------------------------------------------------------------------------------------------
+
+
+def _key_window(key: str, cadence: str) -> tuple[datetime, datetime]:
+    """A partition key's time window [start, end) in naive UTC, as Dagster's time partitions name them."""
+    if cadence == "hourly":
+        start = datetime.strptime(key, "%Y-%m-%d-%H:%M")
+        return start, start + timedelta(hours=1)
+    start = datetime.fromisoformat(key)
+    if cadence == "daily":
+        return start, start + timedelta(days=1)
+    if cadence == "weekly":
+        return start, start + timedelta(days=7)
+    following = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+    return start, following
+
+
+def _windows(cadence: str, stored: list[str], first: date, last: date) -> dict[str, tuple[datetime, datetime]]:
+    """The data partitions of the days first..last, oldest first: every day for daily data (stored or not),
+    else the stored partitions that overlap those days."""
+    lo, hi = (
+        datetime.combine(first, datetime.min.time()),
+        datetime.combine(last + timedelta(days=1), datetime.min.time()),
+    )
+    if cadence == "daily":
+        days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+        return {day: _key_window(day, cadence) for day in days}
+    windows = {key: _key_window(key, cadence) for key in stored}
+    return dict(sorted(((k, w) for k, w in windows.items() if w[1] > lo and w[0] < hi), key=lambda item: item[1][0]))
+
+
+def _newest_window(head: ModelSpec, stored: list[str], folder: UPath) -> tuple[date, date]:
+    """Without a champion: the `training.window_days` days that end with the newest stored partition."""
+    if not stored:
+        raise ProductionUnreachable(f"no features partition stored under {folder}")
+    ends = [_key_window(key, head.partitions.cadence)[1] for key in stored]
+    last = (max(ends) - timedelta(microseconds=1)).date()
+    return last - timedelta(days=head.training.window_days - 1), last
+
+
+def _unit(head: ModelSpec) -> str:
+    return {"hourly": "hours", "daily": "days", "weekly": "weeks", "monthly": "months"}[head.partitions.cadence]
+
+
+# --- the data the champion trained on ----------------------------------------------------------------------------
+
+
+def _stored_versions(stored: Mapping[str, pd.DataFrame], timestamp: str, key: str | None) -> dict[str, str]:
+    """Each day's data version of the stored partitions, hashed as a retrain hashes its training set: the rows in
+    time order (then by key), stable."""
+    frames = [frame for frame in stored.values() if not frame.empty]
+    if not frames:
+        return {}
+    frame = concat_partitions(frames)
+    ordered = frame.sort_values([timestamp, *([key] if key else [])], kind="stable")
+    return versions_by_day(ordered.reset_index(drop=True), timestamp)
+
+
+def _version_notes(
+    stored: Mapping[str, pd.DataFrame], manifest: Mapping[str, Any], recorded: Mapping[str, str]
+) -> list[str]:
+    """A note for every day whose stored features no longer match the version the champion recorded."""
+    if not recorded:
+        return ["the champion recorded no data versions: the stored features could not be checked against them"]
+    found = _stored_versions(stored, manifest["timestamp"], manifest.get("key"))
+    notes = []
+    for day in sorted(set(recorded) | set(found)):
+        if day not in found:
+            notes.append(f"features {day}: no longer stored (the champion trained on it)")
+        elif day not in recorded:
+            notes.append(f"features {day}: stored rows the champion did not train on (evaluated on what is stored)")
+        elif found[day] != recorded[day]:
+            notes.append(
+                f"features {day}: stored data no longer matches the champion's recorded data version "
+                "(evaluated on what is stored)"
+            )
+    return notes
+
+
+def _data_layer_change(
+    head: ModelSpec,
+    champion: Model | None,
+    stored: Mapping[str, pd.DataFrame],
+    recorded: Mapping[str, str],
+    scratch: Path,
+    storage_url: str,
+) -> str | None:
+    """Why the stored features are not what `head` would build (None: they are). The same spec digest means
+    nothing changed; otherwise the stored columns are compared with the spec's features table, and one stored
+    partition (one the champion's recorded version vouches for, when there is one) is built again from the
+    source with `head` and hashed: any change the features stage depends on (source, target, derived
+    functions, ...) shows there."""
+    if champion is not None and champion.manifest.get("spec_digest") == head.digest:
+        return None
+    if not stored:
+        return None
+    columns = [str(c) for c in next(iter(stored.values())).columns]
+    expected = feature_columns(head)
+    if columns != expected:
+        added = [c for c in expected if c not in columns]
+        removed = [c for c in columns if c not in expected]
+        parts = [f"adds {', '.join(added)}" if added else "", f"removes {', '.join(removed)}" if removed else ""]
+        return "the features table " + ("; ".join(p for p in parts if p) or "reorders its columns")
+    probe = _probe_key(stored, champion, recorded)
+    window = _key_window(probe, head.partitions.cadence)
+    rebuilt = _rebuild(head, {probe: window}, scratch / "probe", storage_url, [])
+    if content_hash(rebuilt[probe]) != content_hash(stored[probe]):
+        return f"{head.name}/features of {probe} built from the source with this spec differ from the stored ones"
+    return None
+
+
+def _probe_key(stored: Mapping[str, pd.DataFrame], champion: Model | None, recorded: Mapping[str, str]) -> str:
+    """The newest stored partition whose content the champion's recorded version vouches for (daily data), else
+    the newest stored one."""
+    if champion is not None and recorded:
+        found = _stored_versions(stored, champion.manifest["timestamp"], champion.manifest.get("key"))
+        vouched = [key for key in stored if key in recorded and found.get(key) == recorded[key]]
+        if vouched:
+            return vouched[-1]
+    return list(stored)[-1]
+
+
+def _rebuild(
+    head: ModelSpec,
+    windows: Mapping[str, tuple[datetime, datetime]],
+    scratch: Path,
+    storage_url: str,
+    notes: list[str],
+) -> dict[str, pd.DataFrame]:
+    """The partitions' features built from the source as the `raw` and `features` assets build them (raw stored
+    as Parquet and read back, validated, featurized, each partition stored with its own levels), into
+    `scratch`; read back as the training set would read them."""
+    import numpy as np
+
+    from ml_platform.core.schema import validate
+    from ml_platform.core.sources import open_source
+
+    keys = list(windows)
+    source = open_source(head, _replay_pins(head, scratch, storage_url))
+    starts = np.array([np.datetime64(windows[k][0]) for k in keys], dtype="datetime64[ns]")
+    raw = source.load(min(w[0] for w in windows.values()), max(w[1] for w in windows.values()))
+    raw = _round_trip(raw, scratch / "raw" / "window.parquet")
+    report = validate(raw, head.expectations, _partition_of(raw, head.timestamp, keys, starts), keys)
+    if not report.passed:
+        notes.append(
+            f"the rebuilt raw data breaks {len(report.failures)} expectation(s) of the spec (production would "
+            "block these partitions): "
+            + "; ".join(f"{f.column}: {f.expectation} ({f.count})" for f in report.failures[:5])
+        )
+    frame, _ = build_features(raw, head)
+    partition_of = _partition_of(frame, head.timestamp, keys, starts)
+    out = {}
+    folder = scratch / "features"
+    for key in keys:
+        part = frame[(partition_of == key).to_numpy()].reset_index(drop=True)
+        if part.empty:
+            continue
+        categorical = [str(n) for n, t in part.dtypes.items() if isinstance(t, pd.CategoricalDtype)]
+        part = part.assign(**{n: part[n].cat.remove_unused_categories() for n in categorical})
+        out[key] = _round_trip(part, folder / f"{key}.parquet")
+    return out
+
+
+def _partition_of(frame: pd.DataFrame, timestamp: str, keys: list[str], starts: Any) -> pd.Series:
+    import numpy as np
+
+    position = np.searchsorted(starts, frame[timestamp].to_numpy(dtype="datetime64[ns]"), side="right") - 1
+    return pd.Series(np.asarray(keys, dtype=object)[np.clip(position, 0, None)], index=frame.index)
+
+
+def _round_trip(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A frame written as the IO manager writes it and read back, so dtypes are what a stage reads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression="snappy")
+    return pd.read_parquet(path)
+
+
+def _replay_pins(head: ModelSpec, scratch: Path, storage_url: str) -> Path:
+    """Where a replayed source finds its pinned offset: a copy, in scratch, of the pin production keeps beside
+    its storage (ML_PLATFORM_HOME/replay), so a rebuild replays the same days without writing a pin there."""
+    pins = scratch / "replay"
+    pins.mkdir(parents=True, exist_ok=True)
+    production = Path(storage_url).parent / "replay" / f"{head.name}.json" if "://" not in storage_url else None
+    if production is not None and production.is_file() and not (pins / production.name).exists():
+        (pins / production.name).write_bytes(production.read_bytes())
+    return pins
+
+
+def _with_champion_columns(
+    test: pd.DataFrame, champion: Model, stored: Mapping[str, pd.DataFrame], notes: list[str]
+) -> pd.DataFrame:
+    """The held-out rows with the champion's features the head spec dropped, joined by key from the stored
+    features, so the champion is scored on the rows it would have seen."""
+    missing = [name for name in champion.encoder.names if name not in test.columns]
+    key = champion.manifest.get("key")
+    if not missing:
+        return test
+    if not key or key not in test.columns or not stored:
+        raise ValueError(
+            f"the champion needs {', '.join(missing)}, which the head spec's features no longer have, and without a "
+            "key the stored values cannot be joined to the held-out rows"
+        )
+    frames = [frame[[key, *[m for m in missing if m in frame.columns]]] for frame in stored.values()]
+    notes.append(f"the champion was scored with {', '.join(missing)} from the stored features (the change drops them)")
+    return test.merge(concat_partitions(frames).drop_duplicates(key), on=key, how="left")
+
+
+# --- the records ----------------------------------------------------------------------------------------------
+
+
+def _metric_rows(metric: str, candidate: Mapping[str, float], champion: Mapping[str, float] | None) -> list[MetricRow]:
+    names = [metric, *[name for name in candidate if name != metric]] if metric in candidate else list(candidate)
+    rows = []
+    for name in names:
+        old = (champion or {}).get(name)
+        rows.append(MetricRow(name, old, candidate[name], None if old is None else candidate[name] - old))
+    return rows
+
+
+def _slices(
+    head: ModelSpec,
+    candidate: Model,
+    champion: Model | None,
+    test: pd.DataFrame,
+    result: Any,
+    metric: str,
+    group: str | None,
+) -> tuple[list[SliceRow], FairnessGap | None]:
+    """Both models' metric per slice level and the sensitive group's gap, from the same held-out rows."""
+    columns = list(dict.fromkeys([*head.gates.slices, *([group] if group else [])]))
+    old = (
+        slice_metrics(champion, test, champion.predict(test), columns, metric)
+        if champion is not None and columns
+        else None
+    )
+    previous = {} if old is None else {(r["column"], r["level"]): float(r[metric]) for _, r in old.iterrows()}
+    rows = []
+    for _, row in result.slices.iterrows():
+        value, before = float(row[metric]), previous.get((row["column"], row["level"]))
+        rows.append(
+            SliceRow(
+                str(row["column"]),
+                str(row["level"]),
+                int(row["rows"]),
+                metric,
+                before,
+                value,
+                None if before is None else value - before,
+            )
+        )
+    gap = result.fairness
+    if gap is None or group is None:
+        return rows, None
+    champion_gap = fairness_gap(old, group, metric) if old is not None else None
+    return rows, FairnessGap(
+        group,
+        metric,
+        float(gap["gap"]),
+        float(champion_gap["gap"]) if champion_gap else None,
+        gap["best"],
+        gap["worst"],
+    )
+
+
+def _importance_moves(candidate: pd.Series, champion: Model | None, test: pd.DataFrame) -> list[ImportanceMove]:
+    """The features whose share of the attributions moved most between the champion and the candidate."""
+    new = _shares(candidate)
+    old = _shares(attributions(champion, test)) if champion is not None else {}
+    moves = [ImportanceMove(name, old.get(name), new.get(name)) for name in dict.fromkeys([*new, *old])]
+    return sorted(moves, key=lambda m: -abs(m.move))[:TOP_MOVES]
+
+
+def _shares(importance: pd.Series) -> dict[str, float]:
+    total = float(importance.sum())
+    return {str(name): (float(value) / total if total > 0 else 0.0) for name, value in importance.items()}
