@@ -141,8 +141,7 @@ def review_candidate(
     champion = _champion(client, head.name, version, scratch) if version else None
     notes: list[str] = []
     if champion is not None:
-        window = champion.manifest["window"]
-        first, last = date.fromisoformat(window["first_day"]), date.fromisoformat(window["last_day"])
+        first, last = _champion_days(champion)
     else:
         first, last = _newest_window(head, stored_keys, folder)
     windows = _windows(head.partitions.cadence, stored_keys, first, last)
@@ -164,7 +163,7 @@ def review_candidate(
         frames = stored
     features = concat_partitions([frames[key] for key in windows if key in frames])
     training_set = build_training_set(features, head, {k: v for k, v in windows.items() if k in frames})
-    candidate = train(head, split_of(training_set.frame)).model
+    candidate = _train(head, training_set.frame, notes)
     holdout = Holdout.of_frame(training_set.frame, candidate)
     test = holdout.test
     if champion is not None:
@@ -190,6 +189,34 @@ def review_candidate(
         test_days=(str(stamps.min().date()), str(stamps.max().date())),
         seconds=time.perf_counter() - started,
     )
+
+
+def _champion_days(champion: Model) -> tuple[date, date]:
+    """The first and last day the champion's training set held (its manifest's window, else its data versions)."""
+    window = champion.manifest.get("window") or {}
+    days = sorted(champion.manifest.get("data_versions") or {})
+    first, last = (
+        window.get("first_day") or (days[0] if days else None),
+        window.get("last_day") or (days[-1] if days else None),
+    )
+    if first is None or last is None:
+        raise ValueError(f"{champion.manifest.get('model')}: the champion's manifest records no training window")
+    return date.fromisoformat(first), date.fromisoformat(last)
+
+
+def _train(head: ModelSpec, training_set: pd.DataFrame, notes: list[str]) -> Model:
+    """The candidate as a retrain would train it with the local engine: tuned first when the spec asks for it."""
+    from ml_platform.core.evaluation import score
+    from ml_platform.core.training import tune
+
+    split = split_of(training_set)
+    override = None
+    if head.training.tuning.trials:
+        metric = metric_of(head)
+        override, _ = tune(head, split, lambda model, frame: score(model, frame, metric))
+    if head.training.engine != "local":
+        notes.append(f"the candidate was trained with the local engine (the spec asks for {head.training.engine})")
+    return train(head, split, override).model
 
 
 # --- production, read-only ---------------------------------------------------------------------------------
@@ -496,7 +523,8 @@ def _with_champion_columns(
 ) -> pd.DataFrame:
     """The held-out rows with the champion's features the head spec dropped, joined by key from the stored
     features, so the champion is scored on the rows it would have seen."""
-    missing = [name for name in champion.encoder.names if name not in test.columns]
+    needed = [*champion.encoder.names, champion.manifest["target"]]
+    missing = [name for name in dict.fromkeys(needed) if name not in test.columns]
     key = champion.manifest.get("key")
     if not missing:
         return test

@@ -157,7 +157,7 @@ def test_b_without_a_champion_the_candidate_is_judged_alone_on_the_newest_stored
     )
 
     stored = sorted(p.stem for p in (production.home / "storage" / "flight_delay" / "features").glob("*.parquet"))
-    assert review.champion_version is None
+    assert review.champion_version is None and review.data_notes == []
     assert review.days[1] == stored[-1]
     assert (pd.Timestamp(review.days[1]) - pd.Timestamp(review.days[0])).days == head.training.window_days - 1
     assert all(m.champion is None and m.delta is None for m in review.metrics)
@@ -217,6 +217,23 @@ def test_d_an_added_feature_rebuilds_the_features_in_scratch(production, tmp_pat
     rebuilt = sorted((tmp_path / "s").rglob("features/*.parquet"))
     assert len(rebuilt) == days and "wind_gust" in pd.read_parquet(rebuilt[0]).columns
     assert review.champion_version == "1" and review.metrics[0].champion is not None
+
+
+def test_d_a_dropped_feature_still_scores_the_champion_with_its_stored_values(production, tmp_path):
+    data = load_spec(production.base)
+    head = _head(
+        tmp_path / "head", production, {"features.numeric": [n for n in data.features.numeric if n != "distance"]}
+    )
+
+    review = review_candidate(
+        head, tracking_uri=production.uri, registry_uri=None, storage_url=production.storage, scratch=tmp_path / "s"
+    )
+
+    assert any("rebuilt" in n and "removes distance" in n for n in review.data_notes), review.data_notes
+    assert "the champion was scored with distance from the stored features (the change drops them)" in review.data_notes
+    assert "distance" not in review.features
+    # the same rows and values its own evaluation scored
+    assert review.metrics[0].champion == pytest.approx(_champion_run(production).data.metrics["test_roc_auc"], abs=1e-9)
 
 
 def test_e_an_unreachable_tracking_server_is_named(production, tmp_path):
