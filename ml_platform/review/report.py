@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 PASSED, GATE_FAILED, SPEC_ERROR, UNREACHABLE = 0, 1, 2, 3
 IMPORTANCE_ROWS = 5
+SLICE_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,8 @@ def _rebuilds(change: ModelChange) -> list[str]:
 def _candidate(name: str, candidate: CandidateReview, plots_dir: Path | None) -> list[str]:
     first, last = candidate.days
     against = f"champion v{candidate.champion_version}" if candidate.champion_version else "no champion yet"
-    lines = [f"**Candidate** ({against}; window {first} to {last}, scored on the same held-out days)", ""]
+    held_out = " to ".join(dict.fromkeys(candidate.test_days))
+    lines = [f"**Candidate** ({against}; trained on {first} to {last}, both scored on {held_out})", ""]
     lines += ["| metric | champion | candidate | delta |", "|---|---|---|---|"]
     lines += [
         f"| {m.name} | {_number(m.champion)} | {_number(m.candidate)} | {_number(m.delta, signed=True)} |"
@@ -165,6 +167,21 @@ def _candidate(name: str, candidate: CandidateReview, plots_dir: Path | None) ->
     ]
     lines += ["", "| gate | result | detail |", "|---|---|---|"]
     lines += [f"| {g.name} | {'pass' if g.passed else '**FAIL**'} | {g.detail} |" for g in candidate.gates]
+    slices = sorted(candidate.slices, key=lambda r: -abs(r.delta or 0.0))[:SLICE_ROWS]
+    if slices:
+        lines += ["", "| slice (largest changes) | rows | champion | candidate | delta |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {r.column} = {r.level} | {r.rows} | {_number(r.champion)} | {_number(r.candidate)} | "
+            f"{_number(r.delta, signed=True)} |"
+            for r in slices
+        ]
+    gap = candidate.fairness
+    if gap is not None:
+        lines += [
+            "",
+            f"Fairness across `{gap.group}` ({gap.metric}): the candidate's gap {gap.candidate:.4f} (best "
+            f"{gap.best}, worst {gap.worst}); the champion's {_number(gap.champion)}.",
+        ]
     moves = candidate.importance_moves[:IMPORTANCE_ROWS]
     if moves:
         lines += ["", "| feature (largest importance moves) | champion | candidate |", "|---|---|---|"]
@@ -186,6 +203,9 @@ def _candidate_json(candidate: CandidateReview) -> dict[str, Any]:
     return {
         "champion_version": candidate.champion_version,
         "days": list(candidate.days),
+        "test_days": list(candidate.test_days),
+        "slices": [asdict(r) for r in candidate.slices],
+        "fairness": asdict(candidate.fairness) if candidate.fairness else None,
         "passed": candidate.passed,
         "metrics": [asdict(m) for m in candidate.metrics],
         "gates": [g.as_dict() for g in candidate.gates],
