@@ -34,6 +34,7 @@ from ml_platform.core.model import Model
 from ml_platform.core.training import train
 from ml_platform.core.training_run import metric_of
 from ml_platform.core.training_set import build_training_set, split_of
+from ml_platform.settings import HOME_ENV
 from ml_platform.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -140,17 +141,29 @@ def review_candidate(
     version = version_of_alias(client, head.name, CHAMPION)
     champion = _champion(client, head.name, version, scratch) if version else None
     notes: list[str] = []
+    if champion is not None and not stored_keys:
+        raise ProductionUnreachable(
+            f"storage {storage_url}: no features of {head.name} under {folder}, though champion v{version} "
+            "trained on them"
+        )
     if champion is not None:
         first, last = _champion_days(champion)
+    elif stored_keys:
+        first, last = _newest_window(head, stored_keys)
     else:
-        first, last = _newest_window(head, stored_keys, folder)
+        first, last = _source_window(head, scratch, storage_url)
     windows = _windows(head.partitions.cadence, stored_keys, first, last)
     stored = {key: _read(folder, key) for key in windows if key in stored_keys}
     recorded = champion.manifest.get("data_versions", {}) if champion is not None else {}
     if champion is not None:
         notes += _version_notes(stored, champion.manifest, recorded)
-    change = _data_layer_change(head, champion, stored, recorded, scratch, storage_url)
-    if change is not None:
+    if not stored_keys:
+        frames = _rebuild(head, windows, scratch, storage_url, notes)
+        notes.append(
+            f"features built from the source in a scratch store for {len(frames)} {_unit(head)} (production "
+            f"stores no features of {head.name} yet)"
+        )
+    elif (change := _data_layer_change(head, champion, stored, recorded, scratch, storage_url)) is not None:
         frames = _rebuild(head, windows, scratch, storage_url, notes)
         notes.append(
             f"features rebuilt from the source in a scratch store for {len(frames)} "
@@ -306,14 +319,14 @@ def _features_folder(storage_url: str, name: str) -> UPath:
         raise ProductionUnreachable(f"storage {storage_url} cannot be read: {type(error).__name__}: {error}") from error
     if not exists:
         raise ProductionUnreachable(f"storage {storage_url}: no such folder")
-    folder = root / name / "features"
-    if not folder.exists():
-        raise ProductionUnreachable(f"storage {storage_url}: no features stored for {name} (expected {folder})")
-    return folder
+    return root / name / "features"
 
 
 def _stored_keys(folder: UPath) -> list[str]:
-    """The partition keys stored in a features folder (files, or folders written by the Dask engine)."""
+    """The partition keys stored in a features folder (files, or folders written by the Dask engine); none when
+    the folder does not exist (a model production has not built yet)."""
+    if not folder.exists():
+        return []
     return sorted(
         path.name.removesuffix(".parquet")
         for path in folder.iterdir()
@@ -354,16 +367,37 @@ def _windows(cadence: str, stored: list[str], first: date, last: date) -> dict[s
     if cadence == "daily":
         days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
         return {day: _key_window(day, cadence) for day in days}
+    if cadence == "hourly" and not stored:
+        hours = [lo + timedelta(hours=i) for i in range(int((hi - lo).total_seconds()) // 3600)]
+        return {hour.strftime("%Y-%m-%d-%H:%M"): (hour, hour + timedelta(hours=1)) for hour in hours}
     windows = {key: _key_window(key, cadence) for key in stored}
     return dict(sorted(((k, w) for k, w in windows.items() if w[1] > lo and w[0] < hi), key=lambda item: item[1][0]))
 
 
-def _newest_window(head: ModelSpec, stored: list[str], folder: UPath) -> tuple[date, date]:
+def _newest_window(head: ModelSpec, stored: list[str]) -> tuple[date, date]:
     """Without a champion: the `training.window_days` days that end with the newest stored partition."""
-    if not stored:
-        raise ProductionUnreachable(f"no features partition stored under {folder}")
     ends = [_key_window(key, head.partitions.cadence)[1] for key in stored]
     last = (max(ends) - timedelta(microseconds=1)).date()
+    return last - timedelta(days=head.training.window_days - 1), last
+
+
+def _source_window(head: ModelSpec, scratch: Path, storage_url: str) -> tuple[date, date]:
+    """A model production has no features of: the `training.window_days` days that end yesterday (UTC), or with
+    the last day the spec's partitions or a replayed source have."""
+    from datetime import UTC
+
+    from ml_platform.core.sources import open_source
+
+    source = open_source(head, _replay_pins(head, scratch, storage_url))
+    ends = [datetime.now(UTC).date() - timedelta(days=1)]
+    ends += [source.replay.last_day] if source.replay is not None else []
+    ends += [head.partitions.end] if head.partitions.end is not None else []
+    if head.partitions.cadence not in ("daily", "hourly"):
+        raise ValueError(
+            f"{head.name}: production stores no features of it and {head.partitions.cadence} partitions are not "
+            "rebuilt for a review; materialize its features first"
+        )
+    last = min(ends)
     return last - timedelta(days=head.training.window_days - 1), last
 
 
@@ -512,9 +546,12 @@ def _replay_pins(head: ModelSpec, scratch: Path, storage_url: str) -> Path:
     its storage (ML_PLATFORM_HOME/replay), so a rebuild replays the same days without writing a pin there."""
     pins = scratch / "replay"
     pins.mkdir(parents=True, exist_ok=True)
-    production = Path(storage_url).parent / "replay" / f"{head.name}.json" if "://" not in storage_url else None
-    if production is not None and production.is_file() and not (pins / production.name).exists():
-        (pins / production.name).write_bytes(production.read_bytes())
+    homes = [Path(storage_url).parent] if "://" not in storage_url else []
+    homes += [Path(os.environ[HOME_ENV])] if os.environ.get(HOME_ENV) else []
+    for home in homes:
+        production = home / "replay" / f"{head.name}.json"
+        if production.is_file() and not (pins / production.name).exists():
+            (pins / production.name).write_bytes(production.read_bytes())
     return pins
 
 

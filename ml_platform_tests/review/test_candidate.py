@@ -167,6 +167,29 @@ def test_b_without_a_champion_the_candidate_is_judged_alone_on_the_newest_stored
     assert all(m.champion is None for m in review.importance_moves)
 
 
+def test_b_a_new_model_is_built_from_the_source_for_the_newest_window_it_has(production, tmp_path):
+    from datetime import date, timedelta
+
+    from ml_platform_tests.defs.conftest import OFFSET_WEEKS
+
+    head = _head(tmp_path / "head", production, {"name": "flight_delay_v2"})
+    before = _hashes(production.home / "mlflow", production.home / "storage")
+
+    review = review_candidate(
+        head, tracking_uri=production.uri, registry_uri=None, storage_url=production.storage, scratch=tmp_path / "s"
+    )
+
+    assert _hashes(production.home / "mlflow", production.home / "storage") == before
+    assert not (production.home / "storage" / "flight_delay_v2").exists()
+    replay_last_day = date(2013, 12, 31) + timedelta(weeks=OFFSET_WEEKS)
+    assert review.champion_version is None and review.days[1] == replay_last_day.isoformat()
+    assert review.data_notes == [
+        "features built from the source in a scratch store for 56 days (production stores no features of "
+        "flight_delay_v2 yet)"
+    ]
+    assert review.metrics[0].name == "roc_auc" and review.metrics[0].champion is None
+
+
 def test_c_a_partition_changed_since_the_champion_trained_is_named_and_the_review_goes_on(production, tmp_path):
     storage = tmp_path / "storage"
     shutil.copytree(production.home / "storage", storage)
