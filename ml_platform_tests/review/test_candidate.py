@@ -125,6 +125,8 @@ def test_a_changed_parameter_is_scored_beside_the_champion_and_production_is_unt
     window = champion.manifest["window"]
     assert review.champion_version == "1" and review.model == "flight_delay"
     assert review.days == (window["first_day"], window["last_day"])
+    test_first = (pd.Timestamp(window["last_day"]) - pd.Timedelta(days=head.training.test_days - 1)).date()
+    assert review.test_days == (test_first.isoformat(), window["last_day"])
     assert review.data_notes == []  # every stored day matches its recorded version; the data layer is unchanged
     first = review.metrics[0]
     assert first.name == "roc_auc" and {m.name for m in review.metrics} >= {"pr_auc", "log_loss", "brier", "accuracy"}
@@ -240,6 +242,20 @@ def test_d_an_added_feature_rebuilds_the_features_in_scratch(production, tmp_pat
     rebuilt = sorted((tmp_path / "s").rglob("features/*.parquet"))
     assert len(rebuilt) == days and "wind_gust" in pd.read_parquet(rebuilt[0]).columns
     assert review.champion_version == "1" and review.metrics[0].champion is not None
+
+
+def test_d_a_changed_target_shows_in_a_partition_built_again_from_the_source(production, tmp_path):
+    head = _head(tmp_path / "head", production, {"target.expression": "arr_delay > 30"})
+
+    review = review_candidate(
+        head, tracking_uri=production.uri, registry_uri=None, storage_url=production.storage, scratch=tmp_path / "s"
+    )
+
+    (note,) = review.data_notes
+    assert note.startswith("features rebuilt from the source in a scratch store for 56 days")
+    assert "built from the source with this spec differ from the stored ones" in note
+    # both models judged on the new labels: the champion's number is not the one its own evaluation recorded
+    assert review.metrics[0].champion != pytest.approx(_champion_run(production).data.metrics["test_roc_auc"])
 
 
 def test_d_a_dropped_feature_still_scores_the_champion_with_its_stored_values(production, tmp_path):
