@@ -5,10 +5,10 @@ partitions of those days are read from production storage and hash-checked again
 changed since is named, and the review goes on with what is stored). When the change touches the data layer
 (the features table the spec describes is not the stored one), the window's features are rebuilt from the source
 into the scratch folder with the functions the `raw` and `features` assets run (as they are for a model production
-has no features of yet, on the newest days its source has). The candidate is trained with the
-local engine in memory, both models are scored on the candidate's held-out test days, and the spec's gates judge
-the result. Nothing is logged to MLflow: the registry is only asked, the champion's files are downloaded into
-the scratch folder.
+has no features of yet, on the newest days its source has). The candidate is trained with the local engine in
+memory, both models are scored on the candidate's held-out test days, and the spec's gates judge the result.
+Nothing is logged to MLflow: the registry is only asked, the champion's files are downloaded into the scratch
+folder.
 """
 
 from __future__ import annotations
