@@ -13,7 +13,8 @@ recorded nor compared: training.py's `retrain_fixed_cost_s` (a difference, its r
 shared cores were 5x to 10x apart from run to run; the requests-per-second ratios guard the server).
 
 Guarded, quick forms run one after the other (well under a minute each): label_fields.py, refit.py,
-serving_parts.py, serving.py, training.py, monitoring.py, backfill.py, many_models.py (its idle daemon: full only).
+serving_parts.py, serving.py, training.py, monitoring.py, backfill.py, many_models.py (its idle daemon: full only),
+review.py.
 Left out of the guard, run by `make bench` only (`--full`):
 - stack.py: needs a Docker engine and docker-compose, builds the project image and brings the production stack
   up (minutes);
@@ -52,6 +53,7 @@ GUARDED = (
     "monitoring.py",
     "backfill.py",
     "many_models.py",
+    "review.py",
 )
 #: Run by `make bench` only (see the docstring for why).
 HEAVY = ("scale.py", "stack.py", "test_suite.py")
