@@ -2,16 +2,19 @@
 
 One stack for the whole file (see conftest.py), in this order: the lifecycle through the Dagster GraphQL API
 (each run in its own container, history in PostgreSQL, versions and aliases on the MLflow server, the endpoint
-answering and Prometheus scraping it); a READ-only MLflow user; then faults: a run's container killed
-mid-training, the daemon killed with a run in flight and one queued, PostgreSQL restarted while sensors tick,
-and the MLflow server down during a deploy.
+answering and Prometheus scraping it); a READ-only MLflow user, and `ml-platform review` reading production
+through it; then faults: a run's container killed mid-training, the daemon killed with a run in flight and one
+queued, PostgreSQL restarted while sensors tick, and the MLflow server down during a deploy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import date, timedelta
@@ -19,8 +22,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
-from ml_platform_tests.stack.conftest import run_in_env, wait_for
+from ml_platform_tests.stack.conftest import NAME, run_in_env, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -291,6 +295,59 @@ for move in (lambda: client.set_registered_model_alias("flight_delay", "champion
         {**mlflow_env["reader"], "MLFLOW_TRACKING_PASSWORD": "wrong"},
     )
     assert wrong.returncode != 0 and "401" in wrong.stderr
+
+
+def test_a_review_reads_production_as_a_read_only_user_and_leaves_it_as_it_was(stack, mlflow_env, tmp_path):
+    """`ml-platform review` as a CI job runs it: the tracking server through the READ-only account, the stored
+    partitions where the stack's data volume keeps them; a candidate trained and gated beside champion v1, and
+    the registry, its runs and every stored file as they were."""
+    volume = subprocess.run(
+        ["docker", "volume", "inspect", f"{NAME}_data", "--format", "{{.Mountpoint}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data = Path(volume.stdout.strip())
+    base, head = tmp_path / "base", tmp_path / "head"
+    base.mkdir()
+    head.mkdir()
+    shutil.copy(data / "specs" / "flight_delay.yaml", base / "flight_delay.yaml")
+    spec = yaml.safe_load((base / "flight_delay.yaml").read_text())
+    spec["training"]["params"]["num_leaves"] = 31
+    (head / "flight_delay.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+    def state() -> tuple[dict, dict]:
+        runs = run_in_env(
+            "import json; from mlflow import MlflowClient; c = MlflowClient(); "
+            "ids = [e.experiment_id for e in c.search_experiments()]; "
+            "print(json.dumps(sorted((r.info.run_id, r.info.status) for r in c.search_runs(ids))))",
+            mlflow_env["service"],
+        )
+        assert runs.returncode == 0, runs.stderr[-2000:]
+        files = {
+            str(p.relative_to(data)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((data / "storage").rglob("*"))
+            if p.is_file()
+        }
+        return {"registry": _registry(mlflow_env), "runs": json.loads(runs.stdout.splitlines()[-1])}, files
+
+    before = state()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "ML_PLATFORM_"))}
+    env = {
+        **clean,
+        **mlflow_env["reader"],
+        "ML_PLATFORM_STORAGE": str(data / "storage"),
+        "ML_PLATFORM_HOME": str(tmp_path / "home"),
+    }
+    command = [str(Path(sys.executable).parent / "ml-platform"), "review", "--base", str(base), "--head", str(head)]
+    done = subprocess.run(
+        [*command, "--json", str(tmp_path / "review.json")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (model,) = json.loads((tmp_path / "review.json").read_text())["models"]
+    assert model["candidate"]["champion_version"] == "1" and model["candidate"]["passed"]
+    assert "would pass" in done.stdout and "`training.params.num_leaves`" in done.stdout
+    assert state() == before
 
 
 def test_a_run_whose_container_is_killed_mid_training_fails_alerts_and_changes_nothing(
