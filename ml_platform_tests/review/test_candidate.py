@@ -24,6 +24,9 @@ from ml_platform.spec import ModelSpec, load_spec
 from ml_platform_tests.conftest import _write_spec
 from ml_platform_tests.review.conftest import FAST, PARAMS, Production
 
+# One worker for the review modules: they share the session's production home (a trained champion).
+pytestmark = pytest.mark.xdist_group("review")
+
 
 def _head(folder: Path, production: Production, overrides: dict) -> ModelSpec:
     return load_spec(_write_spec(folder, {**FAST, **overrides}, base=production.base))

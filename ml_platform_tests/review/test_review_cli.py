@@ -14,6 +14,9 @@ from ml_platform.review import report
 from ml_platform_tests.conftest import _write_spec
 from ml_platform_tests.review.conftest import FAST, Production
 
+# One worker for the review modules: they share the session's production home (a trained champion).
+pytestmark = pytest.mark.xdist_group("review")
+
 
 @pytest.fixture
 def against(production: Production, monkeypatch, tmp_path):
