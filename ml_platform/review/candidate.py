@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 TOP_MOVES = 10  # importance moves kept, largest first
 _PROBE_RETRIES = {  # a store that does not answer is reported in seconds, not after MLflow's minutes of retries
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0.2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # MLflow reads it as an integer
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
 

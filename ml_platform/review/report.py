@@ -47,6 +47,8 @@ class Review:
         if change.name in self.problems:
             return f"no verdict: {self.problems[change.name]}"
         if candidate is None:
+            if change.needs_candidate and self.unreachable:
+                return "not judged: production unreachable"
             if change.needs_candidate:
                 return "not judged: no candidate trained (--changes-only)"
             return {"removed": "removed", "unchanged": "unchanged"}.get(change.kind, "no model change: no candidate")
