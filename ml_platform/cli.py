@@ -159,8 +159,8 @@ def review_command(args) -> int:
     import tempfile
 
     from ml_platform import settings
+    from ml_platform.core.recipe import working_tree
     from ml_platform.review import report
-    from ml_platform.review.changes import working_tree
     from ml_platform.review.run import at_revision, run_review, specs_at_revision, stored_features_days
     from ml_platform.spec.loading import BUNDLED_SPECS, SPECS_ENV
 

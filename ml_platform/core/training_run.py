@@ -29,9 +29,13 @@ from ml_platform.core.mlflow_store import (
     log_batch,
     remember_model,
 )
+from ml_platform.core.recipe import RESOLVED_SPEC, derived_tags, resolved_spec_yaml, source_state
 from ml_platform.core.training import TrainingError, TrainingResult, train, tune
 from ml_platform.core.training_set import SPLIT, TrainingSet, build_training_set, split_of
 from ml_platform.spec import ModelSpec
+
+# Where the platform's own code is: its git state is recorded for a spec that was not loaded from a file.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,11 +117,17 @@ def train_and_log(
         tags={
             "data_versions_digest": versions_digest(versions),
             "window": f"{window['first_day']} → {window['last_day']}",
+            **source_state(spec.path.parent if spec.path else PACKAGE_DIR).tags(),
+            **derived_tags(spec),
         },
         steps=curve_metrics(result.learning_curve),
     )
     timings["mlflow_params_metrics"] = time.perf_counter() - started
-    extra = {DATA_VERSIONS: versions, **({TUNING_TRIALS: {"trials": trials}} if trials else {})}
+    extra: dict[str, object] = {
+        DATA_VERSIONS: versions,
+        RESOLVED_SPEC: resolved_spec_yaml(spec),
+        **({TUNING_TRIALS: {"trials": trials}} if trials else {}),
+    }
     model_uri, sha256 = log_model_files(result.model, extra, timings)
     return TrainedModel(result, model_uri, sha256, valid, trials, timings)
 
@@ -136,7 +146,7 @@ def retrain_versions(training_set: pd.DataFrame | StoredPartitions, timestamp: s
 def log_model_files(
     model: Model, extra_json: dict[str, object] | None = None, timings: dict[str, float] | None = None
 ) -> tuple[str, str]:
-    """The native model files (and `extra_json`: run path → JSON-able object, written beside them) in one
+    """The native model files (and `extra_json`: run path → JSON-able object or text, written beside them) in one
     artifact upload, then the pyfunc flavour (logged as code), in the active run: (model URI, sha256).
     `timings`, when given, receives the seconds of each of the two uploads."""
     import mlflow
@@ -150,7 +160,8 @@ def log_model_files(
         folder = model.save(root / MODEL_FILES)
         for name, content in (extra_json or {}).items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
-            (root / name).write_text(json.dumps(content, indent=2, default=str), encoding="utf-8")
+            text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+            (root / name).write_text(text, encoding="utf-8")
         mlflow.log_artifacts(str(root))
         sha256 = hashlib.sha256((folder / "model.txt").read_bytes()).hexdigest()
         timings["mlflow_artifacts"] = time.perf_counter() - started

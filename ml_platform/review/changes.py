@@ -17,14 +17,11 @@ produce: neither rebuilds anything.
 
 from __future__ import annotations
 
-import ast
-import hashlib
-import importlib.util
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
+from ml_platform.core.recipe import ReadSource, source_digest
 from ml_platform.spec import ModelSpec
 
 Kind = Literal["added", "removed", "changed", "unchanged"]
@@ -35,10 +32,6 @@ DATA_LAYER = ("source", "timestamp", "key", "partitions", "target", "features", 
 MODEL_LAYER = (*DATA_LAYER, "task", "training", "gates")
 # Sections the digest leaves out, or that follow the champion: nothing is rebuilt for them.
 NOT_REBUILT = ("schedule",)
-
-# Reads a source file of this checkout as the base or the head has it (the working tree, or a git revision);
-# None when the file is absent there.
-ReadSource = Callable[[Path], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -164,41 +157,6 @@ def function_changes(
         if old_digest != new_digest or before[derived.name] != derived.function:
             changes.append(FunctionChange(derived.name, derived.function, old_digest, new_digest))
     return changes
-
-
-def source_digest(function: str, read: ReadSource) -> str | None:
-    """SHA-256 (16 hex) of a `module:function`'s source as `read` has the module's file (found where this
-    checkout has it); None if not found."""
-    module, _, name = function.partition(":")
-    path = module_file(module)
-    text = read(path) if path else None
-    if text is None:
-        return None
-    try:
-        tree = ast.parse(text)
-    except SyntaxError:
-        return None
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
-            segment = ast.get_source_segment(text, node) or ""
-            return hashlib.sha256(segment.encode()).hexdigest()[:16]
-    return None
-
-
-def module_file(module: str) -> Path | None:
-    """Where a module's source file is in this checkout, or None when it cannot be found here."""
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if found is None or not found.origin or not found.origin.endswith(".py"):
-        return None
-    return Path(found.origin)
-
-
-def working_tree(path: Path) -> str | None:
-    """A `ReadSource` for the checkout itself."""
-    return path.read_text() if path.is_file() else None
 
 
 def _with_rebuilds(change: ModelChange, stored: int | None) -> ModelChange:

@@ -11,7 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ml_platform.review.changes import Changes, ReadSource, compare, working_tree
+from ml_platform.core.recipe import ReadSource, working_tree
+from ml_platform.review.changes import Changes, compare
 from ml_platform.review.report import Review
 from ml_platform.spec import SpecError, load_specs
 

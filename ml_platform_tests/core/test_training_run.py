@@ -4,13 +4,23 @@ trained and logged to a real local MLflow store."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import mlflow
 import pytest
 
 from ml_platform.core.data_versions import versions_by_day
 from ml_platform.core.mlflow_store import download_model_files, load_model
+from ml_platform.core.recipe import (
+    DERIVED_TAG,
+    DIRTY_TAG,
+    GIT_COMMIT_TAG,
+    RESOLVED_SPEC,
+    derived_digests,
+    source_state,
+)
 from ml_platform.core.training_run import SPLIT, TrainingError, build_training_set, split_of, train_and_log
+from ml_platform.spec import load_spec
 
 DAYS = [f"2013-05-{d:02d}" for d in range(1, 32)] + [f"2013-06-{d:02d}" for d in range(1, 26)]
 
@@ -46,6 +56,12 @@ def test_a_trained_version_carries_its_data_versions_and_validation_metrics(spec
     run = client.get_run(run_id)
     assert "valid_roc_auc" in run.data.metrics and run.data.params["partition"] == "2013-06-19"
     assert len(client.get_metric_history(run_id, "curve_valid_auc")) > 1
+    # and its recipe: the resolved spec, the source's git state (a checkout here), each derived function's digest
+    resolved = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=RESOLVED_SPEC))
+    assert load_spec(resolved).digest == spec.digest
+    assert run.data.tags[GIT_COMMIT_TAG] == source_state(spec.path.parent).commit and DIRTY_TAG in run.data.tags
+    for name, digest in derived_digests(spec).items():
+        assert run.data.tags[DERIVED_TAG.format(name=name)] == digest
 
 
 def test_hourly_partitions_are_covered_by_their_time_windows(features, spec):

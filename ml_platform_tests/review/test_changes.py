@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from ml_platform.cli import main
+from ml_platform.core.recipe import working_tree
 from ml_platform.review import report
-from ml_platform.review.changes import compare, working_tree
+from ml_platform.review.changes import compare
 from ml_platform.spec import load_spec
 
 
