@@ -4,14 +4,11 @@ digest. Real git repositories and real modules on disk."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
-
 import pytest
 
 from ml_platform.core import recipe
 from ml_platform.spec import load_spec
+from ml_platform_tests.git_repos import git
 
 CANARY = {"serving.rollout": {"mode": "canary", "fraction": 0.2, "key": "carrier"}}
 DAILY_FILES = {
@@ -33,34 +30,20 @@ def test_the_resolved_spec_loads_back_as_the_same_spec(tmp_path, write_spec, ove
     assert "P1D" not in written.read_text()  # durations in the spec's own units, not ISO 8601
 
 
-def _git(repo: Path, *args: str) -> str:
-    identity = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@x",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@x",
-    }
-    done = subprocess.run(
-        ["git", "-C", str(repo), *args], capture_output=True, text=True, env={**os.environ, **identity}
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def test_the_source_state_is_the_commit_and_whether_the_checkout_changed(tmp_path):
     repo = tmp_path / "repo"
     (repo / "specs").mkdir(parents=True)
     (repo / "specs" / "m.yaml").write_text("name: m\n")
-    _git(repo, "init", "-q")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-qm", "one")
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "one")
     clean = recipe.source_state(repo / "specs")
-    assert clean == recipe.SourceState(_git(repo, "rev-parse", "HEAD"), False)
+    assert clean == recipe.SourceState(git(repo, "rev-parse", "HEAD"), False)
     assert clean.tags() == {recipe.GIT_COMMIT_TAG: clean.commit, recipe.DIRTY_TAG: "false"}
     (repo / "specs" / "m.yaml").write_text("name: m2\n")
     assert recipe.source_state(repo / "specs").dirty is True
     (repo / "specs" / "untracked.yaml").write_text("")  # an untracked file is not a change to what was committed
-    _git(repo, "checkout", "-q", "--", "specs/m.yaml")
+    git(repo, "checkout", "-q", "--", "specs/m.yaml")
     assert recipe.source_state(repo / "specs").dirty is False
 
 
@@ -73,14 +56,14 @@ def test_without_git_the_state_says_why(tmp_path):
 
 
 def test_derived_functions_are_digested_from_their_source(tmp_path, write_spec, monkeypatch):
-    module = tmp_path / "code" / "team_features.py"
+    module = tmp_path / "code" / "recipe_probe_features.py"
     module.parent.mkdir()
     module.write_text("def hour(frame, timestamp):\n    return frame[timestamp].dt.hour\n")
     monkeypatch.syspath_prepend(str(module.parent))
     derived = [
         {"name": "day_of_week", "function": "ml_platform.core.derived:day_of_week", "type": "numeric"},
         {"name": "month", "function": "ml_platform.core.derived:month", "type": "numeric"},
-        {"name": "hour", "function": "team_features:hour", "type": "numeric"},
+        {"name": "hour", "function": "recipe_probe_features:hour", "type": "numeric"},
     ]
     spec = load_spec(write_spec(tmp_path, {"features.derived": derived}))
     before = recipe.derived_digests(spec)

@@ -17,6 +17,8 @@ from urllib.parse import parse_qs
 import pytest
 import yaml
 
+from ml_platform_tests.git_repos import git
+
 REPO = Path(__file__).resolve().parents[2]
 CI = REPO / "deploy" / "ci"
 READER_ENV = {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"}
@@ -59,16 +61,6 @@ def notes_api():
     server.shutdown()
 
 
-def _git(repo: Path, *args: str) -> None:
-    identity = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@x",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@x",
-    }
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env={**os.environ, **identity})
-
-
 def test_the_gitlab_job_script_reviews_posts_the_note_and_exits_with_the_verdict(tmp_path, write_spec, notes_api):
     job = yaml.safe_load((CI / "gitlab-review.yml").read_text())["model-review"]
     assert job["rules"][0]["if"] == '$CI_PIPELINE_SOURCE == "merge_request_event"'
@@ -78,9 +70,9 @@ def test_the_gitlab_job_script_reviews_posts_the_note_and_exits_with_the_verdict
     # A merge request: the target branch `main` in `origin`, a checkout whose head changes one spec's schedule.
     origin, clone = tmp_path / "origin", tmp_path / "clone"
     write_spec(origin / "specs", name="flight_delay.yaml")
-    _git(origin, "init", "-q", "-b", "main")
-    _git(origin, "add", ".")
-    _git(origin, "commit", "-qm", "base")
+    git(origin, "init", "-q", "-b", "main")
+    git(origin, "add", ".")
+    git(origin, "commit", "-qm", "base")
     subprocess.run(["git", "clone", "-q", str(origin), str(clone)], check=True, capture_output=True)
     write_spec(clone / "specs", {"schedule": {"minute": 7}}, name="flight_delay.yaml")
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,7 @@ from ml_platform.core.recipe import working_tree
 from ml_platform.review import report
 from ml_platform.review.changes import compare
 from ml_platform.spec import load_spec
+from ml_platform_tests.git_repos import git
 
 
 def _review(capsys, *args: str) -> tuple[int, str, str]:
@@ -99,13 +99,6 @@ def test_a_data_layer_change_calls_for_a_backfill_of_the_stored_days(folders, wr
     assert "the 3 stored days were built by the old spec: backfill them to rebuild" in out
 
 
-def _git(repo: Path, *args: str) -> None:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t"}
-    subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, env={**env, "GIT_COMMITTER_EMAIL": "t@x"}
-    )
-
-
 def test_base_ref_reads_the_specs_and_the_derived_functions_from_git(tmp_path, write_spec, capsys, monkeypatch):
     """A derived-feature function whose body changed, the spec untouched: a change of the data layer."""
     repo = tmp_path / "repo"
@@ -118,11 +111,12 @@ def test_base_ref_reads_the_specs_and_the_derived_functions_from_git(tmp_path, w
         {"name": "hour", "function": "team_features:hour", "type": "numeric"},
     ]
     write_spec(repo / "specs", {"features.derived": derived}, name="flight_delay.yaml")
-    _git(repo, "init", "-q")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-qm", "base")
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "base")
     module.write_text("def hour(frame, timestamp):\n    return (frame[timestamp].dt.hour + 1) % 24\n")
     monkeypatch.syspath_prepend(str(repo))
+    monkeypatch.delitem(sys.modules, "team_features", raising=False)  # another test's module of that name
 
     code, out, err = _review(capsys, "--base-ref", "HEAD", "--head", str(repo / "specs"), "--changes-only")
     assert code == 0, err
