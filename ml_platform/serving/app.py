@@ -37,6 +37,7 @@ import orjson
 from ml_platform.serving import openapi, v2
 from ml_platform.serving.config import ServeConfig
 from ml_platform.serving.http import (
+    ACCEPT_ENCODING,
     Headers,
     Receive,
     Scope,
@@ -44,6 +45,8 @@ from ml_platform.serving.http import (
     bearer_ok,
     check_json_content_type,
     cors_headers,
+    decoded_body,
+    encoded_slash,
     read_body,
     respond,
     respond_json,
@@ -160,6 +163,9 @@ class ServingApp:
         path, method = scope["path"], scope["method"]
         handler: Handler | None
         try:
+            if encoded_slash(scope):
+                await respond_json(send, 404, {"error": "no such route"}, head=method == "HEAD")
+                return self.metrics.request("other", "404").inc()
             if path in self._post:
                 allowed, handler = b"POST, OPTIONS", None
             elif path in self._get:
@@ -228,6 +234,7 @@ class ServingApp:
                 raise RequestError(503, [{"field": "model", "error": "no model loaded yet"}])
             body = await read_body(scope, receive, self.config.max_body_bytes, self.config.body_timeout_s)
             body_read = True
+            body = decoded_body(scope, body, self.config.max_body_bytes)
             try:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError as error:
@@ -337,6 +344,8 @@ class ServingApp:
             headers += unauthorized_headers()
         if error.status == 503:
             headers.append((b"retry-after", str(max(1, round(self.config.retry_after_s))).encode()))
+        if error.status == 415 and error.errors and error.errors[0].get("field") == "content-encoding":
+            headers.append(ACCEPT_ENCODING)  # RFC 9110 section 15.5.16: which coding would be read
         if not body_read or error.status in (408, 413):
             headers.append((b"connection", b"close"))
         await respond_json(send, error.status, protocol.refusal(error, request_id), headers)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, NotRequired, TypedDict
 
@@ -120,6 +121,49 @@ async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float
         raise RequestError(
             408, [{"field": "body", "error": f"not received within {timeout_s:g} s ({size} bytes arrived)"}]
         ) from None
+
+
+# The body codings a request may declare (RFC 9110 section 8.4): none, or gzip.
+IDENTITY_CODINGS = (b"", b"identity")
+GZIP_CODINGS = (b"gzip", b"x-gzip")
+ACCEPT_ENCODING = (b"accept-encoding", b"gzip")  # sent with a 415 for a coding the endpoint cannot read
+
+
+def decoded_body(scope: Scope, body: bytes, limit: int) -> bytes:
+    """The body as its Content-Encoding says it was sent: gzip is decompressed (at most `limit` bytes once
+    decompressed: 413 beyond, so a small bomb cannot fill memory), a body that is not what its coding says is
+    a 400, and any other coding a 415 that names the one accepted."""
+    coding = (header(scope, b"content-encoding") or b"").strip().lower()
+    if coding in IDENTITY_CODINGS:
+        return body
+    if coding not in GZIP_CODINGS:
+        shown = coding[:64].decode("latin-1")
+        raise RequestError(
+            415, [{"field": "content-encoding", "error": f"{shown!r} is not accepted; send gzip or none"}]
+        )
+    inflate = zlib.decompressobj(wbits=31)  # gzip framing only
+    try:
+        decoded = inflate.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise RequestError(
+            400, [{"field": "body", "error": f"Content-Encoding is gzip but the body is not gzip data ({error})"}]
+        ) from None
+    if len(decoded) > limit or inflate.unconsumed_tail:
+        raise RequestError(413, [{"field": "body", "error": f"more than {limit} bytes once decompressed"}])
+    if not inflate.eof:
+        raise RequestError(400, [{"field": "body", "error": "Content-Encoding is gzip but the gzip data is cut short"}])
+    if inflate.unused_data:
+        raise RequestError(
+            400, [{"field": "body", "error": "Content-Encoding is gzip but data follows the gzip member"}]
+        )
+    return decoded
+
+
+def encoded_slash(scope: Scope) -> bool:
+    """Whether the request's raw path holds a percent-encoded slash: `%2F` is data inside one path segment, not
+    a separator (RFC 3986 section 2.2), so such a path names no route even where its decoded form would."""
+    raw = scope.get("raw_path")
+    return isinstance(raw, bytes) and b"%2f" in raw.split(b"?", 1)[0].lower()
 
 
 def cors_headers(scope: Scope, origins: tuple[str, ...], methods: bytes) -> list[tuple[bytes, bytes]]:

@@ -4,6 +4,7 @@ configured limits, and nothing refused reaches the prediction log."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import socket
@@ -172,6 +173,50 @@ def test_protocol_details(trained, start_server, row):
     assert scraped.status_code == 200 and "ml_platform_requests_total" in scraped.text
     preflight = requests.options(server.predict_url(), headers={"Origin": "https://evil.example"}, timeout=5)
     assert "access-control-allow-origin" not in preflight.headers, "CORS is off by default"
+
+
+def test_content_codings_and_encoded_slashes_are_read_as_the_standard_says(trained, start_server, row):
+    """RFC 9110 section 8.4: a body is read as its Content-Encoding says (gzip decompressed, within the body
+    limit once decompressed; a body that is not what its coding claims, or a coding not accepted, refused and
+    named). RFC 3986 section 2.2: `%2F` is data inside a path segment, so a path that spells a route's slashes
+    that way names no route."""
+    server = start_server("--model-dir", str(trained[1][0]))
+    plain = orjson.dumps({"instances": [row]})
+    json_type = {"Content-Type": "application/json"}
+
+    def post(body: bytes, coding: str | None, url: str | None = None) -> requests.Response:
+        headers = {**json_type, **({"Content-Encoding": coding} if coding else {})}
+        return requests.post(url or server.predict_url(), data=body, headers=headers, timeout=10)
+
+    expected = post(plain, None)
+    assert expected.status_code == 200
+    for coding in ("gzip", "x-gzip", "GZIP"):
+        zipped = post(gzip.compress(plain), coding)
+        assert zipped.status_code == 200 and zipped.json()["predictions"] == expected.json()["predictions"]
+    assert post(plain, "identity").json()["predictions"] == expected.json()["predictions"]
+
+    claimed = post(plain, "gzip")  # says gzip, is not
+    assert claimed.status_code == 400 and "not gzip data" in claimed.json()["errors"][0]["error"]
+    cut = post(gzip.compress(plain)[:-12], "gzip")
+    assert cut.status_code == 400 and "cut short" in cut.json()["errors"][0]["error"]
+    trailing = post(gzip.compress(plain) + b"junk", "gzip")
+    assert trailing.status_code == 400 and trailing.json()["errors"][0]["field"] == "body"
+    bomb = gzip.compress(b"[" + b" " * 50_000_000 + b"]")  # 50 MB of JSON whitespace in about 50 KB
+    assert len(bomb) < 1_000_000
+    exploded = post(bomb, "gzip")
+    assert exploded.status_code == 413 and "once decompressed" in exploded.json()["errors"][0]["error"]
+    brotli = post(plain, "br")
+    assert brotli.status_code == 415 and brotli.json()["errors"][0]["field"] == "content-encoding"
+    assert brotli.headers["accept-encoding"] == "gzip"
+    assert post(plain, "gzip, br").status_code == 415  # stacked codings are not accepted either
+
+    for path in ("/v1/models%2Fflight_delay/predict", "/v1%2fmodels/flight_delay/predict"):
+        refused = post(plain, None, f"{server.url}{path}")
+        assert refused.status_code == 404, path
+    assert requests.get(f"{server.url}/health%2F", timeout=5).status_code == 404
+    # an encoded unreserved character is the character itself (RFC 3986 section 6.2.2.2): same route
+    assert post(plain, None, f"{server.url}/v1/models/flight%5Fdelay/predict").status_code == 200
+    assert server.process.poll() is None
 
 
 def _connect(server) -> socket.socket:
