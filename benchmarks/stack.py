@@ -201,6 +201,11 @@ def embedded(week: date, scratch: Path, burst_runs: int) -> dict:
         raise
     finally:
         stop_group(dev)
+        # the endpoint asset starts the model's server detached (it outlives the run that deployed it): stop it
+        # too, or it keeps the port after the benchmark
+        from ml_platform.core.deploy import stop_local_server
+
+        stop_local_server("flight_delay", home)
 
 
 def seed_volume(volume: str) -> None:
