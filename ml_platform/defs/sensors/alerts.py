@@ -10,6 +10,7 @@ import dagster as dg
 
 from ml_platform.core.alerts import send_alert
 from ml_platform.defs import conventions
+from ml_platform.defs.resources import MlflowTracking
 from ml_platform.defs.sensors.per_model import Looked, Watched, look_at_each
 from ml_platform.spec import Freshness
 
@@ -17,11 +18,14 @@ from ml_platform.spec import Freshness
 @dg.run_failure_sensor(
     name="alert_on_run_failure",
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts failed runs (and failed gates) to ML_PLATFORM_ALERT_WEBHOOK; always logs.",
+    description="Posts failed runs (and failed gates) to ML_PLATFORM_ALERT_WEBHOOK; always logs. Ends as FAILED "
+    "the MLflow runs a failed run left RUNNING (a killed step never ends its own).",
 )
-def alert_on_run_failure(context: dg.RunFailureSensorContext):
+def alert_on_run_failure(context: dg.RunFailureSensorContext, mlflow_tracking: MlflowTracking):
     """One sensor for every model: a failed run is an alert whoever owns it, and a blocking check that stopped it
-    (a gate) is told apart because it means "the model was not good enough", not "the platform broke"."""
+    (a gate) is told apart because it means "the model was not good enough", not "the platform broke". Its MLflow
+    runs still RUNNING are ended FAILED (`core.abandoned_runs`); an unreachable tracking server is logged and
+    the alert still goes out."""
     run = context.dagster_run
     assets = sorted(key.to_user_string() for key in (run.asset_selection or []))
     failures = [
@@ -42,6 +46,19 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext):
         },
         logger=context.log,
     )
+    _end_abandoned(context, mlflow_tracking, run.run_id)  # after the alert: a slow tracking server delays nothing
+
+
+def _end_abandoned(context: dg.RunFailureSensorContext, tracking: MlflowTracking, run_id: str) -> None:
+    from ml_platform.core.abandoned_runs import end_abandoned_runs
+
+    try:
+        ended = end_abandoned_runs(tracking.client(), run_id, "FAILED", f"Dagster run {run_id} failed")
+    except Exception as error:  # the tracking server down must not stop the alert
+        context.log.warning(f"could not end the MLflow runs of {run_id}: {type(error).__name__}: {error}")
+        return
+    for found in ended:
+        context.log.info(f"ended MLflow run {found.run_id} (experiment {found.experiment_id}) as FAILED")
 
 
 def staleness_sensor(models: Sequence[Watched]) -> dg.SensorDefinition | None:

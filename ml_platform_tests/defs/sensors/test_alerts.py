@@ -11,7 +11,7 @@ import dagster as dg
 
 from ml_platform.defs import build_definitions
 from ml_platform.spec import load_spec
-from ml_platform_tests.defs.helpers import _aliases, _partitions, _retrain
+from ml_platform_tests.defs.helpers import _aliases, _client, _partitions, _retrain
 
 
 def test_a_failed_gate_leaves_the_champion_and_alerts(platform, instance, webhook, monkeypatch):
@@ -22,6 +22,12 @@ def test_a_failed_gate_leaves_the_champion_and_alerts(platform, instance, webhoo
     assert _retrain(make(), instance, partitions[0]).success
     failed = _retrain(make({"gates.min": 0.99}), instance, partitions[1])
     assert not failed.success and _aliases(home)["champion"] == "1"
+    # a step killed mid-run leaves its MLflow run RUNNING: one of the failed run's, and one of another run's
+    client = _client(home)
+    experiment = client.get_experiment_by_name("ml_platform/flight_delay").experiment_id
+    abandoned = client.create_run(experiment, tags={"dagster_run_id": failed.run_id}).info.run_id
+    elsewhere = client.create_run(experiment, tags={"dagster_run_id": "another-run"}).info.run_id
+    finished = {r.info.run_id: r.info.status for r in client.search_runs([experiment]) if r.info.status != "RUNNING"}
     defs = make()
     sensor = defs.resolve_sensor_def("alert_on_run_failure")
     run = instance.get_run_by_id(failed.run_id)
@@ -36,8 +42,13 @@ def test_a_failed_gate_leaves_the_champion_and_alerts(platform, instance, webhoo
         dagster_run=run,
         dagster_event=failure.dagster_event,
         context=None,
+        resources={"mlflow_tracking": defs.resources["mlflow_tracking"]},
     ).for_run_failure()
     sensor(context)
+    ended = client.get_run(abandoned)
+    assert ended.info.status == "FAILED" and failed.run_id in ended.data.tags["ml_platform.ended_by"]
+    assert client.get_run(elsewhere).info.status == "RUNNING"  # not this run's
+    assert {r: client.get_run(r).info.status for r in finished} == finished  # ended runs keep their status
     (alert,) = received
     assert alert["kind"] == "gate_failed" and alert["run_id"] == failed.run_id
     assert alert["model"] == "flight_delay" and "metric_floor" in alert["reason"]
