@@ -380,6 +380,18 @@ print(len(client.search_runs([experiment.experiment_id], "tags.dagster_run_id = 
         lambda: [a for a in webhook.received if a.get("run_id") == run], 120, "the failure alert reaching the webhook"
     )
     assert alert[0]["model"] == "flight_delay"
+    # the killed step never ended its MLflow run: the failure sensor does, after the alert
+    status = f"""
+from mlflow import MlflowClient
+client = MlflowClient()
+experiment = client.get_experiment_by_name("ml_platform/flight_delay")
+print(*(r.info.status for r in client.search_runs([experiment.experiment_id], "tags.dagster_run_id = '{run}'")))
+"""
+    wait_for(
+        lambda: run_in_env(status, mlflow_env["service"]).stdout.split() == ["FAILED"],
+        120,
+        "the killed run's MLflow run ended as FAILED",
+    )
     assert _registry(mlflow_env) == before, "a killed training run must not register or move anything"
     assert _predict(stack).json()["version"] == before["aliases"]["champion"]
     assert not _sql(stack, "SELECT run_id FROM run_tags WHERE key = 'dagster/parent_run_id' AND value = %s", run), (
