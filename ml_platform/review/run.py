@@ -110,7 +110,8 @@ def _with_candidates(review: Review, changes: Changes, scratch: Path | None) -> 
 def stored_features_days(storage_url: str) -> Callable[[str], int | None]:
     """Model → how many `features` partitions production storage holds (a local folder; None where unknown:
     object stores are not listed, to keep a review that changes nothing fast)."""
-    root = Path(storage_url.removeprefix("file://")) if "://" not in storage_url.replace("file://", "") else None
+    local = storage_url.removeprefix("file://")
+    root = None if "://" in local else Path(local)
 
     def count(name: str) -> int | None:
         folder = root / name / "features" if root else None

@@ -78,20 +78,19 @@ def test_production_unreachable_exits_3_naming_it(against, monkeypatch, capsys):
 def test_a_tracking_server_over_http_is_read_like_a_local_store(against, production, monkeypatch, tmp_path, capsys):
     """The registry behind `mlflow server` (a copy of production's store, so the server's own bookkeeping stays
     off the shared one): the review reads it over HTTP with MLflow's retry settings, as CI reads production."""
-    from ml_platform_tests.serving.test_registry_outage import _stop, _tracking_server
-    from ml_platform_tests.waiting import free_port
+    from ml_platform_tests.waiting import free_port, stop_server, tracking_server
 
     base, head = against({"training.params.num_leaves": 15, "gates.max_regression": 1.0})
     store = tmp_path / "store"
     shutil.copytree(production.home / "mlflow", store)
     port = free_port()
-    server = _tracking_server(f"sqlite:///{store / 'mlflow.db'}", port, tmp_path / "mlflow.log")
+    server = tracking_server(f"sqlite:///{store / 'mlflow.db'}", port, tmp_path / "mlflow.log")
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
         monkeypatch.setenv("ML_PLATFORM_STORAGE", production.storage)
         code = main(["review", "--base", str(base), "--head", str(head), "--json", str(tmp_path / "r.json")])
     finally:
-        _stop(server)
+        stop_server(server)
     assert code == report.PASSED, capsys.readouterr().out[-3000:]
     (model,) = json.loads((tmp_path / "r.json").read_text())["models"]
     assert model["candidate"]["champion_version"] == "1"

@@ -3,12 +3,7 @@ deploy step verifying such an endpoint service instead of starting one."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,6 +12,7 @@ import requests
 from ml_platform.core.deploy import DeployError, deploy
 from ml_platform.core.model import Model
 from ml_platform_tests.serving.conftest import free_port
+from ml_platform_tests.waiting import stop_server, tracking_server
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -24,43 +20,6 @@ def _records(frame: pd.DataFrame) -> list[dict]:
         {k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v) for k, v in row.items()}
         for row in frame.to_dict(orient="records")
     ]
-
-
-def _tracking_server(store_uri: str, port: int, log: Path) -> subprocess.Popen:
-    """`mlflow server` on the test's registry store, in its own process group, once it answers."""
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            store_uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-2000:]
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return process
-        except requests.RequestException:
-            time.sleep(0.3)
-    raise AssertionError("mlflow server did not answer in 90 s:\n" + log.read_text()[-2000:])
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=15)
 
 
 def _ready(server) -> dict:
@@ -73,7 +32,7 @@ def test_the_endpoint_keeps_serving_and_says_why_while_the_tracking_server_is_do
     _spec, folders, holdout = trained
     store_uri, _ = registry_store
     port = free_port()
-    tracking = _tracking_server(store_uri, port, tmp_path / "mlflow.log")
+    tracking = tracking_server(store_uri, port, tmp_path / "mlflow.log")
     try:
         url = f"http://127.0.0.1:{port}"  # the registry too: the fixture's SQLite URIs are in this environment
         server = start_server(
@@ -109,7 +68,7 @@ def test_the_endpoint_keeps_serving_and_says_why_while_the_tracking_server_is_do
                 service_url=f"http://127.0.0.1:{free_port()}",
             )
 
-        _stop(tracking)
+        stop_server(tracking)
         deadline = time.monotonic() + 30
         while _ready(server)["registry"] == "ok":
             assert time.monotonic() < deadline, "/ready never noticed the tracking server going away"
@@ -124,10 +83,10 @@ def test_the_endpoint_keeps_serving_and_says_why_while_the_tracking_server_is_do
         time.sleep(1.5)
         assert _ready(server)["registry"]["since"] == since, "the outage's start is kept, not reset per attempt"
 
-        tracking = _tracking_server(store_uri, port, tmp_path / "mlflow.log")
+        tracking = tracking_server(store_uri, port, tmp_path / "mlflow.log")
         deadline = time.monotonic() + 30
         while _ready(server)["registry"] != "ok":
             assert time.monotonic() < deadline, "/ready never saw the tracking server come back"
             time.sleep(0.3)
     finally:
-        _stop(tracking)
+        stop_server(tracking)
