@@ -1,7 +1,12 @@
 """`ml-platform`: the command line. It never imports the Dagster wiring, so it starts fast.
 
-ml-platform check [PATH]   validate one spec file or a folder of specs (default: ML_PLATFORM_SPECS or the
-                           bundled specs) without starting Dagster; exit status 1 on any error
+ml-platform check [PATH] [--data [--rows N]]
+                           validate one spec file or a folder of specs (default: ML_PLATFORM_SPECS or the
+                           bundled specs) without starting Dagster; exit status 1 on any error. --data also reads
+                           a sample of each spec's source (its newest file or first rows, at most N, default
+                           10000) and refuses what the data contradicts: a missing column, a dtype against the
+                           expectations, text in a numeric feature, a text binary target without
+                           target.positive, a multiclass target with one class
 ml-platform workspace [ROOT] [--output FILE]
                            workspace.yaml with one code location per team folder of specs under ROOT (default:
                            ML_PLATFORM_SPECS), so a broken spec fails its own team's location only
@@ -31,7 +36,9 @@ from pathlib import Path
 from ml_platform.spec import SpecError, load_spec, spec_files
 
 
-def check(path: str | None) -> int:
+def check(path: str | None, data: bool = False, rows: int | None = None) -> int:
+    """Validate the specs; with `data`, also check each valid spec against a sample of at most `rows` rows of
+    its source. One broken spec fails alone: the others are still checked and reported."""
     try:
         files = spec_files(path)
     except SpecError as error:
@@ -58,9 +65,19 @@ def check(path: str | None) -> int:
             failed += 1
             continue
         names[spec.name] = str(file)
+        sampled = ""
+        if data:
+            from ml_platform.core.data_check import DEFAULT_ROWS, check_data
+
+            checked = check_data(spec, rows or DEFAULT_ROWS)
+            if checked.problems:
+                print(checked.message(file), file=sys.stderr)
+                failed += 1
+                continue
+            sampled = f"; data: {checked.rows} rows of {checked.where}"
         print(
             f"ok  {file}  ({spec.name}: {spec.task}, {len(spec.features.names)} features, "
-            f"source {spec.source.kind}, {spec.partitions.cadence} partitions)"
+            f"source {spec.source.kind}, {spec.partitions.cadence} partitions{sampled})"
         )
         for deprecation in spec.deprecations:  # still valid, so not a failure: the author is told the fix
             print(f"{file}: {deprecation}", file=sys.stderr)
@@ -88,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check_parser = commands.add_parser("check", help="validate model specs without starting Dagster")
     check_parser.add_argument("path", nargs="?", help="a spec file or a folder of specs")
+    check_parser.add_argument(
+        "--data", action="store_true", help="also check each spec against a sample of its source's data"
+    )
+    check_parser.add_argument(
+        "--rows", type=_positive, metavar="N", help="with --data: read at most N rows of each source (default 10000)"
+    )
     workspace_parser = commands.add_parser("workspace", help="workspace.yaml: one code location per team folder")
     workspace_parser.add_argument("root", nargs="?", help="the folder of team folders (default: ML_PLATFORM_SPECS)")
     workspace_parser.add_argument("--output", help="write it to this file instead of printing it")
@@ -129,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate":
         return simulate_command(args)
     if args.command == "check":
-        return check(args.path)
+        if args.rows and not args.data:
+            parser.error("--rows goes with --data")
+        return check(args.path, args.data, args.rows)
     if args.command == "workspace":
         return workspace(args.root, args.output)
     if args.command == "serve":
@@ -139,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         return stop_command(args)
     return 2
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of rows, 1 or more (found {text!r})")
+    return int(text)
 
 
 def _review_parser(commands) -> None:

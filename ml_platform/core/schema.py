@@ -14,21 +14,12 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
+from ml_platform.core.dtypes import DTYPES
 from ml_platform.spec import ColumnExpectation, Expectations
-
-_DTYPES = {
-    "int": pd.api.types.is_integer_dtype,
-    "float": lambda d: pd.api.types.is_float_dtype(d) or pd.api.types.is_integer_dtype(d),
-    "str": lambda d: (
-        pd.api.types.is_object_dtype(d) or pd.api.types.is_string_dtype(d) or isinstance(d, pd.CategoricalDtype)
-    ),
-    "bool": pd.api.types.is_bool_dtype,
-    "datetime": pd.api.types.is_datetime64_any_dtype,
-}
 
 
 def _dtype_check(name: str) -> pa.Check:
-    test = _DTYPES[name]
+    test = DTYPES[name]
     return pa.Check(lambda s: test(s.dtype), element_wise=False, name=f"dtype_{name}")
 
 

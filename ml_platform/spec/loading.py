@@ -61,7 +61,7 @@ def load_spec(path: str | Path) -> ModelSpec:
         raise SpecError(_describe(path, error)) from None
     problems = rules.problems(spec)
     if problems:
-        raise SpecError(_format(path, problems))
+        raise SpecError(format_problems(path, problems))
     if context["deprecations"]:
         spec = spec.model_copy(update={"deprecations": tuple(context["deprecations"])})
     return spec
@@ -98,15 +98,20 @@ def load_specs(folder: str | Path | None = None) -> list[ModelSpec]:
     return specs
 
 
-def _format(path: Path, problems: list[rules.Problem]) -> str:
-    lines = [f"{path}: invalid model spec ({len(problems)} problem{'s' if len(problems) > 1 else ''})"]
+def format_problems(
+    path: Path, problems: list[rules.Problem], heading: str = "invalid model spec", detail: str = ""
+) -> str:
+    """`<file>: <heading> (N problems[; detail])`, then one `  <field>: found <value>; allowed: <fix>` line per
+    problem."""
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}" + (f"; {detail}" if detail else "")
+    lines = [f"{path}: {heading} ({count})"]
     lines += [f"  {field}: found {found!r}; allowed: {allowed}" for field, found, allowed in problems]
     return "\n".join(lines)
 
 
 def _describe(path: Path, error: ValidationError) -> str:
     """Pydantic's errors as (field path, found, allowed), one line each."""
-    return _format(path, [_problem(item) for item in error.errors(include_url=False)])
+    return format_problems(path, [_problem(item) for item in error.errors(include_url=False)])
 
 
 def _problem(item: ErrorDetails) -> rules.Problem:

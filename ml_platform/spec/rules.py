@@ -93,25 +93,36 @@ def source_columns(spec: ModelSpec) -> list[Problem]:
     known = known_columns(spec.source)
     if known is None:
         return []
+    return missing_columns(spec, known, f"the {spec.source.kind} source")
+
+
+def named_columns(spec: ModelSpec) -> list[tuple[str, str]]:
+    """Every column the spec names, with the field that names it: features, timestamp, target inputs, the
+    expectations' columns and the key."""
+    target, features = spec.target, spec.features
+    named = [(f"features.numeric[{i}]", n) for i, n in enumerate(features.numeric)]
+    named += [(f"features.categorical[{i}]", n) for i, n in enumerate(features.categorical)]
+    named += [("timestamp", spec.timestamp)]
+    named += [("target.column" if target.column else "target.expression", n) for n in target.inputs]
+    named += [(f"expectations.columns.{n}", n) for n in spec.expectations.columns]
+    if spec.key:
+        named.append(("key", spec.key))
+    return named
+
+
+def missing_columns(spec: ModelSpec, known: list[str], where: str) -> list[Problem]:
+    """The columns the spec names that are not among `known` (the columns of `where`), each with a close match."""
     columns = set(known)
     available = sorted(columns)
-    target, features = spec.target, spec.features
-    checks = [(f"features.numeric[{i}]", n) for i, n in enumerate(features.numeric)]
-    checks += [(f"features.categorical[{i}]", n) for i, n in enumerate(features.categorical)]
-    checks += [("timestamp", spec.timestamp)]
-    checks += [("target.column" if target.column else "target.expression", n) for n in target.inputs]
-    checks += [(f"expectations.columns.{n}", n) for n in spec.expectations.columns]
-    if spec.key:
-        checks.append(("key", spec.key))
     found: list[Problem] = []
-    for field, name in checks:
+    for field, name in named_columns(spec):
         if name not in columns:
             hint = difflib.get_close_matches(name, available, n=1)
             found.append(
                 (
                     field,
                     name,
-                    f"a column of the {spec.source.kind} source"
+                    f"a column of {where}"
                     + (f" (did you mean {hint[0]!r}?)" if hint else "")
                     + f": {', '.join(available)}",
                 )

