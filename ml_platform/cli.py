@@ -21,6 +21,12 @@ ml-platform review (--base FOLDER | --base-ref GIT_REF) [--head FOLDER] [--markd
                            judge a change to the specs before it merges: what it rebuilds, and each changed
                            model trained and gated against its production champion, read-only; exit status 0
                            pass, 1 a gate would fail, 2 a spec error, 3 production unreachable
+ml-platform reproduce MODEL (VERSION | @ALIAS) [--rebuild-data] [--json]
+                           retrain a registered version from its recorded recipe on the stored partitions of
+                           its window and compare model bytes, manifest and held-out metrics, read-only; exit
+                           status 0 identical, 1 different (a changed partition named, or the diff), 2 cannot
+                           (a partition or an artifact missing); --rebuild-data rebuilds changed partitions
+                           from the source into a scratch store
 ml-platform simulate --model NAME --days N [--start DAY] [--drift hot_weather|late_departures|swap_carriers]
                            replay N days of real traffic through the endpoint (default: the N days before
                            yesterday's replayed day), optionally with an injected drift
@@ -33,6 +39,7 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
+from ml_platform import reproduce_command
 from ml_platform.spec import SpecError, load_spec, spec_files
 
 
@@ -146,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     simulate_parser.add_argument("--url", help="endpoint base URL (default: http://127.0.0.1:<serving.port>)")
     simulate_parser.add_argument("--batch", type=int, default=50, help="rows per request")
     _review_parser(commands)
+    reproduce_command.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "reproduce":
+        return reproduce_command.run(args)
     if args.command == "review":
         return review_command(args)
     if args.command == "simulate":

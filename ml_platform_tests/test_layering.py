@@ -14,6 +14,7 @@ PURE = (
     "ml_platform.spec",
     "ml_platform.fields",
     "ml_platform.cli",
+    "ml_platform.reproduce_command",
     "ml_platform.settings",
     "ml_platform.simulate",
 )

@@ -14,44 +14,46 @@ folder.
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ml_platform.core.data_versions import content_hash, versions_by_day
+from ml_platform.core.data_versions import content_hash
 from ml_platform.core.evaluation import attributions, evaluate, fairness_gap, slice_metrics
-from ml_platform.core.features import build_features, concat_partitions, feature_columns
+from ml_platform.core.features import concat_partitions, feature_columns
 from ml_platform.core.gates import GateResult, run_gates
 from ml_platform.core.holdout import Holdout
-from ml_platform.core.mlflow_store import CHAMPION, MODEL_FILES, is_server, run_of, version_of_alias
+from ml_platform.core.mlflow_store import CHAMPION, version_of_alias
 from ml_platform.core.model import Model
-from ml_platform.core.training import train
+from ml_platform.core.production import (
+    ProductionUnreachable,
+    download_version,
+    features_folder,
+    key_window,
+    read_only_client,
+    read_partition,
+    rebuild_features,
+    replay_pins,
+    stored_keys,
+    stored_versions,
+    train_as_retrain,
+    trained_days,
+    unit,
+    window_partitions,
+)
 from ml_platform.core.training_run import metric_of
-from ml_platform.core.training_set import build_training_set, split_of
-from ml_platform.settings import HOME_ENV
+from ml_platform.core.training_set import build_training_set
 from ml_platform.spec import ModelSpec
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
-    from upath import UPath
 
 TOP_MOVES = 10  # importance moves kept, largest first
-_PROBE_RETRIES = {  # a store that does not answer is reported in seconds, not after MLflow's minutes of retries
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # MLflow reads it as an integer
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-}
-
-
-class ProductionUnreachable(Exception):
-    """The production tracking store, registry or storage cannot be read; the message names the URI or path."""
 
 
 @dataclass(frozen=True)
@@ -136,39 +138,39 @@ def review_candidate(
     started = time.perf_counter()
     scratch = Path(scratch)
     scratch.mkdir(parents=True, exist_ok=True)
-    client = _registry(tracking_uri, registry_uri or tracking_uri, head.name)
-    folder = _features_folder(storage_url, head.name)
-    stored_keys = _stored_keys(folder)
+    client = read_only_client(tracking_uri, registry_uri or tracking_uri, head.name)
+    folder = features_folder(storage_url, head.name)
+    keys = stored_keys(folder)
     version = version_of_alias(client, head.name, CHAMPION)
     champion = _champion(client, head.name, version, scratch) if version else None
     notes: list[str] = []
-    if champion is not None and not stored_keys:
+    if champion is not None and not keys:
         raise ProductionUnreachable(
             f"storage {storage_url}: no features of {head.name} under {folder}, though champion v{version} "
             "trained on them"
         )
     if champion is not None:
-        first, last = _champion_days(champion)
-    elif stored_keys:
-        first, last = _newest_window(head, stored_keys)
+        first, last = trained_days(champion)
+    elif keys:
+        first, last = _newest_window(head, keys)
     else:
         first, last = _source_window(head, scratch, storage_url)
-    windows = _windows(head.partitions.cadence, stored_keys, first, last)
-    stored = {key: _read(folder, key) for key in windows if key in stored_keys}
+    windows = window_partitions(head.partitions.cadence, keys, first, last)
+    stored = {key: read_partition(folder, key) for key in windows if key in keys}
     recorded = champion.manifest.get("data_versions", {}) if champion is not None else {}
     if champion is not None:
         notes += _version_notes(stored, champion.manifest, recorded)
-    if not stored_keys:
-        frames = _rebuild(head, windows, scratch, storage_url, notes)
+    if not keys:
+        frames = rebuild_features(head, windows, scratch, storage_url, notes)
         notes.append(
-            f"features built from the source in a scratch store for {len(frames)} {_unit(head)} (production "
+            f"features built from the source in a scratch store for {len(frames)} {unit(head)} (production "
             f"stores no features of {head.name} yet)"
         )
     elif (change := _data_layer_change(head, champion, stored, recorded, scratch, storage_url)) is not None:
-        frames = _rebuild(head, windows, scratch, storage_url, notes)
+        frames = rebuild_features(head, windows, scratch, storage_url, notes)
         notes.append(
             f"features rebuilt from the source in a scratch store for {len(frames)} "
-            f"{_unit(head)} (the change touches the data layer: {change})"
+            f"{unit(head)} (the change touches the data layer: {change})"
         )
     else:
         missing = [key for key in windows if key not in stored]
@@ -205,179 +207,24 @@ def review_candidate(
     )
 
 
-def _champion_days(champion: Model) -> tuple[date, date]:
-    """The first and last day the champion's training set held (its manifest's window, else its data versions)."""
-    window = champion.manifest.get("window") or {}
-    days = sorted(champion.manifest.get("data_versions") or {})
-    first, last = (
-        window.get("first_day") or (days[0] if days else None),
-        window.get("last_day") or (days[-1] if days else None),
-    )
-    if first is None or last is None:
-        raise ValueError(f"{champion.manifest.get('model')}: the champion's manifest records no training window")
-    return date.fromisoformat(first), date.fromisoformat(last)
-
-
 def _train(head: ModelSpec, training_set: pd.DataFrame, notes: list[str]) -> Model:
     """The candidate as a retrain would train it with the local engine: tuned first when the spec asks for it."""
-    from ml_platform.core.evaluation import score
-    from ml_platform.core.training import tune
-
-    split = split_of(training_set)
-    override = None
-    if head.training.tuning.trials:
-        metric = metric_of(head)
-        override, _ = tune(head, split, lambda model, frame: score(model, frame, metric))
     if head.training.engine != "local":
         notes.append(f"the candidate was trained with the local engine (the spec asks for {head.training.engine})")
-    return train(head, split, override).model
-
-
-# --- production, read-only ---------------------------------------------------------------------------------
-
-
-def _registry(tracking_uri: str, registry_uri: str, name: str) -> MlflowClient:
-    """A client of the production store, once it has answered a read of the tracking store and the registry. A
-    local store must exist already: MLflow would create an empty one where the path points."""
-    from mlflow import MlflowClient
-
-    for uri in dict.fromkeys((tracking_uri, registry_uri)):
-        path = _local_store_path(uri)
-        if path is not None and not path.exists():
-            raise ProductionUnreachable(f"MLflow store {uri}: no such database or folder ({path})")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    with _environment(_PROBE_RETRIES):
-        for uri, ask in (
-            (tracking_uri, lambda: client.search_experiments(max_results=1)),
-            (registry_uri, lambda: version_of_alias(client, name, CHAMPION)),
-        ):
-            try:
-                ask()
-            except Exception as error:  # whatever the store's failure (refused, timed out, denied), say where
-                first_line = (str(error).splitlines() or [""])[0][:300]
-                raise ProductionUnreachable(
-                    f"MLflow {'tracking store' if uri == tracking_uri else 'registry'} {uri} cannot be read: "
-                    f"{type(error).__name__}: {first_line}"
-                ) from error
-    return client
-
-
-def _local_store_path(uri: str) -> Path | None:
-    """The file or folder behind a local store URI (sqlite:///..., file:..., a bare path); None for a server."""
-    if is_server(uri):
-        return None
-    scheme, _, rest = uri.partition(":")
-    if scheme == "sqlite":
-        path = rest.removeprefix("///").split("?")[0]
-        return None if path in ("", ":memory:") else Path(path)
-    if scheme == "file":
-        return Path(rest.removeprefix("//"))
-    if not rest or len(scheme) == 1:  # a bare path (or a Windows drive letter)
-        return Path(uri)
-    return None  # another database or scheme: asked, not checked on disk
-
-
-@contextlib.contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """Environment variables set for a block and restored after it."""
-    before = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return train_as_retrain(head, training_set).model
 
 
 def _champion(client: MlflowClient, name: str, version: str, scratch: Path) -> Model:
     """The champion's model files, downloaded into the scratch folder (never next to the production store)."""
-    run_id = run_of(client, name, version)
-    if run_id is None:
-        raise ValueError(f"{name} champion v{version} has no training run to load its model from")
-    target = scratch / "champion" / f"v{version}"
-    try:
-        local = client.download_artifacts(run_id, MODEL_FILES, str(target))
-    except Exception as error:
-        raise ProductionUnreachable(
-            f"the artifacts of {name} v{version} (run {run_id}) at {client.tracking_uri} cannot be read: "
-            f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
-        ) from error
-    return Model.load(local)
-
-
-def _features_folder(storage_url: str, name: str) -> UPath:
-    """`<storage>/<model>/features`, where the IO manager stores the feature partitions."""
-    from upath import UPath
-
-    root = UPath(storage_url)
-    try:
-        exists = root.exists()
-    except Exception as error:
-        raise ProductionUnreachable(f"storage {storage_url} cannot be read: {type(error).__name__}: {error}") from error
-    if not exists:
-        raise ProductionUnreachable(f"storage {storage_url}: no such folder")
-    return root / name / "features"
-
-
-def _stored_keys(folder: UPath) -> list[str]:
-    """The partition keys stored in a features folder (files, or folders written by the Dask engine); none when
-    the folder does not exist (a model production has not built yet)."""
-    if not folder.exists():
-        return []
-    return sorted(
-        path.name.removesuffix(".parquet")
-        for path in folder.iterdir()
-        if path.name.endswith(".parquet") and not path.name.startswith(".")
-    )
-
-
-def _read(folder: UPath, key: str) -> pd.DataFrame:
-    from ml_platform.core.dask_frames import partition_files, read_file
-
-    return concat_partitions([read_file(path) for path in partition_files(folder / f"{key}.parquet")])
+    return download_version(client, name, version, scratch / "champion" / f"v{version}")
 
 
 # --- which partitions -------------------------------------------------------------------------------------------
 
 
-def _key_window(key: str, cadence: str) -> tuple[datetime, datetime]:
-    """A partition key's time window [start, end) in naive UTC, as Dagster's time partitions name them."""
-    if cadence == "hourly":
-        start = datetime.strptime(key, "%Y-%m-%d-%H:%M")
-        return start, start + timedelta(hours=1)
-    start = datetime.fromisoformat(key)
-    if cadence == "daily":
-        return start, start + timedelta(days=1)
-    if cadence == "weekly":
-        return start, start + timedelta(days=7)
-    following = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-    return start, following
-
-
-def _windows(cadence: str, stored: list[str], first: date, last: date) -> dict[str, tuple[datetime, datetime]]:
-    """The data partitions of the days first..last, oldest first: every day for daily data (stored or not),
-    else the stored partitions that overlap those days."""
-    lo, hi = (
-        datetime.combine(first, datetime.min.time()),
-        datetime.combine(last + timedelta(days=1), datetime.min.time()),
-    )
-    if cadence == "daily":
-        days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-        return {day: _key_window(day, cadence) for day in days}
-    if cadence == "hourly" and not stored:
-        hours = [lo + timedelta(hours=i) for i in range(int((hi - lo).total_seconds()) // 3600)]
-        return {hour.strftime("%Y-%m-%d-%H:%M"): (hour, hour + timedelta(hours=1)) for hour in hours}
-    windows = {key: _key_window(key, cadence) for key in stored}
-    return dict(sorted(((k, w) for k, w in windows.items() if w[1] > lo and w[0] < hi), key=lambda item: item[1][0]))
-
-
 def _newest_window(head: ModelSpec, stored: list[str]) -> tuple[date, date]:
     """Without a champion: the `training.window_days` days that end with the newest stored partition."""
-    ends = [_key_window(key, head.partitions.cadence)[1] for key in stored]
+    ends = [key_window(key, head.partitions.cadence)[1] for key in stored]
     last = (max(ends) - timedelta(microseconds=1)).date()
     return last - timedelta(days=head.training.window_days - 1), last
 
@@ -385,11 +232,9 @@ def _newest_window(head: ModelSpec, stored: list[str]) -> tuple[date, date]:
 def _source_window(head: ModelSpec, scratch: Path, storage_url: str) -> tuple[date, date]:
     """A model production has no features of: the `training.window_days` days that end yesterday (UTC), or with
     the last day the spec's partitions or a replayed source have."""
-    from datetime import UTC
-
     from ml_platform.core.sources import open_source
 
-    source = open_source(head, _replay_pins(head, scratch, storage_url))
+    source = open_source(head, replay_pins(head, scratch, storage_url))
     ends = [datetime.now(UTC).date() - timedelta(days=1)]
     ends += [source.replay.last_day] if source.replay is not None else []
     ends += [head.partitions.end] if head.partitions.end is not None else []
@@ -402,22 +247,7 @@ def _source_window(head: ModelSpec, scratch: Path, storage_url: str) -> tuple[da
     return last - timedelta(days=head.training.window_days - 1), last
 
 
-def _unit(head: ModelSpec) -> str:
-    return {"hourly": "hours", "daily": "days", "weekly": "weeks", "monthly": "months"}[head.partitions.cadence]
-
-
 # --- the data the champion trained on ----------------------------------------------------------------------------
-
-
-def _stored_versions(stored: Mapping[str, pd.DataFrame], timestamp: str, key: str | None) -> dict[str, str]:
-    """Each day's data version of the stored partitions, hashed as a retrain hashes its training set: the rows in
-    time order (then by key), stable."""
-    frames = [frame for frame in stored.values() if not frame.empty]
-    if not frames:
-        return {}
-    frame = concat_partitions(frames)
-    ordered = frame.sort_values([timestamp, *([key] if key else [])], kind="stable")
-    return versions_by_day(ordered.reset_index(drop=True), timestamp)
 
 
 def _version_notes(
@@ -426,7 +256,7 @@ def _version_notes(
     """A note for every day whose stored features no longer match the version the champion recorded."""
     if not recorded:
         return ["the champion recorded no data versions: the stored features could not be checked against them"]
-    found = _stored_versions(stored, manifest["timestamp"], manifest.get("key"))
+    found = stored_versions(stored, manifest["timestamp"], manifest.get("key"))
     notes = []
     for day in sorted(set(recorded) | set(found)):
         if day not in found:
@@ -466,8 +296,8 @@ def _data_layer_change(
         parts = [f"adds {', '.join(added)}" if added else "", f"removes {', '.join(removed)}" if removed else ""]
         return "the features table " + ("; ".join(p for p in parts if p) or "reorders its columns")
     probe = _probe_key(stored, champion, recorded)
-    window = _key_window(probe, head.partitions.cadence)
-    rebuilt = _rebuild(head, {probe: window}, scratch / "probe", storage_url, [])
+    window = key_window(probe, head.partitions.cadence)
+    rebuilt = rebuild_features(head, {probe: window}, scratch / "probe", storage_url, [])
     if content_hash(rebuilt[probe]) != content_hash(stored[probe]):
         return f"{head.name}/features of {probe} built from the source with this spec differ from the stored ones"
     return None
@@ -477,83 +307,11 @@ def _probe_key(stored: Mapping[str, pd.DataFrame], champion: Model | None, recor
     """The newest stored partition whose content the champion's recorded version vouches for (daily data), else
     the newest stored one."""
     if champion is not None and recorded:
-        found = _stored_versions(stored, champion.manifest["timestamp"], champion.manifest.get("key"))
+        found = stored_versions(stored, champion.manifest["timestamp"], champion.manifest.get("key"))
         vouched = [key for key in stored if key in recorded and found.get(key) == recorded[key]]
         if vouched:
             return vouched[-1]
     return list(stored)[-1]
-
-
-def _rebuild(
-    head: ModelSpec,
-    windows: Mapping[str, tuple[datetime, datetime]],
-    scratch: Path,
-    storage_url: str,
-    notes: list[str],
-) -> dict[str, pd.DataFrame]:
-    """The partitions' features built from the source as the `raw` and `features` assets build them (raw stored
-    as Parquet and read back, validated, featurized, each partition stored with its own levels), into
-    `scratch`; read back as the training set would read them."""
-    import numpy as np
-
-    from ml_platform.core.schema import validate
-    from ml_platform.core.sources import open_source
-
-    keys = list(windows)
-    source = open_source(head, _replay_pins(head, scratch, storage_url))
-    starts = np.array([np.datetime64(windows[k][0]) for k in keys], dtype="datetime64[ns]")
-    raw = source.load(min(w[0] for w in windows.values()), max(w[1] for w in windows.values()))
-    raw = _round_trip(raw, scratch / "raw" / "window.parquet")
-    report = validate(raw, head.expectations, _partition_of(raw, head.timestamp, keys, starts), keys)
-    if not report.passed:
-        notes.append(
-            f"the rebuilt raw data breaks {len(report.failures)} expectation(s) of the spec (production would "
-            "block these partitions): "
-            + "; ".join(f"{f.column}: {f.expectation} ({f.count})" for f in report.failures[:5])
-        )
-    frame, _ = build_features(raw, head)
-    partition_of = _partition_of(frame, head.timestamp, keys, starts)
-    out = {}
-    folder = scratch / "features"
-    for key in keys:
-        part = frame[(partition_of == key).to_numpy()].reset_index(drop=True)
-        if part.empty:
-            continue
-        categorical = [str(n) for n, t in part.dtypes.items() if isinstance(t, pd.CategoricalDtype)]
-        part = part.assign(**{n: part[n].cat.remove_unused_categories() for n in categorical})
-        out[key] = _round_trip(part, folder / f"{key}.parquet")
-    return out
-
-
-def _partition_of(frame: pd.DataFrame, timestamp: str, keys: list[str], starts: Any) -> pd.Series:
-    import numpy as np
-
-    position = np.searchsorted(starts, frame[timestamp].to_numpy(dtype="datetime64[ns]"), side="right") - 1
-    return pd.Series(np.asarray(keys, dtype=object)[np.clip(position, 0, None)], index=frame.index)
-
-
-def _round_trip(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """A frame written as the IO manager writes it and read back, so dtypes are what a stage reads."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression="snappy")
-    return pd.read_parquet(path)
-
-
-def _replay_pins(head: ModelSpec, scratch: Path, storage_url: str) -> Path:
-    """Where a replayed source finds its pinned offset: a copy, in scratch, of the pin production keeps beside
-    its storage (ML_PLATFORM_HOME/replay), so a rebuild replays the same days without writing a pin there."""
-    pins = scratch / "replay"
-    pins.mkdir(parents=True, exist_ok=True)
-    homes = [Path(storage_url).parent] if "://" not in storage_url else []
-    homes += [Path(os.environ[HOME_ENV])] if os.environ.get(HOME_ENV) else []
-    for home in homes:
-        production = home / "replay" / f"{head.name}.json"
-        if production.is_file() and not (pins / production.name).exists():
-            (pins / production.name).write_bytes(production.read_bytes())
-    return pins
 
 
 def _with_champion_columns(
