@@ -153,6 +153,7 @@ _LONGEST_FIRST = (
     "ml_platform_tests/defs/training/test_dask_engine.py",
     "ml_platform_tests/defs/training/test_training_layer.py",
     "review",  # the review modules' group (xdist_group): a champion trained, then candidates beside it
+    "ml_platform_tests/serving/test_portable_model.py",  # pip installs a model's requirements in a new venv
     "ml_platform_tests/ui/test_dagster_ui.py",
     "ml_platform_tests/ui/test_many_models_ui.py",
     "ml_platform_tests/serving/test_reliability.py",

@@ -19,8 +19,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ml_platform.core.labels import Labels
-from ml_platform.core.row_predictor import RowPredictor
+# Relative, and only to these two siblings: the three files are also bundled, as one package, into every logged
+# MLflow model (see pyfunc_flavour), which loads them without the platform installed.
+from .labels import Labels
+from .row_predictor import RowPredictor
 
 MODEL_FILE = "model.txt"
 MANIFEST_FILE = "manifest.json"
@@ -161,6 +163,21 @@ class Model:
         if missing:
             raise KeyError(f"features missing from the rows to score: {', '.join(missing)}")
         return _dense(self.booster.predict(self.encoder.transform(frame, order="F"), num_threads=_threads(len(frame))))
+
+    def answer(self, frame: pd.DataFrame) -> np.ndarray | pd.DataFrame:
+        """What the MLflow pyfunc answers for `frame`. A regressor: the ndarray of values. A classifier: what the
+        endpoint's v1 route answers, one row per input row: `prediction` (binary: the positive class's
+        probability; multiclass: the list of probabilities in class order), `label` (the predicted class) and,
+        for multiclass, `probabilities` (a dict by class name)."""
+        outputs = self.predict(frame)
+        labels = self.labels
+        if labels is None:
+            return outputs
+        fields = labels.response(outputs)
+        answer = {"prediction": outputs.tolist(), "label": fields["labels"]}
+        if "probabilities" in fields:
+            answer["probabilities"] = fields["probabilities"]
+        return pd.DataFrame(answer, index=frame.index)
 
     def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         """`predict` for validated dict rows (the endpoint's path: no DataFrame, one thread per request); the

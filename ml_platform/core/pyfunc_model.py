@@ -2,40 +2,38 @@
 
 MLflow loads this file instead of unpickling an object: `load_context` reads the native LightGBM text file
 and the JSON manifest through `Model.load`, so `mlflow.pyfunc.load_model("models:/<name>@champion")`
-predicts exactly what the platform's own scorer predicts.
+predicts exactly what the platform's own scorer predicts (`Model.answer`: see there for the answer's shape).
 
-A regressor answers the ndarray of values. A classifier answers what the endpoint's v1 route answers, one row
-per input row: `prediction` (binary: the positive class's probability; multiclass: the list of probabilities
-in class order), `label` (the predicted class) and, for multiclass, `probabilities` (a dict by class name).
-Each logged version carries its own copy of this file, so versions logged before keep answering arrays.
+It imports no `ml_platform`: `Model` comes from `platform_scorer`, the copy of the platform's model.py, labels.py
+and row_predictor.py bundled into the model's own folder (`code/`, which MLflow puts on sys.path before loading
+this file; see pyfunc_flavour). So the model loads wherever its pinned requirements are installed. Only
+`pyfunc_flavour.log_arguments` logs it. Each logged version carries its own copy of this file and of that code:
+versions logged before it (which import `ml_platform.core.model`) keep loading as they did.
 """
+
+from typing import TYPE_CHECKING
 
 import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from ml_platform.core.model import Model
+if TYPE_CHECKING:  # the very file that is bundled, as the type checker finds it
+    from ml_platform.core.model import Model
+else:
+    from platform_scorer.model import Model
 
-ARTIFACT = "model"
+ARTIFACT = "model"  # the artifact that is the model folder (pyfunc_flavour.ARTIFACT)
 
 
 class PlatformModel(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
         self.model = Model.load(context.artifacts[ARTIFACT])
 
-    # MLflow reads predict's type hints to validate its input; unannotated, it accepts any shape
+    # MLflow reads predict's type hints to validate its input; unannotated, it validates against the signature
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]  # see the line above
-        # Without a signature, MLflow's server hands over "instances" as a dict of columns or a list of rows.
+        # Served without a signature (a caller's own save), "instances" arrive as a dict of columns or row list.
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        outputs = self.model.predict(frame)
-        labels = self.model.labels
-        if labels is None:
-            return outputs
-        fields = labels.response(outputs)
-        answer = {"prediction": outputs.tolist(), "label": fields["labels"]}
-        if "probabilities" in fields:
-            answer["probabilities"] = fields["probabilities"]
-        return pd.DataFrame(answer, index=frame.index)
+        return self.model.answer(frame)
 
 
 mlflow.models.set_model(PlatformModel())

@@ -128,7 +128,7 @@ def train_and_log(
         RESOLVED_SPEC: resolved_spec_yaml(spec),
         **({TUNING_TRIALS: {"trials": trials}} if trials else {}),
     }
-    model_uri, sha256 = log_model_files(result.model, extra, timings)
+    model_uri, sha256 = log_model_files(result.model, extra, timings, rows=example_source(training_set))
     return TrainedModel(result, model_uri, sha256, valid, trials, timings)
 
 
@@ -143,15 +143,28 @@ def retrain_versions(training_set: pd.DataFrame | StoredPartitions, timestamp: s
     return versions_by_day(training_set.drop(columns=SPLIT, errors="ignore"), timestamp)
 
 
+def example_source(training_set: pd.DataFrame | StoredPartitions) -> pd.DataFrame:
+    """Training rows for the logged model's input example and signature: the stored frame, or the first file
+    stored by the Dask engine."""
+    from ml_platform.core.dask_frames import StoredPartitions, read_file
+
+    return read_file(training_set.files[0]) if isinstance(training_set, StoredPartitions) else training_set
+
+
 def log_model_files(
-    model: Model, extra_json: dict[str, object] | None = None, timings: dict[str, float] | None = None
+    model: Model,
+    extra_json: dict[str, object] | None = None,
+    timings: dict[str, float] | None = None,
+    rows: pd.DataFrame | None = None,
 ) -> tuple[str, str]:
     """The native model files (and `extra_json`: run path → JSON-able object or text, written beside them) in one
-    artifact upload, then the pyfunc flavour (logged as code), in the active run: (model URI, sha256).
-    `timings`, when given, receives the seconds of each of the two uploads."""
+    artifact upload, then the portable pyfunc flavour (logged as code, with its code, pinned requirements,
+    signature and input example: see pyfunc_flavour), in the active run: (model URI, sha256). `rows`: training
+    rows, for the input example and the numeric types of the signature. `timings`, when given, receives the
+    seconds of each of the two uploads."""
     import mlflow
 
-    from ml_platform.core.pyfunc_model import ARTIFACT
+    from ml_platform.core.pyfunc_flavour import log_arguments
 
     timings = {} if timings is None else timings
     with tempfile.TemporaryDirectory() as scratch:
@@ -166,17 +179,11 @@ def log_model_files(
         sha256 = hashlib.sha256((folder / "model.txt").read_bytes()).hexdigest()
         timings["mlflow_artifacts"] = time.perf_counter() - started
         started = time.perf_counter()
-        with _without_requirement_scan():
-            logged = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=str(Path(__file__).with_name("pyfunc_model.py")),
-                artifacts={ARTIFACT: str(folder)},
-                pip_requirements=[],
-                input_example=None,
-            )
+        saved = type(model).load(folder)  # the evaluation reads this model back: these very files
+        with _without_requirement_scan(), log_arguments(folder, saved, rows) as arguments:
+            logged = mlflow.pyfunc.log_model(name="model", **arguments)
         timings["mlflow_pyfunc_model"] = time.perf_counter() - started
-        # the evaluation reads this model back: from these very files, not through another download
-        remember_model(active_run_id(), type(model).load(folder), mlflow.get_tracking_uri())
+        remember_model(active_run_id(), saved, mlflow.get_tracking_uri())
     return logged.model_uri, sha256
 
 
@@ -184,8 +191,8 @@ def log_model_files(
 def _without_requirement_scan() -> Iterator[None]:
     """MLflow checks a logged model's pip requirements against the installed packages; the first check in a
     process scans every installed distribution (about 1 s, most of a launched retrain's first `log_model`).
-    The flavour's only requirement is MLflow at the running version (`pip_requirements=[]`), which this
-    environment satisfies by definition, so the check could only ever pass: it is skipped for this call.
+    The flavour's requirements are pinned to the versions installed in this very environment
+    (`pyfunc_flavour.requirements`), so the check could only ever pass: it is skipped for this call.
     (MLflow's private hook; if it moves, nothing is skipped.)"""
     from mlflow.utils import environment
 

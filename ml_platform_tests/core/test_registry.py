@@ -13,12 +13,12 @@ from mlflow import MlflowClient
 
 from ml_platform.core.features import build_features
 from ml_platform.core.model import Model
+from ml_platform.core.pyfunc_flavour import log_arguments
 from ml_platform.core.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry, RegistryError
 from ml_platform.core.sources import nycflights13
 from ml_platform.core.training import split_by_time, train
 from ml_platform.spec import BUNDLED_SPECS, load_spec
 
-PYFUNC = Path(__file__).resolve().parents[2] / "ml_platform" / "core" / "pyfunc_model.py"
 NAME = "flight_delay"
 
 
@@ -35,7 +35,8 @@ def models(tmp_path_factory) -> tuple[list[Path], pd.DataFrame]:
         split = split_by_time(window, spec)
         folders.append(train(spec, split).model.save(root / f"v{i + 1}"))
     rows = split.test.head(300)[spec.features.names].reset_index(drop=True)
-    return folders, rows
+    # as a caller sends them (the logged signature's types): categorical values as text, not pandas categories
+    return folders, rows.astype(dict.fromkeys(spec.features.categorical, object))
 
 
 @pytest.fixture
@@ -56,10 +57,8 @@ def store(tmp_path, monkeypatch):
 
 def _log(folder: Path, experiment: str) -> tuple[str, str]:
     """Log a saved model as the platform's pyfunc; return (model URI, run id)."""
-    with mlflow.start_run(experiment_id=experiment) as run:
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(PYFUNC), artifacts={"model": str(folder)}, pip_requirements=[]
-        )
+    with mlflow.start_run(experiment_id=experiment) as run, log_arguments(folder, Model.load(folder)) as arguments:
+        info = mlflow.pyfunc.log_model(name="model", **arguments)
     return info.model_uri, run.info.run_id
 
 

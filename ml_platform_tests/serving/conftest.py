@@ -17,11 +17,11 @@ import pytest
 import requests
 
 from ml_platform.core.features import build_features
+from ml_platform.core.model import Model
+from ml_platform.core.pyfunc_flavour import log_arguments
 from ml_platform.core.sources import nycflights13
 from ml_platform.core.training import split_by_time, train
 from ml_platform.spec import BUNDLED_SPECS, load_spec
-
-PYFUNC = Path(__file__).resolve().parents[2] / "ml_platform" / "core" / "pyfunc_model.py"
 
 
 def free_port() -> int:
@@ -63,9 +63,8 @@ def registry_store(tmp_path, trained, monkeypatch):
     for folder in trained[1]:
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_artifacts(str(folder), "model_files")
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(PYFUNC), artifacts={"model": str(folder)}, pip_requirements=[]
-            )
+            with log_arguments(folder, Model.load(folder)) as arguments:
+                info = mlflow.pyfunc.log_model(name="model", **arguments)
         registry.register(info.model_uri, run.info.run_id, tags={})
         registry.mark_gates(registry.version_of("challenger"), passed=True)
     registry.promote("1", "test setup", {})

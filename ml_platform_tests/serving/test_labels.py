@@ -18,8 +18,8 @@ import requests
 
 from ml_platform.core.deploy import smoke_test
 from ml_platform.core.model import FeatureEncoder, Model
+from ml_platform.core.pyfunc_flavour import log_arguments
 
-PYFUNC = Path(__file__).resolve().parents[2] / "ml_platform" / "core" / "pyfunc_model.py"
 AIRPORTS = ["JFK", "EWR", "LGA"]  # declared order, not sorted: code 0 is JFK
 OLD_KEYS = ["predictions", "model", "version", "request_id"]
 
@@ -152,21 +152,16 @@ def test_pyfunc_answers_what_the_v1_route_answers(models, start_server, tmp_path
     server = start_server("--model-dir", _folder(models, "multiclass"))
     v1 = _predict(server, _records(rows)).json()
     path = tmp_path / "pyfunc"
-    mlflow.pyfunc.save_model(
-        str(path), python_model=str(PYFUNC), artifacts={"model": _folder(models, "multiclass")}, pip_requirements=[]
-    )
+    with log_arguments(Path(_folder(models, "multiclass")), models[1]["multiclass"], rows) as arguments:
+        mlflow.pyfunc.save_model(str(path), **arguments)
     answered = mlflow.pyfunc.load_model(str(path)).predict(rows)
     assert list(answered.columns) == ["prediction", "label", "probabilities"]
     assert answered["prediction"].tolist() == v1["predictions"]
     assert answered["label"].tolist() == v1["labels"]
     assert answered["probabilities"].tolist() == v1["probabilities"]
     for name in ("yes_no", "regression"):
-        mlflow.pyfunc.save_model(
-            str(tmp_path / name),
-            python_model=str(PYFUNC),
-            artifacts={"model": _folder(models, name)},
-            pip_requirements=[],
-        )
+        with log_arguments(Path(_folder(models, name)), models[1][name], rows) as arguments:
+            mlflow.pyfunc.save_model(str(tmp_path / name), **arguments)
     binary = mlflow.pyfunc.load_model(str(tmp_path / "yes_no")).predict(rows)
     assert list(binary.columns) == ["prediction", "label"]
     assert binary["prediction"].tolist() == models[1]["yes_no"].predict(rows).tolist()

@@ -66,7 +66,8 @@ def test_the_chain_trains_registers_gates_and_promotes(platform, instance):
     rows = holdout[holdout["__split__"] == "test"].head(200)
     pyfunc = mlflow.pyfunc.load_model("models:/flight_delay@champion")
     ours = Model.load(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model_files"))
-    answered = pyfunc.predict(rows)
+    # as a caller sends rows (the logged signature's types): categorical values as text, not pandas categories
+    answered = pyfunc.predict(rows.astype(dict.fromkeys(rows.select_dtypes("category").columns, object)))
     assert list(answered.columns) == ["prediction", "label"]
     assert np.array_equal(answered["prediction"].to_numpy(), ours.predict(rows))
     assert answered["label"].tolist() == ours.predict_labels(rows)
