@@ -193,6 +193,11 @@ def _reproduce(
     spec, recorded = _recipe(client, found.run_id, label, scratch / "recorded")
     found.recorded_sha256 = _sha256(scratch / "recorded" / MODEL_FILES / MODEL_FILE)
     found.notes += _code_notes(client, found.run_id, spec)
+    if spec.training.tuning.trials:
+        found.notes.append(
+            f"{label} was tuned ({spec.training.tuning.trials} trials): a tuning timeout that ends at another trial "
+            "than the recorded run's gives other parameters"
+        )
     if spec.training.engine != "local":
         found.notes.append(
             f"{label} was trained with the {spec.training.engine} engine; it is reproduced with the local engine, "
@@ -201,6 +206,8 @@ def _reproduce(
     found.differences = _package_differences(recorded.manifest)  # reported whatever happens next
     windows, frames = _window(spec, recorded, storage_url, label)
     recorded_versions: dict[str, str] = recorded.manifest.get("data_versions") or {}
+    if not recorded_versions:
+        raise _Stop(Verdict.CANNOT, f"{label}: its manifest records no data versions to check the data against")
     found.partitions = _changes(spec, windows, frames, recorded_versions)
     if found.partitions and rebuild:
         rebuilt = rebuild_features(
@@ -208,7 +215,7 @@ def _reproduce(
         )
         frames = {**frames, **rebuilt}
         again = {c.partition: c for c in _changes(spec, windows, frames, recorded_versions)}
-        found.partitions = [_with_rebuilt(c, again.get(c.partition), recorded_versions) for c in found.partitions]
+        found.partitions = [_with_rebuilt(c, again.get(c.partition)) for c in found.partitions]
     _stop_on_changes(found.partitions, label, rebuild)
     if found.partitions:
         found.notes.append(
@@ -218,8 +225,9 @@ def _reproduce(
     reproduced, test = _retrain(spec, recorded, windows, frames, scratch / "training_set.parquet")
     folder = reproduced.save(scratch / "reproduced")
     found.reproduced_sha256 = _sha256(folder / MODEL_FILE)
-    found.held_out = _held_out(recorded, Model.load(folder), test)
-    found.differences += _differences(found, recorded.manifest, Model.load(folder).manifest)
+    saved = Model.load(folder)  # the manifest as the files have it, to compare with the recorded files
+    found.held_out = _held_out(recorded, saved, test)
+    found.differences += _differences(found, recorded.manifest, saved.manifest)
     if found.differences:
         found.verdict = Verdict.DIFFERENT
         sections = ", ".join(dict.fromkeys(d.section for d in found.differences))
@@ -334,9 +342,7 @@ def _days(start: datetime, end: datetime) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-def _with_rebuilt(
-    change: PartitionChange, after: PartitionChange | None, recorded: Mapping[str, str]
-) -> PartitionChange:
+def _with_rebuilt(change: PartitionChange, after: PartitionChange | None) -> PartitionChange:
     """The change, with the content of its partition as built again from the source."""
     rebuilt = change.recorded if after is None else (after.found or tuple(None for _ in change.days))
     return PartitionChange(change.partition, change.days, change.recorded, change.found, rebuilt)
@@ -350,7 +356,7 @@ def _stop_on_changes(changes: list[PartitionChange], label: str, rebuild: bool) 
         return
     named = "; ".join(c.describe() for c in open_)
     hint = "" if rebuild else " (--rebuild-data builds them again from the source into a scratch store)"
-    if any(c.missing and c.rebuilt is None for c in open_):
+    if any(c.missing and not any(c.rebuilt or ()) for c in open_):  # not stored, and no rows from the source
         raise _Stop(Verdict.CANNOT, f"{label}: the window's data is not all stored: {named}{hint}")
     raise _Stop(Verdict.DIFFERENT, f"{label}: the data is not what the version trained on: {named}{hint}")
 

@@ -114,7 +114,8 @@ def test_a_package_version_that_differs_from_the_recorded_one_is_in_the_diff(pro
     assert result.recorded_sha256 == result.reproduced_sha256  # the model itself is the same
 
 
-def test_a_missing_partition_or_artifact_cannot_be_reproduced(production, tmp_path):
+def test_a_missing_partition_or_artifact_cannot_be_reproduced(production, tmp_path, monkeypatch):
+    monkeypatch.setenv("ML_PLATFORM_HOME", str(production.home))  # the replay's pin, read (copied) from there
     storage = _storage_copy(production, tmp_path / "storage")
     gone = storage / "flight_delay" / "features" / f"{_trained_days(production, tmp_path)[3]}.parquet"
     gone.unlink()
@@ -124,6 +125,8 @@ def test_a_missing_partition_or_artifact_cannot_be_reproduced(production, tmp_pa
     assert missing.verdict is Verdict.CANNOT and missing.exit_code == 2
     assert [(c.partition, c.missing) for c in missing.partitions] == [(gone.stem, True)]
     assert f"partition {gone.stem}: not stored" in missing.reason
+    rebuilt = _reproduce(production, "1", tmp_path / "b", storage, rebuild_data=True)
+    assert rebuilt.verdict is Verdict.IDENTICAL and [c.partition for c in rebuilt.partitions] == [gone.stem]
 
     # a version whose run has no recipe: registered in a store of its own, with the model files but no spec
     store = f"sqlite:///{tmp_path / 'other.db'}"
