@@ -20,7 +20,9 @@ Left out of the guard, run by `make bench` only (`--full`):
   up (minutes);
 - test_suite.py: runs CI (`bash .ci/run`: install and the whole test suite) on fresh clones of two commits;
   run inside `make test` it would run the tests it is part of;
-- scale.py: retrains at millions of rows per window (its quick form alone takes minutes).
+- scale.py: retrains at millions of rows per window (its quick form alone takes minutes);
+- reproduce.py: its quick form backfills a window and makes two versions by retrains in fresh processes before
+  it reproduces them (about a minute, three times the guard's share for one benchmark).
 serving_floor.py (the floor app serving.py serves) and scale_data.py (scale.py's data) are parts of those
 benchmarks, not benchmarks.
 
@@ -56,7 +58,7 @@ GUARDED = (
     "review.py",
 )
 #: Run by `make bench` only (see the docstring for why).
-HEAVY = ("scale.py", "stack.py", "test_suite.py")
+HEAVY = ("scale.py", "stack.py", "test_suite.py", "reproduce.py")
 QUICK_TIMEOUT_S = 300
 FULL_TIMEOUT_S = 4 * 3600
 

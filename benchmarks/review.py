@@ -92,9 +92,10 @@ def main() -> int:
     return 0
 
 
-def production(scratch: Path, window_days: int) -> tuple[dict[str, str], Path, str]:
+def production(scratch: Path, window_days: int, weeks: int = 1) -> tuple[dict[str, str], Path, str]:
     """A home with the window's features stored and champion v1 trained on them; its environment, its specs
-    folder and the champion's partition."""
+    folder and the champion's partition. `weeks` > 1 stores the features of the windows of as many weekly
+    retraining partitions from the champion's on (benchmarks/reproduce.py retrains them)."""
     home, dagster_home, specs = scratch / "home", scratch / "dagster", scratch / "base"
     dagster_home.mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
@@ -109,7 +110,7 @@ def production(scratch: Path, window_days: int) -> tuple[dict[str, str], Path, s
     env.update(ML_PLATFORM_HOME=str(home), DAGSTER_HOME=str(dagster_home), ML_PLATFORM_SPECS=str(specs))
     week = (date.fromisoformat(WEEK) + timedelta(weeks=REPLAY_OFFSET_WEEKS)).isoformat()
     first = date.fromisoformat(week) + timedelta(days=7 - window_days)
-    last = date.fromisoformat(week) + timedelta(days=6)
+    last = date.fromisoformat(week) + timedelta(days=7 * weeks - 1)
     backfill = [
         BIN / "dagster",
         "asset",
