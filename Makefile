@@ -22,16 +22,17 @@ export ML_PLATFORM_HOME
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# uv installs the same resolution as pip from PyPI, in seconds instead of minutes (a fresh machine has no cache).
+# uv installs the same resolution as pip from PyPI, in seconds instead of minutes (a fresh machine has no cache);
+# compiled to bytecode as pip does: with PYTHONDONTWRITEBYTECODE set, every process would compile its imports anew.
 $(BIN)/uv: | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check 'uv>=0.9,<1'
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e .
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test,lint]'
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test,lint]'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed
