@@ -27,6 +27,11 @@ ml-platform reproduce MODEL (VERSION | @ALIAS) [--rebuild-data] [--json]
                            status 0 identical, 1 different (a changed partition named, or the diff), 2 cannot
                            (a partition or an artifact missing); --rebuild-data rebuilds changed partitions
                            from the source into a scratch store
+ml-platform trace REQUEST_ID [--model NAME] [--json]
+                           a logged prediction's chain, read-only: time, version and route, the aliases and the
+                           champion at that moment, the MLflow run, window and each day's data version, spec
+                           digest, commit, derived digests, the Dagster run; exit status 1 part of it missing
+                           (named), 2 the request in no prediction log under ML_PLATFORM_HOME
 ml-platform simulate --model NAME --days N [--start DAY] [--drift hot_weather|late_departures|swap_carriers]
                            replay N days of real traffic through the endpoint (default: the N days before
                            yesterday's replayed day), optionally with an injected drift
@@ -39,7 +44,7 @@ import sys
 from datetime import date, timedelta
 from pathlib import Path
 
-from ml_platform import reproduce_command
+from ml_platform import reproduce_command, trace_command
 from ml_platform.spec import SpecError, load_spec, spec_files
 
 
@@ -154,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     simulate_parser.add_argument("--batch", type=int, default=50, help="rows per request")
     _review_parser(commands)
     reproduce_command.add_parser(commands)
+    trace_command.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "reproduce":
         return reproduce_command.run(args)
+    if args.command == "trace":
+        return trace_command.run(args)
     if args.command == "review":
         return review_command(args)
     if args.command == "simulate":

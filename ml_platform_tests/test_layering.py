@@ -15,6 +15,7 @@ PURE = (
     "ml_platform.fields",
     "ml_platform.cli",
     "ml_platform.reproduce_command",
+    "ml_platform.trace_command",
     "ml_platform.settings",
     "ml_platform.simulate",
 )

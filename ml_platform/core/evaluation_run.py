@@ -33,6 +33,7 @@ from ml_platform.core.mlflow_store import (
 from ml_platform.core.model import Model
 from ml_platform.core.model_card import model_card
 from ml_platform.core.registry import Registry
+from ml_platform.core.trace import version_links
 from ml_platform.core.training_run import metric_of
 from ml_platform.spec import ModelSpec
 
@@ -118,7 +119,8 @@ def evaluate_version(
     timings["plots"] = time.perf_counter() - started
     started = time.perf_counter()
     gates = run_gates(result, spec.gates)
-    card = model_card(spec, version, result, gates, holdout.data)
+    links = version_links(registry.client, spec.name, version, data_versions=False)
+    card = model_card(spec, version, result, gates, holdout.data, links=links)
     timings["gates_model_card"] = time.perf_counter() - started
     return EvaluationRecord(version, champion_version, result, gates, card, timings, holdout), candidate
 

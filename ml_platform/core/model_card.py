@@ -10,6 +10,7 @@ import pandas as pd
 if TYPE_CHECKING:  # annotations only: the data steps' previews use markdown_table without scikit-learn
     from ml_platform.core.evaluation import Evaluation
     from ml_platform.core.gates import GateResult
+    from ml_platform.core.trace import VersionLinks
     from ml_platform.spec import ModelSpec
 
 
@@ -99,6 +100,30 @@ def _confusion(confusion: pd.DataFrame | None) -> list[str]:
     ]
 
 
+def _trace(links: VersionLinks | None) -> list[str]:
+    """The version's chain (its MLflow and Dagster runs, window, data, code) and how to trace a prediction."""
+    chain = []
+    if links is not None and links.run_id:
+        source = (
+            f"commit `{links.commit}`" + (" (uncommitted changes)" if links.dirty else "")
+            if links.commit
+            else (links.source_note or "commit not recorded")
+        )
+        chain = [
+            f"MLflow run `{links.run_id}` (experiment `{links.experiment or links.experiment_id}`) · Dagster run "
+            f"`{links.dagster_run_id or '-'}` · window {links.window or '-'} · data versions digest "
+            f"`{links.data_versions_digest or '-'}` · {source}",
+            "",
+        ]
+    return [
+        "## Trace",
+        *chain,
+        "A prediction of this version: `ml-platform trace <request_id>` (every answer carries its request id) "
+        "prints this chain, with the aliases the version held at that moment and each day's data version.",
+        "",
+    ]
+
+
 def model_card(
     spec: ModelSpec,
     version: str | None,
@@ -106,10 +131,11 @@ def model_card(
     gates: list[GateResult],
     data: dict[str, Any],
     plots: bool = True,
+    links: VersionLinks | None = None,
 ) -> str:
     """Purpose, owner, data window and versions, metrics against baseline and champion, a classifier's
-    confusion matrix, slices, fairness, attributions, gates and known limits. Length: the card's sections in
-    reading order, one block each."""
+    confusion matrix, slices, fairness, attributions, gates, known limits and the version's trace (`links`).
+    Length: the card's sections in reading order, one block each."""
     metrics = pd.DataFrame(
         [
             {
@@ -170,6 +196,7 @@ def model_card(
         "## Gates",
         markdown_table(gate_rows),
         "",
+        *_trace(links),
         "## Limits",
         "- Trained on a rolling window of recent days; behaviour outside the range seen in training is "
         "extrapolation. Category levels never seen in training are scored as missing.",

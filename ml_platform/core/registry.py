@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from ml_platform.core.model import Model
 
 
+AUDIT_PREFIX = "audit."  # a registered model's audit tags: `audit.<AUDIT_TIME>.<action>`, UTC
+AUDIT_TIME = "%Y%m%dT%H%M%S.%f"
+
+
 class RegistryError(RuntimeError):
     """A registry operation is not possible (nothing to roll back to, an unknown version...)."""
 
@@ -121,7 +125,7 @@ class Registry:
             tags = self.client.get_registered_model(self.name).tags or {}
         except MlflowException:
             return []
-        return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith("audit.")]
+        return [json.loads(v) for k, v in sorted(tags.items()) if k.startswith(AUDIT_PREFIX)]
 
     def _require(self, version: str) -> None:
         try:
@@ -145,7 +149,7 @@ class Registry:
         if len(text) > 4900:  # MLflow tag values are bounded; keep the decision, trim the details
             record = {k: record[k] for k in ("action", "version", "from_version", "reason", "at")}
             text = json.dumps(record)
-        self.client.set_registered_model_tag(self.name, f"audit.{now.strftime('%Y%m%dT%H%M%S.%f')}.{action}", text)
+        self.client.set_registered_model_tag(self.name, f"{AUDIT_PREFIX}{now.strftime(AUDIT_TIME)}.{action}", text)
         if version is not None:
             self.client.set_model_version_tag(self.name, version, f"last_{action}", record["at"])
         return record

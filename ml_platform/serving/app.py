@@ -324,7 +324,8 @@ class ServingApp:
             slot.champion.model.manifest.get("task"),
             fields,
         )
-        await respond_json(send, 200, body)
+        # the logged id, whatever the protocol's body says (a v2 body echoes the client's own `id`)
+        await respond_json(send, 200, body, ((b"x-request-id", request_id.encode()),))
 
     async def _refuse(
         self,

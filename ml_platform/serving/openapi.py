@@ -43,7 +43,10 @@ class PredictResponse(BaseModel):
     )
     model: str
     version: str = Field(description="The model version that answered.")
-    request_id: str = Field(description="The request's id in the prediction log.")
+    request_id: str = Field(
+        description="The request's id in the prediction log (also the `X-Request-Id` header): "
+        "`ml-platform trace <request_id>` shows the model version, data and code behind the answer."
+    )
     labels: list[Label] | SkipJsonSchema[None] = _optional(
         description="Classifiers: the predicted class per row (binary: the positive class when its probability is "
         "at least 0.5; multiclass: the most probable class)."

@@ -380,3 +380,22 @@ def logged_rows(log_path: str | Path, timestamp: str, start: datetime, end: date
                     }
                 )
     return pd.DataFrame(rows)
+
+
+REQUEST_COLUMNS = ("request_id", "ts", "model", "version", "rows", "routed", "shadow_version", "latency_ms")
+
+
+def logged_request(log_path: str | Path, request_id: str) -> list[dict[str, Any]]:
+    """The log's entries of one request id, oldest first (`REQUEST_COLUMNS`: not its rows' values), read-only.
+    One, unless an id was reused; none when the log holds no such request (or no table yet)."""
+    try:
+        with _read_only(log_path) as connection:
+            found = connection.execute(
+                f"SELECT {', '.join(REQUEST_COLUMNS)} FROM predictions WHERE request_id = ? ORDER BY seq",
+                (request_id,),
+            ).fetchall()
+    except sqlite3.OperationalError as error:
+        if "no such table" in str(error):
+            return []
+        raise
+    return [dict(zip(REQUEST_COLUMNS, row, strict=True)) for row in found]

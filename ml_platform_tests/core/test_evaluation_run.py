@@ -20,6 +20,7 @@ def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, 
     record, candidate = evaluate_version(spec, version, frame, registry)
     assert record.champion_version is None and record.result.value > 0.6 and record.passed
     assert "# Model card: flight_delay v1" in record.card
+    assert f"MLflow run `{run_id}`" in record.card and "window " in record.card  # its trace section
     with mlflow.start_run(run_id=run_id):
         log_evaluation(record, candidate)
     artifacts = {a.path for a in client.list_artifacts(run_id)}

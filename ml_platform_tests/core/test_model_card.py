@@ -10,6 +10,7 @@ import pytest
 from ml_platform.core import evaluation as ev
 from ml_platform.core.gates import GATE_NAMES, GateResult, run_gates
 from ml_platform.core.model_card import model_card
+from ml_platform.core.trace import VersionLinks
 from ml_platform_tests.core.text_classifier import text_multiclass
 from ml_platform_tests.markdown_tables import markdown_tables
 
@@ -119,6 +120,28 @@ def test_a_card_without_plots_version_or_fairness(spec, reviewed):
     assert "data:image/png;base64," not in plain and "## Plots" not in plain
     assert "No sensitive group assessed." in _section(plain, "Fairness")
     assert "## Limits" in plain
+
+
+def test_the_card_links_the_versions_chain_and_how_to_trace_a_prediction(spec, reviewed):
+    evaluation, gates, data = reviewed
+    links = VersionLinks(
+        "flight_delay",
+        "3",
+        run_id="r" * 32,
+        experiment="flight_delay",
+        dagster_run_id="d-123",
+        window="2013-05-01 → 2013-06-25",
+        data_versions_digest="abc",
+        commit="c0ffee",
+        dirty=True,
+    )
+    trace = _section(model_card(spec, "3", evaluation, gates, data, plots=False, links=links), "Trace")
+    assert (
+        f"MLflow run `{'r' * 32}` (experiment `flight_delay`) · Dagster run `d-123` · window 2013-05-01 → "
+        "2013-06-25 · data versions digest `abc` · commit `c0ffee` (uncommitted changes)"
+    ) in trace
+    assert "`ml-platform trace <request_id>`" in trace
+    assert "`ml-platform trace <request_id>`" in _section(model_card(spec, "3", evaluation, gates, data), "Trace")
 
 
 def _cells(line: str) -> list[str]:
