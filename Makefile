@@ -13,11 +13,11 @@ HOST ?= 127.0.0.1
 TEST_WORKERS ?= 3
 PORT ?= 3000
 # The code locations `make dev` loads: the one of every spec in ML_PLATFORM_SPECS, or one per team folder
-# (`ml-platform workspace > teams.yaml`, then `make dev WORKSPACE=teams.yaml`; README "Many models").
+# (`ml-platform workspace > teams.yaml`, then `make dev WORKSPACE=teams.yaml`; docs/many-models.md).
 WORKSPACE ?= workspace.yaml
 export ML_PLATFORM_HOME
 
-.PHONY: dev test lint bench test-ui browser stack-tools install install-test check backfill-benchmark up down clean
+.PHONY: dev test lint docs bench test-ui browser stack-tools install install-test check backfill-benchmark up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,12 +71,17 @@ lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# The documentation site (mkdocs.yml, docs/) into site/, with --strict: a broken link or anchor, a page missing
+# from the navigation or a generated page that fails is an error. `$(BIN)/mkdocs serve` serves it while editing.
+docs: install-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 # Everything, the browser tests of the Dagster UI and the production stack included; first the benchmark guard
 # (each benchmark's quick form against benchmarks/baseline.json: fails on a figure more than 2x worse).
-test: install-test browser stack-tools lint
+test: install-test browser stack-tools lint docs
 	$(BIN)/python benchmarks/guard.py
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not docker" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m docker $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not docker" --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m docker --durations=10 $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # Every benchmark's full form (the heavy ones too: scale, the Docker stack, the suite on two commits); rewrites
 # the full baseline in benchmarks/baseline.json on purpose.
@@ -102,4 +107,4 @@ backfill-benchmark: install
 	$(BIN)/python benchmarks/backfill.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache test-artifacts site

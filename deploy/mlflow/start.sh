@@ -6,6 +6,9 @@ set -euo pipefail
 db="postgresql+psycopg2://${ML_PLATFORM_POSTGRES_USER}:${ML_PLATFORM_POSTGRES_PASSWORD}@${ML_PLATFORM_BIND}:${ML_PLATFORM_POSTGRES_PORT}"
 umask 077
 export MLFLOW_AUTH_CONFIG_PATH=/tmp/mlflow_auth.ini
+# MLflow's job runner (GenAI jobs; seven extra processes that each import MLflow) serves nothing the
+# platform uses: off unless the operator turns it on.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 cat > "$MLFLOW_AUTH_CONFIG_PATH" <<INI
 [mlflow]
 default_permission = READ
