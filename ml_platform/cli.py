@@ -10,6 +10,10 @@ ml-platform check [PATH] [--data [--rows N]]
 ml-platform workspace [ROOT] [--output FILE]
                            workspace.yaml with one code location per team folder of specs under ROOT (default:
                            ML_PLATFORM_SPECS), so a broken spec fails its own team's location only
+ml-platform schema [--output FILE]
+                           the JSON Schema of a model spec, for editors (completion and hover docs through a
+                           `# yaml-language-server: $schema=...` line); the repository keeps it in
+                           docs/spec.schema.json
 ml-platform serve --model NAME [--host 127.0.0.1] [--port N] [--workers N] [--ssl-certfile F --ssl-keyfile F]
                            serve the model's `champion` over HTTP(S); reloads when the alias moves
 ml-platform endpoints [--json]
@@ -104,9 +108,20 @@ def workspace(root: str | None, output: str | None) -> int:
     except SpecError as error:
         print(error, file=sys.stderr)
         return 1
+    return _emit(text, output, f": {text.count('location_name:')} code locations")
+
+
+def schema(output: str | None) -> int:
+    from ml_platform.spec.json_schema import spec_schema_text
+
+    return _emit(spec_schema_text(), output)
+
+
+def _emit(text: str, output: str | None, wrote: str = "") -> int:
+    """Print `text`, or write it to the file `output` and say so (`wrote` adds to that line)."""
     if output:
         Path(output).write_text(text)
-        print(f"wrote {output}: {text.count('location_name:')} code locations")
+        print(f"wrote {output}{wrote}")
     else:
         print(text, end="")
     return 0
@@ -126,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     workspace_parser = commands.add_parser("workspace", help="workspace.yaml: one code location per team folder")
     workspace_parser.add_argument("root", nargs="?", help="the folder of team folders (default: ML_PLATFORM_SPECS)")
     workspace_parser.add_argument("--output", help="write it to this file instead of printing it")
+    schema_parser = commands.add_parser("schema", help="the JSON Schema of a model spec, for editors")
+    schema_parser.add_argument("--output", help="write it to this file instead of printing it")
     serve_parser = commands.add_parser("serve", help="serve a model's champion over HTTP")
     serve_parser.add_argument("--model", required=True, help="the model's name (its spec's `name`)")
     serve_parser.add_argument("--host", default="127.0.0.1")
@@ -175,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         return check(args.path, args.data, args.rows)
     if args.command == "workspace":
         return workspace(args.root, args.output)
+    if args.command == "schema":
+        return schema(args.output)
     if args.command == "serve":
         return serve(args)
     if args.command == "endpoints":

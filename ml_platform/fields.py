@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d|w)\s*$")
 _DURATION_UNITS = {
@@ -37,7 +37,15 @@ def parse_duration(value: Any) -> timedelta:
     return timedelta(**{_DURATION_UNITS[unit]: float(amount)})
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# In the spec's JSON Schema (`ml-platform schema`) a duration is what a spec author writes, not ISO 8601.
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": _DURATION.pattern, "examples": ["10s", "30m", "26h", "2d", "1w"]},
+        {"type": "number", "description": "seconds"},
+    ]
+}
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 
 
 class StrictModel(BaseModel):

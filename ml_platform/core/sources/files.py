@@ -17,10 +17,16 @@ if TYPE_CHECKING:
 class FilesSource(SourceConfig):
     """CSV or Parquet files: one per partition (`{date}` in the path) or one file/glob filtered by time."""
 
-    kind: Literal["files"]
-    path: str
-    format: Literal["csv", "parquet"] | None = None
-    storage_options: dict[str, Any] = Field(default_factory=dict)
+    kind: Literal["files"] = Field(description="files: CSV or Parquet files, local or any fsspec URL.")
+    path: str = Field(
+        description="One file per partition (`{date}` in the path), or a file or glob filtered on `timestamp`."
+    )
+    format: Literal["csv", "parquet"] | None = Field(
+        default=None, description="csv or parquet; default: from the path's extension."
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to fsspec (credentials, endpoint)."
+    )
 
     @property
     def file_format(self) -> str:

@@ -79,8 +79,14 @@ class Nycflights13Source(SourceConfig):
     offset is pinned at first use, so that yesterday is the newest replayed day, and kept from then on.
     """
 
-    kind: Literal["nycflights13"]
-    offset_weeks: int | None = Field(default=None, ge=0)
+    kind: Literal["nycflights13"] = Field(
+        description="nycflights13: the 2013 New York flights, replayed onto a recent calendar."
+    )
+    offset_weeks: int | None = Field(
+        default=None,
+        ge=0,
+        description="Pins the replay: a partition's date is the source date plus this many weeks. Left out, it is pinned at first run under ML_PLATFORM_HOME.",
+    )
 
     needs_start: ClassVar[bool] = False  # the replay's first day is the first partition
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from ml_platform.core.sources.base import DataSource, SourceConfig, SourceError
 
@@ -20,9 +20,11 @@ if TYPE_CHECKING:
 class SqlSource(SourceConfig):
     """A SQLAlchemy URL and a query with `:start` and `:end` bind parameters (half-open interval)."""
 
-    kind: Literal["sql"]
-    url: str
-    query: str
+    kind: Literal["sql"] = Field(description="sql: a query against any SQLAlchemy URL.")
+    url: str = Field(description="A SQLAlchemy URL, e.g. postgresql+psycopg2://user@host/db.")
+    query: str = Field(
+        description="A query with `:start` and `:end` bind parameters (the half-open interval of one partition)."
+    )
 
     @field_validator("query")
     @classmethod
