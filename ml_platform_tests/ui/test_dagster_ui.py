@@ -118,6 +118,7 @@ def test_the_model_card_renders_every_table_and_plot(page, dagster_dev):
         "Fairness",
         "What drives predictions (TreeSHAP)",
         "Gates",
+        "Trace",
         "Limits",
         "Plots",
     ]
