@@ -63,6 +63,8 @@ def test_dagster_yaml_is_a_valid_instance_with_docker_launcher_and_the_training_
     launcher = ref.run_launcher
     assert type(launcher) is DockerRunLauncher
     assert launcher.container_kwargs["network_mode"] == "host"
+    # Docker removes each run's container when it exits: none piles up or holds the data volume
+    assert launcher.container_kwargs["auto_remove"] is True
     assert {"DAGSTER_POSTGRES_PASSWORD", "MLFLOW_TRACKING_PASSWORD", "ML_PLATFORM_STORAGE"} <= set(launcher.env_vars)
 
     coordinator = ref.run_coordinator

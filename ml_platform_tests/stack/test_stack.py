@@ -4,7 +4,8 @@ One stack for the whole file (see conftest.py), in this order: the lifecycle thr
 (each run in its own container, history in PostgreSQL, versions and aliases on the MLflow server, the endpoint
 answering and Prometheus scraping it); a READ-only MLflow user, and `ml-platform review` reading production
 through it; then faults: a run's container killed mid-training, the daemon killed with a run in flight and one
-queued, PostgreSQL restarted while sensors tick, and the MLflow server down during a deploy.
+queued, PostgreSQL restarted while sensors tick, and the MLflow server down during a deploy; last, `down
+--volumes` with a run container left behind. Docker removes each run's container once it exits.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -116,9 +118,26 @@ def _run_containers(run_id: str) -> list[dict]:
     found = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=dagster/run_id={run_id}"], capture_output=True, text=True
     ).stdout.split()
-    return [
-        json.loads(subprocess.run(["docker", "inspect", c], capture_output=True, text=True).stdout)[0] for c in found
+    inspected = [
+        json.loads(subprocess.run(["docker", "inspect", c], capture_output=True, text=True).stdout or "[]")
+        for c in found
     ]
+    return [details for found_one in inspected for details in found_one]  # one removed meanwhile: skipped
+
+
+def _launches(stack, run_id: str) -> list[tuple[str, str]]:
+    """(container id, image) of each container the run launcher started for the run, from the run's event log
+    (the containers themselves are gone once they exit)."""
+    events = _sql(
+        stack,
+        "SELECT event FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ENGINE_EVENT' ORDER BY id",
+        run_id,
+    )
+    # an engine event's text is its dagster_event's message (its user_message is empty), here
+    # "[DockerRunLauncher] Launching run in a new container <id> with image <image>"
+    messages = [(json.loads(e).get("dagster_event") or {}).get("message") or "" for (e,) in events]
+    found = [re.search(r"Launching run in a new container (\w+) with image (\S+)", m) for m in messages]
+    return [(match[1], match[2]) for match in found if match]
 
 
 def _registry(mlflow_env, user: str = "service") -> dict:
@@ -190,20 +209,26 @@ def test_the_lifecycle_runs_each_step_in_its_own_container_on_postgres_and_the_t
     retrain = dagster.submit_job_execution(
         "flight_delay_retrain", **LOCATION, tags={"dagster/partition": WEEK.isoformat()}
     )
+    # the run's container while it trains: the project image, the host's network, the shared volume, the stack's
+    # labels, and removed by Docker once it exits
+    (running,) = wait_for(lambda: _run_containers(retrain), 120, "the retraining's container", 0.3)
     _succeeds(stack, dagster, retrain)
     deploy = dagster.submit_job_execution("__ASSET_JOB", **LOCATION, asset_selection=[["flight_delay", "endpoint"]])
     _succeeds(stack, dagster, deploy)
 
-    # each run in its own container of the project image, on the host's network, with the shared volume
-    containers = {run: _run_containers(run) for run in (data, retrain, deploy)}
-    assert all(len(found) == 1 for found in containers.values()), containers
-    ids = {found[0]["Id"] for found in containers.values()}
-    assert len(ids) == 3
-    for (found,) in containers.values():
-        assert found["Config"]["Image"] == stack.env["ML_PLATFORM_IMAGE"]
-        assert found["HostConfig"]["NetworkMode"] == "host"
-        assert any(m["Destination"] == "/var/lib/ml_platform" for m in found["Mounts"])
-        assert found["State"]["ExitCode"] == 0
+    assert running["Config"]["Image"] == stack.env["ML_PLATFORM_IMAGE"]
+    assert running["HostConfig"]["NetworkMode"] == "host" and running["HostConfig"]["AutoRemove"] is True
+    assert any(m["Destination"] == "/var/lib/ml_platform" for m in running["Mounts"])
+    assert running["Config"]["Labels"]["ml_platform/stack"] == NAME
+    assert running["Config"]["Labels"]["ml_platform/role"] == "run"
+    # each run in its own container of the project image, and none left once the runs have ended
+    launches = {run: _launches(stack, run) for run in (data, retrain, deploy)}
+    assert all(len(found) == 1 for found in launches.values()), launches
+    assert len({found[0][0] for found in launches.values()}) == 3
+    assert {image for found in launches.values() for _, image in found} == {stack.env["ML_PLATFORM_IMAGE"]}
+    assert launches[retrain][0][0] == running["Id"]
+    ended = (data, retrain, deploy)
+    wait_for(lambda: not any(_run_containers(r) for r in ended), 30, "Docker removing the ended runs' containers")
 
     # run history and event logs are rows in PostgreSQL
     rows = dict(_sql(stack, "SELECT run_id, status FROM runs WHERE run_id IN (%s, %s, %s)", data, retrain, deploy))
@@ -376,6 +401,7 @@ print(len(client.search_runs([experiment.experiment_id], "tags.dagster_run_id = 
     subprocess.run(["docker", "kill", container["Id"]], check=True, capture_output=True)
 
     assert _wait_run(dagster, run, timeout=180) == "FAILURE"
+    assert not _run_containers(run), "the killed run's container is gone"
     alert = wait_for(
         lambda: [a for a in webhook.received if a.get("run_id") == run], 120, "the failure alert reaching the webhook"
     )
@@ -431,7 +457,7 @@ def test_killing_the_daemon_loses_and_duplicates_no_run(stack, dagster, mlflow_e
             value,
         )
         assert len(runs) == 1, f"one run for {key}={value}: {runs}"
-    assert len(_run_containers(in_flight)) == 1 and len(_run_containers(queued)) == 1, "each launched exactly once"
+    assert len(_launches(stack, in_flight)) == 1 and len(_launches(stack, queued)) == 1, "each launched exactly once"
     assert _registry(mlflow_env)["aliases"]["champion"] == champion
 
 
@@ -495,3 +521,37 @@ def test_with_the_tracking_server_down_the_endpoint_keeps_serving_and_says_why(s
         120,
         "/ready seeing the registry again",
     )
+
+
+def test_down_with_volumes_removes_the_stacks_containers_and_volumes_even_with_run_containers_left(stack):
+    """Last: it takes the stack down. A run container as older versions left them (exited, kept, holding the
+    data volume) used to fail `down --volumes` with "volume is in use"."""
+    image = stack.env["ML_PLATFORM_IMAGE"]
+    leftover = subprocess.run(
+        [
+            "docker",
+            "create",
+            "--network",
+            "host",
+            "--label",
+            f"ml_platform/stack={NAME}",
+            "--label",
+            "ml_platform/role=run",
+            "-v",
+            f"{NAME}_data:/var/lib/ml_platform",
+            image,
+            "true",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    subprocess.run(["docker", "start", "-a", leftover], check=True, capture_output=True)
+
+    stack.down(volumes=True)
+
+    assert stack.containers() == [], "no container labelled with the stack is left"
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"name={NAME}_"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert volumes == [], f"down --volumes leaves no volume: {volumes}"
