@@ -182,3 +182,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(_group(item)))
     items.sort(key=lambda item: rank.get(_group(item), len(rank)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """On an xdist worker under `--dist loadgroup`, every test must carry its group in its node id (xdist appends
+    `@group`): a pytest or xdist release that drops it silently spreads each module over every worker, so shared
+    module fixtures (trained models, servers, `dagster dev`) are built once per worker and grouped tests race."""
+    if not session.config.getvalue("loadgroup"):
+        return
+    ungrouped = [item.nodeid for item in session.items if "@" not in item.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"--dist loadgroup is not grouping tests ({len(ungrouped)} without a group, e.g. {ungrouped[0]}): "
+            f"pytest {pytest.__version__} and pytest-xdist disagree on node ids; see pyproject.toml's pytest pin"
+        )
