@@ -48,7 +48,7 @@ DEFAULT_PORTS = {
 
 class Image(NamedTuple):
     """One image of the stack: the variable that sets it, its default, who runs it, and its bundled stand-in
-    (a folder of deploy/images/ and the tag the README and the tests build it as), if any."""
+    (a folder of deploy/images/ and the tag docs/production.md and the tests build it as), if any."""
 
     variable: str
     default: str
@@ -195,7 +195,7 @@ class Stack:
                 "The build starts FROM python:3.11-slim and installs from PyPI. Without registry access, load a "
                 "python:3.11-slim image first (docker load), or build the image where you can, move it with "
                 "docker save / docker load, set ML_PLATFORM_IMAGE to its name and run `up --no-build` "
-                "(README: Production, No registry access)."
+                "(docs/production.md: No registry access)."
             ) from None
 
     def ensure_images(self, built: bool = True) -> None:
@@ -229,7 +229,7 @@ class Stack:
                 f"{reason or 'docker pull failed'}.\n{advice}"
             )
         if problems:
-            raise StackError("\n\n".join(problems) + "\n\n(README: Production, No registry access)")
+            raise StackError("\n\n".join(problems) + "\n\n(docs/production.md: No registry access)")
 
     def up(self, timeout: float = 300) -> float:
         """Start every service and wait until they answer; returns the seconds it took."""

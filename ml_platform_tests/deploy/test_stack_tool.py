@@ -105,7 +105,7 @@ def test_an_image_that_cannot_be_pulled_is_named_with_its_variable_and_nothing_s
     assert f"cannot pull {missing}, the image of postgres (ML_PLATFORM_POSTGRES_IMAGE" in message, message
     assert "docker build --network host -t ml-platform-standin/postgres:16" in message
     assert str(REPO / "deploy" / "images" / "postgres") in message
-    assert "prometheus" not in message.split("(README")[0], "only the image that is missing is named"
+    assert "prometheus" not in message.split("(docs/production.md")[0], "only the image that is missing is named"
     started = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={name}"],
         capture_output=True,

@@ -84,7 +84,7 @@ def test_the_lineage_page_shows_every_stage_of_the_model(page, dagster_dev):
     """The group's lineage: one node per stage on screen, every dependency drawn left to right; `validated` is
     the raw data's blocking schema check, shown on raw with its result."""
     facts = dagster_dev.facts
-    assert set(facts["stages"]) == STAGES, "the bundled model's stages changed: update this test and the README"
+    assert set(facts["stages"]) == STAGES, "the bundled model's stages changed: update this test and the docs"
     assert ["raw", "schema", True] in facts["checks"]
     page.goto(f"/locations/ml_platform/asset-groups/{facts['model']}/lineage")
     boxes = _settled_boxes(page, sorted(STAGES))
