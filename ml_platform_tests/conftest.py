@@ -188,7 +188,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """On an xdist worker under `--dist loadgroup`, every test must carry its group in its node id (xdist appends
     `@group`): a pytest or xdist release that drops it silently spreads each module over every worker, so shared
     module fixtures (trained models, servers, `dagster dev`) are built once per worker and grouped tests race."""
-    if not session.config.getvalue("loadgroup"):
+    if not getattr(session.config.option, "loadgroup", False):  # set on xdist workers only
         return
     ungrouped = [item.nodeid for item in session.items if "@" not in item.nodeid]
     if ungrouped:
