@@ -21,6 +21,11 @@ absolute figures across machines; the alternated comparisons keep the best round
   `"explain": true` requests (rows from the test split) to our one-worker server with default settings, one
   client GETs `/health` sequentially every 20 ms, each timed on its own: p99 in ms (`p50_ms`, `max_ms`, the
   idle p99 before the load, and how many heavy requests completed and with which status).
+- `serving_gzip_1000_rows` (goal 1.0, full form and `--only gzip` only, unguarded: its rounds would add ~15 s to
+  the quick form): a 1000-row request (no explanations) to our one-worker server, the answer gzipped
+  (`Accept-Encoding: gzip`) against plain, p50 ms of 100 requests of each sent one at a time in turn; beside it
+  each form's body bytes on the wire, requests/s and loaded p50 under wrk (alternated rounds), and zlib's time
+  on that answer at level 1 (what the server uses) and 6.
 
 The data is pinned: the model trains on 2013-05-01 → 2013-06-25 (the 2013 calendar itself; `--quick`: 21 days). Every answer
 check compares the probability and the label: our endpoint answers `predictions` and `labels`, `mlflow models
@@ -30,7 +35,7 @@ Prints JSON lines, figures in the contract's form (benchmarks/contract.py: value
 better); the last is `serving_rps_ratio_vs_mlflow` (ours over mlflow's requests per second, goal 10).
 
     python benchmarks/serving.py [--quick] [--seconds 10] [--connections 8] [--rounds 2]
-                                 [--workers-connections 16] [--only batch|mlflow|floor|workers|health]
+                                 [--workers-connections 16] [--only batch|mlflow|floor|workers|health|gzip]
 
 `--quick` (the guard's form): a model of 21 days (2013-05-01 → 2013-05-21), 2 s wrk runs after 1 s warm-ups,
 one round (two against mlflow), the batch comparison on fewer repeats; the same figures. The two p99 figures are
@@ -38,7 +43,7 @@ printed unguarded (`"guard": false`): tail latencies of short runs on shared cor
 run to the next, where the requests-per-second ratios stayed within 1.5x.
 
 `--only batch` trains the model and prints only the batch-scoring figure (no servers, no wrk); `--only mlflow`
-prints `serving_p99_ms` and `serving_rps_ratio_vs_mlflow`; `--only floor|workers|health` the one figure.
+prints `serving_p99_ms` and `serving_rps_ratio_vs_mlflow`; `--only floor|workers|health|gzip` the one figure.
 Needs wrk (Debian package `wrk`; installed here when missing and running as root). Every process started here
 runs in its own session and its whole process group is stopped on the way out.
 """
@@ -70,7 +75,7 @@ from contract import figure, quick_option
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PARTS = ("mlflow", "floor", "workers", "health")
+PARTS = ("mlflow", "floor", "workers", "health", "gzip")
 
 
 def emit(**fields) -> None:
@@ -139,13 +144,17 @@ class Wrk:
     def __init__(self, path: str, scratch: Path):
         self.path, self.scratch = path, scratch
 
-    def start(self, url: str, body: bytes, seconds: int, connections: int, name: str = "post") -> subprocess.Popen:
+    def start(
+        self, url: str, body: bytes, seconds: int, connections: int, name: str = "post", accept: str | None = None
+    ) -> subprocess.Popen:
+        """`accept`: the Accept-Encoding every request sends (None: none, as before)."""
         (self.scratch / f"{name}.json").write_bytes(body)
         script = self.scratch / f"{name}.lua"
         script.write_text(
             f'local f = assert(io.open("{self.scratch / name}.json", "rb"))\n'
             'wrk.body = f:read("*a")\nf:close()\nwrk.method = "POST"\n'
             'wrk.headers["Content-Type"] = "application/json"\n'
+            + (f'wrk.headers["Accept-Encoding"] = "{accept}"\n' if accept else "")
         )
         return subprocess.Popen(
             [
@@ -198,8 +207,10 @@ class Wrk:
             "socket_errors": sum(map(int, errors.groups())) if errors else 0,
         }
 
-    def run(self, url: str, body: bytes, seconds: int, connections: int) -> dict:
-        return self.result(self.start(url, body, seconds, connections), seconds)
+    def run(
+        self, url: str, body: bytes, seconds: int, connections: int, name: str = "post", accept: str | None = None
+    ) -> dict:
+        return self.result(self.start(url, body, seconds, connections, name, accept), seconds)
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -280,6 +291,72 @@ def health_under_load(
     finally:
         heavy_result = Wrk.result(load, seconds)
     return {"idle": idle, "loaded": loaded, "errors": idle_errors + errors, "heavy": heavy_result}
+
+
+def compressed_answers(
+    wrk: Wrk, url: str, body: bytes, seconds: int, connections: int, rounds: int, pairs: int
+) -> dict:
+    """One 1000-row request (no explanations) to our server, its answer plain and gzipped (`Accept-Encoding:
+    gzip`): each form's body bytes on the wire; `pairs` requests of each form sent one at a time in turn, each
+    timed from sending to the last byte read (ms); what zlib takes to gzip that answer in this process at levels
+    1 to 6 (best of 50; the server uses 1); then alternated wrk rounds of each (the best round of each kept)."""
+    import zlib
+
+    host, port = url.removeprefix("http://").split("/", 1)[0].split(":")
+    path = "/" + url.removeprefix("http://").split("/", 1)[1]
+    wire: dict[str, bytes] = {}
+    for name, accept in (("plain", None), ("gzip", "gzip")):
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        headers = {"Content-Type": "application/json", **({"Accept-Encoding": accept} if accept else {})}
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        wire[name] = response.read()  # http.client never decodes a content coding
+        assert response.status == 200, wire[name][-1500:]
+        assert (response.getheader("content-encoding") == "gzip") == (accept is not None)
+        connection.close()
+    answer = {k: v for k, v in json.loads(wire["plain"]).items() if k != "request_id"}
+    assert {k: v for k, v in json.loads(zlib.decompress(wire["gzip"], 31)).items() if k != "request_id"} == answer
+    alone: dict[str, list[float]] = {"plain": [], "gzip": []}
+    connections_by_form = {name: http.client.HTTPConnection(host, int(port), timeout=30) for name in alone}
+    try:
+        for _ in range(pairs):  # one request of each form in turn, each on its own keep-alive connection
+            for name, connection in connections_by_form.items():
+                headers = {
+                    "Content-Type": "application/json",
+                    **({"Accept-Encoding": "gzip"} if name == "gzip" else {}),
+                }
+                started = time.perf_counter()
+                connection.request("POST", path, body=body, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                alone[name].append((time.perf_counter() - started) * 1000)
+                assert response.status == 200
+    finally:
+        for connection in connections_by_form.values():
+            connection.close()
+    levels = {}
+    for level in range(1, 7):
+        times = []
+        for _ in range(50):
+            started = time.perf_counter()
+            packed = zlib.compress(wire["plain"], level, wbits=31)
+            times.append(time.perf_counter() - started)
+        levels[level] = {"ms": round(min(times) * 1000, 3), "bytes": len(packed)}
+    for name, accept in (("plain", None), ("gzip", "gzip")):  # warm-ups, not counted
+        wrk.run(url, body, 1, connections, name=f"rows_{name}", accept=accept)
+    runs: dict[str, list[dict]] = {"plain": [], "gzip": []}
+    for _ in range(rounds):
+        for name, accept in (("plain", None), ("gzip", "gzip")):
+            runs[name].append(wrk.run(url, body, seconds, connections, name=f"rows_{name}", accept=accept))
+            time.sleep(1)  # the prediction log's writer settles between runs
+    best = {name: max(results, key=lambda r: r["rps"]) for name, results in runs.items()}
+    return {
+        "bytes": {name: len(data) for name, data in wire.items()},
+        "alone_ms": {name: {"p50": quantile(times, 0.5), "p90": quantile(times, 0.9)} for name, times in alone.items()},
+        "levels": levels,
+        "best": best,
+        "rps_rounds": {name: [r["rps"] for r in results] for name, results in runs.items()},
+    }
 
 
 def versus(best: dict, ours: str, peer: str, described: str, goal: float, **fields) -> dict:
@@ -738,6 +815,37 @@ def main() -> int:
                     "seconds": args.seconds,
                     "note": "sequential GET /health every 20 ms while wrk sends 1000-row explain requests, one worker",
                 }
+            if "gzip" in parts and (not args.quick or args.only == "gzip"):  # full form only: ~15 s of wrk
+                rows = orjson.dumps({"instances": heavy_rows})
+                seen = compressed_answers(
+                    wrk, ours_url, rows, args.seconds, args.connections, max(args.rounds, 2), pairs=100
+                )
+                plain, zipped, alone = seen["best"]["plain"], seen["best"]["gzip"], seen["alone_ms"]
+                emit(step="gzip_rounds", **seen)
+                figures["serving_gzip_1000_rows"] = {
+                    "value": alone["gzip"]["p50"],
+                    "unit": "ms",
+                    "peer": "the same 1000-row request without Accept-Encoding (a plain answer), sent in turn",
+                    "peer_value": alone["plain"]["p50"],
+                    "better": "lower",
+                    "goal": 1.0,  # compressing must cost less than it saves, even on loopback
+                    "guarded": False,  # full form only: too long for the guard's quick form
+                    "bytes_plain": seen["bytes"]["plain"],
+                    "bytes_gzip": seen["bytes"]["gzip"],
+                    "rps_plain": plain["rps"],
+                    "rps_gzip": zipped["rps"],
+                    "p50_ms_loaded_plain": plain["p50_ms"],
+                    "p50_ms_loaded_gzip": zipped["p50_ms"],
+                    "gzip_ms_level_1": seen["levels"][1]["ms"],
+                    "gzip_ms_level_6": seen["levels"][6]["ms"],
+                    "non_2xx": {"plain": plain["non_2xx"], "gzip": zipped["non_2xx"]},
+                    "connections": args.connections,
+                    "seconds": args.seconds,
+                    "note": "one worker, 1000 rows per request without explanations, loopback; value: p50 of 100 "
+                    "requests sent one at a time, alternating with the plain ones; rps and loaded p50: wrk with "
+                    "`connections`; bytes: the answer's body on the wire; gzip_ms: zlib on that answer in this "
+                    "process (the server uses level 1)",
+                }
             stop(ours)
 
         if args.only is None:
@@ -747,6 +855,7 @@ def main() -> int:
             "serving_rps_vs_floor",
             "serving_workers_scaling",
             "serving_health_p99_under_explain_ms",
+            "serving_gzip_1000_rows",
             "serving_rps_ratio_vs_mlflow",
         ):  # the ratio last
             if name in figures:

@@ -241,7 +241,7 @@ class ServingApp:
                 raise RequestError(400, [{"field": "body", "error": f"malformed JSON: {str(error)[:120]}"}]) from None
             rows, explain, client_id = protocol.parse(payload, slot, self.config)
             scored = await self._score(slot, rows, explain)
-            await self._answer(send, protocol, slot, rows, scored, client_id, request_id, arrived, started)
+            await self._answer(scope, send, protocol, slot, rows, scored, client_id, request_id, arrived, started)
         except _ScoringTimeout as error:
             release = None  # the thread still scores; it frees its in-flight place when it ends
             await self._refuse(scope, send, protocol, error, request_id, "timeout", body_read)
@@ -273,6 +273,7 @@ class ServingApp:
 
     async def _answer(
         self,
+        scope: Scope,
         send: Send,
         protocol: Protocol,
         slot: Slot,
@@ -307,7 +308,8 @@ class ServingApp:
             log.error("prediction log write failed: %s", error)
             self.metrics.error("log").inc()
             self.metrics.request(protocol.route, "503").inc()
-            return await respond_json(send, 503, protocol.failure("prediction log unavailable", request_id))
+            failure = protocol.failure("prediction log unavailable", request_id)
+            return await respond_json(send, 503, failure, compress=self._compress(scope))
         self.metrics.predicted(answer.version, "answer").inc(len(rows))
         if shadow is not None:
             self.metrics.predicted(shadow.version, "shadow").inc(len(rows))
@@ -325,7 +327,7 @@ class ServingApp:
             fields,
         )
         # the logged id, whatever the protocol's body says (a v2 body echoes the client's own `id`)
-        await respond_json(send, 200, body, ((b"x-request-id", request_id.encode()),))
+        await respond_json(send, 200, body, ((b"x-request-id", request_id.encode()),), compress=self._compress(scope))
 
     async def _refuse(
         self,
@@ -349,7 +351,8 @@ class ServingApp:
             headers.append(ACCEPT_ENCODING)  # RFC 9110 section 15.5.16: which coding would be read
         if not body_read or error.status in (408, 413):
             headers.append((b"connection", b"close"))
-        await respond_json(send, error.status, protocol.refusal(error, request_id), headers)
+        refusal = protocol.refusal(error, request_id)
+        await respond_json(send, error.status, refusal, headers, compress=self._compress(scope))
 
     def _route(self, slot: Slot, rows: list[Row]) -> tuple[LoadedModel, LoadedModel | None, str]:
         """(answering model, model scored beside it for the log, route). In shadow and canary alike the
@@ -395,12 +398,12 @@ class ServingApp:
         if not bearer_ok(scope, self.config.token):
             self.metrics.error("unauthorized").inc()
             return await self._plain(
-                send, 401, {"error": "missing or wrong bearer token"}, route, head, unauthorized_headers()
+                send, 401, {"error": "missing or wrong bearer token"}, route, head, unauthorized_headers(), scope
             )
         slot = self.slot
         if slot is None:
-            return await self._plain(send, 503, {"error": "no model loaded yet"}, route, head)
-        await self._plain(send, 200, describe(slot), route, head)
+            return await self._plain(send, 503, {"error": "no model loaded yet"}, route, head, (), scope)
+        await self._plain(send, 200, describe(slot), route, head, (), scope)
 
     def _info(self, slot: Slot) -> Body:
         return slot.describe(self.config.model, self.config.rollout_mode)
@@ -434,10 +437,24 @@ class ServingApp:
         await self._plain(send, 200 if ready else 503, {"ready": ready}, "v2", head)
 
     async def _plain(
-        self, send: Send, status: int, payload: Body, route: str, head: bool, headers: Headers = ()
+        self,
+        send: Send,
+        status: int,
+        payload: Body,
+        route: str,
+        head: bool,
+        headers: Headers = (),
+        compressible: Scope | None = None,
     ) -> None:
+        """A GET route's answer; `compressible` (the request) on a route whose answers may be large."""
         self.metrics.request(route, str(status)).inc()
-        await respond_json(send, status, payload, headers, head)
+        compress = self._compress(compressible) if compressible is not None else None
+        await respond_json(send, status, payload, headers, head, compress)
+
+    def _compress(self, scope: Scope) -> tuple[Scope, int | None]:
+        """Answers of predict and the model routes are gzipped above `serving.limits.compress_above_bytes` for a
+        client that accepts gzip (health, readiness and errors of routing stay plain)."""
+        return scope, self.config.compress_above_bytes
 
 
 class _ScoringTimeout(RequestError):

@@ -46,6 +46,7 @@ class ServeConfig:
     max_in_flight: int = 64
     scoring_timeout_s: float = 10.0
     retry_after_s: float = 1.0
+    compress_above_bytes: int | None = 4096  # None: answers are never compressed
     # the prediction log (the spec's serving.log)
     log_redact: tuple[str, ...] = ()
     log_retention_s: float | None = None
@@ -86,6 +87,7 @@ def from_spec(spec: ModelSpec, **overrides: Any) -> ServeConfig:
         "max_in_flight": limits.in_flight,
         "scoring_timeout_s": limits.scoring_timeout.total_seconds(),
         "retry_after_s": limits.retry_after.total_seconds(),
+        "compress_above_bytes": limits.compress_above_bytes,
         "log_redact": tuple(serving.log.redact),
         "log_retention_s": serving.log.retention.total_seconds(),
         "log_max_bytes": serving.log.max_mb * 1024 * 1024,

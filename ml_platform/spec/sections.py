@@ -407,7 +407,8 @@ class Limits(StrictModel):
     `header_bytes` caps a request's headers (431), `header_timeout` the time to receive them and how long an
     idle keep-alive connection is kept, `body_bytes` the body (413, connection closed), `body_timeout` the time
     to receive it (408), `in_flight` the requests one worker works on at once (beyond: 503 with `Retry-After`),
-    `scoring_timeout` the time to score one request (503, nothing logged)."""
+    `scoring_timeout` the time to score one request (503, nothing logged). `compress_above_bytes` is not a
+    refusal: answers larger than it are gzipped for clients that accept gzip."""
 
     header_bytes: int = Field(
         default=16384,
@@ -432,6 +433,11 @@ class Limits(StrictModel):
         default=timedelta(seconds=10), description="Time to score one request; beyond: 503, nothing logged."
     )
     retry_after: Duration = Field(default=timedelta(seconds=1), description="The Retry-After given with those 503s.")
+    compress_above_bytes: int | None = Field(
+        default=4096,
+        ge=0,
+        description="JSON answers of predict and model routes larger than this are sent gzip-compressed to clients whose Accept-Encoding allows gzip; null: never compressed.",
+    )
 
     @field_validator("header_timeout", "body_timeout", "scoring_timeout", "retry_after")
     @classmethod

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import requests
 
+from ml_platform.serving.http import accepts_gzip, encoded
 from ml_platform.serving.prediction_log import read_log
 
 LIMITS = {"header_timeout": "1s", "body_timeout": "1s", "in_flight": 2, "header_bytes": 16384, "scoring_timeout": "1ms"}
@@ -175,12 +176,16 @@ def test_protocol_details(trained, start_server, row):
     assert "access-control-allow-origin" not in preflight.headers, "CORS is off by default"
 
 
-def test_content_codings_and_encoded_slashes_are_read_as_the_standard_says(trained, start_server, row):
+def test_content_codings_both_ways_and_encoded_slashes_as_the_standard_says(
+    trained, start_server, row, tmp_path, write_spec
+):
     """RFC 9110 section 8.4: a body is read as its Content-Encoding says (gzip decompressed, within the body
     limit once decompressed; a body that is not what its coding claims, or a coding not accepted, refused and
-    named). RFC 3986 section 2.2: `%2F` is data inside a path segment, so a path that spells a route's slashes
-    that way names no route."""
-    server = start_server("--model-dir", str(trained[1][0]))
+    named), and a large answer is gzipped when Accept-Encoding allows it (section 12.5.3). RFC 3986 section
+    2.2: `%2F` is data inside a path segment, so a path that spells a route's slashes that way names no route."""
+    folder = tmp_path / "specs"
+    write_spec(folder, {"serving.limits": {"compress_above_bytes": COMPRESS_ABOVE}}, name="flight_delay.yaml")
+    server = start_server("--model-dir", str(trained[1][0]), env={"ML_PLATFORM_SPECS": str(folder)})
     plain = orjson.dumps({"instances": [row]})
     json_type = {"Content-Type": "application/json"}
 
@@ -216,7 +221,89 @@ def test_content_codings_and_encoded_slashes_are_read_as_the_standard_says(train
     assert requests.get(f"{server.url}/health%2F", timeout=5).status_code == 404
     # an encoded unreserved character is the character itself (RFC 3986 section 6.2.2.2): same route
     assert post(plain, None, f"{server.url}/v1/models/flight%5Fdelay/predict").status_code == 200
+    _answers_are_compressed_as_asked(server, _records(trained[2].head(1000)))
     assert server.process.poll() is None
+
+
+def test_accept_encoding_is_weighed_as_rfc_9110_says_and_null_never_compresses():
+    """RFC 9110 section 12.5.3, without a server: gzip (or x-gzip, or `*`) with a weight above 0 and not below
+    identity's allows a gzipped answer; a weight of 0, identity alone, an empty or unreadable value does not;
+    `compress_above_bytes: null` sends every answer as it is, without Vary."""
+    allowed = ("gzip", "GZIP", "x-gzip", "*", "gzip, deflate", " gzip ; q=1.0 ", "gzip;q=0.001", "br, *;q=0.5")
+    refused = ("", "identity", "gzip;q=0", "gzip; q=0.000", "*;q=0", "gzip;q=0, *", "deflate, br", "gzip;q=2")
+    assert all(accepts_gzip(value.encode()) for value in (*allowed, "identity;q=0, gzip;q=0.1", "gzip;level=1"))
+    assert not any(accepts_gzip(value.encode()) for value in (*refused, "gzip;q=abc", "gzip;q=0.5, identity"))
+    scope = {"type": "http", "headers": [(b"accept-encoding", b"br"), (b"accept-encoding", b"gzip")]}
+    body = b"[" + b"0.5," * 5000 + b"1]"
+    assert encoded(body, scope, None) == (body, ())
+    zipped, headers = encoded(body, scope, 100)  # every Accept-Encoding line is read
+    assert gzip.decompress(zipped) == body and (b"content-encoding", b"gzip") in headers
+    assert encoded(body, scope, len(body)) == (body, ((b"vary", b"accept-encoding"),))
+
+
+COMPRESS_ABOVE = 2048  # the spec's serving.limits.compress_above_bytes in the test above (the default is 4096)
+
+
+def _answers_are_compressed_as_asked(server, rows: list[dict]) -> None:
+    """Predict and model answers larger than the spec's threshold come gzipped (the same JSON) when
+    Accept-Encoding allows gzip, plain otherwise, `Vary: Accept-Encoding` on both; health stays untouched."""
+
+    def sent(accept: str | None, rows: list[dict] = rows, method: str = "POST", path: str = "") -> tuple:
+        """(response, the body's bytes as they came over the wire)."""
+        url = f"{server.url}{path}" if path else server.predict_url()
+        data = orjson.dumps({"instances": rows}) if method == "POST" else None
+        headers = {"Content-Type": "application/json", "Accept-Encoding": accept}  # None: no such header
+        response = requests.request(method, url, data=data, headers=headers, timeout=30, stream=True)
+        return response, response.raw.read(decode_content=False)
+
+    def answer(body: bytes) -> dict:
+        return {k: v for k, v in orjson.loads(body).items() if k != "request_id"}
+
+    plain, plain_bytes = sent(None)
+    assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    assert plain.headers["vary"] == "accept-encoding" and len(answer(plain_bytes)["predictions"]) == 1000
+    for accept in ("gzip", "GZIP", "x-gzip", "*", "gzip, deflate, br", "br;q=1, gzip;q=0.5", "identity;q=0, *"):
+        zipped, zipped_bytes = sent(accept)
+        assert zipped.headers.get("content-encoding") == "gzip", accept
+        assert zipped.headers["vary"] == "accept-encoding" and int(zipped.headers["content-length"]) == len(
+            zipped_bytes
+        )
+        assert answer(gzip.decompress(zipped_bytes)) == answer(plain_bytes), accept
+        assert len(zipped_bytes) < len(plain_bytes) / 2
+    for accept in ("gzip;q=0", "gzip; q=0.000", "identity", "", "deflate, br", "*;q=0", "gzip;q=0.5, identity"):
+        refused, refused_bytes = sent(accept)
+        assert "content-encoding" not in refused.headers, accept
+        assert answer(refused_bytes) == answer(plain_bytes) and refused.headers["vary"] == "accept-encoding"
+
+    # the threshold is the spec's: an answer between it and the default (4096) is compressed, a small one not
+    middle, middle_bytes = sent("gzip", rows[:100], "POST")
+    assert COMPRESS_ABOVE < len(gzip.decompress(middle_bytes)) < 4096
+    assert middle.headers["content-encoding"] == "gzip"
+    small, small_bytes = sent("gzip", rows[:1])
+    assert "content-encoding" not in small.headers and len(small_bytes) <= COMPRESS_ABOVE
+    assert small.headers["vary"] == "accept-encoding" and len(answer(small_bytes)["predictions"]) == 1
+
+    # an error body is the same JSON either way: gzipped when large (50 errors listed), plain when small
+    broken = [{**r, "distance": "far"} for r in rows]
+    large_error, large_error_bytes = sent("gzip", broken)
+    assert large_error.status_code == 422 and large_error.headers["content-encoding"] == "gzip"
+    errors = orjson.loads(gzip.decompress(large_error_bytes))
+    assert errors["errors_total"] == 1000 and errors["errors"][0]["field"] == "instances[0].distance"
+    small_error, small_error_bytes = sent("gzip", broken[:1])
+    assert small_error.status_code == 422 and "content-encoding" not in small_error.headers
+    assert orjson.loads(small_error_bytes)["errors"][0]["field"] == "instances[0].distance"
+
+    # a HEAD answers the headers its GET would; health and readiness are never compressed nor vary
+    got, got_bytes = sent("gzip", method="GET", path="/openapi.json")
+    headed, headed_bytes = sent("gzip", method="HEAD", path="/openapi.json")
+    assert got.headers["content-encoding"] == headed.headers["content-encoding"] == "gzip"
+    assert int(headed.headers["content-length"]) == len(got_bytes) and headed_bytes == b""
+    assert orjson.loads(gzip.decompress(got_bytes))["openapi"]
+    for method in ("GET", "HEAD"):
+        for path in ("/health", "/ready", "/v2/health/live"):
+            probe, probe_bytes = sent("gzip", method=method, path=path)
+            assert probe.status_code == 200 and "content-encoding" not in probe.headers, (method, path)
+            assert "vary" not in probe.headers and (probe_bytes == b"") == (method == "HEAD")
 
 
 def _connect(server) -> socket.socket:
