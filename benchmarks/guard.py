@@ -12,6 +12,12 @@ recorded nor compared: training.py's `retrain_fixed_cost_s` (a difference, its r
 `retrain_overhead_ratio` guards the same times) and serving.py's two p99 figures (tail latencies of 2 s runs on
 shared cores were 5x to 10x apart from run to run; the requests-per-second ratios guard the server).
 
+Nothing a benchmark starts may outlive it: each runs with a token of its own in the environment
+(`ML_PLATFORM_BENCHMARK_RUN`, inherited by every process it starts), and once it has exited (within
+`LEFTOVER_GRACE_S`) no TCP socket may still listen in a process that carries that token. One that does fails the
+guard, naming the benchmark, the port and the process, which the guard then ends so the next benchmark finds its
+ports free.
+
 Guarded, quick forms run one after the other (well under a minute each): label_fields.py, refit.py,
 serving_parts.py, serving.py, training.py, monitoring.py, backfill.py, many_models.py (its idle daemon: full only),
 review.py.
@@ -37,6 +43,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +68,10 @@ GUARDED = (
 HEAVY = ("scale.py", "stack.py", "test_suite.py", "reproduce.py")
 QUICK_TIMEOUT_S = 300
 FULL_TIMEOUT_S = 4 * 3600
+#: The environment variable that marks every process one benchmark run starts (its value: that run's token).
+RUN_ENV = "ML_PLATFORM_BENCHMARK_RUN"
+#: How long a benchmark's servers may take to close their sockets once it has exited.
+LEFTOVER_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -167,12 +178,81 @@ def recorded(observed: list[Observed]) -> dict[str, dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class Listener:
+    """A TCP socket still listening in a process a benchmark started."""
+
+    port: int
+    address: str
+    pid: int
+    command: str
+
+    def __str__(self) -> str:
+        return f"port {self.port} on {self.address} (pid {self.pid}: {self.command})"
+
+
+@dataclass(frozen=True)
 class Run:
     benchmark: str
     seconds: float
     exit_code: int
     stdout: str
     stderr: str
+    leftovers: tuple[Listener, ...] = ()
+
+
+def listeners_of(token: str) -> list[Listener]:
+    """The TCP sockets listening now in processes whose environment carries `token` (as `RUN_ENV`): what one
+    benchmark run started, however far down, even once re-parented to init."""
+    import psutil
+
+    found = set()
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status != psutil.CONN_LISTEN or connection.pid is None:
+            continue
+        try:
+            process = psutil.Process(connection.pid)
+            if process.environ().get(RUN_ENV) != token:
+                continue
+            command = " ".join(process.cmdline())[:200]
+        except psutil.Error:  # gone meanwhile, or not ours to read: not this run's
+            continue
+        found.add(Listener(connection.laddr.port, connection.laddr.ip, connection.pid, command))
+    return sorted(found, key=lambda listener: (listener.port, listener.address))
+
+
+def leftovers_after(token: str) -> tuple[Listener, ...]:
+    """The run's listeners still open `LEFTOVER_GRACE_S` after it exited (none: returns at once); those left are
+    ended."""
+    import psutil
+
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    while (left := listeners_of(token)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in {listener.pid for listener in left}:  # the run started it (it carries the run's token)
+        try:
+            process = psutil.Process(pid)
+            process.kill()
+            process.wait(timeout=10)
+        except (psutil.Error, psutil.TimeoutExpired):
+            pass
+    return tuple(left)
+
+
+def leak_verdicts(runs: list[Run]) -> list[Verdict]:
+    """One failed verdict per benchmark that left a listener behind, naming each port and process."""
+    return [
+        Verdict(
+            f"{run.benchmark} leftovers",
+            run.benchmark,
+            None,
+            None,
+            None,
+            False,
+            "still listening after it exited: " + "; ".join(map(str, run.leftovers)),
+        )
+        for run in runs
+        if run.leftovers
+    ]
 
 
 def run(benchmark: str, full: bool) -> Run:
@@ -182,6 +262,8 @@ def run(benchmark: str, full: bool) -> Run:
     2-core machine at load 7), which swung training.py's ratios 3x from run to run."""
     command = [sys.executable, str(HERE / benchmark), *([] if full else ["--quick"])]
     env = dict(os.environ) if full else {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    token = f"{benchmark}-{uuid.uuid4().hex}"
+    env[RUN_ENV] = token
     started = time.perf_counter()
     try:
         done = subprocess.run(
@@ -191,7 +273,8 @@ def run(benchmark: str, full: bool) -> Run:
     except subprocess.TimeoutExpired as timeout:
         code, stdout = -1, _text(timeout.stdout)
         stderr = f"{_text(timeout.stderr)}\ntimed out after {timeout.timeout:g} s"
-    return Run(benchmark, round(time.perf_counter() - started, 1), code, stdout, stderr)
+    seconds = round(time.perf_counter() - started, 1)
+    return Run(benchmark, seconds, code, stdout, stderr, leftovers_after(token))
 
 
 def _text(output: bytes | str | None) -> str:
@@ -212,8 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     observed: list[Observed] = []
     crashed: dict[str, str] = {}
+    runs: list[Run] = []
     for benchmark in benchmarks:
         result = run(benchmark, args.full)
+        runs.append(result)
         figures = parse_figures(benchmark, result.stdout)
         observed += figures
         print(json.dumps({"benchmark": benchmark, "seconds": result.seconds, "figures": len(figures)}), flush=True)
@@ -227,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         for benchmark in again:
             print(json.dumps({"benchmark": benchmark, "note": "failed; run once more, judged on its better attempt"}))
             result = run(benchmark, args.full)
+            runs.append(result)
             figures = parse_figures(benchmark, result.stdout)
             mine = [figure for figure in observed if figure.benchmark == benchmark]
             observed = [figure for figure in observed if figure.benchmark != benchmark] + best_of(mine, figures)
@@ -236,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             elif result.exit_code != 0:
                 crashed[benchmark] = f"exit code {result.exit_code}: {result.stderr.strip()[-1500:]}"
         verdicts = compare(stored.get(form, {}), observed, crashed, benchmarks)
+    verdicts += leak_verdicts(runs)  # never retried: a listener left behind is a bug, not noise
     for verdict in verdicts:
         print(json.dumps(asdict(verdict)), flush=True)
     failed = [verdict for verdict in verdicts if not verdict.ok]
@@ -248,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         section.update(recorded([figure for figure in observed if figure.benchmark not in crashed]))
         stored[form] = dict(sorted(section.items()))
         BASELINE.write_text(json.dumps(stored, indent=2) + "\n")
-        failed = [verdict for verdict in failed if verdict.benchmark in crashed]  # a new baseline: only crashes fail
+        # a new baseline: only crashes and leftovers fail
+        failed = [v for v in failed if v.benchmark in crashed or v.figure.endswith(" leftovers")]
     seconds = round(time.perf_counter() - began, 1)
     print(
         json.dumps({"guard": form, "seconds": seconds, "figures": len(observed), "failed": [v.figure for v in failed]}),

@@ -1,10 +1,15 @@
 """The benchmark guard's comparison (benchmarks/guard.py): figure lines as the benchmarks print them, against a
-baseline; no benchmark is run here."""
+baseline; and its check that nothing a benchmark started still listens once it has exited, on two tiny fake
+benchmarks (no real benchmark is run here)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -170,3 +175,51 @@ def test_a_second_attempt_keeps_each_figure_at_its_better_ratio():
     # a regression that shows in both attempts still fails; one that showed once passes
     assert not guard.compare(baseline, guard.best_of(first, first), {}, ["b.py"])[0].ok
     assert guard.compare(baseline, guard.best_of(first, second), {}, ["b.py"])[0].ok
+
+
+# A fake benchmark: starts a listener on 127.0.0.1 in a process of its own session (as the benchmarks start their
+# servers), writes its port and pid beside itself (the guard keeps a benchmark's output), and either stops it before exiting (tidy) or leaves it behind (leaky).
+FAKE_BENCHMARK = """
+import json, pathlib, subprocess, sys
+LISTEN = (
+    "import socket, sys, time\\n"
+    "sock = socket.socket()\\nsock.bind(('127.0.0.1', 0))\\nsock.listen()\\n"
+    "print(sock.getsockname()[1], flush=True)\\ntime.sleep(120)\\n"
+)
+child = subprocess.Popen(
+    [sys.executable, "-c", LISTEN], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    start_new_session=True,
+)
+port = int(child.stdout.readline())
+pathlib.Path(__file__).with_suffix(".json").write_text(json.dumps({"port": port, "pid": child.pid}))
+if TIDY:
+    child.kill()
+    child.wait()
+"""
+
+
+def test_a_benchmark_that_leaves_a_listener_fails_the_guard_naming_it_and_its_port(tmp_path, monkeypatch, capsys):
+    for name, tidy in (("tidy.py", True), ("leaky.py", False)):
+        (tmp_path / name).write_text(f"TIDY = {tidy}\n" + FAKE_BENCHMARK)
+    monkeypatch.setattr(guard, "HERE", tmp_path)
+    monkeypatch.setattr(guard, "BASELINE", tmp_path / "baseline.json")
+    monkeypatch.setattr(guard, "GUARDED", ("tidy.py", "leaky.py"))
+    monkeypatch.setattr(guard, "LEFTOVER_GRACE_S", 0.5)
+    try:
+        code = guard.main([])
+    finally:
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        started = [json.loads(p.read_text()) for p in (tmp_path / "tidy.json", tmp_path / "leaky.json") if p.exists()]
+        for line in started:  # the guard ends what was left; this only guards against a guard that did not
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(line["pid"], signal.SIGKILL)
+    verdicts = [line for line in lines if "figure" in line and "ok" in line]
+    assert code == 1
+    assert [(v["figure"], v["benchmark"], v["ok"]) for v in verdicts] == [("leaky.py leftovers", "leaky.py", False)]
+    assert lines[-1]["failed"] == ["leaky.py leftovers"]
+    assert len(started) == 2
+    assert f"port {started[1]['port']} on 127.0.0.1 (pid {started[1]['pid']}:" in verdicts[0]["note"]
+    for line in started:  # both ports are free again: the tidy one stopped its own, the guard ended the leak
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", line["port"]))
