@@ -36,8 +36,9 @@ def test_refit_written_out_or_left_to_its_default_has_one_digest(tmp_path, write
 
 def test_renaming_a_field_keeps_the_digest(tmp_path, write_spec, flight_spec):
     """The digest is every asset's code version: renaming rollout.window_days must not mark them all changed."""
-    # The bundled spec's digest; it last changed with serving.limits, .log (fsync too), .workers (every field hashes, default or not).
-    assert flight_spec.digest == "3df42795137a16a5"
+    # The bundled spec's digest; it last changed with serving.limits.compress_above_bytes (every field hashes,
+    # default or not).
+    assert flight_spec.digest == "df3b2e78a994efb5"
     new = load_spec(write_spec(tmp_path, {"serving.rollout": {"mode": "none", "trial_days": 4}}))
     old = load_spec(write_spec(tmp_path, {"serving.rollout": {"mode": "none", "window_days": 4}}, name="old.yaml"))
     assert new.serving.rollout.trial_days == old.serving.rollout.trial_days == 4
@@ -78,7 +79,7 @@ def test_target_name_defaults_to_its_column(tmp_path, write_spec, flight_spec):
 def test_classes_and_positive_hash_only_when_set(tmp_path, write_spec, flight_spec):
     """Specs without the two fields keep their digest (every asset's code version); setting either changes it."""
     unset = load_spec(write_spec(tmp_path, {"target.classes": None, "target.positive": None}))
-    assert unset.digest == flight_spec.digest == "3df42795137a16a5"
+    assert unset.digest == flight_spec.digest == "df3b2e78a994efb5"
     positive = load_spec(write_spec(tmp_path, {"target.positive": True}, name="positive.yaml"))
     classes = load_spec(write_spec(tmp_path, {"target.classes": [False, True]}, name="classes.yaml"))
     both = load_spec(write_spec(tmp_path, {"target.classes": [False, True], "target.positive": True}, name="both.yaml"))
