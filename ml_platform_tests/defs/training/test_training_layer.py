@@ -244,7 +244,9 @@ def test_an_interrupted_training_leaves_the_registry_as_it_was(platform, instanc
         assert running, "the training step never started its MLflow run"
         time.sleep(2)  # well inside the Optuna search
         os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=60)
+        # the interrupt lands when the current trial's training returns to Python; on a loaded CI machine the
+        # process once took longer than 60 s to end: the registry is what this test judges, not the exit's speed
+        process.wait(timeout=180)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
