@@ -16,6 +16,7 @@ rows stay in partitions on the workers; the step's process receives per-partitio
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -232,8 +233,8 @@ def _validation_curve(
     n = total["rows"]
     if spec.task == "binary":
         return {
-            "auc": [_binned_auc(pos, neg) for pos, neg in zip(total["positive"], total["negative"], strict=True)],
             "binary_logloss": list(total["logloss"] / n),
+            "auc": [_binned_auc(pos, neg) for pos, neg in zip(total["positive"], total["negative"], strict=True)],
         }
     if spec.task == "multiclass":
         return {"multi_logloss": list(total["logloss"] / n), "multi_error": list(total["errors"] / n)}
@@ -386,19 +387,82 @@ def _fit(
     encoder: FeatureEncoder,
     classes: list[Any] | None,
 ) -> lgb.Booster:
-    """lightgbm.dask on the encoded rows (persisted on the workers), watched: a worker lost mid-training fails
-    the fit at once, instead of leaving it waiting for a worker that is gone."""
-    import lightgbm.dask as lgb_dask
+    """LightGBM's data-parallel training on the workers, with every worker's rows and rank fixed by rule: the
+    i-th partition is encoded and kept on the (i mod n)-th worker (workers in address order), that worker is rank
+    i mod n, and it trains on its partitions in order. Rank and row order decide LightGBM's distributed bin
+    boundaries and the order histograms are summed in; lightgbm.dask leaves both to where the scheduler put the
+    parts and to set order, so the same rows gave different trees run after run. Here the same data and settings
+    on the same number of workers give the same model bytes (which machine is which does not matter).
+    Watched: a worker lost mid-training fails the fit at once instead of leaving the others waiting for it."""
+    from urllib.parse import urlparse
 
     meta = pd.DataFrame({name: pd.Series(dtype=np.float64) for name in [*encoder.names, LABEL]})
-    encoded = killed_workers_explained(
-        lambda: rows.map_partitions(_encoded, encoder, spec.target.name, classes, meta=meta).persist()
-    )
-    estimator_type = lgb_dask.DaskLGBMRegressor if spec.task == "regression" else lgb_dask.DaskLGBMClassifier
-    estimator = estimator_type(client=client, n_estimators=rounds, **without_rounds(params))
+    parts = rows.map_partitions(_encoded, encoder, spec.target.name, classes, meta=meta).to_delayed()
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])[: len(parts)]
+    blocks = [
+        client.compute(parts[rank :: len(workers)], workers=[worker], allow_other_workers=False)
+        for rank, worker in enumerate(workers)
+    ]
+    ports: dict[str, int] = client.run(_free_port, workers=workers)
+    network = {
+        **without_rounds(params),
+        "tree_learner": "data",
+        "pre_partition": True,
+        "num_machines": len(workers),
+        "machines": ",".join(f"{urlparse(worker).hostname}:{ports[worker]}" for worker in workers),
+    }
     categorical = list(range(len(encoder.numeric), len(encoder.names)))
-    fitted = watched(
-        client, lambda: estimator.fit(encoded[encoder.names], encoded[LABEL], categorical_feature=categorical)
+    fits = [
+        client.submit(
+            _fit_rank,
+            block,
+            {**network, "local_listen_port": ports[worker]},
+            rounds,
+            encoder.names,
+            categorical,
+            rank == 0,
+            workers=[worker],
+            allow_other_workers=False,
+            pure=False,
+        )
+        for rank, (worker, block) in enumerate(zip(workers, blocks, strict=True))
+    ]
+    texts = watched(client, lambda: killed_workers_explained(client.gather, fits))
+    return _without_addresses(lgb.Booster(model_str=texts[0]))
+
+
+def _free_port() -> int:
+    """A port free on this worker for LightGBM's network (bound and released: LightGBM binds it itself)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        return int(probe.getsockname()[1])
+
+
+def _fit_rank(
+    parts: list[pd.DataFrame],
+    params: dict[str, Any],
+    rounds: int,
+    names: list[str],
+    categorical: list[int],
+    keep: bool,
+) -> str | None:
+    """One rank of a data-parallel fit, on its worker: its partitions in order, LightGBM's network joined through
+    `params`; the model's text from rank 0 (every rank ends with the same trees)."""
+    frame = pd.concat(parts, ignore_index=True)
+    dataset = lgb.Dataset(frame[names], frame[LABEL], categorical_feature=categorical, free_raw_data=True)
+    booster = lgb.train(params, dataset, num_boost_round=rounds)
+    try:
+        return booster.model_to_string() if keep else None
+    finally:
+        booster.free_network()
+
+
+def _without_addresses(booster: lgb.Booster) -> lgb.Booster:
+    """The booster with the cluster's network settings blanked in its saved parameters: the listening ports are
+    picked per fit and say nothing about the model, but they would make every fit's bytes differ."""
+    text = re.sub(
+        r"^\[(machines|local_listen_port): [^\]]*\]$", r"[\1: ]", booster.model_to_string(), flags=re.MULTILINE
     )
-    booster: lgb.Booster = fitted.to_local().booster_
-    return booster
+    return lgb.Booster(model_str=text)
