@@ -21,13 +21,13 @@ or loading the definitions; `process_s` is the whole process), the evaluation's 
 rounds, read from the Dagster instance's materializations, and whether every gate passed (the scale spec's
 gates are permissive; a failed gate is reported, the timing still counts). `loadavg_1m` (before and after a
 run, the run included) shows whether other work shared the machine: LightGBM's OpenMP threads slow down badly
-when another process takes a core, so time only on a quiet machine. The Dask engine's AUC is not reproducible
-(identical runs chose the same rounds and were up to 0.008 apart at 250k rows, 0.0001 at 1M), so an `auc_gap` near 0.005
-is within that noise.
+when another process takes a core, so time only on a quiet machine. `--repeats N` retrains N times per size on
+the dask engine, each in a fresh process and cluster, to show its model is the same run after run (the local
+engine's is byte-deterministic and runs once); `auc_dask_vs_local` then takes the worst of the dask runs.
 
     python benchmarks/scale.py                            # 1M, 3M, 10M rows; local and dask
     python benchmarks/scale.py --quick                    # 200k and 400k rows (--rows 200000,400000)
-    python benchmarks/scale.py --rows 1000000 --engines dask [--workdir DIR] [--keep] [--max-total-mb N]
+    python benchmarks/scale.py --rows 1000000 --engines dask [--repeats 3] [--workdir DIR] [--keep] [--max-total-mb N]
 
 Prints JSON lines: per size {"step": "setup", ...}, per (size, engine) {"step": "retrain", "engine", "rows",
 "wall_s", "step_process_peak_mb", "total_peak_mb", "roc_auc", "rounds", "gates_passed", ...} or, when a run
@@ -411,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="1000000,3000000,10000000", help="rows per training window, comma list")
     quick_option(parser, "200k and 400k rows per window (minutes)")
     parser.add_argument("--engines", default="local,dask", help="training.engine values, comma list")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="retrains per size on the dask engine, each in a fresh cluster (the local engine is byte-deterministic)",
+    )
     parser.add_argument("--window-days", type=int, default=56)
     parser.add_argument("--workdir", type=Path, default=None, help="where the temporary data goes (default: $TMPDIR)")
     parser.add_argument("--keep", action="store_true", help="keep each size's data, stores and logs")
@@ -432,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(value) for value in args.rows.split(",") if value.strip()]
     engines = [value.strip() for value in args.engines.split(",") if value.strip()]
     results: dict[str, dict[int, dict]] = {engine: {} for engine in engines}
+    aucs: dict[str, dict[int, list[float]]] = {engine: {} for engine in engines}  # every run's holdout AUC
     gave_up: dict[str, int] = {}
     began = time.perf_counter()
     for rows in sizes:
@@ -474,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                 process_s=setup["process_s"],
                 loadavg_1m=setup["loadavg_1m"],
             )
-            for engine in engines:
+            for engine, attempt in [(e, a) for e in engines for a in range(args.repeats if e == "dask" else 1)]:
                 if engine in gave_up:
                     emit(
                         step="retrain",
@@ -484,21 +491,21 @@ def main(argv: list[str] | None = None) -> int:
                         reason=f"stopped at {gave_up[engine]} rows",
                     )
                     continue
-                store = scratch / f"mlflow_{engine}"
+                store = scratch / f"mlflow_{engine}_{attempt}"
                 store.mkdir()
                 run_env = {
                     **env,
                     "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}",
                     "ML_PLATFORM_MLFLOW_ARTIFACTS": (store / "artifacts").as_uri(),
                 }
-                log = scratch / f"retrain_{engine}.log"
+                log = scratch / f"retrain_{engine}_{attempt}.log"
                 run = measured(
                     {
                         "mode": "retrain",
                         "spec": str(spec_for(engine, Path(report["spec"]), scratch / f"spec_{engine}")),
                         "partition": report["partition"],
                         "dagster_home": str(dagster_home),
-                        "result": str(scratch / f"retrain_{engine}.json"),
+                        "result": str(scratch / f"retrain_{engine}_{attempt}.json"),
                     },
                     run_env,
                     log,
@@ -521,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                 line = {
                     "step": "retrain",
                     "engine": engine,
+                    "run": attempt + 1,
                     "rows": window_rows,
                     "wall_s": done["wall_s"],
                     "step_process_peak_mb": run["own_peak_mb"],
@@ -545,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
                     "loadavg_1m": run["loadavg_1m"],
                     "unexeced_fork_peak_mb": run["unexeced_fork_peak_mb"],
                 }
-                results[engine][window_rows] = line
+                results[engine].setdefault(window_rows, line)  # the sizes' time figures: each engine's first run
+                aucs[engine].setdefault(window_rows, []).append(done["roc_auc"])
                 emit(**line)
         finally:
             if args.keep:
@@ -576,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     local, dask = results.get("local", {}), results.get("dask", {})
     both = sorted(set(local) & set(dask))
     for rows in both:
-        gap = abs(dask[rows]["roc_auc"] - local[rows]["roc_auc"])
+        gap = max(abs(auc - local[rows]["roc_auc"]) for auc in aucs["dask"][rows])  # the worst of the dask runs
         figure(
             "auc_dask_vs_local",
             case=str(rows),
@@ -589,6 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             met=bool(gap <= 0.005),
             gap=round(gap, 5),
             rows=rows,
+            dask_runs=aucs["dask"][rows],
         )
     if len(dask) > 1:
         peaks = {rows: line["step_process_peak_mb"] for rows, line in sorted(dask.items())}

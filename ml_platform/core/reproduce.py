@@ -198,11 +198,6 @@ def _reproduce(
             f"{label} was tuned ({spec.training.tuning.trials} trials): a tuning timeout that ends at another trial "
             "than the recorded run's gives other parameters"
         )
-    if spec.training.engine != "local":
-        found.notes.append(
-            f"{label} was trained with the {spec.training.engine} engine; it is reproduced with the local engine, "
-            "whose model bytes differ from it"
-        )
     found.differences = _package_differences(recorded.manifest)  # reported whatever happens next
     windows, frames = _window(spec, recorded, storage_url, label)
     recorded_versions: dict[str, str] = recorded.manifest.get("data_versions") or {}
@@ -222,7 +217,10 @@ def _reproduce(
             f"{len(found.partitions)} partition(s) rebuilt from the source in a scratch store with the recorded "
             f"content: {', '.join(c.partition for c in found.partitions)}"
         )
-    reproduced, test = _retrain(spec, recorded, windows, frames, scratch / "training_set.parquet")
+    if spec.training.engine == "dask":
+        reproduced, test = _retrain_on_dask(spec, recorded, windows, frames, scratch, found.notes)
+    else:
+        reproduced, test = _retrain(spec, recorded, windows, frames, scratch / "training_set.parquet")
     folder = reproduced.save(scratch / "reproduced")
     found.reproduced_sha256 = _sha256(folder / MODEL_FILE)
     saved = Model.load(folder)  # the manifest as the files have it, to compare with the recorded files
@@ -383,6 +381,56 @@ def _retrain(
         result.model.manifest.pop("partition", None)
     result.model.manifest["data_versions"] = versions_by_day(training_set.drop(columns=SPLIT), spec.timestamp)
     test = training_set[training_set[SPLIT] == "test"].drop(columns=SPLIT).reset_index(drop=True)
+    return result.model, test
+
+
+def _retrain_on_dask(
+    spec: ModelSpec,
+    recorded: Model,
+    windows: Mapping[str, tuple[datetime, datetime]],
+    frames: Mapping[str, pd.DataFrame],
+    scratch: Path,
+    notes: list[str],
+) -> tuple[Model, pd.DataFrame]:
+    """A Dask version trained as its retrain trained it: the window's partitions stored one file each, the training
+    set split and written back by the workers, then trained on a local cluster of the recorded number of workers
+    (the same rows on the same number of workers give the same model bytes), or on the scheduler named by
+    ML_PLATFORM_DASK_ADDRESS (noted when its number of workers is not the recorded one)."""
+    import dataclasses
+
+    from upath import UPath
+
+    from ml_platform.core import dask_cluster, dask_frames, dask_training
+
+    recorded_workers = int((recorded.manifest.get("engine") or {}).get("workers") or 0) or None
+    settings = dataclasses.replace(dask_cluster.ClusterSettings.from_env(), n_workers=recorded_workers)
+    folder = scratch / "features"
+    folder.mkdir(parents=True, exist_ok=True)
+    for key in windows:
+        frames[key].to_parquet(folder / f"{key}.parquet", index=False)
+    written = UPath(scratch / "training_set.parquet")
+    client = dask_cluster.connect(settings)
+    try:
+        workers = len(dask_cluster.worker_memory(client))
+        if workers != recorded_workers:
+            notes.append(
+                f"retrained on {workers} Dask worker(s) where the version was trained on {recorded_workers}: "
+                "LightGBM's distributed bins and sums follow the workers, so the model bytes may differ"
+            )
+        stored = dask_frames.read_partitions([UPath(folder / f"{key}.parquet") for key in windows], list(windows))
+        dask_frames.write_partitions(
+            dask_training.build_training_set_on_dask(stored, spec, dict(windows)).frame, written
+        )
+        training_set = dask_frames.read_partitions([written])
+        extra = {"partition": recorded.manifest["partition"]} if "partition" in recorded.manifest else None
+        result = dask_training.train_on_dask(spec, training_set, client, extra_manifest=extra)
+        result.model.manifest["data_versions"] = dask_training.versions_on_dask(training_set, spec.timestamp)
+    except training.TrainingError as error:
+        raise _Stop(Verdict.CANNOT, f"{spec.name}: the recorded window cannot be trained: {error}") from None
+    finally:
+        client.close()
+    frame = pd.read_parquet(scratch / "training_set.parquet")  # the workers' part files, in order
+    test = frame[frame[SPLIT] == "test"].drop(columns=SPLIT).reset_index(drop=True)
     return result.model, test
 
 

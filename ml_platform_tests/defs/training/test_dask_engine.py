@@ -5,14 +5,17 @@ that does not answer, a worker killed mid-training, workers too small for a part
 
 from __future__ import annotations
 
+import hashlib
 import socket
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-from ml_platform.core.model import Model
+from ml_platform.core.model import MODEL_FILE, Model
+from ml_platform.core.reproduce import Verdict, reproduce
 from ml_platform_tests.defs.helpers import (
     _aliases,
     _client,
@@ -83,6 +86,18 @@ def test_a_dask_spec_trains_gates_registers_serves_and_scores(platform, instance
     # Served by the same endpoint, and pyfunc agrees with the platform's scorer.
     defs = make({**DASK, **common})
     assert _retrain(defs, instance, partition).success  # back to a Dask version: v3 (a new run, same data)
+    # ... and the same model bytes as v1: each partition's worker and rank are fixed by rule
+    assert _model_sha256(home, "3") == _model_sha256(home, "1")
+    # `ml-platform reproduce` retrains a Dask version on a cluster of its recorded size: byte-identical
+    reproduced = reproduce(
+        "flight_delay",
+        "3",
+        tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        registry_uri=None,
+        storage_url=str(home / "storage"),
+        scratch=home.parent / "reproduce",
+    )
+    assert reproduced.verdict == Verdict.IDENTICAL, (reproduced.reason, reproduced.differences, reproduced.notes)
     try:
         endpoint = _metadata(_materialize(defs, instance, "endpoint"), "endpoint")
         assert endpoint["smoke_test"]["passed"] and endpoint["smoke_test"]["max_abs_diff"] == 0.0
@@ -105,6 +120,12 @@ def test_a_dask_spec_trains_gates_registers_serves_and_scores(platform, instance
         assert "Dask workers" in _metadata(drift, "drift")["live_source"]
     finally:
         stop_local_server("flight_delay", home)
+
+
+def _model_sha256(home, version: str) -> str:
+    run_id = _client(home).get_model_version("flight_delay", version).run_id
+    folder = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model_files")
+    return hashlib.sha256((Path(folder) / MODEL_FILE).read_bytes()).hexdigest()
 
 
 def test_an_unreachable_scheduler_names_the_address_and_the_variable(platform, instance, monkeypatch):
