@@ -226,7 +226,9 @@ class Training(StrictModel):
     )
     num_boost_round: int = Field(default=500, ge=1, description="Most boosting rounds.")
     early_stopping_rounds: int = Field(
-        default=50, ge=1, description="Stop once no validation metric has improved for this many rounds."
+        default=50,
+        ge=1,
+        description="Stop once the objective's loss on the validation days has not improved for this many rounds.",
     )
     refit: bool = Field(
         default=True,
