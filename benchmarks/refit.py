@@ -39,13 +39,12 @@ def main() -> int:
     from ml_platform.core.features import build_features
     from ml_platform.core.sources import nycflights13
     from ml_platform.core.training import split_by_time, train
-    from ml_platform.core.training_run import metric_of
     from ml_platform.spec import BUNDLED_SPECS, load_spec
 
     spec = load_spec(BUNDLED_SPECS / "flight_delay.yaml")
     if args.quick:
         spec = spec.model_copy(update={"training": spec.training.model_copy(update={"window_days": QUICK_WINDOW_DAYS})})
-    metric, window = metric_of(spec), spec.training.window_days
+    metric, window = spec.gate_metric, spec.training.window_days
     on = spec.model_copy(update={"training": spec.training.model_copy(update={"refit": True})})
     off = spec.model_copy(update={"training": spec.training.model_copy(update={"refit": False})})
     replay = nycflights13.Replay(offset_days=0)  # the 2013 calendar itself

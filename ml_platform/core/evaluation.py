@@ -18,13 +18,13 @@ from sklearn import metrics as skm
 
 from ml_platform.core import evaluation_plots
 from ml_platform.core.labels import UNKNOWN, Labels
-from ml_platform.core.metric_rules import DEFAULT_METRIC as DEFAULT_METRIC
 from ml_platform.core.metric_rules import HIGHER_IS_BETTER as HIGHER_IS_BETTER
 from ml_platform.core.metric_rules import improvement
 from ml_platform.core.metric_rules import meets as meets
 from ml_platform.core.model import Model
 
-# DEFAULT_METRIC, HIGHER_IS_BETTER and meets live in metric_rules; they stay importable from here too.
+# HIGHER_IS_BETTER and meets live in metric_rules; they stay importable from here too (a task's default metric
+# is the spec's: ModelSpec.gate_metric).
 
 MIN_SLICE_ROWS = 30
 

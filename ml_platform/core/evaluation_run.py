@@ -34,7 +34,6 @@ from ml_platform.core.model import Model
 from ml_platform.core.model_card import model_card
 from ml_platform.core.registry import Registry
 from ml_platform.core.trace import version_links
-from ml_platform.core.training_run import metric_of
 from ml_platform.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -103,7 +102,7 @@ def evaluate_version(
         candidate,
         holdout.train,
         holdout.test,
-        metric_of(spec),
+        spec.gate_metric,
         spec.gates.slices,
         spec.gates.fairness.group if spec.gates.fairness else None,
         champion,

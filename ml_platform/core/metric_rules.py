@@ -1,14 +1,17 @@
-"""Which metric judges each task by default and which way each metric points: plain tables and comparisons.
+"""Which way each metric points: a plain table and comparisons. (Which metric judges a task by default is the
+spec's: `ModelSpec.gate_metric` and `ModelSpec.live_metric`.)
 
 Kept apart from `evaluation` (which computes the metrics with pandas and scikit-learn) so the wiring, the gates
-and the sensors can name a metric and compare two values without importing either.
+and the sensors can compare two values without importing either.
 """
 
 from __future__ import annotations
 
+# The spec's table, still importable from here for code that has not moved to `ModelSpec.gate_metric` yet.
+from ml_platform.spec.sections import DEFAULT_METRIC as DEFAULT_METRIC
+
 #: Metrics where larger is better; the others (losses, errors) are better when smaller.
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "r2", "macro_f1", "accuracy"}
-DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
 
 
 def improvement(metric: str, new: float, old: float) -> float:

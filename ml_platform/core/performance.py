@@ -7,9 +7,9 @@ A missing day of traffic, a log without keys, or labels that have not arrived ye
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,28 @@ LabelsOf = Callable[[str], "Labels | None"]  # a version's labels (None: regress
 Scored = tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]
 
 
+@dataclass(frozen=True, slots=True)
+class LivePerformance:
+    """A day's live performance: how many served rows found their outcome, the metrics of the answers, and a
+    row per answering (and shadowing) version in `table` (`role`, `version`, `rows`, the metric).
+
+    `status` says how far the day got: "no traffic", "no key: ..." (requests carry no key to join outcomes on),
+    "labels not arrived", "partial labels" or "complete". `metrics["answer"]` holds the task metrics of the
+    answers; `unseen_labels` counts outcomes the version that scored them never saw, per label."""
+
+    status: str
+    served: int
+    table: pd.DataFrame
+    labelled: int = 0
+    coverage: float = 0.0
+    metrics: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    unseen_labels: Mapping[str, int] = field(default_factory=dict)
+
+    def answer_value(self, metric: str) -> float | None:
+        """The answers' `metric` (None before any labelled row)."""
+        return self.metrics.get("answer", {}).get(metric)
+
+
 def live_performance(
     served: pd.DataFrame,
     labels: pd.DataFrame,
@@ -30,31 +52,23 @@ def live_performance(
     task: str,
     metric: str,
     labels_of: LabelsOf | None = None,
-) -> dict[str, Any]:
+) -> LivePerformance:
     """Metrics of the answering version(s) and of any shadowing challenger on the labelled rows.
 
     Outcomes may be text: each row's outcome is encoded with the labels of the version that scored it
     (`labels_of`); an outcome that version never saw is left out of its metrics and counted in `unseen_labels`.
     Without `labels_of`, outcomes are the numeric codes themselves."""
     empty = pd.DataFrame(columns=["role", "version", "rows", metric])
-    out: dict[str, Any] = {
-        "served": len(served),
-        "labelled": 0,
-        "coverage": 0.0,
-        "metrics": {},
-        "table": empty,
-        "unseen_labels": {},
-    }
     if served.empty:
-        return {**out, "status": "no traffic"}
+        return LivePerformance("no traffic", len(served), empty)
     if not key or key not in served.columns:
-        return {**out, "status": f"no key: requests do not carry {key!r}, outcomes cannot be joined"}
+        return LivePerformance(f"no key: requests do not carry {key!r}, outcomes cannot be joined", len(served), empty)
     if labels.empty or target not in labels.columns:
-        return {**out, "status": "labels not arrived"}
+        return LivePerformance("labels not arrived", len(served), empty)
     joined = served.merge(labels[[key, target]].drop_duplicates(key), on=key, how="inner")
-    out.update(labelled=len(joined), coverage=round(len(joined) / len(served), 4))
+    labelled, coverage = len(joined), round(len(joined) / len(served), 4)
     if joined.empty:
-        return {**out, "status": "labels not arrived"}
+        return LivePerformance("labels not arrived", len(served), empty, labelled, coverage)
     answer = _answer_column(joined, task)
     rows = [
         _metric_row("answer", version, part, target, task, metric, labels_of, "_version", answer)
@@ -67,8 +81,8 @@ def live_performance(
     ]
     y, scores, usable, unseen = _scored(task, joined[target], joined[answer], joined["_version"], labels_of)
     metrics = {"answer": task_metrics(task, y[usable], scores[usable]) if usable.any() else {}}
-    status = "complete" if out["coverage"] >= 0.99 else "partial labels"
-    return {**out, "status": status, "metrics": metrics, "table": pd.DataFrame(rows), "unseen_labels": unseen}
+    status = "complete" if coverage >= 0.99 else "partial labels"
+    return LivePerformance(status, len(served), pd.DataFrame(rows), labelled, coverage, metrics, unseen)
 
 
 def _answer_column(frame: pd.DataFrame, task: str) -> str:
@@ -232,7 +246,10 @@ def pooled(days: list[dict[str, Any]], field: str = "gain") -> tuple[int, float 
 
 @dataclass(frozen=True)
 class Verdict:
-    decision: str  # "promote", "retire" or "wait" (challengers); "rollback", "keep" or "wait" (rollbacks)
+    """A decision on a challenger ("promote", "retire" or "wait") or on a fresh champion ("rollback", "keep" or
+    "wait"), with why, the pooled gain, the rows and the days it rests on."""
+
+    decision: Literal["promote", "retire", "wait", "rollback", "keep"]
     reason: str
     gain: float | None = None
     rows: int = 0

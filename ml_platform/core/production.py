@@ -141,13 +141,12 @@ def train_as_retrain(
     memory: tuned first when the spec asks for it, with the same seeds and parameters."""
     from ml_platform.core.evaluation import score
     from ml_platform.core.training import train, tune
-    from ml_platform.core.training_run import metric_of
     from ml_platform.core.training_set import split_of
 
     split = split_of(training_set)
     override = None
     if spec.training.tuning.trials:
-        metric = metric_of(spec)
+        metric = spec.gate_metric
         override, _ = tune(spec, split, lambda model, frame: score(model, frame, metric))
     return train(spec, split, override, extra_manifest=extra_manifest)
 

@@ -1,6 +1,7 @@
 """When monitoring asks for a retrain: which new drift and live-performance evaluations failed, and whether the
 cooldown since the last retrain is over; and, once a retrain runs, whether it would only repeat the newest
-registered version (a no-op: same data, same spec, same training code).
+registered version (a no-op: same data, same spec, same training code), and what the retrain produced
+(`RetrainOutcome`).
 
 One episode (several failing days in a row) must start one retrain per cooldown, and every failure must be
 seen exactly once even though evaluations resolve out of order (a day still being evaluated, a run that died
@@ -13,8 +14,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from ml_platform.core.dask_frames import StoredPartitions
+    from ml_platform.core.training_run import TrainedModel
     from ml_platform.spec import ModelSpec
 
 
@@ -42,6 +45,23 @@ class CheckRecord:
     source: Any = field(default=None, compare=False, repr=False)
 
 
+class RetrainStatus(StrEnum):
+    """What became of a requested retrain, as the cursor is told it (`RetrainCursor.settle`)."""
+
+    RUNNING = "running"  # no run yet, or not finished: the cooldown holds
+    NOOP = "noop"  # its model step found the newest registered version unchanged: not a retrain
+    RETRAINED = "retrained"  # a new version, or a failure: the cooldown stands
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRetrain:
+    """A requested retrain not settled yet: the request's id, and when the retrain before it was (epoch
+    seconds), which a no-op gives back."""
+
+    request: str
+    before: float
+
+
 @dataclass
 class RetrainCursor:
     """The last evaluation looked at per reason ("drift", "performance") and the time of the last retrain.
@@ -49,13 +69,13 @@ class RetrainCursor:
     Stored as JSON `{"last_id": {reason: id}, "last_retrain": epoch seconds}` (`last_retrain` absent until the
     first retrain), the shape the sensor has always written, so cursors of running deployments keep working.
     While a requested retrain has not finished, `pending` says which request it was and when the retrain
-    before it was (`{"request": id, "before": epoch seconds}`): a request that turns out a no-op gives the
-    cooldown back (`settle`).
+    before it was (stored as `{"request": id, "before": epoch seconds}`): a request that turns out a no-op
+    gives the cooldown back (`settle`).
     """
 
     last_id: dict[str, int] = field(default_factory=dict)
     last_retrain: float = 0.0
-    pending: dict[str, Any] | None = None
+    pending: PendingRetrain | None = None
 
     @classmethod
     def from_json(cls, text: str | None) -> RetrainCursor:
@@ -64,9 +84,7 @@ class RetrainCursor:
         return cls(
             last_id={str(k): int(v) for k, v in state.get("last_id", {}).items()},
             last_retrain=float(state.get("last_retrain", 0.0)),
-            pending={"request": str(pending["request"]), "before": float(pending.get("before", 0.0))}
-            if pending
-            else None,
+            pending=PendingRetrain(str(pending["request"]), float(pending.get("before", 0.0))) if pending else None,
         )
 
     def to_json(self) -> str:
@@ -74,7 +92,7 @@ class RetrainCursor:
         if self.last_retrain:
             state["last_retrain"] = self.last_retrain
         if self.pending:
-            state["pending"] = dict(self.pending)
+            state["pending"] = {"request": self.pending.request, "before": self.pending.before}
         return json.dumps(state)
 
     def since(self, reason: str) -> int:
@@ -106,17 +124,17 @@ class RetrainCursor:
     def retrained(self, now: float, request: str | None = None) -> None:
         """Record a retrain started at `now` (the cooldown runs from here); `request` names the run requested,
         whose outcome `settle` is told later."""
-        self.pending = {"request": request, "before": self.last_retrain} if request else None
+        self.pending = PendingRetrain(request, self.last_retrain) if request else None
         self.last_retrain = now
 
-    def settle(self, outcome: str) -> bool:
-        """The pending request's outcome: "running" (not over yet: the cooldown holds), "noop" (it only found
-        the newest registered version again: not a retrain, so the cooldown is given back) or "retrained" (a
-        new version, or a failure: the cooldown stands). True when the pending request is settled now."""
-        if self.pending is None or outcome == "running":
+    def settle(self, outcome: RetrainStatus) -> bool:
+        """The pending request's outcome: RUNNING (not over yet: the cooldown holds), NOOP (it only found the
+        newest registered version again: not a retrain, so the cooldown is given back) or RETRAINED (a new
+        version, or a failure: the cooldown stands). True when the pending request is settled now."""
+        if self.pending is None or outcome == RetrainStatus.RUNNING:
             return False
-        if outcome == "noop":
-            self.last_retrain = self.pending["before"]
+        if outcome == RetrainStatus.NOOP:
+            self.last_retrain = self.pending.before
         self.pending = None
         return True
 
@@ -219,3 +237,159 @@ def unchanged_version(client: MlflowClient, name: str, inputs: RetrainInputs) ->
         f"training code {inputs.training_code_version}; nothing was trained or registered"
     )
     return UnchangedVersion(str(newest.version), newest.run_id, newest.source, tags, reason)
+
+
+# --- a retrain's outcome -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainOutcome:
+    """What a retrain's model step produced: a version trained and registered, or the newest registered one
+    found unchanged (a no-op: `noop`, with `noop_reason`), built once by the model step.
+
+    Two forms cross the orchestrator: `row()`, the one-row table the model asset stores and evaluation reads
+    back (`from_stored`), and `to_metadata()`, its materialization's metadata. Both keep the keys every release
+    has written (`noop`, `noop_reason`), so runs recorded before this record existed read the same.
+    """
+
+    model: str
+    version: str
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    partition: str
+    spec_digest: str
+    best_iteration: int
+    model_sha256: str
+    noop: bool = False
+    noop_reason: str = ""  # why nothing was trained (a no-op), else empty
+    data_versions_digest: str = ""
+    training_code_version: str = ""
+    train_seconds: float = 0.0
+    valid: Mapping[str, float] = field(default_factory=dict)  # validation metrics, without the `valid_` prefix
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per part of the training
+    tuning_trials: Sequence[Mapping[str, Any]] = ()  # the best trials first, when the spec tunes
+    registered_by_run: str = ""  # a no-op's: the orchestrator run that registered the version
+
+    @classmethod
+    def trained(
+        cls,
+        spec: ModelSpec,
+        partition: str,
+        version: str,
+        run_id: str,
+        experiment_id: str,
+        model: TrainedModel,
+        inputs: RetrainInputs,
+    ) -> RetrainOutcome:
+        """A version trained and logged in run `run_id`, registered as `version`."""
+        return cls(
+            spec.name,
+            version,
+            run_id,
+            experiment_id,
+            model.model_uri,
+            partition,
+            spec.digest,
+            model.result.best_iteration,
+            model.model_sha256,
+            data_versions_digest=inputs.data_versions_digest,
+            training_code_version=inputs.training_code_version,
+            train_seconds=model.result.seconds,
+            valid=dict(model.valid),
+            timings=dict(model.timings),
+            tuning_trials=list(model.trials[:5]),
+        )
+
+    @classmethod
+    def unchanged(
+        cls,
+        spec: ModelSpec,
+        partition: str,
+        existing: UnchangedVersion,
+        experiment_id: str,
+        run_params: Mapping[str, str],
+    ) -> RetrainOutcome:
+        """The newest registered version again, from what it recorded: its tags, and its run's parameters
+        (`best_iteration` for a version registered before it was a tag)."""
+        tags, metric = existing.tags, spec.gate_metric
+        return cls(
+            spec.name,
+            existing.version,
+            existing.run_id,
+            experiment_id,
+            existing.model_uri,
+            partition,
+            spec.digest,
+            int(tags.get("best_iteration") or run_params.get("best_iteration") or 0),
+            tags.get("model_sha256", ""),
+            noop=True,
+            noop_reason=existing.reason,
+            data_versions_digest=tags["data_versions_digest"],
+            training_code_version=tags["training_code_version"],
+            valid={metric: float(tags[f"valid_{metric}"])} if f"valid_{metric}" in tags else {},
+            registered_by_run=tags.get("dagster_run_id", ""),
+        )
+
+    def row(self) -> dict[str, Any]:
+        """The stored form: the row evaluation and champion read (and carry on in their own rows)."""
+        return {
+            "model": self.model,
+            "version": self.version,
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "model_uri": self.model_uri,
+            "partition": self.partition,
+            "spec_digest": self.spec_digest,
+            "best_iteration": self.best_iteration,
+            "model_sha256": self.model_sha256,
+            "noop": self.noop,
+            "noop_reason": self.noop_reason,
+        }
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[Any, Any]) -> RetrainOutcome:
+        """The outcome from its stored row, as a table read back gives it (column names need not be `str`).
+        Rows stored by earlier releases may lack the later columns: before no-op retrains, every retrain
+        trained."""
+        row = {str(k): v for k, v in stored.items()}
+        return cls(
+            str(row["model"]),
+            str(row["version"]),
+            str(row["run_id"]),
+            str(row.get("experiment_id", "")),
+            str(row.get("model_uri", "")),
+            str(row.get("partition", "")),
+            str(row.get("spec_digest", "")),
+            int(row.get("best_iteration") or 0),
+            str(row.get("model_sha256") or ""),
+            noop=bool(row.get("noop", False)),
+            noop_reason=str(row.get("noop_reason") or ""),
+        )
+
+    def to_metadata(self, run_links: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The materialization's metadata, plain values (mappings and lists are JSON): what the asset's page
+        shows and the retrain sensor reads (`reported_noop`). `run_links`: where the run is seen (the tracking
+        server's), shown after its id."""
+        return {
+            "registered_version": self.version,
+            "noop": self.noop,
+            **({"noop_reason": self.noop_reason} if self.noop else {}),
+            "mlflow_run_id": self.run_id,
+            **(run_links or {}),
+            "best_iteration": self.best_iteration,
+            "train_seconds": round(self.train_seconds, 2),
+            **{f"valid_{k}": v for k, v in self.valid.items()},
+            "model_sha256": self.model_sha256,
+            "data_versions_digest": self.data_versions_digest,
+            "training_code_version": self.training_code_version,
+            **({} if self.noop else {"timings": {k: round(v, 3) for k, v in self.timings.items()}}),
+            **({"tuning_best_trials": list(self.tuning_trials)} if self.tuning_trials else {}),
+            **({"registered_by_dagster_run": self.registered_by_run} if self.noop else {}),
+        }
+
+    @staticmethod
+    def reported_noop(metadata: Mapping[str, Any]) -> bool:
+        """Whether a model materialization's metadata (plain values) reported a no-op: every release has written
+        `noop` (True only on a no-op)."""
+        return metadata.get("noop") is True

@@ -16,7 +16,7 @@ import dagster as dg
 
 from ml_platform import settings
 from ml_platform.core import mlflow_store
-from ml_platform.core.metric_rules import DEFAULT_METRIC, meets
+from ml_platform.core.metric_rules import meets
 from ml_platform.core.mlflow_store import MODEL_FILES, REFERENCE_PROFILE
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import md_table
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the steps import pandas, the drift and performance code (Sc
 
     from ml_platform.core.drift import DayDrift
     from ml_platform.core.labels import Labels
+    from ml_platform.core.performance import LivePerformance
 
 DRIFT_WARN, DRIFT_FAIL = "drift_warn", "drift_fail"
 PERFORMANCE_FLOOR = "performance_floor"
@@ -170,7 +171,7 @@ def _drift_metadata(report: "DayDrift", version: str, redacted: list[str]) -> di
 def performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
     """`<model>/performance`: the day's served predictions joined with their outcomes once labels arrive."""
     key, settings_ = conventions.key(spec, "performance"), spec.monitoring.performance
-    metric = settings_.metric or DEFAULT_METRIC[spec.task]
+    metric = spec.live_metric
     endpoint = conventions.key(spec, "endpoint")
 
     @conventions.asset(
@@ -203,9 +204,9 @@ def performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
         labels_of = _labels_of(spec.name, mlflow_tracking) if spec.task != "regression" and len(served) else None
         result = live_performance(served, features, spec.key, spec.target.name, spec.task, metric, labels_of)
         paired = paired_comparison(served, features, spec.key, spec.target.name, spec.task, metric, labels_of)
-        value, floor = result["metrics"].get("answer", {}).get(metric), settings_.floor
+        value, floor = result.answer_value(metric), settings_.floor
         yield dg.Output(
-            result["table"].assign(partition=context.partition_key),
+            result.table.assign(partition=context.partition_key),
             metadata={**_performance_metadata(result, metric, value), **_online_metadata(paired, metric)},
         )
         yield dg.AssetCheckResult(
@@ -213,11 +214,11 @@ def performance_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
             passed=bool(value is None or floor is None or meets(metric, value, floor)),
             severity=dg.AssetCheckSeverity.ERROR,
             description=(
-                f"{result['status']}: nothing to judge yet"
+                f"{result.status}: nothing to judge yet"
                 if value is None
                 else f"live {metric} {value:.4f} vs floor {floor}"
             ),
-            metadata={"status": result["status"], "labelled_rows": result["labelled"]},
+            metadata={"status": result.status, "labelled_rows": result.labelled},
         )
 
     return performance
@@ -254,15 +255,15 @@ def _labels_of(name: str, mlflow_tracking: MlflowTracking) -> "Callable[[str], L
     return labels_of
 
 
-def _performance_metadata(result: dict, metric: str, value: float | None) -> dict:
-    table = result["table"]
+def _performance_metadata(result: "LivePerformance", metric: str, value: float | None) -> dict:
+    table = result.table
     return {
-        "status": result["status"],
-        "served_rows": result["served"],
-        "labelled_rows": result["labelled"],
-        "label_coverage": result["coverage"],
+        "status": result.status,
+        "served_rows": result.served,
+        "labelled_rows": result.labelled,
+        "label_coverage": result.coverage,
         metric: value if value is not None else float("nan"),
-        "unseen_labels": dg.MetadataValue.json(result.get("unseen_labels", {})),
+        "unseen_labels": dg.MetadataValue.json(dict(result.unseen_labels)),
         "answered_by_version": dg.MetadataValue.json(
             {
                 str(r["version"]): {"rows": int(r["rows"]), metric: r[metric]}

@@ -46,7 +46,6 @@ from ml_platform.core.production import (
     unit,
     window_partitions,
 )
-from ml_platform.core.training_run import metric_of
 from ml_platform.core.training_set import build_training_set
 from ml_platform.spec import ModelSpec
 
@@ -184,7 +183,7 @@ def review_candidate(
     test = holdout.test
     if champion is not None:
         test = _with_champion_columns(test, champion, stored, notes)
-    metric = metric_of(head)
+    metric = head.gate_metric
     group = head.gates.fairness.group if head.gates.fairness else None
     result = evaluate(candidate, holdout.train, test, metric, head.gates.slices, group, champion)
     gates = run_gates(result, head.gates)

@@ -261,6 +261,11 @@ class Fairness(StrictModel):
     )
 
 
+#: The metric a task is judged on when the spec names none (`gates.metric`, `monitoring.performance.metric`):
+#: read through `ModelSpec.gate_metric` and `ModelSpec.live_metric`.
+DEFAULT_METRIC = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}
+
+
 class Gates(StrictModel):
     """Promotion gates. `min` bounds a higher-is-better metric (roc_auc), `max` a lower-is-better one (rmse)."""
 
@@ -593,3 +598,19 @@ class ModelSpec(StrictModel):
             exclude["target"] = unset
         text = self.model_dump_json(exclude=exclude, by_alias=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def default_metric(self) -> str:
+        """The metric the task is judged on when the spec names none."""
+        return DEFAULT_METRIC[self.task]
+
+    @property
+    def gate_metric(self) -> str:
+        """The metric training, evaluation and the gates judge: `gates.metric`, else the task's default."""
+        return self.gates.metric or self.default_metric
+
+    @property
+    def live_metric(self) -> str:
+        """The metric live performance and rollbacks judge: `monitoring.performance.metric`, else the task's
+        default."""
+        return self.monitoring.performance.metric or self.default_metric

@@ -44,15 +44,15 @@ def _served(answer, version="1", shadow=None, shadow_version=None, routed="champ
 )
 def test_live_performance_statuses(served, labels, status):
     result = live_performance(served, labels, "id", "y", "binary", "roc_auc")
-    assert result["status"].startswith(status)
+    assert result.status.startswith(status)
 
 
 def test_live_performance_scores_answer_and_shadow_per_version():
     result = live_performance(_served(GOOD, shadow=NOISE, shadow_version="2"), LABELS, "id", "y", "binary", "roc_auc")
-    table = result["table"].set_index(["role", "version"])["roc_auc"]
+    table = result.table.set_index(["role", "version"])["roc_auc"]
     assert table[("answer", "1")] == pytest.approx(roc_auc_score(LABELS["y"], GOOD))
     assert table[("shadow", "2")] == pytest.approx(roc_auc_score(LABELS["y"], NOISE))
-    assert result["labelled"] == N and result["coverage"] == 1.0
+    assert result.labelled == N and result.coverage == 1.0
 
 
 def test_shadow_and_canary_pair_the_same_versions_the_same_way():
@@ -214,11 +214,11 @@ def test_text_outcomes_of_a_binary_model_are_encoded_with_its_labels():
         "roc_auc",
         labels_of=lambda version: YES_NO,
     )
-    table = result["table"].set_index(["role", "version"])["roc_auc"]
+    table = result.table.set_index(["role", "version"])["roc_auc"]
     assert table[("answer", "1")] == pytest.approx(roc_auc_score(LABELS["y"], GOOD))
     assert table[("shadow", "2")] == pytest.approx(roc_auc_score(LABELS["y"], NOISE))
-    assert result["metrics"]["answer"]["roc_auc"] == pytest.approx(roc_auc_score(LABELS["y"], GOOD))
-    assert result["unseen_labels"] == {}
+    assert result.answer_value("roc_auc") == pytest.approx(roc_auc_score(LABELS["y"], GOOD))
+    assert result.unseen_labels == {}
 
 
 def test_text_outcomes_of_a_multiclass_model_and_an_outcome_it_never_saw():
@@ -228,12 +228,12 @@ def test_text_outcomes_of_a_multiclass_model_and_an_outcome_it_never_saw():
         served, LABELS.assign(y=truth), "id", "y", "multiclass", "macro_f1", labels_of=lambda version: ABC
     )
     known = (truth != "d").to_numpy()
-    assert result["unseen_labels"] == {"d": int((~known).sum())} and result["status"] == "complete"
+    assert result.unseen_labels == {"d": int((~known).sum())} and result.status == "complete"
     scores = np.array(served["_probabilities"].tolist())[known]
     expected = f1_score(truth[known], np.array(ABC.classes)[scores.argmax(axis=1)], average="macro")
-    (row,) = result["table"].to_dict("records")
+    (row,) = result.table.to_dict("records")
     assert row["macro_f1"] == pytest.approx(expected) and row["rows"] == known.sum()
-    assert result["metrics"]["answer"]["macro_f1"] == pytest.approx(expected)
+    assert result.answer_value("macro_f1") == pytest.approx(expected)
 
 
 def test_two_versions_with_different_classes_are_compared_on_the_union():
@@ -256,6 +256,6 @@ def test_two_versions_with_different_classes_are_compared_on_the_union():
     assert row["champion_value"] == pytest.approx(macro_f1("_probabilities"))
     assert row["other_value"] == pytest.approx(macro_f1("_shadow_prediction")) and row["gain"] > 0.3
     result = live_performance(served, LABELS.assign(y=truth), "id", "y", "multiclass", "macro_f1", labels_of)
-    table = result["table"].set_index(["role", "version"])
+    table = result.table.set_index(["role", "version"])
     assert table.loc[("answer", "1"), "rows"] == both.sum() and table.loc[("shadow", "2"), "rows"] == N
-    assert result["unseen_labels"] == {"d": int((~both).sum())}
+    assert result.unseen_labels == {"d": int((~both).sum())}

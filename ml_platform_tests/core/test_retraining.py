@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ml_platform.core.retraining import CheckRecord, RetrainCursor
+from ml_platform.core.retraining import CheckRecord, RetrainCursor, RetrainOutcome, RetrainStatus, UnchangedVersion
 
 
 def _ids(failing) -> list[tuple[str, int]]:
@@ -79,8 +79,10 @@ def test_a_requested_retrain_that_was_a_no_op_gives_the_cooldown_back():
     assert json.loads(cursor.to_json())["pending"] == {"request": "drift-7", "before": 100.0}
     restored = RetrainCursor.from_json(cursor.to_json())
     assert restored == cursor
-    assert restored.settle("running") is False and not restored.due(530.0, 60)  # the cooldown holds meanwhile
-    assert restored.settle("noop") is True
+    assert restored.settle(RetrainStatus.RUNNING) is False and not restored.due(
+        530.0, 60
+    )  # the cooldown holds meanwhile
+    assert restored.settle(RetrainStatus.NOOP) is True
     assert restored.pending is None and restored.last_retrain == 100.0 and restored.due(530.0, 60)
     assert "pending" not in json.loads(restored.to_json())
 
@@ -88,9 +90,9 @@ def test_a_requested_retrain_that_was_a_no_op_gives_the_cooldown_back():
 def test_a_requested_retrain_that_trained_or_failed_keeps_the_cooldown():
     cursor = RetrainCursor(last_retrain=100.0)
     cursor.retrained(500.0, request="performance-3")
-    assert cursor.settle("retrained") is True
+    assert cursor.settle(RetrainStatus.RETRAINED) is True
     assert cursor.last_retrain == 500.0 and cursor.pending is None and not cursor.due(530.0, 60)
-    assert cursor.settle("noop") is False and cursor.last_retrain == 500.0  # nothing pending any more
+    assert cursor.settle(RetrainStatus.NOOP) is False and cursor.last_retrain == 500.0  # nothing pending any more
 
 
 # --- no-op retrains over a real MLflow registry --------------------------------------------------------------
@@ -138,3 +140,42 @@ def test_only_the_newest_version_with_the_same_recorded_inputs_is_unchanged(spec
 
     _register(client, experiment, spec, model, {**inputs.tags(), "data_versions_digest": "other weeks"})
     assert unchanged_version(client, spec.name, inputs) is None  # v2 matches, but v3 is the newest
+
+
+# --- a retrain's outcome, in the forms stored and shown ------------------------------------------------------
+
+
+def _unchanged(spec) -> RetrainOutcome:
+    tags = {
+        "model_sha256": "abc",
+        "best_iteration": "41",
+        "data_versions_digest": "days",
+        "training_code_version": "code",
+        f"valid_{spec.gate_metric}": "0.71",
+        "dagster_run_id": "run-that-registered",
+    }
+    existing = UnchangedVersion("3", "r3", "models:/m/3", tags, "no-op retrain: the inputs equal v3's")
+    return RetrainOutcome.unchanged(spec, "2013-12-23", existing, "7", {})
+
+
+def test_an_unchanged_version_reads_back_from_its_stored_row_and_says_so_in_its_metadata(spec):
+    import pandas as pd
+
+    outcome = _unchanged(spec)
+    stored = pd.DataFrame([outcome.row()]).iloc[0].to_dict()  # numpy values, as a table read back gives them
+    again = RetrainOutcome.from_stored(stored)
+    assert again.row() == outcome.row() and again.noop and again.best_iteration == 41
+    metadata = outcome.to_metadata({"mlflow_tracking_uri": "file:///mlruns"})
+    assert list(metadata)[:5] == ["registered_version", "noop", "noop_reason", "mlflow_run_id", "mlflow_tracking_uri"]
+    assert metadata["noop"] is True and metadata[f"valid_{spec.gate_metric}"] == 0.71
+    assert metadata["registered_by_dagster_run"] == "run-that-registered" and "timings" not in metadata
+    assert RetrainOutcome.reported_noop(metadata)
+
+
+def test_rows_and_metadata_written_before_no_op_retrains_read_as_trained(spec):
+    """Older runs stored the model row without `noop`/`noop_reason`, and metadata without `noop`."""
+    row = {k: v for k, v in _unchanged(spec).row().items() if not k.startswith("noop")}
+    older = RetrainOutcome.from_stored(row)
+    assert not older.noop and older.noop_reason == "" and older.version == "3"
+    assert not RetrainOutcome.reported_noop({"registered_version": "3"})
+    assert not RetrainOutcome.reported_noop({"registered_version": "3", "noop": False})

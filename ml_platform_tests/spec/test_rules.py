@@ -410,7 +410,8 @@ def test_the_metrics_of_each_task_are_those_evaluation_reports():
     """`check` keeps its own table (importing evaluation would load LightGBM); it must match task_metrics."""
     import numpy as np
 
-    from ml_platform.core.evaluation import DEFAULT_METRIC, task_metrics
+    from ml_platform.core.evaluation import task_metrics
+    from ml_platform.spec.sections import DEFAULT_METRIC
     from ml_platform.spec.target_rules import TASK_METRICS
 
     y = np.array([0, 1, 2, 1, 0, 2])

@@ -137,12 +137,11 @@ def rollback_sensor(models: Sequence[Watched]) -> dg.SensorDefinition:
 def _judge_rollback(
     context: dg.SensorEvaluationContext, tracking: MlflowTracking, spec: ModelSpec, memo: _Memo
 ) -> Looked:
-    from ml_platform.core.evaluation import DEFAULT_METRIC
     from ml_platform.core.performance import judge_rollback
 
     registry = tracking.registry(spec.name)
     settings = spec.monitoring.performance
-    metric = settings.metric or DEFAULT_METRIC[spec.task]
+    metric = spec.live_metric
     tolerance, window, min_rows = settings.rollback_tolerance, settings.rollback_window, settings.rollback_min_rows
     promotions = [r for r in registry.history() if r["action"] in ("promote", "rollback")]
     if not promotions or promotions[-1]["action"] != "promote" or not promotions[-1].get("from_version"):

@@ -21,7 +21,7 @@ from typing import Any
 import dagster as dg
 
 from ml_platform.core.alerts import send_alert
-from ml_platform.core.retraining import CheckRecord, RetrainCursor
+from ml_platform.core.retraining import CheckRecord, RetrainCursor, RetrainOutcome, RetrainStatus
 from ml_platform.defs import conventions
 from ml_platform.defs.sensors.per_model import Looked, Watched, look_at_each
 from ml_platform.spec import ModelSpec
@@ -87,11 +87,9 @@ def _look(
     ):  # nothing evaluated since the last look and no retrain to follow: nothing to read
         return Looked(state, "no new failing drift or performance evaluation")
     if cursor.pending:
-        request, outcome = (
-            cursor.pending["request"],
-            _outcome(context.instance, cursor.pending["request"], conventions.key(spec, "model")),
-        )
-        if cursor.settle(outcome) and outcome == "noop":
+        request = cursor.pending.request
+        outcome = _outcome(context.instance, request, conventions.key(spec, "model"))
+        if cursor.settle(outcome) and outcome is RetrainStatus.NOOP:
             context.log.info(f"{name}: retrain {request} was a no-op (inputs unchanged): the cooldown is given back")
     failing = cursor.advance(
         {
@@ -158,19 +156,19 @@ def _evaluations_since(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey
     ]
 
 
-def _outcome(instance: dg.DagsterInstance, request: str, model_key: dg.AssetKey) -> str:
-    """What became of a requested retrain: "running" (no run yet, or not finished), "noop" (its model step
-    reported the newest registered version unchanged) or "retrained" (anything else, a failure included)."""
+def _outcome(instance: dg.DagsterInstance, request: str, model_key: dg.AssetKey) -> RetrainStatus:
+    """What became of a requested retrain: RUNNING (no run yet, or not finished), NOOP (its model step
+    reported the newest registered version unchanged) or RETRAINED (anything else, a failure included)."""
     runs = instance.get_runs(dg.RunsFilter(tags={REQUEST_TAG: request}), limit=1)
     if not runs or not runs[0].is_finished:
-        return "running"
+        return RetrainStatus.RUNNING
     for event in instance.all_logs(runs[0].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
         materialization = event.asset_materialization
         if materialization is not None and materialization.asset_key == model_key:
-            noop = materialization.metadata.get("noop")
-            if noop is not None and noop.value is True:
-                return "noop"
-    return "retrained"
+            metadata = {key: value.value for key, value in materialization.metadata.items()}
+            if RetrainOutcome.reported_noop(metadata):
+                return RetrainStatus.NOOP
+    return RetrainStatus.RETRAINED
 
 
 def _run_finished(instance: dg.DagsterInstance, run_id: str) -> bool:

@@ -35,12 +35,12 @@ def champion_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.A
     def champion(context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, evaluation):  # a DataFrame
         import pandas as pd
 
-        from ml_platform.core.promotion import decide_promotion
+        from ml_platform.core.promotion import EvaluatedVersion, decide_promotion
 
         registry = mlflow_tracking.registry(spec.name)
-        row = {str(k): v for k, v in evaluation.iloc[0].to_dict().items()}  # column names are text
-        record = decide_promotion(
-            spec, registry, row, {"dagster_run_id": context.run.run_id, "partition": context.partition_key}
+        evaluated = EvaluatedVersion.from_stored(evaluation.iloc[0].to_dict())
+        decision = decide_promotion(
+            spec, registry, evaluated, {"dagster_run_id": context.run.run_id, "partition": context.partition_key}
         )
         current = registry.aliases()
         return dg.Output(
@@ -50,18 +50,18 @@ def champion_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.A
                         "champion": current.get("champion"),
                         "previous": current.get("previous"),
                         "challenger": current.get("challenger"),
-                        "action": record["action"],
-                        "version": str(row["version"]),
-                        "at": record["at"],
+                        "action": decision.action,
+                        "version": evaluated.version,
+                        "at": decision.at,
                     }
                 ]
             ),
             metadata={
-                "action": record["action"],
-                "reason": record["reason"],
+                "action": decision.action,
+                "reason": decision.reason,
                 "champion_version": str(current.get("champion")),
                 "previous_version": str(current.get("previous")),
-                "audit": dg.MetadataValue.json(record),
+                "audit": dg.MetadataValue.json(dict(decision.audit)),
             },
         )
 

@@ -52,24 +52,25 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
         context: dg.AssetExecutionContext,
         mlflow_tracking: MlflowTracking,
         dask_cluster: DaskCluster,
-        model,  # a one-row DataFrame
+        model,  # a one-row DataFrame: RetrainOutcome.row()
         training_set,
     ):
         import numpy as np
         import pandas as pd
 
         from ml_platform.core.evaluation_run import evaluate_version, log_evaluation
+        from ml_platform.core.retraining import RetrainOutcome
 
-        model_row = {str(k): v for k, v in model.iloc[0].to_dict().items()}  # column names are text
+        outcome = RetrainOutcome.from_stored(model.iloc[0].to_dict())
         registry = mlflow_tracking.registry(spec.name)
         with optional_dask_step(dask_cluster, conventions.on_dask(spec), training_set) as (_, cluster):
-            record, candidate = evaluate_version(spec, str(model_row["version"]), training_set, registry)
+            record, candidate = evaluate_version(spec, outcome.version, training_set, registry)
         # A no-op retrain's version keeps the record of its own evaluation: its run, card and gate tags are
         # left as they were (re-logging would overwrite them with this run's); it is still judged here.
-        recorded = bool(model_row.get("noop")) and bool(registry.gates_of(record.version))
+        recorded = outcome.noop and bool(registry.gates_of(record.version))
         if not recorded:
             started = time.perf_counter()
-            with mlflow_tracking.start_run(context, spec.name, run_id=model_row["run_id"]):
+            with mlflow_tracking.start_run(context, spec.name, run_id=outcome.run_id):
                 log_evaluation(record, candidate)
             registry.mark_gates(record.version, record.passed)
             record.timings["mlflow_run_and_gates_tag"] = (
@@ -79,14 +80,14 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
                 - record.timings["smoke_rows_drift_reference"]
             )
         yield dg.Output(
-            pd.DataFrame([record.row(model_row)]),
+            pd.DataFrame([record.row(outcome.row())]),
             metadata={
                 **_metadata(record),
                 **cluster,
                 **(
                     {
                         "mlflow_record": dg.MetadataValue.text(
-                            f"kept: v{record.version} was evaluated when it was registered ({model_row.get('noop_reason')})"
+                            f"kept: v{record.version} was evaluated when it was registered ({outcome.noop_reason})"
                         )
                     }
                     if recorded

@@ -8,7 +8,7 @@ version as the materialization that registered it. With `training.engine: dask` 
 
 import dagster as dg
 
-from ml_platform.core.retraining import RetrainInputs, UnchangedVersion, retrain_inputs, unchanged_version
+from ml_platform.core.retraining import RetrainOutcome, retrain_inputs, unchanged_version
 from ml_platform.defs import conventions
 from ml_platform.defs.resources import DaskCluster, MlflowTracking, optional_dask_step
 from ml_platform.spec import ModelSpec
@@ -52,9 +52,7 @@ def _train(
 ) -> dg.Output:
     """A new version trained, logged and registered as `challenger`; or the newest one, when it is unchanged.
     `client`: the Dask client on Dask (None locally); `cluster`: metadata about that cluster."""
-    import pandas as pd
-
-    from ml_platform.core.training_run import TrainingError, metric_of, train_and_log
+    from ml_platform.core.training_run import TrainingError, train_and_log
 
     partition = context.partition_key
     inputs = retrain_inputs(spec, training_set)
@@ -62,7 +60,11 @@ def _train(
     existing = unchanged_version(registry.client, spec.name, inputs)
     if existing is not None:
         context.log.info(existing.reason)
-        return _unchanged(mlflow_tracking, existing, spec, partition, cluster)
+        recorded = mlflow_tracking.client().get_run(existing.run_id)
+        unchanged = RetrainOutcome.unchanged(
+            spec, partition, existing, recorded.info.experiment_id, recorded.data.params
+        )
+        return _output(unchanged, mlflow_tracking, cluster)
     with mlflow_tracking.start_run(
         context, spec.name, tags={"spec_digest": spec.digest, "code_version": spec.digest}
     ) as run:
@@ -70,8 +72,7 @@ def _train(
             trained = train_and_log(spec, training_set, partition, versions=inputs.versions, client=client)
         except TrainingError as error:
             raise dg.Failure(f"partition {partition}: {error}") from None
-        metric = metric_of(spec)
-        result = trained.result
+        metric = spec.gate_metric
         version = registry.register(
             trained.model_uri,
             run.info.run_id,
@@ -81,92 +82,26 @@ def _train(
                 "partition": partition,
                 f"valid_{metric}": round(trained.valid.get(metric, float("nan")), 6),
                 "model_sha256": trained.model_sha256,
-                "best_iteration": result.best_iteration,
+                "best_iteration": trained.result.best_iteration,
                 **inputs.tags(),
             },
         )
-    row = {
-        "model": spec.name,
-        "version": version,
-        "run_id": run.info.run_id,
-        "experiment_id": run.info.experiment_id,
-        "model_uri": trained.model_uri,
-        "partition": partition,
-        "spec_digest": spec.digest,
-        "best_iteration": result.best_iteration,
-        "model_sha256": trained.model_sha256,
-        "noop": False,
-        "noop_reason": "",
-    }
-    url = mlflow_tracking.run_url(run.info.experiment_id, run.info.run_id)
-    return dg.Output(
-        pd.DataFrame([row]),
-        data_version=model_data_version(version, trained.model_sha256),
-        metadata={
-            "registered_version": version,
-            "noop": False,
-            "mlflow_run_id": run.info.run_id,
-            **({"mlflow_run": dg.MetadataValue.url(url)} if url else {}),
-            "mlflow_tracking_uri": mlflow_tracking.resolved_tracking_uri(),
-            "best_iteration": result.best_iteration,
-            "train_seconds": round(result.seconds, 2),
-            **{f"valid_{k}": v for k, v in trained.valid.items()},
-            "model_sha256": trained.model_sha256,
-            **_inputs_metadata(inputs),
-            "timings": dg.MetadataValue.json({k: round(v, 3) for k, v in trained.timings.items()}),
-            **({"tuning_best_trials": dg.MetadataValue.json(trained.trials[:5])} if trained.trials else {}),
-            **cluster,
-        },
-    )
+    outcome = RetrainOutcome.trained(spec, partition, version, run.info.run_id, run.info.experiment_id, trained, inputs)
+    return _output(outcome, mlflow_tracking, cluster)
 
 
-def _inputs_metadata(inputs: RetrainInputs) -> dict:
-    return {"data_versions_digest": inputs.data_versions_digest, "training_code_version": inputs.training_code_version}
-
-
-def _unchanged(
-    mlflow_tracking: MlflowTracking, existing: UnchangedVersion, spec: ModelSpec, partition: str, cluster: dict
-) -> dg.Output:
-    """The newest registered version again: the row evaluation and champion read, and why nothing was trained."""
+def _output(outcome: RetrainOutcome, mlflow_tracking: MlflowTracking, cluster: dict) -> dg.Output:
+    """The outcome as the asset stores and shows it: its row, the data version of the registered model's bytes
+    and its metadata with the run's links and `cluster` (about the Dask cluster on Dask)."""
     import pandas as pd
 
-    from ml_platform.core.training_run import metric_of
-
-    run = mlflow_tracking.client().get_run(existing.run_id)
-    metric = metric_of(spec)
-    tags, sha256 = existing.tags, existing.tags.get("model_sha256", "")
-    best_iteration = int(tags.get("best_iteration") or run.data.params.get("best_iteration") or 0)
-    row = {
-        "model": spec.name,
-        "version": existing.version,
-        "run_id": existing.run_id,
-        "experiment_id": run.info.experiment_id,
-        "model_uri": existing.model_uri,
-        "partition": partition,
-        "spec_digest": spec.digest,
-        "best_iteration": best_iteration,
-        "model_sha256": sha256,
-        "noop": True,
-        "noop_reason": existing.reason,
+    url = mlflow_tracking.run_url(outcome.experiment_id, outcome.run_id)
+    links = {
+        **({"mlflow_run": dg.MetadataValue.url(url)} if url else {}),
+        "mlflow_tracking_uri": mlflow_tracking.resolved_tracking_uri(),
     }
-    url = mlflow_tracking.run_url(run.info.experiment_id, existing.run_id)
     return dg.Output(
-        pd.DataFrame([row]),
-        data_version=model_data_version(existing.version, sha256),
-        metadata={
-            "registered_version": existing.version,
-            "noop": True,
-            "noop_reason": existing.reason,
-            "mlflow_run_id": existing.run_id,
-            **({"mlflow_run": dg.MetadataValue.url(url)} if url else {}),
-            "mlflow_tracking_uri": mlflow_tracking.resolved_tracking_uri(),
-            "best_iteration": best_iteration,
-            "train_seconds": 0.0,
-            **({f"valid_{metric}": float(tags[f"valid_{metric}"])} if f"valid_{metric}" in tags else {}),
-            "model_sha256": sha256,
-            "data_versions_digest": tags["data_versions_digest"],
-            "training_code_version": tags["training_code_version"],
-            "registered_by_dagster_run": tags.get("dagster_run_id", ""),
-            **cluster,
-        },
+        pd.DataFrame([outcome.row()]),
+        data_version=model_data_version(outcome.version, outcome.model_sha256),
+        metadata={**outcome.to_metadata(links), **cluster},
     )
