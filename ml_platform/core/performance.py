@@ -7,7 +7,7 @@ A missing day of traffic, a log without keys, or labels that have not arrived ye
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -237,11 +237,41 @@ def _pair_row(
     }
 
 
-def pooled(days: list[dict[str, Any]], field: str = "gain") -> tuple[int, float | None]:
-    """Rows and the row-weighted mean of `field` over daily results (each with `rows`)."""
-    usable = [d for d in days if d.get("rows") and d.get(field) is not None]
-    rows = sum(int(d["rows"]) for d in usable)
-    return rows, (sum(d["rows"] * d[field] for d in usable) / rows if rows else None)
+@dataclass(frozen=True, slots=True)
+class PairedDay:
+    """One day's paired comparison of the champion with another version on the same labelled requests: `gain`
+    > 0 means the other did better (None: no rows to compare on)."""
+
+    day: str
+    rows: int
+    gain: float | None
+
+    @classmethod
+    def from_metadata(cls, day: str, entry: Mapping[str, Any]) -> PairedDay:
+        """A row of `paired_comparison` as the performance asset's metadata keeps it, for `day`."""
+        return cls(day, int(entry.get("rows") or 0), entry.get("gain"))
+
+
+@dataclass(frozen=True, slots=True)
+class AnsweredRows:
+    """A version's live metric over the labelled rows it answered on one day (`value` None: not computed)."""
+
+    rows: int
+    value: float | None
+
+    @classmethod
+    def by_version(cls, entry: Mapping[str, Mapping[str, Any]], metric: str) -> dict[str, AnsweredRows]:
+        """One day's `answered_by_version` as the performance asset's metadata keeps it: {version: {"rows": n,
+        metric: value}}."""
+        return {version: cls(int(v.get("rows") or 0), v.get(metric)) for version, v in entry.items()}
+
+
+def pooled(samples: Iterable[tuple[int, float | None]]) -> tuple[int, float | None]:
+    """Rows and the row-weighted mean of the values over daily (rows, value) samples; samples without rows or
+    value do not count."""
+    usable = [(rows, value) for rows, value in samples if rows and value is not None]
+    total = sum(rows for rows, _ in usable)
+    return total, (sum(rows * value for rows, value in usable) / total if total else None)
 
 
 @dataclass(frozen=True)
@@ -256,23 +286,23 @@ class Verdict:
     days: tuple[str, ...] = ()
 
 
-def judge_challenger(days: list[dict[str, Any]], trial_days: int, min_rows: int, min_improvement: float) -> Verdict:
-    """Decide on a challenger from its daily paired comparisons (`day`, `rows`, `gain`) with the champion.
+def judge_challenger(days: Sequence[PairedDay], trial_days: int, min_rows: int, min_improvement: float) -> Verdict:
+    """Decide on a challenger from its daily paired comparisons with the champion.
 
     The newest `trial_days` days with a comparison are pooled (row-weighted mean gain). Too few days or rows:
     wait. Then the challenger wins when it does better by at least `min_improvement`, and is retired otherwise.
     """
-    usable = sorted((d for d in days if d.get("rows") and d.get("gain") is not None), key=lambda d: d["day"])
+    usable = sorted((d for d in days if d.rows and d.gain is not None), key=lambda d: d.day)
     if len(usable) < trial_days:
         return Verdict("wait", f"{len(usable)} of {trial_days} days with labelled paired traffic so far")
     window = usable[-trial_days:]
-    rows, gain = pooled(window)
-    names = tuple(d["day"] for d in window)
+    rows, gain = pooled((d.rows, d.gain) for d in window)
+    names = tuple(d.day for d in window)
     if rows < min_rows or gain is None:  # no gain: no rows
         return Verdict(
             "wait", f"{rows} labelled paired rows over {names[0]}..{names[-1]}; need {min_rows}", rows=rows, days=names
         )
-    wins = sum(1 for d in window if d["gain"] > 0)
+    wins = sum(1 for d in window if d.gain is not None and d.gain > 0)
     summary = (
         f"gain {gain:+.4f} over {len(window)} days ({names[0]}..{names[-1]}, {rows} rows; better on "
         f"{wins} of {len(window)} days); needed more than 0 and at least {min_improvement}"
@@ -283,8 +313,8 @@ def judge_challenger(days: list[dict[str, Any]], trial_days: int, min_rows: int,
 
 
 def judge_rollback(
-    paired_days: list[dict[str, Any]],
-    answered_days: list[dict[str, Any]],
+    paired_days: Sequence[PairedDay],
+    answered_days: Sequence[Mapping[str, AnsweredRows]],
     champion: str,
     previous: str,
     metric: str,
@@ -293,20 +323,20 @@ def judge_rollback(
 ) -> Verdict:
     """Decide whether a fresh champion goes back to the previous one: "rollback", "keep" or "wait".
 
-    `paired_days` are the daily paired comparisons of `champion` with `previous` (`day`, `rows`, `gain`: how
-    much better `previous` did on the same labelled requests); `answered_days` are each day's metric per
-    version that answered (`{version: {"rows": n, metric: value}}`). Pairs are the fair test, so they decide
+    `paired_days` are the daily paired comparisons of `champion` with `previous` (`gain`: how much better
+    `previous` did on the same labelled requests); `answered_days` are each day's metric per version that
+    answered (`{version: AnsweredRows}`). Pairs are the fair test, so they decide
     once they hold `min_rows`; without them (an image that serves one model) each version is judged on the days
     it answered, once both have `min_rows`; else wait. The champion is rolled back when `previous` does better
     by more than `tolerance`, and kept otherwise. The verdict's `gain` is how much better `previous` did.
     """
-    rows, previous_gain = pooled(paired_days)
-    days = tuple(sorted(d["day"] for d in paired_days if d.get("rows") and d.get("gain") is not None))
+    rows, previous_gain = pooled((d.rows, d.gain) for d in paired_days)
+    days = tuple(sorted(d.day for d in paired_days if d.rows and d.gain is not None))
     if rows >= max(min_rows, 1) and previous_gain is not None:  # rows, so a gain
         how = f"on the same {rows} labelled requests"
     else:  # no pairs: each version on the days it answered
         (new_rows, new_value), (old_rows, old_value) = (
-            pooled([a[v] for a in answered_days if v in a], metric) for v in (champion, previous)
+            pooled((a[v].rows, a[v].value) for a in answered_days if v in a) for v in (champion, previous)
         )
         if min(new_rows, old_rows) < max(min_rows, 1) or new_value is None or old_value is None:
             return Verdict(

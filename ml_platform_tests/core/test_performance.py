@@ -9,7 +9,14 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from ml_platform.core.labels import Labels
-from ml_platform.core.performance import judge_challenger, judge_rollback, live_performance, paired_comparison
+from ml_platform.core.performance import (
+    AnsweredRows,
+    PairedDay,
+    judge_challenger,
+    judge_rollback,
+    live_performance,
+    paired_comparison,
+)
 
 RNG = np.random.default_rng(7)
 N = 400
@@ -97,7 +104,8 @@ def test_nothing_to_compare_is_an_empty_table(served, labels):
 
 
 def _days(*gains, rows=300):
-    return [{"day": f"2025-01-{i + 1:02d}", "rows": rows, "gain": g} for i, g in enumerate(gains)]
+    """Daily paired comparisons, read from the performance asset's metadata entries as the sensor reads them."""
+    return [PairedDay.from_metadata(f"2025-01-{i + 1:02d}", {"rows": rows, "gain": g}) for i, g in enumerate(gains)]
 
 
 @pytest.mark.parametrize(
@@ -118,11 +126,7 @@ def test_the_verdict_over_the_window(days, decision, words):
 
 
 def test_the_gain_is_weighted_by_rows_and_days_without_rows_do_not_count():
-    days = [
-        {"day": "a", "rows": 900, "gain": 0.01},
-        {"day": "b", "rows": 100, "gain": -0.05},
-        {"day": "c", "rows": 0, "gain": None},
-    ]
+    days = [PairedDay("a", 900, 0.01), PairedDay("b", 100, -0.05), PairedDay("c", 0, None)]
     verdict = judge_challenger(days, trial_days=2, min_rows=500, min_improvement=0)
     assert verdict.decision == "promote" and verdict.gain == pytest.approx(0.004) and verdict.days == ("a", "b")
 
@@ -130,18 +134,19 @@ def test_the_gain_is_weighted_by_rows_and_days_without_rows_do_not_count():
 def _pairs(*gains, rows=300):
     """Daily paired comparisons of v2 (the new champion) with v1; `gain` > 0: v1 did better."""
     return [
-        {"day": f"2025-02-{i + 1:02d}", "champion": "2", "other": "1", "rows": rows, "gain": g}
+        PairedDay.from_metadata(f"2025-02-{i + 1:02d}", {"champion": "2", "other": "1", "rows": rows, "gain": g})
         for i, g in enumerate(gains)
     ]
 
 
 def _answered(v2: tuple[int, float], v1: tuple[int, float], metric="roc_auc") -> dict:
-    """One day's metric per version that answered: (rows, value)."""
+    """One day's metric per version that answered: (rows, value), as the performance asset's metadata keeps it."""
     return {"2": {"rows": v2[0], metric: v2[1]}, "1": {"rows": v1[0], metric: v1[1]}}
 
 
 def _rollback(paired, answered=(), metric="roc_auc", tolerance=0.02, min_rows=500):
-    return judge_rollback(paired, list(answered), "2", "1", metric, tolerance, min_rows)
+    days = [AnsweredRows.by_version(day, metric) for day in answered]
+    return judge_rollback(paired, days, "2", "1", metric, tolerance, min_rows)
 
 
 def test_a_new_champion_trailing_on_the_same_requests_is_rolled_back():

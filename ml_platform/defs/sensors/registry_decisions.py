@@ -24,6 +24,7 @@ from ml_platform.defs.serving_assets import deploy_job_name
 from ml_platform.spec import ModelSpec
 
 if TYPE_CHECKING:
+    from ml_platform.core.performance import PairedDay
     from ml_platform.defs.resources import MlflowTracking
 
 # Each model's registry is read again within this time (seconds; 15 to 30 minutes, staggered by model name so the
@@ -137,7 +138,7 @@ def rollback_sensor(models: Sequence[Watched]) -> dg.SensorDefinition:
 def _judge_rollback(
     context: dg.SensorEvaluationContext, tracking: MlflowTracking, spec: ModelSpec, memo: _Memo
 ) -> Looked:
-    from ml_platform.core.performance import judge_rollback
+    from ml_platform.core.performance import AnsweredRows, judge_rollback
 
     registry = tracking.registry(spec.name)
     settings = spec.monitoring.performance
@@ -157,7 +158,7 @@ def _judge_rollback(
     days = latest_per_day(context.instance, conventions.key(spec, "performance"))
     verdict = judge_rollback(
         paired_days(days, champion, previous),
-        [d.get("answered_by_version", {}) for d in days.values()],
+        [AnsweredRows.by_version(d.get("answered_by_version", {}), metric) for d in days.values()],
         champion,
         previous,
         metric,
@@ -300,10 +301,12 @@ def latest_per_day(instance: dg.DagsterInstance, key: dg.AssetKey, limit: int = 
     return latest
 
 
-def paired_days(days: dict[str, dict], champion: str, other: str) -> list[dict]:
+def paired_days(days: dict[str, dict], champion: str, other: str) -> list[PairedDay]:
     """Each day's paired comparison of `champion` with `other` (from `<model>/performance`)."""
+    from ml_platform.core.performance import PairedDay
+
     return [
-        {"day": day, **entry}
+        PairedDay.from_metadata(day, entry)
         for day, metadata in days.items()
         for entry in metadata.get("paired_comparison", [])
         if (entry["champion"], entry["other"]) == (champion, other)
