@@ -12,7 +12,11 @@ build-docker` load it in a clean environment, answering what the platform's endp
   categorical as `string`, the text the endpoint takes), the answer's fields, and for a classifier its classes
   (multiclass: the `probabilities` fields; every classifier: the `classes` of the model's metadata);
 - an input example: a few training rows, or with none given one row built from the model (the lowest value
-  each numeric feature had in training, each categorical feature's first level).
+  each numeric feature had in training, each categorical feature's first level);
+- a `lightgbm` flavour beside `python_function`, naming the native booster file: MLflow's `build-docker` installs
+  the system library LightGBM needs (libgomp1) only for a model with that flavour, and without it the image
+  could not start. `mlflow.lightgbm.load_model` then gives the bare booster, which scores the encoded matrix
+  (categorical levels as codes); rows go through the pyfunc flavour.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from ml_platform.core.model import MODEL_FILE
+
 if TYPE_CHECKING:
     from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
 
     from ml_platform.core.model import Model
 
@@ -122,6 +129,33 @@ def bundle(target: Path) -> Path:
     for name in BUNDLED_FILES:
         shutil.copyfile(Path(__file__).with_name(name), package / name)
     return package
+
+
+def log_model(**arguments: Any) -> ModelInfo:
+    """`mlflow.pyfunc.log_model(name="model", **arguments)` (`log_arguments`' arguments) with the `lightgbm`
+    flavour added to the logged MLmodel."""
+    from mlflow.models import Model as MlflowModel
+
+    logged: ModelInfo = MlflowModel.log(artifact_path=None, flavor=_PyfuncWithLightgbm, name="model", **arguments)
+    return logged
+
+
+class _PyfuncWithLightgbm:
+    """`mlflow.pyfunc` as `mlflow.models.Model.log` calls a flavour module, adding the `lightgbm` flavour."""
+
+    __name__ = "mlflow.pyfunc"
+
+    @staticmethod
+    def save_model(path: str, mlflow_model: Any, **arguments: Any) -> None:
+        import lightgbm
+        import mlflow.pyfunc
+
+        mlflow.pyfunc.save_model(path, mlflow_model=mlflow_model, **arguments)
+        booster = next((Path(path) / "artifacts").rglob(MODEL_FILE)).relative_to(path)
+        mlflow_model.add_flavor(
+            "lightgbm", lgb_version=lightgbm.__version__, data=booster.as_posix(), model_class="lightgbm.basic.Booster"
+        )
+        mlflow_model.save(str(Path(path) / "MLmodel"))
 
 
 @contextlib.contextmanager

@@ -164,7 +164,7 @@ def log_model_files(
     seconds of each of the two uploads."""
     import mlflow
 
-    from ml_platform.core.pyfunc_flavour import log_arguments
+    from ml_platform.core.pyfunc_flavour import log_arguments, log_model
 
     timings = {} if timings is None else timings
     with tempfile.TemporaryDirectory() as scratch:
@@ -181,7 +181,7 @@ def log_model_files(
         started = time.perf_counter()
         saved = type(model).load(folder)  # the evaluation reads this model back: these very files
         with _without_requirement_scan(), log_arguments(folder, saved, rows) as arguments:
-            logged = mlflow.pyfunc.log_model(name="model", **arguments)
+            logged = log_model(**arguments)
         timings["mlflow_pyfunc_model"] = time.perf_counter() - started
         remember_model(active_run_id(), saved, mlflow.get_tracking_uri())
     return logged.model_uri, sha256

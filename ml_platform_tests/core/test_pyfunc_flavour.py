@@ -12,6 +12,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
+import mlflow.lightgbm
 import numpy as np
 import yaml
 
@@ -86,6 +87,14 @@ def test_a_logged_version_carries_its_signature_example_requirements_and_code(sp
     answered = pyfunc.predict(example)
     assert np.array_equal(answered["prediction"].to_numpy(), model.predict(example))
     assert answered["label"].tolist() == model.predict_labels(example)
+
+    # the lightgbm flavour (what makes `mlflow models build-docker` install libgomp1): the native booster file,
+    # loaded without unpickling, scoring the encoded matrix exactly as the model does
+    lightgbm_flavour = logged["flavors"]["lightgbm"]
+    assert lightgbm_flavour["model_class"] == "lightgbm.basic.Booster"
+    assert (folder / lightgbm_flavour["data"]).read_bytes() == model.booster.model_to_string().encode()
+    booster = mlflow.lightgbm.load_model(str(folder))
+    assert np.array_equal(booster.predict(model.encoder.transform(example)), model.predict(example))
 
 
 def test_without_training_rows_the_example_is_built_from_the_model(model, store):

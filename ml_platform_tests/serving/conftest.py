@@ -13,14 +13,17 @@ from datetime import datetime
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import requests
 
 from ml_platform.core.features import build_features
+from ml_platform.core.mlflow_store import use_store
 from ml_platform.core.model import Model
 from ml_platform.core.pyfunc_flavour import log_arguments
 from ml_platform.core.sources import nycflights13
 from ml_platform.core.training import split_by_time, train
+from ml_platform.core.training_run import log_model_files
 from ml_platform.spec import BUNDLED_SPECS, load_spec
 
 
@@ -45,6 +48,39 @@ def trained(tmp_path_factory):
         folders.append(result.model.save(root / f"v{i + 1}"))
     holdout = split.test[spec.features.names].reset_index(drop=True)
     return spec, folders, holdout
+
+
+@pytest.fixture(scope="module")
+def logged(trained, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
+    """The newer model logged exactly as training logs it into a real local MLflow store, then downloaded as
+    another team would: (the model's folder, rows to score). The portable-model tests score it outside the
+    platform (test_portable_model.py, test_portable_model_docker.py)."""
+    _, folders, holdout = trained
+    root = tmp_path_factory.mktemp("portable")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = use_store(uri, uri)
+    experiment = client.create_experiment("portable", artifact_location=(root / "artifacts").as_uri())
+    try:
+        with mlflow.start_run(experiment_id=experiment):
+            model_uri, _ = log_model_files(Model.load(folders[1]), rows=holdout)
+        folder = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(root / "downloaded")))
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    return folder, holdout.head(40)
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """`frame`'s rows as JSON objects (missing values as null)."""
+    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def endpoint_answers(start_server, folder: Path, rows: list[dict]) -> dict:
+    """The platform's endpoint, serving the logged model `folder`'s own files, for `rows`."""
+    server = start_server("--model-dir", str(folder / "artifacts" / "model_files"))
+    response = requests.post(server.predict_url(), json={"instances": rows}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 @pytest.fixture

@@ -16,15 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 import requests
 
-from ml_platform.core.mlflow_store import use_store
 from ml_platform.core.model import Model
-from ml_platform.core.training_run import log_model_files
+from ml_platform_tests.serving.conftest import endpoint_answers, records
 from ml_platform_tests.waiting import free_port
 
 SCRIPT = """
@@ -42,25 +39,6 @@ print(json.dumps({
     "code": sys.modules["platform_scorer.model"].__file__,
 }))
 """
-
-
-@pytest.fixture(scope="module")
-def logged(trained, tmp_path_factory) -> tuple[Path, pd.DataFrame]:
-    """The newer model logged exactly as training logs it into a real local MLflow store, then downloaded as
-    another team would: (the model's folder, rows to score)."""
-    _, folders, holdout = trained
-    root = tmp_path_factory.mktemp("portable")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = use_store(uri, uri)
-    experiment = client.create_experiment("portable", artifact_location=(root / "artifacts").as_uri())
-    try:
-        with mlflow.start_run(experiment_id=experiment):
-            model_uri, _ = log_model_files(Model.load(folders[1]), rows=holdout)
-        folder = Path(mlflow.artifacts.download_artifacts(model_uri, dst_path=str(root / "downloaded")))
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-    return folder, holdout.head(40)
 
 
 @pytest.fixture(scope="module")
@@ -97,21 +75,9 @@ def clean_env(logged, tmp_path_factory) -> dict:
     return {"python": python, "bin": bin_dir, "env": env, "cwd": root}
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: (None if pd.isna(v) else v) for k, v in row.items()} for row in frame.to_dict("records")]
-
-
-def _endpoint(start_server, folder: Path, rows: list[dict]) -> dict:
-    """The platform's endpoint, serving the logged model's own files, for `rows`."""
-    server = start_server("--model-dir", str(folder / "artifacts" / "model_files"))
-    response = requests.post(server.predict_url(), json={"instances": rows}, timeout=30)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def test_pyfunc_loaded_in_a_clean_env_answers_what_the_endpoint_answers(logged, clean_env, start_server, tmp_path):
     folder, frame = logged
-    rows = _records(frame)
+    rows = records(frame)
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     (tmp_path / "score.py").write_text(SCRIPT)
     scored = subprocess.run(
@@ -125,7 +91,7 @@ def test_pyfunc_loaded_in_a_clean_env_answers_what_the_endpoint_answers(logged, 
     assert scored.returncode == 0, scored.stderr[-3000:]
     out = json.loads(scored.stdout.strip().splitlines()[-1])
     assert out["platform"] == [] and Path(out["code"]).is_relative_to(folder / "code")
-    endpoint = _endpoint(start_server, folder, rows)
+    endpoint = endpoint_answers(start_server, folder, rows)
     assert out["answer"]["prediction"] == endpoint["predictions"]
     assert out["answer"]["label"] == endpoint["labels"]
     ours = Model.load(folder / "artifacts" / "model_files")
@@ -134,7 +100,7 @@ def test_pyfunc_loaded_in_a_clean_env_answers_what_the_endpoint_answers(logged, 
 
 def test_mlflow_models_serve_from_a_clean_env_answers_what_the_endpoint_answers(logged, clean_env, start_server):
     folder, frame = logged
-    rows = _records(frame)
+    rows = records(frame)
     port = free_port()
     log = clean_env["cwd"] / f"serve-{port}.log"
     serve = ["models", "serve", "-m", str(folder), "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
@@ -168,6 +134,6 @@ def test_mlflow_models_serve_from_a_clean_env_answers_what_the_endpoint_answers(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=20)
-    endpoint = _endpoint(start_server, folder, rows)
+    endpoint = endpoint_answers(start_server, folder, rows)
     assert [row["prediction"] for row in answered] == endpoint["predictions"]
     assert [row["label"] for row in answered] == endpoint["labels"]
