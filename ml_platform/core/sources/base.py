@@ -5,18 +5,16 @@ A separate module (not the package's `__init__`) so each source module can impor
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ml_platform.fields import StrictModel
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from ml_platform.core.sources.nycflights13 import Replay
 
 
 class SourceError(RuntimeError):
@@ -48,6 +46,19 @@ class SourceConfig(StrictModel):
         raise NotImplementedError
 
 
+class ReplayCalendar(Protocol):
+    """The calendar of a replayed dataset (nycflights13's `Replay`): the days it covers, which also bound the
+    partitions, and what to show about it."""
+
+    @property
+    def first_day(self) -> date: ...
+
+    @property
+    def last_day(self) -> date: ...
+
+    def describe(self) -> Mapping[str, int | str | None]: ...
+
+
 @dataclass(frozen=True)
 class DataSource:
     """A bound source: `load(start, end)` returns the rows whose timestamp lies in [start, end).
@@ -60,7 +71,7 @@ class DataSource:
     timestamp: str
     loader: Callable[[datetime, datetime], pd.DataFrame]
     facts: dict[str, Any] = field(default_factory=dict[str, Any])
-    replay: Replay | None = None
+    replay: ReplayCalendar | None = None
 
     def describe(self) -> dict[str, Any]:
         """Where the data comes from, as flat metadata: the kind, then the replay calendar or the facts."""
