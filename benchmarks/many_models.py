@@ -67,7 +67,7 @@ print(json.dumps({"import_s": imported - start, "load_s": done - start, "sensors
 
 def write_specs(folder: Path, count: int) -> Path:
     """`count` copies of the bundled spec, m000 …, each its own port, the replay pinned."""
-    data = yaml.safe_load((REPO / "ml_platform" / "specs" / "flight_delay.yaml").read_text())
+    data = yaml.safe_load((REPO / "ml_platform" / "bundled_specs" / "flight_delay.yaml").read_text())
     data["source"]["offset_weeks"] = REPLAY_OFFSET_WEEKS
     folder.mkdir(parents=True)
     for i in range(count):

@@ -99,7 +99,7 @@ def production(scratch: Path, window_days: int, weeks: int = 1) -> tuple[dict[st
     home, dagster_home, specs = scratch / "home", scratch / "dagster", scratch / "base"
     dagster_home.mkdir(parents=True)
     shutil.copy(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    data = yaml.safe_load((REPO / "ml_platform" / "specs" / "flight_delay.yaml").read_text())
+    data = yaml.safe_load((REPO / "ml_platform" / "bundled_specs" / "flight_delay.yaml").read_text())
     data["source"]["offset_weeks"] = REPLAY_OFFSET_WEEKS
     data["training"]["window_days"] = window_days
     data["gates"]["max_regression"] = 1.0  # every candidate and retrain passes: this measures time, not quality

@@ -35,7 +35,7 @@ def platform(request, tmp_path, webhook, make_dev):
     home = tmp_path / "home"
     specs = tmp_path / "specs"
     specs.mkdir()
-    data = yaml.safe_load((REPO / "ml_platform" / "specs" / "flight_delay.yaml").read_text())
+    data = yaml.safe_load((REPO / "ml_platform" / "bundled_specs" / "flight_delay.yaml").read_text())
     data["serving"]["port"] = api_port
     data["gates"]["fairness"]["max_gap"] = 0.5  # this loop is about the mechanics, not one week's fairness
     data["gates"]["min"] = 0.55

@@ -17,7 +17,7 @@ from ml_platform.spec import SpecError
 from ml_platform_tests.waiting import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = yaml.safe_load((REPO / "ml_platform" / "specs" / "flight_delay.yaml").read_text())
+BUNDLED = yaml.safe_load((REPO / "ml_platform" / "bundled_specs" / "flight_delay.yaml").read_text())
 
 
 def _spec(folder: Path, name: str, port: int, **changes: dict) -> Path:

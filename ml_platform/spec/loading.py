@@ -19,7 +19,7 @@ from ml_platform.core.sources import SOURCE_KINDS
 from ml_platform.spec import rules
 from ml_platform.spec.sections import ModelSpec
 
-BUNDLED_SPECS = Path(__file__).parent.parent / "specs"
+BUNDLED_SPECS = Path(__file__).parent.parent / "bundled_specs"
 SPECS_ENV = "ML_PLATFORM_SPECS"
 
 

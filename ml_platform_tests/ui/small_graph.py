@@ -32,7 +32,7 @@ DAYS = 15  # a two-week training window, and one more day for drift
 
 
 def write_spec(folder: Path, serving_port: int) -> Path:
-    data = yaml.safe_load((REPO / "ml_platform" / "specs" / "flight_delay.yaml").read_text())
+    data = yaml.safe_load((REPO / "ml_platform" / "bundled_specs" / "flight_delay.yaml").read_text())
     data["source"]["offset_weeks"] = OFFSET_WEEKS
     data["training"].update(window_days=14, validation_days=3, test_days=3)
     data["gates"]["min"] = 0.55  # a two-week winter window: these tests are about the UI, not the model

@@ -27,7 +27,7 @@ MODELS = 100
 def dagster_dev(chromium, tmp_path_factory) -> DagsterDev:
     """`dagster dev` over 100 specs (this module's own world; `page` opens its pages here)."""
     root = tmp_path_factory.mktemp("many_models")
-    bundled = yaml.safe_load((REPO / "ml_platform" / "specs" / "flight_delay.yaml").read_text())
+    bundled = yaml.safe_load((REPO / "ml_platform" / "bundled_specs" / "flight_delay.yaml").read_text())
     specs = root / "specs"
     specs.mkdir()
     for i in range(MODELS):
