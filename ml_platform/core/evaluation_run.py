@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ml_platform.core.deploy import smoke_rows
 from ml_platform.core.drift import training_reference
+from ml_platform.core.engine import LOCAL, Engine
 from ml_platform.core.evaluation import Evaluation, evaluate, held_out, make_plots
 from ml_platform.core.gates import GateResult, run_gates
 from ml_platform.core.holdout import Holdout
@@ -74,15 +75,17 @@ class EvaluationRecord:
 
 
 def evaluate_version(
-    spec: ModelSpec, version: str, training_set: pd.DataFrame | StoredPartitions, registry: Registry
+    spec: ModelSpec,
+    version: str,
+    training_set: pd.DataFrame | StoredPartitions,
+    registry: Registry,
+    engine: Engine = LOCAL,
 ) -> tuple[EvaluationRecord, Model]:
     """Evaluate a registered `version` on the training set's test days against the current champion. The plots
     are rendered once, here; the model card, the Dagster metadata and the MLflow run reuse the same PNGs.
-    A training set stored by the Dask engine (`StoredPartitions`) is scored on the workers of the current
-    Dask client (`dask_scoring.holdout_on_dask`). Held-out rows whose label the candidate never saw in training
-    are left out of the metrics and plots and counted (`Evaluation.unseen_labels`)."""
-    from ml_platform.core.dask_frames import StoredPartitions
-
+    `training_set` is the frame of `engine`, which reads its held-out days (`Engine.holdout`: on the Dask
+    workers for the Dask engine). Held-out rows whose label the candidate never saw in training are left out of
+    the metrics and plots and counted (`Evaluation.unseen_labels`)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     candidate = registry.model(version)
@@ -92,12 +95,7 @@ def evaluate_version(
         champion = registry.model(champion_version)
     timings["load_models"] = time.perf_counter() - started
     started = time.perf_counter()
-    if isinstance(training_set, StoredPartitions):
-        from ml_platform.core.dask_scoring import holdout_on_dask
-
-        holdout = holdout_on_dask(spec, training_set, candidate, champion)
-    else:
-        holdout = Holdout.of_frame(training_set, candidate)
+    holdout = engine.holdout(spec, training_set, candidate, champion)
     result = evaluate(
         candidate,
         holdout.train,

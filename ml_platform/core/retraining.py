@@ -20,6 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml_platform.core.engine import LOCAL, Engine
+
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
@@ -184,13 +186,14 @@ class RetrainInputs:
         }
 
 
-def retrain_inputs(spec: ModelSpec, training_set: pd.DataFrame | StoredPartitions) -> RetrainInputs:
-    """The inputs of a retrain on this stored training set (a frame, or partitions stored by the Dask engine),
-    hashed the way the training run logs them."""
+def retrain_inputs(
+    spec: ModelSpec, training_set: pd.DataFrame | StoredPartitions, engine: Engine = LOCAL
+) -> RetrainInputs:
+    """The inputs of a retrain on this stored training set (the frame of `engine`), hashed the way the training
+    run logs them."""
     from ml_platform.core.data_versions import versions_digest
-    from ml_platform.core.training_run import retrain_versions
 
-    versions = retrain_versions(training_set, spec.timestamp)
+    versions = engine.versions(training_set, spec.timestamp)
     return RetrainInputs(
         versions_digest(versions), spec.digest, training_code_version(), days=len(versions), versions=versions
     )

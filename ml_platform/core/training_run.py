@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ml_platform.core.data_versions import versions_by_day, versions_digest
+from ml_platform.core.data_versions import versions_digest
+from ml_platform.core.engine import LOCAL, Engine
 from ml_platform.core.evaluation import score
 from ml_platform.core.metric_rules import DEFAULT_METRIC
 from ml_platform.core.mlflow_store import (
@@ -30,7 +31,7 @@ from ml_platform.core.mlflow_store import (
     remember_model,
 )
 from ml_platform.core.recipe import RESOLVED_SPEC, derived_tags, resolved_spec_yaml, source_state
-from ml_platform.core.training import TrainingError, TrainingResult, train, tune
+from ml_platform.core.training import TrainingError, TrainingResult
 from ml_platform.core.training_set import SPLIT, TrainingSet, build_training_set, split_of
 from ml_platform.spec import ModelSpec
 
@@ -39,7 +40,6 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 if TYPE_CHECKING:
     import pandas as pd
-    from distributed import Client
     from mlflow.entities import Metric
 
     from ml_platform.core.dask_frames import StoredPartitions
@@ -68,38 +68,28 @@ def train_and_log(
     training_set: pd.DataFrame | StoredPartitions,
     partition: str,
     versions: dict[str, str] | None = None,
-    client: Client | None = None,
+    engine: Engine = LOCAL,
 ) -> TrainedModel:
     """Train on the training split (early stopping on validation) and log everything to the active run: the
     params, validation metrics, tags and learning curve in one `log_batch`, the data versions (and tuning
     trials) beside the model files in one artifact upload, then the pyfunc flavour. `versions` are the
     training set's per-day data versions when the caller has computed them already (`versions_by_day` of the
     training set without its SPLIT column); hashing every day again costs a tenth of a second per retrain.
-    A training set stored by the Dask engine (`StoredPartitions`) trains on the cluster of `client`."""
-
-    from ml_platform.core.dask_frames import StoredPartitions
-
+    `training_set` is the frame of `engine`, which trains it (the local engine: in this process)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if versions is None:
-        versions = retrain_versions(training_set, spec.timestamp)
+        versions = engine.versions(training_set, spec.timestamp)
     timings["prepare"] = time.perf_counter() - started
     override: dict[str, Any] | None = None
     trials: list[dict[str, Any]] = []
-    if spec.training.tuning.trials and not isinstance(training_set, StoredPartitions):
+    if spec.training.tuning.trials:
         started = time.perf_counter()
         metric = metric_of(spec)
-        override, trials = tune(spec, split_of(training_set), lambda model, frame: score(model, frame, metric))
+        override, trials = engine.tune(spec, training_set, lambda model, frame: score(model, frame, metric))
         timings["tuning"] = time.perf_counter() - started
     started = time.perf_counter()
-    if isinstance(training_set, StoredPartitions):
-        from ml_platform.core.dask_training import train_on_dask
-
-        if client is None:
-            raise TrainingError("a training set stored by the Dask engine trains on a Dask client; none was given")
-        result = train_on_dask(spec, training_set, client, extra_manifest={"partition": partition})
-    else:
-        result = train(spec, split_of(training_set), override, extra_manifest={"partition": partition})
+    result = engine.train(spec, training_set, override, extra_manifest={"partition": partition})
     timings["training"] = time.perf_counter() - started
     started = time.perf_counter()
     valid = {k.removeprefix("valid_"): v for k, v in result.model.manifest["metrics"].items()}
@@ -128,27 +118,8 @@ def train_and_log(
         RESOLVED_SPEC: resolved_spec_yaml(spec),
         **({TUNING_TRIALS: {"trials": trials}} if trials else {}),
     }
-    model_uri, sha256 = log_model_files(result.model, extra, timings, rows=example_source(training_set))
+    model_uri, sha256 = log_model_files(result.model, extra, timings, rows=engine.example_rows(training_set))
     return TrainedModel(result, model_uri, sha256, valid, trials, timings)
-
-
-def retrain_versions(training_set: pd.DataFrame | StoredPartitions, timestamp: str) -> dict[str, str]:
-    """Each day's data version of a stored training set (a frame, or partitions stored by the Dask engine)."""
-    from ml_platform.core.dask_frames import StoredPartitions
-
-    if isinstance(training_set, StoredPartitions):
-        from ml_platform.core.dask_training import versions_on_dask
-
-        return versions_on_dask(training_set, timestamp)
-    return versions_by_day(training_set.drop(columns=SPLIT, errors="ignore"), timestamp)
-
-
-def example_source(training_set: pd.DataFrame | StoredPartitions) -> pd.DataFrame:
-    """Training rows for the logged model's input example and signature: the stored frame, or the first file
-    stored by the Dask engine."""
-    from ml_platform.core.dask_frames import StoredPartitions, read_file
-
-    return read_file(training_set.files[0]) if isinstance(training_set, StoredPartitions) else training_set
 
 
 def log_model_files(

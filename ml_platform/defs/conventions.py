@@ -17,6 +17,8 @@ from typing import Any
 
 import dagster as dg
 
+from ml_platform.core.engine import ENGINE_KEY
+from ml_platform.defs.resources import engine_for
 from ml_platform.spec import Freshness, ModelSpec
 
 MODEL_TAG = "ml_platform/model"
@@ -44,18 +46,22 @@ def model_tags(spec: ModelSpec) -> dict[str, str]:
     return {MODEL_TAG: spec.name}
 
 
-def on_dask(spec: ModelSpec) -> bool:
-    """The spec trains and scores on a Dask cluster (`training.engine: dask`)."""
-    return spec.training.engine == "dask"
-
-
 def frame_input(spec: ModelSpec, **metadata) -> dict:
-    """An input's metadata: a lazy Dask DataFrame over the stored partitions on Dask, a pandas frame otherwise."""
-    return {**metadata, **({"engine": "dask"} if on_dask(spec) else {})}
+    """An input's metadata: the name of the model's engine (`engine_for`), which the IO manager asks to load it
+    (a pandas frame, or a lazy Dask DataFrame over the stored partitions)."""
+    return {**metadata, ENGINE_KEY: engine_for(spec).name}
 
 
 def frame_kind(spec: ModelSpec) -> str:
-    return "dask" if on_dask(spec) else "pandas"
+    """The kind of the frames a model's engine handles: pandas or dask."""
+    return engine_for(spec).kind
+
+
+def cluster_kinds(spec: ModelSpec) -> set[str]:
+    """The kind of the cluster a model's engine computes on ({"dask"}), for a stage whose other kinds do not name
+    its frames; none when it computes in the step's own process."""
+    engine = engine_for(spec)
+    return {engine.kind} if engine.on_cluster else set()
 
 
 def retrain_job_name(spec: ModelSpec) -> str:

@@ -5,10 +5,12 @@ write goes to a temporary name first and is renamed into place once every partit
 so a failed or killed step leaves no half-written file behind. Several partitions load as one frame; a
 categorical column stays categorical across them, under the union of their levels (`concat_partitions`).
 
-With `training.engine: dask` an input marked `{"engine": "dask"}` loads as a lazy Dask DataFrame over the
-stored files (`StoredPartitions`: nothing is read in the step's process), and a Dask DataFrame output is
-written by the workers as a folder of part files, `<partition key>.parquet/part-00000.parquet`, ... (staged
-under a temporary name and renamed into place like a file).
+An input loads as the frame of the engine its metadata names (`core.engine.ENGINE_KEY`, written from the
+model's engine; none names the local engine): a pandas frame, or with `training.engine: dask` a lazy Dask
+DataFrame over the stored files (`StoredPartitions`: nothing is read in the step's process). An output of Dask
+DataFrames (`DaskEngine.parts_of`) is written by the workers as a folder of part files,
+`<partition key>.parquet/part-00000.parquet`, ... (staged under a temporary name and renamed into place like a
+file).
 """
 
 from __future__ import annotations
@@ -19,13 +21,12 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from ml_platform.core.engine import ENGINE_KEY, DaskEngine, LocalEngine, engine_named
 from ml_platform.core.phases import PhaseTimes
 
 if TYPE_CHECKING:  # pandas, UPath (fsspec) and the Dask helpers are imported by the steps that store or load
     import pandas as pd
     from upath import UPath
-
-DASK_INPUT = {"engine": "dask"}  # an input's metadata that asks for a lazy Dask DataFrame
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
@@ -41,13 +42,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | Mapping[str, pd.DataFrame]) -> None:
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
-        dask_parts = (
-            {keys[0]: obj}
-            if hasattr(obj, "to_delayed")
-            else (
-                dict(obj) if isinstance(obj, Mapping) and any(hasattr(v, "to_delayed") for v in obj.values()) else None
-            )
-        )
+        dask_parts = DaskEngine.parts_of(obj, keys)
         if dask_parts is not None:  # Dask DataFrames: the workers write them
             return self._write_dask(context, keys, dask_parts)
         parts: dict[str | None, pd.DataFrame]
@@ -123,11 +118,6 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"storage": dg.MetadataValue.path(str(folder)), "stored_rows": rows})
 
     def load_input(self, context: dg.InputContext):
-        import pandas as pd
-
-        from ml_platform.core import dask_frames
-        from ml_platform.core.features import concat_partitions
-
         asset_key = context.asset_key
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else [None]
         metadata = context.definition_metadata or {}
@@ -144,12 +134,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 )
             paths.append(path)
             found.append(key)
-        if metadata.get("engine") == "dask":
-            return dask_frames.read_partitions(paths, found) if paths else dask_frames.StoredPartitions(None, [])
-        frames = [dask_frames.read_file(f) for path in paths for f in dask_frames.partition_files(path)]
-        if not frames:
-            return pd.DataFrame()
-        return concat_partitions(frames)
+        return engine_named(metadata.get(ENGINE_KEY, LocalEngine.name)).load(paths, found)
 
 
 def write_parquet(frame: pd.DataFrame, handle) -> None:

@@ -21,7 +21,7 @@ from ml_platform.core.mlflow_store import MODEL_FILES, REFERENCE_PROFILE
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import md_table
 from ml_platform.defs.partitions import window_of
-from ml_platform.defs.resources import DaskCluster, MlflowTracking, dask_step
+from ml_platform.defs.resources import DaskCluster, MlflowTracking, engine_step
 from ml_platform.spec import ModelSpec
 
 if TYPE_CHECKING:  # the steps import pandas, the drift and performance code (SciPy) when they run
@@ -129,19 +129,11 @@ def _with_predicted_class(live: "pd.DataFrame", reference: dict) -> "tuple[pd.Da
 def _batch_scored(
     spec: ModelSpec, features, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, run_id: str
 ) -> "tuple[pd.DataFrame, str, list]":
-    """Drift's live rows on a day without traffic: the day's features scored in batch (on the Dask workers for
-    a Dask spec)."""
-    if conventions.on_dask(spec):
-        from ml_platform.core.dask_scoring import features_with_predictions
-
-        with dask_step(dask_cluster, features):
-            live = features_with_predictions(features, mlflow_tracking.load_run_model(run_id))
-        return live, "features (batch scored on the Dask workers)", []
-    live = features.copy()
-    if len(live):
-        model = mlflow_tracking.load_run_model(run_id)
-        live["prediction"] = model.predict_labels(live) if spec.task == "multiclass" else model.predict(live)
-    return live, "features (batch scored)", []
+    """Drift's live rows on a day without traffic: the day's features scored in batch by the model's engine (on
+    the Dask workers for a Dask spec)."""
+    with engine_step(spec, dask_cluster, features) as (engine, _):
+        live = engine.with_predictions(spec, features, lambda: mlflow_tracking.load_run_model(run_id))
+    return live, "features (batch scored on the Dask workers)" if engine.on_cluster else "features (batch scored)", []
 
 
 def _drift_metadata(report: "DayDrift", version: str, redacted: list[str]) -> dict:

@@ -5,6 +5,10 @@ and an `end_run` that `dagster_mlflow.end_mlflow_on_run_finished` can call in jo
 each MLflow run is owned by a context manager around the step that creates it: it ends FINISHED when the step
 succeeds and FAILED when it raises or is interrupted, whichever way the Dagster run was launched (a UI click on
 the implicit asset job, a schedule, a sensor, a backfill, or a job with hooks).
+
+The Dask cluster is a resource too (`DaskCluster`), so the engine a model's steps run on, local or Dask, is
+chosen here from the spec, once (`engine_for`), and handed to each step with the cluster's part in it
+(`engine_step`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from ml_platform.core import mlflow_store
+from ml_platform.core.engine import Engine, engine_named
+from ml_platform.spec import ModelSpec
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -216,23 +222,24 @@ def dask_from_env() -> DaskCluster:
     return DaskCluster(**values)
 
 
+def engine_for(spec: ModelSpec, dask_cluster: DaskCluster | None = None) -> Engine:
+    """The engine a model's steps run on: its spec's `training.engine`, read here and nowhere else. In a step,
+    the Dask engine computes on the cluster of `dask_cluster` (connected when first needed); declaring the
+    assets, none is given: the engine then only names itself (its kind, the inputs it loads)."""
+    return engine_named(spec.training.engine, dask_cluster.client if dask_cluster is not None else None)
+
+
 @contextlib.contextmanager
-def dask_step(resource: DaskCluster, *stored) -> Iterator[tuple[Any, dict]]:
-    """A step of a Dask spec: (client, metadata about the cluster). Each stored input must fit a worker
-    partition by partition; the cluster's errors fail the step with their message."""
-    from ml_platform.core import dask_cluster
+def engine_step(spec: ModelSpec, dask_cluster: DaskCluster, *stored: Any) -> Iterator[tuple[Engine, dict[str, Any]]]:
+    """A step of this model on its engine (`engine_for`): (the engine, what the step's metadata says about it).
+    On a cluster, each stored input is first checked to fit a worker partition by partition, the metadata names
+    the cluster's dashboard, scheduler and workers, and the cluster's errors fail the step with their message;
+    in the step's own process there is nothing to check or say."""
+    from ml_platform.core.dask_cluster import ClusterError
 
-    client = resource.client()
+    engine = engine_for(spec, dask_cluster)
     try:
-        for inputs in stored:
-            dask_cluster.check_partition_memory(client, inputs.sizes)
-        yield client, resource.metadata()
-    except dask_cluster.ClusterError as error:
+        engine.check_fits(*stored)
+        yield engine, dask_cluster.metadata() if engine.on_cluster else {}
+    except ClusterError as error:
         raise dg.Failure(str(error)) from None
-
-
-def optional_dask_step(
-    resource: DaskCluster, on_dask: bool, *stored: Any
-) -> contextlib.AbstractContextManager[tuple[Any, dict[str, Any]]]:
-    """`dask_step` for a Dask spec; otherwise no client and no cluster metadata: (None, {})."""
-    return dask_step(resource, *stored) if on_dask else contextlib.nullcontext((None, {}))

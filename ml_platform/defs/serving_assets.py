@@ -14,13 +14,14 @@ from ml_platform import settings
 from ml_platform.core.mlflow_store import SMOKE_ROWS, download_model_files
 from ml_platform.defs import conventions
 from ml_platform.defs.partitions import split_by_partition
-from ml_platform.defs.resources import DaskCluster, MlflowTracking, dask_step
+from ml_platform.defs.resources import DaskCluster, MlflowTracking, engine_for, engine_step
 from ml_platform.spec import ModelSpec
 
 if TYPE_CHECKING:  # the steps import numpy, pandas and the deploy code when they run
-    import numpy as np
     import pandas as pd
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+    from ml_platform.core.engine import BatchPredictions
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]  # a checkout's Dockerfile, for docker deploys
 
@@ -125,7 +126,7 @@ def predictions_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
         kinds={conventions.frame_kind(spec), "parquet"},
         backfill_policy=dg.BackfillPolicy.single_run(),
         description=f"Batch scores of each day's features by the champion of {name}, with the model "
-        "version beside each prediction" + (" (scored on the Dask workers)." if conventions.on_dask(spec) else "."),
+        "version beside each prediction" + (" (scored on the Dask workers)." if engine_for(spec).on_cluster else "."),
         ins={"features": dg.AssetIn(conventions.key(spec, "features"), metadata=conventions.frame_input(spec))},
         deps=[dg.AssetDep(champion, partition_mapping=dg.AllPartitionMapping())],
         automation_condition=conventions.daily_once_a_champion_exists(champion),
@@ -133,79 +134,33 @@ def predictions_asset(spec: ModelSpec, data: dg.TimeWindowPartitionsDefinition) 
     def predictions(
         context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, features
     ):
-        import numpy as np
-
         version, model, _ = mlflow_tracking.champion(name)
-        if conventions.on_dask(spec):
-            return _predictions_on_dask(context, dask_cluster, spec, features, model, version)
-        scores = model.predict(features) if len(features) else np.empty(0)
-        keep = [c for c in (spec.key, spec.timestamp, spec.target.name) if c and c in features.columns]
-        frame = features[keep].assign(**_prediction_columns(model, scores, features.index), model_version=version)
         keys = list(context.partition_keys)
-        _, parts = split_by_partition(frame, spec.timestamp, keys, data)
+
+        def by_partition(frame: "pd.DataFrame") -> "dict[str, pd.DataFrame]":
+            """A frame's rows in the run's partitions, by event time (one partition: all of them)."""
+            return split_by_partition(frame, spec.timestamp, keys, data)[1] if len(keys) > 1 else {keys[0]: frame}
+
+        with engine_step(spec, dask_cluster, features) as (engine, cluster):
+            scored = engine.predictions(spec, features, model, version, by_partition)
+        if not scored.parts:
+            raise dg.Failure(f"{name}/features has none of the partitions {keys[0]} → {keys[-1]}; materialize them")
+        missing = [key for key in keys if key not in scored.parts]
+        if missing:
+            raise dg.Failure(f"{name}/features has no stored partition {missing[0]}; materialize it first")
         return dg.Output(
-            parts if len(keys) > 1 else frame,
-            metadata={"rows": len(frame), "model_version": version, **_scores_metadata(model, frame)},
+            scored.parts if len(keys) > 1 else scored.parts[keys[0]],
+            metadata={"rows": scored.rows, "model_version": version, **_scores_metadata(model, scored), **cluster},
         )
 
     return predictions
 
 
-def _predictions_on_dask(
-    context: dg.AssetExecutionContext, dask_cluster: DaskCluster, spec: ModelSpec, features, model, version: str
-):
-    """The day(s) scored partition by partition on the workers and stored by them, one output per day."""
-    from ml_platform.core.dask_scoring import score_on_dask
-
-    keys = list(context.partition_keys)
-    if features.frame is None:
-        raise dg.Failure(f"{spec.name}/features has none of the partitions {keys[0]} → {keys[-1]}; materialize them")
-    keep = [c for c in (spec.key, spec.timestamp, spec.target.name) if c and c in features.frame.columns]
-    with dask_step(dask_cluster, features) as (_, cluster):
-        scored = score_on_dask(features, model, version, keep).persist()
-        parts = {key: features.of_key(scored, key) for key in keys if key in features.keys}
-        missing = [key for key in keys if key not in parts]
-        if missing:
-            raise dg.Failure(f"{spec.name}/features has no stored partition {missing[0]}; materialize it first")
-        rows = int(scored.map_partitions(len).sum().compute())
-        summary = (
-            _scores_metadata(model, scored, compute=lambda values: values.compute())
-            if rows
-            else _scores_metadata(model, scored._meta)
-        )
-    return dg.Output(
-        parts if len(keys) > 1 else parts[keys[0]],
-        metadata={"rows": rows, "model_version": version, **summary, **cluster},
-    )
-
-
-def _prediction_columns(model, scores: "np.ndarray", index: "pd.Index") -> "dict[str, pd.Series]":
-    """The `prediction` (binary: P(positive); multiclass: the probabilities in class order; regression: the
-    value) and, for a classifier, the `predicted_label` of scored rows."""
-    import numpy as np
-    import pandas as pd
-
-    if model.task == "multiclass":
-        prediction = pd.Series(
-            [row.tolist() for row in np.atleast_2d(scores)] if len(scores) else [], index=index, dtype=object
-        )
-    else:
-        prediction = pd.Series(scores, index=index, dtype=np.float64)
-    if model.labels is None:
-        return {"prediction": prediction}
-    return {
-        "prediction": prediction,
-        "predicted_label": pd.Series(model.labels.predicted(scores), index=index, dtype=object),
-    }
-
-
-def _scores_metadata(model, frame, compute=lambda values: values) -> dict:
+def _scores_metadata(model, scored: "BatchPredictions") -> dict:
     """Binary and regression: the mean prediction; multiclass: the classes and how often each is predicted."""
-    if model.task != "multiclass":
-        mean = float(compute(frame["prediction"].mean()))  # NaN without rows
-        return {"mean_prediction": mean if mean == mean else 0.0}
-    counts = compute(frame["predicted_label"].value_counts())
+    if scored.predicted_classes is None:
+        return {"mean_prediction": scored.mean_prediction}
     return {
         "classes": dg.MetadataValue.json([str(c) for c in model.classes]),
-        "predicted_classes": dg.MetadataValue.json({str(k): int(v) for k, v in counts.items()}),
+        "predicted_classes": dg.MetadataValue.json(scored.predicted_classes),
     }

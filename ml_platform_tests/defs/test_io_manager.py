@@ -138,3 +138,27 @@ def test_a_write_reports_its_time(tmp_path):
     metadata = context.get_logged_metadata()
     assert metadata["stored_rows"].value == 3
     assert set(metadata["write_seconds"].value) == {"s", "cpu_s"}
+
+
+def test_an_input_loads_as_the_frame_of_the_engine_its_metadata_names(tmp_path):
+    """The model's engine names itself in its frame inputs' metadata: Dask gets a lazy frame over the stored
+    files (nothing read but their footers), the local engine (or no name) one pandas frame."""
+    from ml_platform.core.dask_frames import StoredPartitions
+    from ml_platform.core.engine import ENGINE_KEY
+
+    io = PartitionedParquetIOManager(base_path=str(tmp_path))
+    io.handle_output(_out(io, "2026-01-01", "2026-01-02"), {"2026-01-01": _frame(1), "2026-01-02": _frame(2)})
+
+    def named(engine: str | None):
+        return dg.build_input_context(
+            asset_key=KEY,
+            asset_partitions_def=DAYS,
+            asset_partition_key_range=dg.PartitionKeyRange("2026-01-01", "2026-01-02"),
+            definition_metadata={ENGINE_KEY: engine} if engine else None,
+        )
+
+    lazy = io.load_input(named("dask"))
+    assert isinstance(lazy, StoredPartitions) and lazy.keys == ["2026-01-01", "2026-01-02"]
+    assert len(lazy.frame.compute(scheduler="sync")) == 3
+    for engine in ("local", None):
+        assert isinstance(io.load_input(named(engine)), pd.DataFrame) and len(io.load_input(named(engine))) == 3

@@ -9,7 +9,7 @@ import dagster as dg
 from ml_platform.core.gates import GATE_NAMES
 from ml_platform.defs import conventions
 from ml_platform.defs.metadata import md_table
-from ml_platform.defs.resources import DaskCluster, MlflowTracking, optional_dask_step
+from ml_platform.defs.resources import DaskCluster, MlflowTracking, engine_step
 from ml_platform.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -63,8 +63,8 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
 
         outcome = RetrainOutcome.from_stored(model.iloc[0].to_dict())
         registry = mlflow_tracking.registry(spec.name)
-        with optional_dask_step(dask_cluster, conventions.on_dask(spec), training_set) as (_, cluster):
-            record, candidate = evaluate_version(spec, outcome.version, training_set, registry)
+        with engine_step(spec, dask_cluster, training_set) as (engine, cluster):
+            record, candidate = evaluate_version(spec, outcome.version, training_set, registry, engine)
         # A no-op retrain's version keeps the record of its own evaluation: its run, card and gate tags are
         # left as they were (re-logging would overwrite them with this run's); it is still judged here.
         recorded = outcome.noop and bool(registry.gates_of(record.version))

@@ -8,9 +8,10 @@ version as the materialization that registered it. With `training.engine: dask` 
 
 import dagster as dg
 
+from ml_platform.core.engine import Engine
 from ml_platform.core.retraining import RetrainOutcome, retrain_inputs, unchanged_version
 from ml_platform.defs import conventions
-from ml_platform.defs.resources import DaskCluster, MlflowTracking, optional_dask_step
+from ml_platform.defs.resources import DaskCluster, MlflowTracking, engine_step
 from ml_platform.spec import ModelSpec
 
 
@@ -25,7 +26,7 @@ def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
         "model",
         partitions_def=partitions,
         io_manager_key=conventions.IO_MANAGER_KEY,
-        kinds={"lightgbm", "mlflow", *({"dask"} if conventions.on_dask(spec) else set())},
+        kinds={"lightgbm", "mlflow", *conventions.cluster_kinds(spec)},
         description=f"LightGBM ({spec.task}): early stopping on the validation days picks the rounds"
         + ("; the final model is refit on training + validation days" if spec.training.refit else "")
         + f"; logged to MLflow and registered as a new version of `{spec.name}` with alias "
@@ -35,9 +36,9 @@ def model_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg.Asse
     )
     def model(
         context: dg.AssetExecutionContext, mlflow_tracking: MlflowTracking, dask_cluster: DaskCluster, training_set
-    ):  # a DataFrame, or StoredPartitions on Dask
-        with optional_dask_step(dask_cluster, conventions.on_dask(spec), training_set) as (client, cluster):
-            return _train(context, mlflow_tracking, spec, training_set, client, cluster)
+    ):  # the engine's frame: a DataFrame, or StoredPartitions on Dask
+        with engine_step(spec, dask_cluster, training_set) as (engine, cluster):
+            return _train(context, mlflow_tracking, spec, training_set, engine, cluster)
 
     return model
 
@@ -47,15 +48,15 @@ def _train(
     mlflow_tracking: MlflowTracking,
     spec: ModelSpec,
     training_set,
-    client,
+    engine: Engine,
     cluster: dict,
 ) -> dg.Output:
     """A new version trained, logged and registered as `challenger`; or the newest one, when it is unchanged.
-    `client`: the Dask client on Dask (None locally); `cluster`: metadata about that cluster."""
+    `engine`: the one the step runs on (`engine_step`); `cluster`: metadata about its cluster (none locally)."""
     from ml_platform.core.training_run import TrainingError, train_and_log
 
     partition = context.partition_key
-    inputs = retrain_inputs(spec, training_set)
+    inputs = retrain_inputs(spec, training_set, engine)
     registry = mlflow_tracking.registry(spec.name)
     existing = unchanged_version(registry.client, spec.name, inputs)
     if existing is not None:
@@ -69,7 +70,7 @@ def _train(
         context, spec.name, tags={"spec_digest": spec.digest, "code_version": spec.digest}
     ) as run:
         try:
-            trained = train_and_log(spec, training_set, partition, versions=inputs.versions, client=client)
+            trained = train_and_log(spec, training_set, partition, versions=inputs.versions, engine=engine)
         except TrainingError as error:
             raise dg.Failure(f"partition {partition}: {error}") from None
         metric = spec.gate_metric

@@ -5,7 +5,7 @@ import dagster as dg
 
 from ml_platform.defs import conventions
 from ml_platform.defs.partitions import partition_windows, window_mapping
-from ml_platform.defs.resources import DaskCluster, dask_step
+from ml_platform.defs.resources import DaskCluster, engine_step
 from ml_platform.spec import ModelSpec
 
 
@@ -33,18 +33,13 @@ def training_set_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> 
         },
     )
     def training_set(context: dg.AssetExecutionContext, dask_cluster: DaskCluster, features):
-        from ml_platform.core.training_run import TrainingError, build_training_set
+        from ml_platform.core.training_run import TrainingError
 
         try:
             keys = list(context.asset_partition_keys_for_input("features"))
             windows = partition_windows(context.asset_partitions_def_for_input("features"), keys)
-            if not conventions.on_dask(spec):
-                built = build_training_set(features, spec, windows)
-                return dg.Output(built.frame, metadata=built.metadata())
-            from ml_platform.core.dask_training import build_training_set_on_dask
-
-            with dask_step(dask_cluster, features) as (_, cluster):
-                built = build_training_set_on_dask(features, spec, windows)
+            with engine_step(spec, dask_cluster, features) as (engine, cluster):
+                built = engine.build_training_set(features, spec, windows)
             return dg.Output(built.frame, metadata={**built.metadata(), **cluster})
         except TrainingError as error:
             raise dg.Failure(f"partition {context.partition_key}: {error}") from None
