@@ -398,6 +398,8 @@ def _fit(
 
     meta = pd.DataFrame({name: pd.Series(dtype=np.float64) for name in [*encoder.names, LABEL]})
     parts = rows.map_partitions(_encoded, encoder, spec.target.name, classes, meta=meta).to_delayed()
+    if not client.scheduler_info(n_workers=-1)["workers"]:  # a cluster still starting (or restarting) its workers
+        client.wait_for_workers(1, timeout=120)
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])[: len(parts)]
     blocks = [
         client.compute(parts[rank :: len(workers)], workers=[worker], allow_other_workers=False)

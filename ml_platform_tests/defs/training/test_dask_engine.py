@@ -202,7 +202,7 @@ def no_leftover_tails(tmp_path):
 
 
 def _training_started(dask_scheduler) -> bool:
-    return any("_train_part" in str(key) for key, task in dask_scheduler.tasks.items() if task.state == "processing")
+    return any("_fit_rank" in str(key) for key, task in dask_scheduler.tasks.items() if task.state == "processing")
 
 
 def test_a_worker_killed_mid_training_fails_the_run_and_leaves_registry_and_cluster_usable(
