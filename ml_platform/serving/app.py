@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from importlib import metadata
@@ -38,6 +39,7 @@ from ml_platform.serving import openapi, v2
 from ml_platform.serving.config import ServeConfig
 from ml_platform.serving.http import (
     ACCEPT_ENCODING,
+    Answering,
     Headers,
     Receive,
     Scope,
@@ -48,6 +50,7 @@ from ml_platform.serving.http import (
     decoded_body,
     encoded_slash,
     read_body,
+    request_accepts_gzip,
     respond,
     respond_json,
     unauthorized_headers,
@@ -55,8 +58,8 @@ from ml_platform.serving.http import (
 )
 from ml_platform.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ml_platform.serving.metrics import Metrics
-from ml_platform.serving.prediction_log import PredictionLog
-from ml_platform.serving.protocols import V1, V2, Body, Explained, Protocol, V2Request, label_fields
+from ml_platform.serving.prediction_log import LogRow, PredictionLog
+from ml_platform.serving.protocols import V1, V2, Body, Explanations, Parsed, Protocol, label_fields
 from ml_platform.serving.slot import RegistryState, RegistryUnreachable, Slot, next_slot, source_for
 from ml_platform.serving.validation import RequestError, Row
 
@@ -67,15 +70,33 @@ if TYPE_CHECKING:
     from ml_platform.serving.loader import LoadedModel, ModelSource
     from ml_platform.serving.prediction_log import LogPolicy
 
-    Handler = Callable[[Scope, Send, bool], Awaitable[None]]  # a GET route: (scope, send, head)
-    # the numbers of one request: the answer's outputs, its explanations, the outputs of the model scored beside it
-    Scores = tuple[np.ndarray, Explained | None, list[Any] | None]
-    # (answering model, model scored beside it, route) and then its Scores
-    Scored = tuple[LoadedModel, LoadedModel | None, str, np.ndarray, Explained | None, list[Any] | None]
+    Handler = Callable[[Answering], Awaitable[None]]  # a GET route
 
 log = logging.getLogger("ml_platform.serving")
 _VERSION = metadata.version("ml_platform")
 INLINE_ROWS = 16  # up to this many rows (no explanations) are scored on the event loop: ~0.1 ms
+
+
+@dataclass(slots=True)  # built per request, so not frozen (a frozen __init__ costs about 1 µs more)
+class Route:
+    """Which model answers a request and which is scored beside it for the log (a shadow challenger, canary's
+    champion, or the previous champion while the champion is new), and the log's `routed`."""
+
+    answer: LoadedModel
+    shadow: LoadedModel | None
+    routed: str  # champion | canary
+
+
+@dataclass(slots=True)  # built per request, so not frozen (a frozen __init__ costs about 1 µs more)
+class Scored:
+    """The numbers of one request: the answering model's outputs, each row's explanations and the class each is
+    about (only when asked for), and the outputs of the model scored beside it."""
+
+    route: Route
+    outputs: np.ndarray
+    explanations: Explanations | None
+    explained_class: list[Any] | None
+    shadow_outputs: list[Any] | None
 
 
 class ServingApp:
@@ -173,19 +194,32 @@ class ServingApp:
             else:
                 await respond_json(send, 404, {"error": "no such route"}, head=method == "HEAD")
                 return self.metrics.request("other", "404").inc()
-            cors = cors_headers(scope, self.config.cors_origins, allowed) if self.config.cors_origins else None
+            config = self.config
+            cors = cors_headers(scope, config.cors_origins, allowed) if config.cors_origins else None
             if method == "OPTIONS":  # a CORS preflight, or a client asking what the route allows
-                return await respond(send, 204, b"", b"text/plain", [(b"allow", allowed), *(cors or ())])
-            if cors:  # an allowed origin: every answer says so
-                send = with_headers(send, cors[:2])
+                preflight = cors.preflight if cors is not None else ()
+                return await respond(send, 204, b"", b"text/plain", [(b"allow", allowed), *preflight])
+            if cors is not None:  # an allowed origin: every answer says so
+                send = with_headers(send, cors.answer)
             if method.encode() not in allowed.split(b", "):
                 self.metrics.request("other", "405").inc()
                 return await respond_json(
                     send, 405, {"error": f"{method} is not allowed here; use {allowed.decode()}"}, [(b"allow", allowed)]
                 )
+            above = config.compress_above_bytes
+            answering = Answering(
+                scope=scope,
+                send=send,
+                id=f"{self._id_prefix}{next(self._ids):016x}",
+                arrived=time.time(),
+                started=time.perf_counter(),
+                head=method == "HEAD",
+                accepts_gzip=above is not None and request_accepts_gzip(scope),
+                compress_above=above,
+            )
             if handler is None:
-                return await self._predict(scope, receive, send, self._post[path])
-            await handler(scope, send, method == "HEAD")
+                return await self._predict(answering, receive, self._post[path])
+            await handler(answering)
         except Exception:  # a bug must still answer, and be counted; its details stay in the server's log
             log.exception("unhandled error on %s %s", method, path)
             self.metrics.error("internal").inc()
@@ -208,8 +242,7 @@ class ServingApp:
 
     # --- predict (v1 and v2 alike) -----------------------------------------------------------------------
 
-    async def _predict(self, scope: Scope, receive: Receive, send: Send, protocol: Protocol) -> None:
-        started, arrived, request_id = time.perf_counter(), time.time(), f"{self._id_prefix}{next(self._ids):016x}"
+    async def _predict(self, answering: Answering, receive: Receive, protocol: Protocol) -> None:
         if self._in_flight >= self.config.max_in_flight:
             error = RequestError(
                 503,
@@ -220,11 +253,12 @@ class ServingApp:
                     }
                 ],
             )
-            return await self._refuse(scope, send, protocol, error, request_id, "overloaded", body_read=False)
+            return await self._refuse(answering, protocol, error, "overloaded", body_read=False)
         self._in_flight += 1
         self.metrics.in_flight.inc()
         release: Callable[[], None] | None = self._release
         body_read = False
+        scope = answering.scope
         try:
             if not bearer_ok(scope, self.config.token):
                 raise RequestError(401, [{"field": "authorization", "error": "missing or wrong bearer token"}])
@@ -239,14 +273,14 @@ class ServingApp:
                 payload = orjson.loads(body)
             except orjson.JSONDecodeError as error:
                 raise RequestError(400, [{"field": "body", "error": f"malformed JSON: {str(error)[:120]}"}]) from None
-            rows, explain, client_id = protocol.parse(payload, slot, self.config)
-            scored = await self._score(slot, rows, explain)
-            await self._answer(scope, send, protocol, slot, rows, scored, client_id, request_id, arrived, started)
+            parsed = protocol.parse(payload, slot, self.config)
+            scored = await self._score(slot, parsed)
+            await self._answer(answering, protocol, slot, parsed, scored)
         except _ScoringTimeout as error:
             release = None  # the thread still scores; it frees its in-flight place when it ends
-            await self._refuse(scope, send, protocol, error, request_id, "timeout", body_read)
+            await self._refuse(answering, protocol, error, "timeout", body_read)
         except RequestError as error:
-            await self._refuse(scope, send, protocol, error, request_id, None, body_read)
+            await self._refuse(answering, protocol, error, None, body_read)
         finally:
             if release is not None:
                 release()
@@ -255,13 +289,14 @@ class ServingApp:
         self._in_flight -= 1
         self.metrics.in_flight.dec()
 
-    async def _score(self, slot: Slot, rows: list[Row], explain: bool) -> Scored:
-        """(answer, shadow, route, outputs, explanations, shadow outputs); past the scoring timeout a 503."""
-        answer, shadow, routed = self._route(slot, rows)
+    async def _score(self, slot: Slot, parsed: Parsed) -> Scored:
+        """The request's rows routed and scored; past the scoring timeout a 503."""
+        rows, explain = parsed.rows, parsed.explain
+        route = self._route(slot, rows)
         if len(rows) <= INLINE_ROWS and not explain:
-            return (answer, shadow, routed, *_score(answer, shadow, rows, False))
+            return _score(route, rows, False)
         loop = asyncio.get_running_loop()
-        future = self._scorer.submit(_score, answer, shadow, rows, explain)
+        future = self._scorer.submit(_score, route, rows, explain)
         try:
             result = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.config.scoring_timeout_s)
         except TimeoutError:
@@ -269,39 +304,32 @@ class ServingApp:
             future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
             limit = self.config.scoring_timeout_s
             raise _ScoringTimeout(503, [{"field": "scoring", "error": f"not scored within {limit:g} s"}]) from None
-        return (answer, shadow, routed, *result)
+        return result
 
     async def _answer(
-        self,
-        scope: Scope,
-        send: Send,
-        protocol: Protocol,
-        slot: Slot,
-        rows: list[Row],
-        scored: Scored,
-        client_id: V2Request | None,
-        request_id: str,
-        arrived: float,
-        started: float,
+        self, answering: Answering, protocol: Protocol, slot: Slot, parsed: Parsed, scored: Scored
     ) -> None:
-        answer, shadow, routed, outputs, explained, shadow_outputs = scored
-        predictions = outputs.tolist()
+        route, rows, request_id = scored.route, parsed.rows, answering.id
+        answer, shadow = route.answer, route.shadow
+        predictions = scored.outputs.tolist()
         if TYPE_CHECKING:  # startup opens the log before the first model loads, so a scored request has one
             assert self.prediction_log is not None
         try:
             await self.prediction_log.append(
-                (
-                    request_id,
-                    arrived,
-                    self.config.model,
-                    answer.version,
-                    len(rows),
-                    orjson.dumps(slot.policy.view(rows)).decode(),
-                    orjson.dumps(predictions).decode(),
-                    (time.perf_counter() - started) * 1000,
-                    shadow.version if shadow else None,
-                    orjson.dumps(shadow_outputs).decode() if shadow_outputs is not None else None,
-                    routed,
+                LogRow(
+                    request_id=request_id,
+                    ts=answering.arrived,
+                    model=self.config.model,
+                    version=answer.version,
+                    rows=len(rows),
+                    features=orjson.dumps(slot.policy.view(rows)).decode(),
+                    outputs=orjson.dumps(predictions).decode(),
+                    latency_ms=(time.perf_counter() - answering.started) * 1000,
+                    shadow_version=shadow.version if shadow else None,
+                    shadow_outputs=(
+                        orjson.dumps(scored.shadow_outputs).decode() if scored.shadow_outputs is not None else None
+                    ),
+                    routed=route.routed,
                 )
             )
         except Exception as error:  # not logged means not answered: the promise of the log
@@ -309,35 +337,27 @@ class ServingApp:
             self.metrics.error("log").inc()
             self.metrics.request(protocol.route, "503").inc()
             failure = protocol.failure("prediction log unavailable", request_id)
-            return await respond_json(send, 503, failure, compress=self._compress(scope))
+            return await answering.respond_json(503, failure, compress=True)
         self.metrics.predicted(answer.version, "answer").inc(len(rows))
         if shadow is not None:
             self.metrics.predicted(shadow.version, "shadow").inc(len(rows))
-        self.metrics.latency_of(protocol.route).observe(time.perf_counter() - started)
+        self.metrics.latency_of(protocol.route).observe(time.perf_counter() - answering.started)
         self.metrics.request(protocol.route, "200").inc()
-        explanations, fields = label_fields(answer.model, outputs, explained)
         body = protocol.answer(
-            self.config.model,
-            answer,
-            predictions,
-            explanations,
-            client_id,
-            request_id,
-            slot.champion.model.manifest.get("task"),
-            fields,
+            model=self.config.model,
+            loaded=answer,
+            predictions=predictions,
+            explanations=scored.explanations,
+            v2_request=parsed.v2_request,
+            request_id=request_id,
+            task=slot.champion.model.manifest.get("task"),
+            fields=label_fields(answer.model, scored.outputs, scored.explained_class),
         )
         # the logged id, whatever the protocol's body says (a v2 body echoes the client's own `id`)
-        await respond_json(send, 200, body, ((b"x-request-id", request_id.encode()),), compress=self._compress(scope))
+        await answering.respond_json(200, body, ((b"x-request-id", request_id.encode()),), compress=True)
 
     async def _refuse(
-        self,
-        scope: Scope,
-        send: Send,
-        protocol: Protocol,
-        error: RequestError,
-        request_id: str,
-        kind: str | None,
-        body_read: bool,
+        self, answering: Answering, protocol: Protocol, error: RequestError, kind: str | None, body_read: bool
     ) -> None:
         """A 4xx/503 naming the field. Unread body bytes may still be on the wire: then the connection closes."""
         self.metrics.error(kind or _kind(error.status)).inc()
@@ -351,29 +371,30 @@ class ServingApp:
             headers.append(ACCEPT_ENCODING)  # RFC 9110 section 15.5.16: which coding would be read
         if not body_read or error.status in (408, 413):
             headers.append((b"connection", b"close"))
-        refusal = protocol.refusal(error, request_id)
-        await respond_json(send, error.status, refusal, headers, compress=self._compress(scope))
+        refusal = protocol.refusal(error, answering.id)
+        await answering.respond_json(error.status, refusal, headers, compress=True)
 
-    def _route(self, slot: Slot, rows: list[Row]) -> tuple[LoadedModel, LoadedModel | None, str]:
-        """(answering model, model scored beside it for the log, route). In shadow and canary alike the
+    def _route(self, slot: Slot, rows: list[Row]) -> Route:
+        """Which model answers and which is scored beside it for the log. In shadow and canary alike the
         champion and the challenger both score the rows they are compared on."""
         challenger = slot.challenger
         if challenger is None or self.config.rollout_mode == "none":
-            return slot.champion, slot.previous, "champion"
+            return Route(slot.champion, slot.previous, "champion")
         if self.config.rollout_mode == "shadow":
-            return slot.champion, challenger, "champion"
+            return Route(slot.champion, challenger, "champion")
         key = str(rows[0].get(self.config.rollout_key)) if self.config.rollout_key else uuid.uuid4().hex
         bucket = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
         if bucket < self.config.canary_fraction:  # the champion scores these rows too: a paired comparison
-            return challenger, slot.champion, "canary"
-        return slot.champion, None, "champion"
+            return Route(challenger, slot.champion, "canary")
+        return Route(slot.champion, None, "champion")
 
     # --- read-only routes --------------------------------------------------------------------------------
 
-    async def _health(self, scope: Scope, send: Send, head: bool) -> None:
-        await self._plain(send, 200, {"status": "ok"} if scope["path"] == "/health" else {"live": True}, "health", head)
+    async def _health(self, answering: Answering) -> None:
+        body = {"status": "ok"} if answering.scope["path"] == "/health" else {"live": True}
+        await self._plain(answering, 200, body, "health")
 
-    async def _ready(self, scope: Scope, send: Send, head: bool) -> None:
+    async def _ready(self, answering: Answering) -> None:
         slot = self.slot
         ready = slot is not None
         body = {
@@ -381,29 +402,28 @@ class ServingApp:
             "version": slot.champion.version if slot is not None else None,
             "registry": self.registry.report(ready),
         }
-        await self._plain(send, 200 if ready else 503, body, "ready", head)
+        await self._plain(answering, 200 if ready else 503, body, "ready")
 
-    async def _metrics(self, scope: Scope, send: Send, head: bool) -> None:
-        if not bearer_ok(scope, self.config.metrics_token):
+    async def _metrics(self, answering: Answering) -> None:
+        if not bearer_ok(answering.scope, self.config.metrics_token):
             return await self._plain(
-                send, 401, {"error": "missing or wrong metrics bearer token"}, "metrics", head, unauthorized_headers()
+                answering, 401, {"error": "missing or wrong metrics bearer token"}, "metrics", unauthorized_headers()
             )
         self.metrics.request("metrics", "200").inc()
-        await respond(send, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE, head=head)
+        await respond(answering.send, 200, self.metrics.exposition(), METRICS_CONTENT_TYPE, head=answering.head)
 
-    async def _about_model(
-        self, scope: Scope, send: Send, head: bool, route: str, describe: Callable[[Slot], Body]
-    ) -> None:
-        """A route that describes the loaded model: behind the API token, 503 until a model is loaded."""
-        if not bearer_ok(scope, self.config.token):
+    async def _about_model(self, answering: Answering, route: str, describe: Callable[[Slot], Body]) -> None:
+        """A route that describes the loaded model: behind the API token, 503 until a model is loaded; its
+        answers may be large, so they are compressed as predict's are."""
+        if not bearer_ok(answering.scope, self.config.token):
             self.metrics.error("unauthorized").inc()
             return await self._plain(
-                send, 401, {"error": "missing or wrong bearer token"}, route, head, unauthorized_headers(), scope
+                answering, 401, {"error": "missing or wrong bearer token"}, route, unauthorized_headers(), compress=True
             )
         slot = self.slot
         if slot is None:
-            return await self._plain(send, 503, {"error": "no model loaded yet"}, route, head, (), scope)
-        await self._plain(send, 200, describe(slot), route, head, (), scope)
+            return await self._plain(answering, 503, {"error": "no model loaded yet"}, route, compress=True)
+        await self._plain(answering, 200, describe(slot), route, compress=True)
 
     def _info(self, slot: Slot) -> Body:
         return slot.describe(self.config.model, self.config.rollout_mode)
@@ -429,45 +449,41 @@ class ServingApp:
             labels=model.labels,
         )
 
-    async def _v2_server(self, scope: Scope, send: Send, head: bool) -> None:
-        await self._plain(send, 200, {"name": "ml_platform", "version": _VERSION, "extensions": []}, "v2", head)
+    async def _v2_server(self, answering: Answering) -> None:
+        await self._plain(answering, 200, {"name": "ml_platform", "version": _VERSION, "extensions": []}, "v2")
 
-    async def _v2_ready(self, scope: Scope, send: Send, head: bool) -> None:
+    async def _v2_ready(self, answering: Answering) -> None:
         ready = self.slot is not None
-        await self._plain(send, 200 if ready else 503, {"ready": ready}, "v2", head)
+        await self._plain(answering, 200 if ready else 503, {"ready": ready}, "v2")
 
     async def _plain(
         self,
-        send: Send,
+        answering: Answering,
         status: int,
         payload: Body,
         route: str,
-        head: bool,
         headers: Headers = (),
-        compressible: Scope | None = None,
+        *,
+        compress: bool = False,
     ) -> None:
-        """A GET route's answer; `compressible` (the request) on a route whose answers may be large."""
+        """A GET route's answer, counted; `compress` on a route whose answers may be large (the model routes:
+        health, readiness and errors of routing stay plain)."""
         self.metrics.request(route, str(status)).inc()
-        compress = self._compress(compressible) if compressible is not None else None
-        await respond_json(send, status, payload, headers, head, compress)
-
-    def _compress(self, scope: Scope) -> tuple[Scope, int | None]:
-        """Answers of predict and the model routes are gzipped above `serving.limits.compress_above_bytes` for a
-        client that accepts gzip (health, readiness and errors of routing stay plain)."""
-        return scope, self.config.compress_above_bytes
+        await answering.respond_json(status, payload, headers, compress=compress)
 
 
 class _ScoringTimeout(RequestError):
     """Scoring took longer than the limit; its thread may still be running."""
 
 
-def _score(answer: LoadedModel, shadow: LoadedModel | None, rows: list[Row], explain: bool) -> Scores:
+def _score(route: Route, rows: list[Row], explain: bool) -> Scored:
     """The numbers of one request: the answer, its explanations (with the class each explains), and the model
     scored beside it."""
-    outputs = answer.model.predict_records(rows)
-    explanations = answer.model.explanations(rows) if explain else None
+    model, shadow = route.answer.model, route.shadow
+    outputs = model.predict_records(rows)
+    explanations, explained_class = model.explanations(rows) if explain else (None, None)
     shadow_outputs = shadow.model.predict_records(rows).tolist() if shadow is not None else None
-    return outputs, explanations, shadow_outputs
+    return Scored(route, outputs, explanations, explained_class, shadow_outputs)
 
 
 def _kind(status: int) -> str:

@@ -12,6 +12,7 @@ import hmac
 import re
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
 import orjson
@@ -66,20 +67,37 @@ async def respond(
 
 
 async def respond_json(
-    send: Send,
-    status: int,
-    payload: Mapping[str, object],
-    headers: Headers = (),
-    head: bool = False,
-    compress: tuple[Scope, int | None] | None = None,
+    send: Send, status: int, payload: Mapping[str, object], headers: Headers = (), head: bool = False
 ) -> None:
-    """`compress`: (the request, the size above which its answer is gzipped; None: never) on a route whose
-    answers may be compressed (see `encoded`)."""
-    body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    if compress is not None:
-        body, coding = encoded(body, *compress)
-        headers = [*headers, *coding]
-    await respond(send, status, body, JSON, headers, head)
+    """A JSON answer as it is, never compressed (routing errors; `Answering.respond_json` for a routed request)."""
+    await respond(send, status, orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), JSON, headers, head)
+
+
+@dataclass(slots=True)  # built per request, so not frozen (a frozen __init__ costs about 1 µs more)
+class Answering:
+    """A routed request while it is answered: read once when it arrives (`ServingApp.__call__`), then handed to
+    every step of its answer. Its id is the prediction log's (`X-Request-Id`), `arrived` the log's `ts` and
+    `started` the start of its latency; whether the client accepts gzip is read from its headers here, once."""
+
+    scope: Scope
+    send: Send  # the CORS headers already added for an allowed origin
+    id: str
+    arrived: float  # time.time() when it arrived
+    started: float  # time.perf_counter() when it arrived
+    head: bool  # a HEAD request: the answer's headers without its body
+    accepts_gzip: bool  # its Accept-Encoding allows gzip (False when answers are never compressed)
+    compress_above: int | None  # serving.limits.compress_above_bytes; None: answers are never compressed
+
+    async def respond_json(
+        self, status: int, payload: Mapping[str, object], headers: Headers = (), *, compress: bool = False
+    ) -> None:
+        """The answer; with `compress` (predict and the model routes, whose answers may be large) gzipped as
+        `encoded` says, others (health, readiness) as they are."""
+        body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+        if compress:
+            body, coding = encoded(body, self.accepts_gzip, self.compress_above)
+            headers = [*headers, *coding]
+        await respond(self.send, status, body, JSON, headers, self.head)
 
 
 def bearer_ok(scope: Scope, token: str | None) -> bool:
@@ -183,15 +201,25 @@ _PLAIN = (VARY,)
 _WEIGHT = re.compile(rb"^q=(0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)$")
 
 
-def encoded(body: bytes, scope: Scope, above: int | None) -> tuple[bytes, Headers]:
-    """A compressible answer as it is sent, and the headers that say so: gzip when the request accepts gzip and
-    the body is larger than `above` bytes (None: never compressed, no header). Either way `Vary:
-    Accept-Encoding`, so a cache keeps the plain and the compressed answer of one URL apart."""
+def encoded(body: bytes, gzip: bool, above: int | None) -> tuple[bytes, Headers]:
+    """A compressible answer as it is sent, and the headers that say so: gzip when the request accepts it
+    (`gzip`, see `request_accepts_gzip`) and the body is larger than `above` bytes (None: never compressed, no
+    header). Either way `Vary: Accept-Encoding`, so a cache keeps the plain and the compressed answer of one URL
+    apart."""
     if above is None:
         return body, ()
-    if len(body) > above and accepts_gzip(b",".join(v for k, v in scope["headers"] if k == b"accept-encoding")):
+    if gzip and len(body) > above:
         return zlib.compress(body, GZIP_LEVEL, wbits=31), _GZIPPED
     return body, _PLAIN
+
+
+def request_accepts_gzip(scope: Scope) -> bool:
+    """Whether the request's Accept-Encoding (every line of it, as one list) lets its answer be gzip."""
+    found = b""
+    for key, value in scope["headers"]:
+        if key == b"accept-encoding":
+            found = found + b"," + value if found else value
+    return bool(found) and accepts_gzip(found)
 
 
 @functools.lru_cache(maxsize=128)  # clients send a handful of distinct values
@@ -218,27 +246,40 @@ def encoded_slash(scope: Scope) -> bool:
     return isinstance(raw, bytes) and b"%2f" in raw.split(b"?", 1)[0].lower()
 
 
-def cors_headers(scope: Scope, origins: tuple[str, ...], methods: bytes) -> list[tuple[bytes, bytes]]:
-    """CORS is off unless origins are configured; then an allowed Origin is echoed back (or `*`)."""
+@dataclass(frozen=True, slots=True)
+class Cors:
+    """The CORS headers of a request from an allowed origin: `answer` on every answer, `preflight` (those and
+    the methods, headers and cache time allowed) on the answer to an OPTIONS preflight."""
+
+    answer: Headers
+    preflight: Headers
+
+
+def cors_headers(scope: Scope, origins: tuple[str, ...], methods: bytes) -> Cors | None:
+    """CORS is off unless origins are configured; then an allowed Origin is echoed back (or `*`). None: no
+    Origin, or one not allowed."""
     if not origins:
-        return []
+        return None
     origin = header(scope, b"origin")
     if origin is None:
-        return []
+        return None
     text = origin.decode("latin-1")
     if "*" in origins:
         allowed = b"*"
     elif text in origins:
         allowed = origin
     else:
-        return []
-    return [
-        (b"access-control-allow-origin", allowed),
-        (b"vary", b"Origin"),
-        (b"access-control-allow-methods", methods),
-        (b"access-control-allow-headers", b"authorization, content-type"),
-        (b"access-control-max-age", b"600"),
-    ]
+        return None
+    answer = ((b"access-control-allow-origin", allowed), (b"vary", b"Origin"))
+    return Cors(
+        answer,
+        (
+            *answer,
+            (b"access-control-allow-methods", methods),
+            (b"access-control-allow-headers", b"authorization, content-type"),
+            (b"access-control-max-age", b"600"),
+        ),
+    )
 
 
 def with_headers(send: Send, headers: Headers) -> Send:

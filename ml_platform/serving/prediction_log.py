@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict, cast
 
 import pandas as pd
 
@@ -43,19 +43,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COLUMNS = (
-    "request_id",
-    "ts",
-    "model",
-    "version",
-    "rows",
-    "features",
-    "outputs",
-    "latency_ms",
-    "shadow_version",
-    "shadow_outputs",
-    "routed",
-)
+
+class LogRow(NamedTuple):
+    """One logged request: a field per column of the log (`COLUMNS` are these names), built by name per request
+    and handed to SQLite as the tuple it is."""
+
+    request_id: str
+    ts: float  # unix time the request arrived
+    model: str
+    version: str  # the version that answered
+    rows: int
+    features: str  # JSON list of the input rows (as the model's LogPolicy lets them through)
+    outputs: str  # JSON list of the predictions returned
+    latency_ms: float
+    shadow_version: str | None  # the other version scored beside the answer (canary: the champion)
+    shadow_outputs: str | None  # its outputs, as JSON
+    routed: str  # 'champion', 'canary'
+
+
+COLUMNS: tuple[str, ...] = LogRow._fields
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,8 +81,6 @@ CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _ROW = f"({', '.join('?' * len(COLUMNS))})"
-# One logged request, in COLUMNS' order: a plain tuple (built per request, handed to SQLite as it is).
-LogRow = tuple[str, float, str, str, int, str, str, float, str | None, str | None, str]
 
 
 def _insert(rows: int) -> str:
@@ -382,10 +386,23 @@ def logged_rows(log_path: str | Path, timestamp: str, start: datetime, end: date
     return pd.DataFrame(rows)
 
 
-REQUEST_COLUMNS = ("request_id", "ts", "model", "version", "rows", "routed", "shadow_version", "latency_ms")
+class LoggedEntry(TypedDict):
+    """One log entry of a request as `logged_request` reads it: its columns but not its rows' values."""
+
+    request_id: str
+    ts: float
+    model: str
+    version: str
+    rows: int
+    routed: str
+    shadow_version: str | None
+    latency_ms: float
 
 
-def logged_request(log_path: str | Path, request_id: str) -> list[dict[str, Any]]:
+REQUEST_COLUMNS: tuple[str, ...] = tuple(LoggedEntry.__annotations__)
+
+
+def logged_request(log_path: str | Path, request_id: str) -> list[LoggedEntry]:
     """The log's entries of one request id, oldest first (`REQUEST_COLUMNS`: not its rows' values), read-only.
     One, unless an id was reused; none when the log holds no such request (or no table yet)."""
     try:
@@ -398,4 +415,5 @@ def logged_request(log_path: str | Path, request_id: str) -> list[dict[str, Any]
         if "no such table" in str(error):
             return []
         raise
-    return [dict(zip(REQUEST_COLUMNS, row, strict=True)) for row in found]
+    # the SELECT names the entry's keys: each row holds their values, in REQUEST_COLUMNS' order
+    return [cast(LoggedEntry, dict(zip(REQUEST_COLUMNS, row, strict=True))) for row in found]

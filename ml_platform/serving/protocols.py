@@ -7,10 +7,9 @@ scores and logs the same way; they differ only in how a request and its answer a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
-from typing import Protocol as Signature
+from typing import Protocol as Interface
 
 from ml_platform.serving import v2
 from ml_platform.serving.validation import RequestError, Row, instances_of, validate_rows
@@ -24,133 +23,166 @@ if TYPE_CHECKING:
     from ml_platform.serving.slot import Slot
 
 Explanations = list[list[dict[str, Any]]]  # each row's top feature contributions (`Model.explanations`)
-Explained = tuple[Explanations, list[Any]]  # ... and the class each row's explanation is about
 LabelFields = dict[str, list[Any]]  # a classifier's `labels` (`Labels.response`), `explained_class` when explained
 Body = dict[str, Any]  # a JSON response body
 
 
 class V2Request(NamedTuple):
-    """What a v2 answer needs from its request besides the rows: the client's id and the outputs it named."""
+    """What a v2 answer needs from its request besides the rows: the client's own id and the outputs it named."""
 
     id: str | None
     outputs: list[str] | None
 
 
-class Answer(Signature):
-    """The 200 body: the predictions of `loaded` (answering for `model`), with the request's own details."""
+@dataclass(slots=True)  # built per request, so not frozen (a frozen __init__ costs about 1 µs more)
+class Parsed:
+    """A predict request as its protocol read it: the validated rows, whether explanations were asked for, and
+    (v2 only, else None) what its answer echoes of it."""
 
-    def __call__(
+    rows: list[Row]
+    explain: bool
+    v2_request: V2Request | None
+
+
+class Protocol(Interface):
+    """One request language of the predict route: how a body becomes rows, and how its answers are shaped."""
+
+    @property
+    def route(self) -> str:
+        """The route's metrics label."""
+        ...
+
+    def parse(self, payload: Any, slot: Slot, config: ServeConfig) -> Parsed:
+        """The request in `payload` (the body as orjson.loads gave it), validated against the slot's schema;
+        RequestError naming the field at fault."""
+        ...
+
+    def answer(
         self,
         model: str,
         loaded: LoadedModel,
         predictions: list[Any],
         explanations: Explanations | None,
-        client_id: V2Request | None,
+        v2_request: V2Request | None,
         request_id: str,
         task: str | None,
         fields: LabelFields | None = None,
-    ) -> Body: ...
+    ) -> Body:
+        """The 200 body: the predictions of `loaded` (answering for `model`), with the request's own details."""
+        ...
+
+    def refusal(self, error: RequestError, request_id: str) -> Body:
+        """The body of a request refused (4xx, 503)."""
+        ...
+
+    def failure(self, message: str, request_id: str) -> Body:
+        """The body of a request the server failed to answer (the prediction log could not be written)."""
+        ...
 
 
-@dataclass(frozen=True)
-class Protocol:
-    route: str  # the metrics label
-    # (payload: the body as orjson.loads gave it, slot, config) -> (validated rows, explain, client_id); v2's
-    # client_id is a V2Request (the request's id and the outputs it named), v1's None
-    parse: Callable[[Any, Slot, ServeConfig], tuple[list[Row], bool, V2Request | None]]
-    answer: Answer
-    refusal: Callable[[RequestError, str], Body]  # (error, request_id) -> body
-    failure: Callable[[str, str], Body]  # (message, request_id) -> body
-
-
-def label_fields(
-    model: Model, outputs: np.ndarray, explained: Explained | None
-) -> tuple[Explanations | None, LabelFields]:
-    """(explanations, a classifier's label fields). The labels come from the answering model's own scores (the
-    ndarray, before `tolist`), so they agree with `predictions` and with offline `predict_labels`; regression
-    gets no fields."""
-    explanations, classes = explained if explained is not None else (None, None)
+def label_fields(model: Model, outputs: np.ndarray, explained_class: list[Any] | None) -> LabelFields:
+    """A classifier's label fields, with the class each row's explanation is about when explained. The labels
+    come from the answering model's own scores (the ndarray, before `tolist`), so they agree with `predictions`
+    and with offline `predict_labels`; regression gets no fields."""
     labels = model.labels
     if labels is None:
-        return explanations, {}
+        return {}
     fields = labels.response(outputs)
-    if classes is not None:
-        fields["explained_class"] = list(classes)
-    return explanations, fields
+    if explained_class is not None:
+        fields["explained_class"] = list(explained_class)
+    return fields
 
 
-def _v1_parse(payload: Any, slot: Slot, config: ServeConfig) -> tuple[list[Row], bool, None]:
-    rows, explain = instances_of(payload, config.max_rows)
-    validate_rows(rows, slot.schema, "instances", config.unknown_fields, slot.allowed)
-    return rows, explain, None
+class _V1:
+    """The platform's own: `instances` or MLflow's `dataframe_split`; an answer keyed by `predictions`."""
+
+    route = "predict"
+
+    def parse(self, payload: Any, slot: Slot, config: ServeConfig) -> Parsed:
+        rows, explain = instances_of(payload, config.max_rows)
+        validate_rows(rows, slot.schema, "instances", config.unknown_fields, slot.allowed)
+        return Parsed(rows, explain, None)
+
+    def answer(
+        self,
+        model: str,
+        loaded: LoadedModel,
+        predictions: list[Any],
+        explanations: Explanations | None,
+        v2_request: V2Request | None,
+        request_id: str,
+        task: str | None,
+        fields: LabelFields | None = None,
+    ) -> Body:
+        """The four keys clients have always read, in their order; a classifier's labels (and multiclass
+        probabilities by class name) after them, so nothing a client parsed before moves."""
+        body: Body = {
+            "predictions": predictions,
+            "model": model,
+            "version": loaded.version,
+            "request_id": request_id,
+        }
+        fields = fields or {}
+        for key in ("labels", "probabilities"):
+            if key in fields:
+                body[key] = fields[key]
+        if explanations is not None:
+            body["explanations"] = explanations
+            if "explained_class" in fields:
+                body["explained_class"] = fields["explained_class"]
+        return body
+
+    def refusal(self, error: RequestError, request_id: str) -> Body:
+        return {
+            "error": "bad request" if error.status < 500 else "unavailable",
+            **error.body(),
+            "request_id": request_id,
+        }
+
+    def failure(self, message: str, request_id: str) -> Body:
+        return {"error": message, "request_id": request_id}
 
 
-def _v1_answer(
-    model: str,
-    loaded: LoadedModel,
-    predictions: list[Any],
-    explanations: Explanations | None,
-    client_id: V2Request | None,
-    request_id: str,
-    task: str | None,
-    fields: LabelFields | None = None,
-) -> Body:
-    """The four keys clients have always read, in their order; a classifier's labels (and multiclass
-    probabilities by class name) after them, so nothing a client parsed before moves."""
-    body: Body = {"predictions": predictions, "model": model, "version": loaded.version, "request_id": request_id}
-    fields = fields or {}
-    for key in ("labels", "probabilities"):
-        if key in fields:
-            body[key] = fields[key]
-    if explanations is not None:
-        body["explanations"] = explanations
-        if "explained_class" in fields:
-            body["explained_class"] = fields["explained_class"]
-    return body
+class _V2:
+    """The Open Inference Protocol: input tensors in, an output tensor per name out, the client's `id` echoed."""
+
+    route = "infer"
+
+    def parse(self, payload: Any, slot: Slot, config: ServeConfig) -> Parsed:
+        names = v2.output_names(slot.champion.model.labels)
+        request = v2.rows_of(payload, slot.schema, config.max_rows, names)  # validates the rows too
+        # rows_of refused all but a dict
+        return Parsed(request.rows, False, V2Request(request.id, v2.requested_outputs(payload)))
+
+    def answer(
+        self,
+        model: str,
+        loaded: LoadedModel,
+        predictions: list[Any],
+        explanations: Explanations | None,
+        v2_request: V2Request | None,
+        request_id: str,
+        task: str | None,
+        fields: LabelFields | None = None,
+    ) -> Body:
+        """The inference response; its `id` is the client's own when it sent one, else the logged one."""
+        client_id = v2_request.id if v2_request is not None else None
+        return v2.infer_response(
+            model,
+            loaded.version,
+            client_id or request_id,
+            predictions,
+            task,
+            labels=(fields or {}).get("labels"),
+            outputs=v2_request.outputs if v2_request is not None else None,
+        )
+
+    def refusal(self, error: RequestError, request_id: str) -> Body:
+        return {**v2.error_body(error), "request_id": request_id}
+
+    def failure(self, message: str, request_id: str) -> Body:
+        return {"error": message, "request_id": request_id}
 
 
-def _v1_refusal(error: RequestError, request_id: str) -> Body:
-    return {"error": "bad request" if error.status < 500 else "unavailable", **error.body(), "request_id": request_id}
-
-
-def _v2_parse(payload: Any, slot: Slot, config: ServeConfig) -> tuple[list[Row], bool, V2Request]:
-    names = v2.output_names(slot.champion.model.labels)
-    rows, client_id = v2.rows_of(payload, slot.schema, config.max_rows, names)  # validates the rows too
-    return rows, False, V2Request(client_id, v2.requested_outputs(payload))  # rows_of refused all but a dict
-
-
-def _v2_answer(
-    model: str,
-    loaded: LoadedModel,
-    predictions: list[Any],
-    explanations: Explanations | None,
-    client_id: V2Request | None,
-    request_id: str,
-    task: str | None,
-    fields: LabelFields | None = None,
-) -> Body:
-    request = client_id if isinstance(client_id, V2Request) else V2Request(client_id, None)
-    labels = (fields or {}).get("labels")
-    return v2.infer_response(
-        model, loaded.version, request.id or request_id, predictions, task, labels=labels, outputs=request.outputs
-    )
-
-
-def _v2_refusal(error: RequestError, request_id: str) -> Body:
-    return {**v2.error_body(error), "request_id": request_id}
-
-
-V1 = Protocol(
-    "predict",
-    _v1_parse,
-    _v1_answer,
-    _v1_refusal,
-    lambda message, request_id: {"error": message, "request_id": request_id},
-)
-V2 = Protocol(
-    "infer",
-    _v2_parse,
-    _v2_answer,
-    _v2_refusal,
-    lambda message, request_id: {"error": message, "request_id": request_id},
-)
+V1: Protocol = _V1()
+V2: Protocol = _V2()

@@ -88,29 +88,37 @@ class RegistryOutage(TypedDict):
     serving: str
 
 
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """The registry cannot be asked: since when (unix time of the first failed attempt), and the latest reason."""
+
+    since: float
+    error: str
+
+
 class RegistryState:
     """Whether the last reload could ask the registry; while it cannot, since when and why (for `/ready`)."""
 
     def __init__(self) -> None:
-        self.down: tuple[float, str] | None = None
+        self.down: Outage | None = None
 
     def failed(self, error: Exception) -> None:
         """Keep when the outage began; say the latest reason (a server starting up refuses, then denies...)."""
         if self.down is None:
             log.warning("registry not reachable, keeping the loaded model: %s", error)
-        self.down = (self.down[0] if self.down else time.time(), str(error))
+        self.down = Outage(self.down.since if self.down else time.time(), str(error))
 
     def answered(self) -> None:
         self.down = None
 
     def report(self, serving: bool) -> str | RegistryOutage:
-        if self.down is None:
+        down = self.down
+        if down is None:
             return "ok"
-        since, why = self.down
         return {
             "reachable": False,
-            "since": round(since, 3),
-            "error": why,
+            "since": round(down.since, 3),
+            "error": down.error,
             "serving": "the loaded model" if serving else "nothing yet",
         }
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -41,6 +41,20 @@ NUMERIC_DATATYPES = (*_FLOATS, *_INTEGERS)
 MAX_ID_CHARS = 256
 MAX_ERROR_CHARS = 300
 _MAX_ERRORS = 50
+
+
+class InferRows(NamedTuple):
+    """An inference request as `rows_of` reads it: its rows (as the v1 route scores them) and its own `id`."""
+
+    rows: list[Row]
+    id: str | None
+
+
+class _Column(NamedTuple):
+    """One input tensor read: the feature it holds and its value per row."""
+
+    name: str
+    values: list[Any]
 
 
 def model_metadata(
@@ -126,9 +140,7 @@ def error_body(error: RequestError) -> dict[str, str]:
     return {"error": message}
 
 
-def rows_of(
-    body: object, schema: Schema, max_rows: int, outputs: tuple[str, ...] = (OUTPUT,)
-) -> tuple[list[Row], str | None]:
+def rows_of(body: object, schema: Schema, max_rows: int, outputs: tuple[str, ...] = (OUTPUT,)) -> InferRows:
     """The rows of an inference request (one dict per row, feature name -> value, as the v1 route scores them)
     and the request's `id`; `outputs` are the names the model answers (a request may ask for those only).
     Raises RequestError: 400 when the body is not a request object or carries binary data, 413 past `max_rows`
@@ -159,22 +171,22 @@ def rows_of(
 
     kinds = dict.fromkeys(schema.numeric, "number") | dict.fromkeys(schema.categorical, "string")
     columns: dict[str, list[Any]] = {}
-    rows_seen: tuple[int, int] | None = None  # (row count, index of the input that set it)
+    count: int | None = None  # the row count, set by the first input read
+    counted_by = 0  # the index of that input
     for k, tensor in enumerate(inputs):
         where = f"inputs[{k}]"
-        parsed = _tensor(tensor, where, kinds, schema.nullable, columns, max_rows)
-        if isinstance(parsed, dict):
-            errors.append(parsed)
+        column = _tensor(tensor, where, kinds, schema.nullable, columns, max_rows)
+        if isinstance(column, dict):
+            errors.append(column)
         else:
-            name, values = parsed
-            if rows_seen is None:
-                rows_seen = (len(values), k)
-            elif len(values) != rows_seen[0]:
+            name, values = column.name, column.values
+            if count is None:
+                count, counted_by = len(values), k
+            elif len(values) != count:
                 errors.append(
                     {
                         "field": f"{where}.shape",
-                        "error": f"{len(values)} rows; inputs[{rows_seen[1]}] "
-                        f"has {rows_seen[0]}: every input holds one "
+                        "error": f"{len(values)} rows; inputs[{counted_by}] has {count}: every input holds one "
                         "value per row",
                     }
                 )
@@ -192,12 +204,11 @@ def rows_of(
                 for n in missing
             ],
         )
-    count = rows_seen[0] if rows_seen else 0
-    if count == 0:
+    if not count:
         raise RequestError(422, [{"field": "inputs[0].shape", "error": "no rows to score"}])
     rows = [{n: columns[n][i] for n in kinds} for i in range(count)]
     validate_rows(rows, schema, field="rows")
-    return rows, request_id
+    return InferRows(rows, request_id)
 
 
 def _outputs_errors(outputs: object, names: tuple[str, ...] = (OUTPUT,)) -> list[ErrorItem]:
@@ -232,8 +243,8 @@ def _tensor(
     nullable: frozenset[str],
     seen: dict[str, list[Any]],
     max_rows: int,
-) -> tuple[str, list[Any]] | ErrorItem:
-    """(feature name, one value per row) of one input tensor, or the first error found in it."""
+) -> _Column | ErrorItem:
+    """The feature one input tensor holds and its value per row, or the first error found in it."""
     if not isinstance(tensor, dict):
         return {"field": where, "error": "expected an object with name, shape, datatype and data"}
     name = tensor.get("name")
@@ -292,7 +303,7 @@ def _tensor(
                 return {"field": f"{where}.data[{i}]", "error": f"null is not allowed: '{name}' is not nullable"}
         elif (problem := _element_error(value, datatype)) is not None:
             return {"field": f"{where}.data[{i}]", "error": problem}
-    return name, values
+    return _Column(name, values)
 
 
 def _flat(data: list[Any], shape: list[int], where: str) -> list[Any] | ErrorItem:

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal, NotRequired, TypedDict, TypeVarTuple
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict, TypeVarTuple
 
 from ml_platform.core.model import Model
 
@@ -163,7 +163,14 @@ class Schema:
 # --- the shape of the body -------------------------------------------------------------------------------
 
 
-def instances_of(body: object, max_rows: int) -> tuple[list[Row], bool]:
+class Instances(NamedTuple):
+    """A v1 request body as `instances_of` reads it: its rows, and whether explanations were asked for."""
+
+    rows: list[Row]
+    explain: bool
+
+
+def instances_of(body: object, max_rows: int) -> Instances:
     """The rows of a request body (each a dict with str keys), and whether explanations were asked for."""
     if not isinstance(body, dict):
         raise _fail(400, "body", "expected a JSON object with 'instances' or 'dataframe_split', got " + _shown(body))
@@ -178,7 +185,7 @@ def instances_of(body: object, max_rows: int) -> tuple[list[Row], bool]:
         raise _fail(422, "instances", "missing: send 'instances' or 'dataframe_split'")
     if not rows:
         raise _fail(422, "instances", "no rows to score")
-    return rows, explain
+    return Instances(rows, explain)
 
 
 def _instances(rows: object, max_rows: int) -> list[Row]:

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import requests
 
-from ml_platform.serving.http import accepts_gzip, encoded
+from ml_platform.serving.http import accepts_gzip, encoded, request_accepts_gzip
 from ml_platform.serving.prediction_log import read_log
 
 LIMITS = {"header_timeout": "1s", "body_timeout": "1s", "in_flight": 2, "header_bytes": 16384, "scoring_timeout": "1ms"}
@@ -234,11 +234,14 @@ def test_accept_encoding_is_weighed_as_rfc_9110_says_and_null_never_compresses()
     assert all(accepts_gzip(value.encode()) for value in (*allowed, "identity;q=0, gzip;q=0.1", "gzip;level=1"))
     assert not any(accepts_gzip(value.encode()) for value in (*refused, "gzip;q=abc", "gzip;q=0.5, identity"))
     scope = {"type": "http", "headers": [(b"accept-encoding", b"br"), (b"accept-encoding", b"gzip")]}
+    assert request_accepts_gzip(scope), "every Accept-Encoding line is read"
+    assert not request_accepts_gzip({"type": "http", "headers": [(b"accept-encoding", b"br")]})
     body = b"[" + b"0.5," * 5000 + b"1]"
-    assert encoded(body, scope, None) == (body, ())
-    zipped, headers = encoded(body, scope, 100)  # every Accept-Encoding line is read
+    assert encoded(body, True, None) == (body, ())
+    zipped, headers = encoded(body, True, 100)
     assert gzip.decompress(zipped) == body and (b"content-encoding", b"gzip") in headers
-    assert encoded(body, scope, len(body)) == (body, ((b"vary", b"accept-encoding"),))
+    assert encoded(body, True, len(body)) == (body, ((b"vary", b"accept-encoding"),))
+    assert encoded(body, False, 100) == (body, ((b"vary", b"accept-encoding"),)), "not accepted: plain, with Vary"
 
 
 COMPRESS_ABOVE = 2048  # the spec's serving.limits.compress_above_bytes in the test above (the default is 4096)

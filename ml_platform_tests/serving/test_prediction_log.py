@@ -14,7 +14,15 @@ from pathlib import Path
 import pandas as pd
 
 from ml_platform.serving.log_pruning import file_bytes
-from ml_platform.serving.prediction_log import COLUMNS, PredictionLog, connect, log_path, logged_rows, read_log
+from ml_platform.serving.prediction_log import (
+    COLUMNS,
+    LogRow,
+    PredictionLog,
+    connect,
+    log_path,
+    logged_rows,
+    read_log,
+)
 
 DAY, NEXT_DAY = datetime(2013, 6, 3), datetime(2013, 6, 4)
 
@@ -28,23 +36,23 @@ def _entry(
     shadow_version: str | None = None,
     shadow_outputs: list | None = None,
     routed: str = "champion",
-) -> tuple:
-    return (
-        request_id,
-        arrived.timestamp(),
-        "flight_delay",
-        version,
-        len(rows),
-        json.dumps(rows),
-        json.dumps(outputs),
-        1.5,
-        shadow_version,
-        json.dumps(shadow_outputs) if shadow_outputs else None,
-        routed,
+) -> LogRow:
+    return LogRow(
+        request_id=request_id,
+        ts=arrived.timestamp(),
+        model="flight_delay",
+        version=version,
+        rows=len(rows),
+        features=json.dumps(rows),
+        outputs=json.dumps(outputs),
+        latency_ms=1.5,
+        shadow_version=shadow_version,
+        shadow_outputs=json.dumps(shadow_outputs) if shadow_outputs else None,
+        routed=routed,
     )
 
 
-def _write(path: Path, entries: list[tuple]) -> None:
+def _write(path: Path, entries: list[LogRow]) -> None:
     """Append through the server's writer: each append returns once its row is committed."""
 
     async def append_all() -> None:
@@ -187,7 +195,7 @@ def _mode(path) -> int:
     return os.stat(path).st_mode & 0o777
 
 
-def _append_rows(log: PredictionLog, entries: list[tuple], at_once: int = 1) -> None:
+def _append_rows(log: PredictionLog, entries: list[LogRow], at_once: int = 1) -> None:
     """Append `at_once` requests at a time (about one commit batch), each awaited until acknowledged."""
 
     async def append_all() -> None:
