@@ -7,9 +7,6 @@ and the sensors can compare two values without importing either.
 
 from __future__ import annotations
 
-# The spec's table, still importable from here for code that has not moved to `ModelSpec.gate_metric` yet.
-from ml_platform.spec.sections import DEFAULT_METRIC as DEFAULT_METRIC
-
 #: Metrics where larger is better; the others (losses, errors) are better when smaller.
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "r2", "macro_f1", "accuracy"}
 

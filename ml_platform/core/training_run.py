@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from ml_platform.core.data_versions import versions_digest
 from ml_platform.core.engine import LOCAL, Engine
 from ml_platform.core.evaluation import score
-from ml_platform.core.metric_rules import DEFAULT_METRIC
 from ml_platform.core.mlflow_store import (
     DATA_VERSIONS,
     MODEL_FILES,
@@ -44,11 +43,6 @@ if TYPE_CHECKING:
 
     from ml_platform.core.dask_frames import StoredPartitions
     from ml_platform.core.model import Model
-
-
-def metric_of(spec: ModelSpec) -> str:
-    """The metric the gates judge (the spec's, else the task's default)."""
-    return spec.gates.metric or DEFAULT_METRIC[spec.task]
 
 
 @dataclass
@@ -85,7 +79,7 @@ def train_and_log(
     trials: list[dict[str, Any]] = []
     if spec.training.tuning.trials:
         started = time.perf_counter()
-        metric = metric_of(spec)
+        metric = spec.gate_metric
         override, trials = engine.tune(spec, training_set, lambda model, frame: score(model, frame, metric))
         timings["tuning"] = time.perf_counter() - started
     started = time.perf_counter()
@@ -208,7 +202,6 @@ __all__ = [
     "TrainingSet",
     "build_training_set",
     "log_model_files",
-    "metric_of",
     "split_of",
     "train_and_log",
 ]
