@@ -405,16 +405,19 @@ def test_the_prediction_log_is_private(limited, row):
 
 def test_heavy_requests_do_not_hold_up_health_checks(trained, start_server):
     """Four clients send 1000-row explain requests; every /health meanwhile answers (the benchmark measures
-    how fast: benchmarks/serving.py)."""
+    how fast: benchmarks/serving.py). A heavy request is answered, or refused by the scoring timeout (a 503
+    naming `scoring`, when four of them queue on a busy machine), never failed otherwise."""
     server = start_server("--model-dir", str(trained[1][0]))
     heavy = {"instances": _records(trained[2].head(1000)), "explain": True}
     stop = time.monotonic() + 6
-    done: list[int] = []
+    done: list[tuple[int, str | None]] = []
 
     def client():
         with requests.Session() as session:
             while time.monotonic() < stop:
-                done.append(session.post(server.predict_url(), json=heavy, timeout=30).status_code)
+                response = session.post(server.predict_url(), json=heavy, timeout=30)
+                field = response.json()["errors"][0]["field"] if response.status_code == 503 else None
+                done.append((response.status_code, field))
 
     threads = [threading.Thread(target=client) for _ in range(4)]
     for thread in threads:
@@ -425,7 +428,7 @@ def test_heavy_requests_do_not_hold_up_health_checks(trained, start_server):
         time.sleep(0.05)
     for thread in threads:
         thread.join(timeout=40)
-    assert done and set(done) == {200}
+    assert (200, None) in done and set(done) <= {(200, None), (503, "scoring")}, done
     assert checks and set(checks) == {200}
 
 
