@@ -8,9 +8,12 @@ home's); writes only into a temporary folder. Never imports the Dagster wiring.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         print("ml-platform reproduce: give MODEL VERSION, MODEL @ALIAS or MODEL@ALIAS", file=sys.stderr)
         return 2
     tracking_uri, registry_uri = resolve_uris()
-    with tempfile.TemporaryDirectory(prefix="ml_platform_reproduce_") as folder:
+    with tempfile.TemporaryDirectory(prefix="ml_platform_reproduce_") as folder, _stdout_to_stderr():
         result = reproduce(
             name,
             version,
@@ -56,6 +59,22 @@ def run(args: argparse.Namespace) -> int:
         )
     print(json.dumps(result.as_dict(), default=str) if args.json else text(result))
     return result.exit_code
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Whatever the retrain writes to file descriptor 1 goes to stderr, so stdout holds only the answer (`--json`
+    is one object): a Dask version's local cluster workers inherit it, and LightGBM prints its network's
+    start-up there from threads whose log level its parameters never reach."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def text(result: Reproduction) -> str:

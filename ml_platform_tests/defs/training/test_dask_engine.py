@@ -6,6 +6,7 @@ that does not answer, a worker killed mid-training, workers too small for a part
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 from pathlib import Path
 
@@ -14,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ml_platform.cli import main
 from ml_platform.core.model import MODEL_FILE, Model
-from ml_platform.core.reproduce import Verdict, reproduce
+from ml_platform.core.reproduce import Verdict
 from ml_platform_tests.defs.helpers import (
     _aliases,
     _client,
@@ -39,7 +41,7 @@ def _failure(result) -> str:
     return "\n".join(steps + checks)
 
 
-def test_a_dask_spec_trains_gates_registers_serves_and_scores(platform, instance):
+def test_a_dask_spec_trains_gates_registers_serves_and_scores(platform, instance, capfd):
     from ml_platform.core.deploy import stop_local_server
 
     make, home = platform
@@ -88,16 +90,12 @@ def test_a_dask_spec_trains_gates_registers_serves_and_scores(platform, instance
     assert _retrain(defs, instance, partition).success  # back to a Dask version: v3 (a new run, same data)
     # ... and the same model bytes as v1: each partition's worker and rank are fixed by rule
     assert _model_sha256(home, "3") == _model_sha256(home, "1")
-    # `ml-platform reproduce` retrains a Dask version on a cluster of its recorded size: byte-identical
-    reproduced = reproduce(
-        "flight_delay",
-        "3",
-        tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-        registry_uri=None,
-        storage_url=str(home / "storage"),
-        scratch=home.parent / "reproduce",
-    )
-    assert reproduced.verdict == Verdict.IDENTICAL, (reproduced.reason, reproduced.differences, reproduced.notes)
+    # `ml-platform reproduce` retrains a Dask version on a cluster of its recorded size: byte-identical, and
+    # stdout is the one JSON object (the workers' LightGBM network messages go to stderr)
+    capfd.readouterr()
+    assert main(["reproduce", "flight_delay", "3", "--json"]) == 0
+    reproduced = json.loads(capfd.readouterr().out)
+    assert reproduced["verdict"] == Verdict.IDENTICAL, reproduced
     try:
         endpoint = _metadata(_materialize(defs, instance, "endpoint"), "endpoint")
         assert endpoint["smoke_test"]["passed"] and endpoint["smoke_test"]["max_abs_diff"] == 0.0
