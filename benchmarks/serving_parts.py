@@ -187,7 +187,7 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
     from ml_platform.serving.config import ServeConfig
     from ml_platform.serving.metrics import Metrics
     from ml_platform.serving.prediction_log import PredictionLog
-    from ml_platform.serving.protocols import V1
+    from ml_platform.serving.protocols import V1, Answer
     from ml_platform.serving.validation import instances_of, validate_rows
 
     config = ServeConfig(
@@ -235,7 +235,9 @@ async def measure(folder: Path, scratch: Path, body: bytes, prediction: float) -
         )
 
     def answer_body():
-        answer = V1.answer(config.model, slot.champion, outputs.tolist(), None, None, "abc", model.task)
+        answer = V1.answer(
+            Answer(config.model, slot.champion.version, outputs.tolist(), None, "abc", model.task, {}), None
+        )
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
 
     metrics = Metrics()

@@ -398,14 +398,15 @@ def _fit(
 
     meta = pd.DataFrame({name: pd.Series(dtype=np.float64) for name in [*encoder.names, LABEL]})
     parts = rows.map_partitions(_encoded, encoder, spec.target.name, classes, meta=meta).to_delayed()
-    if not client.scheduler_info(n_workers=-1)["workers"]:  # a cluster still starting (or restarting) its workers
-        client.wait_for_workers(1, timeout=120)
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])[: len(parts)]
+    workers = _workers_in_order(client)[: len(parts)]
     blocks = [
         client.compute(parts[rank :: len(workers)], workers=[worker], allow_other_workers=False)
         for rank, worker in enumerate(workers)
     ]
-    ports: dict[str, int] = client.run(_free_port, workers=workers)
+    held = {w: client.submit(_HeldPort, workers=[w], allow_other_workers=False, pure=False) for w in workers}
+    ports: dict[str, int] = client.gather(
+        {w: client.submit(_port_of, held[w], workers=[w], allow_other_workers=False) for w in workers}
+    )
     network = {
         **without_rounds(params),
         "tree_learner": "data",
@@ -418,6 +419,7 @@ def _fit(
         client.submit(
             _fit_rank,
             block,
+            held[worker],
             {**network, "local_listen_port": ports[worker]},
             rounds,
             encoder.names,
@@ -433,17 +435,39 @@ def _fit(
     return _without_addresses(lgb.Booster(model_str=texts[0]))
 
 
-def _free_port() -> int:
-    """A port free on this worker for LightGBM's network (bound and released: LightGBM binds it itself)."""
-    import socket
+def _workers_in_order(client: Client) -> list[str]:
+    """The cluster's workers in address order, after waiting for the first of a cluster still starting (or
+    restarting) its workers."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    if not workers:
+        client.wait_for_workers(1, timeout=120)
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+    return sorted(workers)
 
-    with socket.socket() as probe:
-        probe.bind(("", 0))
-        return int(probe.getsockname()[1])
+
+class _HeldPort:
+    """A port bound on a worker and held there, so no other process takes it, until its rank releases it to
+    LightGBM's network just before joining (as lightgbm.dask holds its ports)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("", 0))
+        self.port = int(self.socket.getsockname()[1])
+
+    def release(self) -> None:
+        self.socket.close()
+
+
+def _port_of(held: _HeldPort) -> int:
+    return held.port
 
 
 def _fit_rank(
     parts: list[pd.DataFrame],
+    held: _HeldPort,
     params: dict[str, Any],
     rounds: int,
     names: list[str],
@@ -454,6 +478,7 @@ def _fit_rank(
     `params`; the model's text from rank 0 (every rank ends with the same trees)."""
     frame = pd.concat(parts, ignore_index=True)
     dataset = lgb.Dataset(frame[names], frame[LABEL], categorical_feature=categorical, free_raw_data=True)
+    held.release()
     booster = lgb.train(params, dataset, num_boost_round=rounds)
     try:
         return booster.model_to_string() if keep else None

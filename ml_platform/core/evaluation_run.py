@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ml_platform.core.dask_frames import StoredPartitions
+    from ml_platform.core.retraining import RetrainOutcome
 
 CONFUSION_MATRIX = "confusion_matrix.csv"  # a classifier's run artifact: actual (rows) by predicted (columns)
 
@@ -61,10 +62,10 @@ class EvaluationRecord:
     def passed(self) -> bool:
         return all(gate.passed for gate in self.gates)
 
-    def row(self, model_row: dict[str, Any]) -> dict[str, Any]:
-        """What the evaluation stage stores: the model's row plus the verdict the champion stage reads."""
+    def row(self, outcome: RetrainOutcome) -> dict[str, Any]:
+        """What the evaluation stage stores: the model step's row plus the verdict the champion stage reads."""
         return {
-            **model_row,
+            **outcome.row(),
             "metric": self.result.metric,
             "value": self.result.value,
             "champion_version": self.champion_version,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ml_platform.core.data_versions import versions_by_day
+from ml_platform.core.engine import LOCAL, Engine
 from ml_platform.core.features import build_features, concat_partitions
 from ml_platform.core.mlflow_store import CHAMPION, MODEL_FILES, is_server, run_of, version_of_alias
 from ml_platform.core.model import Model
@@ -135,20 +136,20 @@ def trained_days(model: Model) -> tuple[date, date]:
 
 
 def train_as_retrain(
-    spec: ModelSpec, training_set: pd.DataFrame, extra_manifest: dict[str, Any] | None = None
+    spec: ModelSpec,
+    training_set: Any,
+    extra_manifest: dict[str, Any] | None = None,
+    engine: Engine = LOCAL,
 ) -> TrainingResult:
-    """A stored training set (rows with their split) trained as a retrain trains it with the local engine, in
-    memory: tuned first when the spec asks for it, with the same seeds and parameters."""
+    """A stored training set (rows with their split; `engine`'s frame) trained as a retrain trains it: tuned first
+    when the spec asks for it, with the same seeds and parameters."""
     from ml_platform.core.evaluation import score
-    from ml_platform.core.training import train, tune
-    from ml_platform.core.training_set import split_of
 
-    split = split_of(training_set)
     override = None
     if spec.training.tuning.trials:
         metric = spec.gate_metric
-        override, _ = tune(spec, split, lambda model, frame: score(model, frame, metric))
-    return train(spec, split, override, extra_manifest=extra_manifest)
+        override, _ = engine.tune(spec, training_set, lambda model, frame: score(model, frame, metric))
+    return engine.train(spec, training_set, override, extra_manifest=extra_manifest)
 
 
 # --- the stored partitions ---------------------------------------------------------------------------------------

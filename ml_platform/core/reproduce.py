@@ -4,7 +4,7 @@ The version's training run holds the recipe (`core.recipe`): the resolved spec, 
 names the window, the data version of each day, the parameters and the package versions. Reproducing reads it,
 checks every stored `features` partition of the window against the data version recorded for its days, builds
 the training set as the `training_set` asset builds it (stored as Parquet and read back), trains it as the
-`model` asset trains it (local engine, in memory) and compares: the model file's bytes, the manifest, and the
+`model` asset trains it (on the version's engine) and compares: the model file's bytes, the manifest, and the
 held-out metrics of both models on the same test rows.
 
 Verdicts (and `ml-platform reproduce`'s exit status):
@@ -23,11 +23,12 @@ registry, the tracking store or production storage: artifacts are downloaded int
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -36,8 +37,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ml_platform.core import training
-from ml_platform.core.data_versions import versions_by_day
-from ml_platform.core.features import concat_partitions
+from ml_platform.core.engine import DaskEngine, Engine, engine_named
 from ml_platform.core.mlflow_store import MODEL_FILES, version_of_alias
 from ml_platform.core.model import MODEL_FILE, Model
 from ml_platform.core.production import (
@@ -55,7 +55,7 @@ from ml_platform.core.production import (
     window_partitions,
 )
 from ml_platform.core.recipe import DERIVED_TAG, RESOLVED_SPEC, derived_digests
-from ml_platform.core.training_set import SPLIT, build_training_set
+from ml_platform.core.training_set import SPLIT
 from ml_platform.spec import ModelSpec, SpecError, load_spec
 
 if TYPE_CHECKING:
@@ -217,10 +217,7 @@ def _reproduce(
             f"{len(found.partitions)} partition(s) rebuilt from the source in a scratch store with the recorded "
             f"content: {', '.join(c.partition for c in found.partitions)}"
         )
-    if spec.training.engine == "dask":
-        reproduced, test = _retrain_on_dask(spec, recorded, windows, frames, scratch, found.notes)
-    else:
-        reproduced, test = _retrain(spec, recorded, windows, frames, scratch / "training_set.parquet")
+    reproduced, test = _retrain(spec, recorded, windows, frames, scratch, found.notes)
     folder = reproduced.save(scratch / "reproduced")
     found.reproduced_sha256 = _sha256(folder / MODEL_FILE)
     saved = Model.load(folder)  # the manifest as the files have it, to compare with the recorded files
@@ -367,48 +364,52 @@ def _retrain(
     recorded: Model,
     windows: Mapping[str, tuple[datetime, datetime]],
     frames: Mapping[str, pd.DataFrame],
-    stored_at: Path,
-) -> tuple[Model, pd.DataFrame]:
-    """The model trained as the version's retrain trained it, and the held-out test rows."""
-    features = concat_partitions([frames[key] for key in windows])
-    try:
-        built = build_training_set(features, spec, dict(windows))
-        training_set = round_trip(built.frame, stored_at)  # the `training_set` asset's stored form, read back
-        result = train_as_retrain(spec, training_set, {"partition": recorded.manifest.get("partition")})
-    except training.TrainingError as error:
-        raise _Stop(Verdict.CANNOT, f"{spec.name}: the recorded window cannot be trained: {error}") from None
-    if "partition" not in recorded.manifest:
-        result.model.manifest.pop("partition", None)
-    result.model.manifest["data_versions"] = versions_by_day(training_set.drop(columns=SPLIT), spec.timestamp)
-    test = training_set[training_set[SPLIT] == "test"].drop(columns=SPLIT).reset_index(drop=True)
-    return result.model, test
-
-
-def _retrain_on_dask(
-    spec: ModelSpec,
-    recorded: Model,
-    windows: Mapping[str, tuple[datetime, datetime]],
-    frames: Mapping[str, pd.DataFrame],
     scratch: Path,
     notes: list[str],
 ) -> tuple[Model, pd.DataFrame]:
-    """A Dask version trained as its retrain trained it: the window's partitions stored one file each, the training
-    set split and written back by the workers, then trained on a local cluster of the recorded number of workers
-    (the same rows on the same number of workers give the same model bytes), or on the scheduler named by
-    ML_PLATFORM_DASK_ADDRESS (noted when its number of workers is not the recorded one)."""
-    import dataclasses
-
+    """The model trained as the version's retrain trained it, on its engine, and the held-out test rows: the
+    window's partitions stored one file each, the training set built from them, stored and read back as the
+    `training_set` asset does, then trained as the `model` asset trains it."""
     from upath import UPath
 
-    from ml_platform.core import dask_cluster, dask_frames, dask_training
-
-    recorded_workers = int((recorded.manifest.get("engine") or {}).get("workers") or 0) or None
-    settings = dataclasses.replace(dask_cluster.ClusterSettings.from_env(), n_workers=recorded_workers)
     folder = scratch / "features"
     folder.mkdir(parents=True, exist_ok=True)
     for key in windows:
         frames[key].to_parquet(folder / f"{key}.parquet", index=False)
-    written = UPath(scratch / "training_set.parquet")
+    written = scratch / "training_set.parquet"
+    extra = {"partition": recorded.manifest["partition"]} if "partition" in recorded.manifest else None
+    with _engine_of(spec, recorded, notes) as engine:
+        try:
+            features = engine.load([UPath(folder / f"{key}.parquet") for key in windows], list(windows))
+            built = engine.build_training_set(features, spec, dict(windows)).frame
+            if engine.on_cluster:
+                from ml_platform.core.dask_frames import write_partitions
+
+                write_partitions(built, UPath(written))
+            else:
+                round_trip(built, written)
+            training_set = engine.load([UPath(written)], [None])
+            result = train_as_retrain(spec, training_set, extra, engine)
+        except training.TrainingError as error:
+            raise _Stop(Verdict.CANNOT, f"{spec.name}: the recorded window cannot be trained: {error}") from None
+        result.model.manifest["data_versions"] = engine.versions(training_set, spec.timestamp)
+    frame = pd.read_parquet(written)  # a Dask engine's part files, in order
+    test = frame[frame[SPLIT] == "test"].drop(columns=SPLIT).reset_index(drop=True)
+    return result.model, test
+
+
+@contextlib.contextmanager
+def _engine_of(spec: ModelSpec, recorded: Model, notes: list[str]) -> Iterator[Engine]:
+    """The version's engine. A Dask version's computes on a local cluster of the recorded number of workers (the
+    same rows on the same number of workers give the same model bytes), or on the scheduler named by
+    ML_PLATFORM_DASK_ADDRESS (noted when its number of workers is not the recorded one); closed after."""
+    if spec.training.engine != DaskEngine.name:
+        yield engine_named(spec.training.engine)
+        return
+    from ml_platform.core import dask_cluster
+
+    recorded_workers = int((recorded.manifest.get("engine") or {}).get("workers") or 0) or None
+    settings = replace(dask_cluster.ClusterSettings.from_env(), n_workers=recorded_workers)
     client = dask_cluster.connect(settings)
     try:
         workers = len(dask_cluster.worker_memory(client))
@@ -417,21 +418,9 @@ def _retrain_on_dask(
                 f"retrained on {workers} Dask worker(s) where the version was trained on {recorded_workers}: "
                 "LightGBM's distributed bins and sums follow the workers, so the model bytes may differ"
             )
-        stored = dask_frames.read_partitions([UPath(folder / f"{key}.parquet") for key in windows], list(windows))
-        dask_frames.write_partitions(
-            dask_training.build_training_set_on_dask(stored, spec, dict(windows)).frame, written
-        )
-        training_set = dask_frames.read_partitions([written])
-        extra = {"partition": recorded.manifest["partition"]} if "partition" in recorded.manifest else None
-        result = dask_training.train_on_dask(spec, training_set, client, extra_manifest=extra)
-        result.model.manifest["data_versions"] = dask_training.versions_on_dask(training_set, spec.timestamp)
-    except training.TrainingError as error:
-        raise _Stop(Verdict.CANNOT, f"{spec.name}: the recorded window cannot be trained: {error}") from None
+        yield engine_named(spec.training.engine, connect=lambda: client)
     finally:
         client.close()
-    frame = pd.read_parquet(scratch / "training_set.parquet")  # the workers' part files, in order
-    test = frame[frame[SPLIT] == "test"].drop(columns=SPLIT).reset_index(drop=True)
-    return result.model, test
 
 
 def _held_out(recorded: Model, reproduced: Model, test: pd.DataFrame) -> list[HeldOutMetric]:

@@ -115,7 +115,7 @@ class MlflowTracking(dg.ConfigurableResource):
         if mlflow.active_run() is not None:
             mlflow.end_run("KILLED")
         run_tags = {
-            "dagster_run_id": context.run_id,
+            "dagster_run_id": context.run.run_id,
             "dagster_job": context.job_name,
             "dagster_asset": context.asset_key.to_user_string(),
             **({"dagster_partition": context.partition_key} if context.has_partition_key else {}),

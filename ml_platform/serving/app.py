@@ -59,7 +59,7 @@ from ml_platform.serving.http import (
 from ml_platform.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ml_platform.serving.metrics import Metrics
 from ml_platform.serving.prediction_log import LogRow, PredictionLog
-from ml_platform.serving.protocols import V1, V2, Body, Explanations, Parsed, Protocol, label_fields
+from ml_platform.serving.protocols import V1, V2, Answer, Body, Explanations, Parsed, Protocol, label_fields
 from ml_platform.serving.slot import RegistryState, RegistryUnreachable, Slot, next_slot, source_for
 from ml_platform.serving.validation import RequestError, Row
 
@@ -344,14 +344,16 @@ class ServingApp:
         self.metrics.latency_of(protocol.route).observe(time.perf_counter() - answering.started)
         self.metrics.request(protocol.route, "200").inc()
         body = protocol.answer(
-            model=self.config.model,
-            loaded=answer,
-            predictions=predictions,
-            explanations=scored.explanations,
-            v2_request=parsed.v2_request,
-            request_id=request_id,
-            task=slot.champion.model.manifest.get("task"),
-            fields=label_fields(answer.model, scored.outputs, scored.explained_class),
+            Answer(
+                self.config.model,
+                answer.version,
+                predictions,
+                scored.explanations,
+                request_id,
+                slot.champion.model.manifest.get("task"),
+                label_fields(answer.model, scored.outputs, scored.explained_class),
+            ),
+            parsed.v2_request,
         )
         # the logged id, whatever the protocol's body says (a v2 body echoes the client's own `id`)
         await answering.respond_json(200, body, ((b"x-request-id", request_id.encode()),), compress=True)

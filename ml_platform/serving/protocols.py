@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     from ml_platform.core.model import Model
     from ml_platform.serving.config import ServeConfig
-    from ml_platform.serving.loader import LoadedModel
     from ml_platform.serving.slot import Slot
 
 Explanations = list[list[dict[str, Any]]]  # each row's top feature contributions (`Model.explanations`)
@@ -44,6 +43,21 @@ class Parsed:
     v2_request: V2Request | None
 
 
+@dataclass(slots=True)
+class Answer:
+    """What a 200 body says in either language: the model answered for, the version that answered, its
+    predictions (JSON values) and each row's explanations when asked for, the logged request id, the task, and
+    a classifier's label fields."""
+
+    model: str
+    version: str
+    predictions: list[Any]
+    explanations: Explanations | None
+    request_id: str
+    task: str | None
+    fields: LabelFields
+
+
 class Protocol(Interface):
     """One request language of the predict route: how a body becomes rows, and how its answers are shaped."""
 
@@ -57,18 +71,8 @@ class Protocol(Interface):
         RequestError naming the field at fault."""
         ...
 
-    def answer(
-        self,
-        model: str,
-        loaded: LoadedModel,
-        predictions: list[Any],
-        explanations: Explanations | None,
-        v2_request: V2Request | None,
-        request_id: str,
-        task: str | None,
-        fields: LabelFields | None = None,
-    ) -> Body:
-        """The 200 body: the predictions of `loaded` (answering for `model`), with the request's own details."""
+    def answer(self, answer: Answer, v2_request: V2Request | None) -> Body:
+        """The 200 body of `answer`; `v2_request`: what a v2 answer echoes of its request."""
         ...
 
     def refusal(self, error: RequestError, request_id: str) -> Body:
@@ -103,31 +107,21 @@ class _V1:
         validate_rows(rows, slot.schema, "instances", config.unknown_fields, slot.allowed)
         return Parsed(rows, explain, None)
 
-    def answer(
-        self,
-        model: str,
-        loaded: LoadedModel,
-        predictions: list[Any],
-        explanations: Explanations | None,
-        v2_request: V2Request | None,
-        request_id: str,
-        task: str | None,
-        fields: LabelFields | None = None,
-    ) -> Body:
+    def answer(self, answer: Answer, v2_request: V2Request | None) -> Body:
         """The four keys clients have always read, in their order; a classifier's labels (and multiclass
         probabilities by class name) after them, so nothing a client parsed before moves."""
         body: Body = {
-            "predictions": predictions,
-            "model": model,
-            "version": loaded.version,
-            "request_id": request_id,
+            "predictions": answer.predictions,
+            "model": answer.model,
+            "version": answer.version,
+            "request_id": answer.request_id,
         }
-        fields = fields or {}
+        fields = answer.fields
         for key in ("labels", "probabilities"):
             if key in fields:
                 body[key] = fields[key]
-        if explanations is not None:
-            body["explanations"] = explanations
+        if answer.explanations is not None:
+            body["explanations"] = answer.explanations
             if "explained_class" in fields:
                 body["explained_class"] = fields["explained_class"]
         return body
@@ -154,26 +148,16 @@ class _V2:
         # rows_of refused all but a dict
         return Parsed(request.rows, False, V2Request(request.id, v2.requested_outputs(payload)))
 
-    def answer(
-        self,
-        model: str,
-        loaded: LoadedModel,
-        predictions: list[Any],
-        explanations: Explanations | None,
-        v2_request: V2Request | None,
-        request_id: str,
-        task: str | None,
-        fields: LabelFields | None = None,
-    ) -> Body:
+    def answer(self, answer: Answer, v2_request: V2Request | None) -> Body:
         """The inference response; its `id` is the client's own when it sent one, else the logged one."""
         client_id = v2_request.id if v2_request is not None else None
         return v2.infer_response(
-            model,
-            loaded.version,
-            client_id or request_id,
-            predictions,
-            task,
-            labels=(fields or {}).get("labels"),
+            answer.model,
+            answer.version,
+            client_id or answer.request_id,
+            answer.predictions,
+            answer.task,
+            labels=answer.fields.get("labels"),
             outputs=v2_request.outputs if v2_request is not None else None,
         )
 

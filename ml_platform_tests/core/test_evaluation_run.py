@@ -10,6 +10,7 @@ import mlflow
 from ml_platform.core.evaluation_run import CONFUSION_MATRIX, evaluate_version, log_evaluation
 from ml_platform.core.mlflow_store import GATE_RESULTS, MODEL_CARD, MODEL_FILES, REFERENCE_PROFILE, SMOKE_ROWS
 from ml_platform.core.registry import Registry
+from ml_platform.core.retraining import RetrainOutcome
 
 
 def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, logged_version, training_set):
@@ -35,8 +36,13 @@ def test_an_evaluation_gates_the_version_and_records_it_on_its_run(spec, store, 
     } <= artifacts
     assert "confusion_matrix" in record.result.plots and "## Confusion matrix (held-out slice)" in record.card
     assert client.get_run(run_id).data.tags["gate.metric_floor"] == "passed"
-    row = record.row({"version": version})
-    assert row["all_gates_passed"] and next(g["name"] for g in json.loads(row["gates"])) == "metric_floor"
+    outcome = RetrainOutcome(spec.name, version, run_id, "0", "models:/m/1", "2013-06-18", spec.digest, 30, "0" * 64)
+    row = record.row(outcome)
+    assert (
+        row["version"] == version
+        and row["all_gates_passed"]
+        and next(g["name"] for g in json.loads(row["gates"])) == "metric_floor"
+    )
 
 
 def test_a_second_version_is_compared_with_the_champion_on_the_same_rows(spec, store, logged_version, training_set):

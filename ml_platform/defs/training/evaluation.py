@@ -80,7 +80,7 @@ def evaluation_asset(spec: ModelSpec, partitions: dg.PartitionsDefinition) -> dg
                 - record.timings["smoke_rows_drift_reference"]
             )
         yield dg.Output(
-            pd.DataFrame([record.row(outcome.row())]),
+            pd.DataFrame([record.row(outcome)]),
             metadata={
                 **_metadata(record),
                 **cluster,
