@@ -58,7 +58,7 @@ def test_the_spec_passes_the_platforms_checks(dataset):
         "local",
         WINDOW,
         300,
-        20,
+        50,
     )
     assert spec.gates.fairness is None and spec.gates.min == 0.5 and spec.gates.max_regression == 1.0
     assert spec.features == load_spec(scale_data.BUNDLED_SPECS / "flight_delay.yaml").features
