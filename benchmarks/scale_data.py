@@ -83,7 +83,7 @@ def scale_spec(raw_dir: Path, start: date, end: date, window_days: int) -> dict:
         **data["training"],
         "engine": "local",
         "num_boost_round": 300,
-        "early_stopping_rounds": 50,  # the platform's default: a short patience stops on a flat loss's noise
+        "early_stopping_rounds": 50,  # the platform's default, so the engines are compared as a spec gets them
         "window_days": window_days,
     }
     gates = {key: value for key, value in data["gates"].items() if key != "fairness"}
