@@ -72,12 +72,13 @@ class Registry:
         old = self.version_of(CHAMPION)
         if old == version:
             return self._audit("promote-noop", version, old, reason, details)
+        record = self._stamped("promote", version, old, reason, details)
         if old is not None:
             self.client.set_registered_model_alias(self.name, PREVIOUS, old)
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
         if self.version_of(CHALLENGER) == version:
             self.client.delete_registered_model_alias(self.name, CHALLENGER)
-        return self._audit("promote", version, old, reason, details)
+        return self._logged(record)
 
     def mark_gates(self, version: str, passed: bool) -> None:
         """Say on the version whether it passed its offline gates: only then may live traffic reach it."""
@@ -110,10 +111,11 @@ class Registry:
         previous, current = self.version_of(PREVIOUS), self.version_of(CHAMPION)
         if previous is None:
             raise RegistryError(f"{self.name}: no 'previous' version to roll back to (champion is {current})")
+        record = self._stamped("rollback", previous, current, reason, details)
         self.client.set_registered_model_alias(self.name, CHAMPION, previous)
         if current is not None:
             self.client.set_registered_model_alias(self.name, PREVIOUS, current)
-        return self._audit("rollback", previous, current, reason, details)
+        return self._logged(record)
 
     def record(self, action: str, version: str | None, reason: str, details: dict[str, Any]) -> dict[str, Any]:
         """An audit record for a decision that moved nothing (a failed gate, waiting for approval)."""
@@ -136,20 +138,32 @@ class Registry:
     def _audit(
         self, action: str, version: str | None, from_version: str | None, reason: str, details: dict[str, Any]
     ) -> dict[str, Any]:
-        now = datetime.now(UTC)
+        return self._logged(self._stamped(action, version, from_version, reason, details))
+
+    def _stamped(
+        self, action: str, version: str | None, from_version: str | None, reason: str, details: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The audit record of a decision, its time already on the version (`last_<action>`). A move stamps the
+        version before any alias moves: whoever sees the new champion also sees when it was promoted (an endpoint
+        scores the previous champion beside a new one from its first request)."""
         record = {
             "action": action,
             "version": version,
             "from_version": from_version,
             "reason": reason,
-            "at": now.isoformat(timespec="seconds"),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
             **details,
         }
+        if version is not None:
+            self.client.set_model_version_tag(self.name, version, f"last_{action}", record["at"])
+        return record
+
+    def _logged(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record written on the registered model (`audit.<time>.<action>`), once the decision is made."""
         text = json.dumps(record, default=str)
         if len(text) > 4900:  # MLflow tag values are bounded; keep the decision, trim the details
             record = {k: record[k] for k in ("action", "version", "from_version", "reason", "at")}
             text = json.dumps(record)
-        self.client.set_registered_model_tag(self.name, f"{AUDIT_PREFIX}{now.strftime(AUDIT_TIME)}.{action}", text)
-        if version is not None:
-            self.client.set_model_version_tag(self.name, version, f"last_{action}", record["at"])
+        key = f"{AUDIT_PREFIX}{datetime.now(UTC).strftime(AUDIT_TIME)}.{record['action']}"
+        self.client.set_registered_model_tag(self.name, key, text)
         return record

@@ -135,6 +135,8 @@ async def next_slot(
         challenger_version = (
             await asyncio.to_thread(source.version, "challenger", True) if config.rollout_mode != "none" else None
         )
+        if challenger_version == champion_version:  # a promotion between its two alias moves: no challenger
+            challenger_version = None
         previous_version = (
             await asyncio.to_thread(source.previous_beside, champion_version, config.previous_window_s)
             if challenger_version is None and config.previous_window_s > 0
@@ -162,9 +164,7 @@ async def next_slot(
         return reuse if reuse is not None else await asyncio.to_thread(source.load, version)
 
     champion = await load(champion_version)
-    challenger = (
-        await load(challenger_version) if challenger_version and challenger_version != champion_version else None
-    )
+    challenger = await load(challenger_version) if challenger_version else None
     previous = await load(previous_version) if previous_version and previous_version != champion_version else None
     log.info(
         "serving %s v%s%s%s",

@@ -236,6 +236,51 @@ def test_a_new_champion_is_answered_with_the_previous_one_scored_beside_it(
     assert requests.get(f"{server.url}/v1/models/flight_delay", timeout=5).json()["previous_scored_beside"] == "1"
 
 
+def test_an_endpoint_reloading_between_a_promotions_alias_moves_scores_the_previous_champion_beside_it(
+    registry_store,
+):
+    """A promotion writes several aliases and tags one by one; an endpoint may reload between any two. Each reload
+    seen mid-promotion serves either the old champion or the new one with the old scored beside it, never the new
+    one alone (a rollback would then judge it on fewer outcomes) nor the new one as its own challenger."""
+    import asyncio
+
+    from mlflow import MlflowClient
+
+    from ml_platform.serving.config import ServeConfig
+    from ml_platform.serving.loader import RegistrySource
+    from ml_platform.serving.prediction_log import LogPolicy
+    from ml_platform.serving.slot import next_slot
+
+    uri, registry = registry_store
+    config = ServeConfig("flight_delay", "unused", rollout_mode="shadow", previous_window_s=3600)
+    source = RegistrySource("flight_delay", uri, uri)
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    def reload() -> None:
+        slot = asyncio.run(next_slot(None, source, config, lambda _model: LogPolicy([], [], b"k")))
+        assert slot is not None
+        seen.append((slot.champion.version, _version(slot.challenger), _version(slot.previous)))
+
+    class ReloadAfterEachMove(MlflowClient):
+        def set_registered_model_alias(self, *args, **kwargs):
+            super().set_registered_model_alias(*args, **kwargs)
+            reload()
+
+        def delete_registered_model_alias(self, *args, **kwargs):
+            super().delete_registered_model_alias(*args, **kwargs)
+            reload()
+
+    registry.client = ReloadAfterEachMove(tracking_uri=uri, registry_uri=uri)
+    reload()
+    registry.promote("2", "a better model", {})
+    assert seen[0] == ("1", "2", None) and seen[-1] == ("2", None, "1")
+    assert all(state in {("1", "2", None), ("2", None, "1")} for state in seen), seen
+
+
+def _version(model) -> str | None:
+    return model.version if model else None
+
+
 def test_a_challenger_that_has_not_passed_its_gates_gets_no_traffic(
     trained, start_server, registry_store, tmp_path, write_spec
 ):
