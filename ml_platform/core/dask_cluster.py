@@ -101,12 +101,18 @@ def dashboard_link(client: Client) -> str | None:
         return None
 
 
+def workers_of(client: Client) -> dict[str, dict[str, Any]]:
+    """Each worker's record (memory limit, threads, ...) by address, asked of the scheduler now.
+    Not `Client.scheduler_info()`: it refreshes a cache and returns it, and the client's own periodic refresh
+    writes that cache without the workers; read back between the two, it said every worker had left (a
+    training that lost none failed so)."""
+    identity: dict[str, Any] = client.sync(client.scheduler.identity, n_workers=-1)
+    return dict(identity["workers"])
+
+
 def worker_memory(client: Client) -> dict[str, int]:
     """Each worker's memory limit in bytes (0: none)."""
-    return {
-        address: int(info.get("memory_limit") or 0)
-        for address, info in client.scheduler_info(n_workers=-1)["workers"].items()
-    }
+    return {address: int(info.get("memory_limit") or 0) for address, info in workers_of(client).items()}
 
 
 def check_partition_memory(client: Client, partition_bytes: dict[str, int]) -> None:

@@ -28,7 +28,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ml_platform.core.dask_cluster import killed_workers_explained, watched, worker_memory
+from ml_platform.core import binning
+from ml_platform.core.dask_cluster import killed_workers_explained, watched, worker_memory, workers_of
 from ml_platform.core.dask_frames import StoredPartitions, per_partition
 from ml_platform.core.data_versions import content_hash, versions_by_day, versions_by_partition
 from ml_platform.core.evaluation import encoded_target, task_metrics
@@ -365,7 +366,7 @@ def _distinct(part: pd.DataFrame, categorical: list[str], target: str, splits: l
 
 
 def _threads(client: Client) -> int:
-    threads: list[int] = [info.get("nthreads", 1) for info in client.scheduler_info(n_workers=-1)["workers"].values()]
+    threads: list[int] = [info.get("nthreads", 1) for info in workers_of(client).values()]
     return max(1, min(threads or [1]))
 
 
@@ -399,10 +400,11 @@ def _fit(
     meta = pd.DataFrame({name: pd.Series(dtype=np.float64) for name in [*encoder.names, LABEL]})
     parts = rows.map_partitions(_encoded, encoder, spec.target.name, classes, meta=meta).to_delayed()
     workers = _workers_in_order(client)[: len(parts)]
-    blocks = [
-        client.compute(parts[rank :: len(workers)], workers=[worker], allow_other_workers=False)
-        for rank, worker in enumerate(workers)
+    encoded = [
+        client.compute(part, workers=[workers[i % len(workers)]], allow_other_workers=False)
+        for i, part in enumerate(parts)
     ]
+    sample = client.scatter(_bin_sample(client, encoded, params), broadcast=True)
     held = {w: client.submit(_HeldPort, workers=[w], allow_other_workers=False, pure=False) for w in workers}
     ports: dict[str, int] = client.gather(
         {w: client.submit(_port_of, held[w], workers=[w], allow_other_workers=False) for w in workers}
@@ -414,22 +416,22 @@ def _fit(
         "num_machines": len(workers),
         "machines": ",".join(f"{urlparse(worker).hostname}:{ports[worker]}" for worker in workers),
     }
-    categorical = list(range(len(encoder.numeric), len(encoder.names)))
     fits = [
         client.submit(
             _fit_rank,
-            block,
+            encoded[rank :: len(workers)],
+            sample,
             held[worker],
             {**network, "local_listen_port": ports[worker]},
             rounds,
             encoder.names,
-            categorical,
+            encoder.categorical_columns,
             rank == 0,
             workers=[worker],
             allow_other_workers=False,
             pure=False,
         )
-        for rank, (worker, block) in enumerate(zip(workers, blocks, strict=True))
+        for rank, worker in enumerate(workers)
     ]
     texts = watched(client, lambda: killed_workers_explained(client.gather, fits))
     return _without_addresses(lgb.Booster(model_str=texts[0]))
@@ -438,10 +440,10 @@ def _fit(
 def _workers_in_order(client: Client) -> list[str]:
     """The cluster's workers in address order, after waiting for the first of a cluster still starting (or
     restarting) its workers."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    workers = workers_of(client)
     if not workers:
         client.wait_for_workers(1, timeout=120)
-        workers = client.scheduler_info(n_workers=-1)["workers"]
+        workers = workers_of(client)
     return sorted(workers)
 
 
@@ -465,8 +467,26 @@ def _port_of(held: _HeldPort) -> int:
     return held.port
 
 
+def _bin_sample(client: Client, encoded: list[Any], params: dict[str, Any]) -> pd.DataFrame:
+    """`binning`'s sample of the encoded partitions (each a future on its worker, in training-set order): every
+    `step`-th row counted across the partitions, as the local engine takes every `step`-th row of its frame."""
+    sizes: list[int] = client.gather([client.submit(len, part) for part in encoded])
+    step = binning.sample_step(sum(sizes), params)
+    starts = np.cumsum([0, *sizes[:-1]])
+    picked = [
+        client.submit(_every, part, int(-start % step), step) for part, start in zip(encoded, starts, strict=True)
+    ]
+    chosen: list[pd.DataFrame] = client.gather(picked)
+    return pd.concat(chosen, ignore_index=True)
+
+
+def _every(part: pd.DataFrame, first: int, step: int) -> pd.DataFrame:
+    return part.iloc[first::step]
+
+
 def _fit_rank(
     parts: list[pd.DataFrame],
+    sample: pd.DataFrame,
     held: _HeldPort,
     params: dict[str, Any],
     rounds: int,
@@ -474,10 +494,14 @@ def _fit_rank(
     categorical: list[int],
     keep: bool,
 ) -> str | None:
-    """One rank of a data-parallel fit, on its worker: its partitions in order, LightGBM's network joined through
-    `params`; the model's text from rank 0 (every rank ends with the same trees)."""
+    """One rank of a data-parallel fit, on its worker: its partitions in order, binned from the shared sample,
+    LightGBM's network joined through `params`; the model's text from rank 0 (every rank ends with the same
+    trees)."""
+    bins = binning.reference(sample[names], names, categorical, params)
     frame = pd.concat(parts, ignore_index=True)
-    dataset = lgb.Dataset(frame[names], frame[LABEL], categorical_feature=categorical, free_raw_data=True)
+    dataset = lgb.Dataset(
+        frame[names], frame[LABEL], categorical_feature=categorical, reference=bins, free_raw_data=True
+    )
     held.release()
     booster = lgb.train(params, dataset, num_boost_round=rounds)
     try:

@@ -40,6 +40,11 @@ class FeatureEncoder:
     def names(self) -> list[str]:
         return [*self.numeric, *self.categorical]
 
+    @property
+    def categorical_columns(self) -> list[int]:
+        """The matrix columns LightGBM treats as categorical (they follow the numeric ones)."""
+        return list(range(len(self.numeric), len(self.names)))
+
     @classmethod
     def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> FeatureEncoder:
         levels = {name: sorted(frame[name].dropna().astype(str).unique().tolist()) for name in categorical}

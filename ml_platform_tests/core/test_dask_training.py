@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from upath import UPath
 
-from ml_platform.core import dask_cluster, dask_frames, dask_training
+from ml_platform.core import binning, dask_cluster, dask_frames, dask_training
 from ml_platform.core.data_versions import versions_by_day
 from ml_platform.core.evaluation import encoded_target, task_metrics
 from ml_platform.core.training import early_stopping_round, train
@@ -55,10 +55,22 @@ def test_the_training_set_and_its_versions_equal_the_local_engines(client, store
     assert back[SPLIT].tolist() == local.frame[SPLIT].tolist()
 
 
-def test_training_on_the_workers_matches_the_local_engine(client, stored_features, spec, training_set, tmp_path):
+@pytest.fixture(scope="module")
+def stored_training_set(client, stored_features, spec, tmp_path_factory) -> UPath:
+    """The window's training set built and stored by the workers."""
     stored, keys = stored_features
-    folder = UPath(tmp_path / "training_set.parquet")
+    folder = UPath(tmp_path_factory.mktemp("training_set") / "training_set.parquet")
     dask_frames.write_partitions(dask_training.build_training_set_on_dask(stored, spec, keys).frame, folder)
+    return folder
+
+
+def _bins(model) -> str:
+    """The model's bin boundaries per feature, as LightGBM saves them (`feature_infos`)."""
+    return next(line for line in model.booster.model_to_string().splitlines() if line.startswith("feature_infos="))
+
+
+def test_training_on_the_workers_matches_the_local_engine(client, stored_training_set, spec, training_set):
+    folder = stored_training_set
     result = dask_training.train_on_dask(spec, dask_frames.read_partitions([folder]), client)
     manifest = result.model.manifest
     assert manifest["engine"] == {"name": "dask", "workers": 2}
@@ -81,6 +93,8 @@ def test_training_on_the_workers_matches_the_local_engine(client, stored_feature
         task_metrics("binary", encoded_target(m, test), m.predict(test))["roc_auc"] for m in (result.model, local.model)
     ]
     print("rounds dask/local", result.best_iteration, local.best_iteration, "auc", aucs)
+    # both engines bin every feature from the same rows: the same split candidates, the same first trees
+    assert _bins(result.model) == _bins(local.model)
     # Both engines stop on the validation log loss (the AUC flattens within a few rounds and then wanders by
     # noise: stopping on it chose 6 rounds locally and 4 to 38 on Dask, run after run; now 37 and 48).
     assert min(result.best_iteration, local.best_iteration) >= 20
@@ -91,6 +105,36 @@ def test_training_on_the_workers_matches_the_local_engine(client, stored_feature
     text = result.model.booster.model_to_string()
     assert text == again.model.booster.model_to_string() and manifest == again.model.manifest
     assert "[machines: ]" in text and "[local_listen_port: ]" in text and "[num_machines: 2]" in text
+
+
+def test_past_the_bin_sample_both_engines_bin_from_the_same_rows(client, stored_training_set, spec, training_set):
+    """Past LightGBM's bin sample (200,000 rows by default; 2,000 here) each engine drew its own: the local one at
+    random, each Dask rank from its own rows. Both take every k-th fitted row in training-set order instead."""
+    params = {**spec.training.params, "bin_construct_sample_cnt": 2000}
+    sampled = spec.model_copy(update={"training": spec.training.model_copy(update={"params": params})})
+    fitted = int((training_set[SPLIT] != "test").sum())
+    assert binning.sample_step(fitted, params) >= 10
+    on_dask = dask_training.train_on_dask(sampled, dask_frames.read_partitions([stored_training_set]), client)
+    local = train(sampled, split_of(training_set))
+    assert _bins(on_dask.model) == _bins(local.model)
+    # and they are the sample's bins, not every row's
+    assert _bins(local.model) != _bins(train(spec, split_of(training_set)).model)
+
+
+def test_the_workers_are_read_from_the_scheduler_not_from_a_cache_the_client_empties(client):
+    """The client's periodic refresh of its scheduler cache (every 2 s by default, every 5 ms here) writes it
+    without the workers; a read that raced it saw none, and a training that lost no worker failed as if both had
+    left."""
+    import dask
+    from distributed import Client
+
+    with dask.config.set({"distributed.client.scheduler-info-interval": "5ms"}):
+        racing = Client(client.scheduler.address, set_as_default=False)
+    try:
+        seen = [len(dask_cluster.worker_memory(racing)) for _ in range(400)]
+    finally:
+        racing.close()
+    assert set(seen) == {2}
 
 
 def test_an_unreachable_scheduler_names_its_address_and_the_variable():
