@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, cast
 
 import lightgbm as lgb
@@ -407,7 +408,7 @@ def _fit(
     sample = client.scatter(_bin_sample(client, encoded, params), broadcast=True)
     held = {w: client.submit(_HeldPort, workers=[w], allow_other_workers=False, pure=False) for w in workers}
     ports: dict[str, int] = client.gather(
-        {w: client.submit(_port_of, held[w], workers=[w], allow_other_workers=False) for w in workers}
+        {w: client.submit(attrgetter("port"), held[w], workers=[w], allow_other_workers=False) for w in workers}
     )
     network = {
         **without_rounds(params),
@@ -461,10 +462,6 @@ class _HeldPort:
 
     def release(self) -> None:
         self.socket.close()
-
-
-def _port_of(held: _HeldPort) -> int:
-    return held.port
 
 
 def _bin_sample(client: Client, encoded: list[Any], params: dict[str, Any]) -> pd.DataFrame:

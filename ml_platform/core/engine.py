@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    import dask.dataframe as dd
     import numpy as np
     import pandas as pd
     from distributed import Client
@@ -61,6 +62,10 @@ class Engine(Protocol):
 
     def load(self, paths: list[UPath], keys: list[str | None]) -> Any:
         """Stored partitions (files, or folders of part files) as this engine's frame; `keys`: their keys."""
+        ...
+
+    def store(self, frame: Any, path: UPath) -> int:
+        """One partition of this engine's frame stored at `path`, as `load` reads it back; the rows stored."""
         ...
 
     def check_fits(self, *stored: Any) -> None:
@@ -123,6 +128,13 @@ class LocalEngine:
     name: ClassVar[str] = "local"
     kind: ClassVar[str] = "pandas"
     on_cluster: ClassVar[bool] = False
+
+    @staticmethod
+    def store(frame: pd.DataFrame, path: UPath) -> int:
+        """One Parquet file, without the index."""
+        with path.open("wb") as handle:
+            write_parquet(frame, handle)
+        return len(frame)
 
     def load(self, paths: list[UPath], keys: list[str | None]) -> pd.DataFrame:
         import pandas as pd
@@ -230,6 +242,13 @@ class DaskEngine:
             return dict(output)
         return None
 
+    @staticmethod
+    def store(frame: dd.DataFrame, path: UPath) -> int:
+        """A folder of part files, each written by the worker that holds it."""
+        from ml_platform.core.dask_frames import write_partitions
+
+        return write_partitions(frame, path)
+
     def load(self, paths: list[UPath], keys: list[str | None]) -> StoredPartitions:
         from ml_platform.core.dask_frames import StoredPartitions, read_partitions
 
@@ -310,6 +329,15 @@ class DaskEngine:
 
 
 LOCAL = LocalEngine()  # the engine of a stage called without one: outside the orchestrator (tests, tools)
+
+
+def write_parquet(frame: pd.DataFrame, handle: Any) -> None:
+    """A frame as one Parquet file without its index: what `DataFrame.to_parquet(index=False)` writes (pyarrow,
+    snappy), minus pandas' per-call dispatch, which a backfill pays once per partition."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), handle, compression="snappy")
 
 
 def engine_named(name: str, connect: Callable[[], Client] | None = None) -> Engine:

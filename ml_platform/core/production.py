@@ -289,11 +289,10 @@ def _partition_of(frame: pd.DataFrame, timestamp: str, keys: list[str], starts: 
 
 def round_trip(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
     """A frame written as the IO manager writes it and read back, so dtypes are what a stage reads."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from ml_platform.core.engine import write_parquet
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, compression="snappy")
+    write_parquet(frame, path)
     return pd.read_parquet(path)
 
 

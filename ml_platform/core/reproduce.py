@@ -47,7 +47,6 @@ from ml_platform.core.production import (
     read_only_client,
     read_partition,
     rebuild_features,
-    round_trip,
     stored_keys,
     stored_versions,
     train_as_retrain,
@@ -382,12 +381,7 @@ def _retrain(
         try:
             features = engine.load([UPath(folder / f"{key}.parquet") for key in windows], list(windows))
             built = engine.build_training_set(features, spec, dict(windows)).frame
-            if engine.on_cluster:
-                from ml_platform.core.dask_frames import write_partitions
-
-                write_partitions(built, UPath(written))
-            else:
-                round_trip(built, written)
+            engine.store(built, UPath(written))
             training_set = engine.load([UPath(written)], [None])
             result = train_as_retrain(spec, training_set, extra, engine)
         except training.TrainingError as error:
@@ -416,7 +410,7 @@ def _engine_of(spec: ModelSpec, recorded: Model, notes: list[str]) -> Iterator[E
         if workers != recorded_workers:
             notes.append(
                 f"retrained on {workers} Dask worker(s) where the version was trained on {recorded_workers}: "
-                "LightGBM's distributed bins and sums follow the workers, so the model bytes may differ"
+                "LightGBM sums its histograms worker by worker, so the model bytes may differ"
             )
         yield engine_named(spec.training.engine, connect=lambda: client)
     finally:

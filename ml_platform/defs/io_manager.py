@@ -68,8 +68,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     final = self._path(context.asset_key, key)
                     temporary = final.with_name(f".{final.name}.{token}.tmp")
                     staged.append((temporary, final))
-                    with temporary.open("wb") as handle:
-                        write_parquet(parts[key], handle)
+                    LocalEngine.store(parts[key], temporary)
                 for temporary, final in staged:
                     if final.is_dir():  # stored by the Dask engine before: a file replaces the folder
                         _remove(final)
@@ -91,7 +90,6 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
     def _write_dask(self, context: dg.OutputContext, keys: list, parts: dict) -> None:
         """Each partition's Dask DataFrame as a folder of part files, staged and renamed into place."""
-        from ml_platform.core import dask_frames
 
         if sorted(parts, key=str) != sorted(keys, key=str):
             raise dg.Failure(
@@ -105,7 +103,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             token = uuid.uuid4().hex[:8]
             staged, old = final.with_name(f".{final.name}.{token}.tmp"), final.with_name(f".{final.name}.{token}.old")
             try:
-                rows += dask_frames.write_partitions(frame, staged)
+                rows += DaskEngine.store(frame, staged)
                 if final.exists():
                     final.rename(old)
                 staged.rename(final)
@@ -135,15 +133,6 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             paths.append(path)
             found.append(key)
         return engine_named(metadata.get(ENGINE_KEY, LocalEngine.name)).load(paths, found)
-
-
-def write_parquet(frame: pd.DataFrame, handle) -> None:
-    """A frame as one Parquet file without its index: what `DataFrame.to_parquet(index=False)` writes (pyarrow,
-    snappy), minus pandas' per-call dispatch, which a backfill pays once per partition."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), handle, compression="snappy")
 
 
 def _remove(path: UPath) -> None:

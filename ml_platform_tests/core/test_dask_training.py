@@ -107,18 +107,32 @@ def test_training_on_the_workers_matches_the_local_engine(client, stored_trainin
     assert "[machines: ]" in text and "[local_listen_port: ]" in text and "[num_machines: 2]" in text
 
 
-def test_past_the_bin_sample_both_engines_bin_from_the_same_rows(client, stored_training_set, spec, training_set):
+def test_past_the_bin_sample_both_engines_bin_from_the_same_rows_and_grow_the_same_first_tree(
+    client, stored_training_set, spec, training_set
+):
     """Past LightGBM's bin sample (200,000 rows by default; 2,000 here) each engine drew its own: the local one at
-    random, each Dask rank from its own rows. Both take every k-th fitted row in training-set order instead."""
+    random, each Dask rank from its own rows. Both take every k-th fitted row in training-set order instead, so
+    they split on the same candidate values and grow the same first tree. What is left between them is LightGBM's
+    data-parallel learner: it knows a leaf's row count only as estimated from its hessian sum (the serial learner
+    counts the rows), so a count limit (`min_data_in_leaf`, `min_data_per_group`) can admit a split on one engine
+    and not on the other, and the trees part from the second on."""
     params = {**spec.training.params, "bin_construct_sample_cnt": 2000}
+    assert binning.sample_step(int((training_set[SPLIT] != "test").sum()), params) >= 10
     sampled = spec.model_copy(update={"training": spec.training.model_copy(update={"params": params})})
-    fitted = int((training_set[SPLIT] != "test").sum())
-    assert binning.sample_step(fitted, params) >= 10
-    on_dask = dask_training.train_on_dask(sampled, dask_frames.read_partitions([stored_training_set]), client)
-    local = train(sampled, split_of(training_set))
-    assert _bins(on_dask.model) == _bins(local.model)
-    # and they are the sample's bins, not every row's
-    assert _bins(local.model) != _bins(train(spec, split_of(training_set)).model)
+    on_dask = dask_training.train_on_dask(sampled, dask_frames.read_partitions([stored_training_set]), client).model
+    local = train(sampled, split_of(training_set)).model
+    assert _bins(on_dask) == _bins(local)
+    assert _bins(local) != _bins(train(spec, split_of(training_set)).model)  # the sample's bins, not every row's
+    assert _trees(on_dask)[0] == _trees(local)[0]
+
+
+def _trees(model) -> list[str]:
+    """Each tree's text without the row counts it records (estimated on Dask, counted locally)."""
+    text = model.booster.model_to_string().split("end of trees")[0]
+    return [
+        "\n".join(line for line in tree.splitlines() if not line.startswith(("leaf_count=", "internal_count=")))
+        for tree in text.split("Tree=")[1:]
+    ]
 
 
 def test_the_workers_are_read_from_the_scheduler_not_from_a_cache_the_client_empties(client):

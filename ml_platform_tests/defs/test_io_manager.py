@@ -112,7 +112,7 @@ def test_partitions_stored_as_text_join_categorical_ones(tmp_path):
 
 def test_stored_files_read_back_as_pandas_wrote_them(tmp_path):
     """The IO manager writes through pyarrow directly; a stored day must be what `to_parquet` stores."""
-    from ml_platform.defs.io_manager import write_parquet
+    from ml_platform.core.engine import write_parquet
 
     day = pd.DataFrame(
         {
