@@ -284,7 +284,29 @@ def training(spec: ModelSpec) -> list[Problem]:
                 "engine: local on a shorter window, then copy the parameters into training.params)",
             )
         )
+    if spec.training.engine == "dask":
+        found.extend(_empty_leaves_allowed(spec.training.params))
     return found
+
+
+# LightGBM's names for the fewest rows in a leaf.
+_MIN_DATA_IN_LEAF = ("min_data_in_leaf", "min_data_per_leaf", "min_data", "min_child_samples", "min_samples_leaf")
+
+
+def _empty_leaves_allowed(params: dict[str, Any]) -> list[Problem]:
+    """On Dask, LightGBM's data-parallel learner knows a leaf's rows only as estimated from its hessian sum, and
+    stops (`Check failed: left_count > 0`) on a split whose side it estimates empty, which a limit under 1
+    allows."""
+    return [
+        (
+            f"training.params.{name}",
+            value,
+            "at least 1 when training.engine is dask (LightGBM's data-parallel training estimates a leaf's rows "
+            "and fails on a leaf it estimates empty; 20 is LightGBM's default)",
+        )
+        for name, value in params.items()
+        if name in _MIN_DATA_IN_LEAF and isinstance(value, int | float) and not isinstance(value, bool) and value < 1
+    ]
 
 
 # Data cadences the training layer maps onto: a retraining partition's window is whole days (whole weeks for

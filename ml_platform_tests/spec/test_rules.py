@@ -424,3 +424,16 @@ def test_the_metrics_of_each_task_are_those_evaluation_reports():
     for task, (y_true, y_score) in scores.items():
         assert set(task_metrics(task, y_true, y_score)) == set(TASK_METRICS[task]), task
         assert DEFAULT_METRIC[task] in TASK_METRICS[task]
+
+
+@pytest.mark.parametrize("name", ["min_data_in_leaf", "min_child_samples", "min_samples_leaf"])
+def test_a_leaf_limit_under_one_is_refused_on_dask_and_named(tmp_path, write_spec, name):
+    """LightGBM's data-parallel training estimates a leaf's rows and fails on one it estimates empty."""
+    path = write_spec(tmp_path, {"training.engine": "dask", "training.params": {name: 0}})
+    message = _error(path)
+    assert str(path) in message and f"training.params.{name}: found 0" in message
+    assert "at least 1 when training.engine is dask" in message
+    local = write_spec(tmp_path, {"training.params": {name: 0}}, name="local.yaml")
+    assert load_spec(local).training.params[name] == 0
+    one = write_spec(tmp_path, {"training.engine": "dask", "training.params": {name: 1}}, name="one.yaml")
+    assert load_spec(one).training.params[name] == 1
