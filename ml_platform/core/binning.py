@@ -6,7 +6,8 @@ of the features it is given. So a local and a Dask model of one training set spl
 and a validation loss that is flat for tens of rounds had its minimum rounds apart (3M rows: 51 rounds locally, 79
 on Dask; held-out AUC 0.0051 apart). Both engines take the bins from one sample instead: every `step`-th fitted row
 in training-set order (an order both engines share), built into a reference Dataset whose bins every training
-Dataset of the fit takes. What is left between the engines is the order histograms are summed in.
+Dataset of the fit takes. What is left between the engines is inside LightGBM: its data-parallel learner knows a
+leaf's rows only as estimated from the leaf's hessian sum, so row-count limits can admit different splits.
 """
 
 from __future__ import annotations
